@@ -1,0 +1,34 @@
+"""The etcd key layout under /tessera/v1/ (see design.md, "Names to keep consistent")."""
+
+from __future__ import annotations
+
+PREFIX = "/tessera/v1/"
+WORKERS = PREFIX + "workers/"
+SERVICES = PREFIX + "services/"
+CONFIG = PREFIX + "config/"
+DESIRED = PREFIX + "desired/"
+ELECTION = PREFIX + "election/"
+
+
+def worker(worker_id: str) -> str:
+    """Leased registration of one worker; the value is its WorkerIdentity as JSON."""
+    return WORKERS + worker_id
+
+
+def services(kind: str) -> str:
+    """Prefix of the leased registrations of one service kind (router, scheduler, autoscaler)."""
+    return f"{SERVICES}{kind}/"
+
+
+def service(kind: str, service_id: str) -> str:
+    return services(kind) + service_id
+
+
+def desired(name: str) -> str:
+    """The autoscaler's desired state for one worker group."""
+    return DESIRED + name
+
+
+def election(name: str) -> str:
+    """Leader-election key: whoever holds it under a live lease leads."""
+    return ELECTION + name

@@ -1,0 +1,94 @@
+"""A local mirror of every key under an etcd prefix, kept by list-then-watch.
+
+Services discover each other this way. If etcd goes away, the mirror keeps its
+last contents (serving continues on the last known view) and, once etcd is
+back, lists again and reports only what changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import aetcd
+from aetcd.rtypes import EventKind
+
+from tessera.etcd.client import Backoff, EtcdConnector, OutageLog
+
+log = logging.getLogger("tessera.etcd")
+
+# Called with (key, value) for a put, (key, None) for a delete.
+ChangeHandler = Callable[[str, bytes | None], Awaitable[None] | None]
+
+
+class PrefixMirror:
+    """``items`` holds key -> value for everything under ``prefix``."""
+
+    def __init__(self, connector: EtcdConnector, prefix: str, on_change: ChangeHandler | None = None) -> None:
+        self.connector = connector
+        self.prefix = prefix
+        self.items: dict[str, bytes] = {}
+        self.on_change = on_change
+        self.synced = asyncio.Event()  # set after the first successful listing
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"watch:{self.prefix}")
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+
+    async def _emit(self, key: str, value: bytes | None) -> None:
+        if self.on_change is None:
+            return
+        try:
+            result = self.on_change(key, value)
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception as exc:  # noqa: BLE001 - one bad entry must not stop the watch
+            log.warning("watch %s: handler failed on %s: %s", self.prefix, key, exc)
+
+    async def _run(self) -> None:
+        outage = OutageLog(f"watch {self.prefix}")
+        backoff = Backoff()
+        while True:
+            client: aetcd.Client | None = None
+            try:
+                client = await self.connector.connect()
+                listing = await client.get_prefix(self.prefix.encode())
+                revision = listing.header.revision
+                await self._replace_all({kv.key.decode(): kv.value for kv in listing})
+                self.synced.set()
+                outage.ok()
+                backoff.reset()
+                watch = await client.watch_prefix(self.prefix.encode(), start_revision=revision + 1)
+                async for event in watch:
+                    key = event.kv.key.decode()
+                    if event.kind == EventKind.PUT:
+                        self.items[key] = event.kv.value
+                        await self._emit(key, event.kv.value)
+                    elif self.items.pop(key, None) is not None:
+                        await self._emit(key, None)
+                raise ConnectionError("watch stream ended")
+            except asyncio.CancelledError:
+                await self.connector.discard(client)
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep the last view, retry
+                outage.failed(exc)
+                await self.connector.discard(client)
+                await backoff.sleep()
+
+    async def _replace_all(self, fresh: dict[str, bytes]) -> None:
+        for key in [k for k in self.items if k not in fresh]:
+            del self.items[key]
+            await self._emit(key, None)
+        for key, value in fresh.items():
+            if self.items.get(key) != value:
+                self.items[key] = value
+                await self._emit(key, value)
