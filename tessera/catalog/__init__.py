@@ -1,0 +1,1 @@
+"""Accelerators as data: per-vendor engine settings (and, later, the accelerator catalog)."""

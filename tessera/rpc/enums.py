@@ -1,0 +1,36 @@
+"""Names <-> protobuf enums for roles and vendors (the names in design.md)."""
+
+from __future__ import annotations
+
+from tessera.v1 import common_pb2 as pb
+
+ROLES = {"mixed": pb.ROLE_MIXED, "prefill": pb.ROLE_PREFILL, "decode": pb.ROLE_DECODE}
+VENDORS = {"nvidia": pb.VENDOR_NVIDIA, "amd": pb.VENDOR_AMD, "tenstorrent": pb.VENDOR_TENSTORRENT, "cpu": pb.VENDOR_CPU}
+FINISH_REASONS = {
+    pb.FINISH_REASON_STOP: "stop",
+    pb.FINISH_REASON_LENGTH: "length",
+    pb.FINISH_REASON_ABORT: "abort",
+    pb.FINISH_REASON_ERROR: "error",
+}
+
+
+def role_value(name: str) -> int:
+    try:
+        return ROLES[name]
+    except KeyError:
+        raise ValueError(f"unknown role {name!r}; expected one of {', '.join(ROLES)}") from None
+
+
+def role_name(value: int) -> str:
+    return next((k for k, v in ROLES.items() if v == value), "mixed")
+
+
+def vendor_value(name: str) -> int:
+    try:
+        return VENDORS[name]
+    except KeyError:
+        raise ValueError(f"unknown vendor {name!r}; expected one of {', '.join(VENDORS)}") from None
+
+
+def vendor_name(value: int) -> str:
+    return next((k for k, v in VENDORS.items() if v == value), "cpu")
