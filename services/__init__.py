@@ -1,0 +1,1 @@
+"""Tessera's four services: router, scheduler, autoscaler, worker."""

@@ -1,0 +1,74 @@
+"""What the worker needs from an inference engine, whatever runs underneath.
+
+The vLLM backend implements this today; the ``sim`` engine (a later issue)
+implements the same interface, so the gRPC service, registration and load
+reporting are shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tessera.v1 import common_pb2 as pb
+
+
+class InvalidRequest(ValueError):
+    """The request cannot be served as asked (too long, bad parameters): the client's fault."""
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine cannot take requests now (dead, draining): try another worker."""
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    engine: str
+    engine_version: str
+    kv_block_size: int
+    kv_capacity_blocks: int
+    max_model_len: int
+
+
+@dataclass
+class Chunk:
+    """New output of one request since the previous chunk."""
+
+    token_ids: list[int]
+    text: str
+    finish_reason: str | None = None  # "stop" | "length" | "abort" | None while running
+    stop_reason: str = ""
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    kv_transfer_params: dict[str, Any] | None = None
+
+
+@dataclass
+class EngineLoad:
+    """The engine's own view of its queue, from its latest scheduler step."""
+
+    num_running: int = 0
+    num_waiting: int = 0
+    kv_cache_usage: float = 0.0
+    prefix_cache_queries: int = 0
+    prefix_cache_hits: int = 0
+
+
+class Engine(Protocol):
+    info: EngineInfo
+
+    async def start(self) -> None: ...
+
+    def generate(
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        sampling: pb.SamplingParams,
+        kv_transfer_params: dict[str, Any] | None = None,
+        priority: int = 0,
+    ) -> AsyncIterator[Chunk]: ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    async def stop(self) -> None: ...

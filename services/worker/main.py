@@ -1,0 +1,200 @@
+"""``tessera worker``: start one engine, serve it over gRPC, register it in etcd."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from typing import Any
+
+import yaml
+
+from tessera.catalog.vendors import vendor_settings
+from tessera.etcd import keys
+from tessera.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
+from tessera.etcd.records import identity_to_json
+from tessera.etcd.registration import LeasedKey
+from tessera.models.registry import resolve
+from tessera.rpc.enums import role_value, vendor_value
+from tessera.rpc.server import ServiceBinding, start_server
+from tessera.telemetry.logging import setup_logging
+from tessera.telemetry.metrics import start_metrics_server
+from tessera.telemetry.tracing import setup_tracing, shutdown_tracing
+from tessera.v1 import common_pb2 as pb
+from tessera.v1 import worker_pb2_grpc
+from services.worker import metrics
+from services.worker.load import LoadTracker
+from services.worker.reporter import SchedulerReporter
+from services.worker.servicer import WorkerServicer
+from services.worker.vendor import detect_accelerator, detect_vendor
+
+log = logging.getLogger("tessera.worker")
+
+DRAIN_TIMEOUT_S = 30.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2", help="smollm2 | tiny | a model folder | a hub id")
+    p.add_argument("--served-model-name", default=None, help="name clients use (default: from the model)")
+    p.add_argument("--etcd", default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT), help="etcd endpoints host:port[,host:port]")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind and advertise")
+    p.add_argument("--port", type=int, default=0, help="gRPC port (0: any free port)")
+    p.add_argument("--metrics-port", type=int, default=0, help="Prometheus port (0: any free port)")
+    p.add_argument("--worker-id", default=None)
+    p.add_argument("--group", default="", help="desired-state group that launched this worker")
+    p.add_argument("--role", default="mixed", choices=["mixed", "prefill", "decode"])
+    p.add_argument("--engine", default="vllm", choices=["vllm"])
+    p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--tensor-parallel-size", type=int, default=1)
+    p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra vLLM engine argument (YAML value), repeatable; wins over the vendor table")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--lease-ttl", type=int, default=5)
+    p.add_argument("--log-level", default="INFO")
+
+
+def parse_pairs(items: list[str], what: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"bad {what} {item!r}: expected KEY=VALUE")
+        out[key.replace("-", "_")] = yaml.safe_load(value) if what == "--engine-arg" else value
+    return out
+
+
+def engine_args_for(args: argparse.Namespace, vendor: str, model_path: str, served_name: str,
+                    dtype_by_vendor: dict[str, str]) -> dict[str, Any]:
+    """vLLM engine arguments: vendor table, then model needs, then the user's flags."""
+    engine_args: dict[str, Any] = dict(vendor_settings(vendor).engine_args)
+    engine_args.update(model=model_path, tokenizer=model_path, served_model_name=served_name,
+                       tensor_parallel_size=args.tensor_parallel_size)
+    if vendor in dtype_by_vendor:
+        engine_args["dtype"] = dtype_by_vendor[vendor]
+    if args.max_model_len:
+        engine_args["max_model_len"] = args.max_model_len
+    engine_args.update(parse_pairs(args.engine_arg, "--engine-arg"))
+    return engine_args
+
+
+async def run(args: argparse.Namespace) -> int:
+    vendor = detect_vendor()
+    settings = vendor_settings(vendor)
+    for key, value in settings.env.items():
+        os.environ.setdefault(key, value)  # the operator's environment wins
+    spec = resolve(args.model, args.served_model_name)
+    if spec.recipe or os.path.isdir(spec.path):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local files: never ask a model hub
+    from tessera.models.prepare import ensure_model  # needs torch: workers only
+
+    model_path = await asyncio.to_thread(ensure_model, spec)
+    engine_args = engine_args_for(args, vendor, model_path, spec.name, spec.dtype_by_vendor)
+    accelerator, count = detect_accelerator(vendor)
+    worker_id = args.worker_id or f"{args.group or 'worker'}-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+    log.info("starting %s on %s (%s): %s", spec.name, vendor, accelerator, worker_id)
+
+    tracker = LoadTracker()
+    from services.worker.vllm_engine import VllmEngine
+
+    engine = VllmEngine(engine_args, on_stats=tracker.engine_stats)
+    t0 = time.monotonic()
+    await engine.start()
+    assert engine.info is not None
+    log.info("engine ready in %.1fs: %d KV blocks of %d tokens, context %d",
+             time.monotonic() - t0, engine.info.kv_capacity_blocks, engine.info.kv_block_size, engine.info.max_model_len)
+
+    metrics_port = start_metrics_server(args.metrics_port, args.host)
+    identity = pb.WorkerIdentity(
+        id=worker_id,
+        model=spec.name,
+        model_path=model_path,
+        role=role_value(args.role),
+        vendor=vendor_value(vendor),
+        accelerator=accelerator,
+        accelerator_count=count,
+        parallelism=pb.Parallelism(tensor_parallel=args.tensor_parallel_size, pipeline_parallel=1,
+                                   data_parallel=1, expert_parallel=1),
+        kv_block_size=engine.info.kv_block_size,
+        kv_capacity_blocks=engine.info.kv_capacity_blocks,
+        max_model_len=engine.info.max_model_len,
+        engine=engine.info.engine,
+        engine_version=engine.info.engine_version,
+        group=args.group,
+        labels=parse_pairs(args.label, "--label"),
+        started_at_unix_ms=int(time.time() * 1000),
+        metrics_address=f"{args.host}:{metrics_port}",
+    )
+    servicer = WorkerServicer(engine, tracker, identity)
+    server = await start_server(
+        [ServiceBinding(worker_pb2_grpc.add_WorkerServicer_to_server, servicer, "tessera.v1.Worker")],
+        host=args.host, port=args.port,
+    )
+    identity.address = f"{args.host}:{server.port}"
+
+    connector = EtcdConnector(args.etcd)
+    registration = LeasedKey(connector, keys.worker(worker_id), identity_to_json(identity), ttl=args.lease_ttl)
+    registration.start()
+    reporter = SchedulerReporter(connector, identity, tracker)
+    reporter.start()
+    log.info("serving on %s (metrics :%d)", identity.address, metrics_port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    exit_code = 0
+    watchdog = asyncio.create_task(_watch_engine(engine, tracker, stop))
+    await stop.wait()
+    if engine.dead:
+        log.error("engine died; exiting so the actuator restarts this worker")
+        exit_code = 1
+    else:
+        log.info("shutting down: draining %d request(s)", tracker.in_flight)
+    tracker.set_draining(True)
+    await registration.close()  # schedulers stop placing here at once
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while tracker.in_flight and time.monotonic() < deadline and not engine.dead:
+        await asyncio.sleep(0.1)
+    watchdog.cancel()
+    await reporter.close()
+    await server.stop(1.0)
+    await engine.stop()
+    shutdown_tracing()
+    return exit_code
+
+
+async def _watch_engine(engine: Any, tracker: LoadTracker, stop: asyncio.Event) -> None:
+    """Publish gauges, and stop the worker if its engine dies."""
+    while not stop.is_set():
+        report = tracker.report(0)
+        metrics.RUNNING.set(report.num_running)
+        metrics.WAITING.set(report.num_waiting)
+        metrics.KV_USAGE.set(report.kv_cache_usage)
+        metrics.TOKENS_IN_FLIGHT.set(report.tokens_in_flight)
+        if engine.dead:
+            stop.set()
+        await asyncio.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tessera worker", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run_main(args)
+
+
+def run_main(args: argparse.Namespace) -> int:
+    import uvloop
+
+    setup_logging("worker", args.log_level)
+    setup_tracing("tessera-worker")
+    return uvloop.run(run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

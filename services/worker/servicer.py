@@ -1,0 +1,101 @@
+"""The Worker gRPC service: Generate, GetInfo, Drain."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+from google.protobuf import json_format
+from opentelemetry import trace
+
+from tessera.telemetry.tracing import incoming_context, tracer
+from tessera.v1 import common_pb2 as pb
+from tessera.v1 import worker_pb2, worker_pb2_grpc
+from services.worker import metrics
+from services.worker.engine import Engine, EngineUnavailable, InvalidRequest
+from services.worker.load import LoadTracker
+
+log = logging.getLogger("tessera.worker")
+
+FINISH = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH, "abort": pb.FINISH_REASON_ABORT}
+
+
+class WorkerServicer(worker_pb2_grpc.WorkerServicer):
+    def __init__(self, engine: Engine, tracker: LoadTracker, identity: pb.WorkerIdentity) -> None:
+        self.engine = engine
+        self.tracker = tracker
+        self.identity = identity
+        self._tracer = tracer("tessera.worker")
+
+    async def Generate(self, request: worker_pb2.GenerateRequest, context: grpc.aio.ServicerContext):
+        parent = incoming_context(context.invocation_metadata())
+        with self._tracer.start_as_current_span("worker.generate", context=parent, kind=trace.SpanKind.SERVER) as span:
+            span.set_attribute("tessera.worker_id", self.identity.id)
+            span.set_attribute("tessera.request_id", request.request_id)
+            if self.tracker.draining:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"worker {self.identity.id} is draining")
+            sampling = pb.SamplingParams()
+            sampling.CopyFrom(request.sampling)
+            resumed = list(request.resume_token_ids)
+            if resumed and sampling.HasField("max_tokens"):
+                if sampling.max_tokens <= len(resumed):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "resume_token_ids already reach max_tokens")
+                sampling.max_tokens -= len(resumed)
+            prompt = list(request.prompt_token_ids) + resumed
+            kv = json_format.MessageToDict(request.kv_transfer.params) if request.HasField("kv_transfer") else None
+            span.set_attribute("tessera.prompt_tokens", len(prompt))
+
+            started = time.perf_counter()
+            first = True
+            generated = len(resumed)
+            self.tracker.started(request.request_id, len(prompt))
+            metrics.PROMPT_TOKENS.inc(len(request.prompt_token_ids))
+            finish = None
+            try:
+                async for chunk in self.engine.generate(
+                    request.request_id, prompt, sampling, kv_transfer_params=kv, priority=request.priority
+                ):
+                    if chunk.token_ids:
+                        if first:
+                            metrics.TTFT.observe(time.perf_counter() - started)
+                            metrics.CACHED_PROMPT_TOKENS.inc(chunk.cached_prompt_tokens)
+                            first = False
+                        generated += len(chunk.token_ids)
+                        self.tracker.progressed(request.request_id, len(chunk.token_ids))
+                        metrics.GENERATION_TOKENS.inc(len(chunk.token_ids))
+                    response = worker_pb2.GenerateResponse(
+                        request_id=request.request_id,
+                        delta=pb.TokenDelta(token_ids=chunk.token_ids, text=chunk.text),
+                    )
+                    if chunk.finish_reason:
+                        finish = chunk.finish_reason
+                        response.finish_reason = FINISH.get(chunk.finish_reason, pb.FINISH_REASON_STOP)
+                        response.stop_reason = chunk.stop_reason
+                        response.usage.CopyFrom(pb.Usage(
+                            prompt_tokens=len(request.prompt_token_ids),
+                            completion_tokens=generated,
+                            cached_prompt_tokens=chunk.cached_prompt_tokens,
+                        ))
+                        if chunk.kv_transfer_params:
+                            response.kv_transfer.params.update(chunk.kv_transfer_params)
+                    yield response
+            except InvalidRequest as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except EngineUnavailable as exc:
+                log.warning("request %s failed: %s", request.request_id, exc)
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            finally:
+                self.tracker.finished(request.request_id)
+                metrics.REQUESTS.labels(finish or "cancelled").inc()
+                metrics.E2E.observe(time.perf_counter() - started)
+                span.set_attribute("tessera.completion_tokens", generated)
+
+    async def GetInfo(self, request: worker_pb2.GetInfoRequest, context: grpc.aio.ServicerContext):
+        return worker_pb2.WorkerInfo(identity=self.identity, load=self.tracker.report(0))
+
+    async def Drain(self, request: worker_pb2.DrainRequest, context: grpc.aio.ServicerContext):
+        if not self.tracker.draining:
+            log.info("draining: no new requests; %d in flight", self.tracker.in_flight)
+        self.tracker.set_draining(True)
+        return worker_pb2.DrainResponse(in_flight=self.tracker.in_flight)

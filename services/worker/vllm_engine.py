@@ -1,0 +1,164 @@
+"""The vLLM backend: vLLM's AsyncLLM in this process (not `vllm serve` behind HTTP).
+
+Token ids in, incremental token ids and text out (vLLM's detokenizer, so stop
+strings and multi-byte characters come out right). Closing the output stream
+early aborts the request in the engine. A custom stat logger hands the engine's
+per-step scheduler figures to the worker's load tracker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from tessera.v1 import common_pb2 as pb
+from services.worker.engine import Chunk, EngineInfo, EngineLoad, EngineUnavailable, InvalidRequest
+
+log = logging.getLogger("tessera.worker.vllm")
+
+FINISH = {"stop": "stop", "length": "length", "abort": "abort"}
+
+
+def to_vllm_sampling(sp: pb.SamplingParams, kv_transfer_params: dict[str, Any] | None) -> Any:
+    """Our SamplingParams message to vLLM's SamplingParams (deltas, not cumulative)."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    kwargs: dict[str, Any] = {
+        "output_kind": RequestOutputKind.DELTA,
+        "stop": list(sp.stop) or None,
+        "stop_token_ids": list(sp.stop_token_ids) or None,
+        "ignore_eos": sp.ignore_eos,
+        "presence_penalty": sp.presence_penalty,
+        "frequency_penalty": sp.frequency_penalty,
+        "include_stop_str_in_output": sp.include_stop_str_in_output,
+    }
+    for name in ("max_tokens", "temperature", "top_p", "top_k", "seed", "min_tokens",
+                 "repetition_penalty", "skip_special_tokens"):
+        if sp.HasField(name):
+            kwargs[name] = getattr(sp, name)
+    if kv_transfer_params:
+        kwargs["extra_args"] = {"kv_transfer_params": kv_transfer_params}
+    try:
+        return SamplingParams(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+class VllmEngine:
+    """One vLLM engine. ``engine_args`` are AsyncEngineArgs fields."""
+
+    def __init__(self, engine_args: dict[str, Any], on_stats: Callable[[EngineLoad], None]) -> None:
+        self.engine_args = engine_args
+        self.on_stats = on_stats
+        self.info: EngineInfo | None = None
+        self._llm = None
+        self._priority_enabled = engine_args.get("scheduling_policy") == "priority"
+
+    async def start(self) -> None:
+        import vllm
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = AsyncEngineArgs(**self.engine_args)
+        self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[self._stat_logger_factory()])
+        config = self._llm.vllm_config
+        self.info = EngineInfo(
+            engine="vllm",
+            engine_version=vllm.__version__,
+            kv_block_size=int(config.cache_config.block_size),
+            kv_capacity_blocks=int(config.cache_config.num_gpu_blocks or 0),
+            max_model_len=int(config.model_config.max_model_len),
+        )
+
+    def _stat_logger_factory(self) -> Callable[..., Any]:
+        from vllm.v1.metrics.loggers import StatLoggerBase
+
+        on_stats = self.on_stats
+
+        class LoadStatLogger(StatLoggerBase):
+            """Forwards each step's scheduler figures to the load tracker."""
+
+            def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+                pass
+
+            def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None,
+                       engine_idx: int = 0) -> None:
+                if scheduler_stats is None:
+                    return
+                pcs = scheduler_stats.prefix_cache_stats
+                on_stats(EngineLoad(
+                    num_running=scheduler_stats.num_running_reqs,
+                    num_waiting=scheduler_stats.num_waiting_reqs + scheduler_stats.num_skipped_waiting_reqs,
+                    kv_cache_usage=float(scheduler_stats.kv_cache_usage),
+                    prefix_cache_queries=int(getattr(pcs, "queries", 0)),
+                    prefix_cache_hits=int(getattr(pcs, "hits", 0)),
+                ))
+
+            def log_engine_initialized(self) -> None:
+                pass
+
+        return LoadStatLogger
+
+    async def generate(
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        sampling: pb.SamplingParams,
+        kv_transfer_params: dict[str, Any] | None = None,
+        priority: int = 0,
+    ) -> AsyncIterator[Chunk]:
+        from vllm import TokensPrompt
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        if self._llm is None or self.info is None:
+            raise EngineUnavailable("engine not started")
+        if not prompt_token_ids:
+            raise InvalidRequest("the prompt is empty")
+        if len(prompt_token_ids) >= self.info.max_model_len:
+            raise InvalidRequest(
+                f"the prompt has {len(prompt_token_ids)} tokens; this model's context is "
+                f"{self.info.max_model_len} tokens")
+        params = to_vllm_sampling(sampling, kv_transfer_params)
+        stream = self._llm.generate(
+            TokensPrompt(prompt_token_ids=prompt_token_ids),
+            params,
+            request_id,
+            priority=priority if self._priority_enabled else 0,
+        )
+        try:
+            async for out in stream:
+                completion = out.outputs[0] if out.outputs else None
+                finish = FINISH.get(completion.finish_reason, None) if completion and out.finished else None
+                if out.finished and finish is None:
+                    finish = "stop"
+                stop_reason = completion.stop_reason if completion else None
+                yield Chunk(
+                    token_ids=list(completion.token_ids) if completion else [],
+                    text=completion.text if completion else "",
+                    finish_reason=finish,
+                    stop_reason=stop_reason if isinstance(stop_reason, str) else "",
+                    prompt_tokens=len(prompt_token_ids),
+                    cached_prompt_tokens=int(out.num_cached_tokens or 0),
+                    kv_transfer_params=getattr(out, "kv_transfer_params", None) if out.finished else None,
+                )
+        except EngineDeadError as exc:
+            raise EngineUnavailable(f"engine died: {exc}") from None
+        except ValueError as exc:  # vLLM's input validation (VLLMValidationError is a ValueError)
+            raise InvalidRequest(str(exc)) from None
+        finally:
+            await stream.aclose()  # aborts the request in the engine if it is still running
+
+    async def abort(self, request_id: str) -> None:
+        if self._llm is not None:
+            await self._llm.abort(request_id)
+
+    @property
+    def dead(self) -> bool:
+        return bool(self._llm is not None and getattr(self._llm, "errored", False))
+
+    async def stop(self) -> None:
+        if self._llm is not None:
+            self._llm.shutdown()
+            self._llm = None
