@@ -1,0 +1,1 @@
+"""The scheduler: live cluster view and placement (filters, scorers, picker)."""

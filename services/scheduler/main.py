@@ -1,0 +1,112 @@
+"""``tessera scheduler``: the live cluster view and placement decisions over gRPC."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+
+from prometheus_client import REGISTRY
+
+from tessera.etcd import keys
+from tessera.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
+from tessera.etcd.records import ServiceRecord, identity_from_json
+from tessera.etcd.registration import LeasedKey
+from tessera.etcd.watch import PrefixMirror
+from tessera.rpc.server import ServiceBinding, start_server
+from tessera.telemetry.logging import setup_logging
+from tessera.telemetry.metrics import start_metrics_server
+from tessera.telemetry.tracing import setup_tracing, shutdown_tracing
+from tessera.v1 import scheduler_pb2_grpc
+from services.scheduler.metrics import ViewCollector
+from services.scheduler.policy.pipeline import PROFILES_DIR, ProfileError, load_profile
+from services.scheduler.servicer import SchedulerServicer
+from services.scheduler.view import ClusterView
+
+log = logging.getLogger("tessera.scheduler")
+
+DEFAULT_PORT = 50052
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--etcd", default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT))
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="gRPC port (0: any free port)")
+    p.add_argument("--metrics-port", type=int, default=0)
+    p.add_argument("--profile", default="least_loaded", help="default placement profile: a name or a YAML file")
+    p.add_argument("--scheduler-id", default=None)
+    p.add_argument("--lease-ttl", type=int, default=5)
+    p.add_argument("--log-level", default="INFO")
+
+
+async def run(args: argparse.Namespace) -> int:
+    try:
+        default = load_profile(args.profile)
+        profiles = {default.name: default}
+        for path in PROFILES_DIR.glob("*.yaml"):
+            pipeline = load_profile(str(path))
+            profiles.setdefault(pipeline.name, pipeline)
+    except ProfileError as exc:
+        log.error("%s", exc)
+        return 2
+    view = ClusterView()
+    REGISTRY.register(ViewCollector(view))
+    connector = EtcdConnector(args.etcd)
+
+    def on_worker(key: str, value: bytes | None) -> None:
+        worker_id = key.rsplit("/", 1)[-1]
+        if value is None:
+            view.unregistered(worker_id)
+            log.info("worker %s left", worker_id)
+        else:
+            view.registered(identity_from_json(value))
+
+    mirror = PrefixMirror(connector, keys.WORKERS, on_change=on_worker)
+    mirror.start()
+
+    servicer = SchedulerServicer(view, profiles, default.name)
+    server = await start_server(
+        [ServiceBinding(scheduler_pb2_grpc.add_SchedulerServicer_to_server, servicer, "tessera.v1.Scheduler")],
+        host=args.host, port=args.port,
+    )
+    metrics_port = start_metrics_server(args.metrics_port, args.host)
+    sid = args.scheduler_id or f"scheduler-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+    record = ServiceRecord(id=sid, kind="scheduler", address=f"{args.host}:{server.port}",
+                           metrics_address=f"{args.host}:{metrics_port}", started_at_unix_ms=int(time.time() * 1000))
+    registration = LeasedKey(connector, keys.service("scheduler", sid), record.to_json(), ttl=args.lease_ttl)
+    registration.start()
+    log.info("scheduler %s serving on %s with profile %s (metrics :%d)", sid, record.address, default.name, metrics_port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await registration.close()
+    await mirror.close()
+    await server.stop(1.0)
+    shutdown_tracing()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tessera scheduler", description=__doc__)
+    add_arguments(parser)
+    return run_main(parser.parse_args(argv))
+
+
+def run_main(args: argparse.Namespace) -> int:
+    import uvloop
+
+    setup_logging("scheduler", args.log_level)
+    setup_tracing("tessera-scheduler")
+    return uvloop.run(run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

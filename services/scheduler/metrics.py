@@ -1,0 +1,46 @@
+"""The scheduler's Prometheus metrics: placements, and the queue and load it sees per worker."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from services.scheduler.view import ClusterView
+
+PLACEMENTS = Counter("tessera_scheduler_placements_total", "Placement decisions", ["profile", "result"])
+PLACEMENT_SECONDS = Histogram(
+    "tessera_scheduler_placement_duration_seconds", "Time of one placement decision",
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
+)
+REPORTS = Counter("tessera_scheduler_load_reports_total", "Load reports received")
+
+
+class ViewCollector(Collector):
+    """Per-worker gauges read from the live view at scrape time, so departed workers vanish."""
+
+    def __init__(self, view: ClusterView) -> None:
+        self.view = view
+
+    def collect(self):
+        entries = list(self.view.workers.values())
+        workers = GaugeMetricFamily("tessera_scheduler_workers", "Workers known, by model and health",
+                                    labels=["model", "healthy"])
+        counts: dict[tuple[str, str], int] = {}
+        for e in entries:
+            key = (e.identity.model, str(e.healthy).lower())
+            counts[key] = counts.get(key, 0) + 1
+        for (model, healthy), n in counts.items():
+            workers.add_metric([model, healthy], n)
+        yield workers
+        figures = {
+            "tessera_scheduler_worker_num_requests_waiting": ("Requests waiting at a worker", lambda e: e.load.num_waiting),
+            "tessera_scheduler_worker_num_requests_running": ("Requests running at a worker", lambda e: e.load.num_running),
+            "tessera_scheduler_worker_kv_cache_usage_perc": ("KV-cache usage of a worker (0..1)", lambda e: e.load.kv_cache_usage),
+            "tessera_scheduler_worker_pending_placements": ("Placements not yet seen in a load report", lambda e: len(e.pending)),
+        }
+        for name, (doc, get) in figures.items():
+            fam = GaugeMetricFamily(name, doc, labels=["worker", "model"])
+            for e in entries:
+                fam.add_metric([e.identity.id, e.identity.model], float(get(e)))
+            yield fam

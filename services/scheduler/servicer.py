@@ -1,0 +1,99 @@
+"""The Scheduler gRPC service: Place, ReportLoad, ListWorkers."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+from opentelemetry import trace
+
+from tessera.telemetry.tracing import incoming_context, tracer
+from tessera.v1 import scheduler_pb2, scheduler_pb2_grpc
+from services.scheduler import metrics
+from services.scheduler.policy.pipeline import Pipeline
+from services.scheduler.policy.snapshot import RequestInfo
+from services.scheduler.view import ClusterView
+
+log = logging.getLogger("tessera.scheduler")
+
+
+class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
+    def __init__(self, view: ClusterView, profiles: dict[str, Pipeline], default_profile: str) -> None:
+        self.view = view
+        self.profiles = profiles
+        self.default_profile = default_profile
+        self._tracer = tracer("tessera.scheduler")
+
+    async def Place(self, request: scheduler_pb2.PlaceRequest, context: grpc.aio.ServicerContext):
+        parent = incoming_context(context.invocation_metadata())
+        with self._tracer.start_as_current_span("scheduler.place", context=parent, kind=trace.SpanKind.SERVER) as span:
+            profile_name = request.profile or self.default_profile
+            pipeline = self.profiles.get(profile_name)
+            if pipeline is None:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"unknown profile {profile_name!r}; loaded: {', '.join(self.profiles)}")
+            started = time.perf_counter()
+            req = RequestInfo(
+                request_id=request.request_id,
+                model=request.model,
+                prompt_tokens=request.prompt_tokens,
+                max_tokens=request.max_tokens,
+                exclude=frozenset(request.exclude_worker_ids),
+                session_id=request.session_id,
+                priority=request.priority,
+                block_hashes=tuple(request.prompt_block_hashes),
+            )
+            decision = pipeline.place(req, self.view.snapshots(request.model))
+            metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)
+            response = scheduler_pb2.PlaceResponse(profile=pipeline.name, candidates=decision.candidates)
+            if decision.worker is None:
+                metrics.PLACEMENTS.labels(pipeline.name, "none").inc()
+                response.reason = decision.reason
+                span.set_attribute("tessera.placed", False)
+                return response
+            worker = decision.worker
+            self.view.placed(worker.id, request.prompt_tokens)
+            metrics.PLACEMENTS.labels(pipeline.name, "placed").inc()
+            response.worker.worker_id = worker.id
+            response.worker.address = worker.address
+            response.worker.score = decision.scores.get(worker.id, 0.0)
+            span.set_attribute("tessera.worker_id", worker.id)
+            return response
+
+    async def ReportLoad(self, request_iterator, context: grpc.aio.ServicerContext):
+        worker_id = None
+        try:
+            async for report in request_iterator:
+                body = report.WhichOneof("body")
+                if body == "hello":
+                    if worker_id is None:
+                        worker_id = report.hello.id
+                        self.view.stream_opened(report.hello)
+                        log.info("report stream from %s (%s) opened", worker_id, report.hello.address)
+                elif body == "load" and worker_id is not None:
+                    metrics.REPORTS.inc()
+                    self.view.load_reported(worker_id, report.load)
+                # kv_events: consumed by the cache-aware index (a later issue)
+        except grpc.aio.AioRpcError:
+            pass
+        finally:
+            if worker_id is not None:
+                self.view.stream_closed(worker_id)
+                log.info("report stream from %s closed", worker_id)
+        return scheduler_pb2.ReportAck()
+
+    async def ListWorkers(self, request: scheduler_pb2.ListWorkersRequest, context: grpc.aio.ServicerContext):
+        out = scheduler_pb2.ListWorkersResponse()
+        for entry in list(self.view.workers.values()):
+            if request.model and entry.identity.model != request.model:
+                continue
+            out.workers.add(
+                identity=entry.identity,
+                load=entry.load,
+                healthy=entry.healthy,
+                registered=entry.registered,
+                stream_connected=entry.streams > 0,
+                last_report_unix_ms=entry.last_report_unix_ms,
+            )
+        return out

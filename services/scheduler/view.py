@@ -1,0 +1,134 @@
+"""The scheduler's live view of the workers.
+
+Membership comes from two places: etcd registrations (authoritative, but
+slow to notice a death: up to one lease TTL) and the workers' report streams
+(instant: a broken stream marks the worker unhealthy at once). A worker is
+kept while either says it exists, so an etcd outage or restart does not
+empty the view, and a dead worker stops receiving requests before its
+lease expires.
+
+Placements not yet visible in a load report are counted as pending load, so
+a burst of requests between two reports does not all land on the same worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from tessera.rpc.enums import role_name, vendor_name
+from tessera.v1 import common_pb2 as pb
+from services.scheduler.policy.snapshot import WorkerSnapshot
+
+# A placement made this long before a load report was received is assumed to
+# be reflected in that report (the router calls the worker within a few ms).
+PENDING_REFLECTED_AFTER_S = 0.05
+# Pending placements older than this are dropped even without a report.
+PENDING_MAX_AGE_S = 2.0
+
+
+@dataclass
+class WorkerEntry:
+    identity: pb.WorkerIdentity
+    load: pb.LoadReport = field(default_factory=pb.LoadReport)
+    registered: bool = False
+    streams: int = 0                 # open report streams (a reconnect can overlap)
+    stream_lost: bool = False        # a stream broke and none is open now
+    last_report_monotonic: float = 0.0
+    last_report_unix_ms: int = 0
+    pending: deque = field(default_factory=deque)  # (monotonic time, tokens) of unreported placements
+
+    @property
+    def healthy(self) -> bool:
+        return self.streams > 0 or (self.registered and not self.stream_lost)
+
+    def prune_pending(self, now: float) -> None:
+        while self.pending and now - self.pending[0][0] > PENDING_MAX_AGE_S:
+            self.pending.popleft()
+
+    def snapshot(self) -> WorkerSnapshot:
+        ident, load = self.identity, self.load
+        return WorkerSnapshot(
+            id=ident.id,
+            address=ident.address,
+            model=ident.model,
+            role=role_name(ident.role),
+            vendor=vendor_name(ident.vendor),
+            accelerator=ident.accelerator,
+            healthy=self.healthy,
+            draining=load.draining,
+            num_waiting=load.num_waiting + len(self.pending),
+            num_running=load.num_running,
+            kv_cache_usage=load.kv_cache_usage,
+            tokens_in_flight=load.tokens_in_flight + sum(t for _, t in self.pending),
+            kv_block_size=ident.kv_block_size or 16,
+            kv_capacity_blocks=ident.kv_capacity_blocks,
+            max_model_len=ident.max_model_len,
+        )
+
+
+class ClusterView:
+    def __init__(self) -> None:
+        self.workers: dict[str, WorkerEntry] = {}
+
+    # -- etcd ------------------------------------------------------------------
+    def registered(self, identity: pb.WorkerIdentity) -> None:
+        entry = self.workers.get(identity.id)
+        if entry is None:
+            entry = self.workers[identity.id] = WorkerEntry(identity)
+        else:
+            entry.identity = identity
+        entry.registered = True
+
+    def unregistered(self, worker_id: str) -> None:
+        entry = self.workers.get(worker_id)
+        if entry is None:
+            return
+        entry.registered = False
+        if entry.streams == 0:
+            del self.workers[worker_id]
+
+    # -- report streams ------------------------------------------------------
+    def stream_opened(self, identity: pb.WorkerIdentity) -> None:
+        entry = self.workers.get(identity.id)
+        if entry is None:
+            entry = self.workers[identity.id] = WorkerEntry(identity)
+        entry.streams += 1
+        entry.stream_lost = False
+
+    def stream_closed(self, worker_id: str) -> None:
+        entry = self.workers.get(worker_id)
+        if entry is None:
+            return
+        entry.streams = max(0, entry.streams - 1)
+        if entry.streams == 0:
+            entry.stream_lost = True
+            if not entry.registered:
+                del self.workers[worker_id]
+
+    def load_reported(self, worker_id: str, load: pb.LoadReport) -> None:
+        entry = self.workers.get(worker_id)
+        if entry is None:
+            return
+        now = time.monotonic()
+        entry.load = load
+        entry.last_report_monotonic = now
+        entry.last_report_unix_ms = load.timestamp_unix_ms
+        while entry.pending and entry.pending[0][0] < now - PENDING_REFLECTED_AFTER_S:
+            entry.pending.popleft()
+
+    # -- placement -------------------------------------------------------------
+    def placed(self, worker_id: str, tokens: int) -> None:
+        entry = self.workers.get(worker_id)
+        if entry is not None:
+            entry.pending.append((time.monotonic(), tokens))
+
+    def snapshots(self, model: str | None = None) -> list[WorkerSnapshot]:
+        now = time.monotonic()
+        out = []
+        for entry in self.workers.values():
+            if model is None or entry.identity.model == model:
+                entry.prune_pending(now)
+                out.append(entry.snapshot())
+        return out
