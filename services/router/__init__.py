@@ -1,0 +1,1 @@
+"""The router: OpenAI-compatible HTTP and gRPC front door."""

@@ -1,0 +1,60 @@
+"""Errors the router returns, shaped like OpenAI's so every OpenAI client understands them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+
+class ApiError(Exception):
+    """An error for the client: HTTP status, message, and the offending parameter."""
+
+    status = 400
+    type = "invalid_request_error"
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class ModelNotFound(ApiError):
+    status = 404
+    grpc_code = grpc.StatusCode.NOT_FOUND
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model `{model}` does not exist.", param="model", code="model_not_found")
+
+
+class NoCapacity(ApiError):
+    """No worker can take the request now; the client should retry shortly."""
+
+    status = 503
+    type = "service_unavailable"
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message, code="no_capacity", retry_after=retry_after)
+
+
+class UpstreamFailed(ApiError):
+    """Every attempt on a worker failed (after retries)."""
+
+    status = 502
+    type = "server_error"
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="upstream_failed", retry_after=1.0)

@@ -1,0 +1,180 @@
+"""Driving one request: place it, stream it from a worker, and recover from worker failures.
+
+- A worker that fails before the first token: the request is placed again,
+  excluding that worker, and nobody notices but the latency.
+- A worker that fails mid-stream: the request resumes on another worker from
+  the tokens already produced (they are appended to the prompt), so the
+  client's stream simply continues.
+- The client going away cancels the worker stream, which aborts the request in
+  the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+from opentelemetry import trace
+
+from tessera.rpc.server import channel
+from opentelemetry import context as otel_context
+
+from tessera.telemetry.tracing import outgoing_metadata, tracer
+from tessera.v1 import common_pb2 as pb
+from tessera.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
+from services.router import metrics
+from services.router.errors import BadRequest, NoCapacity, UpstreamFailed
+from services.router.model_catalog import ModelEntry
+from services.router.scheduler_client import SchedulerClient
+
+log = logging.getLogger("tessera.router")
+
+MAX_ATTEMPTS = 3
+FINISH = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length",
+          pb.FINISH_REASON_ABORT: "abort", pb.FINISH_REASON_ERROR: "error"}
+
+
+@dataclass
+class Generation:
+    """A request ready for the cluster: tokenized, validated, with final sampling parameters."""
+
+    request_id: str
+    model: ModelEntry
+    prompt_ids: list[int]
+    sampling: pb.SamplingParams
+    session_id: str = ""
+    priority: int = 0
+    # The client request's span context: flow spans hang under it even when the
+    # stream is consumed from another task (Starlette streams from its own task).
+    trace_context: otel_context.Context | None = None
+
+
+@dataclass
+class Delta:
+    token_ids: list[int]
+    text: str
+    finish_reason: str | None = None
+    stop_reason: str = ""
+    worker_id: str = ""
+
+
+@dataclass
+class FlowStats:
+    """What happened, for usage and logs."""
+
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    attempts: int = 0
+    workers: list[str] = field(default_factory=list)
+
+
+class WorkerChannels:
+    """One gRPC channel per worker address, reused across requests."""
+
+    def __init__(self) -> None:
+        self._stubs: dict[str, tuple[grpc.aio.Channel, worker_pb2_grpc.WorkerStub]] = {}
+
+    def stub(self, address: str) -> worker_pb2_grpc.WorkerStub:
+        if address not in self._stubs:
+            ch = channel(address)
+            self._stubs[address] = (ch, worker_pb2_grpc.WorkerStub(ch))
+        return self._stubs[address][1]
+
+    async def forget(self, address: str) -> None:
+        item = self._stubs.pop(address, None)
+        if item:
+            await item[0].close()
+
+    async def close(self) -> None:
+        for ch, _ in self._stubs.values():
+            await ch.close()
+        self._stubs.clear()
+
+
+class RequestFlow:
+    def __init__(self, schedulers: SchedulerClient, channels: WorkerChannels, profile: str = "") -> None:
+        self.schedulers = schedulers
+        self.channels = channels
+        self.profile = profile
+        self._tracer = tracer("tessera.router")
+
+    async def stream(self, gen: Generation, stats: FlowStats) -> AsyncIterator[Delta]:
+        produced: list[int] = []
+        excluded: list[str] = []
+        max_tokens = gen.sampling.max_tokens
+        while True:
+            stats.attempts += 1
+            placement = await self._place(gen, excluded, len(produced))
+            worker_id, address = placement.worker.worker_id, placement.worker.address
+            stats.workers.append(worker_id)
+            request = worker_pb2.GenerateRequest(
+                request_id=f"{gen.request_id}-{stats.attempts}",
+                prompt_token_ids=gen.prompt_ids,
+                sampling=gen.sampling,
+                priority=gen.priority,
+                resume_token_ids=produced,
+            )
+            # Spans are started and ended explicitly: this is a generator whose
+            # steps may run in different tasks, where "current span" contexts break.
+            span = self._tracer.start_span("router.worker_stream", context=gen.trace_context,
+                                           kind=trace.SpanKind.CLIENT)
+            span.set_attribute("tessera.worker_id", worker_id)
+            span.set_attribute("tessera.attempt", stats.attempts)
+            call = self.channels.stub(address).Generate(
+                request, metadata=outgoing_metadata(context=trace.set_span_in_context(span, gen.trace_context)))
+            failure = ""
+            try:
+                async for resp in call:
+                    ids = list(resp.delta.token_ids)
+                    produced.extend(ids)
+                    stats.completion_tokens = len(produced)
+                    finish = FINISH.get(resp.finish_reason) if resp.finish_reason else None
+                    if finish:
+                        stats.cached_prompt_tokens = resp.usage.cached_prompt_tokens
+                    yield Delta(ids, resp.delta.text, finish, resp.stop_reason, worker_id)
+                    if finish:
+                        return
+                failure = "stream ended without a finish"
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    raise BadRequest(exc.details() or "invalid request") from None
+                failure = f"{exc.code().name}: {exc.details()}"
+            finally:
+                if not call.done():
+                    call.cancel()  # the client left or we are retrying: abort at the worker
+                span.end()
+            # The worker failed. Retry elsewhere, resuming from what was produced.
+            excluded.append(worker_id)
+            reason = "before_first_token" if not produced else "mid_stream"
+            metrics.RETRIES.labels(reason).inc()
+            log.warning("request %s: worker %s failed %s (%s); attempt %d of %d",
+                        gen.request_id, worker_id, reason.replace("_", " "), failure, stats.attempts, MAX_ATTEMPTS)
+            if stats.attempts >= MAX_ATTEMPTS:
+                raise UpstreamFailed(f"the request failed on {stats.attempts} workers; last error: {failure}")
+            if max_tokens and len(produced) >= max_tokens:
+                yield Delta([], "", "length", "", worker_id)
+                return
+
+    async def _place(self, gen: Generation, excluded: list[str], produced: int) -> scheduler_pb2.PlaceResponse:
+        request = scheduler_pb2.PlaceRequest(
+            request_id=gen.request_id,
+            model=gen.model.name,
+            prompt_tokens=len(gen.prompt_ids) + produced,
+            max_tokens=max(0, gen.sampling.max_tokens - produced),
+            exclude_worker_ids=excluded,
+            session_id=gen.session_id,
+            priority=gen.priority,
+            profile=self.profile,
+        )
+        span = self._tracer.start_span("router.place", context=gen.trace_context, kind=trace.SpanKind.CLIENT)
+        try:
+            with metrics.PLACE_SECONDS.time():
+                response = await self.schedulers.place(
+                    request, metadata=outgoing_metadata(context=trace.set_span_in_context(span, gen.trace_context)))
+        finally:
+            span.end()
+        if not response.worker.worker_id:
+            raise NoCapacity(f"no worker can take this request now ({response.reason or 'no candidates'})")
+        return response

@@ -1,0 +1,100 @@
+"""The Router gRPC API: the same flow as the HTTP API for clients in any language."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import grpc
+from google.protobuf import json_format
+from opentelemetry import trace
+
+from tessera.telemetry.tracing import incoming_context, tracer
+from tessera.v1 import common_pb2 as pb
+from tessera.v1 import router_pb2, router_pb2_grpc
+from services.router import metrics
+from services.router.api_types import SamplingFields
+from services.router.errors import ApiError, BadRequest
+from services.router.flow import FlowStats
+from services.router.http_api import RouterState, Timing
+from services.router.preparation import prepare
+
+FINISH = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH, "abort": pb.FINISH_REASON_ABORT}
+
+
+def _fields(request: router_pb2.RouterGenerateRequest) -> SamplingFields:
+    """Validate the sampling message with the same rules as the HTTP API."""
+    sp = request.sampling
+    data = {k: v for k, v in json_format.MessageToDict(sp, preserving_proto_field_name=True).items()}
+    data["model"] = request.model
+    data["priority"] = request.priority
+    try:
+        return SamplingFields.model_validate(data)
+    except Exception as exc:  # pydantic.ValidationError
+        errors = getattr(exc, "errors", lambda: [{"loc": (), "msg": str(exc)}])()
+        loc = ".".join(str(p) for p in errors[0]["loc"]) or "sampling"
+        raise BadRequest(f"{loc}: {errors[0]['msg']}") from None
+
+
+class RouterServicer(router_pb2_grpc.RouterServicer):
+    def __init__(self, state: RouterState) -> None:
+        self.state = state
+        self._tracer = tracer("tessera.router")
+
+    async def Generate(self, request: router_pb2.RouterGenerateRequest, context: grpc.aio.ServicerContext):
+        arrived = time.perf_counter()
+        parent = incoming_context(context.invocation_metadata())
+        status = "OK"
+        model_label = "unknown"
+        metrics.IN_FLIGHT.inc()
+        try:
+            with self._tracer.start_as_current_span("router.grpc_generate", context=parent, kind=trace.SpanKind.SERVER):
+                fields = _fields(request)
+                request_id = request.request_id or uuid.uuid4().hex
+                max_tokens = request.sampling.max_tokens if request.sampling.HasField("max_tokens") else None
+                which = request.WhichOneof("prompt")
+                if which == "chat":
+                    messages = [{"role": m.role, "content": m.content} for m in request.chat.messages]
+                    if not messages:
+                        raise BadRequest("chat.messages is empty", param="messages")
+                    gen = await prepare(self.state.catalog, fields, request_id, messages=messages,
+                                        max_tokens=max_tokens, session_id=request.session_id)
+                elif which == "text":
+                    gen = await prepare(self.state.catalog, fields, request_id, prompt=request.text,
+                                        max_tokens=max_tokens, session_id=request.session_id)
+                elif which == "token_ids":
+                    gen = await prepare(self.state.catalog, fields, request_id, prompt=list(request.token_ids.ids),
+                                        max_tokens=max_tokens, session_id=request.session_id)
+                else:
+                    raise BadRequest("one of text, chat or token_ids is required", param="prompt")
+                model_label = gen.model.name
+                stats = FlowStats()
+                timing = Timing(model_label, arrived)
+                async for delta in self.state.flow.stream(gen, stats):
+                    timing.delta(bool(delta.token_ids))
+                    out = router_pb2.RouterGenerateResponse(
+                        request_id=request_id,
+                        delta=pb.TokenDelta(token_ids=delta.token_ids, text=delta.text),
+                        worker_id=delta.worker_id,
+                    )
+                    if delta.finish_reason:
+                        out.finish_reason = FINISH.get(delta.finish_reason, pb.FINISH_REASON_STOP)
+                        out.usage.CopyFrom(pb.Usage(prompt_tokens=len(gen.prompt_ids),
+                                                    completion_tokens=stats.completion_tokens,
+                                                    cached_prompt_tokens=stats.cached_prompt_tokens))
+                    yield out
+                timing.done(gen, stats)
+        except ApiError as exc:
+            status = exc.grpc_code.name
+            if exc.retry_after:
+                context.set_trailing_metadata((("retry-after", str(max(1, round(exc.retry_after)))),))
+            await context.abort(exc.grpc_code, exc.message)
+        finally:
+            metrics.IN_FLIGHT.dec()
+            metrics.REQUESTS.labels(model_label, "grpc:Generate", status).inc()
+
+    async def ListModels(self, request: router_pb2.ListModelsRequest, context: grpc.aio.ServicerContext):
+        return router_pb2.ListModelsResponse(models=[
+            router_pb2.ModelInfo(id=m.name, max_model_len=m.max_model_len, workers=len(m.workers))
+            for m in self.state.catalog.models.values()
+        ])

@@ -1,0 +1,314 @@
+"""The OpenAI-compatible HTTP API: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics.
+
+Built on Starlette (what FastAPI runs on) without FastAPI's body handling,
+so every error, malformed JSON included, comes back in OpenAI's shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import prometheus_client
+from opentelemetry import trace
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from tessera.telemetry.tracing import tracer
+from services.router import metrics
+from services.router.api_types import ChatCompletionRequest, CompletionRequest
+from services.router.errors import ApiError, BadRequest
+from services.router.flow import Delta, FlowStats, Generation, RequestFlow
+from services.router.model_catalog import ModelCatalog
+from services.router.preparation import prepare
+from services.router.scheduler_client import SchedulerClient
+
+log = logging.getLogger("tessera.router")
+_tracer = tracer("tessera.router")
+
+
+@dataclass
+class RouterState:
+    catalog: ModelCatalog
+    flow: RequestFlow
+    schedulers: SchedulerClient
+    started_at: float
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"Invalid JSON body: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object")
+    return body
+
+
+def _validate(model: type[BaseModel], body: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        msg = err["msg"].removeprefix("Value error, ")
+        raise BadRequest(f"{loc}: {msg}", param=str(err["loc"][0]) if err["loc"] else None) from None
+
+
+class Timing:
+    """Client-visible latencies of one request, recorded into the router's histograms."""
+
+    def __init__(self, model: str, arrived: float) -> None:
+        self.model, self.arrived, self.last = model, arrived, None
+
+    def delta(self, has_tokens: bool) -> None:
+        if not has_tokens:
+            return
+        now = time.perf_counter()
+        if self.last is None:
+            metrics.TTFT.labels(self.model).observe(now - self.arrived)
+        else:
+            metrics.ITL.labels(self.model).observe(now - self.last)
+        self.last = now
+
+    def done(self, gen: Generation, stats: FlowStats) -> None:
+        metrics.E2E.labels(self.model).observe(time.perf_counter() - self.arrived)
+        metrics.PROMPT_TOKENS.labels(self.model).inc(len(gen.prompt_ids))
+        metrics.GENERATION_TOKENS.labels(self.model).inc(stats.completion_tokens)
+
+
+def _usage(gen: Generation, stats: FlowStats) -> dict[str, Any]:
+    prompt = len(gen.prompt_ids)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": stats.completion_tokens,
+        "total_tokens": prompt + stats.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": stats.cached_prompt_tokens},
+    }
+
+
+class Endpoint:
+    """One of the two generation endpoints; they differ only in request and response shapes."""
+
+    def __init__(self, state: RouterState, chat: bool) -> None:
+        self.state, self.chat = state, chat
+        self.path = "/v1/chat/completions" if chat else "/v1/completions"
+        self.object = "chat.completion" if chat else "text_completion"
+        self.prefix = "chatcmpl-" if chat else "cmpl-"
+
+    def _choice(self, text: str, finish: str | None, stop_reason: str, first: bool, stream: bool) -> dict[str, Any]:
+        if not self.chat:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+        elif stream:
+            delta: dict[str, Any] = {"role": "assistant", "content": text} if first else ({"content": text} if text else {})
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                      "finish_reason": finish}
+        if finish:
+            choice["stop_reason"] = stop_reason or None
+        return choice
+
+    async def handle(self, request: Request) -> Response:
+        arrived = time.perf_counter()
+        model_label = "unknown"
+        status = 500
+        metrics.IN_FLIGHT.inc()
+        streaming = False
+        try:
+            with _tracer.start_as_current_span(f"router.{self.path.strip('/').replace('/', '.')}",
+                                               kind=trace.SpanKind.SERVER) as span:
+                body = await _json_body(request)
+                fields = _validate(ChatCompletionRequest if self.chat else CompletionRequest, body)
+                request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+                span.set_attribute("tessera.request_id", request_id)
+                session = request.headers.get("x-session-id", "")
+                if self.chat:
+                    gen = await prepare(self.state.catalog, fields, request_id, messages=fields.template_messages(),
+                                        max_tokens=fields.effective_max_tokens(),
+                                        add_generation_prompt=fields.add_generation_prompt, session_id=session)
+                else:
+                    gen = await prepare(self.state.catalog, fields, request_id, prompt=fields.prompt,
+                                        max_tokens=fields.max_tokens, session_id=session)
+                model_label = gen.model.name
+                span.set_attribute("tessera.prompt_tokens", len(gen.prompt_ids))
+                stats = FlowStats()
+                timing = Timing(model_label, arrived)
+                deltas = self.state.flow.stream(gen, stats)
+                if fields.stream:
+                    # Wait for the first delta before answering 200, so a request that
+                    # cannot be placed still gets its proper status code.
+                    first = await anext(deltas)
+                    timing.delta(bool(first.token_ids))
+                    include_usage = bool(fields.stream_options and fields.stream_options.include_usage)
+                    streaming = True
+                    status = 200
+                    return StreamingResponse(
+                        self._sse(gen, stats, timing, first, deltas, include_usage, model_label),
+                        media_type="text/event-stream",
+                        headers={"X-Request-Id": request_id},
+                    )
+                text, finish, stop_reason = await _collect_unless_disconnected(request, deltas, timing)
+                timing.done(gen, stats)
+                status = 200
+                return JSONResponse({
+                    "id": self.prefix + request_id,
+                    "object": self.object,
+                    "created": int(time.time()),
+                    "model": model_label,
+                    "choices": [self._choice(text, finish, stop_reason, True, stream=False)],
+                    "usage": _usage(gen, stats),
+                }, headers={"X-Request-Id": request_id})
+        except ApiError as exc:
+            status = exc.status
+            if exc.status >= 500:
+                log.warning("%s: %s %s", self.path, exc.status, exc.message)
+            return error_response(exc)
+        except _ClientGone:
+            status = 499
+            return Response(status_code=499)
+        finally:
+            if not streaming:
+                metrics.IN_FLIGHT.dec()
+                metrics.REQUESTS.labels(model_label, self.path, str(status)).inc()
+
+    async def _sse(self, gen: Generation, stats: FlowStats, timing: Timing, first: Delta,
+                   deltas: AsyncIterator[Delta], include_usage: bool, model: str) -> AsyncIterator[bytes]:
+        rid = self.prefix + gen.request_id
+        created = int(time.time())
+        obj = self.object + ".chunk" if self.chat else self.object
+        status = "200"
+
+        def chunk(payload: dict[str, Any]) -> bytes:
+            return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+        def base(choices: list[dict[str, Any]]) -> dict[str, Any]:
+            out = {"id": rid, "object": obj, "created": created, "model": model, "choices": choices}
+            if include_usage:
+                out["usage"] = None
+            return out
+
+        try:
+            delta, is_first = first, True
+            while True:
+                # A token that ends mid-character has no text yet: nothing to send.
+                if delta.text or delta.finish_reason or is_first:
+                    yield chunk(base([self._choice(delta.text, delta.finish_reason, delta.stop_reason, is_first,
+                                                   stream=True)]))
+                    is_first = False
+                if delta.finish_reason:
+                    break
+                delta = await anext(deltas)
+                timing.delta(bool(delta.token_ids))
+            timing.done(gen, stats)
+            if include_usage:
+                final = base([])
+                final["usage"] = _usage(gen, stats)
+                yield chunk(final)
+        except ApiError as exc:
+            status = str(exc.status)
+            log.warning("%s: stream of %s failed: %s", self.path, gen.request_id, exc.message)
+            yield chunk(exc.body())
+        finally:
+            await deltas.aclose()
+            metrics.IN_FLIGHT.dec()
+            metrics.REQUESTS.labels(model, self.path, status).inc()
+        yield b"data: [DONE]\n\n"
+
+
+class _ClientGone(Exception):
+    pass
+
+
+async def _collect_unless_disconnected(request: Request, deltas: AsyncIterator[Delta],
+                                       timing: Timing) -> tuple[str, str | None, str]:
+    """Gather a whole completion, abandoning it (and aborting the worker) if the client hangs up."""
+
+    async def collect() -> tuple[str, str | None, str]:
+        parts: list[str] = []
+        finish, stop_reason = None, ""
+        async for d in deltas:
+            timing.delta(bool(d.token_ids))
+            parts.append(d.text)
+            if d.finish_reason:
+                finish, stop_reason = d.finish_reason, d.stop_reason
+        return "".join(parts), finish, stop_reason
+
+    async def disconnected() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    work = asyncio.ensure_future(collect())
+    watch = asyncio.ensure_future(disconnected())
+    try:
+        done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if work in done:
+        return work.result()
+    work.cancel()
+    try:
+        await work
+    except (asyncio.CancelledError, Exception):  # noqa: BLE001
+        pass
+    await deltas.aclose()
+    raise _ClientGone()
+
+
+def build_app(state: RouterState) -> Starlette:
+    async def models(request: Request) -> Response:
+        data = [{
+            "id": m.name,
+            "object": "model",
+            "created": int(state.started_at),
+            "owned_by": "tessera",
+            "root": m.model_path,
+            "max_model_len": m.max_model_len,
+            "workers": len(m.workers),
+        } for m in state.catalog.models.values()]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({
+            "status": "ok",
+            "schedulers": len(state.schedulers.addresses),
+            "models": {m.name: len(m.workers) for m in state.catalog.models.values()},
+        })
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST)
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse({"error": {"message": f"{request.method} {request.url.path}: {exc.detail}",
+                                       "type": kind, "param": None, "code": exc.status_code}},
+                            status_code=exc.status_code)
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", Endpoint(state, chat=True).handle, methods=["POST"]),
+            Route("/v1/completions", Endpoint(state, chat=False).handle, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: http_error},
+    )

@@ -1,0 +1,132 @@
+"""``tessera router``: the front door. OpenAI HTTP on :8000 and the Router gRPC API on :50051.
+
+Imports neither torch nor vLLM, so it starts in a couple of seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+
+import uvicorn
+
+from tessera.etcd import keys
+from tessera.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
+from tessera.etcd.records import ServiceRecord, identity_from_json
+from tessera.etcd.registration import LeasedKey
+from tessera.etcd.watch import PrefixMirror
+from tessera.rpc.server import ServiceBinding, start_server
+from tessera.telemetry.logging import setup_logging
+from tessera.telemetry.tracing import setup_tracing, shutdown_tracing
+from tessera.v1 import router_pb2_grpc
+from services.router.flow import RequestFlow, WorkerChannels
+from services.router.grpc_api import RouterServicer
+from services.router.http_api import RouterState, build_app
+from services.router.model_catalog import ModelCatalog
+from services.router.scheduler_client import SchedulerClient
+
+log = logging.getLogger("tessera.router")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--etcd", default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT))
+    p.add_argument("--host", default="127.0.0.1", help="address for both APIs (0.0.0.0 to listen everywhere)")
+    p.add_argument("--port", type=int, default=8000, help="OpenAI-compatible HTTP port")
+    p.add_argument("--grpc-port", type=int, default=50051, help="Router gRPC port")
+    p.add_argument("--profile", default="", help="placement profile to ask for (default: the scheduler's)")
+    p.add_argument("--tokenizer", action="append", default=[], metavar="MODEL=PATH",
+                   help="where to load a model's tokenizer when the worker's folder is not on this machine")
+    p.add_argument("--router-id", default=None)
+    p.add_argument("--lease-ttl", type=int, default=5)
+    p.add_argument("--log-level", default="INFO")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the router shuts both APIs down together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+async def run(args: argparse.Namespace) -> int:
+    tokenizer_paths = dict(item.split("=", 1) for item in args.tokenizer)
+    connector = EtcdConnector(args.etcd)
+    catalog = ModelCatalog(tokenizer_paths)
+    channels = WorkerChannels()
+
+    async def on_worker(key: str, value: bytes | None) -> None:
+        worker_id = key.rsplit("/", 1)[-1]
+        if value is None:
+            catalog.worker_left(worker_id)
+        else:
+            catalog.worker_registered(identity_from_json(value))
+
+    workers = PrefixMirror(connector, keys.WORKERS, on_change=on_worker)
+    workers.start()
+    schedulers = SchedulerClient(connector)
+    schedulers.start()
+    state = RouterState(catalog, RequestFlow(schedulers, channels, args.profile), schedulers, time.time())
+
+    grpc_server = await start_server(
+        [ServiceBinding(router_pb2_grpc.add_RouterServicer_to_server, RouterServicer(state), "tessera.v1.Router")],
+        host=args.host, port=args.grpc_port,
+    )
+    config = uvicorn.Config(build_app(state), host=args.host, port=args.port, loop="none", http="httptools",
+                            log_level="warning", access_log=False, timeout_graceful_shutdown=30)
+    http = _Server(config)
+    http_task = asyncio.create_task(http.serve())
+    while not http.started and not http_task.done():
+        await asyncio.sleep(0.05)
+    if http_task.done():
+        log.error("HTTP server could not start on %s:%d", args.host, args.port)
+        await grpc_server.stop(0)
+        return 1
+
+    rid = args.router_id or f"router-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+    record = ServiceRecord(id=rid, kind="router", address=f"{args.host}:{grpc_server.port}",
+                           http_address=f"{args.host}:{args.port}", metrics_address=f"{args.host}:{args.port}",
+                           started_at_unix_ms=int(time.time() * 1000))
+    registration = LeasedKey(connector, keys.service("router", rid), record.to_json(), ttl=args.lease_ttl)
+    registration.start()
+    log.info("router %s: OpenAI API on http://%s:%d/v1, gRPC on %s", rid, args.host, args.port, record.address)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await asyncio.wait({asyncio.ensure_future(stop.wait()), http_task}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("shutting down: finishing requests in flight")
+    await registration.close()
+    http.should_exit = True
+    await asyncio.gather(http_task, grpc_server.stop(10.0), return_exceptions=True)
+    await workers.close()
+    await schedulers.close()
+    await channels.close()
+    shutdown_tracing()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tessera router", description=__doc__)
+    add_arguments(parser)
+    return run_main(parser.parse_args(argv))
+
+
+def run_main(args: argparse.Namespace) -> int:
+    import uvloop
+
+    setup_logging("router", args.log_level)
+    setup_tracing("tessera-router")
+    return uvloop.run(run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,24 @@
+"""The router's Prometheus metrics: what clients experience (names follow vLLM's where they mean the same)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from tessera.telemetry.metrics import LATENCY_BUCKETS
+
+REQUESTS = Counter("tessera_router_requests_total", "Requests answered, by model, endpoint and HTTP status",
+                   ["model", "endpoint", "status"])
+IN_FLIGHT = Gauge("tessera_router_requests_in_flight", "Requests being served")
+TTFT = Histogram("tessera_time_to_first_token_seconds", "Time from request arrival to the first token",
+                 ["model"], buckets=LATENCY_BUCKETS)
+ITL = Histogram("tessera_inter_token_latency_seconds", "Time between consecutive streamed deltas",
+                ["model"], buckets=LATENCY_BUCKETS)
+E2E = Histogram("tessera_e2e_request_latency_seconds", "Time from request arrival to its last token",
+                ["model"], buckets=LATENCY_BUCKETS)
+PROMPT_TOKENS = Counter("tessera_prompt_tokens_total", "Prompt tokens of served requests", ["model"])
+GENERATION_TOKENS = Counter("tessera_generation_tokens_total", "Tokens generated for clients", ["model"])
+RETRIES = Counter("tessera_router_retries_total", "Requests moved to another worker after a failure", ["when"])
+TOKENIZE_SECONDS = Histogram("tessera_router_tokenize_seconds", "Time to render and tokenize a prompt",
+                             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1))
+PLACE_SECONDS = Histogram("tessera_router_place_seconds", "Round trip of the scheduler's Place call",
+                          buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 1.0))
