@@ -1,0 +1,1 @@
+"""The autoscaler: desired worker set, reconciled through an actuator under leader election."""

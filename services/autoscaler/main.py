@@ -1,0 +1,130 @@
+"""``tessera autoscaler``: hold the desired worker set and reconcile it, as leader only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import tempfile
+import time
+import uuid
+
+import grpc
+
+from tessera.etcd import keys
+from tessera.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
+from tessera.etcd.election import LeaderElection
+from tessera.etcd.records import ServiceRecord
+from tessera.etcd.registration import LeasedKey
+from tessera.rpc.server import ServiceBinding, start_server
+from tessera.telemetry.logging import setup_logging
+from tessera.telemetry.metrics import start_metrics_server
+from tessera.v1 import autoscaler_pb2_grpc
+from services.autoscaler.controller import Controller
+from services.autoscaler.desired import DesiredStateError, WorkerGroup, group_name_for, load_desired
+from services.autoscaler.local_actuator import LocalProcessActuator
+
+log = logging.getLogger("tessera.autoscaler")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--etcd", default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT))
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="gRPC port (0: any free port)")
+    p.add_argument("--metrics-port", type=int, default=0)
+    p.add_argument("--desired", default=None, help="YAML file with the desired worker groups")
+    p.add_argument("--model", default=None, help="shorthand for one group: this model ...")
+    p.add_argument("--workers", type=int, default=1, help="... with this many replicas")
+    p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="engine argument for the shorthand group (repeatable)")
+    p.add_argument("--worker-log-dir", default=None, help="where worker logs go (default: a temp dir)")
+    p.add_argument("--autoscaler-id", default=None)
+    p.add_argument("--lease-ttl", type=int, default=5)
+    p.add_argument("--log-level", default="INFO")
+
+
+class AutoscalerServicer(autoscaler_pb2_grpc.AutoscalerServicer):
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+
+    async def GetPlan(self, request, context: grpc.aio.ServicerContext):
+        return self.controller.plan()
+
+
+def desired_groups(args: argparse.Namespace) -> list[WorkerGroup]:
+    if args.desired:
+        return load_desired(args.desired)
+    if args.model:
+        import yaml
+
+        engine_args = {}
+        for item in args.engine_arg:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise DesiredStateError(f"bad --engine-arg {item!r}: expected KEY=VALUE")
+            engine_args[key.replace("-", "_")] = yaml.safe_load(value)
+        return [WorkerGroup(name=group_name_for(args.model), model=args.model, replicas=args.workers,
+                            engine_args=engine_args)]
+    return []
+
+
+async def run(args: argparse.Namespace) -> int:
+    try:
+        groups = desired_groups(args)
+    except DesiredStateError as exc:
+        log.error("%s", exc)
+        return 2
+    aid = args.autoscaler_id or f"autoscaler-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+    connector = EtcdConnector(args.etcd)
+    log_dir = args.worker_log_dir or tempfile.mkdtemp(prefix="tessera-workers-")
+    actuator = LocalProcessActuator(args.etcd, log_dir)
+    election = LeaderElection(connector, keys.election("autoscaler"), aid, ttl=args.lease_ttl)
+    election.start()
+    controller = Controller(groups, actuator, connector, election)
+    loop_task = asyncio.create_task(controller.run())
+
+    server = await start_server(
+        [ServiceBinding(autoscaler_pb2_grpc.add_AutoscalerServicer_to_server, AutoscalerServicer(controller),
+                        "tessera.v1.Autoscaler")], host=args.host, port=args.port)
+    metrics_port = start_metrics_server(args.metrics_port, args.host)
+    record = ServiceRecord(id=aid, kind="autoscaler", address=f"{args.host}:{server.port}",
+                           metrics_address=f"{args.host}:{metrics_port}", started_at_unix_ms=int(time.time() * 1000),
+                           extra={"worker_log_dir": log_dir})
+    registration = LeasedKey(connector, keys.service("autoscaler", aid), record.to_json(), ttl=args.lease_ttl)
+    registration.start()
+    summary = ", ".join(f"{g.name}: {g.replicas} x {g.model}" for g in groups) or "nothing"
+    log.info("autoscaler %s on %s wants %s; worker logs in %s", aid, record.address, summary, log_dir)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    loop_task.cancel()
+    await election.close()
+    log.info("stopping the workers this autoscaler launched")
+    await actuator.shutdown()
+    await registration.close()
+    await controller.workers.close()
+    await server.stop(1.0)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tessera autoscaler", description=__doc__)
+    add_arguments(parser)
+    return run_main(parser.parse_args(argv))
+
+
+def run_main(args: argparse.Namespace) -> int:
+    import uvloop
+
+    setup_logging("autoscaler", args.log_level)
+    return uvloop.run(run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
