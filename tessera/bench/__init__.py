@@ -1,0 +1,1 @@
+"""``tessera bench``: load generation against an endpoint, reporting what ``vllm bench serve`` reports."""

