@@ -1,0 +1,116 @@
+"""Starting and stopping real Tessera processes in tests, and cleaning up after them.
+
+Every process a test run starts (and every worker the autoscaler launches
+from it) inherits TESSERA_TEST_RUN; teardown kills whatever still carries it,
+so a failed test never leaves engines running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+RUN_MARKER = "TESSERA_TEST_RUN"
+RUN_ID = os.environ.setdefault(RUN_MARKER, uuid.uuid4().hex)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.25, what: str = "condition") -> Any:
+    """Poll until ``predicate()`` is truthy; return its value or fail with ``what``."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except AssertionError:
+            raise  # a definite failure, not a condition to wait out
+        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+
+
+class ServiceProcess:
+    """One `tessera <service>` process with its log in a file."""
+
+    def __init__(self, name: str, args: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.cmd = [sys.executable, "-m", "tessera.cli", *args]
+        self.log_path = log_dir / f"{name}.log"
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "ServiceProcess":
+        logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.cmd, stdout=logf, stderr=subprocess.STDOUT, env=self.env,
+                                     start_new_session=True)
+        logf.close()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 40.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: a machine dying, not a clean stop."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def kill_run_processes() -> int:
+    """Kill every process started by this test run (and its process group)."""
+    me = os.getpid()
+    killed = 0
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == me:
+            continue
+        try:
+            if proc.environ().get(RUN_MARKER, "").startswith(RUN_ID):
+                if os.getpgid(proc.pid) == os.getpgid(me):
+                    proc.kill()  # shares pytest's group: kill just this one
+                else:
+                    os.killpg(os.getpgid(proc.pid), signal.SIGKILL)
+                killed += 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, ProcessLookupError):
+            continue
+    return killed
+
+
+def kill_worker_group(pid: int) -> None:
+    os.killpg(os.getpgid(pid), signal.SIGKILL)
+
+
+def pid_listening_on(port: int) -> int | None:
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+            return conn.pid
+    return None

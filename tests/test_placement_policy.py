@@ -1,0 +1,74 @@
+"""The placement pipeline, as pure code: filters, weighted scorers, picker, profiles."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from services.scheduler.policy.pipeline import ProfileError, build_pipeline, load_profile
+from services.scheduler.policy.snapshot import RequestInfo, WorkerSnapshot
+
+
+def worker(wid: str, **kw) -> WorkerSnapshot:
+    base = dict(address=f"{wid}:1", model="m", kv_block_size=16, kv_capacity_blocks=1000, max_model_len=4096)
+    base.update(kw)
+    return WorkerSnapshot(id=wid, **base)
+
+
+def req(**kw) -> RequestInfo:
+    base = dict(request_id="r", model="m", prompt_tokens=100, max_tokens=100)
+    base.update(kw)
+    return RequestInfo(**base)
+
+
+def test_least_loaded_prefers_the_shorter_queue():
+    p = load_profile("least_loaded", seed=1)
+    busy, idle = worker("busy", num_waiting=5, num_running=8), worker("idle", num_waiting=0, num_running=1)
+    assert p.place(req(), [busy, idle]).worker.id == "idle"
+
+
+def test_kv_pressure_breaks_queue_ties():
+    p = load_profile("least_loaded", seed=1)
+    full, free = worker("full", kv_cache_usage=0.95), worker("free", kv_cache_usage=0.10)
+    assert p.place(req(), [full, free]).worker.id == "free"
+
+
+def test_filters_remove_unfit_workers_and_say_why():
+    p = load_profile("least_loaded", seed=1)
+    workers = [worker("other-model", model="x"), worker("sick", healthy=False), worker("draining", draining=True),
+               worker("prefill-only", role="prefill"), worker("short", max_model_len=128)]
+    decision = p.place(req(prompt_tokens=200, max_tokens=10), workers)
+    assert decision.worker is None
+    assert decision.reason  # names the filter that emptied the set
+    ok = worker("ok")
+    assert p.place(req(prompt_tokens=200, max_tokens=10), workers + [ok]).worker.id == "ok"
+
+
+def test_retry_excludes_the_failed_worker():
+    p = load_profile("least_loaded", seed=1)
+    a, b = worker("a"), worker("b", num_waiting=3)
+    assert p.place(req(exclude=frozenset({"a"})), [a, b]).worker.id == "b"
+
+
+def test_prompt_larger_than_the_whole_kv_cache_is_filtered():
+    p = load_profile("least_loaded", seed=1)
+    tiny_cache = worker("tiny", kv_capacity_blocks=2)  # 32 tokens
+    assert p.place(req(prompt_tokens=100), [tiny_cache]).worker is None
+
+
+def test_ties_are_broken_at_random_so_equal_workers_share_load():
+    p = load_profile("least_loaded", seed=7)
+    workers = [worker(f"w{i}") for i in range(4)]
+    counts = collections.Counter(p.place(req(), workers).worker.id for _ in range(400))
+    assert set(counts) == {"w0", "w1", "w2", "w3"}
+    assert min(counts.values()) > 60
+
+
+def test_unknown_names_in_a_profile_are_rejected_clearly():
+    with pytest.raises(ProfileError, match="unknown scorer 'nope'"):
+        build_pipeline({"name": "x", "scorers": [{"name": "nope", "weight": 1}]})
+    with pytest.raises(ProfileError, match="unknown filter"):
+        build_pipeline({"name": "x", "filters": ["bogus"]})
+    with pytest.raises(ProfileError, match="no placement profile"):
+        load_profile("does-not-exist")

@@ -1,0 +1,144 @@
+"""Nothing is lost when workers die, etcd restarts, or an autoscaler fails over. Runs last."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+
+from tessera.net import split_host_port
+from tessera.v1 import autoscaler_pb2, autoscaler_pb2_grpc
+from tests.conftest import SMOLLM2, TINY
+from tests.harness import ServiceProcess, kill_worker_group, pid_listening_on, wait_for
+
+pytestmark = pytest.mark.disruptive
+
+LONG = 1200  # tokens: several seconds of streaming on the tiny model
+
+
+def status(cluster) -> dict:
+    out = subprocess.run([sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", cluster.etcd.endpoint],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    return json.loads(out)
+
+
+def tiny_workers(cluster) -> list[dict]:
+    return [w for w in status(cluster)["workers"] if w["model"] == TINY]
+
+
+def plan(address: str) -> autoscaler_pb2.Plan:
+    with grpc.insecure_channel(address) as ch:
+        return autoscaler_pb2_grpc.AutoscalerStub(ch).GetPlan(autoscaler_pb2.GetPlanRequest(), timeout=5)
+
+
+def stream_to_the_end(client, max_tokens: int) -> tuple[int, str | None, int]:
+    """Stream a completion; return (completion tokens, finish reason, chunks)."""
+    chunks, finish, usage = 0, None, None
+    for c in client.completions.create(model=TINY, prompt="Tell me a long story.", max_tokens=max_tokens,
+                                       temperature=0, stream=True, stream_options={"include_usage": True},
+                                       extra_body={"ignore_eos": True}):
+        if c.choices:
+            chunks += 1
+            finish = c.choices[0].finish_reason or finish
+        if c.usage:
+            usage = c.usage.completion_tokens
+    return usage or 0, finish, chunks
+
+
+def test_killing_a_worker_loses_no_request_and_it_is_replaced(cluster, openai_client):
+    before = tiny_workers(cluster)
+    assert len(before) == 2
+    victim = before[0]
+    pid = pid_listening_on(split_host_port(victim["address"])[1])
+    assert pid, "worker process not found"
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(stream_to_the_end, openai_client, LONG) for _ in range(6)]
+        time.sleep(2.0)  # every stream is under way on one of the two workers
+        kill_worker_group(pid)
+        killed_at = time.monotonic()
+        # Requests sent right after the death succeed on the survivor.
+        for _ in range(3):
+            r = openai_client.completions.create(model=TINY, prompt="still there?", max_tokens=4)
+            assert r.choices[0].finish_reason in ("length", "stop")
+        results = [f.result(timeout=300) for f in futures]
+    # Every stream finished with all its tokens: those on the dead worker resumed elsewhere.
+    assert all(tokens == LONG and finish == "length" for tokens, finish, _ in results), results
+
+    # The dead worker leaves `tessera status` within the lease TTL (5 s) and some slack.
+    wait_for(lambda: victim["id"] not in {w["id"] for w in tiny_workers(cluster)}, 5 + 5,
+             what="the killed worker to leave tessera status")
+    assert time.monotonic() - killed_at < 12
+    # The autoscaler launches a replacement, which registers and serves.
+    wait_for(lambda: len(tiny_workers(cluster)) == 2, 240, interval=2, what="a replacement worker")
+    p = plan(next(s["address"] for s in status(cluster)["services"] if s["kind"] == "autoscaler"))
+    assert any(d.action == "restart" and d.instance == victim["id"] for d in p.recent_decisions)
+
+
+@pytest.mark.parametrize("wipe", [False, True], ids=["restart", "restart-with-data-loss"])
+def test_requests_keep_succeeding_while_etcd_restarts(cluster, openai_client, wipe):
+    def ask():
+        r = openai_client.chat.completions.create(model=TINY, messages=[{"role": "user", "content": "hi"}],
+                                                  max_tokens=4, temperature=0)
+        return r.choices[0].message.content is not None
+
+    assert ask()
+    cluster.etcd.kill()
+    if wipe:
+        shutil.rmtree(cluster.etcd.data_dir)
+    outage_end = time.monotonic() + 8  # longer than every lease TTL
+    while time.monotonic() < outage_end:
+        assert ask()
+        time.sleep(0.5)
+    cluster.etcd.start()
+    for _ in range(10):
+        assert ask()
+        time.sleep(0.3)
+    # Every worker and service is registered again.
+    wait_for(lambda: len(status(cluster)["workers"]) == 3 and
+             {s["kind"] for s in status(cluster)["services"]} == {"router", "scheduler", "autoscaler"},
+             30, interval=1, what="re-registration after the etcd restart")
+    assert ask()
+
+
+def test_two_autoscalers_never_both_act(cluster, openai_client):
+    desired = cluster.log_dir / "desired.yaml"
+    second = ServiceProcess("autoscaler-b", ["autoscaler", "--etcd", cluster.etcd.endpoint, "--lease-ttl", "3",
+                                             "--desired", str(desired), "--autoscaler-id", "autoscaler-b",
+                                             "--worker-log-dir", str(cluster.log_dir / "workers-b")],
+                            cluster.log_dir, cluster.env).start()
+    try:
+        def b_address():
+            return next((s["address"] for s in status(cluster)["services"]
+                         if s["kind"] == "autoscaler" and s["id"] == "autoscaler-b"), None)
+
+        address_b = wait_for(b_address, 30, what="the second autoscaler to register")
+        time.sleep(4)
+        p = plan(address_b)
+        assert not p.this_is_leader and p.leader_id == "autoscaler-a"
+        assert len(p.recent_decisions) == 0
+        assert len(status(cluster)["workers"]) == 3  # nothing launched twice
+
+        # The leader dies without a goodbye; its workers keep running.
+        cluster.autoscaler.kill()
+        wait_for(lambda: plan(address_b).this_is_leader, 15, what="the second autoscaler to take over")
+        p = plan(address_b)
+        assert p.ready["tiny"] == 2 and p.ready["smollm2"] == 1
+        assert not any(d.action == "start" for d in p.recent_decisions)  # adopted, not relaunched
+
+        # The new leader replaces a worker that dies.
+        victim = tiny_workers(cluster)[0]
+        kill_worker_group(pid_listening_on(split_host_port(victim["address"])[1]))
+        wait_for(lambda: any(d.action == "start" for d in plan(address_b).recent_decisions), 30,
+                 what="the new leader to launch a replacement")
+        assert openai_client.completions.create(model=TINY, prompt="hi", max_tokens=3).choices
+        wait_for(lambda: len(tiny_workers(cluster)) == 2, 240, interval=2, what="the replacement to register")
+    finally:
+        second.stop()
+    assert {w["model"] for w in status(cluster)["workers"]} >= {SMOLLM2}
