@@ -127,3 +127,19 @@ def test_health_and_metrics(cluster, openai_client):
     ttft = [line for line in text.splitlines()
             if line.startswith(f'tessera_time_to_first_token_seconds_count{{model="{TINY}"}}')]
     assert ttft and float(ttft[0].split()[-1]) > 0
+
+
+def test_each_worker_also_serves_vllms_own_openai_api(cluster):
+    """Interop: vLLM's OpenAI server runs on every worker's engine, so other routers can front it."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", cluster.etcd.endpoint],
+                         capture_output=True, text=True, check=True).stdout
+    worker = next(w for w in json.loads(out)["workers"] if w["model"] == TINY)
+    direct = openai.OpenAI(base_url=f"http://{worker['http_address']}/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in direct.models.list()] == [TINY]
+    r = direct.completions.create(model=TINY, prompt="The quick brown fox", max_tokens=6, temperature=0,
+                                  extra_body={"ignore_eos": True})
+    assert r.usage.completion_tokens == 6
+    assert r.system_fingerprint.startswith("vllm-")

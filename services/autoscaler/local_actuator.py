@@ -3,8 +3,14 @@
 Each worker runs in its own process group (its engine's child processes go
 with it) and gets its own slice of the machine: its own GPU(s) via
 CUDA_VISIBLE_DEVICES / HIP_VISIBLE_DEVICES where there are GPUs, its own CPU
-core via VLLM_CPU_OMP_THREADS_BIND otherwise (vLLM's CPU build binds every
-engine to core 0 by default, so two engines would share it).
+core(s) otherwise.
+
+On CPUs the whole worker (frontend, engine core, compute process) is pinned to
+its cores, not just the compute threads (VLLM_CPU_OMP_THREADS_BIND): vLLM's
+engine core busy-polls its shared-memory queue while a step computes, and left
+free it takes a whole second core, starving the router and the other engines
+(streams then arrive in bursts). ``TESSERA_CPU_CORES_PER_WORKER`` (default 1)
+sets how many cores each worker gets.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ class LocalProcessActuator:
         self.extra_args = list(extra_args or [])
         self.device_var, gpus = _gpu_count()
         self.slot_count = gpus or (os.cpu_count() or 1)
+        self.cores_per_worker = int(os.environ.get("TESSERA_CPU_CORES_PER_WORKER", "1"))
         self._procs: dict[str, _Proc] = {}
 
     def _take_slots(self, n: int) -> list[int]:
@@ -77,12 +84,17 @@ class LocalProcessActuator:
     def launch(self, group: WorkerGroup) -> Instance:
         worker_id = f"{group.name}-{uuid.uuid4().hex[:6]}"
         tp = int(group.engine_args.get("tensor_parallel_size", 1))
-        slots = self._take_slots(tp)
+        slots = self._take_slots(tp if self.device_var else self.cores_per_worker)
         env = dict(os.environ)
+        pin = None
         if self.device_var:
             env[self.device_var] = ",".join(map(str, slots))
         else:
             env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, slots))
+            cores = set(slots)
+
+            def pin() -> None:  # runs in the child before exec: the worker and all it spawns
+                os.sched_setaffinity(0, cores)
         cmd = [self.python, "-m", "tessera.cli", "worker", "--model", group.model, "--group", group.name,
                "--worker-id", worker_id, "--etcd", self.etcd, "--role", group.role, *self.extra_args]
         for key, value in group.engine_args.items():
@@ -92,7 +104,8 @@ class LocalProcessActuator:
                 cmd += ["--engine-arg", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
         log_path = self.log_dir / f"{worker_id}.log"
         with open(log_path, "ab") as logf:
-            popen = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            popen = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                     preexec_fn=pin)
         instance = Instance(worker_id, group.name, True, time.time(), log_path=str(log_path))
         self._procs[worker_id] = _Proc(instance, popen, slots)
         where = f"{self.device_var or 'cpu core'} {','.join(map(str, slots))}"

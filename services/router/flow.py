@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -40,7 +41,7 @@ FINISH = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length",
 class Generation:
     """A request ready for the cluster: tokenized, validated, with final sampling parameters."""
 
-    request_id: str
+    request_id: str               # the client's (x-request-id or generated); shown in responses
     model: ModelEntry
     prompt_ids: list[int]
     sampling: pb.SamplingParams
@@ -49,6 +50,13 @@ class Generation:
     # The client request's span context: flow spans hang under it even when the
     # stream is consumed from another task (Starlette streams from its own task).
     trace_context: otel_context.Context | None = None
+    # Unique inside the cluster even when clients reuse request ids: used with
+    # the scheduler and the workers.
+    internal_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.internal_id:
+            self.internal_id = f"{self.request_id}.{uuid.uuid4().hex[:8]}"
 
 
 @dataclass
@@ -110,7 +118,7 @@ class RequestFlow:
             worker_id, address = placement.worker.worker_id, placement.worker.address
             stats.workers.append(worker_id)
             request = worker_pb2.GenerateRequest(
-                request_id=f"{gen.request_id}-{stats.attempts}",
+                request_id=f"{gen.internal_id}-{stats.attempts}",
                 prompt_token_ids=gen.prompt_ids,
                 sampling=gen.sampling,
                 priority=gen.priority,
@@ -159,7 +167,7 @@ class RequestFlow:
 
     async def _place(self, gen: Generation, excluded: list[str], produced: int) -> scheduler_pb2.PlaceResponse:
         request = scheduler_pb2.PlaceRequest(
-            request_id=gen.request_id,
+            request_id=f"{gen.internal_id}-{len(excluded)}",
             model=gen.model.name,
             prompt_tokens=len(gen.prompt_ids) + produced,
             max_tokens=max(0, gen.sampling.max_tokens - produced),
@@ -170,9 +178,10 @@ class RequestFlow:
         )
         span = self._tracer.start_span("router.place", context=gen.trace_context, kind=trace.SpanKind.CLIENT)
         try:
+            metadata = outgoing_metadata(context=trace.set_span_in_context(span, gen.trace_context))
+            request.trace_context.update(dict(metadata))
             with metrics.PLACE_SECONDS.time():
-                response = await self.schedulers.place(
-                    request, metadata=outgoing_metadata(context=trace.set_span_in_context(span, gen.trace_context)))
+                response = await self.schedulers.place(request, metadata=metadata)
         finally:
             span.end()
         if not response.worker.worker_id:

@@ -6,7 +6,6 @@ import time
 import uuid
 
 import grpc
-from google.protobuf import json_format
 from opentelemetry import trace
 
 from tessera.telemetry.tracing import incoming_context, tracer
@@ -22,10 +21,19 @@ from services.router.preparation import prepare
 FINISH = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH, "abort": pb.FINISH_REASON_ABORT}
 
 
+_SCALARS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "min_tokens", "repetition_penalty",
+            "skip_special_tokens", "presence_penalty", "frequency_penalty", "ignore_eos", "include_stop_str_in_output")
+
+
 def _fields(request: router_pb2.RouterGenerateRequest) -> SamplingFields:
     """Validate the sampling message with the same rules as the HTTP API."""
     sp = request.sampling
-    data = {k: v for k, v in json_format.MessageToDict(sp, preserving_proto_field_name=True).items()}
+    # Only the fields the client set (proto3 optional presence), as the HTTP API sees a JSON body.
+    data: dict = {f.name: v for f, v in sp.ListFields() if f.name in _SCALARS}
+    if sp.stop:
+        data["stop"] = list(sp.stop)
+    if sp.stop_token_ids:
+        data["stop_token_ids"] = list(sp.stop_token_ids)
     data["model"] = request.model
     data["priority"] = request.priority
     try:

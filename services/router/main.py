@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -15,13 +14,12 @@ import socket
 import time
 import uuid
 
-import uvicorn
-
 from tessera.etcd import keys
 from tessera.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.etcd.records import ServiceRecord, identity_from_json
 from tessera.etcd.registration import LeasedKey
 from tessera.etcd.watch import PrefixMirror
+from tessera.http_server import start_http
 from tessera.rpc.server import ServiceBinding, start_server
 from tessera.telemetry.logging import setup_logging
 from tessera.telemetry.tracing import setup_tracing, shutdown_tracing
@@ -48,14 +46,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="INFO")
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the router shuts both APIs down together."""
-
-    @contextlib.contextmanager
-    def capture_signals(self):
-        yield
-
-
 async def run(args: argparse.Namespace) -> int:
     tokenizer_paths = dict(item.split("=", 1) for item in args.tokenizer)
     connector = EtcdConnector(args.etcd)
@@ -79,14 +69,11 @@ async def run(args: argparse.Namespace) -> int:
         [ServiceBinding(router_pb2_grpc.add_RouterServicer_to_server, RouterServicer(state), "tessera.v1.Router")],
         host=args.host, port=args.grpc_port,
     )
-    config = uvicorn.Config(build_app(state), host=args.host, port=args.port, loop="none", http="httptools",
-                            log_level="warning", access_log=False, timeout_graceful_shutdown=30)
-    http = _Server(config)
-    http_task = asyncio.create_task(http.serve())
-    while not http.started and not http_task.done():
-        await asyncio.sleep(0.05)
-    if http_task.done():
-        log.error("HTTP server could not start on %s:%d", args.host, args.port)
+    try:
+        http, http_task, _ = await start_http(build_app(state), args.host, args.port, http="httptools",
+                                              timeout_graceful_shutdown=30)
+    except OSError as exc:
+        log.error("HTTP server could not start on %s:%d: %s", args.host, args.port, exc)
         await grpc_server.stop(0)
         return 1
 

@@ -26,13 +26,28 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self._tracer = tracer("tessera.scheduler")
 
     async def Place(self, request: scheduler_pb2.PlaceRequest, context: grpc.aio.ServicerContext):
-        parent = incoming_context(context.invocation_metadata())
+        response = self._place(request, incoming_context(context.invocation_metadata()))
+        if response is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, self._unknown_profile(request))
+        return response
+
+    async def PlaceStream(self, request_iterator, context: grpc.aio.ServicerContext):
+        async for request in request_iterator:
+            response = self._place(request, incoming_context(request.trace_context.items()))
+            if response is None:
+                response = scheduler_pb2.PlaceResponse(request_id=request.request_id,
+                                                       reason=self._unknown_profile(request))
+            yield response
+
+    def _unknown_profile(self, request: scheduler_pb2.PlaceRequest) -> str:
+        return f"unknown profile {request.profile!r}; loaded: {', '.join(self.profiles)}"
+
+    def _place(self, request: scheduler_pb2.PlaceRequest, parent) -> scheduler_pb2.PlaceResponse | None:
+        """One placement decision; None when the request names an unknown profile."""
         with self._tracer.start_as_current_span("scheduler.place", context=parent, kind=trace.SpanKind.SERVER) as span:
-            profile_name = request.profile or self.default_profile
-            pipeline = self.profiles.get(profile_name)
+            pipeline = self.profiles.get(request.profile or self.default_profile)
             if pipeline is None:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"unknown profile {profile_name!r}; loaded: {', '.join(self.profiles)}")
+                return None
             started = time.perf_counter()
             req = RequestInfo(
                 request_id=request.request_id,
@@ -46,7 +61,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             )
             decision = pipeline.place(req, self.view.snapshots(request.model))
             metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)
-            response = scheduler_pb2.PlaceResponse(profile=pipeline.name, candidates=decision.candidates)
+            response = scheduler_pb2.PlaceResponse(request_id=request.request_id, profile=pipeline.name,
+                                                   candidates=decision.candidates)
             if decision.worker is None:
                 metrics.PLACEMENTS.labels(pipeline.name, "none").inc()
                 response.reason = decision.reason

@@ -45,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind and advertise")
     p.add_argument("--port", type=int, default=0, help="gRPC port (0: any free port)")
     p.add_argument("--metrics-port", type=int, default=0, help="Prometheus port (0: any free port)")
+    p.add_argument("--http-port", type=int, default=0,
+                   help="vLLM's own OpenAI-compatible HTTP API on the engine (0: any free port, -1: off)")
     p.add_argument("--worker-id", default=None)
     p.add_argument("--group", default="", help="desired-state group that launched this worker")
     p.add_argument("--role", default="mixed", choices=["mixed", "prefill", "decode"])
@@ -135,13 +137,24 @@ async def run(args: argparse.Namespace) -> int:
         host=args.host, port=args.port,
     )
     identity.address = f"{args.host}:{server.port}"
+    http = None
+    if args.http_port >= 0:
+        from services.worker.openai_http import start_openai_server
+
+        try:
+            http, http_task, http_port = await start_openai_server(engine.llm, model_path, spec.name, args.host,
+                                                                   args.http_port)
+            identity.http_address = f"{args.host}:{http_port}"
+        except Exception as exc:  # noqa: BLE001 - the gRPC API still serves
+            log.warning("vLLM's OpenAI HTTP server did not start: %s", exc)
 
     connector = EtcdConnector(args.etcd)
     registration = LeasedKey(connector, keys.worker(worker_id), identity_to_json(identity), ttl=args.lease_ttl)
     registration.start()
     reporter = SchedulerReporter(connector, identity, tracker)
     reporter.start()
-    log.info("serving on %s (metrics :%d)", identity.address, metrics_port)
+    log.info("serving on %s (OpenAI HTTP %s, metrics :%d)", identity.address, identity.http_address or "off",
+             metrics_port)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -161,6 +174,9 @@ async def run(args: argparse.Namespace) -> int:
     while tracker.in_flight and time.monotonic() < deadline and not engine.dead:
         await asyncio.sleep(0.1)
     watchdog.cancel()
+    if http is not None:
+        http.should_exit = True
+        await asyncio.gather(http_task, return_exceptions=True)
     await reporter.close()
     await server.stop(1.0)
     await engine.stop()

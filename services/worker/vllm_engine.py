@@ -155,6 +155,11 @@ class VllmEngine:
             await self._llm.abort(request_id)
 
     @property
+    def llm(self) -> Any:
+        """The AsyncLLM itself, for vLLM's own OpenAI server (services/worker/openai_http.py)."""
+        return self._llm
+
+    @property
     def dead(self) -> bool:
         return bool(self._llm is not None and getattr(self._llm, "errored", False))
 

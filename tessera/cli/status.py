@@ -70,6 +70,7 @@ async def gather_status(etcd: str) -> dict[str, Any]:
             "vendor": vendor_name(ident.vendor),
             "accelerator": ident.accelerator,
             "address": ident.address,
+            "http_address": ident.http_address,
             "group": ident.group,
             "healthy": state.healthy if state else None,
             "num_waiting": load.num_waiting if load else None,

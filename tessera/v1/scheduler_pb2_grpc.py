@@ -39,6 +39,11 @@ class SchedulerStub:
                 request_serializer=tessera_dot_v1_dot_scheduler__pb2.PlaceRequest.SerializeToString,
                 response_deserializer=tessera_dot_v1_dot_scheduler__pb2.PlaceResponse.FromString,
                 _registered_method=True)
+        self.PlaceStream = channel.stream_stream(
+                '/tessera.v1.Scheduler/PlaceStream',
+                request_serializer=tessera_dot_v1_dot_scheduler__pb2.PlaceRequest.SerializeToString,
+                response_deserializer=tessera_dot_v1_dot_scheduler__pb2.PlaceResponse.FromString,
+                _registered_method=True)
         self.ReportLoad = channel.stream_unary(
                 '/tessera.v1.Scheduler/ReportLoad',
                 request_serializer=tessera_dot_v1_dot_scheduler__pb2.WorkerReport.SerializeToString,
@@ -56,6 +61,15 @@ class SchedulerServicer:
 
     def Place(self, request, context):
         """One call per request: which worker(s) serve it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlaceStream(self, request_iterator, context):
+        """The same decisions over one long-lived stream: routers keep it open so a
+        placement costs one message each way instead of a new call (about half
+        the latency). Responses carry the request_id they answer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -82,6 +96,11 @@ def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Place': grpc.unary_unary_rpc_method_handler(
                     servicer.Place,
+                    request_deserializer=tessera_dot_v1_dot_scheduler__pb2.PlaceRequest.FromString,
+                    response_serializer=tessera_dot_v1_dot_scheduler__pb2.PlaceResponse.SerializeToString,
+            ),
+            'PlaceStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.PlaceStream,
                     request_deserializer=tessera_dot_v1_dot_scheduler__pb2.PlaceRequest.FromString,
                     response_serializer=tessera_dot_v1_dot_scheduler__pb2.PlaceResponse.SerializeToString,
             ),
@@ -121,6 +140,33 @@ class Scheduler:
             request,
             target,
             '/tessera.v1.Scheduler/Place',
+            tessera_dot_v1_dot_scheduler__pb2.PlaceRequest.SerializeToString,
+            tessera_dot_v1_dot_scheduler__pb2.PlaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlaceStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/tessera.v1.Scheduler/PlaceStream',
             tessera_dot_v1_dot_scheduler__pb2.PlaceRequest.SerializeToString,
             tessera_dot_v1_dot_scheduler__pb2.PlaceResponse.FromString,
             options,
