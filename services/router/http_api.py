@@ -76,6 +76,7 @@ class Timing:
 
     def __init__(self, model: str, arrived: float) -> None:
         self.model, self.arrived, self.last = model, arrived, None
+        self._itl = metrics.ITL.labels(model)  # looked up once, observed per token
 
     def delta(self, has_tokens: bool) -> None:
         if not has_tokens:
@@ -84,7 +85,7 @@ class Timing:
         if self.last is None:
             metrics.TTFT.labels(self.model).observe(now - self.arrived)
         else:
-            metrics.ITL.labels(self.model).observe(now - self.last)
+            self._itl.observe(now - self.last)
         self.last = now
 
     def done(self, gen: Generation, stats: FlowStats) -> None:

@@ -1,0 +1,73 @@
+"""A worker with no engine: it registers and reports like a real worker and streams tokens instantly.
+
+Used to measure what the router and scheduler cost on their own, with nothing
+else competing for the CPU (benchmarks/router_overhead.py --zero-latency).
+Each request gets ``max_tokens`` deltas of one token, ``--itl-ms`` apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import uvloop  # noqa: E402
+
+from services.worker.load import LoadTracker  # noqa: E402
+from services.worker.reporter import SchedulerReporter  # noqa: E402
+from tessera.etcd import keys  # noqa: E402
+from tessera.etcd.client import EtcdConnector  # noqa: E402
+from tessera.etcd.records import identity_to_json  # noqa: E402
+from tessera.etcd.registration import LeasedKey  # noqa: E402
+from tessera.rpc.server import ServiceBinding, start_server  # noqa: E402
+from tessera.v1 import common_pb2 as pb  # noqa: E402
+from tessera.v1 import worker_pb2, worker_pb2_grpc  # noqa: E402
+
+
+class InstantWorker(worker_pb2_grpc.WorkerServicer):
+    def __init__(self, itl_s: float, token_id: int) -> None:
+        self.itl_s, self.token_id = itl_s, token_id
+
+    async def Generate(self, request, context):
+        n = request.sampling.max_tokens or 16
+        for i in range(n):
+            if i and self.itl_s:
+                await asyncio.sleep(self.itl_s)
+            out = worker_pb2.GenerateResponse(request_id=request.request_id,
+                                              delta=pb.TokenDelta(token_ids=[self.token_id], text="a"))
+            if i == n - 1:
+                out.finish_reason = pb.FINISH_REASON_LENGTH
+                out.usage.prompt_tokens = len(request.prompt_token_ids)
+                out.usage.completion_tokens = n
+            yield out
+
+
+async def main(args: argparse.Namespace) -> None:
+    server = await start_server([ServiceBinding(worker_pb2_grpc.add_WorkerServicer_to_server,
+                                                InstantWorker(args.itl_ms / 1000, args.token_id), "tessera.v1.Worker")],
+                                port=args.port)
+    identity = pb.WorkerIdentity(id=args.worker_id, address=f"127.0.0.1:{server.port}", model=args.model,
+                                 model_path=args.model_path, role=pb.ROLE_MIXED, vendor=pb.VENDOR_CPU,
+                                 accelerator="none", engine="zero-latency", max_model_len=args.max_model_len,
+                                 kv_block_size=32, kv_capacity_blocks=100000)
+    connector = EtcdConnector(args.etcd)
+    LeasedKey(connector, keys.worker(args.worker_id), identity_to_json(identity)).start()
+    SchedulerReporter(connector, identity, LoadTracker()).start()
+    print(f"zero-latency worker on {identity.address}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--etcd", default="127.0.0.1:2379")
+    p.add_argument("--model", default="tiny-llama")
+    p.add_argument("--model-path", default="", help="folder whose tokenizer the router loads")
+    p.add_argument("--max-model-len", type=int, default=2048)
+    p.add_argument("--worker-id", default="zero-latency-0")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--itl-ms", type=float, default=2.0)
+    p.add_argument("--token-id", type=int, default=5)
+    uvloop.run(main(p.parse_args()))
