@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import socket
 import tempfile
 import time
@@ -20,7 +19,7 @@ from tessera.etcd.election import LeaderElection
 from tessera.etcd.records import ServiceRecord
 from tessera.etcd.registration import LeasedKey
 from tessera.rpc.server import ServiceBinding, start_server
-from tessera.telemetry.logging import setup_logging
+from tessera.service import run_service, stop_event
 from tessera.telemetry.metrics import start_metrics_server
 from tessera.v1 import autoscaler_pb2_grpc
 from services.autoscaler.controller import Controller
@@ -98,10 +97,7 @@ async def run(args: argparse.Namespace) -> int:
     summary = ", ".join(f"{g.name}: {g.replicas} x {g.model}" for g in groups) or "nothing"
     log.info("autoscaler %s on %s wants %s; worker logs in %s", aid, record.address, summary, log_dir)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     await stop.wait()
     loop_task.cancel()
     await election.close()
@@ -113,18 +109,5 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tessera autoscaler", description=__doc__)
-    add_arguments(parser)
-    return run_main(parser.parse_args(argv))
-
-
 def run_main(args: argparse.Namespace) -> int:
-    import uvloop
-
-    setup_logging("autoscaler", args.log_level)
-    return uvloop.run(run(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return run_service("autoscaler", args, run, tracing=False)

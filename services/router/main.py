@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import socket
 import time
 import uuid
@@ -21,8 +20,8 @@ from tessera.etcd.registration import LeasedKey
 from tessera.etcd.watch import PrefixMirror
 from tessera.http_server import start_http
 from tessera.rpc.server import ServiceBinding, start_server
-from tessera.telemetry.logging import setup_logging
-from tessera.telemetry.tracing import setup_tracing, shutdown_tracing
+from tessera.service import run_service, stop_event
+from tessera.telemetry.tracing import shutdown_tracing
 from tessera.v1 import router_pb2_grpc
 from services.router.flow import RequestFlow, WorkerChannels
 from services.router.grpc_api import RouterServicer
@@ -85,10 +84,7 @@ async def run(args: argparse.Namespace) -> int:
     registration.start()
     log.info("router %s: OpenAI API on http://%s:%d/v1, gRPC on %s", rid, args.host, args.port, record.address)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     await asyncio.wait({asyncio.ensure_future(stop.wait()), http_task}, return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down: finishing requests in flight")
     await registration.close()
@@ -101,19 +97,5 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tessera router", description=__doc__)
-    add_arguments(parser)
-    return run_main(parser.parse_args(argv))
-
-
 def run_main(args: argparse.Namespace) -> int:
-    import uvloop
-
-    setup_logging("router", args.log_level)
-    setup_tracing("tessera-router")
-    return uvloop.run(run(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return run_service("router", args, run)

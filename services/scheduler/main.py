@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import socket
 import time
 import uuid
@@ -19,9 +18,9 @@ from tessera.etcd.records import ServiceRecord, identity_from_json
 from tessera.etcd.registration import LeasedKey
 from tessera.etcd.watch import PrefixMirror
 from tessera.rpc.server import ServiceBinding, start_server
-from tessera.telemetry.logging import setup_logging
+from tessera.service import run_service, stop_event
 from tessera.telemetry.metrics import start_metrics_server
-from tessera.telemetry.tracing import setup_tracing, shutdown_tracing
+from tessera.telemetry.tracing import shutdown_tracing
 from tessera.v1 import scheduler_pb2_grpc
 from services.scheduler.metrics import ViewCollector
 from services.scheduler.policy.pipeline import PROFILES_DIR, ProfileError, load_profile
@@ -82,10 +81,7 @@ async def run(args: argparse.Namespace) -> int:
     registration.start()
     log.info("scheduler %s serving on %s with profile %s (metrics :%d)", sid, record.address, default.name, metrics_port)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     await stop.wait()
     await registration.close()
     await mirror.close()
@@ -94,19 +90,5 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tessera scheduler", description=__doc__)
-    add_arguments(parser)
-    return run_main(parser.parse_args(argv))
-
-
 def run_main(args: argparse.Namespace) -> int:
-    import uvloop
-
-    setup_logging("scheduler", args.log_level)
-    setup_tracing("tessera-scheduler")
-    return uvloop.run(run(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return run_service("scheduler", args, run)

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import socket
 import time
 import uuid
@@ -22,9 +21,9 @@ from tessera.etcd.registration import LeasedKey
 from tessera.models.registry import resolve
 from tessera.rpc.enums import role_value, vendor_value
 from tessera.rpc.server import ServiceBinding, start_server
-from tessera.telemetry.logging import setup_logging
+from tessera.service import run_service, stop_event
 from tessera.telemetry.metrics import start_metrics_server
-from tessera.telemetry.tracing import setup_tracing, shutdown_tracing
+from tessera.telemetry.tracing import shutdown_tracing
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import worker_pb2_grpc
 from services.worker import metrics
@@ -156,10 +155,7 @@ async def run(args: argparse.Namespace) -> int:
     log.info("serving on %s (OpenAI HTTP %s, metrics :%d)", identity.address, identity.http_address or "off",
              metrics_port)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     exit_code = 0
     watchdog = asyncio.create_task(_watch_engine(engine, tracker, stop))
     await stop.wait()
@@ -197,20 +193,5 @@ async def _watch_engine(engine: Any, tracker: LoadTracker, stop: asyncio.Event) 
         await asyncio.sleep(0.5)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tessera worker", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return run_main(args)
-
-
 def run_main(args: argparse.Namespace) -> int:
-    import uvloop
-
-    setup_logging("worker", args.log_level)
-    setup_tracing("tessera-worker")
-    return uvloop.run(run(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return run_service("worker", args, run)

@@ -17,6 +17,7 @@ import time
 import aetcd
 
 from tessera.etcd.client import Backoff, EtcdConnector, OutageLog
+from tessera.tasks import cancel_and_wait
 
 log = logging.getLogger("tessera.etcd")
 
@@ -101,12 +102,7 @@ class LeaderElection:
             await asyncio.sleep(max(0.0, self.ttl / 3 - (time.monotonic() - started)))
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+        await cancel_and_wait(self._task)
         if self._is_leader and self._lease is not None:
             try:
                 await asyncio.wait_for(self._lease.revoke(), 2.0)  # hand over at once

@@ -14,6 +14,7 @@ import logging
 import aetcd
 
 from tessera.etcd.client import Backoff, EtcdConnector, OutageLog
+from tessera.tasks import cancel_and_wait
 
 log = logging.getLogger("tessera.etcd")
 
@@ -83,12 +84,7 @@ class LeasedKey:
     async def close(self) -> None:
         """Stop refreshing and remove the key at once (revoking the lease)."""
         self._stopping = True
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+        await cancel_and_wait(self._task)
         if self._client is not None and self._lease is not None:
             try:
                 await asyncio.wait_for(self._lease.revoke(), 2.0)

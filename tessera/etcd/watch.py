@@ -20,6 +20,7 @@ import aetcd
 from aetcd.rtypes import EventKind
 
 from tessera.etcd.client import Backoff, EtcdConnector, OutageLog
+from tessera.tasks import cancel_and_wait
 
 log = logging.getLogger("tessera.etcd")
 
@@ -47,12 +48,7 @@ class PrefixMirror:
     async def close(self) -> None:
         for task in self._expiring.values():
             task.cancel()
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+        await cancel_and_wait(self._task)
 
     async def _emit(self, key: str, value: bytes | None) -> None:
         if self.on_change is None:
