@@ -8,8 +8,10 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 
 import grpc
+import httpx
 import pytest
 
 from tessera.net import split_host_port
@@ -49,6 +51,74 @@ def stream_to_the_end(client, max_tokens: int) -> tuple[int, str | None, int]:
         if c.usage:
             usage = c.usage.completion_tokens
     return usage or 0, finish, chunks
+
+
+def router_metric(cluster, name: str, label: str = "") -> float:
+    text = urllib.request.urlopen(cluster.base_url + "/metrics", timeout=5).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith(name) and label in line and not line.startswith("#"))
+
+
+def test_client_disconnect_aborts_the_request_in_the_engine(cluster, openai_client):
+    stream = openai_client.completions.create(model=TINY, prompt="Go on and on.", max_tokens=LONG, stream=True,
+                                              extra_body={"ignore_eos": True})
+    for i, _ in enumerate(stream):
+        if i == 20:
+            break
+    stream.close()  # the client hangs up after 20 chunks of 1200
+    # The engine stops working on it long before the 1200 tokens would be done.
+    wait_for(lambda: all(w["tokens_in_flight"] == 0 and w["num_running"] == 0 for w in tiny_workers(cluster)),
+             3, interval=0.2, what="the workers to drop the abandoned request")
+
+
+def test_a_dead_worker_is_retried_before_the_first_token(cluster, openai_client):
+    """A worker that is registered but gone (crashed, lease not yet expired) costs a retry, not an error."""
+    import asyncio
+
+    from tessera.etcd import keys
+    from tessera.etcd.client import EtcdConnector
+    from tessera.etcd.records import identity_to_json
+    from tessera.net import free_port
+    from tessera.v1 import common_pb2 as pb
+
+    ghost = pb.WorkerIdentity(id="ghost", address=f"127.0.0.1:{free_port()}", model=TINY, role=pb.ROLE_MIXED,
+                              max_model_len=2048, kv_block_size=32, kv_capacity_blocks=1000)
+
+    async def put(value: bytes | None) -> None:
+        conn = EtcdConnector(cluster.etcd.endpoint)
+        client = await conn.connect()
+        if value is None:
+            await client.delete(keys.worker("ghost").encode())
+        else:
+            await client.put(keys.worker("ghost").encode(), value)
+        await conn.discard(client)
+
+    before = router_metric(cluster, "tessera_router_retries_total", 'when="before_first_token"')
+    asyncio.run(put(identity_to_json(ghost)))
+    try:
+        wait_for(lambda: any(w["id"] == "ghost" for w in status(cluster)["workers"]), 10, what="the ghost")
+        for _ in range(30):  # the ghost ties with the live workers, so it is picked early on
+            r = openai_client.completions.create(model=TINY, prompt="hello", max_tokens=3)
+            assert r.usage.completion_tokens >= 1
+    finally:
+        asyncio.run(put(None))
+    assert router_metric(cluster, "tessera_router_retries_total", 'when="before_first_token"') > before
+
+
+def test_no_worker_for_a_model_is_a_503_with_retry_after(cluster, openai_client):
+    smol = next(w for w in status(cluster)["workers"] if w["model"] == SMOLLM2)
+    kill_worker_group(pid_listening_on(split_host_port(smol["address"])[1]))
+    r = httpx.post(cluster.base_url + "/v1/chat/completions", timeout=30,
+                   json={"model": SMOLLM2, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
+    assert r.status_code == 503, r.text
+    assert int(r.headers["Retry-After"]) >= 1
+    assert r.json()["error"]["code"] == "no_capacity"
+    # The autoscaler brings the model back.
+    wait_for(lambda: any(w["model"] == SMOLLM2 and w["healthy"] for w in status(cluster)["workers"]),
+             240, interval=2, what="a new SmolLM2 worker")
+    r = openai_client.chat.completions.create(model=SMOLLM2, messages=[{"role": "user", "content": "hi"}],
+                                              max_tokens=3)
+    assert r.choices[0].message.content is not None
 
 
 def test_killing_a_worker_loses_no_request_and_it_is_replaced(cluster, openai_client):
