@@ -24,6 +24,11 @@ def _table() -> dict[str, dict[str, Any]]:
     return yaml.safe_load(text)
 
 
+def vendor_names() -> list[str]:
+    """The vendors the table knows (the catalog checks its rows against these)."""
+    return list(_table())
+
+
 def vendor_settings(vendor: str) -> VendorSettings:
     table = _table()
     if vendor not in table:
