@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import grpc
 from opentelemetry import trace
 
+from tessera.rpc.enums import finish_reason_name
 from tessera.rpc.server import channel
 from opentelemetry import context as otel_context
 
@@ -33,8 +34,6 @@ from services.router.scheduler_client import SchedulerClient
 log = logging.getLogger("tessera.router")
 
 MAX_ATTEMPTS = 3
-FINISH = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length",
-          pb.FINISH_REASON_ABORT: "abort", pb.FINISH_REASON_ERROR: "error"}
 
 
 @dataclass
@@ -138,7 +137,7 @@ class RequestFlow:
                     ids = list(resp.delta.token_ids)
                     produced.extend(ids)
                     stats.completion_tokens = len(produced)
-                    finish = FINISH.get(resp.finish_reason) if resp.finish_reason else None
+                    finish = finish_reason_name(resp.finish_reason)
                     if finish:
                         stats.cached_prompt_tokens = resp.usage.cached_prompt_tokens
                     yield Delta(ids, resp.delta.text, finish, resp.stop_reason, worker_id)

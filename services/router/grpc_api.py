@@ -8,6 +8,7 @@ import uuid
 import grpc
 from opentelemetry import trace
 
+from tessera.rpc.enums import finish_reason_value
 from tessera.telemetry.tracing import incoming_context, tracer
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import router_pb2, router_pb2_grpc
@@ -18,7 +19,6 @@ from services.router.flow import FlowStats
 from services.router.http_api import RouterState, Timing
 from services.router.preparation import prepare
 
-FINISH = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH, "abort": pb.FINISH_REASON_ABORT}
 
 
 _SCALARS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "min_tokens", "repetition_penalty",
@@ -86,7 +86,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                         worker_id=delta.worker_id,
                     )
                     if delta.finish_reason:
-                        out.finish_reason = FINISH.get(delta.finish_reason, pb.FINISH_REASON_STOP)
+                        out.finish_reason = finish_reason_value(delta.finish_reason)
                         out.usage.CopyFrom(pb.Usage(prompt_tokens=len(gen.prompt_ids),
                                                     completion_tokens=stats.completion_tokens,
                                                     cached_prompt_tokens=stats.cached_prompt_tokens))

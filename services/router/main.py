@@ -54,7 +54,9 @@ async def run(args: argparse.Namespace) -> int:
     async def on_worker(key: str, value: bytes | None) -> None:
         worker_id = key.rsplit("/", 1)[-1]
         if value is None:
-            catalog.worker_left(worker_id)
+            address = catalog.worker_left(worker_id)
+            if address:
+                await channels.forget(address)
         else:
             catalog.worker_registered(identity_from_json(value))
 

@@ -50,10 +50,13 @@ class ModelCatalog:
             # Load the tokenizer now, off the event loop, so the first request does not pay for it.
             self._loading[identity.model] = asyncio.create_task(self._load_tokenizer(entry))
 
-    def worker_left(self, worker_id: str) -> None:
+    def worker_left(self, worker_id: str) -> str:
+        """Forget a worker; return its address (so its channel can be closed), or ""."""
         model = self._worker_model.pop(worker_id, None)
         if model and model in self.models:
-            self.models[model].workers.pop(worker_id, None)
+            identity = self.models[model].workers.pop(worker_id, None)
+            return identity.address if identity else ""
+        return ""
 
     def get(self, name: str) -> ModelEntry:
         entry = self.models.get(name)

@@ -143,11 +143,3 @@ class SchedulerClient:
                 last_error = f"{address}: {exc.code().name}"
                 log.warning("scheduler %s failed (%s); trying another", address, exc.code().name)
         raise NoCapacity(f"no scheduler answered ({last_error})", retry_after=1)
-
-    async def list_workers(self) -> scheduler_pb2.ListWorkersResponse:
-        for address in self.addresses:
-            try:
-                return await self._stub(address).ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=2)
-            except grpc.aio.AioRpcError:
-                continue
-        return scheduler_pb2.ListWorkersResponse()

@@ -9,6 +9,7 @@ import grpc
 from google.protobuf import json_format
 from opentelemetry import trace
 
+from tessera.rpc.enums import finish_reason_value
 from tessera.telemetry.tracing import incoming_context, tracer
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import worker_pb2, worker_pb2_grpc
@@ -17,8 +18,6 @@ from services.worker.engine import Engine, EngineUnavailable, InvalidRequest
 from services.worker.load import LoadTracker
 
 log = logging.getLogger("tessera.worker")
-
-FINISH = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH, "abort": pb.FINISH_REASON_ABORT}
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServicer):
@@ -70,7 +69,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                     )
                     if chunk.finish_reason:
                         finish = chunk.finish_reason
-                        response.finish_reason = FINISH.get(chunk.finish_reason, pb.FINISH_REASON_STOP)
+                        response.finish_reason = finish_reason_value(chunk.finish_reason)
                         response.stop_reason = chunk.stop_reason
                         response.usage.CopyFrom(pb.Usage(
                             prompt_tokens=len(request.prompt_token_ids),

@@ -17,8 +17,6 @@ from services.worker.engine import Chunk, EngineInfo, EngineLoad, EngineUnavaila
 
 log = logging.getLogger("tessera.worker.vllm")
 
-FINISH = {"stop": "stop", "length": "length", "abort": "abort"}
-
 
 def to_vllm_sampling(sp: pb.SamplingParams, kv_transfer_params: dict[str, Any] | None) -> Any:
     """Our SamplingParams message to vLLM's SamplingParams (deltas, not cumulative)."""
@@ -130,9 +128,7 @@ class VllmEngine:
         try:
             async for out in stream:
                 completion = out.outputs[0] if out.outputs else None
-                finish = FINISH.get(completion.finish_reason, None) if completion and out.finished else None
-                if out.finished and finish is None:
-                    finish = "stop"
+                finish = ((completion.finish_reason if completion else None) or "stop") if out.finished else None
                 stop_reason = completion.stop_reason if completion else None
                 yield Chunk(
                     token_ids=list(completion.token_ids) if completion else [],

@@ -29,7 +29,6 @@ class LeasedKey:
         self.key = key.encode()
         self.value = value
         self.ttl = ttl
-        self.registered = asyncio.Event()
         self._changed = asyncio.Event()
         self._stopping = False
         self._client: aetcd.Client | None = None
@@ -52,14 +51,12 @@ class LeasedKey:
                 self._client = await self.connector.connect()
                 self._lease = await self._client.lease(self.ttl)
                 await self._client.put(self.key, self.value, lease=self._lease)
-                self.registered.set()
                 outage.ok()
                 backoff.reset()
                 await self._keep_alive()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any etcd failure means: re-register
-                self.registered.clear()
                 outage.failed(exc)
                 await self.connector.discard(self._client)
                 self._client, self._lease = None, None

@@ -6,12 +6,8 @@ from tessera.v1 import common_pb2 as pb
 
 ROLES = {"mixed": pb.ROLE_MIXED, "prefill": pb.ROLE_PREFILL, "decode": pb.ROLE_DECODE}
 VENDORS = {"nvidia": pb.VENDOR_NVIDIA, "amd": pb.VENDOR_AMD, "tenstorrent": pb.VENDOR_TENSTORRENT, "cpu": pb.VENDOR_CPU}
-FINISH_REASONS = {
-    pb.FINISH_REASON_STOP: "stop",
-    pb.FINISH_REASON_LENGTH: "length",
-    pb.FINISH_REASON_ABORT: "abort",
-    pb.FINISH_REASON_ERROR: "error",
-}
+FINISH_REASONS = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH,
+                  "abort": pb.FINISH_REASON_ABORT, "error": pb.FINISH_REASON_ERROR}
 
 
 def role_value(name: str) -> int:
@@ -30,6 +26,16 @@ def vendor_value(name: str) -> int:
         return VENDORS[name]
     except KeyError:
         raise ValueError(f"unknown vendor {name!r}; expected one of {', '.join(VENDORS)}") from None
+
+
+def finish_reason_value(name: str) -> int:
+    """OpenAI's finish_reason string to the enum; unknown reasons count as a stop."""
+    return FINISH_REASONS.get(name, pb.FINISH_REASON_STOP)
+
+
+def finish_reason_name(value: int) -> str | None:
+    """The enum to OpenAI's string; None while a stream is unfinished."""
+    return next((k for k, v in FINISH_REASONS.items() if v == value), None)
 
 
 def vendor_name(value: int) -> str:
