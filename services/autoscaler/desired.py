@@ -7,8 +7,9 @@ YAML form::
         model: smollm2
         replicas: 2
         role: mixed            # mixed | prefill | decode
-        engine: vllm
-        engine_args: {max_model_len: 4096}
+        engine: vllm           # vllm | sim (a simulated catalog accelerator, no weights)
+        accelerator: auto      # sim: h100, mi300x, cpu, ...
+        engine_args: {max_model_len: 4096}   # sim also takes sim_arch: llama3-8b
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ class WorkerGroup:
             raise DesiredStateError(f"group {self.name}: replicas must be >= 0")
         if self.role not in ("mixed", "prefill", "decode"):
             raise DesiredStateError(f"group {self.name}: role must be mixed, prefill or decode")
+        if self.engine not in ("vllm", "sim"):
+            raise DesiredStateError(f"group {self.name}: engine must be vllm or sim")
+        if self.engine == "sim" and self.accelerator == "auto":
+            raise DesiredStateError(f"group {self.name}: a sim group names the catalog accelerator it simulates")
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()

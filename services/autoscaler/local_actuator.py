@@ -84,10 +84,14 @@ class LocalProcessActuator:
     def launch(self, group: WorkerGroup) -> Instance:
         worker_id = f"{group.name}-{uuid.uuid4().hex[:6]}"
         tp = int(group.engine_args.get("tensor_parallel_size", 1))
-        slots = self._take_slots(tp if self.device_var else self.cores_per_worker)
+        simulated = group.engine == "sim"
+        # A simulated worker holds no device and mostly sleeps: it takes no slot and is not pinned.
+        slots = [] if simulated else self._take_slots(tp if self.device_var else self.cores_per_worker)
         env = dict(os.environ)
         pin = None
-        if self.device_var:
+        if simulated:
+            pass
+        elif self.device_var:
             env[self.device_var] = ",".join(map(str, slots))
         else:
             env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, slots))
@@ -96,10 +100,15 @@ class LocalProcessActuator:
             def pin() -> None:  # runs in the child before exec: the worker and all it spawns
                 os.sched_setaffinity(0, cores)
         cmd = [self.python, "-m", "tessera.cli", "worker", "--model", group.model, "--group", group.name,
-               "--worker-id", worker_id, "--etcd", self.etcd, "--role", group.role, *self.extra_args]
+               "--worker-id", worker_id, "--etcd", self.etcd, "--role", group.role, "--engine", group.engine,
+               *self.extra_args]
+        if group.accelerator != "auto":
+            cmd += ["--accelerator", group.accelerator]
         for key, value in group.engine_args.items():
             if key == "tensor_parallel_size":
                 cmd += ["--tensor-parallel-size", str(value)]
+            elif key == "sim_arch":
+                cmd += ["--sim-arch", str(value)]
             else:
                 cmd += ["--engine-arg", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
         log_path = self.log_dir / f"{worker_id}.log"
@@ -108,7 +117,7 @@ class LocalProcessActuator:
                                      preexec_fn=pin)
         instance = Instance(worker_id, group.name, True, time.time(), log_path=str(log_path))
         self._procs[worker_id] = _Proc(instance, popen, slots)
-        where = f"{self.device_var or 'cpu core'} {','.join(map(str, slots))}"
+        where = f"simulated {group.accelerator}" if simulated else f"{self.device_var or 'cpu core'} {','.join(map(str, slots))}"
         log.info("launched worker %s (group %s, %s, pid %d, log %s)", worker_id, group.name, where, popen.pid, log_path)
         return instance
 

@@ -49,7 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--worker-id", default=None)
     p.add_argument("--group", default="", help="desired-state group that launched this worker")
     p.add_argument("--role", default="mixed", choices=["mixed", "prefill", "decode"])
-    p.add_argument("--engine", default="vllm", choices=["vllm"])
+    p.add_argument("--engine", default="vllm", choices=["vllm", "sim"],
+                   help="vllm: the real engine; sim: a simulated accelerator timed by the performance model")
+    p.add_argument("--accelerator", default="auto",
+                   help="sim: the catalog accelerator to behave like (h100, mi300x, cpu, ...)")
+    p.add_argument("--sim-arch", default=None,
+                   help="sim: time steps as this architecture (llama3-8b, ...; default: the served model's config)")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--tensor-parallel-size", type=int, default=1)
     p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
@@ -84,27 +89,16 @@ def engine_args_for(args: argparse.Namespace, vendor: str, model_path: str, serv
 
 
 async def run(args: argparse.Namespace) -> int:
-    vendor = detect_vendor()
-    settings = vendor_settings(vendor)
-    for key, value in settings.env.items():
-        os.environ.setdefault(key, value)  # the operator's environment wins
     spec = resolve(args.model, args.served_model_name)
     if spec.recipe or os.path.isdir(spec.path):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local files: never ask a model hub
-    from tessera.models.prepare import ensure_model  # needs torch: workers only
-
-    model_path = await asyncio.to_thread(ensure_model, spec)
-    engine_args = engine_args_for(args, vendor, model_path, spec.name, spec.dtype_by_vendor)
-    accelerator, count = detect_accelerator(vendor)
     worker_id = args.worker_id or f"{args.group or 'worker'}-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
-    log.info("starting %s on %s (%s): %s", spec.name, vendor, accelerator, worker_id)
-
     tracker = LoadTracker()
-    from services.worker.vllm_engine import VllmEngine
-
-    engine = VllmEngine(engine_args, on_stats=tracker.engine_stats)
     t0 = time.monotonic()
-    await engine.start()
+    if args.engine == "sim":
+        engine, model_path, vendor, accelerator, count = await _start_sim_engine(args, spec, tracker)
+    else:
+        engine, model_path, vendor, accelerator, count = await _start_vllm_engine(args, spec, tracker, worker_id)
     assert engine.info is not None
     log.info("engine ready in %.1fs: %d KV blocks of %d tokens, context %d",
              time.monotonic() - t0, engine.info.kv_capacity_blocks, engine.info.kv_block_size, engine.info.max_model_len)
@@ -137,7 +131,7 @@ async def run(args: argparse.Namespace) -> int:
     )
     identity.address = f"{args.host}:{server.port}"
     http = None
-    if args.http_port >= 0:
+    if args.http_port >= 0 and engine.llm is not None:
         from services.worker.openai_http import start_openai_server
 
         try:
@@ -178,6 +172,45 @@ async def run(args: argparse.Namespace) -> int:
     await engine.stop()
     shutdown_tracing()
     return exit_code
+
+
+async def _start_vllm_engine(args: argparse.Namespace, spec: Any, tracker: LoadTracker, worker_id: str):
+    vendor = detect_vendor()
+    settings = vendor_settings(vendor)
+    for key, value in settings.env.items():
+        os.environ.setdefault(key, value)  # the operator's environment wins
+    from tessera.models.prepare import ensure_model  # needs torch: workers only
+
+    model_path = await asyncio.to_thread(ensure_model, spec)
+    engine_args = engine_args_for(args, vendor, model_path, spec.name, spec.dtype_by_vendor)
+    accelerator, count = detect_accelerator(vendor)
+    log.info("starting %s on %s (%s): %s", spec.name, vendor, accelerator, worker_id)
+    from services.worker.vllm_engine import VllmEngine
+
+    engine = VllmEngine(engine_args, on_stats=tracker.engine_stats)
+    await engine.start()
+    return engine, model_path, vendor, accelerator, count
+
+
+async def _start_sim_engine(args: argparse.Namespace, spec: Any, tracker: LoadTracker):
+    """A simulated accelerator: no weights, so the model folder only lends its tokenizer and config."""
+    from services.worker.sim_engine import SimEngine, open_tokenizer
+    from tessera.models.prepare import ensure_model
+    from tessera.sim.build import build_instances, context_length, resolve_arch
+    from tessera.sim.instance import InstanceSpec, find_accelerator
+
+    model_path = await asyncio.to_thread(ensure_model, spec)
+    accel = find_accelerator("cpu" if args.accelerator == "auto" else args.accelerator)
+    dtype = 4 if accel.vendor == "cpu" else None   # CPU workers serve in float32 (docs/smollm2-bf16.md)
+    arch = resolve_arch(args.sim_arch or model_path, dtype)
+    instance = InstanceSpec(accel, args.tensor_parallel_size, args.role)
+    max_len = args.max_model_len or context_length(model_path)
+    (_, config, timer), = build_instances(arch, [instance], max_len)
+    tokenizer = await asyncio.to_thread(open_tokenizer, model_path)
+    engine = SimEngine(config, timer, tokenizer, f"tessera-sim {instance.label} as {arch.name}",
+                       on_stats=tracker.engine_stats)
+    await engine.start()
+    return engine, model_path, accel.vendor, accel.name, instance.devices
 
 
 async def _watch_engine(engine: Any, tracker: LoadTracker, stop: asyncio.Event) -> None:

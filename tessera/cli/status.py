@@ -69,6 +69,10 @@ async def gather_status(etcd: str) -> dict[str, Any]:
             "role": role_name(ident.role),
             "vendor": vendor_name(ident.vendor),
             "accelerator": ident.accelerator,
+            "accelerator_count": ident.accelerator_count,
+            "engine": ident.engine,
+            "kv_block_size": ident.kv_block_size,
+            "kv_capacity_blocks": ident.kv_capacity_blocks,
             "address": ident.address,
             "http_address": ident.http_address,
             "group": ident.group,
@@ -93,13 +97,13 @@ def render(status: dict[str, Any]) -> str:
         extra = f" http {s['http_address']}" if s["http_address"] else ""
         lines.append(f"  {s['kind']:<10} {s['id']:<40} grpc {s['address']}{extra}")
     lines.append("")
-    header = f"{'WORKER':<34} {'MODEL':<24} {'ROLE':<7} {'ACCEL':<8} {'ADDRESS':<21} {'WAIT':>4} {'RUN':>4} {'KV%':>6} {'TOKENS':>7}  HEALTHY"
+    header = f"{'WORKER':<34} {'MODEL':<24} {'ROLE':<7} {'ACCEL':<10} {'ENGINE':<6} {'ADDRESS':<21} {'WAIT':>4} {'RUN':>4} {'KV%':>6} {'TOKENS':>7}  HEALTHY"
     lines.append(header)
     for w in status["workers"]:
         def fmt(v: Any, spec: str = "") -> str:
             return "-" if v is None else format(v, spec)
         kv = None if w["kv_cache_usage"] is None else 100 * w["kv_cache_usage"]
-        lines.append(f"{w['id']:<34} {w['model']:<24} {w['role']:<7} {w['accelerator']:<8} {w['address']:<21} "
+        lines.append(f"{w['id']:<34} {w['model']:<24} {w['role']:<7} {w['accelerator']:<10} {w['engine']:<6} {w['address']:<21} "
                      f"{fmt(w['num_waiting']):>4} {fmt(w['num_running']):>4} {fmt(kv, '.1f'):>6} "
                      f"{fmt(w['tokens_in_flight']):>7}  {fmt(w['healthy'])}")
     if not status["workers"]:
@@ -124,5 +128,8 @@ def run_main(args: argparse.Namespace) -> int:
         print(f"tessera status: cannot read the cluster from etcd {args.etcd}: {type(exc).__name__}: {exc}",
               file=sys.stderr)
         return 1
-    print(json.dumps(status, indent=2) if args.json else render(status))
+    try:
+        print(json.dumps(status, indent=2) if args.json else render(status))
+    except BrokenPipeError:  # `tessera status | head`
+        pass
     return 0

@@ -33,6 +33,12 @@ MAX_SERVICE_RESTARTS = 5
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2", help="smollm2 (default) | tiny | a model folder | a hub id")
     p.add_argument("--workers", type=int, default=1, help="number of workers")
+    p.add_argument("--engine", default="vllm", choices=["vllm", "sim"],
+                   help="sim: simulated accelerators from the catalog, timed by the performance model")
+    p.add_argument("--accelerators", default="cpu:1",
+                   help="sim: KIND[xTP]:DEVICES,... e.g. h100:8,mi300x:8 (one worker per instance)")
+    p.add_argument("--sim-arch", default=None,
+                   help="sim: time steps as this architecture (llama3-8b, llama3-70b, ...; default: the model's own)")
     p.add_argument("--port", type=int, default=8000, help="OpenAI-compatible HTTP port of the router")
     p.add_argument("--grpc-port", type=int, default=50051, help="Router gRPC port")
     p.add_argument("--host", default="127.0.0.1", help="address the router listens on")
@@ -83,6 +89,31 @@ def _prepare_model(model: str) -> None:
         subprocess.run([sys.executable, "-m", "tessera.cli", "prepare-model", model], check=True)
 
 
+def _sim_desired(args: argparse.Namespace, log_dir: Path) -> tuple[str, int]:
+    """A desired-state file with one sim group per --accelerators entry; returns (path, instances)."""
+    import yaml
+
+    from tessera.sim.build import resolve_arch
+    from tessera.models.registry import resolve
+    from tessera.sim.instance import parse_cluster
+
+    arch = resolve_arch(args.sim_arch or resolve(args.model).path)
+    groups: dict[str, dict] = {}
+    for spec in parse_cluster(args.accelerators, arch):
+        name = "sim-" + spec.label.replace(":", "-")
+        g = groups.setdefault(name, {"name": name, "model": args.model, "replicas": 0, "role": spec.role,
+                                     "engine": "sim", "accelerator": spec.accelerator.name,
+                                     "engine_args": {"tensor_parallel_size": spec.tp}})
+        if args.sim_arch:
+            g["engine_args"]["sim_arch"] = args.sim_arch
+        g["replicas"] += 1
+    path = log_dir / "desired-sim.yaml"
+    path.write_text(yaml.safe_dump({"groups": list(groups.values())}, sort_keys=False))
+    total = sum(g["replicas"] for g in groups.values())
+    log.info("simulated cluster: %s", ", ".join(f"{g['name']} x{g['replicas']}" for g in groups.values()))
+    return str(path), total
+
+
 def _ready_workers(url: str) -> dict[str, int]:
     try:
         with urllib.request.urlopen(url + "/health", timeout=2) as resp:
@@ -121,6 +152,13 @@ def run_main(args: argparse.Namespace) -> int:
     try:
         if not args.desired:
             _prepare_model(args.model)
+        expected = args.workers
+        if args.engine == "sim" and not args.desired:
+            try:
+                args.desired, expected = _sim_desired(args, log_dir)
+            except ValueError as exc:
+                log.error("%s", exc)
+                return 2
         py = [sys.executable, "-m", "tessera.cli"]
         common = ["--etcd", endpoint, "--log-level", args.log_level]
         scheduler_port = 50052 if port_is_free(50052) else free_port()
@@ -159,7 +197,7 @@ def run_main(args: argparse.Namespace) -> int:
             if not announced:
                 ready = _ready_workers(url)
                 total = sum(ready.values())
-                if total and (args.desired or total >= args.workers):
+                if total and total >= expected:
                     model = next(iter(ready))
                     log.info("ready in %.0fs: %s", time.monotonic() - started, ", ".join(f"{m} x{n}" for m, n in ready.items()))
                     print(f"\nTessera is serving {model} at {url}/v1\n\n"
@@ -170,7 +208,7 @@ def run_main(args: argparse.Namespace) -> int:
                 elif time.monotonic() - last_progress > 15:
                     last_progress = time.monotonic()
                     log.info("waiting for workers: %d of %s registered (%.0fs)", total,
-                             "?" if args.desired else args.workers, time.monotonic() - started)
+                             expected or "?", time.monotonic() - started)
             time.sleep(0.5)
         log.info("stopping")
         return 0

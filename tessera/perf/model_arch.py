@@ -107,6 +107,21 @@ class ModelArch:
                    intermediate=1536, vocab=49152, tied_embeddings=True)
 
     @classmethod
+    def llama3_8b(cls) -> ModelArch:
+        return cls("Llama-3.1-8B", layers=32, hidden=4096, heads=32, kv_heads=8, head_dim=128,
+                   intermediate=14336, vocab=128256)
+
+    @classmethod
+    def llama3_70b(cls) -> ModelArch:
+        return cls("Llama-3.1-70B", layers=80, hidden=8192, heads=64, kv_heads=8, head_dim=128,
+                   intermediate=28672, vocab=128256)
+
+    @classmethod
+    def qwen3_30b_a3b(cls) -> ModelArch:
+        return cls("Qwen3-30B-A3B", layers=48, hidden=2048, heads=32, kv_heads=4, head_dim=128,
+                   intermediate=6144, vocab=151936, num_experts=128, top_k=8, expert_intermediate=768)
+
+    @classmethod
     def from_hf_config(cls, config: dict[str, Any], name: str | None = None,
                        dtype_bytes: int | None = None) -> ModelArch:
         """Build from a parsed HuggingFace config.json (Llama, Mistral, Qwen, Mixtral, DeepSeek-style keys).
@@ -137,3 +152,23 @@ class ModelArch:
             gated_mlp=cfg.get("model_type") not in _UNGATED_MLP_MODEL_TYPES,
             tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         )
+
+
+# Architectures the simulator and the sim engine know by name (`--sim-model`).
+KNOWN_ARCHS = {
+    "llama2-7b": ModelArch.llama2_7b,
+    "llama2-70b": ModelArch.llama2_70b,
+    "llama3-8b": ModelArch.llama3_8b,
+    "llama3-70b": ModelArch.llama3_70b,
+    "qwen3-30b-a3b": ModelArch.qwen3_30b_a3b,
+    "smollm2-135m": ModelArch.smollm2_135m,
+}
+
+
+def arch_named(name: str) -> ModelArch:
+    """A well-known architecture by its short name; a clear error listing them otherwise."""
+    try:
+        return KNOWN_ARCHS[name.lower()]()
+    except KeyError:
+        raise ValueError(f"unknown model architecture {name!r}; known: {', '.join(KNOWN_ARCHS)} "
+                         "(or give a folder with a config.json)") from None

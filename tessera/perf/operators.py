@@ -186,18 +186,24 @@ def embedding_op(arch: ModelArch, tokens: int) -> OpCost:
     return OpCost("embedding", EMBEDDING, 0.0, arch.dtype_bytes * 2.0 * tokens * arch.hidden)
 
 
-def step_ops(arch: ModelArch, batch: Batch, par: Parallelism) -> list[OpCost]:
-    """Every compute operator of one engine step on one device (communication is separate)."""
-    t = batch.tokens
-    if t == 0:
+def token_ops(arch: ModelArch, tokens: int, sequences: int, par: Parallelism) -> list[OpCost]:
+    """Every compute operator whose cost depends only on the step's token and sequence counts
+    (everything but attention): `tokens` rows through the GEMMs, `sequences` rows of logits."""
+    if tokens == 0:
         return []
     d, h = arch.dtype_bytes, arch.hidden
     vocab_local = math.ceil(arch.vocab / par.tp)
     return [
-        embedding_op(arch, t),
-        *dense_layer_ops(arch, t, par),
-        *attention_ops(arch, batch, par),
-        *mlp_ops(arch, t, par),
-        OpCost("final_norm", NORM, 4.0 * t * h, d * (2.0 * t * h + h)),
-        gemm("lm_head", batch.sequences, h, vocab_local, d),
+        embedding_op(arch, tokens),
+        *dense_layer_ops(arch, tokens, par),
+        *mlp_ops(arch, tokens, par),
+        OpCost("final_norm", NORM, 4.0 * tokens * h, d * (2.0 * tokens * h + h)),
+        gemm("lm_head", sequences, h, vocab_local, d),
     ]
+
+
+def step_ops(arch: ModelArch, batch: Batch, par: Parallelism) -> list[OpCost]:
+    """Every compute operator of one engine step on one device (communication is separate)."""
+    if batch.tokens == 0:
+        return []
+    return [*token_ops(arch, batch.tokens, batch.sequences, par), *attention_ops(arch, batch, par)]

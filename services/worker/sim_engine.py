@@ -1,0 +1,197 @@
+"""The `sim` engine: one catalog accelerator serving one model, without weights, on the wall clock.
+
+Behind the same Engine interface as vLLM, so the worker's gRPC service, load
+reports and registration are the real ones, and a router and scheduler cannot
+tell a simulated worker from a real one except by speed. The batching, prefix
+cache and preemption are tessera.sim.engine_model's (the same code the
+discrete-event simulator runs); each step lasts what the performance model
+says, slept on the event loop. Output tokens are a fixed filler text, always
+exactly max_tokens of them (a simulated model never stops early).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tessera.perf.step_timer import StepTimer
+from tessera.sim.block_hash import token_block_hashes
+from tessera.sim.block_pool import KVEvents
+from tessera.sim.engine_model import EngineConfig, EngineModel, EngineRequest
+from tessera.v1 import common_pb2 as pb
+from services.worker.engine import Chunk, EngineInfo, EngineLoad, EngineUnavailable, InvalidRequest
+
+log = logging.getLogger("tessera.worker.sim")
+
+FILLER = ("The simulated engine answers with this sentence, repeated as often as the request asks, "
+          "so that clients receive real text at the speed the performance model predicts. ")
+# How far the engine may fall behind its own schedule before it stops catching up
+# (a paused event loop should not be followed by a burst of instant steps).
+MAX_CATCH_UP_S = 0.05
+
+
+@dataclass
+class _Stream:
+    req: EngineRequest
+    output_ids: list[int]
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    sent: int = 0          # output tokens already handed to the client
+    text_sent: str = ""
+
+
+class SimEngine:
+    def __init__(self, config: EngineConfig, timer: StepTimer, tokenizer: Any | None, description: str,
+                 on_stats: Callable[[EngineLoad], None] | None = None,
+                 on_kv_events: Callable[[KVEvents], None] | None = None) -> None:
+        self.config = config
+        self.timer = timer
+        self.tokenizer = tokenizer
+        self.model = EngineModel(config)
+        self.model.pool.record_events = on_kv_events is not None
+        self.info = EngineInfo("sim", description, config.block_size, config.num_blocks, config.max_model_len)
+        self._on_stats = on_stats
+        self._on_kv_events = on_kv_events
+        self._streams: dict[str, _Stream] = {}
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task | None = None
+        self._filler_ids: list[int] = tokenizer.encode(FILLER, add_special_tokens=False).ids if tokenizer else [0]
+        self.dead = False
+        self.steps = 0
+        self._reported = (0, 0)
+        self.llm = None   # no vLLM underneath: the worker serves no vLLM HTTP app
+
+    async def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run(), name="sim-engine")
+
+    async def stop(self) -> None:
+        if self._loop_task:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for stream in self._streams.values():
+            stream.queue.put_nowait(None)
+
+    # -- requests ----------------------------------------------------------------------------
+    async def generate(self, request_id: str, prompt_token_ids: list[int], sampling: pb.SamplingParams,
+                       kv_transfer_params: dict[str, Any] | None = None, priority: int = 0) -> AsyncIterator[Chunk]:
+        if self.dead:
+            raise EngineUnavailable("the simulated engine has stopped")
+        prompt = len(prompt_token_ids)
+        limit = self.config.max_model_len
+        max_tokens = sampling.max_tokens if sampling.HasField("max_tokens") else limit - prompt
+        if prompt == 0:
+            raise InvalidRequest("the prompt is empty")
+        if prompt + max_tokens > limit:
+            raise InvalidRequest(f"This model's maximum context length is {limit} tokens. However, you requested "
+                                 f"{prompt + max_tokens} tokens ({prompt} in the messages, {max_tokens} in the completion).")
+        if max_tokens <= 0:
+            raise InvalidRequest("max_tokens must be at least 1")
+        filler = self._filler_ids
+        output = [filler[i % len(filler)] for i in range(max_tokens)]
+        hashes = token_block_hashes(list(prompt_token_ids) + output, self.config.block_size)
+        req = EngineRequest(request_id, prompt, max_tokens, hashes, priority)
+        try:
+            self.model.add(req)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        stream = _Stream(req, output)
+        self._streams[request_id] = stream
+        self._wake.set()
+        self._publish_stats()
+        finished = False
+        try:
+            while True:
+                chunk = await stream.queue.get()
+                if chunk is None:
+                    raise EngineUnavailable("the simulated engine stopped")
+                yield chunk
+                if chunk.finish_reason:
+                    finished = True
+                    return
+        finally:
+            self._streams.pop(request_id, None)
+            if not finished:
+                self.model.abort(request_id)
+                self._publish_stats()
+
+    async def abort(self, request_id: str) -> None:
+        stream = self._streams.pop(request_id, None)
+        self.model.abort(request_id)
+        if stream is not None:
+            stream.queue.put_nowait(Chunk([], "", finish_reason="abort"))
+
+    # -- the step loop ---------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        step_end = loop.time()
+        try:
+            while True:
+                step = self.model.schedule()
+                if step.empty:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    step_end = loop.time()
+                    continue
+                prefill, decode = step.batch()
+                # Steps follow each other back to back on the engine's own schedule, so the
+                # event loop's wake-up jitter does not accumulate into lost time.
+                step_end = max(step_end + self.timer(prefill, decode), loop.time() - MAX_CATCH_UP_S)
+                delay = step_end - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                out = self.model.complete(step)
+                self.steps += 1
+                for req in out.emitted:
+                    self._emit(req)
+                if out.kv_events and self._on_kv_events:
+                    self._on_kv_events(out.kv_events)
+                self._publish_stats()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a bug here must not hang every client
+            log.exception("the simulated engine failed")
+            self.dead = True
+            for stream in self._streams.values():
+                stream.queue.put_nowait(None)
+
+    def _emit(self, req: EngineRequest) -> None:
+        stream = self._streams.get(req.request_id)
+        if stream is None:
+            return
+        new_ids = stream.output_ids[stream.sent:req.num_output]
+        stream.sent = req.num_output
+        text = self._detokenize(stream)
+        done = req.num_output >= req.max_tokens
+        stream.queue.put_nowait(Chunk(new_ids, text, finish_reason="length" if done else None,
+                                      prompt_tokens=req.prompt_tokens,
+                                      cached_prompt_tokens=max(0, req.cached_prompt_tokens)))
+
+    def _detokenize(self, stream: _Stream) -> str:
+        """New text since the last chunk (decodes a short window, as vLLM's incremental detokenizer does)."""
+        if self.tokenizer is None:
+            return ""
+        start = max(0, stream.sent - 8)
+        window = self.tokenizer.decode(stream.output_ids[start:stream.sent])
+        before = self.tokenizer.decode(stream.output_ids[start:stream.sent - 1]) if stream.sent > 1 else ""
+        return window[len(before):] if window.startswith(before) else window[-1:]
+
+    def _publish_stats(self) -> None:
+        """The engine's figures, with prefix-cache lookups since the last report (as vLLM's stats are)."""
+        if self._on_stats:
+            m = self.model
+            queries, hits = m.prefix_queries - self._reported[0], m.prefix_hits - self._reported[1]
+            self._reported = (m.prefix_queries, m.prefix_hits)
+            self._on_stats(EngineLoad(m.num_running, m.num_waiting, m.kv_usage, queries, hits))
+
+
+def open_tokenizer(model_path: str) -> Any | None:
+    """The model's fast tokenizer (tokenizer.json), or None when the folder has none."""
+    path = Path(model_path) / "tokenizer.json"
+    if not path.is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(path))

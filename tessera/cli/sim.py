@@ -1,0 +1,129 @@
+"""``tessera sim``: replay a workload through the placement policy and engine models in virtual time."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "traces"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    w = p.add_argument_group("workload")
+    w.add_argument("--workload", default=str(DEFAULT_TRACES / "azure2023_code.csv"),
+                   help="a trace file (*.csv: Azure LLM trace, *.jsonl: Mooncake) or shared-prefix | multi-turn")
+    w.add_argument("--rate-scale", type=float, default=1.0, help="x requests over the same timeline (thins or replays)")
+    w.add_argument("--time-scale", type=float, default=1.0, help="stretch the timeline (0.5: twice as fast)")
+    w.add_argument("--max-requests", type=int, default=None)
+    w.add_argument("--duration", type=float, default=None, help="only requests arriving in the first N seconds")
+    w.add_argument("--rate", type=float, default=10.0, help="synthetic: arrivals per second (sessions/s for multi-turn)")
+    w.add_argument("--groups", type=int, default=32, help="shared-prefix: groups")
+    w.add_argument("--prompts-per-group", type=int, default=32)
+    w.add_argument("--prefix-len", type=int, default=2048, help="shared-prefix: system prompt tokens")
+    w.add_argument("--question-len", type=int, default=256)
+    w.add_argument("--output-len", type=int, default=256)
+    w.add_argument("--sessions", type=int, default=64, help="multi-turn: sessions")
+    w.add_argument("--turns", type=int, default=5)
+    w.add_argument("--system-len", type=int, default=512)
+    w.add_argument("--user-len", type=int, default=128)
+    w.add_argument("--think-time", type=float, default=5.0, help="multi-turn: seconds between an answer and the next turn")
+    c = p.add_argument_group("cluster")
+    c.add_argument("--cluster", default="h100:8", help="KIND[xTP]:DEVICES[:ROLE],... e.g. h100:32,a100:32")
+    c.add_argument("--model", default="llama3-8b", help="architecture name or a model folder with config.json")
+    c.add_argument("--dtype-bytes", type=int, default=None, help="weights/KV bytes per element (default: the model's)")
+    c.add_argument("--max-model-len", type=int, default=None)
+    c.add_argument("--policy", default="least_loaded", help="placement profile name or YAML file")
+    o = p.add_argument_group("output")
+    o.add_argument("--slo", default="ttft_p90=2000,tpot_p90=100", help="e.g. ttft_p90=500,tpot_p90=50 (ms)")
+    o.add_argument("--out", default=None, help="JSON result file (the plot goes next to it as .png)")
+    o.add_argument("--no-plot", action="store_true")
+    o.add_argument("--no-details", action="store_true", help="leave per-request lists out of the JSON")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--quiet", action="store_true")
+
+
+def load_workload(args: argparse.Namespace):
+    from tessera.sim import workloads as wl
+
+    name = args.workload
+    if name == "shared-prefix":
+        reqs = wl.shared_prefix(args.groups, args.prompts_per_group, args.prefix_len, args.question_len,
+                                args.output_len, args.rate, args.seed)
+    elif name == "multi-turn":
+        reqs = wl.multi_turn(args.sessions, args.turns, args.system_len, args.user_len, args.output_len,
+                             args.think_time, args.rate, args.seed)
+    elif name.endswith(".csv"):
+        reqs = wl.azure_csv(name)
+    elif name.endswith(".jsonl"):
+        reqs = wl.mooncake_jsonl(name)
+    else:
+        raise wl.WorkloadError(f"unknown workload {name!r}: a .csv (Azure) or .jsonl (Mooncake) file, "
+                               "shared-prefix or multi-turn")
+    reqs = wl.rescale(reqs, args.rate_scale, args.time_scale, args.seed)
+    return wl.limit(reqs, args.max_requests, args.duration)
+
+
+def run_main(args: argparse.Namespace) -> int:
+    from services.scheduler.policy.pipeline import ProfileError, load_profile
+    from tessera.sim.build import build_instances, resolve_arch
+    from tessera.sim.instance import ClusterSpecError, parse_cluster
+    from tessera.sim.report import SloError, parse_slo, summarize_sim
+    from tessera.sim.simulator import Simulator
+    from tessera.sim.workloads import WorkloadError
+
+    try:
+        arch = resolve_arch(args.model, args.dtype_bytes)
+        specs = parse_cluster(args.cluster, arch)
+        slo = parse_slo(args.slo)
+        pipeline = load_profile(args.policy, seed=args.seed)
+        workload = load_workload(args)
+        instances = build_instances(arch, specs, args.max_model_len)
+    except (ValueError, ClusterSpecError, SloError, ProfileError, WorkloadError) as exc:
+        print(f"tessera sim: {exc}", file=sys.stderr)
+        return 2
+    horizon = max((r.arrival_s for r in workload), default=0.0)
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    say(f"simulating {len(workload)} requests over {horizon:.0f} s on {len(specs)} instances "
+        f"({args.cluster}) of {arch.name}, policy {pipeline.name}")
+    last = [0.0]
+
+    def progress(t: float, arrived: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 2.0:
+            last[0] = now
+            say(f"  t={t:8.0f} s of ~{horizon:.0f}  {arrived}/{len(workload)} arrived")
+
+    wall0 = time.monotonic()
+    sim = Simulator(arch, arch.name, instances, pipeline, sample_interval_s=max(0.1, horizon / 2000),
+                    on_progress=progress)
+    result = sim.run(workload)
+    wall = time.monotonic() - wall0
+    summary = summarize_sim(result, slo, details=not args.no_details)
+    summary.update(
+        backend="tessera-sim", model_id=arch.name, policy=pipeline.name, cluster=args.cluster,
+        workload=args.workload, rate_scale=args.rate_scale, time_scale=args.time_scale,
+        num_prompts=len(result.records), wall_time_s=wall, simulator_events=result.events,
+    )
+    slo_txt = "" if summary["slo_attainment"] is None else f", SLO attainment {summary['slo_attainment']:.1%}"
+    say(f"done in {wall:.1f} s wall ({result.events} events): {summary['completed']} completed, "
+        f"{summary['failed']} failed over {summary['duration']:.0f} s virtual")
+    say(f"  TTFT p50/p90/p99 {summary['p50_ttft_ms']:.0f}/{summary['p90_ttft_ms']:.0f}/{summary['p99_ttft_ms']:.0f} ms, "
+        f"TPOT p50/p90 {summary['p50_tpot_ms']:.1f}/{summary['p90_tpot_ms']:.1f} ms, "
+        f"{summary['request_throughput']:.2f} req/s, prefix hit {summary['prefix_cache_hit_rate']:.1%}{slo_txt}, "
+        f"cost ${summary['cost_usd']:.2f}")
+    say("  utilization: " + ", ".join(f"{k} {v:.1%}" for k, v in summary["utilization"].items()))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(summary, indent=1))
+        say(f"  wrote {out}")
+        if not args.no_plot:
+            from tessera.sim.plots import plot_simulation
+
+            png = plot_simulation(result, out.with_suffix(".png"), f"{args.workload} on {args.cluster}, "
+                                  f"{arch.name}, policy {pipeline.name}", slo)
+            say(f"  wrote {png}")
+    return 0

@@ -1,0 +1,53 @@
+"""Assemble simulated instances from the catalog, the vendor table and the calibration file.
+
+The one place the simulator's pure parts meet files: the CLI (`tessera sim`)
+and the sim worker both call these, so they build identical engines.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from tessera.catalog.vendors import vendor_settings
+from tessera.perf.efficiency import efficiency_for, efficiency_table, read_calibration_file
+from tessera.perf.model_arch import ModelArch, arch_named
+from tessera.perf.step_timer import StepTimer
+from tessera.sim.engine_model import EngineConfig
+from tessera.sim.instance import InstanceSpec, engine_config, step_timer
+
+
+def resolve_arch(name_or_folder: str, dtype_bytes: int | None = None) -> ModelArch:
+    """A known architecture name (llama3-8b, ...) or a model folder holding a HuggingFace config.json."""
+    path = Path(name_or_folder).expanduser()
+    if (path / "config.json").is_file():
+        return ModelArch.from_hf_config(json.loads((path / "config.json").read_text()), name=path.name,
+                                        dtype_bytes=dtype_bytes)
+    arch = arch_named(name_or_folder)
+    return replace(arch, dtype_bytes=dtype_bytes) if dtype_bytes else arch
+
+
+def context_length(model_folder: str) -> int | None:
+    """The context a model was trained for (config.json's max_position_embeddings), as vLLM defaults to."""
+    path = Path(model_folder) / "config.json"
+    if not path.is_file():
+        return None
+    cfg = json.loads(path.read_text())
+    value = (cfg.get("text_config") or cfg).get("max_position_embeddings")
+    return int(value) if value else None
+
+
+def build_instances(arch: ModelArch, specs: list[InstanceSpec], max_model_len: int | None = None,
+                    ) -> list[tuple[InstanceSpec, EngineConfig, StepTimer]]:
+    """Engine limits and a step timer per instance; instances of one kind share the timer's cache."""
+    table = efficiency_table(read_calibration_file())
+    built: dict[str, tuple[EngineConfig, StepTimer]] = {}
+    out = []
+    for spec in specs:
+        if spec.label not in built:
+            vendor = vendor_settings(spec.accelerator.vendor)
+            cfg = engine_config(arch, spec, vendor.engine_args, vendor.env, max_model_len)
+            built[spec.label] = (cfg, step_timer(arch, spec, efficiency_for(spec.accelerator.name, table)))
+        out.append((spec, *built[spec.label]))
+    return out

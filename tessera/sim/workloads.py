@@ -1,0 +1,211 @@
+"""Workloads for the simulator: public traces and synthetic generators, as plain requests.
+
+Every workload is a list of SimRequest in arrival order. Prompts carry no
+text, only lengths and prefix-identifying content ids (see block_hash.py), so
+an hour of production traffic fits in memory and a prefix cache still sees
+which prompts share what.
+
+- Azure LLM inference trace CSV (`TIMESTAMP,ContextTokens,GeneratedTokens`):
+  no prefix information, every prompt is unique.
+- Mooncake JSONL (`timestamp` ms, `input_length`, `output_length`, `hash_ids`
+  one per 512-token block).
+- shared prefix: G groups of prompts behind one long system prompt each.
+- multi-turn chat: sessions whose next turn arrives a think time after the
+  previous answer finished, its prompt being the whole conversation so far.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import random
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+MOONCAKE_BLOCK_TOKENS = 512
+SYNTHETIC_BLOCK_TOKENS = 16
+
+
+@dataclass
+class SimRequest:
+    """One request of a workload.
+
+    content_ids: prefix-identifying ids, one per `content_block_tokens`
+    tokens of prompt (and output, where the next turn of a session reuses it);
+    empty means the prompt shares nothing with any other.
+    next_turn: the session's next request; it arrives `think_time_s` after this
+    one finishes (its own arrival_s is ignored), which is how chat users behave.
+    """
+
+    request_id: str
+    arrival_s: float
+    prompt_tokens: int
+    output_tokens: int
+    content_ids: tuple[int, ...] = ()
+    content_block_tokens: int = SYNTHETIC_BLOCK_TOKENS
+    session_id: str = ""
+    next_turn: SimRequest | None = None
+    think_time_s: float = 0.0
+
+    def turns(self) -> int:
+        n, r = 1, self
+        while r.next_turn is not None:
+            n, r = n + 1, r.next_turn
+        return n
+
+
+class WorkloadError(ValueError):
+    """A trace file is missing, malformed or empty."""
+
+
+def _parse_time(text: str) -> float:
+    # Azure timestamps carry 7 fractional digits; datetime takes at most 6.
+    head, _, frac = text.strip().partition(".")
+    base = datetime.strptime(head, "%Y-%m-%d %H:%M:%S").timestamp()
+    return base + (float("0." + frac) if frac else 0.0)
+
+
+def azure_csv(path: str | Path) -> list[SimRequest]:
+    """The Azure LLM inference trace (2023 code or conversation), arrival times from 0."""
+    rows = []
+    try:
+        with open(path, newline="") as f:
+            for i, row in enumerate(csv.DictReader(f)):
+                try:
+                    rows.append((_parse_time(row["TIMESTAMP"]), int(row["ContextTokens"]), int(row["GeneratedTokens"])))
+                except (KeyError, ValueError) as exc:
+                    raise WorkloadError(f"{path}: line {i + 2}: expected TIMESTAMP,ContextTokens,GeneratedTokens ({exc})") from None
+    except OSError as exc:
+        raise WorkloadError(f"cannot read {path}: {exc}") from None
+    if not rows:
+        raise WorkloadError(f"{path}: no requests")
+    rows.sort()
+    t0 = rows[0][0]
+    return [SimRequest(f"azure-{i}", t - t0, max(1, p), max(1, o)) for i, (t, p, o) in enumerate(rows)]
+
+
+def mooncake_jsonl(path: str | Path) -> list[SimRequest]:
+    """Mooncake's trace format; timestamps are milliseconds."""
+    out = []
+    try:
+        with open(path) as f:
+            for i, line in enumerate(f):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    out.append(SimRequest(f"mooncake-{i}", float(row["timestamp"]) / 1000.0,
+                                          max(1, int(row["input_length"])), max(1, int(row["output_length"])),
+                                          tuple(int(h) for h in row.get("hash_ids", ())), MOONCAKE_BLOCK_TOKENS))
+                except (KeyError, ValueError, TypeError) as exc:
+                    raise WorkloadError(f"{path}: line {i + 1}: {exc}") from None
+    except OSError as exc:
+        raise WorkloadError(f"cannot read {path}: {exc}") from None
+    if not out:
+        raise WorkloadError(f"{path}: no requests")
+    out.sort(key=lambda r: r.arrival_s)
+    t0 = out[0].arrival_s
+    for r in out:
+        r.arrival_s -= t0
+    return out
+
+
+def _poisson_times(n: int, rate: float, rng: random.Random) -> list[float]:
+    if rate <= 0:
+        raise WorkloadError("a synthetic workload needs a positive request rate")
+    t, out = 0.0, []
+    for _ in range(n):
+        out.append(t)
+        t += rng.expovariate(rate)
+    return out
+
+
+def _ids(tag: object, count: int) -> tuple[int, ...]:
+    return tuple(hash((tag, j)) for j in range(count))
+
+
+def shared_prefix(groups: int = 32, prompts_per_group: int = 32, prefix_tokens: int = 2048,
+                  question_tokens: int = 256, output_tokens: int = 256, rate: float = 10.0,
+                  seed: int = 0) -> list[SimRequest]:
+    """Groups sharing a system prompt, interleaved at random, Poisson arrivals at `rate` req/s."""
+    rng = random.Random(seed)
+    g_tok = SYNTHETIC_BLOCK_TOKENS
+    order = [g for g in range(groups) for _ in range(prompts_per_group)]
+    rng.shuffle(order)
+    times = _poisson_times(len(order), rate, rng)
+    out = []
+    for i, (g, t) in enumerate(zip(order, times)):
+        total = prefix_tokens + question_tokens
+        shared = prefix_tokens // g_tok
+        ids = _ids(("prefix", seed, g), shared) + _ids(("question", seed, i), math.ceil(total / g_tok) - shared)
+        out.append(SimRequest(f"sp-{i}", t, total, output_tokens, ids, g_tok, session_id=f"group-{g}"))
+    return out
+
+
+def multi_turn(sessions: int = 64, turns: int = 5, system_tokens: int = 512, user_tokens: int = 128,
+               output_tokens: int = 128, think_time_s: float = 5.0, rate: float = 1.0,
+               seed: int = 0) -> list[SimRequest]:
+    """Chat sessions: each turn's prompt is the conversation so far plus a new user message.
+
+    All sessions share one system prompt; a session's history (its messages
+    and the model's answers) is shared only by its own later turns.
+    """
+    rng = random.Random(seed)
+    g_tok = SYNTHETIC_BLOCK_TOKENS
+    starts = _poisson_times(sessions, rate, rng)
+    out = []
+    for s, t0 in enumerate(starts):
+        head: SimRequest | None = None
+        prev: SimRequest | None = None
+        history = system_tokens
+        for k in range(turns):
+            prompt = history + user_tokens
+            total = prompt + output_tokens
+            ids = tuple(hash(("system", seed, j)) if (j + 1) * g_tok <= system_tokens
+                        else hash(("session", seed, s, j)) for j in range(math.ceil(total / g_tok)))
+            req = SimRequest(f"chat-{s}-{k}", t0, prompt, output_tokens, ids, g_tok,
+                             session_id=f"session-{s}", think_time_s=think_time_s)
+            if prev is None:
+                head = req
+            else:
+                prev.next_turn = req
+            prev = req
+            history = total
+        assert head is not None
+        out.append(head)
+    return out
+
+
+def rescale(requests: list[SimRequest], rate_scale: float = 1.0, time_scale: float = 1.0,
+            seed: int = 0) -> list[SimRequest]:
+    """Change a trace's load without changing its shape.
+
+    time_scale stretches the timeline (0.5 replays an hour in 30 minutes: the same
+    requests, twice the rate, bursts twice as sharp). rate_scale changes the number
+    of requests over the same timeline: below 1 a random subset is kept, above 1
+    each request is replayed that many times on average, the copies spread over
+    the gap to the next arrival so they do not land in the same instant.
+    """
+    if rate_scale <= 0 or time_scale <= 0:
+        raise WorkloadError("--rate-scale and --time-scale must be positive")
+    rng = random.Random(seed)
+    out: list[SimRequest] = []
+    for i, r in enumerate(requests):
+        gap = (requests[i + 1].arrival_s - r.arrival_s) if i + 1 < len(requests) else 0.0
+        copies = int(rate_scale) + (1 if rng.random() < rate_scale - int(rate_scale) else 0)
+        for c in range(copies):
+            t = r.arrival_s + (rng.random() * gap if c else 0.0)
+            rid = r.request_id if c == 0 else f"{r.request_id}-x{c}"
+            out.append(dataclasses.replace(r, request_id=rid, arrival_s=t * time_scale))
+    out.sort(key=lambda q: q.arrival_s)
+    return out
+
+
+def limit(requests: list[SimRequest], max_requests: int | None = None,
+          duration_s: float | None = None) -> list[SimRequest]:
+    """The first `max_requests` requests and/or those arriving within `duration_s`."""
+    out = requests if duration_s is None else [r for r in requests if r.arrival_s < duration_s]
+    return out[:max_requests] if max_requests else out
