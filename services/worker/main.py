@@ -205,7 +205,7 @@ async def _start_sim_engine(args: argparse.Namespace, spec: Any, tracker: LoadTr
     arch = resolve_arch(args.sim_arch or model_path, dtype)
     instance = InstanceSpec(accel, args.tensor_parallel_size, args.role)
     max_len = args.max_model_len or context_length(model_path)
-    (_, config, timer), = build_instances(arch, [instance], max_len)
+    (_, config, timer), = build_instances(arch, [instance], max_len, env=os.environ)
     tokenizer = await asyncio.to_thread(open_tokenizer, model_path)
     engine = SimEngine(config, timer, tokenizer, f"tessera-sim {instance.label} as {arch.name}",
                        on_stats=tracker.engine_stats)

@@ -7,6 +7,7 @@ and the sim worker both call these, so they build identical engines.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,15 +40,19 @@ def context_length(model_folder: str) -> int | None:
 
 
 def build_instances(arch: ModelArch, specs: list[InstanceSpec], max_model_len: int | None = None,
-                    ) -> list[tuple[InstanceSpec, EngineConfig, StepTimer]]:
-    """Engine limits and a step timer per instance; instances of one kind share the timer's cache."""
+                    env: Mapping[str, str] | None = None) -> list[tuple[InstanceSpec, EngineConfig, StepTimer]]:
+    """Engine limits and a step timer per instance; instances of one kind share the timer's cache.
+
+    `env` overrides the vendor table's engine environment (a worker passes its own, as
+    a real vLLM worker would read VLLM_CPU_KVCACHE_SPACE from it)."""
     table = efficiency_table(read_calibration_file())
     built: dict[str, tuple[EngineConfig, StepTimer]] = {}
     out = []
     for spec in specs:
         if spec.label not in built:
             vendor = vendor_settings(spec.accelerator.vendor)
-            cfg = engine_config(arch, spec, vendor.engine_args, vendor.env, max_model_len)
+            vendor_env = {**vendor.env, **{k: v for k, v in (env or {}).items() if k in vendor.env}}
+            cfg = engine_config(arch, spec, vendor.engine_args, vendor_env, max_model_len)
             built[spec.label] = (cfg, step_timer(arch, spec, efficiency_for(spec.accelerator.name, table)))
         out.append((spec, *built[spec.label]))
     return out
