@@ -17,8 +17,9 @@ operator, per num_tokens bucket, per TP degree and per model, plus a
 cross-model check (fit on one model, predict the other). Attention, collectives
 and per-step overhead are not in these tables and keep their defaults.
 
-Writes benchmarks/results/perf_model_vidur_calibration.{json,png} and the
-fitted factors to tessera/perf/calibration.yaml.
+Writes benchmarks/results/perf_model_vidur_calibration.{json,png} and merges the
+fitted factors into tessera/perf/calibration.yaml (the h100-sxm and a100-80gb-sxm
+entries; other accelerators' entries, such as `cpu`, are kept).
 
     python benchmarks/calibrate_vidur.py
 """
@@ -26,19 +27,18 @@ fitted factors to tessera/perf/calibration.yaml.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import yaml
-from scipy.optimize import least_squares
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.calibration_common import (  # noqa: E402
+    CALIBRATION, ape_summary, calibration_entry, fit_factors, merge_calibration, to_factors as _to_factors, utc_now)
 from tessera.catalog import accelerators  # noqa: E402
 from tessera.perf.efficiency import Efficiency, efficiency_from_dict  # noqa: E402
 from tessera.perf.operators import (  # noqa: E402
@@ -48,7 +48,6 @@ from tessera.perf.vidur import VIDUR_OPS, arch_from_vidur_row, measured_seconds,
 
 PROFILES = ROOT.parent / "shared" / "data" / "profiles"
 RESULTS = ROOT / "benchmarks" / "results"
-CALIBRATION = ROOT / "tessera" / "perf" / "calibration.yaml"
 GPUS = {"h100": "h100-sxm", "a100": "a100-80gb-sxm"}
 MODELS = ("Llama-2-7b-hf", "Llama-2-70b-hf")
 TOKEN_BUCKETS = ((1, 16), (17, 64), (65, 256), (257, 1024), (1025, 4096))
@@ -111,10 +110,7 @@ class Observations:
 
 
 def to_factors(x: np.ndarray) -> dict[str, float]:
-    out = {}
-    for (name, _, _, scale), v in zip(FIT, x):
-        out[name] = float(10.0 ** v) if scale == "log10" else float(v * scale)
-    return out
+    return _to_factors(FIT, x)
 
 
 def predict_vectorised(f: dict[str, float], obs: Observations, peak: float, bw: float) -> np.ndarray:
@@ -130,25 +126,13 @@ def predict_vectorised(f: dict[str, float], obs: Observations, peak: float, bw: 
 def fit(obs: Observations, accel: accelerators.Accelerator, mask: np.ndarray | None = None) -> dict[str, float]:
     """Least squares on log error over the observations selected by `mask`."""
     mask = np.ones(len(obs.measured), bool) if mask is None else mask
-    d = Efficiency()
-    x0 = [np.log10(getattr(d, n)) if s == "log10" else getattr(d, n) / s for n, _, _, s in FIT]
-    lb = [lo for _, lo, _, _ in FIT]
-    ub = [hi for _, _, hi, _ in FIT]
-    x0 = np.clip(x0, np.array(lb) + 1e-6, np.array(ub) - 1e-6)
     peak, bw = accel.peak_bf16_flops, accel.memory_bw_bytes_s
     y = obs.measured[mask]
 
-    def residuals(x: np.ndarray) -> np.ndarray:
-        full = predict_vectorised(to_factors(x), obs, peak, bw)
-        return np.log(full[mask] / y)
+    def residuals(factors: dict[str, float]) -> np.ndarray:
+        return np.log(predict_vectorised(factors, obs, peak, bw)[mask] / y)
 
-    result = least_squares(residuals, x0, bounds=(lb, ub), x_scale="jac")
-    return to_factors(result.x)
-
-
-def ape_summary(ape: np.ndarray) -> dict[str, float]:
-    return {"mape": float(np.mean(ape)), "median_ape": float(np.median(ape)),
-            "p90_ape": float(np.percentile(ape, 90)), "n": int(ape.size)}
+    return fit_factors(FIT, residuals)
 
 
 def evaluate(obs: Observations, accel: accelerators.Accelerator, eff: Efficiency) -> tuple[np.ndarray, dict]:
@@ -232,24 +216,15 @@ def print_table(reports: dict[str, dict]) -> None:
 
 
 def write_calibration(factors: dict[str, dict[str, float]], reports: dict[str, dict], path: Path) -> None:
-    doc = {
+    meta = {
         "generated_by": "benchmarks/calibrate_vidur.py",
-        "generated_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "generated_at": utc_now(),
         "source": "microsoft/vidur data/profiling/compute/<gpu>/meta-llama/Llama-2-{7b,70b}-hf/mlp.csv "
                   "(commit 7d47513), median times",
         "note": "Only GEMM and memory-bound kernel factors are fitted; attention, link and step overhead "
                 "keep the Efficiency defaults (not in Vidur's MLP tables).",
-        "accelerators": {
-            GPUS[g]: {
-                "factors": {k: float(f"{v:.6g}") for k, v in factors[g].items()},
-                "median_ape": round(reports[g]["overall"]["median_ape"], 4),
-                "mape": round(reports[g]["overall"]["mape"], 4),
-            } for g in factors
-        },
     }
-    header = "# Performance-model efficiency factors fitted to measurements. Written by\n" \
-             "# benchmarks/calibrate_vidur.py; rerun it rather than editing by hand.\n"
-    path.write_text(header + yaml.safe_dump(doc, sort_keys=False))
+    merge_calibration({GPUS[g]: calibration_entry(factors[g], reports[g]["overall"], **meta) for g in factors}, path)
 
 
 def main() -> None:

@@ -7,10 +7,13 @@ model drifts from physics, not only when it drifts from itself.
 from __future__ import annotations
 
 import csv
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from tessera.catalog import accelerators
 from tessera.catalog.vendors import vendor_settings
@@ -24,6 +27,7 @@ from tessera.perf.roofline import op_time, step_time
 from tessera.perf.vidur import VIDUR_OPS, arch_from_vidur_row, measured_seconds, vidur_op_costs
 
 PROFILES = Path(__file__).resolve().parents[2] / "shared" / "data" / "profiles"
+CPU_STEPS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu_engine_steps.csv"
 LLAMA7 = ModelArch.llama2_7b()
 LLAMA70 = ModelArch.llama2_70b()
 
@@ -59,7 +63,6 @@ def test_catalog_rows_are_complete_and_vendors_known():
         assert r.sources, f"{r.name} has no sources"
         if r.fp8_tflops is not None:
             assert r.fp8_tflops >= r.bf16_tflops
-    assert accelerators.get("cpu").measured is False
 
 
 def test_catalog_published_figures_and_units():
@@ -69,6 +72,37 @@ def test_catalog_published_figures_and_units():
     assert a100().bf16_tflops == 312 and a100().fp8_tflops is None
     mi = accelerators.get("mi300x")
     assert (mi.bf16_tflops, mi.memory_gb, mi.memory_bw_tb_s) == (1307.4, 192, 5.3)
+
+
+def test_cpu_row_is_one_measured_core():
+    cpu = accelerators.get("cpu")
+    assert cpu.measured is True
+    # one Zen 4 core: fp32 ~2 x 256-bit FMA x 8 lanes x 2 FLOP x ~3 GHz = ~96 GFLOP/s; bf16 (VDPBF16PS)
+    # twice that; one core streams a few tens of GB/s
+    assert 0.05 < cpu.fp32_tflops < 0.2
+    assert cpu.bf16_tflops == pytest.approx(2 * cpu.fp32_tflops, rel=0.15)
+    assert 0.005 < cpu.memory_bw_tb_s < 0.1
+    assert "measure_cpu_peaks.py" in cpu.sources["compute_memory"] and "2026-11-27" in cpu.sources["compute_memory"]
+
+
+def test_fp32_peak_is_the_catalog_figure_or_half_the_bf16_peak():
+    cpu = accelerators.get("cpu")
+    assert cpu.peak_flops(4) == pytest.approx(cpu.fp32_tflops * 1e12)
+    assert cpu.peak_flops(2) == pytest.approx(cpu.bf16_tflops * 1e12)
+    assert cpu.peak_flops(1) == cpu.peak_flops(2)           # no fp8 units: bf16
+    # GPUs give no fp32 figure: fp32 matmuls run at the TF32 tensor rate, half of bf16
+    assert h100().fp32_tflops is None and h100().peak_flops(4) == pytest.approx(989.5e12 / 2)
+    assert h100().peak_flops(1) == pytest.approx(1979e12) and a100().peak_flops(1) == pytest.approx(312e12)
+    row = {"vendor": "cpu", "bf16_tflops": 1.0, "memory_gb": 1, "memory_bw_tb_s": 0.1, "scale_up_gb_s": 1,
+           "scale_out_gb_s": 1, "cost_per_hour_usd": 1}
+    parsed = accelerators.parse_catalog({"a": row, "b": {**row, "fp32_tflops": 0.25}}, {"cpu"})
+    assert parsed["a"].peak_fp32_flops == 0.5e12 and parsed["b"].peak_fp32_flops == 0.25e12
+    # an fp32 model on the CPU row is timed against the fp32 peak: 2x the bf16 model's GEMM time
+    fp32 = replace(ModelArch.smollm2_135m(), dtype_bytes=4)
+    eff = Efficiency(gemm_memory=1e9)  # compute roof only
+    big = Batch(prefill=((4096, 0),))
+    ratio = gemm_seconds(fp32, big, cpu, eff) / gemm_seconds(ModelArch.smollm2_135m(), big, cpu, eff)
+    assert ratio == pytest.approx(cpu.bf16_tflops / cpu.fp32_tflops, rel=0.01)
 
 
 def test_unknown_accelerator_lists_known_names():
@@ -220,7 +254,7 @@ def test_efficiency_parsing_rejects_unknown_keys_and_defaults_the_rest():
 
 
 def test_calibration_file_names_catalog_rows(calibrated):
-    assert {"h100-sxm", "a100-80gb-sxm"} <= set(calibrated)
+    assert {"h100-sxm", "a100-80gb-sxm", "cpu"} <= set(calibrated)
     for name in calibrated:
         accelerators.get(name)
 
@@ -242,3 +276,62 @@ def test_calibrated_model_within_10_percent_of_vidur(calibrated, gpu, name):
     # the GEMMs, which dominate a step, are each within 10% on median
     for op in ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj"):
         assert np.median(apes[op]) < 0.10, op
+
+
+def test_calibration_scripts_merge_their_entries(tmp_path):
+    pytest.importorskip("scipy")
+    from benchmarks.calibration_common import calibration_entry, merge_calibration
+
+    path = tmp_path / "calibration.yaml"
+    path.write_text("generated_by: old.py\naccelerators:\n  h100-sxm:\n    factors: {gemm_memory: 0.9}\n")
+    merge_calibration({"cpu": calibration_entry({"gemm_memory": 0.5}, {"median_ape": 0.05, "mape": 0.06},
+                                                generated_by="new.py")}, path)
+    table = efficiency_table(yaml.safe_load(path.read_text()))
+    assert table["h100-sxm"].gemm_memory == 0.9 and table["cpu"].gemm_memory == 0.5
+    merge_calibration({"h100-sxm": calibration_entry({"gemm_memory": 0.8}, {"median_ape": 0.1, "mape": 0.1})}, path)
+    doc = yaml.safe_load(path.read_text())
+    assert list(doc["accelerators"]) == ["h100-sxm", "cpu"]
+    assert doc["accelerators"]["h100-sxm"]["factors"] == {"gemm_memory": 0.8}
+    assert doc["accelerators"]["cpu"]["generated_by"] == "new.py"
+
+
+# -- the cpu row against real vLLM engine steps (benchmarks/measure_cpu_steps.py) ----------
+
+def _cpu_steps() -> list[tuple[str, Batch, float]]:
+    with open(CPU_STEPS, newline="") as f:
+        return [(r["label"], Batch(prefill=tuple(tuple(c) for c in json.loads(r["prefill"])),
+                                   decode=tuple(json.loads(r["decode"]))), float(r["seconds"]))
+                for r in csv.DictReader(f)]
+
+
+@pytest.mark.skipif(not CPU_STEPS.exists(), reason="benchmarks/results/cpu_engine_steps.csv not present")
+def test_calibrated_cpu_model_within_15_percent_of_vllm_engine_steps(calibrated):
+    """SmolLM2-135M in float32 on one core: the calibrated `cpu` row against measured EngineCore steps.
+    Each check compares medians over the matching steps (repetitions; decode contexts drift by a
+    token per step), since single decode steps on this VM scatter by ~10%."""
+    cpu, eff = accelerators.get("cpu"), calibrated["cpu"]
+    arch = replace(ModelArch.smollm2_135m(), dtype_bytes=4)
+    steps = _cpu_steps()
+
+    def check(what, select):
+        rows = [(b, t) for label, b, t in steps if select(label, b)]
+        assert rows, what
+        measured = float(np.median([t for _, t in rows]))
+        predicted = float(np.median([step_time(arch, b, cpu, eff=eff).total_s for b, _ in rows]))
+        assert predicted == pytest.approx(measured, rel=0.15), \
+            f"{what}: model {predicted:.4f} s, measured {measured:.4f} s"
+
+    # one prompt, nothing cached (the 16-token prompt is the worst group, +20%: see docs/perf-model.md)
+    for n in (32, 256, 1024, 4096):
+        check(f"prefill {n}", lambda label, b, n=n: b.prefill == ((n, 0),) and not b.decode)
+    check("8 prompts of 512", lambda label, b: b.prefill == ((512, 0),) * 8 and not b.decode)
+    check("64 new tokens after 4096 cached", lambda label, b: b.prefill == ((64, 4096),))
+    check("1024 new tokens after 2048 cached", lambda label, b: b.prefill == ((1024, 2048),))
+    check("decode 1 sequence", lambda label, b: not b.prefill and len(b.decode) == 1)
+    check("decode 64 x ~128", lambda label, b: not b.prefill and len(b.decode) == 64 and b.decode[0] < 200)
+    check("decode 32 x ~1024", lambda label, b: not b.prefill and len(b.decode) == 32 and b.decode[0] > 1000)
+    check("8 decodes + 512-token prompt", lambda label, b: label == "mixed" and b.prefill == ((512, 0),)
+          and len(b.decode) == 8)
+    # and over every measured step
+    apes = [abs(step_time(arch, b, cpu, eff=eff).total_s / t - 1.0) for _, b, t in steps]
+    assert np.median(apes) < 0.15

@@ -39,6 +39,7 @@ class Accelerator:
     description: str = ""
     cost_source: str = ""
     sources: dict[str, str] = field(default_factory=dict)
+    fp32_tflops: float | None = None
 
     @property
     def peak_bf16_flops(self) -> float:
@@ -50,10 +51,20 @@ class Accelerator:
         """Dense fp8 peak in FLOP/s, None where the part has no fp8 units."""
         return None if self.fp8_tflops is None else self.fp8_tflops * 1e12
 
+    @property
+    def peak_fp32_flops(self) -> float:
+        """Dense fp32 matmul peak in FLOP/s: the catalog's `fp32_tflops` where given (CPUs,
+        measured), else half the bf16 peak: the TF32 tensor-core rate of A100/H100/MI300-class
+        parts, which is what an fp32 matmul runs at when TF32 is allowed."""
+        return self.fp32_tflops * 1e12 if self.fp32_tflops is not None else self.peak_bf16_flops / 2.0
+
     def peak_flops(self, dtype_bytes: int) -> float:
-        """Peak FLOP/s for weights of `dtype_bytes`: fp8 where it exists, bf16 otherwise."""
+        """Peak FLOP/s for weights of `dtype_bytes`: fp8 where it exists (bf16 otherwise) for 1,
+        fp32 (see peak_fp32_flops) for 4, bf16 for everything else."""
         if dtype_bytes == 1 and self.fp8_tflops is not None:
             return self.fp8_tflops * 1e12
+        if dtype_bytes == 4:
+            return self.peak_fp32_flops
         return self.peak_bf16_flops
 
     @property
@@ -82,7 +93,7 @@ def _row_to_accelerator(name: str, row: dict[str, Any], vendors: set[str]) -> Ac
     if row["vendor"] not in vendors:
         raise ValueError(f"accelerator {name!r}: vendor {row['vendor']!r} is not in vendors.yaml "
                          f"({', '.join(sorted(vendors))})")
-    fp8 = row.get("fp8_tflops")
+    fp8, fp32 = row.get("fp8_tflops"), row.get("fp32_tflops")
     return Accelerator(
         name=name,
         vendor=str(row["vendor"]),
@@ -97,6 +108,7 @@ def _row_to_accelerator(name: str, row: dict[str, Any], vendors: set[str]) -> Ac
         description=str(row.get("description", "")),
         cost_source=str(row.get("cost_source", "")),
         sources={str(k): str(v) for k, v in (row.get("sources") or {}).items()},
+        fp32_tflops=None if fp32 is None else float(fp32),
     )
 
 
