@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tessera.sim.block_hash import content_block_hashes, token_block_hashes
+from tessera.block_hash import content_block_hashes, token_block_hashes
 from tessera.sim.engine_model import EngineConfig, EngineModel, EngineRequest
 
 
@@ -114,7 +114,8 @@ def test_kv_events_report_stores_and_evictions():
     engine.add(EngineRequest("a", 48, 1, ha))
     step = engine.schedule()
     out = engine.complete(step)
-    assert out.kv_events.stored == [(ha[0], None), (ha[1], ha[0]), (ha[2], ha[1])]
+    assert [(h, parent) for h, parent, _ in out.kv_events.stored] == [(ha[0], None), (ha[1], ha[0]), (ha[2], ha[1])]
+    assert [origin[1] for _, _, origin in out.kv_events.stored] == [0, 1, 2]   # (request, block index)
     engine.add(EngineRequest("b", 48, 1, hb))
     out = engine.complete(engine.schedule())
     assert len(out.kv_events.stored) == 3
@@ -149,3 +150,26 @@ def test_content_hashes_map_trace_blocks_onto_engine_blocks():
     common = sum(1 for x, y in zip(a, b) if x == y)
     assert common == 32
     assert content_block_hashes((), 512, 1000, 16) == []
+
+
+def test_pending_prefill_counter_matches_a_recount_through_preemptions_and_hits():
+    import random
+
+    rng = random.Random(5)
+    engine = EngineModel(EngineConfig(num_blocks=40, block_size=16, max_num_batched_tokens=128, max_num_seqs=8))
+    shared = list(range(64))
+    for i in range(60):
+        prompt = shared + [10_000 + i * 100 + t for t in range(rng.randint(1, 150))] if i % 2 else \
+            [20_000 + i * 1000 + t for t in range(rng.randint(1, 200))]
+        engine.add(EngineRequest(f"r{i}", len(prompt), rng.randint(1, 60), token_block_hashes(prompt, 16)))
+        for _ in range(rng.randint(0, 4)):
+            step = engine.schedule()
+            if not step.empty:
+                engine.complete(step)
+            if rng.random() < 0.05 and engine.running:
+                engine.abort(engine.running[-1].request_id)
+            recount = sum(max(0, r.num_tokens - r.num_computed) if r.num_tokens - r.num_computed > 1 else 0
+                          for r in list(engine.waiting) + engine.running)
+            assert engine.pending_prefill_tokens == recount
+    run_steps(engine)
+    assert engine.pending_prefill_tokens == 0

@@ -163,3 +163,18 @@ def test_tessera_sim_command_writes_vllm_bench_json_and_a_plot(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "tessera.cli", "sim", "--cluster", "h100:x"],
                          capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert bad.returncode == 2 and "bad cluster entry" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_saturated_instances_leave_requests_waiting_at_the_router(tmp_path):
+    profile = tmp_path / "sat.yaml"
+    profile.write_text("name: sat\nfilters: [model, health, {name: saturation, max_waiting: 1}]\npicker: max_score\n")
+    spec = InstanceSpec(find_accelerator("h100"))
+    cfg = EngineConfig(num_blocks=1000, block_size=16, max_num_seqs=2)
+    sim = Simulator(ModelArch.llama3_8b(), "m", [(spec, cfg, ConstantTimer(0.01))], load_profile(str(profile), seed=0),
+                    sample_interval_s=0.01)
+    result = sim.run([wl.SimRequest(f"r{i}", 0.0, 32, 4) for i in range(20)])
+    assert all(r.done and not r.error for r in result.records)
+    # with both batch slots taken the rest waited at the router: at most the one placed mid-step
+    # waits in the engine for the next step
+    assert max(s.waiting for s in result.samples) <= 1
+    assert max(s.running for s in result.samples) <= 2

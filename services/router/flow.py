@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import grpc
 from opentelemetry import trace
 
+from tessera.block_hash import CANONICAL_BLOCK_TOKENS, token_block_hashes
 from tessera.rpc.enums import finish_reason_name
 from tessera.rpc.server import channel
 from opentelemetry import context as otel_context
@@ -27,6 +28,7 @@ from tessera.telemetry.tracing import outgoing_metadata, tracer
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
 from services.router import metrics
+from services.router.admission import AdmissionControl, Saturated
 from services.router.errors import BadRequest, NoCapacity, UpstreamFailed
 from services.router.model_catalog import ModelEntry
 from services.router.scheduler_client import SchedulerClient
@@ -46,6 +48,7 @@ class Generation:
     sampling: pb.SamplingParams
     session_id: str = ""
     priority: int = 0
+    ttft_slo_s: float | None = None   # the client's time-to-first-token objective (x-slo-ttft-ms); None: the router's
     # The client request's span context: flow spans hang under it even when the
     # stream is consumed from another task (Starlette streams from its own task).
     trace_context: otel_context.Context | None = None
@@ -56,6 +59,14 @@ class Generation:
     def __post_init__(self) -> None:
         if not self.internal_id:
             self.internal_id = f"{self.request_id}.{uuid.uuid4().hex[:8]}"
+        self._block_hashes: list[int] | None = None
+
+    @property
+    def block_hashes(self) -> list[int]:
+        """Canonical 16-token chained hashes of the prompt: what the scheduler's prefix index matches."""
+        if self._block_hashes is None:
+            self._block_hashes = token_block_hashes(self.prompt_ids, CANONICAL_BLOCK_TOKENS)
+        return self._block_hashes
 
 
 @dataclass
@@ -101,19 +112,32 @@ class WorkerChannels:
 
 
 class RequestFlow:
-    def __init__(self, schedulers: SchedulerClient, channels: WorkerChannels, profile: str = "") -> None:
+    def __init__(self, schedulers: SchedulerClient, channels: WorkerChannels, profile: str = "",
+                 admission: AdmissionControl | None = None) -> None:
         self.schedulers = schedulers
         self.channels = channels
         self.profile = profile
+        self.admission = admission or AdmissionControl()
         self._tracer = tracer("tessera.router")
 
     async def stream(self, gen: Generation, stats: FlowStats) -> AsyncIterator[Delta]:
         produced: list[int] = []
         excluded: list[str] = []
         max_tokens = gen.sampling.max_tokens
+        attempts = self._attempts(gen, stats, produced, excluded, max_tokens)
+        try:
+            async for delta in attempts:
+                yield delta
+        finally:
+            await attempts.aclose()      # a client that left aborts the worker's stream now, not at GC
+            self.admission.released()
+
+    async def _attempts(self, gen: Generation, stats: FlowStats, produced: list[int], excluded: list[str],
+                        max_tokens: int) -> AsyncIterator[Delta]:
         while True:
             stats.attempts += 1
-            placement = await self._place(gen, excluded, len(produced))
+            placement = await self.admission.admit(
+                gen.model.name, gen.priority, lambda: self._place(gen, excluded, len(produced)), gen.ttft_slo_s)
             worker_id, address = placement.worker.worker_id, placement.worker.address
             stats.workers.append(worker_id)
             request = worker_pb2.GenerateRequest(
@@ -174,6 +198,9 @@ class RequestFlow:
             session_id=gen.session_id,
             priority=gen.priority,
             profile=self.profile,
+            prompt_block_hashes=gen.block_hashes,
+            block_size=CANONICAL_BLOCK_TOKENS,
+            ttft_slo_s=self.admission.ttft_slo_s if gen.ttft_slo_s is None else gen.ttft_slo_s,
         )
         span = self._tracer.start_span("router.place", context=gen.trace_context, kind=trace.SpanKind.CLIENT)
         try:
@@ -184,5 +211,7 @@ class RequestFlow:
         finally:
             span.end()
         if not response.worker.worker_id:
+            if response.saturated:
+                raise Saturated(response.reason)
             raise NoCapacity(f"no worker can take this request now ({response.reason or 'no candidates'})")
         return response

@@ -45,6 +45,19 @@ class RouterState:
     started_at: float
 
 
+def _slo_header(value: str | None) -> float | None:
+    """x-slo-ttft-ms: the client's own time-to-first-token objective, in milliseconds."""
+    if value is None:
+        return None
+    try:
+        ms = float(value)
+    except ValueError:
+        raise BadRequest(f"x-slo-ttft-ms must be a number of milliseconds, not {value!r}") from None
+    if ms <= 0:
+        raise BadRequest("x-slo-ttft-ms must be positive")
+    return ms / 1000.0
+
+
 def error_response(exc: ApiError) -> JSONResponse:
     headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
@@ -148,6 +161,7 @@ class Endpoint:
                     gen = await prepare(self.state.catalog, fields, request_id, prompt=fields.prompt,
                                         max_tokens=fields.max_tokens, session_id=session)
                 model_label = gen.model.name
+                gen.ttft_slo_s = _slo_header(request.headers.get("x-slo-ttft-ms"))
                 span.set_attribute("tessera.prompt_tokens", len(gen.prompt_ids))
                 stats = FlowStats()
                 timing = Timing(model_label, arrived)

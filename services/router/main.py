@@ -23,6 +23,7 @@ from tessera.rpc.server import ServiceBinding, start_server
 from tessera.service import run_service, stop_event
 from tessera.telemetry.tracing import shutdown_tracing
 from tessera.v1 import router_pb2_grpc
+from services.router.admission import AdmissionControl
 from services.router.flow import RequestFlow, WorkerChannels
 from services.router.grpc_api import RouterServicer
 from services.router.http_api import RouterState, build_app
@@ -40,6 +41,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="", help="placement profile to ask for (default: the scheduler's)")
     p.add_argument("--tokenizer", action="append", default=[], metavar="MODEL=PATH",
                    help="where to load a model's tokenizer when the worker's folder is not on this machine")
+    p.add_argument("--ttft-slo-ms", type=float, default=0.0,
+                   help="time-to-first-token objective for admission control: when the model is saturated, a "
+                        "request that would wait past it is refused with 429 (0: queue without a deadline); "
+                        "clients may send their own in the x-slo-ttft-ms header")
+    p.add_argument("--max-queue", type=int, default=1024, help="requests that may wait per saturated model")
     p.add_argument("--router-id", default=None)
     p.add_argument("--lease-ttl", type=int, default=5)
     p.add_argument("--log-level", default="INFO")
@@ -64,7 +70,9 @@ async def run(args: argparse.Namespace) -> int:
     workers.start()
     schedulers = SchedulerClient(connector)
     schedulers.start()
-    state = RouterState(catalog, RequestFlow(schedulers, channels, args.profile), schedulers, time.time())
+    admission = AdmissionControl(args.ttft_slo_ms / 1000.0, args.max_queue)
+    admission.start()
+    state = RouterState(catalog, RequestFlow(schedulers, channels, args.profile, admission), schedulers, time.time())
 
     grpc_server = await start_server(
         [ServiceBinding(router_pb2_grpc.add_RouterServicer_to_server, RouterServicer(state), "tessera.v1.Router")],
@@ -92,6 +100,7 @@ async def run(args: argparse.Namespace) -> int:
     await registration.close()
     http.should_exit = True
     await asyncio.gather(http_task, grpc_server.stop(10.0), return_exceptions=True)
+    await admission.close()
     await workers.close()
     await schedulers.close()
     await channels.close()

@@ -20,5 +20,11 @@ GENERATION_TOKENS = Counter("tessera_generation_tokens_total", "Tokens generated
 RETRIES = Counter("tessera_router_retries_total", "Requests moved to another worker after a failure", ["when"])
 TOKENIZE_SECONDS = Histogram("tessera_router_tokenize_seconds", "Time to render and tokenize a prompt",
                              buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1))
+QUEUE_DEPTH = Gauge("tessera_router_queue_depth", "Requests waiting for a saturated model (admission control)",
+                    ["model"])
+QUEUE_WAIT = Histogram("tessera_router_queue_wait_seconds", "Time admitted requests waited in the queue",
+                       ["model"], buckets=LATENCY_BUCKETS)
+REJECTED = Counter("tessera_router_rejected_total", "Requests refused with 429 by admission control",
+                   ["model", "reason"])
 PLACE_SECONDS = Histogram("tessera_router_place_seconds", "Round trip of the scheduler's Place call",
                           buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 1.0))

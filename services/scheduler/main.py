@@ -22,6 +22,9 @@ from tessera.service import run_service, stop_event
 from tessera.telemetry.metrics import start_metrics_server
 from tessera.telemetry.tracing import shutdown_tracing
 from tessera.v1 import scheduler_pb2_grpc
+from services.scheduler.profile_store import ProfileStore
+from services.scheduler.prefix_index import CANONICAL_BLOCK_TOKENS, PrefixIndex
+from services.scheduler.worker_speed import speed_of
 from services.scheduler.metrics import ViewCollector
 from services.scheduler.policy.pipeline import PROFILES_DIR, ProfileError, load_profile
 from services.scheduler.servicer import SchedulerServicer
@@ -37,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="gRPC port (0: any free port)")
     p.add_argument("--metrics-port", type=int, default=0)
-    p.add_argument("--profile", default="least_loaded", help="default placement profile: a name or a YAML file")
+    p.add_argument("--profile", default="tessera", help="default placement profile: a name or a YAML file")
     p.add_argument("--scheduler-id", default=None)
     p.add_argument("--lease-ttl", type=int, default=5)
     p.add_argument("--log-level", default="INFO")
@@ -53,8 +56,21 @@ async def run(args: argparse.Namespace) -> int:
     except ProfileError as exc:
         log.error("%s", exc)
         return 2
-    view = ClusterView()
-    REGISTRY.register(ViewCollector(view))
+    view = ClusterView(speed_of=speed_of)
+    index = PrefixIndex()
+
+    def joined(identity) -> None:  # noqa: ANN001
+        if identity.kv_block_size and identity.kv_block_size % CANONICAL_BLOCK_TOKENS == 0:
+            index.add_worker(identity.id, identity.kv_block_size)
+
+    def left(worker_id: str) -> None:
+        index.remove_worker(worker_id)
+        for pipeline in profiles.values():
+            pipeline.forget_worker(worker_id)
+
+    view.on_joined.append(joined)
+    view.on_left.append(left)
+    REGISTRY.register(ViewCollector(view, index))
     connector = EtcdConnector(args.etcd)
 
     def on_worker(key: str, value: bytes | None) -> None:
@@ -68,7 +84,10 @@ async def run(args: argparse.Namespace) -> int:
     mirror = PrefixMirror(connector, keys.WORKERS, on_change=on_worker)
     mirror.start()
 
-    servicer = SchedulerServicer(view, profiles, default.name)
+    servicer = SchedulerServicer(view, profiles, default.name, index)
+    store = ProfileStore(connector, profiles, PROFILES_DIR)
+    await store.seed_builtins()
+    store.start()
     server = await start_server(
         [ServiceBinding(scheduler_pb2_grpc.add_SchedulerServicer_to_server, servicer, "tessera.v1.Scheduler")],
         host=args.host, port=args.port,
@@ -84,6 +103,7 @@ async def run(args: argparse.Namespace) -> int:
     stop = stop_event()
     await stop.wait()
     await registration.close()
+    await store.close()
     await mirror.close()
     await server.stop(1.0)
     shutdown_tracing()

@@ -6,6 +6,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from services.scheduler.prefix_index import PrefixIndex
 from services.scheduler.view import ClusterView
 
 PLACEMENTS = Counter("tessera_scheduler_placements_total", "Placement decisions", ["profile", "result"])
@@ -14,13 +15,17 @@ PLACEMENT_SECONDS = Histogram(
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
 )
 REPORTS = Counter("tessera_scheduler_load_reports_total", "Load reports received")
+KV_EVENTS = Counter("tessera_scheduler_kv_events_total", "KV-cache events received from workers")
+EXPECTED_HIT_TOKENS = Counter("tessera_scheduler_expected_cached_tokens_total",
+                              "Prompt tokens the chosen workers were believed to hold (prefix index)")
 
 
 class ViewCollector(Collector):
     """Per-worker gauges read from the live view at scrape time, so departed workers vanish."""
 
-    def __init__(self, view: ClusterView) -> None:
+    def __init__(self, view: ClusterView, index: PrefixIndex | None = None) -> None:
         self.view = view
+        self.index = index
 
     def collect(self):
         entries = list(self.view.workers.values())
@@ -33,6 +38,11 @@ class ViewCollector(Collector):
         for (model, healthy), n in counts.items():
             workers.add_metric([model, healthy], n)
         yield workers
+        if self.index is not None:
+            blocks = GaugeMetricFamily("tessera_scheduler_prefix_index_blocks",
+                                       "16-token blocks in the prefix-cache index (distinct keys)")
+            blocks.add_metric([], float(len(self.index)))
+            yield blocks
         figures = {
             "tessera_scheduler_worker_num_requests_waiting": ("Requests waiting at a worker", lambda e: e.load.num_waiting),
             "tessera_scheduler_worker_num_requests_running": ("Requests running at a worker", lambda e: e.load.num_running),

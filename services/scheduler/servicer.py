@@ -13,16 +13,20 @@ from tessera.v1 import scheduler_pb2, scheduler_pb2_grpc
 from services.scheduler import metrics
 from services.scheduler.policy.pipeline import Pipeline
 from services.scheduler.policy.snapshot import RequestInfo
+from services.scheduler.kv_ingest import KVStreamState, apply_batch
+from services.scheduler.prefix_index import PrefixIndex
 from services.scheduler.view import ClusterView
 
 log = logging.getLogger("tessera.scheduler")
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
-    def __init__(self, view: ClusterView, profiles: dict[str, Pipeline], default_profile: str) -> None:
+    def __init__(self, view: ClusterView, profiles: dict[str, Pipeline], default_profile: str,
+                 index: PrefixIndex | None = None) -> None:
         self.view = view
         self.profiles = profiles
         self.default_profile = default_profile
+        self.index = index if index is not None else PrefixIndex()
         self._tracer = tracer("tessera.scheduler")
 
     async def Place(self, request: scheduler_pb2.PlaceRequest, context: grpc.aio.ServicerContext):
@@ -58,14 +62,16 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 session_id=request.session_id,
                 priority=request.priority,
                 block_hashes=tuple(request.prompt_block_hashes),
+                ttft_slo_s=request.ttft_slo_s,
             )
-            decision = pipeline.place(req, self.view.snapshots(request.model))
+            decision = pipeline.place(req, self.view.snapshots(request.model), time.monotonic(), self.index)
             metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)
             response = scheduler_pb2.PlaceResponse(request_id=request.request_id, profile=pipeline.name,
                                                    candidates=decision.candidates)
             if decision.worker is None:
-                metrics.PLACEMENTS.labels(pipeline.name, "none").inc()
+                metrics.PLACEMENTS.labels(pipeline.name, "saturated" if decision.saturated else "none").inc()
                 response.reason = decision.reason
+                response.saturated = decision.saturated
                 span.set_attribute("tessera.placed", False)
                 return response
             worker = decision.worker
@@ -74,11 +80,15 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             response.worker.worker_id = worker.id
             response.worker.address = worker.address
             response.worker.score = decision.scores.get(worker.id, 0.0)
+            response.expected_cached_tokens = decision.prefix_hit_tokens
+            metrics.EXPECTED_HIT_TOKENS.inc(decision.prefix_hit_tokens)
             span.set_attribute("tessera.worker_id", worker.id)
+            span.set_attribute("tessera.expected_cached_tokens", decision.prefix_hit_tokens)
             return response
 
     async def ReportLoad(self, request_iterator, context: grpc.aio.ServicerContext):
         worker_id = None
+        kv_state = KVStreamState()
         try:
             async for report in request_iterator:
                 body = report.WhichOneof("body")
@@ -90,7 +100,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 elif body == "load" and worker_id is not None:
                     metrics.REPORTS.inc()
                     self.view.load_reported(worker_id, report.load)
-                # kv_events: consumed by the cache-aware index (a later issue)
+                elif body == "kv_events" and worker_id is not None:
+                    metrics.KV_EVENTS.inc(len(report.kv_events.events))
+                    apply_batch(self.index, worker_id, report.kv_events, kv_state)
         except grpc.aio.AioRpcError:
             pass
         finally:

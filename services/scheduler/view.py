@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tessera.rpc.enums import role_name, vendor_name
@@ -38,6 +39,8 @@ class WorkerEntry:
     last_report_monotonic: float = 0.0
     last_report_unix_ms: int = 0
     pending: deque = field(default_factory=deque)  # (monotonic time, tokens) of unreported placements
+    speed: dict[str, float] = field(default_factory=dict)   # from the performance model (worker_speed.py)
+    cached: WorkerSnapshot | None = None    # the snapshot, until anything it shows changes
 
     @property
     def healthy(self) -> bool:
@@ -46,9 +49,16 @@ class WorkerEntry:
     def prune_pending(self, now: float) -> None:
         while self.pending and now - self.pending[0][0] > PENDING_MAX_AGE_S:
             self.pending.popleft()
+            self.cached = None
 
     def snapshot(self) -> WorkerSnapshot:
+        if self.cached is None:
+            self.cached = self._build()
+        return self.cached
+
+    def _build(self) -> WorkerSnapshot:
         ident, load = self.identity, self.load
+        pending_tokens = sum(t for _, t in self.pending)
         return WorkerSnapshot(
             id=ident.id,
             address=ident.address,
@@ -61,51 +71,78 @@ class WorkerEntry:
             num_waiting=load.num_waiting + len(self.pending),
             num_running=load.num_running,
             kv_cache_usage=load.kv_cache_usage,
-            tokens_in_flight=load.tokens_in_flight + sum(t for _, t in self.pending),
+            tokens_in_flight=load.tokens_in_flight + pending_tokens,
             kv_block_size=ident.kv_block_size or 16,
             kv_capacity_blocks=ident.kv_capacity_blocks,
             max_model_len=ident.max_model_len,
+            max_num_seqs=ident.max_num_seqs,
+            prefill_tokens_waiting=load.prefill_tokens_waiting + pending_tokens,
+            **self.speed,
         )
 
 
 class ClusterView:
-    def __init__(self) -> None:
+    def __init__(self, speed_of: Callable[[pb.WorkerIdentity], dict[str, float]] | None = None) -> None:
         self.workers: dict[str, WorkerEntry] = {}
+        self._speed_of = speed_of
+        self.on_joined: list[Callable[[pb.WorkerIdentity], None]] = []   # a worker appeared
+        self.on_left: list[Callable[[str], None]] = []                   # a worker is gone for good
+
+    def _new_entry(self, identity: pb.WorkerIdentity) -> WorkerEntry:
+        entry = self.workers[identity.id] = WorkerEntry(identity)
+        self._identity_changed(entry)
+        return entry
+
+    def _identity_changed(self, entry: WorkerEntry) -> None:
+        entry.speed = self._speed_of(entry.identity) if self._speed_of else {}
+        entry.cached = None
+        for hook in self.on_joined:
+            hook(entry.identity)
+
+    def _remove(self, worker_id: str) -> None:
+        del self.workers[worker_id]
+        for hook in self.on_left:
+            hook(worker_id)
 
     # -- etcd ------------------------------------------------------------------
     def registered(self, identity: pb.WorkerIdentity) -> None:
         entry = self.workers.get(identity.id)
         if entry is None:
-            entry = self.workers[identity.id] = WorkerEntry(identity)
-        else:
+            entry = self._new_entry(identity)
+        elif entry.identity != identity:
             entry.identity = identity
+            self._identity_changed(entry)
         entry.registered = True
+        entry.cached = None
 
     def unregistered(self, worker_id: str) -> None:
         entry = self.workers.get(worker_id)
         if entry is None:
             return
         entry.registered = False
+        entry.cached = None
         if entry.streams == 0:
-            del self.workers[worker_id]
+            self._remove(worker_id)
 
     # -- report streams ------------------------------------------------------
     def stream_opened(self, identity: pb.WorkerIdentity) -> None:
         entry = self.workers.get(identity.id)
         if entry is None:
-            entry = self.workers[identity.id] = WorkerEntry(identity)
+            entry = self._new_entry(identity)
         entry.streams += 1
         entry.stream_lost = False
+        entry.cached = None
 
     def stream_closed(self, worker_id: str) -> None:
         entry = self.workers.get(worker_id)
         if entry is None:
             return
         entry.streams = max(0, entry.streams - 1)
+        entry.cached = None
         if entry.streams == 0:
             entry.stream_lost = True
             if not entry.registered:
-                del self.workers[worker_id]
+                self._remove(worker_id)
 
     def load_reported(self, worker_id: str, load: pb.LoadReport) -> None:
         entry = self.workers.get(worker_id)
@@ -115,6 +152,7 @@ class ClusterView:
         entry.load = load
         entry.last_report_monotonic = now
         entry.last_report_unix_ms = load.timestamp_unix_ms
+        entry.cached = None
         while entry.pending and entry.pending[0][0] < now - PENDING_REFLECTED_AFTER_S:
             entry.pending.popleft()
 
@@ -123,6 +161,7 @@ class ClusterView:
         entry = self.workers.get(worker_id)
         if entry is not None:
             entry.pending.append((time.monotonic(), tokens))
+            entry.cached = None
 
     def snapshots(self, model: str | None = None) -> list[WorkerSnapshot]:
         now = time.monotonic()

@@ -29,6 +29,7 @@ class EngineInfo:
     kv_block_size: int
     kv_capacity_blocks: int
     max_model_len: int
+    max_num_seqs: int = 0
 
 
 @dataclass

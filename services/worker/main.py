@@ -19,6 +19,7 @@ from tessera.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.etcd.records import identity_to_json
 from tessera.etcd.registration import LeasedKey
 from tessera.models.registry import resolve
+from tessera.net import free_port
 from tessera.rpc.enums import role_value, vendor_value
 from tessera.rpc.server import ServiceBinding, start_server
 from tessera.service import run_service, stop_event
@@ -27,6 +28,7 @@ from tessera.telemetry.tracing import shutdown_tracing
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import worker_pb2_grpc
 from services.worker import metrics
+from services.worker.kv_events import KVEventRelay
 from services.worker.load import LoadTracker
 from services.worker.reporter import SchedulerReporter
 from services.worker.servicer import WorkerServicer
@@ -94,11 +96,14 @@ async def run(args: argparse.Namespace) -> int:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local files: never ask a model hub
     worker_id = args.worker_id or f"{args.group or 'worker'}-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
     tracker = LoadTracker()
+    relay_box: list[KVEventRelay] = []   # the relay needs the engine's block size, known once it starts
     t0 = time.monotonic()
     if args.engine == "sim":
-        engine, model_path, vendor, accelerator, count = await _start_sim_engine(args, spec, tracker)
+        engine, model_path, vendor, accelerator, count = await _start_sim_engine(args, spec, tracker, relay_box)
     else:
-        engine, model_path, vendor, accelerator, count = await _start_vllm_engine(args, spec, tracker, worker_id)
+        engine, model_path, vendor, accelerator, count = await _start_vllm_engine(args, spec, tracker, worker_id,
+                                                                                  relay_box)
+    relay = relay_box[0] if relay_box else None
     assert engine.info is not None
     log.info("engine ready in %.1fs: %d KV blocks of %d tokens, context %d",
              time.monotonic() - t0, engine.info.kv_capacity_blocks, engine.info.kv_block_size, engine.info.max_model_len)
@@ -117,6 +122,7 @@ async def run(args: argparse.Namespace) -> int:
         kv_block_size=engine.info.kv_block_size,
         kv_capacity_blocks=engine.info.kv_capacity_blocks,
         max_model_len=engine.info.max_model_len,
+        max_num_seqs=engine.info.max_num_seqs,
         engine=engine.info.engine,
         engine_version=engine.info.engine_version,
         group=args.group,
@@ -144,7 +150,7 @@ async def run(args: argparse.Namespace) -> int:
     connector = EtcdConnector(args.etcd)
     registration = LeasedKey(connector, keys.worker(worker_id), identity_to_json(identity), ttl=args.lease_ttl)
     registration.start()
-    reporter = SchedulerReporter(connector, identity, tracker)
+    reporter = SchedulerReporter(connector, identity, tracker, relay)
     reporter.start()
     log.info("serving on %s (OpenAI HTTP %s, metrics :%d)", identity.address, identity.http_address or "off",
              metrics_port)
@@ -174,7 +180,8 @@ async def run(args: argparse.Namespace) -> int:
     return exit_code
 
 
-async def _start_vllm_engine(args: argparse.Namespace, spec: Any, tracker: LoadTracker, worker_id: str):
+async def _start_vllm_engine(args: argparse.Namespace, spec: Any, tracker: LoadTracker, worker_id: str,
+                             relay_box: list[KVEventRelay]):
     vendor = detect_vendor()
     settings = vendor_settings(vendor)
     for key, value in settings.env.items():
@@ -187,12 +194,24 @@ async def _start_vllm_engine(args: argparse.Namespace, spec: Any, tracker: LoadT
     log.info("starting %s on %s (%s): %s", spec.name, vendor, accelerator, worker_id)
     from services.worker.vllm_engine import VllmEngine
 
+    kv_port = free_port()
+    if engine_args.get("enable_prefix_caching", True):
+        from services.worker.vllm_kv_events import kv_events_engine_arg
+
+        engine_args.update(kv_events_engine_arg(kv_port))
     engine = VllmEngine(engine_args, on_stats=tracker.engine_stats)
     await engine.start()
+    if "kv_events_config" in engine_args:
+        from services.worker.vllm_kv_events import subscribe
+
+        relay = KVEventRelay(engine.info.kv_block_size)
+        relay_box.append(relay)
+        engine.background.append(asyncio.create_task(subscribe(kv_port, relay), name="kv-events"))
     return engine, model_path, vendor, accelerator, count
 
 
-async def _start_sim_engine(args: argparse.Namespace, spec: Any, tracker: LoadTracker):
+async def _start_sim_engine(args: argparse.Namespace, spec: Any, tracker: LoadTracker,
+                            relay_box: list[KVEventRelay]):
     """A simulated accelerator: no weights, so the model folder only lends its tokenizer and config."""
     from services.worker.sim_engine import SimEngine, open_tokenizer
     from tessera.models.prepare import ensure_model
@@ -205,10 +224,13 @@ async def _start_sim_engine(args: argparse.Namespace, spec: Any, tracker: LoadTr
     arch = resolve_arch(args.sim_arch or model_path, dtype)
     instance = InstanceSpec(accel, args.tensor_parallel_size, args.role)
     max_len = args.max_model_len or context_length(model_path)
-    (_, config, timer), = build_instances(arch, [instance], max_len, env=os.environ)
+    (_, config, timer), = build_instances(arch, [instance], max_len, env=os.environ,
+                                          engine_args=parse_pairs(args.engine_arg, "--engine-arg"))
     tokenizer = await asyncio.to_thread(open_tokenizer, model_path)
+    relay = KVEventRelay(config.block_size)
+    relay_box.append(relay)
     engine = SimEngine(config, timer, tokenizer, f"tessera-sim {instance.label} as {arch.name}",
-                       on_stats=tracker.engine_stats)
+                       on_stats=tracker.engine_stats, on_kv_events=relay.publish)
     await engine.start()
     return engine, model_path, accel.vendor, accel.name, instance.devices
 

@@ -1,8 +1,10 @@
-"""Stream this worker's load (and, later, KV-cache events) to every scheduler.
+"""Stream this worker's load and KV-cache events to every scheduler.
 
 Schedulers are discovered by watching /tessera/v1/services/scheduler/. Each
 gets its own client stream: the identity first, then a LoadReport on every
-change (at most every 10 ms) and at least every 250 ms. A scheduler that
+change (at most every 10 ms) and at least every 250 ms, with the engine's
+KV-cache events before each (a snapshot of the whole cache first, see
+kv_events.py). A scheduler that
 restarts gets a fresh stream, with the identity again, within a backoff.
 """
 
@@ -22,6 +24,7 @@ from tessera.etcd.watch import PrefixMirror
 from tessera.rpc.server import channel
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import scheduler_pb2, scheduler_pb2_grpc
+from services.worker.kv_events import KVEventRelay, to_batches
 from services.worker.load import LoadTracker
 
 log = logging.getLogger("tessera.worker.reporter")
@@ -31,9 +34,11 @@ MIN_GAP_S = 0.01
 
 
 class SchedulerReporter:
-    def __init__(self, connector: EtcdConnector, identity: pb.WorkerIdentity, tracker: LoadTracker) -> None:
+    def __init__(self, connector: EtcdConnector, identity: pb.WorkerIdentity, tracker: LoadTracker,
+                 kv_relay: KVEventRelay | None = None) -> None:
         self.identity = identity
         self.tracker = tracker
+        self.kv_relay = kv_relay
         self._streams: dict[str, tuple[str, asyncio.Task]] = {}
         self.mirror = PrefixMirror(connector, keys.services("scheduler"), on_change=self._on_change)
 
@@ -80,13 +85,22 @@ class SchedulerReporter:
         wid = self.identity.id
         yield scheduler_pb2.WorkerReport(worker_id=wid, hello=self.identity)
         changed = self.tracker.subscribe()
+        kv = self.kv_relay.subscribe(changed) if self.kv_relay is not None else None
         seq = 0
+        kv_seq = 0
         last = 0.0
         try:
             while True:
                 seq += 1
                 last = time.monotonic()
                 changed.clear()
+                while kv is not None and not kv.empty():
+                    events = kv.get_nowait()
+                    if events is None:
+                        return          # fell too far behind: end the stream; the next one resyncs
+                    for batch in to_batches(events, self.identity.kv_block_size, kv_seq):
+                        kv_seq += 1
+                        yield scheduler_pb2.WorkerReport(worker_id=wid, kv_events=batch)
                 yield scheduler_pb2.WorkerReport(worker_id=wid, load=self.tracker.report(seq))
                 try:
                     await asyncio.wait_for(changed.wait(), REPORT_INTERVAL_S)
@@ -97,3 +111,5 @@ class SchedulerReporter:
                     await asyncio.sleep(gap)
         finally:
             self.tracker.unsubscribe(changed)
+            if kv is not None and self.kv_relay is not None:
+                self.kv_relay.unsubscribe(kv)

@@ -29,7 +29,10 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
 
     async def Generate(self, request: worker_pb2.GenerateRequest, context: grpc.aio.ServicerContext):
         parent = incoming_context(context.invocation_metadata())
-        with self._tracer.start_as_current_span("worker.generate", context=parent, kind=trace.SpanKind.SERVER) as span:
+        # A span, not a current span: this async generator may be finalised in another context,
+        # where detaching a context token fails (and OpenTelemetry logs an error).
+        span = self._tracer.start_span("worker.generate", context=parent, kind=trace.SpanKind.SERVER)
+        try:
             span.set_attribute("tessera.worker_id", self.identity.id)
             span.set_attribute("tessera.request_id", request.request_id)
             if self.tracker.draining:
@@ -89,6 +92,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                 metrics.REQUESTS.labels(finish or "cancelled").inc()
                 metrics.E2E.observe(time.perf_counter() - started)
                 span.set_attribute("tessera.completion_tokens", generated)
+        finally:
+            span.end()
 
     async def GetInfo(self, request: worker_pb2.GetInfoRequest, context: grpc.aio.ServicerContext):
         return worker_pb2.WorkerInfo(identity=self.identity, load=self.tracker.report(0))

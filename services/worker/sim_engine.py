@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from tessera.perf.step_timer import StepTimer
-from tessera.sim.block_hash import token_block_hashes
+from tessera.block_hash import token_block_hashes
 from tessera.sim.block_pool import KVEvents
 from tessera.sim.engine_model import EngineConfig, EngineModel, EngineRequest
 from tessera.v1 import common_pb2 as pb
 from services.worker.engine import Chunk, EngineInfo, EngineLoad, EngineUnavailable, InvalidRequest
+from services.worker.kv_events import Event, Removed, Stored
 
 log = logging.getLogger("tessera.worker.sim")
 
@@ -38,6 +39,7 @@ MAX_CATCH_UP_S = 0.05
 class _Stream:
     req: EngineRequest
     output_ids: list[int]
+    token_ids: list[int]   # prompt + output: the content of the request's KV blocks
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     sent: int = 0          # output tokens already handed to the client
     text_sent: str = ""
@@ -46,13 +48,14 @@ class _Stream:
 class SimEngine:
     def __init__(self, config: EngineConfig, timer: StepTimer, tokenizer: Any | None, description: str,
                  on_stats: Callable[[EngineLoad], None] | None = None,
-                 on_kv_events: Callable[[KVEvents], None] | None = None) -> None:
+                 on_kv_events: Callable[[list[Event]], None] | None = None) -> None:
         self.config = config
         self.timer = timer
         self.tokenizer = tokenizer
         self.model = EngineModel(config)
         self.model.pool.record_events = on_kv_events is not None
-        self.info = EngineInfo("sim", description, config.block_size, config.num_blocks, config.max_model_len)
+        self.info = EngineInfo("sim", description, config.block_size, config.num_blocks, config.max_model_len,
+                               config.max_num_seqs)
         self._on_stats = on_stats
         self._on_kv_events = on_kv_events
         self._streams: dict[str, _Stream] = {}
@@ -92,12 +95,13 @@ class SimEngine:
         filler = self._filler_ids
         output = [filler[i % len(filler)] for i in range(max_tokens)]
         hashes = token_block_hashes(list(prompt_token_ids) + output, self.config.block_size)
+        # (the engine's own block hashes; schedulers re-hash the published token ids canonically)
         req = EngineRequest(request_id, prompt, max_tokens, hashes, priority)
         try:
             self.model.add(req)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
-        stream = _Stream(req, output)
+        stream = _Stream(req, output, list(prompt_token_ids) + output)
         self._streams[request_id] = stream
         self._wake.set()
         self._publish_stats()
@@ -147,7 +151,7 @@ class SimEngine:
                 for req in out.emitted:
                     self._emit(req)
                 if out.kv_events and self._on_kv_events:
-                    self._on_kv_events(out.kv_events)
+                    self._on_kv_events(self._relay_events(out.kv_events))
                 self._publish_stats()
         except asyncio.CancelledError:
             raise
@@ -156,6 +160,18 @@ class SimEngine:
             self.dead = True
             for stream in self._streams.values():
                 stream.queue.put_nowait(None)
+
+    def _relay_events(self, events: KVEvents) -> list[Event]:
+        """The engine model's events with each stored block's token ids, as vLLM publishes them."""
+        out: list[Event] = []
+        bs = self.config.block_size
+        for block_hash, parent, (req, b) in events.stored:
+            stream = self._streams.get(req.request_id)
+            if stream is None:
+                continue
+            out.append(Stored(block_hash, parent, tuple(stream.token_ids[b * bs:(b + 1) * bs])))
+        out.extend(Removed(h) for h in events.removed)
+        return out
 
     def _emit(self, req: EngineRequest) -> None:
         stream = self._streams.get(req.request_id)

@@ -8,10 +8,12 @@ per-step scheduler figures to the worker's load tracker.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from tessera.tasks import cancel_and_wait
 from tessera.v1 import common_pb2 as pb
 from services.worker.engine import Chunk, EngineInfo, EngineLoad, EngineUnavailable, InvalidRequest
 
@@ -53,6 +55,7 @@ class VllmEngine:
         self.info: EngineInfo | None = None
         self._llm = None
         self._priority_enabled = engine_args.get("scheduling_policy") == "priority"
+        self.background: list[asyncio.Task] = []   # helpers that live and die with the engine (KV events)
 
     async def start(self) -> None:
         import vllm
@@ -68,6 +71,7 @@ class VllmEngine:
             kv_block_size=int(config.cache_config.block_size),
             kv_capacity_blocks=int(config.cache_config.num_gpu_blocks or 0),
             max_model_len=int(config.model_config.max_model_len),
+            max_num_seqs=int(config.scheduler_config.max_num_seqs),
         )
 
     def _stat_logger_factory(self) -> Callable[..., Any]:
@@ -160,6 +164,9 @@ class VllmEngine:
         return bool(self._llm is not None and getattr(self._llm, "errored", False))
 
     async def stop(self) -> None:
+        for task in self.background:
+            await cancel_and_wait(task)
+        self.background.clear()
         if self._llm is not None:
             self._llm.shutdown()
             self._llm = None

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         "worker": ("services.worker.main", "run one worker (one engine)"),
         "bench": ("tessera.bench.cli", "benchmark an OpenAI-compatible endpoint"),
         "sim": ("tessera.cli.sim", "simulate a workload on a cluster of catalog accelerators, in virtual time"),
+        "profile": ("tessera.cli.profile", "list, show or store placement profiles (hot-reloaded by schedulers)"),
         "prepare-model": ("tessera.cli.prepare_model", "prepare a built-in model folder"),
     }
     # Only build the parser of the subcommand asked for: importing every

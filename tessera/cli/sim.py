@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--model", default="llama3-8b", help="architecture name or a model folder with config.json")
     c.add_argument("--dtype-bytes", type=int, default=None, help="weights/KV bytes per element (default: the model's)")
     c.add_argument("--max-model-len", type=int, default=None)
-    c.add_argument("--policy", default="least_loaded", help="placement profile name or YAML file")
+    c.add_argument("--policy", default="tessera", help="placement profile name or YAML file")
     o = p.add_argument_group("output")
     o.add_argument("--slo", default="ttft_p90=2000,tpot_p90=100", help="e.g. ttft_p90=500,tpot_p90=50 (ms)")
     o.add_argument("--out", default=None, help="JSON result file (the plot goes next to it as .png)")

@@ -45,7 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--etcd", default=None, help="use this etcd (host:port[,host:port]) instead of starting one")
     p.add_argument("--desired", default=None, help="YAML file of worker groups (instead of --model/--workers)")
     p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE", help="extra vLLM engine argument")
-    p.add_argument("--profile", default="least_loaded", help="placement profile")
+    p.add_argument("--ttft-slo-ms", type=float, default=0.0,
+                   help="router admission control: refuse (429) what would wait past this time to first token")
+    p.add_argument("--profile", default="tessera", help="placement profile (see services/scheduler/profiles)")
     p.add_argument("--log-dir", default=None, help="where worker and etcd logs go (default: a temp dir)")
     p.add_argument("--log-level", default="INFO")
 
@@ -106,6 +108,11 @@ def _sim_desired(args: argparse.Namespace, log_dir: Path) -> tuple[str, int]:
                                      "engine_args": {"tensor_parallel_size": spec.tp}})
         if args.sim_arch:
             g["engine_args"]["sim_arch"] = args.sim_arch
+        for item in args.engine_arg:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"bad --engine-arg {item!r}: expected KEY=VALUE")
+            g["engine_args"][key.replace("-", "_")] = yaml.safe_load(value)
         g["replicas"] += 1
     path = log_dir / "desired-sim.yaml"
     path.write_text(yaml.safe_dump({"groups": list(groups.values())}, sort_keys=False))
@@ -168,13 +175,13 @@ def run_main(args: argparse.Namespace) -> int:
             autoscaler_cmd += ["--desired", args.desired]
         else:
             autoscaler_cmd += ["--model", args.model, "--workers", str(args.workers)]
-        for item in args.engine_arg:
+        for item in ([] if args.engine == "sim" else args.engine_arg):   # sim groups carry them in the file
             autoscaler_cmd += ["--engine-arg", item]
         services = [
             Service("scheduler", [*py, "scheduler", *common, "--port", str(scheduler_port), "--profile", args.profile]),
             Service("autoscaler", autoscaler_cmd),
             Service("router", [*py, "router", *common, "--host", args.host, "--port", str(args.port),
-                               "--grpc-port", str(grpc_port)]),
+                               "--grpc-port", str(grpc_port), "--ttft-slo-ms", str(args.ttft_slo_ms)]),
         ]
         for s in services:
             s.start()

@@ -8,6 +8,7 @@ SERVICES = PREFIX + "services/"
 CONFIG = PREFIX + "config/"
 DESIRED = PREFIX + "desired/"
 ELECTION = PREFIX + "election/"
+PROFILES = PREFIX + "profiles/"
 
 
 def worker(worker_id: str) -> str:
@@ -27,6 +28,11 @@ def service(kind: str, service_id: str) -> str:
 def desired(name: str) -> str:
     """The autoscaler's desired state for one worker group."""
     return DESIRED + name
+
+
+def profile(name: str) -> str:
+    """A placement profile (YAML text); schedulers watch these and reload on change."""
+    return PROFILES + name
 
 
 def election(name: str) -> str:

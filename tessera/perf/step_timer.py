@@ -49,3 +49,15 @@ class StepTimer:
         attention = sum(op_time(op, self.accel, self.eff, self.arch.dtype_bytes)
                         for op in attention_ops(self.arch, batch, self.par))
         return self._tokens_time(tokens, len(prefill) + len(decode)) + attention + self.eff.step_overhead_s
+
+    def prefill_tokens_per_s(self, tokens: int = 4096) -> float:
+        """Prefill throughput on a long prompt: what a scheduler divides queued prompt tokens by."""
+        return tokens / self(prefill=[(tokens, 0)])
+
+    def decode_base_s(self, context: int = 2048) -> float:
+        """One decode step of a single sequence: the floor every step pays."""
+        return self(decode=[context])
+
+    def decode_step_s(self, sequences: int = 16, context: int = 2048) -> float:
+        """One decode step of a moderate batch: what every co-scheduled prefill chunk also pays."""
+        return self(decode=[context] * sequences)

@@ -22,7 +22,9 @@ class KVEvents:
     """What changed in the cache since the last drain, in engine order: the same
     information as vLLM's BlockStored / BlockRemoved events."""
 
-    stored: list[tuple[int, int | None]] = field(default_factory=list)  # (block hash, parent hash)
+    # (block hash, parent hash, origin): origin is what the engine passed along, e.g. (request, block index),
+    # so a consumer can recover the block's tokens or content.
+    stored: list[tuple[int, int | None, object]] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)                     # block hashes evicted
 
     def __bool__(self) -> bool:
@@ -115,7 +117,7 @@ class BlockPool:
             self._ref.pop(b, None)
             self._free[b] = None
 
-    def cache_block(self, block: int, block_hash: int, parent: int | None) -> None:
+    def cache_block(self, block: int, block_hash: int, parent: int | None, origin: object = None) -> None:
         """A block has been filled with a full block of known content: make it findable.
         A second copy of content already cached stays private (vLLM does the same)."""
         if not self.enable_prefix_caching or block_hash in self._block_of or block in self._hash_of:
@@ -123,7 +125,7 @@ class BlockPool:
         self._block_of[block_hash] = block
         self._hash_of[block] = block_hash
         if self.record_events:
-            self.events.stored.append((block_hash, parent))
+            self.events.stored.append((block_hash, parent, origin))
 
     def drain_events(self) -> KVEvents:
         out, self.events = self.events, KVEvents()

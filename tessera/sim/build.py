@@ -40,11 +40,14 @@ def context_length(model_folder: str) -> int | None:
 
 
 def build_instances(arch: ModelArch, specs: list[InstanceSpec], max_model_len: int | None = None,
-                    env: Mapping[str, str] | None = None) -> list[tuple[InstanceSpec, EngineConfig, StepTimer]]:
+                    env: Mapping[str, str] | None = None, engine_args: Mapping[str, object] | None = None,
+                    ) -> list[tuple[InstanceSpec, EngineConfig, StepTimer]]:
     """Engine limits and a step timer per instance; instances of one kind share the timer's cache.
 
     `env` overrides the vendor table's engine environment (a worker passes its own, as
-    a real vLLM worker would read VLLM_CPU_KVCACHE_SPACE from it)."""
+    a real vLLM worker would read VLLM_CPU_KVCACHE_SPACE from it); `engine_args` override
+    its engine arguments (max_num_seqs, max_num_batched_tokens, block_size, ...), as
+    --engine-arg does for vLLM."""
     table = efficiency_table(read_calibration_file())
     built: dict[str, tuple[EngineConfig, StepTimer]] = {}
     out = []
@@ -52,7 +55,7 @@ def build_instances(arch: ModelArch, specs: list[InstanceSpec], max_model_len: i
         if spec.label not in built:
             vendor = vendor_settings(spec.accelerator.vendor)
             vendor_env = {**vendor.env, **{k: v for k, v in (env or {}).items() if k in vendor.env}}
-            cfg = engine_config(arch, spec, vendor.engine_args, vendor_env, max_model_len)
+            cfg = engine_config(arch, spec, {**vendor.engine_args, **(engine_args or {})}, vendor_env, max_model_len)
             built[spec.label] = (cfg, step_timer(arch, spec, efficiency_for(spec.accelerator.name, table)))
         out.append((spec, *built[spec.label]))
     return out

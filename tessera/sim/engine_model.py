@@ -120,6 +120,7 @@ class EngineModel:
         self.waiting: deque[EngineRequest] = deque()
         self.running: list[EngineRequest] = []
         self._by_id: dict[str, EngineRequest] = {}
+        self.pending_prefill_tokens = 0   # tokens to compute before requests' next outputs (prefill and recompute)
         self.prefix_queries = 0     # prompt tokens looked up in the prefix cache (every admission)
         self.prefix_hits = 0        # of which were found
         self._on_admit = on_admit
@@ -137,11 +138,13 @@ class EngineModel:
             raise ValueError(f"request needs more KV blocks than the engine has ({self.config.num_blocks})")
         self._by_id[req.request_id] = req
         self.waiting.append(req)
+        self.pending_prefill_tokens += _to_prefill(req)
 
     def abort(self, request_id: str) -> EngineRequest | None:
         req = self._by_id.pop(request_id, None)
         if req is None:
             return None
+        self.pending_prefill_tokens -= _to_prefill(req)
         if req.status == RUNNING:
             self.running.remove(req)
         elif req.status == WAITING:
@@ -212,7 +215,9 @@ class EngineModel:
             self.waiting.popleft()
             self.pool.touch(hit_blocks)
             req.blocks = hit_blocks + self.pool.allocate(need)
+            self.pending_prefill_tokens -= _to_prefill(req)
             req.num_computed = hit_tokens
+            self.pending_prefill_tokens += _to_prefill(req)
             req.num_registered_blocks = len(hit_blocks)
             self.prefix_queries += req.num_tokens
             self.prefix_hits += hit_tokens
@@ -235,7 +240,9 @@ class EngineModel:
     def _preempt(self, req: EngineRequest) -> None:
         self.pool.free(req.blocks)
         req.blocks = []
+        self.pending_prefill_tokens -= _to_prefill(req)
         req.num_computed = 0
+        self.pending_prefill_tokens += _to_prefill(req)
         req.num_registered_blocks = 0
         req.status = WAITING
         req.num_preemptions += 1
@@ -248,19 +255,23 @@ class EngineModel:
         for req, n in zip(step.requests, step.new_tokens):
             if req.status != RUNNING:
                 continue                               # aborted while the step ran
+            self.pending_prefill_tokens -= _to_prefill(req)
             req.num_computed += n
             full = min(req.num_computed // bs, len(req.block_hashes))
             hashes = req.block_hashes
             for b in range(req.num_registered_blocks, full):
-                self.pool.cache_block(req.blocks[b], hashes[b], hashes[b - 1] if b else None)
+                self.pool.cache_block(req.blocks[b], hashes[b], hashes[b - 1] if b else None, (req, b))
             req.num_registered_blocks = max(req.num_registered_blocks, full)
             if req.num_computed < req.num_tokens:
+                self.pending_prefill_tokens += _to_prefill(req)
                 continue                               # mid-prefill chunk: no token yet
             req.num_output += 1
             out.emitted.append(req)
             if req.num_output >= req.max_tokens:
                 self._finish(req)
                 out.finished.append(req)
+            else:
+                self.pending_prefill_tokens += _to_prefill(req)
         out.kv_events = self.pool.drain_events()
         return out
 
@@ -270,3 +281,9 @@ class EngineModel:
         self.pool.free(req.blocks)
         req.blocks = []
         req.status = FINISHED
+
+
+def _to_prefill(req: EngineRequest) -> int:
+    """Tokens a request must compute before its next output, when that is more than a decode's one."""
+    left = req.num_tokens - req.num_computed
+    return left if left > 1 else 0

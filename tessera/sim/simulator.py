@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,10 +20,11 @@ from services.scheduler.policy.pipeline import Pipeline
 from services.scheduler.policy.snapshot import RequestInfo, WorkerSnapshot
 from tessera.perf.model_arch import ModelArch
 from tessera.perf.step_timer import StepTimer
-from tessera.sim.block_hash import content_block_hashes
+from tessera.block_hash import content_block_hashes
 from tessera.sim.engine_model import EngineConfig, EngineModel, EngineRequest, ScheduledStep
 from tessera.sim.instance import InstanceSpec
 from tessera.sim.workloads import SimRequest
+from services.scheduler.prefix_index import CANONICAL_BLOCK_TOKENS, PrefixIndex
 
 _ARRIVAL, _STEP_DONE, _SAMPLE = 0, 1, 2
 
@@ -74,14 +76,17 @@ class SimInstance:
 
     def snapshot(self) -> WorkerSnapshot:
         e = self.engine
-        return _replace_load(self.snapshot_base, e.num_waiting, e.num_running, e.kv_usage, self.tokens_in_flight)
+        return _replace_load(self.snapshot_base, e.num_waiting, e.num_running, e.kv_usage, self.tokens_in_flight,
+                             e.pending_prefill_tokens)
 
 
-def _replace_load(base: WorkerSnapshot, waiting: int, running: int, kv: float, tokens: int) -> WorkerSnapshot:
+def _replace_load(base: WorkerSnapshot, waiting: int, running: int, kv: float, tokens: int,
+                  prefill: int) -> WorkerSnapshot:
     # dataclasses.replace is ~3x slower; this runs once per instance per arrival.
     s = object.__new__(WorkerSnapshot)
     s.__dict__.update(base.__dict__)
-    s.__dict__.update(num_waiting=waiting, num_running=running, kv_cache_usage=kv, tokens_in_flight=tokens)
+    s.__dict__.update(num_waiting=waiting, num_running=running, kv_cache_usage=kv, tokens_in_flight=tokens,
+                      prefill_tokens_waiting=prefill)
     return s
 
 
@@ -103,13 +108,22 @@ class Simulator:
         self.sample_interval_s = sample_interval_s
         self.on_progress = on_progress
         self.instances: list[SimInstance] = []
+        # Engine KV events feed a precise prefix index, as workers' events feed the live scheduler's.
+        spec_mode = pipeline.index_spec.mode if pipeline.index_spec else None
+        self.index: PrefixIndex | None = PrefixIndex() if spec_mode in ("precise", "hybrid") else None
+        self._canonical: dict[str, list[int]] = {}
+        self._router_queue: deque[RequestRecord] = deque()   # admission control: saturated, waiting
         for i, (spec, cfg, timer) in enumerate(instances):
             iid = f"{spec.label}-{i}"
             base = WorkerSnapshot(id=iid, address=iid, model=model_name, role=spec.role,
                                   vendor=spec.accelerator.vendor, accelerator=spec.accelerator.name,
                                   kv_block_size=cfg.block_size, kv_capacity_blocks=cfg.num_blocks,
-                                  max_model_len=cfg.max_model_len)
-            self.instances.append(SimInstance(iid, spec, EngineModel(cfg), timer, base))
+                                  max_model_len=cfg.max_model_len, max_num_seqs=cfg.max_num_seqs, **_speeds(timer))
+            inst = SimInstance(iid, spec, EngineModel(cfg), timer, base)
+            self.instances.append(inst)
+            if self.index is not None:
+                self.index.add_worker(iid, cfg.block_size)
+                inst.engine.pool.record_events = True
         self._by_id = {inst.id: inst for inst in self.instances}
         self._heap: list[tuple[float, int, int, Any]] = []
         self._seq = itertools.count()
@@ -139,6 +153,8 @@ class Simulator:
                     pending -= 1
             elif kind == _STEP_DONE:
                 pending -= self._step_done(payload)
+                if self._router_queue:
+                    pending -= self._drain_router_queue()
             elif pending > 0:
                 samples.append(self._sample())
                 self._push(t + self.sample_interval_s, _SAMPLE, None)
@@ -150,12 +166,25 @@ class Simulator:
     # -- events ------------------------------------------------------------------------------
     def _arrive(self, req: SimRequest) -> RequestRecord:
         rec = RequestRecord(req, self.now)
+        if self._router_queue or not self._place(rec):
+            if not rec.error:
+                self._router_queue.append(rec)   # saturated: waits at the router, in arrival order
+        return rec
+
+    def _place(self, rec: RequestRecord) -> bool:
+        """Place one request; False when every instance is saturated (it should wait), or it failed (rec.error)."""
+        req = rec.request
+        canonical = self._canonical.get(req.request_id) or self._canonical_hashes(req)
         info = RequestInfo(request_id=req.request_id, model=self.model_name, prompt_tokens=req.prompt_tokens,
-                           max_tokens=req.output_tokens, session_id=req.session_id)
-        decision = self.pipeline.place(info, [inst.snapshot() for inst in self.instances])
+                           max_tokens=req.output_tokens, session_id=req.session_id,
+                           block_hashes=tuple(canonical[:req.prompt_tokens // CANONICAL_BLOCK_TOKENS]))
+        decision = self.pipeline.place(info, [inst.snapshot() for inst in self.instances], self.now, self.index)
         if decision.worker is None:
+            if decision.saturated:
+                return False
             rec.error = decision.reason or "no worker"
-            return rec
+            self._canonical.pop(req.request_id, None)
+            return False
         inst = self._by_id[decision.worker.id]
         rec.instance = inst.id
         cfg = inst.engine.config
@@ -165,12 +194,47 @@ class Simulator:
             inst.engine.add(ereq)
         except ValueError as exc:
             rec.error = str(exc)
-            return rec
+            self._canonical.pop(req.request_id, None)
+            return False
         inst.records[req.request_id] = rec
         inst.tokens_in_flight += req.prompt_tokens
         if inst.step is None:
             self._start_step(inst)
-        return rec
+        return True
+
+    def _drain_router_queue(self) -> int:
+        """Place waiting requests while instances take them; the number that failed outright."""
+        failed = 0
+        while self._router_queue:
+            rec = self._router_queue[0]
+            if not self._place(rec) and not rec.error:
+                break
+            self._router_queue.popleft()
+            failed += bool(rec.error)
+        return failed
+
+    def _canonical_hashes(self, req: SimRequest) -> list[int]:
+        """16-token chained hashes of prompt and output, as the router computes them from token ids."""
+        if not req.content_ids:
+            return []
+        if req.request_id in self._canonical:
+            return self._canonical[req.request_id]
+        hashes = content_block_hashes(req.content_ids, req.content_block_tokens, req.prompt_tokens + req.output_tokens,
+                                      CANONICAL_BLOCK_TOKENS)
+        if self.index is not None:
+            self._canonical[req.request_id] = hashes
+        return hashes
+
+    def _apply_kv_events(self, inst: SimInstance, events) -> None:
+        per = inst.engine.config.block_size // CANONICAL_BLOCK_TOKENS
+        for block_hash, _, origin in events.stored:
+            ereq, b = origin
+            canonical = self._canonical.get(ereq.request_id, ())
+            keys = canonical[b * per:(b + 1) * per]
+            if len(keys) == per:
+                self.index.stored(inst.id, block_hash, keys)
+        if events.removed:
+            self.index.removed(inst.id, events.removed)
 
     def _hashes(self, req: SimRequest, block_size: int) -> list[int]:
         if not req.content_ids:
@@ -196,6 +260,8 @@ class Simulator:
         for req in step.preempted:
             inst.records[req.request_id].preemptions += 1
         out = inst.engine.complete(step)
+        if self.index is not None and out.kv_events:
+            self._apply_kv_events(inst, out.kv_events)
         finished = 0
         for ereq in out.emitted:
             rec = inst.records[ereq.request_id]
@@ -208,6 +274,7 @@ class Simulator:
             rec = inst.records.pop(ereq.request_id)
             rec.finish_s = self.now
             inst.tokens_in_flight -= ereq.prompt_tokens + ereq.num_output
+            self._canonical.pop(ereq.request_id, None)
             finished += 1
             nxt = rec.request.next_turn
             if nxt is not None:
@@ -229,3 +296,11 @@ class Simulator:
             b[1] += 1
         return Sample(self.now, running, waiting, kv / max(1, len(self.instances)),
                       {k: v[0] / v[1] for k, v in busy.items()})
+
+
+def _speeds(timer: StepTimer) -> dict[str, float]:
+    try:
+        return {"prefill_tokens_per_s": timer.prefill_tokens_per_s(), "decode_base_s": timer.decode_base_s(),
+                "decode_step_s": timer.decode_step_s()}
+    except (AttributeError, ZeroDivisionError):   # a stand-in timer (tests) without the performance model
+        return {}

@@ -58,7 +58,7 @@ class Parallelism(_message.Message):
     def __init__(self, tensor_parallel: _Optional[int] = ..., pipeline_parallel: _Optional[int] = ..., data_parallel: _Optional[int] = ..., expert_parallel: _Optional[int] = ...) -> None: ...
 
 class WorkerIdentity(_message.Message):
-    __slots__ = ("id", "address", "http_address", "metrics_address", "model", "model_path", "role", "vendor", "accelerator", "accelerator_count", "parallelism", "kv_block_size", "kv_capacity_blocks", "max_model_len", "engine", "engine_version", "group", "labels", "started_at_unix_ms", "data_parallel_ranks")
+    __slots__ = ("id", "address", "http_address", "metrics_address", "model", "model_path", "role", "vendor", "accelerator", "accelerator_count", "parallelism", "kv_block_size", "kv_capacity_blocks", "max_model_len", "engine", "engine_version", "group", "labels", "started_at_unix_ms", "data_parallel_ranks", "max_num_seqs")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,7 @@ class WorkerIdentity(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     DATA_PARALLEL_RANKS_FIELD_NUMBER: _ClassVar[int]
+    MAX_NUM_SEQS_FIELD_NUMBER: _ClassVar[int]
     id: str
     address: str
     http_address: str
@@ -106,7 +107,8 @@ class WorkerIdentity(_message.Message):
     labels: _containers.ScalarMap[str, str]
     started_at_unix_ms: int
     data_parallel_ranks: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., http_address: _Optional[str] = ..., metrics_address: _Optional[str] = ..., model: _Optional[str] = ..., model_path: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., vendor: _Optional[_Union[Vendor, str]] = ..., accelerator: _Optional[str] = ..., accelerator_count: _Optional[int] = ..., parallelism: _Optional[_Union[Parallelism, _Mapping]] = ..., kv_block_size: _Optional[int] = ..., kv_capacity_blocks: _Optional[int] = ..., max_model_len: _Optional[int] = ..., engine: _Optional[str] = ..., engine_version: _Optional[str] = ..., group: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., started_at_unix_ms: _Optional[int] = ..., data_parallel_ranks: _Optional[_Iterable[int]] = ...) -> None: ...
+    max_num_seqs: int
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., http_address: _Optional[str] = ..., metrics_address: _Optional[str] = ..., model: _Optional[str] = ..., model_path: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., vendor: _Optional[_Union[Vendor, str]] = ..., accelerator: _Optional[str] = ..., accelerator_count: _Optional[int] = ..., parallelism: _Optional[_Union[Parallelism, _Mapping]] = ..., kv_block_size: _Optional[int] = ..., kv_capacity_blocks: _Optional[int] = ..., max_model_len: _Optional[int] = ..., engine: _Optional[str] = ..., engine_version: _Optional[str] = ..., group: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., started_at_unix_ms: _Optional[int] = ..., data_parallel_ranks: _Optional[_Iterable[int]] = ..., max_num_seqs: _Optional[int] = ...) -> None: ...
 
 class LoadReport(_message.Message):
     __slots__ = ("seq", "timestamp_unix_ms", "num_waiting", "num_running", "kv_cache_usage", "tokens_in_flight", "prefill_tokens_waiting", "prefix_cache_hit_rate", "draining", "data_parallel_rank")

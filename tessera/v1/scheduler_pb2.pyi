@@ -26,7 +26,7 @@ class ReportAck(_message.Message):
     def __init__(self, resync_kv: _Optional[bool] = ...) -> None: ...
 
 class PlaceRequest(_message.Message):
-    __slots__ = ("request_id", "model", "prompt_tokens", "max_tokens", "prompt_block_hashes", "block_size", "exclude_worker_ids", "session_id", "priority", "profile", "trace_context")
+    __slots__ = ("request_id", "model", "prompt_tokens", "max_tokens", "prompt_block_hashes", "block_size", "exclude_worker_ids", "session_id", "priority", "profile", "trace_context", "ttft_slo_s")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class PlaceRequest(_message.Message):
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    TTFT_SLO_S_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     prompt_tokens: int
@@ -56,7 +57,8 @@ class PlaceRequest(_message.Message):
     priority: int
     profile: str
     trace_context: _containers.ScalarMap[str, str]
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., prompt_block_hashes: _Optional[_Iterable[int]] = ..., block_size: _Optional[int] = ..., exclude_worker_ids: _Optional[_Iterable[str]] = ..., session_id: _Optional[str] = ..., priority: _Optional[int] = ..., profile: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    ttft_slo_s: float
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., prompt_block_hashes: _Optional[_Iterable[int]] = ..., block_size: _Optional[int] = ..., exclude_worker_ids: _Optional[_Iterable[str]] = ..., session_id: _Optional[str] = ..., priority: _Optional[int] = ..., profile: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., ttft_slo_s: _Optional[float] = ...) -> None: ...
 
 class Placement(_message.Message):
     __slots__ = ("worker_id", "address", "role", "data_parallel_rank", "score")
@@ -73,20 +75,24 @@ class Placement(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.Role, str]] = ..., data_parallel_rank: _Optional[int] = ..., score: _Optional[float] = ...) -> None: ...
 
 class PlaceResponse(_message.Message):
-    __slots__ = ("worker", "prefill", "profile", "reason", "candidates", "request_id")
+    __slots__ = ("worker", "prefill", "profile", "reason", "candidates", "request_id", "expected_cached_tokens", "saturated")
     WORKER_FIELD_NUMBER: _ClassVar[int]
     PREFILL_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_CACHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SATURATED_FIELD_NUMBER: _ClassVar[int]
     worker: Placement
     prefill: Placement
     profile: str
     reason: str
     candidates: int
     request_id: str
-    def __init__(self, worker: _Optional[_Union[Placement, _Mapping]] = ..., prefill: _Optional[_Union[Placement, _Mapping]] = ..., profile: _Optional[str] = ..., reason: _Optional[str] = ..., candidates: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+    expected_cached_tokens: int
+    saturated: bool
+    def __init__(self, worker: _Optional[_Union[Placement, _Mapping]] = ..., prefill: _Optional[_Union[Placement, _Mapping]] = ..., profile: _Optional[str] = ..., reason: _Optional[str] = ..., candidates: _Optional[int] = ..., request_id: _Optional[str] = ..., expected_cached_tokens: _Optional[int] = ..., saturated: _Optional[bool] = ...) -> None: ...
 
 class ListWorkersRequest(_message.Message):
     __slots__ = ("model",)

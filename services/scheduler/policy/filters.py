@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from services.scheduler.policy.scorers import predicted_ttft_seconds
 from services.scheduler.policy.snapshot import RequestInfo, WorkerSnapshot
 
 Filter = Callable[[RequestInfo, list[WorkerSnapshot]], list[WorkerSnapshot]]
@@ -39,10 +40,36 @@ def serves_whole_requests(req: RequestInfo, workers: list[WorkerSnapshot]) -> li
     return [w for w in workers if w.role in ("mixed", "decode")]
 
 
+def load_guard(req: RequestInfo, workers: list[WorkerSnapshot], max_queue_gap: int = 4,
+               max_kv_usage: float = 0.95) -> list[WorkerSnapshot]:
+    """Not the workers far more queued than the least-queued one, nor those with a nearly full KV
+    cache: however well their cache matches, piling a popular prefix onto one instance makes its
+    queue, not its prefill, the bottleneck. Never empties the list."""
+    least = min(w.num_waiting for w in workers)
+    kept = [w for w in workers if w.num_waiting <= least + max_queue_gap and w.kv_cache_usage <= max_kv_usage]
+    return kept or [w for w in workers if w.num_waiting == least]
+
+
+def saturation(req: RequestInfo, workers: list[WorkerSnapshot], max_waiting: int = 8,
+               max_kv_usage: float = 0.98) -> list[WorkerSnapshot]:
+    """Not the workers that cannot start more work now: every batch slot (max_num_seqs) taken by
+    running or queued requests (a request sent there waits for one to finish, which no latency
+    model here predicts), more than `max_waiting` queued where the slots are unknown, the KV cache
+    full, or (when the request has a TTFT objective) a predicted time to first token past it. When
+    none is left the model is saturated for this request and the router queues it (admission
+    control), in deadline order, rather than piling it onto engine queues in arrival order."""
+    return [w for w in workers if w.num_waiting <= max_waiting and w.kv_cache_usage < max_kv_usage
+            and (not w.max_num_seqs or w.num_running + w.num_waiting < w.max_num_seqs)
+            and (not req.ttft_slo_s or not w.prefill_tokens_per_s
+                 or predicted_ttft_seconds(req, w, 0) <= req.ttft_slo_s)]
+
+
 FILTERS: dict[str, Filter] = {
     "model": model,
     "health": health,
     "exclude": exclude,
     "context_fits": context_fits,
     "serves_whole_requests": serves_whole_requests,
+    "load_guard": load_guard,
+    "saturation": saturation,
 }

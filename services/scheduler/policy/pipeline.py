@@ -1,7 +1,10 @@
-"""A placement profile: filters, weighted scorers and a picker, built from YAML."""
+"""A placement profile: filters, weighted scorers, a picker and a prefix index, built from YAML."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,13 +14,35 @@ import yaml
 from services.scheduler.policy.filters import FILTERS, Filter
 from services.scheduler.policy.pickers import PICKERS
 from services.scheduler.policy.scorers import SCORERS, Scorer
-from services.scheduler.policy.snapshot import Decision, RequestInfo, WorkerSnapshot
+from services.scheduler.policy.snapshot import Decision, PlacementContext, RequestInfo, WorkerSnapshot
+from services.scheduler.prefix_index import CANONICAL_BLOCK_TOKENS, PrefixIndex
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+INDEX_MODES = ("precise", "approximate", "hybrid")
+MAX_SESSIONS = 100_000
 
 
 class ProfileError(ValueError):
     """A profile names an unknown filter, scorer or picker, or is malformed."""
+
+
+@dataclass
+class IndexSpec:
+    """Where prefix-cache hits come from.
+
+    precise: the scheduler's index fed by engine KV-cache events (shared by all
+    profiles, passed to place()); approximate: this profile's own record of what
+    it routed where, each entry kept ttl_s seconds, at most capacity_blocks
+    16-token blocks per worker (0: the worker's KV capacity); hybrid: both, the
+    larger hit wins. Events arrive only once a prefill has run, so a burst of
+    prompts sharing a new prefix would scatter under precise alone; a short-lived
+    routing record bridges that gap until the events confirm it.
+    """
+
+    mode: str
+    ttl_s: float = 600.0
+    capacity_blocks: int = 0
+    max_blocks: int = 0      # match at most this many leading blocks (llm-d hashes 256); 0: all
 
 
 @dataclass
@@ -27,23 +52,82 @@ class Pipeline:
     scorers: list[tuple[str, Scorer, float]]
     picker: Any
     source: dict[str, Any] = field(default_factory=dict)
+    index_spec: IndexSpec | None = None
+    own_index: PrefixIndex | None = None
+    sessions: OrderedDict[str, str] = field(default_factory=OrderedDict)
 
-    def place(self, req: RequestInfo, workers: list[WorkerSnapshot]) -> Decision:
+    def place(self, req: RequestInfo, workers: list[WorkerSnapshot], now: float = 0.0,
+              shared_index: PrefixIndex | None = None) -> Decision:
         candidates = workers
         for name, flt in self.filters:
             candidates = flt(req, candidates)
             if not candidates:
-                return Decision(worker=None, candidates=0, reason=f"no worker passed the {name} filter")
+                return Decision(worker=None, candidates=0, reason=f"no worker passed the {name} filter",
+                                saturated=name == "saturation")
+        ctx = PlacementContext(now=now, session_worker=self.sessions.get(req.session_id, "") if req.session_id else "")
+        spec = self.index_spec
+        own = self.own_index
+        hashes = req.block_hashes[:spec.max_blocks] if spec is not None and spec.max_blocks else req.block_hashes
+        if spec is not None and hashes:
+            ids = [w.id for w in candidates]
+            if spec.mode != "approximate" and shared_index is not None:
+                ctx.prefix_hits = shared_index.match(hashes, ids)
+            if own is not None:
+                for w in candidates:
+                    own.add_worker(w.id, _index_block(w))
+                for wid, tokens in own.match(hashes, ids).items():
+                    if tokens > ctx.prefix_hits.get(wid, 0):
+                        ctx.prefix_hits[wid] = tokens
+        ctx.index = own if own is not None else shared_index
         totals = [0.0] * len(candidates)
         for _, scorer, weight in self.scorers:
-            for i, s in enumerate(scorer(req, candidates)):
+            for i, s in enumerate(scorer(req, candidates, ctx)):
                 totals[i] += weight * s
-        chosen = self.picker(candidates, totals)
+        chosen = self.picker(req, candidates, totals, ctx)
+        if own is not None and spec is not None and hashes:
+            capacity = spec.capacity_blocks or chosen.kv_capacity_tokens // CANONICAL_BLOCK_TOKENS
+            own.routed(chosen.id, hashes, now, spec.ttl_s, capacity)
+        if req.session_id:
+            self.sessions[req.session_id] = chosen.id
+            self.sessions.move_to_end(req.session_id)
+            if len(self.sessions) > MAX_SESSIONS:
+                self.sessions.popitem(last=False)
         return Decision(
             worker=chosen,
             candidates=len(candidates),
             scores={w.id: t for w, t in zip(candidates, totals)},
+            prefix_hit_tokens=ctx.prefix_hits.get(chosen.id, 0),
         )
+
+    def forget_worker(self, worker_id: str) -> None:
+        """A worker left: drop what this profile's own index believed it held."""
+        if self.own_index is not None:
+            self.own_index.remove_worker(worker_id)
+
+
+def _index_block(w: WorkerSnapshot) -> int:
+    size = w.kv_block_size or CANONICAL_BLOCK_TOKENS
+    return size if size % CANONICAL_BLOCK_TOKENS == 0 else CANONICAL_BLOCK_TOKENS
+
+
+def _entry(item: Any, kind: str) -> tuple[str, dict[str, Any]]:
+    """A YAML list item: `name` or `{name: ..., weight: ..., other params}`."""
+    if isinstance(item, str):
+        return item, {}
+    if isinstance(item, dict) and isinstance(item.get("name"), str):
+        return item["name"], {k: v for k, v in item.items() if k != "name"}
+    raise ProfileError(f"bad {kind} entry {item!r}: a name or a mapping with a name")
+
+
+def _bind(fn: Any, params: dict[str, Any], what: str) -> Any:
+    """`fn` with the profile's parameters fixed; a parameter it does not take is a ProfileError."""
+    if not params:
+        return fn
+    try:
+        inspect.signature(fn).bind_partial(**params)
+    except TypeError as exc:
+        raise ProfileError(f"{what}: {exc}") from None
+    return functools.partial(fn, **params)
 
 
 def build_pipeline(spec: dict[str, Any], seed: int | None = None) -> Pipeline:
@@ -51,21 +135,41 @@ def build_pipeline(spec: dict[str, Any], seed: int | None = None) -> Pipeline:
     if not isinstance(spec, dict) or "name" not in spec:
         raise ProfileError("a profile is a mapping with at least a name")
     filters = []
-    for name in spec.get("filters", []):
+    for item in spec.get("filters", []):
+        name, params = _entry(item, "filter")
         if name not in FILTERS:
             raise ProfileError(f"unknown filter {name!r}; known: {', '.join(FILTERS)}")
-        filters.append((name, FILTERS[name]))
+        filters.append((name, _bind(FILTERS[name], params, f"filter {name}")))
     scorers = []
     for item in spec.get("scorers", []):
-        name, weight = (item, 1.0) if isinstance(item, str) else (item.get("name"), float(item.get("weight", 1.0)))
+        name, params = _entry(item, "scorer")
+        weight = float(params.pop("weight", 1.0))
         if name not in SCORERS:
             raise ProfileError(f"unknown scorer {name!r}; known: {', '.join(SCORERS)}")
-        scorers.append((name, SCORERS[name], weight))
-    picker_spec = spec.get("picker", "max_score")
-    picker_name = picker_spec if isinstance(picker_spec, str) else picker_spec.get("name", "max_score")
+        scorers.append((name, _bind(SCORERS[name], params, f"scorer {name}"), weight))
+    picker_name, picker_params = _entry(spec.get("picker", "max_score"), "picker")
     if picker_name not in PICKERS:
         raise ProfileError(f"unknown picker {picker_name!r}; known: {', '.join(PICKERS)}")
-    return Pipeline(spec["name"], filters, scorers, PICKERS[picker_name](seed), spec)
+    try:
+        picker = PICKERS[picker_name](seed, **picker_params)
+    except TypeError as exc:
+        raise ProfileError(f"picker {picker_name}: {exc}") from None
+    index_spec = None
+    if spec.get("prefix_index"):
+        raw = spec["prefix_index"]
+        raw = {"mode": raw} if isinstance(raw, str) else dict(raw)
+        if raw.get("mode") not in INDEX_MODES:
+            raise ProfileError(f"prefix_index mode must be one of {', '.join(INDEX_MODES)}")
+        try:
+            known = {"ttl_s": float, "capacity_blocks": int, "max_blocks": int}
+            unknown = sorted(set(raw) - set(known) - {"mode"})
+            if unknown:
+                raise TypeError(f"unknown keys {', '.join(unknown)}")
+            index_spec = IndexSpec(mode=raw.pop("mode"), **{k: known[k](v) for k, v in raw.items()})
+        except (TypeError, ValueError) as exc:
+            raise ProfileError(f"prefix_index: {exc}") from None
+    own = PrefixIndex() if index_spec is not None and index_spec.mode != "precise" else None
+    return Pipeline(spec["name"], filters, scorers, picker, spec, index_spec, own)
 
 
 def load_profile(name_or_path: str, seed: int | None = None) -> Pipeline:
@@ -74,10 +178,13 @@ def load_profile(name_or_path: str, seed: int | None = None) -> Pipeline:
     if not path.is_file():
         path = PROFILES_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
-        raise ProfileError(f"no placement profile {name_or_path!r}; built-in: {known}")
+        raise ProfileError(f"no placement profile {name_or_path!r}; built-in: {', '.join(builtin_profiles())}")
     try:
         spec = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ProfileError(f"{path}: {exc}") from None
     return build_pipeline(spec, seed)
+
+
+def builtin_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))

@@ -1,0 +1,201 @@
+"""Admission control: when every worker of a model is saturated, requests wait here, in order.
+
+The scheduler says a model is saturated when no worker passes its
+`saturation` filter. The router then queues the request per model: a higher
+priority class first, and within a class the earliest TTFT deadline first
+(EDF). A request whose expected wait would already break its deadline is
+refused at once with 429 and Retry-After, so the requests that are admitted
+keep their SLO under overload instead of everyone missing it. The queue is
+worked whenever a request finishes (a slot may have opened) and on a short
+tick; its depth, waits and refusals are metrics.
+
+The expected wait is the number of requests ahead divided by the recent rate
+at which this router has admitted requests of the model (an EWMA), which
+tracks what the fleet actually absorbs without a model of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from services.router import metrics
+from services.router.errors import ApiError
+
+log = logging.getLogger("tessera.router.admission")
+
+TICK_S = 0.025
+RATE_HALF_LIFE_S = 5.0
+
+
+class Overloaded(ApiError):
+    """The model is saturated and this request would miss its deadline (or the queue is full)."""
+
+    status = 429
+    type = "rate_limit_error"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, code="overloaded", retry_after=float(min(60, max(1, round(min(retry_after, 60))))))
+
+
+class Saturated(Exception):
+    """Raised by a placement attempt when the scheduler found every worker saturated."""
+
+    def __init__(self, reason: str, estimated_wait_s: float = 0.0) -> None:
+        super().__init__(reason)
+        self.estimated_wait_s = estimated_wait_s
+
+
+@dataclass(order=True)
+class _Waiter:
+    key: tuple[int, float, int]
+    future: asyncio.Future = field(compare=False)
+    deadline: float = field(compare=False)
+    enqueued: float = field(compare=False)
+
+
+class _ModelQueue:
+    def __init__(self) -> None:
+        self.heap: list[_Waiter] = []
+        self.admit_rate = 0.0          # requests admitted per second while saturated (EWMA)
+        self.last_admit = 0.0
+
+    def note_admitted(self, now: float) -> None:
+        if self.last_admit:
+            gap = max(1e-3, now - self.last_admit)
+            if self.admit_rate == 0.0:
+                self.admit_rate = 1.0 / gap
+            else:
+                weight = 1.0 - 0.5 ** (gap / RATE_HALF_LIFE_S)
+                self.admit_rate = (1 - weight) * self.admit_rate + weight * (1.0 / gap)
+        self.last_admit = now
+
+    def expected_wait(self, ahead: int) -> float:
+        """Seconds until a request with `ahead` requests before it is admitted. Without a measured
+        rate yet there is no evidence either way: 0, and the deadline check while waiting decides."""
+        if ahead == 0 or self.admit_rate <= 0:
+            return 0.0
+        return (ahead + 1) / self.admit_rate
+
+
+class AdmissionControl:
+    """Per-model queues in front of placement. `place` is the router's placement call: it
+    returns a placement or raises Saturated."""
+
+    def __init__(self, ttft_slo_s: float = 0.0, max_queue: int = 1024) -> None:
+        self.ttft_slo_s = ttft_slo_s
+        self.max_queue = max_queue
+        self._queues: dict[str, _ModelQueue] = {}
+        self._seq = itertools.count()
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._placers: dict[int, Callable[[], Awaitable[object]]] = {}
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._work(), name="admission")
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for q in self._queues.values():
+            for w in q.heap:
+                if not w.future.done():
+                    w.future.set_exception(Overloaded("the router is shutting down", 1.0))
+
+    def released(self) -> None:
+        """A request finished: capacity may have opened."""
+        if any(q.heap for q in self._queues.values()):
+            self._kick.set()
+
+    def depth(self, model: str) -> int:
+        q = self._queues.get(model)
+        return len(q.heap) if q else 0
+
+    async def admit(self, model: str, priority: int, place: Callable[[], Awaitable[object]],
+                    slo_s: float | None = None) -> object:
+        """A placement for the request, now or after waiting its turn; Overloaded if it cannot be in time."""
+        q = self._queues.setdefault(model, _ModelQueue())
+        now = time.monotonic()
+        if not q.heap:
+            try:
+                result = await place()
+                q.note_admitted(time.monotonic())
+                return result
+            except Saturated:
+                pass
+        slo = self.ttft_slo_s if slo_s is None else slo_s
+        deadline = now + slo if slo > 0 else float("inf")
+        ahead = sum(1 for w in q.heap if w.key[0] <= -priority)
+        wait = q.expected_wait(ahead)
+        if len(q.heap) >= self.max_queue:
+            metrics.REJECTED.labels(model, "queue_full").inc()
+            raise Overloaded(f"{model} is saturated and {len(q.heap)} requests are already waiting", wait or 1.0)
+        if now + wait > deadline:
+            metrics.REJECTED.labels(model, "deadline").inc()
+            raise Overloaded(f"{model} is saturated: the expected wait of {wait:.1f}s would break the "
+                             f"{slo:.1f}s time-to-first-token objective", wait)
+        future = asyncio.get_running_loop().create_future()
+        waiter = _Waiter((-priority, deadline, next(self._seq)), future, deadline, now)
+        self._placers[id(future)] = place
+        heapq.heappush(q.heap, waiter)
+        metrics.QUEUE_DEPTH.labels(model).set(len(q.heap))
+        if self._task is None:
+            self.start()
+        self._kick.set()
+        try:
+            return await future
+        finally:
+            self._placers.pop(id(future), None)
+            if not future.done():
+                future.cancel()
+            # a cancelled client leaves the heap lazily (skipped when popped)
+
+    async def _work(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._kick.wait(), TICK_S)
+            except asyncio.TimeoutError:
+                pass
+            self._kick.clear()
+            for model, q in self._queues.items():
+                await self._drain(model, q)
+
+    async def _drain(self, model: str, q: _ModelQueue) -> None:
+        while q.heap:
+            head = q.heap[0]
+            now = time.monotonic()
+            if head.future.done():
+                heapq.heappop(q.heap)
+                continue
+            if now > head.deadline:
+                heapq.heappop(q.heap)
+                metrics.REJECTED.labels(model, "deadline").inc()
+                head.future.set_exception(Overloaded(
+                    f"{model} stayed saturated past this request's time-to-first-token objective",
+                    q.expected_wait(len(q.heap))))
+                continue
+            place = self._placers.get(id(head.future))
+            if place is None:
+                heapq.heappop(q.heap)
+                continue
+            try:
+                result = await place()
+            except Saturated:
+                break                              # still full: wait for a release or the next tick
+            except Exception as exc:  # noqa: BLE001 - the waiting request gets the error, not the loop
+                heapq.heappop(q.heap)
+                if not head.future.done():
+                    head.future.set_exception(exc)
+                continue
+            heapq.heappop(q.heap)
+            q.note_admitted(time.monotonic())
+            metrics.QUEUE_WAIT.labels(model).observe(time.monotonic() - head.enqueued)
+            if not head.future.done():
+                head.future.set_result(result)
+        metrics.QUEUE_DEPTH.labels(model).set(len(q.heap))

@@ -1,0 +1,45 @@
+"""How fast a worker's hardware is, from the performance model: what predicted-latency scorers divide by.
+
+Worked out once per (model folder, accelerator, tensor parallelism) from the
+worker's identity: the model's config.json, the catalog row of its accelerator
+and the calibrated efficiency factors. A worker whose model or accelerator is
+unknown here gets zeros (unknown), and scorers fall back to queue lengths.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+from tessera.perf.efficiency import efficiency_for, efficiency_table, read_calibration_file
+from tessera.perf.operators import Parallelism
+from tessera.perf.step_timer import StepTimer
+from tessera.v1 import common_pb2 as pb
+
+log = logging.getLogger("tessera.scheduler")
+
+UNKNOWN = {"prefill_tokens_per_s": 0.0, "decode_base_s": 0.0, "decode_step_s": 0.0}
+
+
+def speed_of(identity: pb.WorkerIdentity) -> dict[str, float]:
+    tp = identity.parallelism.tensor_parallel or 1
+    return dict(_speed(identity.model_path, identity.accelerator, tp))
+
+
+@lru_cache(maxsize=256)
+def _speed(model_path: str, accelerator: str, tp: int) -> tuple[tuple[str, float], ...]:
+    from tessera.sim.build import resolve_arch
+    from tessera.sim.instance import find_accelerator
+
+    try:
+        accel = find_accelerator(accelerator)
+        arch = resolve_arch(model_path, 4 if accel.vendor == "cpu" else None)  # CPU workers serve in float32
+        timer = StepTimer(arch, accel, Parallelism(tp=tp, ep=tp if arch.is_moe and tp > 1 else 1),
+                          efficiency_for(accel.name, efficiency_table(read_calibration_file())))
+        speed = {"prefill_tokens_per_s": timer.prefill_tokens_per_s(), "decode_base_s": timer.decode_base_s(),
+                 "decode_step_s": timer.decode_step_s()}
+    except (ValueError, OSError, KeyError) as exc:
+        log.info("no performance model for %s on %s (%s): predicted-latency scorers see it as unknown",
+                 model_path or "?", accelerator or "?", exc)
+        speed = UNKNOWN
+    return tuple(speed.items())

@@ -1,0 +1,83 @@
+"""Admission control at the router: EDF order within priority classes, refusal when a deadline cannot be met."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from services.router.admission import AdmissionControl, Overloaded, Saturated
+
+
+class Fleet:
+    """A stand-in for placement: `free` slots; placing takes one, releasing gives it back."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+        self.order: list[str] = []
+
+    def placer(self, name: str):
+        async def place():
+            if self.free <= 0:
+                raise Saturated("every worker is saturated")
+            self.free -= 1
+            self.order.append(name)
+            return name
+        return place
+
+    def release(self, ac: AdmissionControl) -> None:
+        self.free += 1
+        ac.released()
+
+
+async def test_waiting_requests_go_by_priority_then_earliest_deadline():
+    ac = AdmissionControl(ttft_slo_s=0.0)
+    fleet = Fleet(free=1)
+    assert await ac.admit("m", 0, fleet.placer("first")) == "first"
+    waits = [asyncio.create_task(ac.admit("m", prio, fleet.placer(name), slo))
+             for name, prio, slo in (("late", 0, 50.0), ("soon", 0, 5.0), ("vip", 1, 60.0), ("none", 0, 0.0))]
+    await asyncio.sleep(0.05)
+    assert ac.depth("m") == 4
+    for _ in range(4):
+        fleet.release(ac)
+        await asyncio.sleep(0.05)
+    assert await asyncio.gather(*waits) == ["late", "soon", "vip", "none"]
+    assert fleet.order == ["first", "vip", "soon", "late", "none"]   # no deadline sorts last
+    await ac.close()
+
+
+async def test_a_request_that_would_miss_its_deadline_is_refused_at_once():
+    ac = AdmissionControl(ttft_slo_s=1.0)
+    fleet = Fleet(free=3)
+    for i in range(3):                      # the fleet absorbs about 5 requests/s
+        await ac.admit("m", 0, fleet.placer(f"warm{i}"))
+        await asyncio.sleep(0.2)
+    queued = [asyncio.create_task(ac.admit("m", 0, fleet.placer(f"q{i}"))) for i in range(3)]
+    await asyncio.sleep(0.01)
+    assert ac.depth("m") == 3
+    # 3 ahead at ~5/s: about 0.8 s, inside 1 s; with 5 ahead it would not be
+    queued += [asyncio.create_task(ac.admit("m", 0, fleet.placer(f"q{i}"))) for i in range(3, 5)]
+    await asyncio.sleep(0.01)
+    late = asyncio.create_task(ac.admit("m", 0, fleet.placer("late")))
+    with pytest.raises(Overloaded) as exc:
+        await late
+    assert exc.value.status == 429 and exc.value.retry_after >= 1
+    assert "time-to-first-token" in exc.value.message
+    # nothing is released: the queued ones are refused when their deadlines pass
+    results = await asyncio.gather(*queued, return_exceptions=True)
+    assert all(isinstance(r, Overloaded) for r in results), results
+    assert sum("past this request" in r.message for r in results) >= 3, [r.message for r in results]
+    await ac.close()
+
+
+async def test_a_full_queue_refuses_and_a_cancelled_waiter_leaves_it():
+    ac = AdmissionControl(max_queue=2)
+    fleet = Fleet(free=0)
+    waiting = [asyncio.create_task(ac.admit("m", 0, fleet.placer(str(i)))) for i in range(2)]
+    await asyncio.sleep(0.01)
+    with pytest.raises(Overloaded, match="already waiting"):
+        await ac.admit("m", 0, fleet.placer("x"))
+    waiting[0].cancel()
+    fleet.release(ac)
+    assert await asyncio.wait_for(waiting[1], 2.0) == "1"
+    await ac.close()
