@@ -178,7 +178,8 @@ class PrefixIndex:
             mask = holders.get(key, 0)
             dropped = alive & ~mask
             if dropped:
-                self._record(dropped, i, depth)
+                if i:                          # a worker dropping at the first block matched nothing
+                    self._record(dropped, i, depth)
                 alive &= mask
         else:
             i = len(canonical)

@@ -27,11 +27,11 @@ def exclude(req: RequestInfo, workers: list[WorkerSnapshot]) -> list[WorkerSnaps
 
 def context_fits(req: RequestInfo, workers: list[WorkerSnapshot]) -> list[WorkerSnapshot]:
     """The prompt and its output fit the worker's context and whole KV cache."""
-    need = req.prompt_tokens + req.max_tokens
+    need, prompt = req.prompt_tokens + req.max_tokens, req.prompt_tokens
     return [
         w for w in workers
         if (not w.max_model_len or need <= w.max_model_len)
-        and (not w.kv_capacity_blocks or req.prompt_tokens <= w.kv_capacity_tokens)
+        and (not w.kv_capacity_blocks or prompt <= w.kv_block_size * w.kv_capacity_blocks)
     ]
 
 

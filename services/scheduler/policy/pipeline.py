@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,11 @@ class Pipeline:
     index_spec: IndexSpec | None = None
     own_index: PrefixIndex | None = None
     sessions: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    # Score at most this many candidates (0: all): every worker holding part of the prompt, plus
+    # a random sample of the rest. With hundreds of workers the best of a few dozen random ones is
+    # nearly as good as the best of all (the power of d choices) and costs a fraction.
+    sample: int = 0
+    rng: random.Random = field(default_factory=random.Random)
 
     def place(self, req: RequestInfo, workers: list[WorkerSnapshot], now: float = 0.0,
               shared_index: PrefixIndex | None = None) -> Decision:
@@ -69,16 +75,16 @@ class Pipeline:
         own = self.own_index
         hashes = req.block_hashes[:spec.max_blocks] if spec is not None and spec.max_blocks else req.block_hashes
         if spec is not None and hashes:
-            ids = [w.id for w in candidates]
+            # Hits are looked up over every indexed worker; scorers only read the candidates' entries.
             if spec.mode != "approximate" and shared_index is not None:
-                ctx.prefix_hits = shared_index.match(hashes, ids)
+                ctx.prefix_hits = shared_index.match(hashes)
             if own is not None:
-                for w in candidates:
-                    own.add_worker(w.id, _index_block(w))
-                for wid, tokens in own.match(hashes, ids).items():
+                for wid, tokens in own.match(hashes).items():
                     if tokens > ctx.prefix_hits.get(wid, 0):
                         ctx.prefix_hits[wid] = tokens
         ctx.index = own if own is not None else shared_index
+        if self.sample and len(candidates) > self.sample:
+            candidates = self._sample(candidates, ctx.prefix_hits, ctx.session_worker)
         totals = [0.0] * len(candidates)
         for _, scorer, weight in self.scorers:
             for i, s in enumerate(scorer(req, candidates, ctx)):
@@ -86,6 +92,7 @@ class Pipeline:
         chosen = self.picker(req, candidates, totals, ctx)
         if own is not None and spec is not None and hashes:
             capacity = spec.capacity_blocks or chosen.kv_capacity_tokens // CANONICAL_BLOCK_TOKENS
+            own.add_worker(chosen.id, _index_block(chosen))
             own.routed(chosen.id, hashes, now, spec.ttl_s, capacity)
         if req.session_id:
             self.sessions[req.session_id] = chosen.id
@@ -98,6 +105,15 @@ class Pipeline:
             scores={w.id: t for w, t in zip(candidates, totals)},
             prefix_hit_tokens=ctx.prefix_hits.get(chosen.id, 0),
         )
+
+    def _sample(self, candidates: list[WorkerSnapshot], hits: dict[str, int], session_worker: str,
+                ) -> list[WorkerSnapshot]:
+        """The workers holding part of the prompt (and the session's), topped up at random to `sample`."""
+        keep = [w for w in candidates if w.id in hits or w.id == session_worker]
+        if len(keep) >= self.sample:
+            return keep
+        rest = [w for w in candidates if w.id not in hits and w.id != session_worker]
+        return keep + self.rng.sample(rest, min(len(rest), self.sample - len(keep)))
 
     def forget_worker(self, worker_id: str) -> None:
         """A worker left: drop what this profile's own index believed it held."""
@@ -169,7 +185,12 @@ def build_pipeline(spec: dict[str, Any], seed: int | None = None) -> Pipeline:
         except (TypeError, ValueError) as exc:
             raise ProfileError(f"prefix_index: {exc}") from None
     own = PrefixIndex() if index_spec is not None and index_spec.mode != "precise" else None
-    return Pipeline(spec["name"], filters, scorers, picker, spec, index_spec, own)
+    try:
+        sample = int(spec.get("sample", 0))
+    except (TypeError, ValueError):
+        raise ProfileError("sample must be a whole number of candidates") from None
+    return Pipeline(spec["name"], filters, scorers, picker, spec, index_spec, own, sample=sample,
+                    rng=random.Random(seed))
 
 
 def load_profile(name_or_path: str, seed: int | None = None) -> Pipeline:
