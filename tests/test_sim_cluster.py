@@ -114,13 +114,6 @@ def test_sim_worker_refuses_what_does_not_fit(sim_cluster):
     assert r.status_code == 400 and "context" in r.text
 
 
-def test_ctrl_c_stops_the_simulated_cluster(sim_cluster):
-    proc, _, lines = sim_cluster
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(60) == 0
-    assert "stopped" in "".join(lines)
-
-
 @pytest.fixture(scope="module")
 def overloaded_cluster(tmp_path_factory):
     """One simulated CPU worker running 2 sequences at a time, behind a router with a 2 s TTFT objective."""
@@ -160,3 +153,32 @@ def test_overload_is_refused_with_429_and_admitted_requests_keep_their_slo(overl
     assert max(r[1] for r in served) < 2.0 * 1.5, sorted(r[1] for r in served)
     metrics = httpx.get(f"http://127.0.0.1:{overloaded_cluster}/metrics", timeout=10).text
     assert "tessera_router_rejected_total" in metrics and "tessera_router_queue_depth" in metrics
+
+
+def test_bench_compares_policies_side_by_side_through_one_router(sim_cluster, tmp_path):
+    _, port, _ = sim_cluster
+    out = subprocess.run(
+        [sys.executable, "-m", "tessera.cli", "bench", "--base-url", f"http://127.0.0.1:{port}", "--model", "tiny-llama",
+         "--dataset", "shared-prefix", "--shared-prefix-groups", "2", "--prompts-per-group", "6",
+         "--shared-prefix-len", "256", "--question-len", "16", "--random-output-len", "4", "--num-prompts", "12",
+         "--request-rate", "20", "--warmup", "0", "--policy", "round_robin,tessera", "--save-result",
+         "--result-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = out.stdout[out.stdout.index("policy"):]
+    assert "round_robin" in table and "tessera" in table
+    saved = {json.loads(p.read_text())["policy"]: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
+    assert set(saved) == {"round_robin", "tessera"}
+    # the cache-aware profile keeps each group on the worker holding its prefix
+    assert saved["tessera"]["prefix_cache_hit_rate"] > saved["round_robin"]["prefix_cache_hit_rate"]
+    bad = httpx.post(f"http://127.0.0.1:{port}/v1/completions", headers={"x-tessera-profile": "nope"}, timeout=30,
+                     json={"model": "tiny-llama", "prompt": "hi", "max_tokens": 2})
+    assert bad.status_code == 400 and "unknown profile" in bad.text
+
+
+def test_ctrl_c_stops_the_simulated_cluster(sim_cluster):
+    """Last in this module: it stops the shared simulated cluster."""
+    proc, _, lines = sim_cluster
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 0
+    assert "stopped" in "".join(lines)

@@ -49,6 +49,7 @@ class Generation:
     session_id: str = ""
     priority: int = 0
     ttft_slo_s: float | None = None   # the client's time-to-first-token objective (x-slo-ttft-ms); None: the router's
+    profile: str = ""                 # placement profile the client asked for (x-tessera-profile); "": the router's
     # The client request's span context: flow spans hang under it even when the
     # stream is consumed from another task (Starlette streams from its own task).
     trace_context: otel_context.Context | None = None
@@ -197,7 +198,7 @@ class RequestFlow:
             exclude_worker_ids=excluded,
             session_id=gen.session_id,
             priority=gen.priority,
-            profile=self.profile,
+            profile=gen.profile or self.profile,
             prompt_block_hashes=gen.block_hashes,
             block_size=CANONICAL_BLOCK_TOKENS,
             ttft_slo_s=self.admission.ttft_slo_s if gen.ttft_slo_s is None else gen.ttft_slo_s,
@@ -211,6 +212,8 @@ class RequestFlow:
         finally:
             span.end()
         if not response.worker.worker_id:
+            if response.reason.startswith("unknown profile"):
+                raise BadRequest(response.reason, param="x-tessera-profile")
             if response.saturated:
                 raise Saturated(response.reason)
             raise NoCapacity(f"no worker can take this request now ({response.reason or 'no candidates'})")

@@ -162,6 +162,7 @@ class Endpoint:
                                         max_tokens=fields.max_tokens, session_id=session)
                 model_label = gen.model.name
                 gen.ttft_slo_s = _slo_header(request.headers.get("x-slo-ttft-ms"))
+                gen.profile = request.headers.get("x-tessera-profile", "")
                 span.set_attribute("tessera.prompt_tokens", len(gen.prompt_ids))
                 stats = FlowStats()
                 timing = Timing(model_label, arrived)

@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--percentiles", default="50,90,99")
     p.add_argument("--goodput", nargs="*", default=[], metavar="KEY:MS", help="SLOs for goodput, e.g. ttft:500 tpot:50")
     p.add_argument("--warmup", type=int, default=2, help="requests sent (and discarded) before measuring")
+    p.add_argument("--policy", default=None,
+                   help="placement profiles to compare, comma-separated (openai backend: sent as x-tessera-profile); "
+                        "each gets its own prompts of the same shape, so no run warms the caches for the next")
     p.add_argument("--label", default=None)
     p.add_argument("--save-result", action="store_true")
     p.add_argument("--result-dir", default="benchmarks/results")
@@ -86,23 +89,24 @@ def build_requests(args: argparse.Namespace, tok: Any) -> list:
     return reqs[:args.warmup] + reqs
 
 
-async def bench(args: argparse.Namespace) -> dict[str, Any]:
+async def bench(args: argparse.Namespace, policy: str = "", seed_offset: int = 0) -> dict[str, Any]:
     from services.router.tokenizer import ModelTokenizer
 
     tok = ModelTokenizer(_tokenizer_path(args))
-    requests = build_requests(args, tok)
+    requests = build_requests(argparse.Namespace(**{**vars(args), "seed": args.seed + seed_offset}), tok)
     warmup, measured = requests[:args.warmup], requests[args.warmup:]
     ignore_eos = not args.no_ignore_eos
     if args.backend == "openai":
         client = OpenAIClient(args.base_url or "http://127.0.0.1:8000", args.model, args.endpoint,
-                              args.temperature, ignore_eos, decode=tok.decode)
+                              args.temperature, ignore_eos, decode=tok.decode,
+                              headers={"x-tessera-profile": policy} if policy else None)
     elif args.backend == "tessera-grpc":
         client = RouterGrpcClient(args.base_url or "127.0.0.1:50051", args.model, args.temperature, ignore_eos)
     else:
         if not args.base_url:
             raise SystemExit("tessera bench: --backend worker-grpc needs --base-url host:port of a worker")
         client = WorkerGrpcClient(args.base_url, args.temperature, ignore_eos)
-    label = args.label or f"{args.backend}-{args.dataset}"
+    label = (args.label or f"{args.backend}-{args.dataset}") + (f"-{policy}" if policy else "")
     try:
         if warmup:
             await run_load(client, warmup, label=f"{label}-warmup", progress=False)
@@ -124,6 +128,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "burstiness": args.burstiness,
         "max_concurrency": args.max_concurrency,
         "dataset": args.dataset,
+        "policy": policy or None,
         **summarize(outcomes, duration, percentiles, goodput),
     }
     return result
@@ -146,12 +151,30 @@ def print_summary(r: dict[str, Any]) -> None:
 
 
 def run_main(args: argparse.Namespace) -> int:
-    result = asyncio.run(bench(args))
-    print_summary(result)
-    if args.save_result:
-        out_dir = Path(args.result_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        name = args.result_filename or f"{result['label']}-{result['date']}.json"
-        (out_dir / name).write_text(json.dumps(result))
-        print(f"saved {out_dir / name}", file=sys.stderr)
-    return 0 if result["failed"] == 0 else 1
+    policies = [p.strip() for p in (args.policy or "").split(",") if p.strip()] or [""]
+    if policies != [""] and args.backend != "openai":
+        raise SystemExit("tessera bench: --policy needs the openai backend (the router's HTTP API)")
+    results = []
+    for i, policy in enumerate(policies):
+        result = asyncio.run(bench(args, policy, seed_offset=i))
+        print_summary(result)
+        results.append(result)
+        if args.save_result:
+            out_dir = Path(args.result_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            name = args.result_filename or f"{result['label']}-{result['date']}.json"
+            if len(policies) > 1:
+                name = f"{Path(name).stem}-{policy}.json" if args.result_filename else name
+            (out_dir / name).write_text(json.dumps(result))
+            print(f"saved {out_dir / name}", file=sys.stderr)
+    if len(results) > 1:
+        print_comparison(results)
+    return 0 if all(r["failed"] == 0 for r in results) else 1
+
+
+def print_comparison(results: list[dict[str, Any]]) -> None:
+    print(f"\n{'policy':<14}{'TTFT p50':>10}{'p90':>9}{'TPOT p50':>10}{'p90':>8}{'req/s':>8}{'hit':>8}{'failed':>8}")
+    for r in results:
+        print(f"{r['policy']:<14}{r['median_ttft_ms']:>10.1f}{r['p90_ttft_ms']:>9.1f}{r['median_tpot_ms']:>10.1f}"
+              f"{r['p90_tpot_ms']:>8.1f}{r['request_throughput']:>8.2f}{r['prefix_cache_hit_rate']:>8.1%}"
+              f"{r['failed']:>8}")

@@ -52,8 +52,9 @@ class _DeltaClock:
 
 class OpenAIClient:
     def __init__(self, base_url: str, model: str, endpoint: str = "/v1/completions", temperature: float = 0.0,
-                 ignore_eos: bool = True, decode=None) -> None:
+                 ignore_eos: bool = True, decode=None, headers: dict[str, str] | None = None) -> None:
         self.url = base_url.rstrip("/") + endpoint
+        self.headers = dict(headers or {})
         self.chat = "chat" in endpoint
         self.model, self.temperature, self.ignore_eos, self.decode = model, temperature, ignore_eos, decode
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=6 * 3600),
@@ -70,7 +71,8 @@ class OpenAIClient:
         clock = _DeltaClock(o)
         text = []
         try:
-            async with self.session.post(self.url, json=payload, headers={"x-request-id": request_id}) as resp:
+            async with self.session.post(self.url, json=payload,
+                                         headers={**self.headers, "x-request-id": request_id}) as resp:
                 if resp.status != 200:
                     o.error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
                     return o
@@ -84,6 +86,8 @@ class OpenAIClient:
                         return o
                     if chunk.get("usage"):
                         o.output_tokens = chunk["usage"]["completion_tokens"]
+                        details = chunk["usage"].get("prompt_tokens_details") or {}
+                        o.cached_tokens = int(details.get("cached_tokens") or 0)
                     for choice in chunk.get("choices") or []:
                         piece = choice.get("text") if not self.chat else (choice.get("delta") or {}).get("content")
                         if piece:

@@ -24,6 +24,7 @@ class Outcome:
     start_time: float = 0.0
     generated_text: str = ""
     error: str = ""
+    cached_tokens: int = 0      # prompt tokens served from a prefix cache (usage.prompt_tokens_details)
 
 
 PERCENTILE_METRICS = ("ttft", "tpot", "itl", "e2el")
@@ -56,6 +57,7 @@ def summarize(outcomes: list[Outcome], duration: float, percentiles: tuple[float
         "request_goodput": (good / duration if duration else 0.0) if goodput_ms else None,
         "output_throughput": total_out / duration if duration else 0.0,
         "total_token_throughput": (total_in + total_out) / duration if duration else 0.0,
+        "prefix_cache_hit_rate": sum(o.cached_tokens for o in ok) / total_in if total_in else 0.0,
         "input_lens": [o.prompt_len for o in outcomes],
         "output_lens": [o.output_tokens for o in outcomes],
         "ttfts": [o.ttft for o in outcomes],

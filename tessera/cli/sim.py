@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--model", default="llama3-8b", help="architecture name or a model folder with config.json")
     c.add_argument("--dtype-bytes", type=int, default=None, help="weights/KV bytes per element (default: the model's)")
     c.add_argument("--max-model-len", type=int, default=None)
-    c.add_argument("--policy", default="tessera", help="placement profile name or YAML file")
+    c.add_argument("--policy", default="tessera",
+                   help="placement profile name or YAML file; several, comma-separated, run side by side")
     o = p.add_argument_group("output")
     o.add_argument("--slo", default="ttft_p90=2000,tpot_p90=100", help="e.g. ttft_p90=500,tpot_p90=50 (ms)")
     o.add_argument("--out", default=None, help="JSON result file (the plot goes next to it as .png)")
@@ -70,22 +71,72 @@ def run_main(args: argparse.Namespace) -> int:
     from services.scheduler.policy.pipeline import ProfileError, load_profile
     from tessera.sim.build import build_instances, resolve_arch
     from tessera.sim.instance import ClusterSpecError, parse_cluster
-    from tessera.sim.report import SloError, parse_slo, summarize_sim
-    from tessera.sim.simulator import Simulator
+    from tessera.sim.report import SloError, parse_slo
     from tessera.sim.workloads import WorkloadError
 
+    policies = [p.strip() for p in args.policy.split(",") if p.strip()]
     try:
         arch = resolve_arch(args.model, args.dtype_bytes)
         specs = parse_cluster(args.cluster, arch)
         slo = parse_slo(args.slo)
-        pipeline = load_profile(args.policy, seed=args.seed)
+        for policy in policies:
+            load_profile(policy)                      # every name is checked before anything runs
         workload = load_workload(args)
-        instances = build_instances(arch, specs, args.max_model_len)
     except (ValueError, ClusterSpecError, SloError, ProfileError, WorkloadError) as exc:
         print(f"tessera sim: {exc}", file=sys.stderr)
         return 2
-    horizon = max((r.arrival_s for r in workload), default=0.0)
+    if not policies:
+        print("tessera sim: --policy names no profile", file=sys.stderr)
+        return 2
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    summaries = {}
+    for policy in policies:
+        # fresh instances per policy: each starts from empty caches and idle engines
+        instances = build_instances(arch, specs, args.max_model_len)
+        summaries[policy] = _simulate(args, arch, specs, instances, load_profile(policy, seed=args.seed), workload,
+                                      slo, say, out=_out_path(args.out, policy, len(policies)))
+    if len(policies) > 1:
+        _compare(summaries, say)
+        if args.out:
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({p: _headline(s) for p, s in summaries.items()}, indent=1))
+            say(f"wrote {out} (side by side; one JSON per policy beside it)")
+    return 0
+
+
+def _out_path(out: str | None, policy: str, count: int) -> Path | None:
+    """One policy: --out itself; several: --out with the policy's name before the suffix."""
+    if not out:
+        return None
+    path = Path(out)
+    return path if count == 1 else path.with_name(f"{path.stem}-{policy}{path.suffix or '.json'}")
+
+
+HEADLINE = ("p50_ttft_ms", "p90_ttft_ms", "p99_ttft_ms", "p50_tpot_ms", "p90_tpot_ms", "request_throughput",
+            "request_goodput", "prefix_cache_hit_rate", "slo_attainment", "cost_usd", "completed", "failed")
+
+
+def _headline(summary: dict) -> dict:
+    return {k: summary.get(k) for k in HEADLINE}
+
+
+def _compare(summaries: dict[str, dict], say) -> None:
+    say(f"\n{'policy':<14}{'TTFT p50':>10}{'p90':>9}{'TPOT p50':>10}{'p90':>8}{'req/s':>8}{'goodput':>9}"
+        f"{'hit':>8}{'SLO':>8}")
+    for policy, s in summaries.items():
+        good = s.get("request_goodput")
+        slo = s.get("slo_attainment")
+        say(f"{policy:<14}{s['p50_ttft_ms']:>10.0f}{s['p90_ttft_ms']:>9.0f}{s['p50_tpot_ms']:>10.1f}"
+            f"{s['p90_tpot_ms']:>8.1f}{s['request_throughput']:>8.2f}{(good or 0):>9.2f}"
+            f"{s['prefix_cache_hit_rate']:>8.1%}{(slo or 0):>8.1%}")
+
+
+def _simulate(args, arch, specs, instances, pipeline, workload, slo, say, out: Path | None) -> dict:
+    from tessera.sim.report import summarize_sim
+    from tessera.sim.simulator import Simulator
+
+    horizon = max((r.arrival_s for r in workload), default=0.0)
     say(f"simulating {len(workload)} requests over {horizon:.0f} s on {len(specs)} instances "
         f"({args.cluster}) of {arch.name}, policy {pipeline.name}")
     last = [0.0]
@@ -115,8 +166,7 @@ def run_main(args: argparse.Namespace) -> int:
         f"{summary['request_throughput']:.2f} req/s, prefix hit {summary['prefix_cache_hit_rate']:.1%}{slo_txt}, "
         f"cost ${summary['cost_usd']:.2f}")
     say("  utilization: " + ", ".join(f"{k} {v:.1%}" for k, v in summary["utilization"].items()))
-    if args.out:
-        out = Path(args.out)
+    if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(summary, indent=1))
         say(f"  wrote {out}")
@@ -126,4 +176,4 @@ def run_main(args: argparse.Namespace) -> int:
             png = plot_simulation(result, out.with_suffix(".png"), f"{args.workload} on {args.cluster}, "
                                   f"{arch.name}, policy {pipeline.name}", slo)
             say(f"  wrote {png}")
-    return 0
+    return summary
