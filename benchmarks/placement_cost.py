@@ -4,7 +4,8 @@ The scheduler's own work per request: build the candidate list (cached worker
 snapshots), run the profile's filters and scorers, look the prompt up in the
 prefix index, pick. The index holds what a busy fleet would advertise: every
 worker caches some of 64 shared system prompts plus private conversations,
-about 1,000 blocks of 16 tokens per worker (1M blocks at 1024 workers).
+about 1,000 blocks of 16 tokens per worker (1M worker-block entries, 244k distinct
+blocks, at 1024 workers).
 Prompts are 2k tokens: a shared system prompt and a private question.
 
     taskset -c 0 .venv/bin/python benchmarks/placement_cost.py
