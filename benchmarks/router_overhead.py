@@ -24,15 +24,12 @@ competing with it for this machine's two cores.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -40,83 +37,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_cluster import (Processes, run_async, sigterm_exits, start_cluster,  # noqa: E402
+                                      start_zero_latency_cluster, worker_addresses)
 from services.router.tokenizer import ModelTokenizer  # noqa: E402
 from tessera.bench.clients import OpenAIClient, RouterGrpcClient, WorkerGrpcClient  # noqa: E402
 from tessera.bench.datasets import random_requests  # noqa: E402
 from tessera.models.registry import resolve  # noqa: E402
-from tessera.net import free_port  # noqa: E402
 
 PATHS = ("worker-grpc", "router-grpc", "worker-http", "router-http")
 PAIRS = (("router-grpc", "worker-grpc"), ("router-http", "worker-http"))
-
-
-def start_cluster(model: str, log_dir: Path) -> tuple[subprocess.Popen, int, int, str]:
-    port, grpc_port = free_port(), free_port()
-    up_log = log_dir / "up.log"
-    with open(up_log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tessera.cli", "up", "--model", model, "--workers", "1", "--port", str(port),
-             "--grpc-port", str(grpc_port), "--log-dir", str(log_dir)],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and proc.poll() is None:
-        text = up_log.read_text()
-        if "Ctrl-C stops everything" in text:
-            etcd = text.split("tessera status --etcd", 1)[1].split()[0]
-            return proc, port, grpc_port, etcd
-        time.sleep(1)
-    raise SystemExit(f"tessera up did not come up; see {up_log}")
-
-
-def start_zero_latency_cluster(model: str, log_dir: Path) -> tuple[list, int, int, str]:
-    """etcd, scheduler, router and the engine-less worker, as separate processes."""
-    from tessera.etcd.server import LocalEtcd
-
-    etcd = LocalEtcd(client_port=free_port(), log_path=str(log_dir / "zl-etcd.log")).start()
-    port, grpc_port = free_port(), free_port()
-    procs: list = [etcd]
-    for name, cmd in (
-        ("scheduler", [sys.executable, "-m", "tessera.cli", "scheduler", "--etcd", etcd.endpoint, "--port", "0"]),
-        ("router", [sys.executable, "-m", "tessera.cli", "router", "--etcd", etcd.endpoint, "--port", str(port),
-                    "--grpc-port", str(grpc_port)]),
-        ("worker", [sys.executable, str(ROOT / "benchmarks" / "zero_latency_worker.py"), "--etcd", etcd.endpoint,
-                    "--model", resolve(model).name, "--model-path", resolve(model).path]),
-    ):
-        with open(log_dir / f"zl-{name}.log", "w") as out:
-            procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            out = subprocess.run([sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", etcd.endpoint],
-                                 capture_output=True, text=True, timeout=10).stdout
-            if out and json.loads(out)["workers"]:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
-                    if json.loads(resp.read())["models"]:
-                        return procs, port, grpc_port, etcd.endpoint
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"zero-latency cluster did not come up; see {log_dir}")
-
-
-def stop_all(procs: list) -> None:
-    for p in reversed(procs):
-        if isinstance(p, subprocess.Popen):
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        else:
-            p.stop()
-
-
-def worker_addresses(etcd: str) -> tuple[str, str]:
-    out = subprocess.run([sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", etcd],
-                         capture_output=True, text=True, check=True).stdout
-    worker = json.loads(out)["workers"][0]
-    return worker["address"], worker.get("http_address", "")
 
 
 async def measure(args: argparse.Namespace, port: int, grpc_port: int, worker: tuple[str, str], served: str,
@@ -228,24 +157,19 @@ def main() -> int:
     log_dir = Path(args.out + "-logs")
     log_dir.mkdir(parents=True, exist_ok=True)
     served = resolve(args.model).name
-    if args.zero_latency:
-        procs, port, grpc_port, etcd = start_zero_latency_cluster(args.model, log_dir)
-        try:
-            summary = asyncio.run(measure(args, port, grpc_port, worker_addresses(etcd), served,
+    sigterm_exits()
+    with Processes() as procs:
+        if args.zero_latency:
+            port, grpc_port, etcd = start_zero_latency_cluster(procs, args.model, log_dir)
+            summary = run_async(measure(args, port, grpc_port, worker_addresses(etcd)[0], served,
                                           ("worker-grpc", "router-grpc"), (("router-grpc", "worker-grpc"),)))
             summary["backend"] = "zero-latency worker"
-        finally:
-            stop_all(procs)
-    else:
-        proc, port, grpc_port, etcd = start_cluster(args.model, log_dir)
-        try:
-            summary = asyncio.run(measure(args, port, grpc_port, worker_addresses(etcd), served))
+        else:
+            port, grpc_port, etcd = start_cluster(procs, args.model, log_dir)
+            summary = run_async(measure(args, port, grpc_port, worker_addresses(etcd)[0], served))
             summary["backend"] = "vLLM CPU worker"
             if args.vllm_bench_prompts:
                 run_vllm_bench(args, port, served, Path(args.out).parent)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(120)
     Path(args.out + ".json").write_text(json.dumps(summary))
     plot(summary, Path(args.out + ".png"))
     print(f"\n{'path':<14} {'TTFT p50':>9} {'TTFT p90':>9} {'ITL p50':>8} {'ITL p90':>8}   (ms)")

@@ -69,6 +69,7 @@ class WorkerEntry:
             healthy=self.healthy,
             draining=load.draining,
             num_waiting=load.num_waiting + len(self.pending),
+            pending=len(self.pending),
             num_running=load.num_running,
             kv_cache_usage=load.kv_cache_usage,
             tokens_in_flight=load.tokens_in_flight + pending_tokens,

@@ -58,7 +58,9 @@ def saturation(req: RequestInfo, workers: list[WorkerSnapshot], max_waiting: int
     full, or (when the request has a TTFT objective) a predicted time to first token past it. When
     none is left the model is saturated for this request and the router queues it (admission
     control), in deadline order, rather than piling it onto engine queues in arrival order."""
-    return [w for w in workers if w.num_waiting <= max_waiting and w.kv_cache_usage < max_kv_usage
+    # Placements not yet seen in a load report count towards batch slots but not towards the
+    # engine's queue: a burst to a fast worker would otherwise look saturated until its next report.
+    return [w for w in workers if w.num_waiting - w.pending <= max_waiting and w.kv_cache_usage < max_kv_usage
             and (not w.max_num_seqs or w.num_running + w.num_waiting < w.max_num_seqs)
             and (not req.ttft_slo_s or not w.prefill_tokens_per_s
                  or predicted_ttft_seconds(req, w, 0) <= req.ttft_slo_s)]

@@ -19,6 +19,7 @@ class WorkerSnapshot:
     healthy: bool = True
     draining: bool = False
     num_waiting: int = 0          # queued in the engine, plus placements not yet reported
+    pending: int = 0              # of which placements not yet reflected in a load report
     num_running: int = 0
     kv_cache_usage: float = 0.0   # 0..1
     tokens_in_flight: int = 0
