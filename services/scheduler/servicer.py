@@ -75,7 +75,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 span.set_attribute("tessera.placed", False)
                 return response
             worker = decision.worker
-            self.view.placed(worker.id, request.prompt_tokens)
+            self.view.placed(worker.id, max(0, request.prompt_tokens - decision.prefix_hit_tokens))
             metrics.PLACEMENTS.labels(pipeline.name, "placed").inc()
             response.worker.worker_id = worker.id
             response.worker.address = worker.address

@@ -39,6 +39,7 @@ class WorkerEntry:
     last_report_monotonic: float = 0.0
     last_report_unix_ms: int = 0
     pending: deque = field(default_factory=deque)  # (monotonic time, tokens) of unreported placements
+    started_seen: int = -1           # the worker's requests_started in its last report (-1: none yet)
     speed: dict[str, float] = field(default_factory=dict)   # from the performance model (worker_speed.py)
     cached: WorkerSnapshot | None = None    # the snapshot, until anything it shows changes
 
@@ -154,8 +155,17 @@ class ClusterView:
         entry.last_report_monotonic = now
         entry.last_report_unix_ms = load.timestamp_unix_ms
         entry.cached = None
-        while entry.pending and entry.pending[0][0] < now - PENDING_REFLECTED_AFTER_S:
-            entry.pending.popleft()
+        if load.requests_started and entry.started_seen >= 0:
+            # Each request the worker started since its last report settles one pending placement.
+            for _ in range(max(0, load.requests_started - entry.started_seen)):
+                if not entry.pending:
+                    break
+                entry.pending.popleft()
+        elif not load.requests_started:
+            # A worker that does not count its starts: assume a placement shows after a short while.
+            while entry.pending and entry.pending[0][0] < now - PENDING_REFLECTED_AFTER_S:
+                entry.pending.popleft()
+        entry.started_seen = load.requests_started
 
     # -- placement -------------------------------------------------------------
     def placed(self, worker_id: str, tokens: int) -> None:

@@ -28,6 +28,7 @@ class LoadTracker:
         self._subscribers: set[asyncio.Event] = set()
         self.draining = False
         self._active: dict[str, _Book] = {}
+        self._started = 0
         self._engine = EngineLoad()
         self._hit_rate = 0.0
 
@@ -47,6 +48,7 @@ class LoadTracker:
     # -- the worker's book ---------------------------------------------------
     def started(self, request_id: str, prompt_tokens: int) -> None:
         self._active[request_id] = _Book(prompt_tokens)
+        self._started += 1
         self._notify()
 
     def progressed(self, request_id: str, new_tokens: int) -> None:
@@ -90,4 +92,5 @@ class LoadTracker:
             prefill_tokens_waiting=sum(b.prompt_tokens for b in self._active.values() if b.generated == 0),
             prefix_cache_hit_rate=self._hit_rate,
             draining=self.draining,
+            requests_started=self._started,
         )

@@ -194,19 +194,17 @@ async def _start_vllm_engine(args: argparse.Namespace, spec: Any, tracker: LoadT
     log.info("starting %s on %s (%s): %s", spec.name, vendor, accelerator, worker_id)
     from services.worker.vllm_engine import VllmEngine
 
-    kv_port = free_port()
-    if engine_args.get("enable_prefix_caching", True):
-        from services.worker.vllm_kv_events import kv_events_engine_arg
-
-        engine_args.update(kv_events_engine_arg(kv_port))
     engine = VllmEngine(engine_args, on_stats=tracker.engine_stats)
-    await engine.start()
-    if "kv_events_config" in engine_args:
-        from services.worker.vllm_kv_events import subscribe
+    if engine_args.get("enable_prefix_caching", True):
+        from services.worker.vllm_kv_events import kv_events_engine_arg, subscribe
 
-        relay = KVEventRelay(engine.info.kv_block_size)
+        # Listen first: the engine connects to us and publishes from its first request on.
+        kv_port = free_port()
+        engine_args.update(kv_events_engine_arg(kv_port))
+        relay = KVEventRelay(int(engine_args.get("block_size") or 16))
         relay_box.append(relay)
         engine.background.append(asyncio.create_task(subscribe(kv_port, relay), name="kv-events"))
+    await engine.start()
     return engine, model_path, vendor, accelerator, count
 
 

@@ -52,7 +52,11 @@ def convert(batch: Any) -> list[Event]:
 
 
 async def subscribe(port: int, relay: KVEventRelay) -> None:
-    """Receive until cancelled; a malformed message is logged once and skipped."""
+    """Receive until cancelled; a malformed message is logged once and skipped.
+
+    vLLM's publisher binds only wildcard endpoints and connects to the rest, so
+    with a loopback address it is the engine that connects: this end binds, and
+    should do so before the engine starts."""
     import msgspec
     import zmq
     import zmq.asyncio
@@ -60,8 +64,8 @@ async def subscribe(port: int, relay: KVEventRelay) -> None:
 
     ctx = zmq.asyncio.Context.instance()
     sock = ctx.socket(zmq.SUB)
-    sock.connect(f"tcp://127.0.0.1:{port}")
     sock.setsockopt_string(zmq.SUBSCRIBE, TOPIC)
+    sock.bind(f"tcp://127.0.0.1:{port}")
     decoder = msgspec.msgpack.Decoder(type=KVEventBatch)
     last_seq = -1
     complained = False
