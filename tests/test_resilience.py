@@ -97,8 +97,9 @@ def test_a_dead_worker_is_retried_before_the_first_token(cluster, openai_client)
     asyncio.run(put(identity_to_json(ghost)))
     try:
         wait_for(lambda: any(w["id"] == "ghost" for w in status(cluster)["workers"]), 10, what="the ghost")
-        for _ in range(30):  # the ghost ties with the live workers, so it is picked early on
-            r = openai_client.completions.create(model=TINY, prompt="hello", max_tokens=3)
+        for _ in range(30):  # round robin reaches the ghost every third request
+            r = openai_client.completions.create(model=TINY, prompt="hello", max_tokens=3,
+                                                 extra_headers={"x-tessera-profile": "round_robin"})
             assert r.usage.completion_tokens >= 1
     finally:
         asyncio.run(put(None))
