@@ -138,14 +138,14 @@ def test_killing_a_worker_loses_no_request_and_it_is_replaced(cluster, openai_cl
         for _ in range(3):
             r = openai_client.completions.create(model=TINY, prompt="still there?", max_tokens=4)
             assert r.choices[0].finish_reason in ("length", "stop")
+        # The dead worker leaves `tessera status` within the lease TTL (5 s) and some slack,
+        # while the streams it held go on elsewhere.
+        wait_for(lambda: victim["id"] not in {w["id"] for w in tiny_workers(cluster)}, 5 + 5,
+                 what="the killed worker to leave tessera status")
+        assert time.monotonic() - killed_at < 12
         results = [f.result(timeout=300) for f in futures]
     # Every stream finished with all its tokens: those on the dead worker resumed elsewhere.
     assert all(tokens == LONG and finish == "length" for tokens, finish, _ in results), results
-
-    # The dead worker leaves `tessera status` within the lease TTL (5 s) and some slack.
-    wait_for(lambda: victim["id"] not in {w["id"] for w in tiny_workers(cluster)}, 5 + 5,
-             what="the killed worker to leave tessera status")
-    assert time.monotonic() - killed_at < 12
     # The autoscaler launches a replacement, which registers and serves.
     wait_for(lambda: len(tiny_workers(cluster)) == 2, 240, interval=2, what="a replacement worker")
     p = plan(next(s["address"] for s in status(cluster)["services"] if s["kind"] == "autoscaler"))

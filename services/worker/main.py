@@ -19,7 +19,6 @@ from tessera.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.etcd.records import identity_to_json
 from tessera.etcd.registration import LeasedKey
 from tessera.models.registry import resolve
-from tessera.net import free_port
 from tessera.rpc.enums import role_value, vendor_value
 from tessera.rpc.server import ServiceBinding, start_server
 from tessera.service import run_service, stop_event
@@ -196,14 +195,14 @@ async def _start_vllm_engine(args: argparse.Namespace, spec: Any, tracker: LoadT
 
     engine = VllmEngine(engine_args, on_stats=tracker.engine_stats)
     if engine_args.get("enable_prefix_caching", True):
-        from services.worker.vllm_kv_events import kv_events_engine_arg, subscribe
+        from services.worker.vllm_kv_events import kv_events_engine_arg, open_subscriber, subscribe
 
         # Listen first: the engine connects to us and publishes from its first request on.
-        kv_port = free_port()
+        sock, kv_port = open_subscriber()
         engine_args.update(kv_events_engine_arg(kv_port))
         relay = KVEventRelay(int(engine_args.get("block_size") or 16))
         relay_box.append(relay)
-        engine.background.append(asyncio.create_task(subscribe(kv_port, relay), name="kv-events"))
+        engine.background.append(asyncio.create_task(subscribe(sock, relay), name="kv-events"))
     await engine.start()
     return engine, model_path, vendor, accelerator, count
 

@@ -51,21 +51,29 @@ def convert(batch: Any) -> list[Event]:
     return out
 
 
-async def subscribe(port: int, relay: KVEventRelay) -> None:
-    """Receive until cancelled; a malformed message is logged once and skipped.
+def open_subscriber() -> tuple[Any, int]:
+    """A SUB socket bound now to a free loopback port, and that port.
 
     vLLM's publisher binds only wildcard endpoints and connects to the rest, so
-    with a loopback address it is the engine that connects: this end binds, and
-    should do so before the engine starts."""
-    import msgspec
+    with a loopback address it is the engine that connects: this end binds.
+    Binding to port 0 before the engine starts leaves no window in which
+    another socket (vLLM's own among them) could take the port.
+    """
     import zmq
     import zmq.asyncio
+
+    sock = zmq.asyncio.Context.instance().socket(zmq.SUB)
+    sock.setsockopt_string(zmq.SUBSCRIBE, TOPIC)
+    sock.bind("tcp://127.0.0.1:*")
+    port = int(sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+    return sock, port
+
+
+async def subscribe(sock: Any, relay: KVEventRelay) -> None:
+    """Receive until cancelled; a malformed message is logged once and skipped."""
+    import msgspec
     from vllm.distributed.kv_events import KVEventBatch
 
-    ctx = zmq.asyncio.Context.instance()
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt_string(zmq.SUBSCRIBE, TOPIC)
-    sock.bind(f"tcp://127.0.0.1:{port}")
     decoder = msgspec.msgpack.Decoder(type=KVEventBatch)
     last_seq = -1
     complained = False
@@ -73,7 +81,9 @@ async def subscribe(port: int, relay: KVEventRelay) -> None:
         while True:
             _, seq_bytes, payload = await sock.recv_multipart()
             seq = int.from_bytes(seq_bytes, "big")
-            if last_seq >= 0 and seq != last_seq + 1:
+            if last_seq < 0:
+                log.info("receiving the engine's KV-cache events")
+            elif seq != last_seq + 1:
                 # Lost events: the mirror is no longer exact. Start over empty; blocks still
                 # cached but never re-announced are simply not advertised (a missed hit, not an error).
                 log.warning("vLLM KV events %d..%d lost; clearing the advertised cache", last_seq + 1, seq - 1)
