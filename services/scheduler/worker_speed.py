@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
+from tessera.catalog import accelerators
 from tessera.perf.efficiency import efficiency_for, efficiency_table, read_calibration_file
-from tessera.perf.operators import Parallelism
-from tessera.perf.step_timer import StepTimer
 from tessera.v1 import common_pb2 as pb
 
 log = logging.getLogger("tessera.scheduler")
@@ -29,13 +28,13 @@ def speed_of(identity: pb.WorkerIdentity) -> dict[str, float]:
 @lru_cache(maxsize=256)
 def _speed(model_path: str, accelerator: str, tp: int) -> tuple[tuple[str, float], ...]:
     from tessera.sim.build import resolve_arch
-    from tessera.sim.instance import find_accelerator
+    from tessera.sim.instance import InstanceSpec, step_timer
 
     try:
-        accel = find_accelerator(accelerator)
+        accel = accelerators.find(accelerator)
         arch = resolve_arch(model_path, 4 if accel.vendor == "cpu" else None)  # CPU workers serve in float32
-        timer = StepTimer(arch, accel, Parallelism(tp=tp, ep=tp if arch.is_moe and tp > 1 else 1),
-                          efficiency_for(accel.name, efficiency_table(read_calibration_file())))
+        timer = step_timer(arch, InstanceSpec(accel, tp),
+                           efficiency_for(accel.name, efficiency_table(read_calibration_file())))
         speed = {"prefill_tokens_per_s": timer.prefill_tokens_per_s(), "decode_base_s": timer.decode_base_s(),
                  "decode_step_s": timer.decode_step_s()}
     except (ValueError, OSError, KeyError) as exc:

@@ -213,7 +213,8 @@ async def _start_sim_engine(args: argparse.Namespace, spec: Any, tracker: LoadTr
     from services.worker.sim_engine import SimEngine, open_tokenizer
     from tessera.models.prepare import ensure_model
     from tessera.sim.build import build_instances, context_length, resolve_arch
-    from tessera.sim.instance import InstanceSpec, find_accelerator
+    from tessera.catalog.accelerators import find as find_accelerator
+    from tessera.sim.instance import InstanceSpec
 
     model_path = await asyncio.to_thread(ensure_model, spec)
     accel = find_accelerator("cpu" if args.accelerator == "auto" else args.accelerator)

@@ -131,6 +131,18 @@ def get(name: str) -> Accelerator:
     return catalog[name]
 
 
+def find(name: str) -> Accelerator:
+    """A row by name or unambiguous prefix, as people type them: 'h100' is 'h100-sxm', 'a100' is
+    'a100-80gb-sxm'. A clear error listing the known names otherwise."""
+    catalog = _catalog()
+    if name in catalog:
+        return catalog[name]
+    matches = [a for key, a in catalog.items() if key.startswith(name.lower())]
+    if len(matches) == 1:
+        return matches[0]
+    raise ValueError(f"unknown accelerator {name!r}; known: {', '.join(catalog)}")
+
+
 def all() -> list[Accelerator]:  # noqa: A001 - the catalog's natural name, used as accelerators.all()
     """Every catalog row, in file order."""
     return list(_catalog().values())

@@ -32,14 +32,11 @@ class ClusterSpecError(ValueError):
 
 
 def find_accelerator(name: str) -> Accelerator:
-    """A catalog row by name or unambiguous prefix ('h100' is 'h100-sxm', 'a100' is 'a100-80gb-sxm')."""
-    rows = {a.name: a for a in accelerators.all()}
-    if name in rows:
-        return rows[name]
-    matches = [a for n, a in rows.items() if n.startswith(name.lower())]
-    if len(matches) == 1:
-        return matches[0]
-    raise ClusterSpecError(f"unknown accelerator {name!r}; known: {', '.join(rows)}")
+    """accelerators.find, failing as a cluster-spec error."""
+    try:
+        return accelerators.find(name)
+    except ValueError as exc:
+        raise ClusterSpecError(str(exc)) from None
 
 
 @dataclass(frozen=True)
