@@ -8,6 +8,10 @@ come straight from the catalog.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from tessera.catalog import accelerators
 from tessera.catalog.accelerators import Accelerator
 from tessera.perf.model_arch import ModelArch
 
@@ -52,3 +56,39 @@ def kv_transfer_time(arch: ModelArch, tokens: int, src: Accelerator, dst: Accele
         per_link = min(src.scale_out_bytes_s, dst.scale_out_bytes_s)
     lanes = max(1, min(src_devices, dst_devices))
     return latency_s + total / (per_link * link_efficiency * lanes)
+
+
+class _Placed(Protocol):
+    """What a transfer estimate needs of a worker: its id and its catalog accelerator's name."""
+
+    id: str
+    accelerator: str
+
+
+def kv_transfer_estimator(arch: ModelArch, devices: Mapping[str, int] | None = None, *,
+                          network: str = SCALE_OUT, default: str = "cpu",
+                          ) -> Callable[[_Placed, _Placed, int], float]:
+    """`transfer_s(prefill_worker, decode_worker, tokens)` for the pairing policy, from the catalog.
+
+    The policy is pure and never reads the catalog; this binds kv_transfer_time to one model and
+    to each worker's accelerator row (looked up by name or prefix with accelerators.find, once per
+    name). `devices` gives a worker's device count by id (TP shards move over parallel links; 1 if
+    absent); an accelerator the catalog lacks is priced as `default`, the slowest link on offer.
+    """
+    rows: dict[str, Accelerator] = {}
+
+    def row(name: str) -> Accelerator:
+        if name not in rows:
+            try:
+                rows[name] = accelerators.find(name)
+            except ValueError:
+                rows[name] = accelerators.find(default)
+        return rows[name]
+
+    sizes = devices or {}
+
+    def transfer_s(src: _Placed, dst: _Placed, tokens: int) -> float:
+        return kv_transfer_time(arch, tokens, row(src.accelerator), row(dst.accelerator), network=network,
+                                src_devices=sizes.get(src.id, 1), dst_devices=sizes.get(dst.id, 1))
+
+    return transfer_s

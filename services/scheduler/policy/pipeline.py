@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from services.scheduler.policy.disaggregation import DEFAULT_PREFILL_PROFILE, DisaggConfig
 from services.scheduler.policy.filters import FILTERS, Filter
 from services.scheduler.policy.pickers import PICKERS
 from services.scheduler.policy.scorers import SCORERS, Scorer
@@ -47,6 +48,16 @@ class IndexSpec:
 
 
 @dataclass
+class Scored:
+    """A profile's view of one request before it picks: the candidates left and their weighted scores."""
+
+    candidates: list[WorkerSnapshot]
+    totals: list[float]
+    ctx: PlacementContext
+    hashes: tuple[int, ...]
+
+
+@dataclass
 class Pipeline:
     name: str
     filters: list[tuple[str, Filter]]
@@ -61,9 +72,23 @@ class Pipeline:
     # nearly as good as the best of all (the power of d choices) and costs a fraction.
     sample: int = 0
     rng: random.Random = field(default_factory=random.Random)
+    # A profile with a `disaggregation:` section: this pipeline picks decode workers (and local
+    # prefills), prefill_pipeline picks prefill workers; see disaggregation.place_pair.
+    disaggregation: DisaggConfig | None = None
+    prefill_pipeline: Pipeline | None = None
 
     def place(self, req: RequestInfo, workers: list[WorkerSnapshot], now: float = 0.0,
               shared_index: PrefixIndex | None = None) -> Decision:
+        scored = self.score(req, workers, now, shared_index)
+        if isinstance(scored, Decision):
+            return scored
+        return self.commit(req, scored, self.picker(req, scored.candidates, scored.totals, scored.ctx), now)
+
+    def score(self, req: RequestInfo, workers: list[WorkerSnapshot], now: float = 0.0,
+              shared_index: PrefixIndex | None = None) -> Scored | Decision:
+        """Filters, prefix hits and weighted scores, without choosing or recording anything: a caller
+        that weighs more than this profile knows (the KV transfer of a prefill/decode pair) adjusts
+        the totals, picks, then commits. A Decision without a worker when the filters left none."""
         candidates = workers
         for name, flt in self.filters:
             candidates = flt(req, candidates)
@@ -89,7 +114,11 @@ class Pipeline:
         for _, scorer, weight in self.scorers:
             for i, s in enumerate(scorer(req, candidates, ctx)):
                 totals[i] += weight * s
-        chosen = self.picker(req, candidates, totals, ctx)
+        return Scored(candidates, totals, ctx, hashes)
+
+    def commit(self, req: RequestInfo, scored: Scored, chosen: WorkerSnapshot, now: float = 0.0) -> Decision:
+        """Record `chosen` (this profile's routing history, the session's worker) and say so."""
+        spec, own, hashes = self.index_spec, self.own_index, scored.hashes
         if own is not None and spec is not None and hashes:
             capacity = spec.capacity_blocks or chosen.kv_capacity_tokens // CANONICAL_BLOCK_TOKENS
             own.add_worker(chosen.id, _index_block(chosen))
@@ -101,9 +130,9 @@ class Pipeline:
                 self.sessions.popitem(last=False)
         return Decision(
             worker=chosen,
-            candidates=len(candidates),
-            scores={w.id: t for w, t in zip(candidates, totals)},
-            prefix_hit_tokens=ctx.prefix_hits.get(chosen.id, 0),
+            candidates=len(scored.candidates),
+            scores={w.id: t for w, t in zip(scored.candidates, scored.totals)},
+            prefix_hit_tokens=scored.ctx.prefix_hits.get(chosen.id, 0),
         )
 
     def _sample(self, candidates: list[WorkerSnapshot], hits: dict[str, int], session_worker: str,
@@ -189,8 +218,36 @@ def build_pipeline(spec: dict[str, Any], seed: int | None = None) -> Pipeline:
         sample = int(spec.get("sample", 0))
     except (TypeError, ValueError):
         raise ProfileError("sample must be a whole number of candidates") from None
-    return Pipeline(spec["name"], filters, scorers, picker, spec, index_spec, own, sample=sample,
-                    rng=random.Random(seed))
+    pipeline = Pipeline(spec["name"], filters, scorers, picker, spec, index_spec, own, sample=sample,
+                        rng=random.Random(seed))
+    if spec.get("disaggregation") is not None:
+        pipeline.disaggregation, pipeline.prefill_pipeline = _disaggregation(spec, seed)
+    return pipeline
+
+
+def _disaggregation(spec: dict[str, Any], seed: int | None) -> tuple[DisaggConfig, Pipeline]:
+    """The `disaggregation:` section: the pairing knobs, and the prefill side's own pipeline (its
+    `prefill:` key, a profile without a name; by default DEFAULT_PREFILL_PROFILE with this profile's
+    prefix index, so both sides read cache hits the same way)."""
+    raw = spec["disaggregation"]
+    if not isinstance(raw, dict):
+        raise ProfileError("disaggregation: a mapping (enabled, min_prompt_tokens, max_cached_fraction, "
+                           "transfer_weight, prefill)")
+    raw = dict(raw)
+    prefill = raw.pop("prefill", None)
+    try:
+        config = DisaggConfig.from_mapping(raw)
+    except ValueError as exc:
+        raise ProfileError(f"disaggregation: {exc}") from None
+    if prefill is None:
+        prefill = {**DEFAULT_PREFILL_PROFILE, "prefix_index": spec.get("prefix_index")}
+    if not isinstance(prefill, dict) or "disaggregation" in prefill:
+        raise ProfileError("disaggregation.prefill: a pipeline (filters, scorers, picker, prefix_index)")
+    try:
+        side = build_pipeline({**prefill, "name": f"{spec['name']}/prefill"}, None if seed is None else seed + 1)
+    except ProfileError as exc:
+        raise ProfileError(f"disaggregation.prefill: {exc}") from None
+    return config, side
 
 
 def load_profile(name_or_path: str, seed: int | None = None) -> Pipeline:
