@@ -7,6 +7,11 @@ budget, the sequence limit and the KV cache allow; a prompt longer than the
 remaining budget is prefilled in chunks. When a running request needs a block
 and none is free, the most recently admitted request is preempted: its blocks
 are freed (their cached content stays findable) and it is recomputed later.
+A decode instance of a disaggregated pair takes requests whose prompt was
+prefilled elsewhere (`remote_kv`): on admission their blocks are allocated
+and they wait, outside the batch, while the KV cache arrives (the step lists
+them in `loading`; the caller knows how long the copy takes and calls
+`kv_arrived`); then, as vLLM does, they compute only the last prompt token.
 `complete(step)` then advances every scheduled request as if the step ran:
 prefix-cache blocks are registered, a token is emitted where a sequence's
 computation reached its end, finished requests free their blocks.
@@ -25,7 +30,7 @@ from dataclasses import dataclass, field
 
 from tessera.sim.block_pool import BlockPool, KVEvents
 
-WAITING, RUNNING, FINISHED = "waiting", "running", "finished"
+WAITING, LOADING, RUNNING, FINISHED = "waiting", "loading", "running", "finished"
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class EngineRequest:
     max_tokens: int
     block_hashes: Sequence[int] = ()
     priority: int = 0
+    remote_kv: bool = False          # the prompt's KV comes from a prefill instance, not from computing it
     # state, owned by the engine model
     status: str = WAITING
     num_computed: int = 0
@@ -67,6 +73,7 @@ class EngineRequest:
     num_registered_blocks: int = 0   # leading blocks already offered to the prefix cache
     cached_prompt_tokens: int = -1   # prefix-cache hit on first admission (-1: not admitted yet)
     num_preemptions: int = 0
+    remote_tokens: int = 0           # prompt tokens whose KV had to be copied in (the rest was cached here)
 
     @property
     def num_tokens(self) -> int:
@@ -86,9 +93,11 @@ class ScheduledStep:
     new_tokens: list[int] = field(default_factory=list)
     computed_before: list[int] = field(default_factory=list)
     preempted: list[EngineRequest] = field(default_factory=list)
+    loading: list[EngineRequest] = field(default_factory=list)   # blocks allocated, KV copy starts now
 
     @property
     def empty(self) -> bool:
+        """Nothing to compute (requests that only started loading their KV cost no compute)."""
         return not self.requests
 
     def batch(self) -> tuple[list[tuple[int, int]], list[int]]:
@@ -119,6 +128,7 @@ class EngineModel:
         self.pool = BlockPool(config.num_blocks, config.enable_prefix_caching)
         self.waiting: deque[EngineRequest] = deque()
         self.running: list[EngineRequest] = []
+        self.loading: dict[str, EngineRequest] = {}   # remote-KV requests holding blocks, copy in flight
         self._by_id: dict[str, EngineRequest] = {}
         self.pending_prefill_tokens = 0   # tokens to compute before requests' next outputs (prefill and recompute)
         self.prefix_queries = 0     # prompt tokens looked up in the prefix cache (every admission)
@@ -149,6 +159,8 @@ class EngineModel:
             self.running.remove(req)
         elif req.status == WAITING:
             self.waiting.remove(req)
+        elif req.status == LOADING:
+            del self.loading[request_id]
         self.pool.free(req.blocks)
         req.blocks = []
         req.status = FINISHED
@@ -164,7 +176,17 @@ class EngineModel:
 
     @property
     def num_waiting(self) -> int:
-        return len(self.waiting)
+        """Requests not in the batch: queued, or waiting for their KV to arrive (as vLLM counts them)."""
+        return len(self.waiting) + len(self.loading)
+
+    def kv_arrived(self, request_id: str) -> None:
+        """A loading request's KV copy finished: it queues first, to compute the last prompt token
+        (vLLM recomputes it for the logits of the first output token)."""
+        req = self.loading.pop(request_id)
+        req.remote_kv = False
+        req.num_computed = req.prompt_tokens - 1
+        req.status = WAITING
+        self.waiting.appendleft(req)
 
     @property
     def kv_usage(self) -> float:
@@ -203,18 +225,24 @@ class EngineModel:
 
         while not step.preempted and self.waiting and budget > 0 and len(self.running) < cfg.max_num_seqs:
             req = self.waiting[0]
-            hit_blocks: list[int] = []
-            if req.num_computed == 0:
-                # Longest cached prefix, but at least one token must be computed to produce logits.
-                hit_blocks = self.pool.cached_prefix(req.block_hashes, (req.num_tokens - 1) // cfg.block_size)
+            if req.blocks:                            # its KV arrived: the last prompt token is left
+                n = min(req.num_tokens - req.num_computed, budget)
+                if not self._claim(req, req.blocks, req.num_computed + n):
+                    break
+                self._run(step, req, n)
+                budget -= n
+                continue
+            # Longest cached prefix, but at least one token must be computed to produce logits.
+            hit_blocks = self.pool.cached_prefix(req.block_hashes, (req.num_tokens - 1) // cfg.block_size)
             hit_tokens = len(hit_blocks) * cfg.block_size
+            if req.remote_kv:                         # blocks for the whole prompt, then the copy
+                if not self._claim(req, hit_blocks, req.prompt_tokens):
+                    break
+                self._start_loading(step, req, hit_tokens)
+                continue
             n = min(req.num_tokens - hit_tokens, budget)
-            need = self._blocks_for(hit_tokens + n) - len(hit_blocks)
-            if need > self.pool.num_free - self.pool.evictable_among(hit_blocks):
+            if not self._claim(req, hit_blocks, hit_tokens + n):
                 break                                 # head of the queue waits for room (FCFS)
-            self.waiting.popleft()
-            self.pool.touch(hit_blocks)
-            req.blocks = hit_blocks + self.pool.allocate(need)
             self.pending_prefill_tokens -= _to_prefill(req)
             req.num_computed = hit_tokens
             self.pending_prefill_tokens += _to_prefill(req)
@@ -223,13 +251,36 @@ class EngineModel:
             self.prefix_hits += hit_tokens
             if req.cached_prompt_tokens < 0:
                 req.cached_prompt_tokens = min(hit_tokens, req.prompt_tokens)
-            req.status = RUNNING
-            self.running.append(req)
-            if self._on_admit:
-                self._on_admit(req)
-            self._schedule(step, req, n)
+            self._run(step, req, n)
             budget -= n
         return step
+
+    def _claim(self, req: EngineRequest, held: list[int], tokens: int) -> bool:
+        """Take the head of the queue with blocks for `tokens` tokens, `held` (cache hits or its own)
+        first; False, leaving everything as it was, when the free blocks do not stretch that far."""
+        need = self._blocks_for(tokens) - len(held)
+        if need > self.pool.num_free - self.pool.evictable_among(held):
+            return False
+        self.waiting.popleft()
+        if held is not req.blocks:
+            self.pool.touch(held)
+        req.blocks = held + self.pool.allocate(max(0, need))
+        return True
+
+    def _run(self, step: ScheduledStep, req: EngineRequest, n: int) -> None:
+        req.status = RUNNING
+        self.running.append(req)
+        if self._on_admit:
+            self._on_admit(req)
+        self._schedule(step, req, n)
+
+    def _start_loading(self, step: ScheduledStep, req: EngineRequest, hit_tokens: int) -> None:
+        req.num_registered_blocks = hit_tokens // self.config.block_size
+        req.cached_prompt_tokens = hit_tokens
+        req.remote_tokens = req.prompt_tokens - hit_tokens
+        req.status = LOADING
+        self.loading[req.request_id] = req
+        step.loading.append(req)
 
     @staticmethod
     def _schedule(step: ScheduledStep, req: EngineRequest, n: int) -> None:
@@ -284,6 +335,9 @@ class EngineModel:
 
 
 def _to_prefill(req: EngineRequest) -> int:
-    """Tokens a request must compute before its next output, when that is more than a decode's one."""
+    """Tokens a request must compute before its next output, when that is more than a decode's one
+    (none for a prompt whose KV comes from a prefill instance)."""
+    if req.remote_kv:
+        return 0
     left = req.num_tokens - req.num_computed
     return left if left > 1 else 0

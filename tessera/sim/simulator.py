@@ -5,6 +5,15 @@ Pipeline object the live scheduler runs (services/scheduler/policy), on
 WorkerSnapshots built from the simulated engines; each engine is the same
 EngineModel the sim worker runs, its steps timed by the performance model.
 Time jumps from event to event: an arrival, or the end of some engine's step.
+
+A profile with a `disaggregation:` section places each request as a pair
+(services/scheduler/policy/disaggregation.py). A request given a prefill
+instance runs there first as a prompt-only request (max_tokens=1, as vLLM runs
+it behind a KV connector; that token is never the user's). When it finishes,
+the decode instance takes it with blocks for the whole prompt, waits the KV
+copy (tessera.perf.comm.kv_transfer_time between the two accelerators), then
+computes the last prompt token in its next step: that step's end is the first
+token the user sees, as in llm-d and Dynamo.
 """
 
 from __future__ import annotations
@@ -16,8 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.scheduler.policy.disaggregation import place_pair
 from services.scheduler.policy.pipeline import Pipeline
 from services.scheduler.policy.snapshot import RequestInfo, WorkerSnapshot
+from tessera.perf.comm import kv_transfer_estimator
 from tessera.perf.model_arch import ModelArch
 from tessera.perf.step_timer import StepTimer
 from tessera.block_hash import content_block_hashes
@@ -26,7 +37,7 @@ from tessera.sim.instance import InstanceSpec
 from tessera.sim.workloads import SimRequest
 from services.scheduler.prefix_index import CANONICAL_BLOCK_TOKENS, PrefixIndex
 
-_ARRIVAL, _STEP_DONE, _SAMPLE = 0, 1, 2
+_ARRIVAL, _STEP_DONE, _SAMPLE, _KV_ARRIVED = 0, 1, 2, 3
 
 
 @dataclass
@@ -35,7 +46,10 @@ class RequestRecord:
 
     request: SimRequest
     arrival_s: float
-    instance: str = ""
+    instance: str = ""                 # where it decoded (and prefilled, unless prefill_instance says otherwise)
+    prefill_instance: str = ""         # where its prompt was prefilled, when disaggregated
+    prefill_done_s: float = -1.0       # the prefill instance finished the prompt
+    kv_transfer_s: float = 0.0         # the KV copy to the decode instance
     first_token_s: float = -1.0
     finish_s: float = -1.0
     token_times: list[float] = field(default_factory=list)
@@ -73,20 +87,21 @@ class SimInstance:
     steps: int = 0
     tokens_in_flight: int = 0
     records: dict[str, RequestRecord] = field(default_factory=dict)
+    incoming: int = 0   # placed here to decode, still prefilling elsewhere: queued as far as placement goes
 
     def snapshot(self) -> WorkerSnapshot:
         e = self.engine
-        return _replace_load(self.snapshot_base, e.num_waiting, e.num_running, e.kv_usage, self.tokens_in_flight,
-                             e.pending_prefill_tokens)
+        return _replace_load(self.snapshot_base, e.num_waiting + self.incoming, self.incoming, e.num_running,
+                             e.kv_usage, self.tokens_in_flight, e.pending_prefill_tokens)
 
 
-def _replace_load(base: WorkerSnapshot, waiting: int, running: int, kv: float, tokens: int,
+def _replace_load(base: WorkerSnapshot, waiting: int, pending: int, running: int, kv: float, tokens: int,
                   prefill: int) -> WorkerSnapshot:
     # dataclasses.replace is ~3x slower; this runs once per instance per arrival.
     s = object.__new__(WorkerSnapshot)
     s.__dict__.update(base.__dict__)
-    s.__dict__.update(num_waiting=waiting, num_running=running, kv_cache_usage=kv, tokens_in_flight=tokens,
-                      prefill_tokens_waiting=prefill)
+    s.__dict__.update(num_waiting=waiting, pending=pending, num_running=running, kv_cache_usage=kv,
+                      tokens_in_flight=tokens, prefill_tokens_waiting=prefill)
     return s
 
 
@@ -101,7 +116,10 @@ class SimResult:
 
 class Simulator:
     def __init__(self, arch: ModelArch, model_name: str, instances: list[tuple[InstanceSpec, EngineConfig, StepTimer]],
-                 pipeline: Pipeline, sample_interval_s: float = 1.0, on_progress: Callable[[float, int], None] | None = None):
+                 pipeline: Pipeline, sample_interval_s: float = 1.0, on_progress: Callable[[float, int], None] | None = None,
+                 kv_transfer: Callable[[WorkerSnapshot, WorkerSnapshot, int], float] | None = None):
+        """kv_transfer(prefill, decode, tokens) -> seconds: the KV copy of a disaggregated pair, for
+        placement and for the copy itself (default: the catalog's scale-out links, per instance TP)."""
         self.arch = arch
         self.model_name = model_name
         self.pipeline = pipeline
@@ -125,6 +143,7 @@ class Simulator:
                 self.index.add_worker(iid, cfg.block_size)
                 inst.engine.pool.record_events = True
         self._by_id = {inst.id: inst for inst in self.instances}
+        self.kv_transfer = kv_transfer or kv_transfer_estimator(arch, {i.id: i.spec.devices for i in self.instances})
         self._heap: list[tuple[float, int, int, Any]] = []
         self._seq = itertools.count()
         self.now = 0.0
@@ -155,6 +174,11 @@ class Simulator:
                 pending -= self._step_done(payload)
                 if self._router_queue:
                     pending -= self._drain_router_queue()
+            elif kind == _KV_ARRIVED:
+                inst, request_id = payload
+                inst.engine.kv_arrived(request_id)
+                if inst.step is None:
+                    self._start_step(inst)
             elif pending > 0:
                 samples.append(self._sample())
                 self._push(t + self.sample_interval_s, _SAMPLE, None)
@@ -178,29 +202,68 @@ class Simulator:
         info = RequestInfo(request_id=req.request_id, model=self.model_name, prompt_tokens=req.prompt_tokens,
                            max_tokens=req.output_tokens, session_id=req.session_id,
                            block_hashes=tuple(canonical[:req.prompt_tokens // CANONICAL_BLOCK_TOKENS]))
-        decision = self.pipeline.place(info, [inst.snapshot() for inst in self.instances], self.now, self.index)
-        if decision.worker is None:
-            if decision.saturated:
+        snapshots = [inst.snapshot() for inst in self.instances]
+        pipe = self.pipeline
+        if pipe.disaggregation is not None and pipe.prefill_pipeline is not None:
+            pair = place_pair(info, snapshots, pipe, pipe.prefill_pipeline, pipe.disaggregation, self.kv_transfer,
+                              self.now, self.index)
+            worker, prefill, saturated, reason = pair.decode, pair.prefill, pair.saturated, pair.reason
+        else:
+            decision = pipe.place(info, snapshots, self.now, self.index)
+            worker, prefill, saturated, reason = decision.worker, None, decision.saturated, decision.reason
+        if worker is None:
+            if saturated:
                 return False
-            rec.error = decision.reason or "no worker"
-            self._canonical.pop(req.request_id, None)
-            return False
-        inst = self._by_id[decision.worker.id]
+            return self._fail(rec, reason or "no worker")
+        inst = self._by_id[worker.id]
         rec.instance = inst.id
-        cfg = inst.engine.config
-        hashes = self._hashes(req, cfg.block_size)
-        ereq = EngineRequest(req.request_id, req.prompt_tokens, req.output_tokens, hashes)
+        if prefill is None:
+            return self._admit(inst, rec, EngineRequest(req.request_id, req.prompt_tokens, req.output_tokens,
+                                                        self._hashes(req, inst.engine.config.block_size)))
+        pre = self._by_id[prefill.id]
+        rec.prefill_instance = pre.id
+        if not self._admit(pre, rec, EngineRequest(req.request_id, req.prompt_tokens, 1,
+                                                   self._hashes(req, pre.engine.config.block_size))):
+            return False
+        inst.incoming += 1
+        return True
+
+    def _admit(self, inst: SimInstance, rec: RequestRecord, ereq: EngineRequest) -> bool:
+        """Hand a request to an engine; False (rec.error set) when the engine refuses it."""
         try:
             inst.engine.add(ereq)
         except ValueError as exc:
-            rec.error = str(exc)
-            self._canonical.pop(req.request_id, None)
-            return False
-        inst.records[req.request_id] = rec
-        inst.tokens_in_flight += req.prompt_tokens
+            return self._fail(rec, str(exc))
+        inst.records[ereq.request_id] = rec
+        inst.tokens_in_flight += ereq.prompt_tokens
         if inst.step is None:
             self._start_step(inst)
         return True
+
+    def _fail(self, rec: RequestRecord, error: str) -> bool:
+        rec.error = error
+        self._canonical.pop(rec.request.request_id, None)
+        return False
+
+    def _hand_off(self, rec: RequestRecord, prefilled: EngineRequest) -> int:
+        """The prefill instance finished the prompt: the decode instance takes it with its KV to come.
+        1 when the decode engine refuses it (the request failed), else 0."""
+        rec.prefill_done_s = self.now
+        rec.cached_prompt_tokens = max(0, prefilled.cached_prompt_tokens)
+        dec = self._by_id[rec.instance]
+        dec.incoming -= 1
+        req = rec.request
+        ereq = EngineRequest(req.request_id, req.prompt_tokens, req.output_tokens,
+                             self._hashes(req, dec.engine.config.block_size), remote_kv=True)
+        return 0 if self._admit(dec, rec, ereq) else 1
+
+    def _start_transfer(self, dec: SimInstance, ereq: EngineRequest) -> None:
+        """Blocks are allocated on the decode instance: the KV copy from the prefill instance starts."""
+        rec = dec.records[ereq.request_id]
+        src = self._by_id[rec.prefill_instance]
+        rec.kv_transfer_s = self.kv_transfer(src.snapshot_base, dec.snapshot_base, ereq.remote_tokens) \
+            if ereq.remote_tokens else 0.0
+        self._push(self.now + rec.kv_transfer_s, _KV_ARRIVED, (dec, ereq.request_id))
 
     def _drain_router_queue(self) -> int:
         """Place waiting requests while instances take them; the number that failed outright."""
@@ -244,6 +307,8 @@ class Simulator:
 
     def _start_step(self, inst: SimInstance) -> None:
         step = inst.engine.schedule()
+        for ereq in step.loading:
+            self._start_transfer(inst, ereq)
         if step.empty:
             inst.step = None
             return
@@ -265,15 +330,21 @@ class Simulator:
         finished = 0
         for ereq in out.emitted:
             rec = inst.records[ereq.request_id]
+            inst.tokens_in_flight += 1
+            if rec.prefill_instance == inst.id:
+                continue                  # the prefill side's token: the decode instance emits the user's first
             if rec.first_token_s < 0:
                 rec.first_token_s = self.now
-                rec.cached_prompt_tokens = max(0, ereq.cached_prompt_tokens)
+                if not rec.prefill_instance:
+                    rec.cached_prompt_tokens = max(0, ereq.cached_prompt_tokens)
             rec.token_times.append(self.now)
-            inst.tokens_in_flight += 1
         for ereq in out.finished:
             rec = inst.records.pop(ereq.request_id)
-            rec.finish_s = self.now
             inst.tokens_in_flight -= ereq.prompt_tokens + ereq.num_output
+            if rec.prefill_instance == inst.id:
+                finished += self._hand_off(rec, ereq)
+                continue
+            rec.finish_s = self.now
             self._canonical.pop(ereq.request_id, None)
             finished += 1
             nxt = rec.request.next_turn
