@@ -59,6 +59,11 @@ class _Proc:
     slots: list[int]
 
 
+# Group engine_args that are worker flags: the worker needs them too (its identity, its simulator).
+WORKER_FLAGS = {"tensor_parallel_size": "--tensor-parallel-size", "sim_arch": "--sim-arch",
+                "served_model_name": "--served-model-name", "kv_connector": "--kv-connector"}
+
+
 class LocalProcessActuator:
     def __init__(self, etcd: str, log_dir: str, python: str = sys.executable, extra_args: list[str] | None = None) -> None:
         self.etcd = etcd
@@ -105,10 +110,8 @@ class LocalProcessActuator:
         if group.accelerator != "auto":
             cmd += ["--accelerator", group.accelerator]
         for key, value in group.engine_args.items():
-            if key == "tensor_parallel_size":
-                cmd += ["--tensor-parallel-size", str(value)]
-            elif key == "sim_arch":
-                cmd += ["--sim-arch", str(value)]
+            if key in WORKER_FLAGS:   # settings the worker itself reads, not only its engine
+                cmd += [WORKER_FLAGS[key], str(value)]
             else:
                 cmd += ["--engine-arg", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
         log_path = self.log_dir / f"{worker_id}.log"

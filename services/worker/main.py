@@ -28,6 +28,7 @@ from tessera.v1 import common_pb2 as pb
 from tessera.v1 import worker_pb2_grpc
 from services.worker import metrics
 from services.worker.kv_events import KVEventRelay
+from services.worker.kv_transfer import kv_transfer_setup
 from services.worker.load import LoadTracker
 from services.worker.reporter import SchedulerReporter
 from services.worker.servicer import WorkerServicer
@@ -50,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--worker-id", default=None)
     p.add_argument("--group", default="", help="desired-state group that launched this worker")
     p.add_argument("--role", default="mixed", choices=["mixed", "prefill", "decode"])
+    p.add_argument("--kv-connector", default="NixlConnector",
+                   help="prefill/decode roles: vLLM's KV connector that moves KV caches between them "
+                        "(NixlConnector on GPUs and CPUs alike; 'none' to run without)")
     p.add_argument("--engine", default="vllm", choices=["vllm", "sim"],
                    help="vllm: the real engine; sim: a simulated accelerator timed by the performance model")
     p.add_argument("--accelerator", default="auto",
@@ -193,6 +197,12 @@ async def _start_vllm_engine(args: argparse.Namespace, spec: Any, tracker: LoadT
     log.info("starting %s on %s (%s): %s", spec.name, vendor, accelerator, worker_id)
     from services.worker.vllm_engine import VllmEngine
 
+    transfer = kv_transfer_setup(args.role, args.kv_connector, args.host)
+    if transfer is not None:
+        os.environ.update(transfer.env)   # read by the engine process it spawns
+        engine_args.update(transfer.engine_arg())
+        log.info("KV transfer: %s as %s %s", transfer.connector, transfer.kv_role,
+                 " ".join(f"{k}={v}" for k, v in transfer.env.items()))
     engine = VllmEngine(engine_args, on_stats=tracker.engine_stats)
     if engine_args.get("enable_prefix_caching", True):
         from services.worker.vllm_kv_events import kv_events_engine_arg, open_subscriber, subscribe

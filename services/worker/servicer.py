@@ -6,7 +6,6 @@ import logging
 import time
 
 import grpc
-from google.protobuf import json_format
 from opentelemetry import trace
 
 from tessera.rpc.enums import finish_reason_value
@@ -15,6 +14,7 @@ from tessera.v1 import common_pb2 as pb
 from tessera.v1 import worker_pb2, worker_pb2_grpc
 from services.worker import metrics
 from services.worker.engine import Engine, EngineUnavailable, InvalidRequest
+from services.worker.kv_transfer import params_from_struct
 from services.worker.load import LoadTracker
 
 log = logging.getLogger("tessera.worker")
@@ -45,7 +45,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "resume_token_ids already reach max_tokens")
                 sampling.max_tokens -= len(resumed)
             prompt = list(request.prompt_token_ids) + resumed
-            kv = json_format.MessageToDict(request.kv_transfer.params) if request.HasField("kv_transfer") else None
+            kv = params_from_struct(request.kv_transfer.params) if request.HasField("kv_transfer") else None
             span.set_attribute("tessera.prompt_tokens", len(prompt))
 
             started = time.perf_counter()
