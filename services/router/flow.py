@@ -31,6 +31,7 @@ from services.router import metrics
 from services.router.admission import AdmissionControl, Saturated
 from services.router.errors import BadRequest, NoCapacity, UpstreamFailed
 from services.router.model_catalog import ModelEntry
+from services.router.remote_prefill import prefill_request, remote_prefill
 from services.router.scheduler_client import SchedulerClient
 
 log = logging.getLogger("tessera.router")
@@ -87,6 +88,7 @@ class FlowStats:
     cached_prompt_tokens: int = 0
     attempts: int = 0
     workers: list[str] = field(default_factory=list)
+    prefill_worker: str = ""   # the worker that prefilled a disaggregated request, if any
 
 
 class WorkerChannels:
@@ -148,6 +150,10 @@ class RequestFlow:
                 priority=gen.priority,
                 resume_token_ids=produced,
             )
+            if placement.prefill.worker_id:
+                kv = await self._prefill(gen, placement.prefill, request, stats)
+                if kv is not None:
+                    request.kv_transfer.CopyFrom(kv)
             # Spans are started and ended explicitly: this is a generator whose
             # steps may run in different tasks, where "current span" contexts break.
             span = self._tracer.start_span("router.worker_stream", context=gen.trace_context,
@@ -188,6 +194,25 @@ class RequestFlow:
             if max_tokens and len(produced) >= max_tokens:
                 yield Delta([], "", "length", "", worker_id)
                 return
+
+    async def _prefill(self, gen: Generation, prefill: scheduler_pb2.Placement, request: worker_pb2.GenerateRequest,
+                       stats: FlowStats) -> pb.KVTransferParams | None:
+        """The prefill step of a disaggregated request; None: the decode worker prefills it itself."""
+        stats.prefill_worker = prefill.worker_id
+        span = self._tracer.start_span("router.remote_prefill", context=gen.trace_context,
+                                       kind=trace.SpanKind.CLIENT)
+        span.set_attribute("tessera.worker_id", prefill.worker_id)
+        try:
+            kv = await remote_prefill(
+                self.channels.stub(prefill.address), prefill,
+                prefill_request(f"{request.request_id}-prefill", list(request.prompt_token_ids),
+                                list(request.resume_token_ids), request.sampling, request.priority),
+                metadata=outgoing_metadata(context=trace.set_span_in_context(span, gen.trace_context)))
+        finally:
+            span.end()
+        if kv is None:
+            await self.channels.forget(prefill.address)
+        return kv
 
     async def _place(self, gen: Generation, excluded: list[str], produced: int) -> scheduler_pb2.PlaceResponse:
         request = scheduler_pb2.PlaceRequest(

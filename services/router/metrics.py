@@ -28,3 +28,8 @@ REJECTED = Counter("tessera_router_rejected_total", "Requests refused with 429 b
                    ["model", "reason"])
 PLACE_SECONDS = Histogram("tessera_router_place_seconds", "Round trip of the scheduler's Place call",
                           buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 1.0))
+PREFILLS = Counter("tessera_router_remote_prefills_total",
+                   "Disaggregated requests' prefill step: 'transferred' (the decode worker got the KV) or "
+                   "'fallback' (the prefill worker failed; the decode worker prefilled itself)", ["outcome"])
+PREFILL_SECONDS = Histogram("tessera_router_remote_prefill_seconds",
+                            "Time of the prefill step of disaggregated requests", buckets=LATENCY_BUCKETS)
