@@ -4,20 +4,35 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import grpc
 from opentelemetry import trace
 
 from tessera.telemetry.tracing import incoming_context, tracer
+from tessera.v1 import common_pb2 as pb
 from tessera.v1 import scheduler_pb2, scheduler_pb2_grpc
 from services.scheduler import metrics
 from services.scheduler.policy.pipeline import Pipeline
-from services.scheduler.policy.snapshot import RequestInfo
+from services.scheduler.policy.disaggregation import place_pair
+from services.scheduler.policy.snapshot import RequestInfo, WorkerSnapshot
+from services.scheduler.worker_speed import kv_transfer_seconds
 from services.scheduler.kv_ingest import KVStreamState, apply_batch
 from services.scheduler.prefix_index import PrefixIndex
 from services.scheduler.view import ClusterView
 
 log = logging.getLogger("tessera.scheduler")
+
+
+@dataclass(frozen=True)
+class _Choice:
+    worker: WorkerSnapshot | None    # the worker that decodes (and prefills, without `prefill`)
+    prefill: WorkerSnapshot | None   # a prefill worker the router runs the prompt on first
+    candidates: int
+    reason: str
+    saturated: bool
+    hit_tokens: int
+    score: float
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
@@ -64,27 +79,49 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 block_hashes=tuple(request.prompt_block_hashes),
                 ttft_slo_s=request.ttft_slo_s,
             )
-            decision = pipeline.place(req, self.view.snapshots(request.model), time.monotonic(), self.index)
+            choice = self._choose(pipeline, req)
             metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)
             response = scheduler_pb2.PlaceResponse(request_id=request.request_id, profile=pipeline.name,
-                                                   candidates=decision.candidates)
-            if decision.worker is None:
-                metrics.PLACEMENTS.labels(pipeline.name, "saturated" if decision.saturated else "none").inc()
-                response.reason = decision.reason
-                response.saturated = decision.saturated
+                                                   candidates=choice.candidates)
+            if choice.worker is None:
+                metrics.PLACEMENTS.labels(pipeline.name, "saturated" if choice.saturated else "none").inc()
+                response.reason = choice.reason
+                response.saturated = choice.saturated
                 span.set_attribute("tessera.placed", False)
                 return response
-            worker = decision.worker
-            self.view.placed(worker.id, max(0, request.prompt_tokens - decision.prefix_hit_tokens))
-            metrics.PLACEMENTS.labels(pipeline.name, "placed").inc()
+            worker, prefill = choice.worker, choice.prefill
+            if prefill is not None:
+                self.view.placed(prefill.id, max(0, request.prompt_tokens - choice.hit_tokens))
+                self.view.placed(worker.id, 0)
+                response.prefill.worker_id = prefill.id
+                response.prefill.address = prefill.address
+                response.prefill.role = pb.ROLE_PREFILL
+                span.set_attribute("tessera.prefill_worker_id", prefill.id)
+            else:
+                self.view.placed(worker.id, max(0, request.prompt_tokens - choice.hit_tokens))
+            metrics.PLACEMENTS.labels(pipeline.name, "disaggregated" if prefill else "placed").inc()
             response.worker.worker_id = worker.id
             response.worker.address = worker.address
-            response.worker.score = decision.scores.get(worker.id, 0.0)
-            response.expected_cached_tokens = decision.prefix_hit_tokens
-            metrics.EXPECTED_HIT_TOKENS.inc(decision.prefix_hit_tokens)
+            response.worker.score = choice.score
+            response.expected_cached_tokens = choice.hit_tokens
+            metrics.EXPECTED_HIT_TOKENS.inc(choice.hit_tokens)
             span.set_attribute("tessera.worker_id", worker.id)
-            span.set_attribute("tessera.expected_cached_tokens", decision.prefix_hit_tokens)
+            span.set_attribute("tessera.expected_cached_tokens", choice.hit_tokens)
             return response
+
+    def _choose(self, pipeline: Pipeline, req: RequestInfo) -> _Choice:
+        """The profile's decision: one worker, or (a profile with `disaggregation:`) a prefill/decode pair."""
+        workers, now = self.view.snapshots(req.model), time.monotonic()
+        if pipeline.disaggregation is None or pipeline.prefill_pipeline is None:
+            d = pipeline.place(req, workers, now, self.index)
+            score = d.scores.get(d.worker.id, 0.0) if d.worker else 0.0
+            return _Choice(d.worker, None, d.candidates, d.reason, d.saturated, d.prefix_hit_tokens, score)
+        p = place_pair(req, workers, pipeline, pipeline.prefill_pipeline, pipeline.disaggregation,
+                       kv_transfer_seconds(self.view.model_path(req.model)), now, self.index)
+        prefill = p.prefill
+        if prefill is not None and p.decode is not None and p.decode.role != "decode":
+            prefill = None   # a mixed worker runs no KV connector: it prefills its own requests
+        return _Choice(p.decode, prefill, p.candidates, p.reason, p.saturated, p.prefix_hit_tokens, 0.0)
 
     async def ReportLoad(self, request_iterator, context: grpc.aio.ServicerContext):
         worker_id = None

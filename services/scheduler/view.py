@@ -174,6 +174,10 @@ class ClusterView:
             entry.pending.append((time.monotonic(), tokens))
             entry.cached = None
 
+    def model_path(self, model: str) -> str:
+        """The folder (or hub id) workers load `model` from: where its architecture is read."""
+        return next((e.identity.model_path for e in self.workers.values() if e.identity.model == model), "")
+
     def snapshots(self, model: str | None = None) -> list[WorkerSnapshot]:
         now = time.monotonic()
         out = []

@@ -9,11 +9,13 @@ unknown here gets zeros (unknown), and scorers fall back to queue lengths.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import lru_cache
 
 from tessera.catalog import accelerators
 from tessera.perf.efficiency import efficiency_for, efficiency_table, read_calibration_file
 from tessera.v1 import common_pb2 as pb
+from services.scheduler.policy.snapshot import WorkerSnapshot
 
 log = logging.getLogger("tessera.scheduler")
 
@@ -42,3 +44,29 @@ def _speed(model_path: str, accelerator: str, tp: int) -> tuple[tuple[str, float
                  model_path or "?", accelerator or "?", exc)
         speed = UNKNOWN
     return tuple(speed.items())
+
+
+def kv_transfer_seconds(model_path: str) -> Callable[[WorkerSnapshot, WorkerSnapshot, int], float]:
+    """`transfer_s(prefill, decode, tokens)` for the disaggregation policy: the catalog's links, this model's KV.
+
+    CPU workers serve in float32 (twice the bytes per token); a model the
+    performance model cannot read costs nothing to move (pairs are then
+    chosen on compute and load alone), and says so once in the log.
+    """
+    def transfer_s(src: WorkerSnapshot, dst: WorkerSnapshot, tokens: int) -> float:
+        estimate = _estimator(model_path, src.vendor == "cpu")
+        return estimate(src, dst, tokens) if estimate is not None else 0.0
+
+    return transfer_s
+
+
+@lru_cache(maxsize=64)
+def _estimator(model_path: str, float32: bool) -> Callable[[WorkerSnapshot, WorkerSnapshot, int], float] | None:
+    from tessera.perf.comm import kv_transfer_estimator
+    from tessera.sim.build import resolve_arch
+
+    try:
+        return kv_transfer_estimator(resolve_arch(model_path, 4 if float32 else None))
+    except (ValueError, OSError, KeyError) as exc:
+        log.info("no KV size for %s (%s): prefill/decode pairs ignore transfer time", model_path or "?", exc)
+        return None

@@ -75,6 +75,7 @@ async def gather_status(etcd: str) -> dict[str, Any]:
             "kv_capacity_blocks": ident.kv_capacity_blocks,
             "address": ident.address,
             "http_address": ident.http_address,
+            "metrics_address": ident.metrics_address,
             "group": ident.group,
             "healthy": state.healthy if state else None,
             "num_waiting": load.num_waiting if load else None,
