@@ -110,6 +110,14 @@ def test_rescale_and_limit():
     assert len(wl.limit(reqs, duration_s=10.0)) == 10 and len(wl.limit(reqs, max_requests=5)) == 5
 
 
+def test_poisson_arrivals_scale_one_draw_with_the_rate():
+    reqs = [wl.SimRequest(f"r{i}", 0.0, 10, 10) for i in range(2000)]
+    slow, fast = wl.poisson_arrivals(reqs, 5.0, seed=2), wl.poisson_arrivals(reqs, 20.0, seed=2)
+    assert [r.request_id for r in fast] == [r.request_id for r in reqs] and slow[0].arrival_s == 0.0
+    assert all(f.arrival_s == pytest.approx(s.arrival_s / 4) for s, f in zip(slow, fast))
+    assert len(reqs) / fast[-1].arrival_s == pytest.approx(20.0, rel=0.1)
+
+
 def test_trace_readers(tmp_path):
     azure = tmp_path / "a.csv"
     azure.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:04.0319600,3180,8\n"

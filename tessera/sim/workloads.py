@@ -123,6 +123,17 @@ def _poisson_times(n: int, rate: float, rng: random.Random) -> list[float]:
     return out
 
 
+def poisson_arrivals(requests: list[SimRequest], rate: float, seed: int = 0) -> list[SimRequest]:
+    """The same requests, in the same order, arriving as a Poisson process at `rate` per second.
+
+    One seed draws the same gaps at every rate, scaled by 1/rate, so a search over rates (the
+    highest rate meeting an SLO: goodput) sees one set of requests under proportionally heavier
+    load rather than a fresh sample at each step.
+    """
+    times = _poisson_times(len(requests), rate, random.Random(seed))
+    return [dataclasses.replace(r, arrival_s=t) for r, t in zip(requests, times)]
+
+
 def _ids(tag: object, count: int) -> tuple[int, ...]:
     return tuple(hash((tag, j)) for j in range(count))
 
