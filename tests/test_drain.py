@@ -1,0 +1,122 @@
+"""Scale-down drains: the drain command (Kubernetes' preStop hook) and the local scaling adapter.
+
+The worker side is the real Worker gRPC servicer and load tracker, with no
+engine behind them (Drain never touches it): requests are "in flight" because
+the tracker says so, and finish when the test says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import grpc
+import pytest
+
+from services.autoscaler.actuator import Instance
+from services.autoscaler.desired import WorkerGroup
+from services.autoscaler.drain import drain_worker
+from services.autoscaler.local_scaling import LocalScaling
+from services.autoscaler.scaling import ScalingActuator
+from services.worker.load import LoadTracker
+from services.worker.servicer import WorkerServicer
+from tessera.v1 import common_pb2 as pb
+from tessera.v1 import worker_pb2_grpc
+
+
+@pytest.fixture
+async def worker():
+    tracker = LoadTracker()
+    server = grpc.aio.server()
+    worker_pb2_grpc.add_WorkerServicer_to_server(WorkerServicer(None, tracker, pb.WorkerIdentity(id="w1")), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"127.0.0.1:{port}", tracker
+    await server.stop(0)
+
+
+async def test_drain_stops_new_requests_and_waits_for_in_flight_ones(worker):
+    address, tracker = worker
+    tracker.started("a", 10)
+    tracker.started("b", 10)
+    drain = asyncio.create_task(drain_worker(address, timeout_s=10, poll_s=0.05))
+    await asyncio.sleep(0.3)
+    assert tracker.draining and not drain.done()
+    tracker.finished("a")
+    await asyncio.sleep(0.2)
+    assert not drain.done()
+    tracker.finished("b")
+    assert await asyncio.wait_for(drain, 2) == 0
+
+
+async def test_drain_gives_up_after_its_timeout_and_says_what_is_left(worker):
+    address, tracker = worker
+    tracker.started("slow", 10)
+    started = time.monotonic()
+    assert await drain_worker(address, timeout_s=0.5, poll_s=0.05) == 1
+    assert time.monotonic() - started < 2
+
+
+async def test_an_unreachable_worker_counts_as_drained():
+    assert await drain_worker("127.0.0.1:9", timeout_s=5) == 0
+
+
+async def test_the_prestop_command_exits_0_once_drained(worker):
+    address, tracker = worker
+    tracker.started("a", 10)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.autoscaler.drain", address,
+                                                "--timeout", "20")
+    for _ in range(200):   # the command needs a moment to start and call Drain
+        if tracker.draining:
+            break
+        await asyncio.sleep(0.05)
+    assert tracker.draining and proc.returncode is None
+    tracker.finished("a")
+    assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+class FakeLocalActuator:
+    """The instance-level Actuator protocol, in memory."""
+
+    def __init__(self) -> None:
+        self._instances: dict[str, Instance] = {}
+        self.stopped: list[str] = []
+
+    def launch(self, group: WorkerGroup) -> Instance:
+        inst = Instance(f"{group.name}-{len(self._instances)}", group.name, True, time.time() + len(self._instances))
+        self._instances[inst.id] = inst
+        return inst
+
+    async def stop(self, instance_id: str) -> None:
+        self._instances[instance_id].alive = False
+        self.stopped.append(instance_id)
+
+    def instances(self) -> list[Instance]:
+        return list(self._instances.values())
+
+    def forget(self, instance_id: str) -> None:
+        self._instances.pop(instance_id, None)
+
+    async def shutdown(self) -> None:
+        pass
+
+
+async def test_local_scaling_drains_a_serving_worker_before_stopping_it(worker):
+    address, tracker = worker
+    local = FakeLocalActuator()
+    group = WorkerGroup(name="g", model="tiny", replicas=3)
+    scaling = LocalScaling(local, address_of=lambda wid: address if wid == "g-2" else None, drain_timeout_s=10)
+    assert isinstance(scaling, ScalingActuator)
+    await scaling.scale(group, 3)
+    assert await scaling.replicas(group) == 3
+    # g-2 is the newest but the only one serving: the two that serve nothing go first, undrained.
+    await scaling.scale(group, 1)
+    assert sorted(local.stopped) == ["g-0", "g-1"] and not tracker.draining
+    tracker.started("r", 10)
+    down = asyncio.create_task(scaling.scale(group, 0))
+    await asyncio.sleep(0.4)
+    assert tracker.draining and local.stopped[-1] != "g-2"   # draining, not stopped yet
+    tracker.finished("r")
+    await asyncio.wait_for(down, 3)
+    assert local.stopped[-1] == "g-2" and await scaling.replicas(group) == 0
