@@ -14,6 +14,9 @@ WORKERS ?= 2
 PORT ?= 8000
 PROTO_SRC := $(wildcard protos/tessera/v1/*.proto)
 STAMP := $(VENV)/.tessera-installed
+# docker-compose 1.29, the strictest checker of deploy/compose (tests/test_deploy_manifests.py), in a
+# venv of its own: it pins PyYAML<6, which the project cannot share, and PyYAML 5.4 builds only with Cython<3.
+COMPOSE_V1 := $(VENV)/compose/bin/docker-compose
 
 .PHONY: setup up test protos check-protos bench clean-venv model
 
@@ -29,6 +32,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+$(COMPOSE_V1):
+	$(PYTHON) -m venv $(VENV)/compose
+	$(VENV)/compose/bin/pip install --quiet "cython<3" wheel setuptools
+	$(VENV)/compose/bin/pip install --quiet --no-build-isolation "PyYAML==5.4.1"
+	$(VENV)/compose/bin/pip install --quiet docker-compose==1.29.2
+
 model: setup
 	$(BIN)/tessera prepare-model $(MODEL)
 
@@ -41,7 +50,7 @@ protos: setup
 check-protos: setup
 	$(PY) -m tessera.protogen --check
 
-test: setup check-protos
+test: setup check-protos $(COMPOSE_V1)
 	$(BIN)/pytest -q
 
 bench: setup
