@@ -25,6 +25,7 @@ from services.autoscaler import metrics
 from services.autoscaler.actuator import Actuator
 from services.autoscaler.desired import WorkerGroup
 from services.autoscaler.reconcile import Observed, reconcile
+from services.autoscaler.scaling import ScalingActuator, converge
 
 log = logging.getLogger("tessera.autoscaler")
 
@@ -33,10 +34,15 @@ CRASH_BACKOFF_CAP_S = 60.0
 
 
 class Controller:
-    def __init__(self, groups: list[WorkerGroup], actuator: Actuator, connector: EtcdConnector,
-                 election: LeaderElection, interval: float = 1.0) -> None:
+    def __init__(self, groups: list[WorkerGroup], actuator: Actuator | None, connector: EtcdConnector,
+                 election: LeaderElection, interval: float = 1.0, scaling: ScalingActuator | None = None) -> None:
+        """`actuator` launches and stops each worker itself (local processes); `scaling` instead sets
+        a replica count per group on a platform that owns its instances (compose, Kubernetes)."""
+        if (actuator is None) == (scaling is None):
+            raise ValueError("give exactly one of actuator (per instance) or scaling (per group)")
         self.groups = groups
         self.actuator = actuator
+        self.scaling = scaling
         self.connector = connector
         self.election = election
         self.interval = interval
@@ -99,7 +105,7 @@ class Controller:
 
     def observe(self) -> list[Observed]:
         now = time.time()
-        own = {i.id: i for i in self.actuator.instances()}
+        own = {i.id: i for i in self.actuator.instances()} if self.actuator is not None else {}
         wanted = {g.name for g in self.groups}
         observed = []
         for wid, ident in self.registered.items():
@@ -118,6 +124,12 @@ class Controller:
         return observed
 
     async def step(self) -> None:
+        if self.scaling is not None:
+            # The platform starts, restarts and drains; we only hold the counts.
+            for change in await converge(self.scaling, self.groups):
+                self._decide(change.group, "scale", "", f"{change.before} -> {change.after} replicas")
+            self._update_gauges()
+            return
         now = time.time()
         self._note_exits()
         for action in reconcile(self.groups, self.observe()):

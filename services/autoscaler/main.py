@@ -25,6 +25,7 @@ from tessera.v1 import autoscaler_pb2_grpc
 from services.autoscaler.controller import Controller
 from services.autoscaler.desired import DesiredStateError, WorkerGroup, group_name_for, load_desired
 from services.autoscaler.local_actuator import LocalProcessActuator
+from services.autoscaler.scaling import ScalingActuator, ScalingError
 
 log = logging.getLogger("tessera.autoscaler")
 
@@ -40,6 +41,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="engine argument for the shorthand group (repeatable)")
     p.add_argument("--worker-log-dir", default=None, help="where worker logs go (default: a temp dir)")
+    p.add_argument("--actuator", default="local", choices=["local", "compose", "k8s"],
+                   help="local: worker processes on this machine; compose: scale the worker services of "
+                        "deploy/compose; k8s: scale worker Deployments (found by their tessera.ai labels)")
+    p.add_argument("--compose-file", action="append", default=None,
+                   help="compose: file(s) of the deployment (default: deploy/compose/docker-compose.yaml)")
+    p.add_argument("--compose-project", default="tessera")
+    p.add_argument("--k8s-namespace", default=None, help="k8s: namespace (default: the pod's, or the kubeconfig's)")
+    p.add_argument("--kubeconfig", default=None)
     p.add_argument("--autoscaler-id", default=None)
     p.add_argument("--lease-ttl", type=int, default=5)
     p.add_argument("--log-level", default="INFO")
@@ -70,6 +79,19 @@ def desired_groups(args: argparse.Namespace) -> list[WorkerGroup]:
     return []
 
 
+def make_actuator(args: argparse.Namespace, log_dir: str) -> tuple[LocalProcessActuator | None, ScalingActuator | None]:
+    """The local actuator (per worker), or a platform's group-level scaling (compose, Kubernetes)."""
+    if args.actuator == "local":
+        return LocalProcessActuator(args.etcd, log_dir), None
+    if args.actuator == "compose":
+        from services.autoscaler.compose_actuator import DEFAULT_FILE, ComposeActuator
+
+        return None, ComposeActuator(args.compose_file or [DEFAULT_FILE], project=args.compose_project)
+    from services.autoscaler.k8s_actuator import KubernetesActuator   # the k8s extra: only when asked for
+
+    return None, KubernetesActuator.from_environment(namespace=args.k8s_namespace, kubeconfig=args.kubeconfig)
+
+
 async def run(args: argparse.Namespace) -> int:
     try:
         groups = desired_groups(args)
@@ -79,10 +101,14 @@ async def run(args: argparse.Namespace) -> int:
     aid = args.autoscaler_id or f"autoscaler-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
     connector = EtcdConnector(args.etcd)
     log_dir = args.worker_log_dir or tempfile.mkdtemp(prefix="tessera-workers-")
-    actuator = LocalProcessActuator(args.etcd, log_dir)
+    try:
+        actuator, scaling = make_actuator(args, log_dir)
+    except ScalingError as exc:
+        log.error("%s", exc)
+        return 2
     election = LeaderElection(connector, keys.election("autoscaler"), aid, ttl=args.lease_ttl)
     election.start()
-    controller = Controller(groups, actuator, connector, election)
+    controller = Controller(groups, actuator, connector, election, scaling=scaling)
     loop_task = asyncio.create_task(controller.run())
 
     server = await start_server(
@@ -101,8 +127,11 @@ async def run(args: argparse.Namespace) -> int:
     await stop.wait()
     loop_task.cancel()
     await election.close()
-    log.info("stopping the workers this autoscaler launched")
-    await actuator.shutdown()
+    if actuator is not None:
+        log.info("stopping the workers this autoscaler launched")
+        await actuator.shutdown()
+    if scaling is not None:
+        await scaling.close()   # compose and Kubernetes workers outlive the autoscaler
     await registration.close()
     await controller.workers.close()
     await server.stop(1.0)
