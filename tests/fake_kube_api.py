@@ -233,3 +233,18 @@ def _status(code: int, reason: str, message: str, name: str = "") -> tuple[int, 
     details = {"name": name, "group": "apps", "kind": "deployments"} if name else {}
     return code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
                   "reason": reason, "details": details, "code": code}
+
+
+def write_kubeconfig(path: Any, host: str, namespace: str) -> str:
+    """A kubeconfig whose current context points the real client at `host`, in `namespace`."""
+    from pathlib import Path
+
+    Path(path).write_text(f"""
+apiVersion: v1
+kind: Config
+clusters: [{{name: fake, cluster: {{server: "{host}"}}}}]
+users: [{{name: me, user: {{token: not-checked}}}}]
+contexts: [{{name: ctx, context: {{cluster: fake, user: me, namespace: {namespace}}}}}]
+current-context: ctx
+""")
+    return str(path)

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("kubernetes", reason="the Kubernetes client is in the dev and k8s extras")
 
-from tests.fake_kube_api import FakeKubeApi  # noqa: E402
+from tests.fake_kube_api import FakeKubeApi, write_kubeconfig  # noqa: E402
 from tests.harness import ServiceProcess, wait_for  # noqa: E402
 from tests.test_k8s_actuator import worker_labels  # noqa: E402
 
@@ -21,15 +21,7 @@ def test_the_autoscaler_scales_worker_deployments_to_the_desired_counts(local_et
     api.add("worker-smollm2-h100-prefill", worker_labels("smollm2", "prefill", "h100-sxm", "nvidia"), replicas=0)
     api.add("worker-smollm2-a100-decode", worker_labels("smollm2", "decode", "a100-80gb-sxm", "nvidia"), replicas=3)
     host = api.start()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(f"""
-apiVersion: v1
-kind: Config
-clusters: [{{name: fake, cluster: {{server: "{host}"}}}}]
-users: [{{name: me, user: {{token: not-checked}}}}]
-contexts: [{{name: ctx, context: {{cluster: fake, user: me, namespace: tessera}}}}]
-current-context: ctx
-""")
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", host, "tessera")
     desired = tmp_path / "desired.yaml"
     desired.write_text(
         "groups:\n"
@@ -37,7 +29,7 @@ current-context: ctx
         "  - {name: prefill, model: smollm2, role: prefill, replicas: 1, accelerator: h100-sxm}\n"
         "  - {name: decode, model: smollm2, role: decode, replicas: 2, accelerator: a100-80gb-sxm}\n")
     autoscaler = ServiceProcess("autoscaler", ["autoscaler", "--etcd", local_etcd.endpoint, "--lease-ttl", "2",
-                                               "--actuator", "k8s", "--kubeconfig", str(kubeconfig),
+                                               "--actuator", "k8s", "--kubeconfig", kubeconfig,
                                                "--desired", str(desired)], tmp_path).start()
     try:
         wanted = {"worker-smollm2-h100-mixed": 2, "worker-smollm2-h100-prefill": 1, "worker-smollm2-a100-decode": 2}

@@ -17,7 +17,7 @@ from kubernetes import client  # noqa: E402
 from services.autoscaler.desired import WorkerGroup  # noqa: E402
 from services.autoscaler.k8s_actuator import KubernetesActuator  # noqa: E402
 from services.autoscaler.scaling import ScalingActuator, ScalingError, converge  # noqa: E402
-from tests.fake_kube_api import FakeKubeApi  # noqa: E402
+from tests.fake_kube_api import FakeKubeApi, write_kubeconfig  # noqa: E402
 
 NS = "tessera"
 
@@ -137,17 +137,8 @@ async def test_an_unreachable_api_says_where_it_tried(api):
 
 async def test_from_environment_uses_the_kubeconfigs_namespace(api, tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    kubeconfig = tmp_path / "config"
-    kubeconfig.write_text(f"""
-apiVersion: v1
-kind: Config
-clusters: [{{name: fake, cluster: {{server: "{api.host}"}}}}]
-users: [{{name: me, user: {{token: not-checked}}}}]
-contexts:
-- {{name: ctx, context: {{cluster: fake, user: me, namespace: other}}}}
-current-context: ctx
-""")
-    act = KubernetesActuator.from_environment(kubeconfig=str(kubeconfig))
+    kubeconfig = write_kubeconfig(tmp_path / "config", api.host, "other")
+    act = KubernetesActuator.from_environment(kubeconfig=kubeconfig)
     assert act.namespace == "other"
     await act.scale(MIXED, 2)
     assert api.replicas("worker-smollm2-h100-mixed", namespace="other") == 2
