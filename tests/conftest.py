@@ -17,6 +17,7 @@ from tests.otlp_collector import OtlpCollector
 
 TINY = "tiny-llama"
 SMOLLM2 = "SmolLM2-135M-Instruct"
+TINY_PD = "tiny-pd"
 CLUSTER_START_TIMEOUT_S = 420
 
 
@@ -69,7 +70,8 @@ def _test_env(collector: OtlpCollector) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
-    """etcd + scheduler + router + autoscaler keeping 2 tiny workers and 1 SmolLM2 worker (all real vLLM)."""
+    """etcd + scheduler + router + autoscaler keeping 2 tiny workers, 1 SmolLM2 worker and a tiny prefill/decode
+    pair (all real vLLM)."""
     log_dir = tmp_path_factory.mktemp("cluster")
     collector = OtlpCollector().start()
     etcd = LocalEtcd(client_port=free_port(), data_dir=str(log_dir / "etcd-data"),
@@ -80,6 +82,9 @@ def cluster(tmp_path_factory):
         "groups:\n"
         "  - {name: tiny, model: tiny, replicas: 2}\n"
         "  - {name: smollm2, model: smollm2, replicas: 1, engine_args: {max_model_len: 2048}}\n"
+        # The same tiny weights as a prefill/decode pair under another name (test_disaggregation.py).
+        f"  - {{name: tiny-prefill, model: tiny, role: prefill, replicas: 1, engine_args: {{served_model_name: {TINY_PD}}}}}\n"
+        f"  - {{name: tiny-decode, model: tiny, role: decode, replicas: 1, engine_args: {{served_model_name: {TINY_PD}}}}}\n"
     )
     http_port, grpc_port = free_port(), free_port()
     common = ["--etcd", etcd.endpoint, "--lease-ttl", "3"]
@@ -91,8 +96,10 @@ def cluster(tmp_path_factory):
                                                "--autoscaler-id", "autoscaler-a"], log_dir, env).start()
     c = Cluster(etcd, scheduler, router, autoscaler, http_port, grpc_port, collector, log_dir, env)
     try:
-        wait_for(lambda: c.models().get(TINY, 0) >= 2 and c.models().get(SMOLLM2, 0) >= 1,
-                 CLUSTER_START_TIMEOUT_S, interval=1.0, what="2 tiny workers and 1 SmolLM2 worker to register")
+        wait_for(lambda: c.models().get(TINY, 0) >= 2 and c.models().get(SMOLLM2, 0) >= 1
+                 and c.models().get(TINY_PD, 0) >= 2,
+                 CLUSTER_START_TIMEOUT_S, interval=1.0,
+                 what="2 tiny workers, 1 SmolLM2 worker and a tiny prefill/decode pair to register")
     except TimeoutError:
         print(c.logs())
         raise

@@ -210,8 +210,6 @@ class RequestFlow:
                 metadata=outgoing_metadata(context=trace.set_span_in_context(span, gen.trace_context)))
         finally:
             span.end()
-        if kv is None:
-            await self.channels.forget(prefill.address)
         return kv
 
     async def _place(self, gen: Generation, excluded: list[str], produced: int) -> scheduler_pb2.PlaceResponse:
