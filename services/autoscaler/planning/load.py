@@ -1,0 +1,68 @@
+"""The load a fleet must serve: a request rate and the shape of its requests.
+
+One record flows from the forecaster to the capacity model and the planner.
+The shape (prompt and answer lengths, prefix reuse) decides what one instance
+can sustain; the rate decides how many instances are needed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+_Z90 = NormalDist().inv_cdf(0.90)
+
+
+@dataclass(frozen=True)
+class LoadMix:
+    """Requests per second and their lengths in tokens.
+
+    input_p90 carries the spread of prompt lengths: TTFT percentiles are set by the long prompts
+    and by the queueing their variance causes. prefix_reuse is the share of prompt tokens found
+    in the prefix cache (not recomputed on a mixed or prefill instance).
+    """
+
+    rate_rps: float
+    input_mean: float = 1024.0
+    input_p90: float = 2048.0
+    output_mean: float = 256.0
+    prefix_reuse: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.rate_rps < 0 or not math.isfinite(self.rate_rps):
+            raise ValueError(f"rate_rps must be a finite number >= 0, not {self.rate_rps}")
+        if self.input_mean < 1 or self.output_mean < 1:
+            raise ValueError("input_mean and output_mean must be at least one token")
+        if self.input_p90 < 0:
+            raise ValueError("input_p90 must be >= 0")
+        if not 0.0 <= self.prefix_reuse < 1.0:
+            raise ValueError(f"prefix_reuse must be in [0, 1), not {self.prefix_reuse}")
+
+    def input_quantile(self, percentile: float) -> float:
+        """The prompt length at `percentile`, from a lognormal fitted to the mean and p90.
+
+        A lognormal because prompt lengths are positive and right-skewed; with only a mean and a
+        p90 it is the two-parameter shape that fits both exactly (p90 <= mean: all prompts alike).
+        """
+        sigma = self.input_sigma()
+        mu = math.log(self.input_mean) - sigma * sigma / 2.0
+        return math.exp(mu + sigma * NormalDist().inv_cdf(percentile / 100.0))
+
+    def input_sigma(self) -> float:
+        """The lognormal's sigma: solves ln(p90/mean) = z90*sigma - sigma^2/2 (smaller root).
+
+        A lognormal's p90/mean peaks at exp(z90^2/2) ~ 2.27; a ratio past that is clamped there."""
+        ratio = self.input_p90 / self.input_mean
+        if ratio <= 1.0:
+            return 0.0
+        disc = _Z90 * _Z90 - 2.0 * math.log(ratio)
+        return _Z90 - math.sqrt(max(disc, 0.0))
+
+    def input_scv(self) -> float:
+        """Squared coefficient of variation of prompt length (the lognormal's exp(sigma^2) - 1)."""
+        return math.expm1(self.input_sigma() ** 2)
+
+    def scaled(self, rate_rps: float) -> "LoadMix":
+        """The same request shape at another rate."""
+        return LoadMix(rate_rps, self.input_mean, self.input_p90, self.output_mean, self.prefix_reuse)

@@ -1,0 +1,68 @@
+"""The queueing margins the capacity model adds to mean-value step times.
+
+Averages alone would plan instances at 100% busy, where latency percentiles
+explode. These closed forms keep the planner exact-enough and fast (no
+simulation inside an optimiser): Poisson counts for how many sequences run at
+once, and the G/G/1 waiting-time tail for prompts queued for prefill.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+
+def z_score(percentile: float) -> float:
+    """The standard normal quantile of a percentile in (0, 100)."""
+    return NormalDist().inv_cdf(percentile / 100.0)
+
+
+def count_at_percentile(mean: float, percentile: float) -> float:
+    """A Poisson count's `percentile` (normal approximation mean + z*sqrt(mean)).
+
+    With Poisson arrivals, the number of requests in service at once (M/G/inf) and the
+    number arriving in a window are Poisson; this is how far above its mean it runs."""
+    if mean <= 0:
+        return 0.0
+    return mean + max(z_score(percentile), 0.0) * math.sqrt(mean)
+
+
+def mean_for_count(limit: float, percentile: float) -> float:
+    """The largest mean whose count_at_percentile stays within `limit` (inverse of the above)."""
+    if limit <= 0:
+        return 0.0
+    z = max(z_score(percentile), 0.0)
+    root = (-z + math.sqrt(z * z + 4.0 * limit)) / 2.0
+    return root * root
+
+
+def wait_at_percentile(utilisation: float, service_s: float, service_scv: float, percentile: float) -> float:
+    """Waiting time before service at `percentile` in a single-server FCFS queue with Poisson arrivals.
+
+    Mean wait (Pollaczek-Khinchine): W = rho/(1-rho) * (1+c_s^2)/2 * S. The tail is the usual
+    heavy-traffic one: with probability rho a request waits, an exponential of mean W/rho, so
+    P(wait > t) = rho*exp(-t*rho/W) and the percentile is W/rho * ln(rho/(1-p)). Infinite at rho >= 1.
+    """
+    if utilisation <= 0.0 or service_s <= 0.0:
+        return 0.0
+    if utilisation >= 1.0:
+        return math.inf
+    mean_wait = utilisation / (1.0 - utilisation) * (1.0 + service_scv) / 2.0 * service_s
+    tail = 1.0 - percentile / 100.0
+    if utilisation <= tail:
+        return 0.0
+    return mean_wait / utilisation * math.log(utilisation / tail)
+
+
+def erlang_c(servers: int, offered: float) -> float:
+    """Probability that an arrival waits in M/M/c with `servers` servers and `offered` = rate * service
+    (Erlang C); 1 when offered >= servers. Computed through the Erlang B recursion, stable for c in the
+    hundreds (vLLM's max_num_seqs)."""
+    if offered <= 0:
+        return 0.0
+    if offered >= servers:
+        return 1.0
+    b = 1.0
+    for k in range(1, servers + 1):
+        b = offered * b / (k + offered * b)
+    return servers * b / (servers - offered * (1.0 - b))

@@ -1,0 +1,420 @@
+"""The autoscaler's planner: pure code, checked against brute force and against its own promises."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from dataclasses import replace
+
+import pytest
+
+from services.autoscaler.planning import corrections, forecast, hysteresis
+from services.autoscaler.planning.capacity import CapacityModel
+from services.autoscaler.planning.corrections import CorrectionState, Factors
+from services.autoscaler.planning.engines import engines_for
+from services.autoscaler.planning.fleet import InstanceType
+from services.autoscaler.planning.forecast import ForecastParams, ForecastState, IntervalStats
+from services.autoscaler.planning.hysteresis import FleetState, HysteresisParams
+from services.autoscaler.planning.load import LoadMix
+from services.autoscaler.planning.milp import Candidate, served, solve
+from services.autoscaler.planning.planner import IDLE, INVENTORY, LOAD, MAX_INSTANCES, SLO, capacities, plan, \
+    plan_homogeneous
+from services.autoscaler.planning.slo_policy import SloPolicyError, parse_slo_policy
+
+POLICY = """
+model: llama3-8b
+targets:
+  ttft: {percentile: 90, ms: 500}
+  tpot: {percentile: 90, ms: 50}
+inventory:
+  h100: {free: 4}
+  a100: {free: 6}
+  l40s: 4
+roles: [mixed, prefill, decode]
+tp: [1]
+instances: {min: 0, max: 16}
+headroom: 0.1
+scale_to_zero_idle_s: 300
+"""
+SHAPE = LoadMix(1.0, input_mean=1024, input_p90=2048, output_mean=256)
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return parse_slo_policy(POLICY)
+
+
+@pytest.fixture(scope="module")
+def model(policy):
+    return CapacityModel(engines_for(policy))
+
+
+def brute_force(cands: list[Candidate], demand: float, free: dict[str, int], lo: int, hi: int) -> float | None:
+    """The least cost over every count vector within the inventory (None: nothing serves `demand`)."""
+    ranges = [range(free[c.itype.accelerator] // c.itype.tp + 1) for c in cands]
+    best = None
+    for counts in itertools.product(*ranges):
+        if not lo <= sum(counts) <= hi:
+            continue
+        used: dict[str, int] = {}
+        for c, n in zip(cands, counts):
+            used[c.itype.accelerator] = used.get(c.itype.accelerator, 0) + n * c.itype.tp
+        if any(used[k] > free[k] for k in used):
+            continue
+        fleet = {c.itype: n for c, n in zip(cands, counts) if n}
+        if served(cands, fleet) >= demand * (1 - 1e-9):
+            cost = sum(c.cost_per_hour * n for c, n in zip(cands, counts))
+            best = cost if best is None else min(best, cost)
+    return best
+
+
+def milp_cost(cands, counts) -> float:
+    price = {c.itype: c.cost_per_hour for c in cands}
+    return sum(price[t] * n for t, n in counts.items())
+
+
+# ---- the integer program ------------------------------------------------------------------------
+
+def test_milp_matches_brute_force_on_random_small_cases():
+    rng = random.Random(7)
+    kinds = ("a", "b")
+    checked = infeasible = 0
+    for _ in range(150):
+        types = rng.sample([InstanceType(k, tp, role) for k in kinds for tp in (1, 2)
+                            for role in ("mixed", "prefill", "decode")], rng.randint(2, 3))
+        cands = [Candidate(t, round(rng.uniform(0.5, 10), 2), round(rng.uniform(0.5, 4), 2) * t.tp) for t in types]
+        free = {k: rng.randint(0, 6) for k in kinds}
+        lo, hi = rng.choice([(0, 99), (0, 3), (2, 99)])
+        demand = round(rng.uniform(0.1, 30), 2)
+        expected = brute_force(cands, demand, free, lo, hi)
+        got = solve(cands, demand, free, lo, hi)
+        if expected is None:
+            assert got is None, (cands, demand, free, got)
+            infeasible += 1
+        else:
+            assert got is not None, (cands, demand, free)
+            assert milp_cost(cands, got) == pytest.approx(expected, abs=1e-6), (cands, demand, free, got)
+            assert served(cands, got) >= demand * (1 - 1e-7)
+            checked += 1
+    assert checked > 40 and infeasible > 10      # both kinds of answer were exercised
+
+
+def test_plan_matches_brute_force_with_real_capacities(policy, model):
+    small = replace(policy, inventory=(replace(policy.inventory[0], free=2), replace(policy.inventory[1], free=3)))
+    caps = capacities(small, SHAPE, model)
+    cands = [Candidate(t, c.rate_rps, small.cost_per_device_hour(t.accelerator) * t.tp)
+             for t, c in caps.items() if c.rate_rps > 0]
+    for rate in (0.5, 4.0, 12.0, 30.0, 45.0, 90.0):
+        p = plan(small, SHAPE.scaled(rate), model)
+        expected = brute_force(cands, p.demand_rps, small.free_devices(), 0, small.max_instances)
+        if expected is None:
+            assert not p.feasible
+        else:
+            assert p.feasible and p.cost_per_hour == pytest.approx(expected, abs=1e-6), (rate, p.summary())
+
+
+def test_pd_pool_needs_both_sides(policy, model):
+    p = plan(replace(policy, inventory=policy.inventory[:1]), SHAPE.scaled(60.0), model)
+    prefill, decode = p.prefill_decode
+    assert (prefill == 0) == (decode == 0)
+    if prefill:
+        assert p.disaggregated_rps > 0
+
+
+# ---- infeasible plans say why ---------------------------------------------------------------------
+
+def test_too_little_inventory_names_the_inventory(policy, model):
+    p = plan(policy, SHAPE.scaled(500.0), model)
+    assert not p.feasible and p.binding == INVENTORY
+    assert "cannot meet SLO with inventory" in p.reasons[0] and "at most" in p.reasons[0]
+    assert p.entries, "the best-effort fleet still uses what is on offer"
+    assert sum(p.devices.values()) >= sum(policy.free_devices().values()) - 1
+
+
+def test_instance_cap_is_named(policy, model):
+    p = plan(replace(policy, max_instances=2), SHAPE.scaled(60.0), model)
+    assert not p.feasible and p.binding == MAX_INSTANCES
+    assert "instances.max = 2" in p.reasons[0]
+    assert sum(p.counts.values()) <= 2
+
+
+def test_unreachable_slo_is_named(policy, model):
+    strict = replace(policy, targets=replace(policy.targets, ttft=replace(policy.targets.ttft, ms=5)))
+    p = plan(strict, SHAPE.scaled(1.0), model)
+    assert not p.feasible and p.binding == SLO and not p.entries
+    assert any("TTFT p90" in r and "even when idle" in r for r in p.reasons)
+
+
+def test_inventory_binding_when_feasible_but_forced_off_the_cheapest_kind(policy, model):
+    p = plan(policy, SHAPE.scaled(60.0), model)
+    cheapest_kind = max(p.devices, key=p.devices.get)
+    squeezed = replace(policy, inventory=tuple(replace(i, free=1) if i.accelerator == cheapest_kind else i
+                                               for i in policy.inventory))
+    q = plan(squeezed, SHAPE.scaled(60.0), model)
+    assert q.feasible and q.binding == INVENTORY and q.cost_per_hour > p.cost_per_hour
+    assert p.binding == LOAD
+
+
+# ---- heterogeneous vs homogeneous -----------------------------------------------------------------
+
+def test_heterogeneous_beats_homogeneous_when_inventory_forces_it(policy, model):
+    load = SHAPE.scaled(70.0)
+    mixed_fleet = plan(policy, load, model)
+    single = plan_homogeneous(policy, load, model)
+    assert mixed_fleet.feasible
+    assert len(mixed_fleet.devices) >= 2, mixed_fleet.summary()
+    assert not single.feasible or single.cost_per_hour > mixed_fleet.cost_per_hour + 1e-6
+    for item in policy.inventory:               # no single kind does it as cheaply
+        one = plan_homogeneous(policy, load, model, accelerator=item.accelerator)
+        assert not one.feasible or one.cost_per_hour >= mixed_fleet.cost_per_hour - 1e-6
+
+
+# ---- capacity model -------------------------------------------------------------------------------
+
+def test_capacity_grows_with_looser_targets_and_faster_parts(policy, model):
+    h100, a100 = InstanceType("h100-sxm"), InstanceType("a100-80gb-sxm")
+    tight = policy.targets
+    loose = replace(tight, tpot=replace(tight.tpot, ms=100), ttft=replace(tight.ttft, ms=1000))
+    for t in (h100, a100, replace(h100, role="decode"), replace(h100, role="prefill")):
+        assert model.capacity(t, SHAPE, loose).rate_rps >= model.capacity(t, SHAPE, tight).rate_rps > 0
+    assert model.capacity(h100, SHAPE, tight).rate_rps > model.capacity(a100, SHAPE, tight).rate_rps
+
+
+def test_prediction_at_capacity_meets_targets_and_just_beyond_breaks_them(policy, model):
+    for role in ("mixed", "prefill", "decode"):
+        itype = InstanceType("h100-sxm", 1, role)
+        cap = model.capacity(itype, SHAPE, policy.targets)
+        assert cap.at_capacity is not None and cap.at_capacity.ok
+        beyond = model.predict(itype, SHAPE.scaled(cap.rate_rps * 1.01), policy.targets)
+        assert cap.binding in beyond.violations
+
+
+def test_decode_capacity_stays_below_what_a_full_batch_sustains(policy, model):
+    """At max_num_seqs the batch cannot grow: the rate must stay under slots / (output * full step),
+    with room for Poisson bursts, or the slot queue never drains."""
+    itype = InstanceType("h100-sxm", 1, "decode")
+    cap = model.capacity(itype, SHAPE, policy.targets)
+    engine = model.engine(itype)
+    full_step = engine.timer(decode=[int(SHAPE.input_mean + SHAPE.output_mean / 2)] * engine.max_num_seqs)
+    sustained = engine.max_num_seqs / (SHAPE.output_mean * full_step)
+    assert cap.binding == "max_num_seqs"
+    assert 0.8 * sustained < cap.rate_rps < 0.95 * sustained
+
+
+def test_handoff_eats_into_prefill_capacity(policy, model):
+    itype = InstanceType("h100-sxm", 1, "prefill")
+    alone = model.capacity(itype, SHAPE, policy.targets, handoff_s=0.0).rate_rps
+    assert model.capacity(itype, SHAPE, policy.targets, handoff_s=0.2).rate_rps < alone
+
+
+def test_longer_answers_cost_decode_capacity_and_prefix_reuse_helps_prefill(policy, model):
+    dec, pre = InstanceType("h100-sxm", 1, "decode"), InstanceType("h100-sxm", 1, "prefill")
+    assert (model.capacity(dec, replace(SHAPE, output_mean=1024), policy.targets).rate_rps
+            < model.capacity(dec, SHAPE, policy.targets).rate_rps)
+    assert (model.capacity(pre, replace(SHAPE, prefix_reuse=0.5), policy.targets).rate_rps
+            > model.capacity(pre, SHAPE, policy.targets).rate_rps)
+
+
+# ---- corrections ----------------------------------------------------------------------------------
+
+def test_corrections_move_capacity_the_right_way(policy, model):
+    itype = InstanceType("a100-80gb-sxm")
+    base = model.capacity(itype, SHAPE, policy.targets).rate_rps
+    slow = fast = CorrectionState()
+    for _ in range(10):
+        slow = corrections.observe(slow, itype.label, "tpot", 0.030, 0.045, samples=100)
+        fast = corrections.observe(fast, itype.label, "ttft", 0.300, 0.200, samples=100)
+    assert slow.for_label(itype.label).tpot > 1.2 and fast.for_label(itype.label).ttft < 0.8
+    assert model.capacity(itype, SHAPE, policy.targets, slow.for_label(itype.label)).rate_rps < base
+    assert model.capacity(itype, SHAPE, policy.targets, fast.for_label(itype.label)).rate_rps > base
+    corrected = plan(policy, SHAPE.scaled(20.0), model, corrections=slow)
+    assert corrected.cost_per_hour >= plan(policy, SHAPE.scaled(20.0), model).cost_per_hour
+
+
+def test_corrections_are_clamped_and_ignore_thin_intervals():
+    state = CorrectionState()
+    assert corrections.observe(state, "x", "ttft", 0.1, 1.0, samples=3) == state
+    for _ in range(50):
+        state = corrections.observe(state, "x", "ttft", 0.1, 10.0, samples=100)
+    assert state.for_label("x") == Factors(ttft=corrections.CorrectionParams().maximum, tpot=1.0)
+    assert state.for_label("other") == Factors()
+
+
+# ---- forecaster -----------------------------------------------------------------------------------
+
+def _feed(rates, state=ForecastState(), params=ForecastParams(), duration=30.0):
+    for r in rates:
+        state = forecast.observe(state, IntervalStats(duration, round(r * duration), 1024, 2048, 256), params)
+    return state
+
+
+def test_forecaster_follows_a_trend():
+    ramp = [10 + 2 * i for i in range(20)]          # +2 req/s per interval
+    state = _feed(ramp)
+    nxt = forecast.forecast(state).rate_rps
+    assert nxt == pytest.approx(ramp[-1] + 2, rel=0.05)
+    assert nxt - ramp[-1] > 1.5                      # a step ahead of the last interval, not level with it
+
+
+def test_forecaster_reacts_to_a_burst_at_once_and_lets_go_later():
+    params = ForecastParams(burst_window=2)
+    state = _feed([20.0] * 10 + [80.0], params=params)
+    assert forecast.forecast(state, params).rate_rps >= 80.0
+    state = _feed([20.0] * 6, state, params)
+    assert forecast.forecast(state, params).rate_rps == pytest.approx(20.0, rel=0.1)
+
+
+def test_forecaster_smooths_lengths_and_counts_idle_time():
+    state = _feed([5.0] * 3)
+    state = forecast.observe(state, IntervalStats(30.0, 90, input_mean=4096, input_p90=8192, output_mean=64))
+    shape = forecast.forecast(state)
+    assert 1024 < shape.input_mean < 4096 and 64 < shape.output_mean < 256
+    state = _feed([0.0] * 4, state)
+    assert state.idle_s == 120.0
+    state = _feed([0.0] * 4, state)
+    assert forecast.forecast(state, interval_s=30.0).rate_rps == 0.0
+
+
+# ---- hysteresis -----------------------------------------------------------------------------------
+
+H = InstanceType("h100-sxm")
+A = InstanceType("a100-80gb-sxm")
+
+
+def test_scale_up_is_immediate_and_scale_down_waits_and_steps():
+    params = HysteresisParams(scale_down_stable_intervals=3, scale_down_cooldown_s=60, max_scale_down_fraction=0.5)
+    state, d = hysteresis.step(FleetState(), {H: 8}, 0.0, params)
+    assert d.counts == {H: 8} and d.changed
+    counts = []
+    for i in range(1, 12):
+        state, d = hysteresis.step(state, {H: 1}, 30.0 * i, params)
+        counts.append(d.counts.get(H, 0))
+    assert counts[:2] == [8, 8]                      # not yet stable for 3 intervals
+    assert counts[2] == 4                            # then at most half at a time
+    assert all(b >= a // 2 for a, b in zip(counts, counts[1:]))
+    assert counts[-1] == 1
+
+
+def test_scale_down_keeps_the_largest_recent_plan():
+    params = HysteresisParams(scale_down_stable_intervals=3, scale_down_cooldown_s=0, max_scale_down_fraction=1.0)
+    state, _ = hysteresis.step(FleetState(), {H: 10}, 0.0, params)
+    for i, want in enumerate((3, 6, 4), start=1):
+        state, d = hysteresis.step(state, {H: want}, 30.0 * i, params)
+    assert d.counts == {H: 6}
+
+
+def test_hysteresis_does_not_flap_on_noisy_load(policy, model):
+    """The service's loop: observe -> forecast -> plan -> hysteresis, on +-35% noise around 40 req/s."""
+    rng = random.Random(3)
+    fstate, fleet = ForecastState(), FleetState()
+    raw, kept = [], []
+    for i in range(30):
+        rate = 40.0 * (1 + rng.uniform(-0.35, 0.35))
+        raw.append(tuple(sorted(plan(policy, SHAPE.scaled(rate), model).counts.items())))
+        fstate = forecast.observe(fstate, IntervalStats(30.0, round(rate * 30), 1024, 2048, 256), policy.forecast)
+        p = plan(policy, forecast.forecast(fstate, policy.forecast), model, current=fleet.as_dict())
+        fleet, d = hysteresis.step(fleet, p.counts, 30.0 * i, policy.hysteresis, policy.free_devices(), p.serves)
+        kept.append(tuple(sorted(d.counts.items())))
+        assert p.serves(d.counts)                    # never less than the plan needs
+    raw_changes = sum(a != b for a, b in zip(raw, raw[1:]))
+    kept_changes = sum(a != b for a, b in zip(kept, kept[1:]))
+    assert raw_changes >= 10, raw                    # planning each interval's load alone would flap
+    assert kept_changes <= 3, kept
+
+
+def test_hysteresis_holds_through_alternating_plans():
+    params = HysteresisParams(scale_down_stable_intervals=4, scale_down_cooldown_s=0, max_scale_down_fraction=0.5)
+    state, sizes = FleetState(), []
+    for i, want in enumerate([4, 2, 5, 3] * 3 + [3] * 4):
+        state, d = hysteresis.step(state, {H: want}, 30.0 * i, params)
+        sizes.append(d.counts[H])
+    assert sizes == [4, 4] + [5] * 12 + [3, 3]      # down only once 4 plans in a row wanted fewer
+
+
+def test_swap_happens_at_once_when_old_and_new_do_not_both_fit():
+    state, _ = hysteresis.step(FleetState(), {InstanceType("h100-sxm", 2): 2}, 0.0)
+    state, d = hysteresis.step(state, {H: 4}, 30.0, free_devices={"h100-sxm": 4})
+    assert d.counts == {H: 4}
+
+
+# ---- scale to zero --------------------------------------------------------------------------------
+
+def test_scale_to_zero_after_idle_time_and_back(policy, model):
+    fstate, fleet = _feed([4.0] * 3), FleetState()
+    t = 0.0
+    p = plan(policy, forecast.forecast(fstate), model, idle_s=fstate.idle_s)
+    fleet, d = hysteresis.step(fleet, p.counts, t, policy.hysteresis)
+    assert d.counts
+    sizes = []
+    for _ in range(12):                              # 6 minutes without a request (idle time: 5)
+        t += 30.0
+        fstate = _feed([0.0], fstate)
+        p = plan(policy, forecast.forecast(fstate, interval_s=30.0), model, idle_s=fstate.idle_s)
+        fleet, d = hysteresis.step(fleet, p.counts, t, policy.hysteresis)
+        sizes.append(sum(d.counts.values()))
+    assert p.binding == IDLE and not p.entries and sizes[-1] == 0
+    assert all(s >= 1 for s in sizes[:9])            # nothing stopped before 300 s idle
+    fstate = _feed([2.0], fstate)                    # traffic is back
+    p = plan(policy, forecast.forecast(fstate), model, idle_s=fstate.idle_s)
+    fleet, d = hysteresis.step(fleet, p.counts, t + 30.0, policy.hysteresis)
+    assert p.feasible and sum(d.counts.values()) >= 1
+
+
+def test_min_instances_keeps_a_warm_fleet(policy, model):
+    p = plan(replace(policy, min_instances=1), LoadMix(0.0), model, idle_s=1e6)
+    assert sum(p.counts.values()) == 1 and p.feasible
+
+
+def test_idle_but_not_long_enough_keeps_one_cheap_instance(policy, model):
+    p = plan(policy, LoadMix(0.0), model, idle_s=10.0)
+    assert sum(p.counts.values()) == 1 and next(iter(p.counts)).role == "mixed"
+
+
+# ---- the policy document --------------------------------------------------------------------------
+
+def test_policy_round_trips_and_fills_catalog_prices(policy):
+    assert parse_slo_policy(policy.to_yaml()) == policy
+    assert policy.cost_per_device_hour("h100-sxm") == 2.99     # the catalog's price
+    assert policy.free_devices() == {"h100-sxm": 4, "a100-80gb-sxm": 6, "l40s": 4}
+
+
+def test_example_policy_file_parses():
+    from pathlib import Path
+    p = parse_slo_policy((Path(__file__).parents[1] / "deploy/slo-policies/llama3-8b.yaml").read_text())
+    assert p.model == "llama3-8b" and p.targets.tpot.ms == 50
+
+
+@pytest.mark.parametrize("edit, key", [
+    (("ms: 500", "ms: fast"), "targets.ttft.ms"),
+    (("percentile: 90, ms: 500", "percentile: 100, ms: 500"), "targets.ttft.percentile"),
+    (("h100: {free: 4}", "h100: {free: 4, price: 3}"), "inventory.h100.price"),
+    (("h100: {free: 4}", "h900: {free: 4}"), "inventory.h900"),
+    (("l40s: 4", "l40s: -1"), "inventory.l40s.free"),
+    (("roles: [mixed, prefill, decode]", "roles: [mixed, prefill]"), "roles"),
+    (("roles: [mixed, prefill, decode]", "roles: [mixed, verify]"), "roles"),
+    (("tp: [1]", "tp: [0]"), "tp"),
+    (("instances: {min: 0, max: 16}", "instances: {min: 9, max: 4}"), "instances.min"),
+    (("headroom: 0.1", "headroom: 0.1\nhysteresis: {cooldown: 3}"), "hysteresis.cooldown"),
+    (("headroom: 0.1", "headroom: 0.1\nforecast: {alpha: 2}"), "forecast.alpha"),
+    (("headroom: 0.1", "headroom: 0.1\nspeed: 3"), "speed"),
+    (("headroom: 0.1", "headroom: 0.1\ncorrections: {maximum: 0.5}"), "corrections.maximum"),
+    (("scale_to_zero_idle_s: 300", "scale_to_zero_idle_s: soon"), "scale_to_zero_idle_s"),
+    (("headroom: 0.1", "headroom: 0.1\nheadroom: 0.5"), "headroom: given twice"),
+])
+def test_policy_errors_name_the_key(edit, key):
+    old, new = edit
+    assert old in POLICY
+    with pytest.raises(SloPolicyError) as err:
+        parse_slo_policy(POLICY.replace(old, new))
+    assert key in str(err.value)
+
+
+def test_plan_reads_as_an_explanation(policy, model):
+    p = plan(policy, SHAPE.scaled(30.0), model)
+    text = p.summary()
+    assert f"${p.cost_per_hour:.2f}/h" in text and "why:" in text
+    for e in p.entries:
+        assert e.binding in ("ttft", "tpot", "kv_cache", "max_num_seqs", "saturated")
+        assert 0 < e.utilisation <= 1.0 + 1e-9
+    assert math.isclose(p.mixed_rps + p.disaggregated_rps, p.demand_rps, rel_tol=1e-6)
