@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from services.scheduler.policy.disaggregation import DisaggConfig, place_pair
-from services.scheduler.policy.pipeline import ProfileError, build_pipeline, load_profile
+from services.scheduler.policy.pipeline import PROFILES_DIR, ProfileError, build_pipeline, load_profile
 from services.scheduler.policy.snapshot import RequestInfo, WorkerSnapshot
 from tessera.perf.comm import kv_transfer_estimator, kv_transfer_time
 from tessera.catalog import accelerators
@@ -139,9 +140,11 @@ def test_no_decode_worker_reports_why_and_saturation_queues():
     assert full.decode is None and full.saturated
 
 
-def test_on_a_mixed_cluster_the_profile_places_as_tessera_does():
+def test_on_a_mixed_cluster_the_profile_places_as_its_decode_side_alone():
     workers = [worker(f"w{i}", "mixed", num_running=i * 7 % 5, num_waiting=i % 3) for i in range(8)]
-    a, b = load_profile("tessera", seed=3), load_profile("tessera_disagg", seed=3)
+    spec = yaml.safe_load((PROFILES_DIR / "tessera_disagg.yaml").read_text())
+    a = build_pipeline({k: v for k, v in spec.items() if k != "disaggregation"}, seed=3)
+    b = build_pipeline(spec, seed=3)
     for i in range(20):
         r = req(3000 + i * 100, request_id=f"r{i}")
         assert place_pair(r, workers, b, b.prefill_pipeline, b.disaggregation, flat()).decode.id == \

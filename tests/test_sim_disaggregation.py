@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
-from services.scheduler.policy.pipeline import load_profile
+from services.scheduler.policy.pipeline import PROFILES_DIR, build_pipeline, load_profile
 from tessera.catalog import accelerators
 from tessera.perf.comm import kv_transfer_time
 from tessera.perf.model_arch import ModelArch
@@ -97,18 +98,20 @@ def test_prefill_saturated_falls_back_to_prefilling_on_the_decode_instance(tmp_p
     assert places == [False, True, True] and all(r.done for r in result.records)
 
 
-def test_mixed_cluster_is_unchanged_by_the_disaggregating_profile():
+def test_mixed_cluster_is_unchanged_by_the_disaggregation_section():
     reqs = wl.shared_prefix(groups=4, prompts_per_group=8, prefix_tokens=1024, question_tokens=64,
                             output_tokens=8, rate=20.0, seed=1)
     spec = InstanceSpec(find_accelerator("h100"))
     cfg = EngineConfig(num_blocks=2000, block_size=16, max_num_batched_tokens=512)
+    with_section = yaml.safe_load((PROFILES_DIR / "tessera_disagg.yaml").read_text())
+    without = {k: v for k, v in with_section.items() if k != "disaggregation"}
 
-    def run(policy):
+    def run(profile):
         sim = Simulator(ModelArch.llama3_8b(), "m", [(spec, cfg, ConstantTimer(0.01))] * 2,
-                        load_profile(policy, seed=0), sample_interval_s=0.05)
+                        build_pipeline(profile, seed=0), sample_interval_s=0.05)
         return [(r.instance, r.token_times) for r in sim.run(reqs).records]
 
-    assert run("tessera_disagg") == run("tessera")
+    assert run(with_section) == run(without)
 
 
 def test_tessera_sim_command_with_prefill_and_decode_roles(tmp_path):
