@@ -11,7 +11,6 @@ import time
 import urllib.request
 
 import grpc
-import httpx
 import pytest
 
 from tessera.net import split_host_port
@@ -106,20 +105,22 @@ def test_a_dead_worker_is_retried_before_the_first_token(cluster, openai_client)
     assert router_metric(cluster, "tessera_router_retries_total", 'when="before_first_token"') > before
 
 
-def test_no_worker_for_a_model_is_a_503_with_retry_after(cluster, openai_client):
+def test_a_request_for_a_model_with_no_worker_is_held_until_one_starts(cluster, openai_client):
+    """Scale from zero, and a model's only worker dying: the request waits for the next worker, not a 503."""
     smol = next(w for w in status(cluster)["workers"] if w["model"] == SMOLLM2)
     kill_worker_group(pid_listening_on(split_host_port(smol["address"])[1]))
-    r = httpx.post(cluster.base_url + "/v1/chat/completions", timeout=30,
-                   json={"model": SMOLLM2, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
-    assert r.status_code == 503, r.text
-    assert int(r.headers["Retry-After"]) >= 1
-    assert r.json()["error"]["code"] == "no_capacity"
-    # The autoscaler brings the model back.
-    wait_for(lambda: any(w["model"] == SMOLLM2 and w["healthy"] for w in status(cluster)["workers"]),
-             240, interval=2, what="a new SmolLM2 worker")
-    r = openai_client.chat.completions.create(model=SMOLLM2, messages=[{"role": "user", "content": "hi"}],
-                                              max_tokens=3)
+    wait_for(lambda: not any(w["model"] == SMOLLM2 and w["healthy"] for w in status(cluster)["workers"]),
+             30, interval=0.5, what="the SmolLM2 worker to leave placement")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(lambda: openai_client.with_options(timeout=300).chat.completions.create(
+            model=SMOLLM2, messages=[{"role": "user", "content": "hi"}], max_tokens=3))
+        # The held request is visible to the autoscaler as demand for the model.
+        wait_for(lambda: router_metric(cluster, "tessera_router_held_requests", SMOLLM2) >= 1, 30, interval=0.2,
+                 what="the request to be held")
+        # The autoscaler brings the model back, and the held request is served by the new worker.
+        r = answer.result(timeout=300)
     assert r.choices[0].message.content is not None
+    assert router_metric(cluster, "tessera_router_held_requests", SMOLLM2) == 0
 
 
 def test_killing_a_worker_loses_no_request_and_it_is_replaced(cluster, openai_client):

@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -37,6 +39,8 @@ from services.router.scheduler_client import SchedulerClient
 log = logging.getLogger("tessera.router")
 
 MAX_ATTEMPTS = 3
+HOLD_POLL_S = 0.5
+CLOSE_GRACE_S = 120.0   # longer than a worker's drain (30 s): its last streams are not cut   # how often a request held for a model's first worker asks the scheduler again
 
 
 @dataclass
@@ -96,6 +100,7 @@ class WorkerChannels:
 
     def __init__(self) -> None:
         self._stubs: dict[str, tuple[grpc.aio.Channel, worker_pb2_grpc.WorkerStub]] = {}
+        self._closing: set[asyncio.Task] = set()
 
     def stub(self, address: str) -> worker_pb2_grpc.WorkerStub:
         if address not in self._stubs:
@@ -104,9 +109,13 @@ class WorkerChannels:
         return self._stubs[address][1]
 
     async def forget(self, address: str) -> None:
+        """A worker left: new requests get a new channel; streams still on this one (a draining
+        worker finishing its requests) run to their end, up to CLOSE_GRACE_S, before it closes."""
         item = self._stubs.pop(address, None)
         if item:
-            await item[0].close()
+            task = asyncio.create_task(item[0].close(grace=CLOSE_GRACE_S))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         for ch, _ in self._stubs.values():
@@ -116,8 +125,10 @@ class WorkerChannels:
 
 class RequestFlow:
     def __init__(self, schedulers: SchedulerClient, channels: WorkerChannels, profile: str = "",
-                 admission: AdmissionControl | None = None) -> None:
+                 admission: AdmissionControl | None = None, hold_s: float = 0.0) -> None:
+        """hold_s: how long a request for a model with no worker at all waits for one (scale from zero)."""
         self.schedulers = schedulers
+        self.hold_s = hold_s
         self.channels = channels
         self.profile = profile
         self.admission = admission or AdmissionControl()
@@ -179,6 +190,14 @@ class RequestFlow:
                 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                     raise BadRequest(exc.details() or "invalid request") from None
                 failure = f"{exc.code().name}: {exc.details()}"
+            except asyncio.CancelledError:
+                # grpc-aio reports a stream the *worker* cancelled (its server stopping) as
+                # CancelledError too: that is a worker failure to recover from, unless this
+                # task itself is being cancelled (the client left).
+                current = asyncio.current_task()
+                if current is None or current.cancelling():
+                    raise
+                failure = "CANCELLED: the worker ended the stream (it is shutting down)"
             finally:
                 if not call.done():
                     call.cancel()  # the client left or we are retrying: abort at the worker
@@ -212,6 +231,41 @@ class RequestFlow:
             span.end()
         return kv
 
+    async def _ask(self, request: scheduler_pb2.PlaceRequest, gen: Generation) -> scheduler_pb2.PlaceResponse:
+        span = self._tracer.start_span("router.place", context=gen.trace_context, kind=trace.SpanKind.CLIENT)
+        try:
+            metadata = outgoing_metadata(context=trace.set_span_in_context(span, gen.trace_context))
+            request.trace_context.update(dict(metadata))
+            with metrics.PLACE_SECONDS.time():
+                return await self.schedulers.place(request, metadata=metadata)
+        finally:
+            span.end()
+
+    async def _hold_for_a_worker(self, gen: Generation,
+                                 place: Callable[[], Awaitable[scheduler_pb2.PlaceResponse]]
+                                 ) -> scheduler_pb2.PlaceResponse:
+        """No worker can serve the model (scaled to zero, or every one restarting): wait for one.
+
+        The held request is demand the autoscaler sees (tessera_router_held_requests) and starts an
+        instance for; the client waits for an engine start instead of getting 503 at once.
+        """
+        metrics.HELD.labels(gen.model.name).inc()
+        deadline = time.monotonic() + self.hold_s
+        try:
+            while time.monotonic() < deadline:
+                try:   # a worker registering wakes us at once; otherwise ask again every HOLD_POLL_S
+                    await asyncio.wait_for(gen.model.serving.wait(), HOLD_POLL_S)
+                    await asyncio.sleep(HOLD_POLL_S)   # the scheduler hears of it a moment after us
+                except asyncio.TimeoutError:
+                    pass
+                response = await place()
+                if response.worker.worker_id or response.candidates or response.saturated:
+                    return response
+        finally:
+            metrics.HELD.labels(gen.model.name).dec()
+        raise NoCapacity(f"no worker serves {gen.model.name} and none started within {self.hold_s:.0f} s",
+                         retry_after=10)
+
     async def _place(self, gen: Generation, excluded: list[str], produced: int) -> scheduler_pb2.PlaceResponse:
         request = scheduler_pb2.PlaceRequest(
             request_id=f"{gen.internal_id}-{len(excluded)}",
@@ -226,14 +280,10 @@ class RequestFlow:
             block_size=CANONICAL_BLOCK_TOKENS,
             ttft_slo_s=self.admission.ttft_slo_s if gen.ttft_slo_s is None else gen.ttft_slo_s,
         )
-        span = self._tracer.start_span("router.place", context=gen.trace_context, kind=trace.SpanKind.CLIENT)
-        try:
-            metadata = outgoing_metadata(context=trace.set_span_in_context(span, gen.trace_context))
-            request.trace_context.update(dict(metadata))
-            with metrics.PLACE_SECONDS.time():
-                response = await self.schedulers.place(request, metadata=metadata)
-        finally:
-            span.end()
+        response = await self._ask(request, gen)
+        if (not response.worker.worker_id and not response.candidates and not response.saturated and not excluded
+                and not response.reason.startswith("unknown profile") and self.hold_s > 0):
+            response = await self._hold_for_a_worker(gen, lambda: self._ask(request, gen))
         if not response.worker.worker_id:
             if response.reason.startswith("unknown profile"):
                 raise BadRequest(response.reason, param="x-tessera-profile")

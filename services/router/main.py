@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "request that would wait past it is refused with 429 (0: queue without a deadline); "
                         "clients may send their own in the x-slo-ttft-ms header")
     p.add_argument("--max-queue", type=int, default=1024, help="requests that may wait per saturated model")
+    p.add_argument("--scale-from-zero-wait-s", type=float, default=300.0,
+                   help="how long a request for a model whose workers are all gone waits for one to start "
+                        "(the autoscaler starts one when it sees the request held); 0: answer 503 at once")
     p.add_argument("--router-id", default=None)
     p.add_argument("--lease-ttl", type=int, default=5)
     p.add_argument("--log-level", default="INFO")
@@ -72,7 +75,8 @@ async def run(args: argparse.Namespace) -> int:
     schedulers.start()
     admission = AdmissionControl(args.ttft_slo_ms / 1000.0, args.max_queue)
     admission.start()
-    state = RouterState(catalog, RequestFlow(schedulers, channels, args.profile, admission), schedulers, time.time())
+    state = RouterState(catalog, RequestFlow(schedulers, channels, args.profile, admission,
+                                                 hold_s=args.scale_from_zero_wait_s), schedulers, time.time())
 
     grpc_server = await start_server(
         [ServiceBinding(router_pb2_grpc.add_RouterServicer_to_server, RouterServicer(state), "tessera.v1.Router")],

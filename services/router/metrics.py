@@ -33,3 +33,6 @@ PREFILLS = Counter("tessera_router_remote_prefills_total",
                    "'fallback' (the prefill worker failed; the decode worker prefilled itself)", ["outcome"])
 PREFILL_SECONDS = Histogram("tessera_router_remote_prefill_seconds",
                             "Time of the prefill step of disaggregated requests", buckets=LATENCY_BUCKETS)
+HELD = Gauge("tessera_router_held_requests",
+             "Requests waiting for a model's first worker (scale from zero): demand the autoscaler plans for",
+             ["model"])

@@ -25,6 +25,8 @@ class ModelEntry:
     max_model_len: int = 0
     kv_block_size: int = 16
     workers: dict[str, pb.WorkerIdentity] = field(default_factory=dict)
+    # Set while at least one worker serves the model: requests held through a scale from zero wait on it.
+    serving: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class ModelCatalog:
@@ -41,6 +43,7 @@ class ModelCatalog:
             entry = self.models[identity.model] = ModelEntry(identity.model)
             log.info("model %s is served (worker %s)", identity.model, identity.id)
         entry.workers[identity.id] = identity
+        entry.serving.set()
         self._worker_model[identity.id] = identity.model
         entry.model_path = identity.model_path or entry.model_path
         entry.kv_block_size = identity.kv_block_size or entry.kv_block_size
@@ -54,7 +57,10 @@ class ModelCatalog:
         """Forget a worker; return its address (so its channel can be closed), or ""."""
         model = self._worker_model.pop(worker_id, None)
         if model and model in self.models:
-            identity = self.models[model].workers.pop(worker_id, None)
+            entry = self.models[model]
+            identity = entry.workers.pop(worker_id, None)
+            if not entry.workers:
+                entry.serving.clear()
             return identity.address if identity else ""
         return ""
 

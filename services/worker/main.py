@@ -177,7 +177,7 @@ async def run(args: argparse.Namespace) -> int:
         http.should_exit = True
         await asyncio.gather(http_task, return_exceptions=True)
     await reporter.close()
-    await server.stop(1.0)
+    await server.stop(5.0)   # let the last streams' final messages and status out
     await engine.stop()
     shutdown_tracing()
     return exit_code
