@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": ("tessera.bench.cli", "benchmark an OpenAI-compatible endpoint"),
         "sim": ("tessera.cli.sim", "simulate a workload on a cluster of catalog accelerators, in virtual time"),
         "profile": ("tessera.cli.profile", "list, show or store placement profiles (hot-reloaded by schedulers)"),
+        "slo": ("tessera.cli.slo", "list, show or store per-model SLO policies (the autoscaler plans from them)"),
         "prepare-model": ("tessera.cli.prepare_model", "prepare a built-in model folder"),
     }
     # Only build the parser of the subcommand asked for: importing every

@@ -21,8 +21,15 @@ bad edit is refused with the key it is about rather than half-applied::
     hysteresis: {scale_down_stable_intervals: 10, scale_down_cooldown_s: 300, max_scale_down_fraction: 0.5}
     forecast: {alpha: 0.5, beta: 0.3, burst_window: 2, length_alpha: 0.3, horizon: 1}
     corrections: {alpha: 0.3, minimum: 0.5, maximum: 3, max_step_ratio: 2, min_samples: 20}
+    deployment:                            # how the live autoscaler launches instances (optional)
+      served_model: Llama-3.1-8B           # the name clients ask for (default: model)
+      worker_model: meta-llama/Llama-3.1-8B-Instruct   # what workers load (default: model)
+      engine: vllm                         # vllm | sim (simulated accelerators, for trials)
+      engine_args: {max_model_len: 8192}   # per worker (sim: sim_arch too)
 
 `free` counts devices this model may hold, its own running instances included.
+`model` is what the capacity model reads: a known architecture (llama3-8b, ...) or
+a folder with a config.json.
 """
 
 from __future__ import annotations
@@ -71,6 +78,16 @@ class InventoryItem:
 
 
 @dataclass(frozen=True)
+class Deployment:
+    """How the live autoscaler turns a plan's instance types into worker groups."""
+
+    served_model: str = ""      # "": the policy's model
+    worker_model: str = ""      # "": the policy's model
+    engine: str = "vllm"
+    engine_args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class SloPolicy:
     model: str
     targets: SloTargets
@@ -85,6 +102,15 @@ class SloPolicy:
     hysteresis: HysteresisParams = field(default_factory=HysteresisParams)
     forecast: ForecastParams = field(default_factory=ForecastParams)
     corrections: CorrectionParams = field(default_factory=CorrectionParams)
+    deployment: Deployment = field(default_factory=Deployment)
+
+    @property
+    def served_model(self) -> str:
+        return self.deployment.served_model or self.model
+
+    @property
+    def worker_model(self) -> str:
+        return self.deployment.worker_model or self.model
 
     def __post_init__(self) -> None:
         if ("prefill" in self.roles) != ("decode" in self.roles):
@@ -124,6 +150,7 @@ class SloPolicy:
             "hysteresis": {k: _plain(v) for k, v in asdict(self.hysteresis).items()},
             "forecast": {k: _plain(v) for k, v in asdict(self.forecast).items()},
             "corrections": {k: _plain(v) for k, v in asdict(self.corrections).items()},
+            "deployment": {k: v for k, v in asdict(self.deployment).items() if v or k == "engine"},
         }
 
     def to_yaml(self) -> str:
@@ -138,7 +165,7 @@ def _plain(x: float) -> float | int:
 # ---- parsing ----------------------------------------------------------------------------------
 
 _TOP = ("model", "targets", "inventory", "roles", "tp", "instances", "headroom", "interval_s",
-        "scale_to_zero_idle_s", "hysteresis", "forecast", "corrections")
+        "scale_to_zero_idle_s", "hysteresis", "forecast", "corrections", "deployment")
 # (low, high, low is open, integer) per knob of the nested sections
 _KNOBS: dict[str, tuple[float, float, bool, bool]] = {
     "scale_down_stable_intervals": (1, 1000, False, True),
@@ -269,4 +296,19 @@ def parse_slo_policy(text: str) -> SloPolicy:
         hysteresis=_knobs(data.get("hysteresis"), "hysteresis", HysteresisParams),
         forecast=_knobs(data.get("forecast"), "forecast", ForecastParams),
         corrections=_knobs(data.get("corrections"), "corrections", CorrectionParams),
+        deployment=_deployment(data.get("deployment") or {}),
     )
+
+
+def _deployment(value: Any) -> Deployment:
+    data = _mapping(value, "deployment", ("served_model", "worker_model", "engine", "engine_args"))
+    for key in ("served_model", "worker_model"):
+        if key in data and (not isinstance(data[key], str) or not data[key]):
+            raise SloPolicyError(f"deployment.{key}: expected a name, got {data[key]!r}")
+    engine = data.get("engine", "vllm")
+    if engine not in ("vllm", "sim"):
+        raise SloPolicyError(f"deployment.engine: vllm or sim, not {engine!r}")
+    args = data.get("engine_args") or {}
+    if not isinstance(args, dict):
+        raise SloPolicyError("deployment.engine_args: expected a mapping of vLLM engine arguments")
+    return Deployment(data.get("served_model", ""), data.get("worker_model", ""), engine, dict(args))
