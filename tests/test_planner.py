@@ -142,8 +142,13 @@ def test_instance_cap_is_named(policy, model):
 def test_unreachable_slo_is_named(policy, model):
     strict = replace(policy, targets=replace(policy.targets, ttft=replace(policy.targets.ttft, ms=5)))
     p = plan(strict, SHAPE.scaled(1.0), model)
-    assert not p.feasible and p.binding == SLO and not p.entries
+    assert not p.feasible and p.binding == SLO
     assert any("TTFT p90" in r and "even when idle" in r for r in p.reasons)
+    # Serving late beats not serving: one instance of the cheapest type the model fits on, said so.
+    cheapest = min((t for t in strict.instance_types() if t.role == "mixed"),
+                   key=lambda t: t.tp * strict.cost_per_device_hour(t.accelerator))
+    assert p.counts == {cheapest: 1}
+    assert any("anyway" in r for r in p.reasons)
 
 
 def test_inventory_binding_when_feasible_but_forced_off_the_cheapest_kind(policy, model):

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 
 from tessera.etcd import keys
 from tessera.etcd.client import EtcdConnector
@@ -40,7 +41,10 @@ class Controller:
         a replica count per group on a platform that owns its instances (compose, Kubernetes)."""
         if (actuator is None) == (scaling is None):
             raise ValueError("give exactly one of actuator (per instance) or scaling (per group)")
-        self.groups = groups
+        self.static_groups = list(groups)   # from --desired: held as given
+        self.groups = list(groups)          # the static groups plus the planner's (auto-*)
+        self.explain: Callable[[], list[str]] = lambda: []
+        self._published = False   # the desired groups are in etcd as they are now
         self.actuator = actuator
         self.scaling = scaling
         self.connector = connector
@@ -69,20 +73,28 @@ class Controller:
             timestamp_unix_ms=int(time.time() * 1000), group=group, action=action, instance=instance, reason=reason))
         metrics.ACTIONS.labels(group, action).inc()
 
+    def set_planned_groups(self, planned: list[WorkerGroup]) -> None:
+        """The planner's groups for this round; reconciled (and published) at once."""
+        groups = self.static_groups + [g for g in planned if g.name not in {s.name for s in self.static_groups}]
+        if groups != self.groups:
+            self.groups = groups
+            self._published = False
+            self._wake.set()
+
     async def run(self) -> None:
         self.workers.start()
-        published = False
+        self._published = False
         while True:
             metrics.IS_LEADER.set(1 if self.election.is_leader else 0)
             if self.election.is_leader:
-                if not published:
-                    published = await self._publish_desired()
+                if not self._published:
+                    self._published = await self._publish_desired()
                 try:
                     await self.step()
                 except Exception as exc:  # noqa: BLE001 - one failed step must not end the loop
                     log.warning("reconcile step failed: %s", exc)
             else:
-                published = False
+                self._published = False
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self.interval)
@@ -195,4 +207,5 @@ class Controller:
             plan.ready[name] = ready
             plan.pending[name] = pending
         plan.recent_decisions.extend(self.decisions)
+        plan.explanation.extend(self.explain())
         return plan

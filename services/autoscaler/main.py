@@ -26,6 +26,7 @@ from services.autoscaler.controller import Controller
 from services.autoscaler.desired import DesiredStateError, WorkerGroup, group_name_for, load_desired
 from services.autoscaler.local_actuator import LocalProcessActuator
 from services.autoscaler.scaling import ScalingActuator, ScalingError
+from services.autoscaler.slo_autoscaling import SloAutoscaling
 
 log = logging.getLogger("tessera.autoscaler")
 
@@ -110,6 +111,9 @@ async def run(args: argparse.Namespace) -> int:
     election.start()
     controller = Controller(groups, actuator, connector, election, scaling=scaling)
     loop_task = asyncio.create_task(controller.run())
+    slo = SloAutoscaling(connector, controller.set_planned_groups)
+    controller.explain = slo.status_lines
+    slo_task = asyncio.create_task(slo.run())
 
     server = await start_server(
         [ServiceBinding(autoscaler_pb2_grpc.add_AutoscalerServicer_to_server, AutoscalerServicer(controller),
@@ -126,6 +130,8 @@ async def run(args: argparse.Namespace) -> int:
     stop = stop_event()
     await stop.wait()
     loop_task.cancel()
+    slo_task.cancel()
+    await slo.close()
     await election.close()
     if actuator is not None:
         log.info("stopping the workers this autoscaler launched")

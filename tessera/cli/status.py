@@ -117,8 +117,10 @@ def render(status: dict[str, Any]) -> str:
             name = g["name"]
             lines.append(f"  {name}: {g.get('replicas', 0)} x {g['model']} wanted, "
                          f"{plan.get('ready', {}).get(name, 0)} ready, {plan.get('pending', {}).get(name, 0)} starting")
+        for line in plan.get("explanation", []):
+            lines.append(f"  {line}")
         for d in plan.get("recent_decisions", [])[-5:]:
-            lines.append(f"    {d.get('action')} {d.get('instance', '')}: {d.get('reason', '')}")
+            lines.append(f"    {d.get('action')} {d.get('group', '')} {d.get('instance', '')}: {d.get('reason', '')}")
     return "\n".join(lines)
 
 

@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address the router listens on")
     p.add_argument("--etcd", default=None, help="use this etcd (host:port[,host:port]) instead of starting one")
     p.add_argument("--desired", default=None, help="YAML file of worker groups (instead of --model/--workers)")
+    p.add_argument("--slo-policy", action="append", default=[], metavar="FILE",
+                   help="an SLO policy (deploy/slo-policies/): the autoscaler sizes that model's fleet to it, "
+                        "from zero (repeatable; instead of --model/--workers)")
     p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE", help="extra vLLM engine argument")
     p.add_argument("--ttft-slo-ms", type=float, default=0.0,
                    help="router admission control: refuse (429) what would wait past this time to first token")
@@ -121,6 +124,27 @@ def _sim_desired(args: argparse.Namespace, log_dir: Path) -> tuple[str, int]:
     return str(path), total
 
 
+def _store_slo_policies(paths: list[str], endpoint: str) -> int:
+    """Store each policy in etcd (refusing a bad one here); the instances they keep warm (min)."""
+    from services.autoscaler.planning.slo_policy import parse_slo_policy
+    from tessera.cli.etcd_documents import store
+    from tessera.etcd import keys
+
+    warm = 0
+    for path in paths:
+        text = Path(path).read_bytes()
+        try:
+            policy = parse_slo_policy(text.decode())
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        store(endpoint, keys.SLO_POLICIES, policy.served_model, text)
+        warm += policy.min_instances
+        log.info("SLO policy for %s: %s p%g <= %g ms, %s p%g <= %g ms, %d to %d instances", policy.served_model,
+                 "TTFT", policy.targets.ttft.percentile, policy.targets.ttft.ms, "TPOT",
+                 policy.targets.tpot.percentile, policy.targets.tpot.ms, policy.min_instances, policy.max_instances)
+    return warm
+
+
 def _ready_workers(url: str) -> dict[str, int]:
     try:
         with urllib.request.urlopen(url + "/health", timeout=2) as resp:
@@ -157,10 +181,16 @@ def run_main(args: argparse.Namespace) -> int:
         endpoint = etcd.endpoint
     services: list[Service] = []
     try:
-        if not args.desired:
-            _prepare_model(args.model)
         expected = args.workers
-        if args.engine == "sim" and not args.desired:
+        if args.slo_policy:
+            try:
+                expected = _store_slo_policies(args.slo_policy, endpoint)
+            except (OSError, ValueError) as exc:
+                log.error("%s", exc)
+                return 2
+        elif not args.desired:
+            _prepare_model(args.model)
+        if args.engine == "sim" and not args.desired and not args.slo_policy:
             try:
                 args.desired, expected = _sim_desired(args, log_dir)
             except ValueError as exc:
@@ -173,6 +203,8 @@ def run_main(args: argparse.Namespace) -> int:
         autoscaler_cmd = [*py, "autoscaler", *common, "--worker-log-dir", str(log_dir / "workers")]
         if args.desired:
             autoscaler_cmd += ["--desired", args.desired]
+        elif args.slo_policy:
+            pass   # the planner makes the groups
         else:
             autoscaler_cmd += ["--model", args.model, "--workers", str(args.workers)]
         for item in ([] if args.engine == "sim" else args.engine_arg):   # sim groups carry them in the file
@@ -204,8 +236,8 @@ def run_main(args: argparse.Namespace) -> int:
             if not announced:
                 ready = _ready_workers(url)
                 total = sum(ready.values())
-                if total and total >= expected:
-                    model = next(iter(ready))
+                if (total and total >= expected) or (args.slo_policy and not expected):
+                    model = next(iter(ready), "the models of the SLO policies")
                     log.info("ready in %.0fs: %s", time.monotonic() - started, ", ".join(f"{m} x{n}" for m, n in ready.items()))
                     print(f"\nTessera is serving {model} at {url}/v1\n\n"
                           f"  curl {url}/v1/chat/completions -H 'Content-Type: application/json' \\\n"

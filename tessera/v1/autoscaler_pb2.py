@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tessera.v1 import common_pb2 as tessera_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btessera/v1/autoscaler.proto\x12\ntessera.v1\x1a\x17tessera/v1/common.proto\"\xa0\x02\n\x0bWorkerGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08replicas\x18\x03 \x01(\r\x12\x1e\n\x04role\x18\x04 \x01(\x0e\x32\x10.tessera.v1.Role\x12\x13\n\x0b\x61\x63\x63\x65lerator\x18\x05 \x01(\t\x12,\n\x0bparallelism\x18\x06 \x01(\x0b\x32\x17.tessera.v1.Parallelism\x12\x0e\n\x06\x65ngine\x18\x07 \x01(\t\x12<\n\x0b\x65ngine_args\x18\x08 \x03(\x0b\x32\'.tessera.v1.WorkerGroup.EngineArgsEntry\x1a\x31\n\x0f\x45ngineArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"f\n\x08\x44\x65\x63ision\x12\x19\n\x11timestamp_unix_ms\x18\x01 \x01(\x03\x12\r\n\x05group\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x10\n\x08instance\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\x10\n\x0eGetPlanRequest\"\xc4\x02\n\x04Plan\x12\'\n\x06groups\x18\x01 \x03(\x0b\x32\x17.tessera.v1.WorkerGroup\x12\x11\n\tleader_id\x18\x02 \x01(\t\x12\x16\n\x0ethis_is_leader\x18\x03 \x01(\x08\x12*\n\x05ready\x18\x04 \x03(\x0b\x32\x1b.tessera.v1.Plan.ReadyEntry\x12.\n\x07pending\x18\x05 \x03(\x0b\x32\x1d.tessera.v1.Plan.PendingEntry\x12.\n\x10recent_decisions\x18\x06 \x03(\x0b\x32\x14.tessera.v1.Decision\x1a,\n\nReadyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\x1a.\n\x0cPendingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\x32\x45\n\nAutoscaler\x12\x37\n\x07GetPlan\x12\x1a.tessera.v1.GetPlanRequest\x1a\x10.tessera.v1.Planb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btessera/v1/autoscaler.proto\x12\ntessera.v1\x1a\x17tessera/v1/common.proto\"\xa0\x02\n\x0bWorkerGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08replicas\x18\x03 \x01(\r\x12\x1e\n\x04role\x18\x04 \x01(\x0e\x32\x10.tessera.v1.Role\x12\x13\n\x0b\x61\x63\x63\x65lerator\x18\x05 \x01(\t\x12,\n\x0bparallelism\x18\x06 \x01(\x0b\x32\x17.tessera.v1.Parallelism\x12\x0e\n\x06\x65ngine\x18\x07 \x01(\t\x12<\n\x0b\x65ngine_args\x18\x08 \x03(\x0b\x32\'.tessera.v1.WorkerGroup.EngineArgsEntry\x1a\x31\n\x0f\x45ngineArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"f\n\x08\x44\x65\x63ision\x12\x19\n\x11timestamp_unix_ms\x18\x01 \x01(\x03\x12\r\n\x05group\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x10\n\x08instance\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\x10\n\x0eGetPlanRequest\"\xd9\x02\n\x04Plan\x12\'\n\x06groups\x18\x01 \x03(\x0b\x32\x17.tessera.v1.WorkerGroup\x12\x11\n\tleader_id\x18\x02 \x01(\t\x12\x16\n\x0ethis_is_leader\x18\x03 \x01(\x08\x12*\n\x05ready\x18\x04 \x03(\x0b\x32\x1b.tessera.v1.Plan.ReadyEntry\x12.\n\x07pending\x18\x05 \x03(\x0b\x32\x1d.tessera.v1.Plan.PendingEntry\x12.\n\x10recent_decisions\x18\x06 \x03(\x0b\x32\x14.tessera.v1.Decision\x12\x13\n\x0b\x65xplanation\x18\x07 \x03(\t\x1a,\n\nReadyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\x1a.\n\x0cPendingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\x32\x45\n\nAutoscaler\x12\x37\n\x07GetPlan\x12\x1a.tessera.v1.GetPlanRequest\x1a\x10.tessera.v1.Planb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,11 +47,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPLANREQUEST']._serialized_start=463
   _globals['_GETPLANREQUEST']._serialized_end=479
   _globals['_PLAN']._serialized_start=482
-  _globals['_PLAN']._serialized_end=806
-  _globals['_PLAN_READYENTRY']._serialized_start=714
-  _globals['_PLAN_READYENTRY']._serialized_end=758
-  _globals['_PLAN_PENDINGENTRY']._serialized_start=760
-  _globals['_PLAN_PENDINGENTRY']._serialized_end=806
-  _globals['_AUTOSCALER']._serialized_start=808
-  _globals['_AUTOSCALER']._serialized_end=877
+  _globals['_PLAN']._serialized_end=827
+  _globals['_PLAN_READYENTRY']._serialized_start=735
+  _globals['_PLAN_READYENTRY']._serialized_end=779
+  _globals['_PLAN_PENDINGENTRY']._serialized_start=781
+  _globals['_PLAN_PENDINGENTRY']._serialized_end=827
+  _globals['_AUTOSCALER']._serialized_start=829
+  _globals['_AUTOSCALER']._serialized_end=898
 # @@protoc_insertion_point(module_scope)

@@ -53,7 +53,7 @@ class GetPlanRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("groups", "leader_id", "this_is_leader", "ready", "pending", "recent_decisions")
+    __slots__ = ("groups", "leader_id", "this_is_leader", "ready", "pending", "recent_decisions", "explanation")
     class ReadyEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -74,10 +74,12 @@ class Plan(_message.Message):
     READY_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
     RECENT_DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     groups: _containers.RepeatedCompositeFieldContainer[WorkerGroup]
     leader_id: str
     this_is_leader: bool
     ready: _containers.ScalarMap[str, int]
     pending: _containers.ScalarMap[str, int]
     recent_decisions: _containers.RepeatedCompositeFieldContainer[Decision]
-    def __init__(self, groups: _Optional[_Iterable[_Union[WorkerGroup, _Mapping]]] = ..., leader_id: _Optional[str] = ..., this_is_leader: _Optional[bool] = ..., ready: _Optional[_Mapping[str, int]] = ..., pending: _Optional[_Mapping[str, int]] = ..., recent_decisions: _Optional[_Iterable[_Union[Decision, _Mapping]]] = ...) -> None: ...
+    explanation: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, groups: _Optional[_Iterable[_Union[WorkerGroup, _Mapping]]] = ..., leader_id: _Optional[str] = ..., this_is_leader: _Optional[bool] = ..., ready: _Optional[_Mapping[str, int]] = ..., pending: _Optional[_Mapping[str, int]] = ..., recent_decisions: _Optional[_Iterable[_Union[Decision, _Mapping]]] = ..., explanation: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -184,9 +184,14 @@ def _best_effort(policy: SloPolicy, load: LoadMix, demand: float, caps: Mapping[
     uncapped = max_servable(cands, free, None, demand)
     if uncapped <= 0:
         why = [f"{t.label}: {c.detail}" for t, c in caps.items() if c.rate_rps <= 0] or ["no instance type is on offer"]
-        return _assemble(False, load, demand, caps, cands, {}, SLO,
-                         ["cannot meet SLO with inventory: no instance type on offer (or no prefill and decode "
-                          "pair) meets the SLOs even when idle"] + why[:6])
+        fallback = _unreachable_fallback(policy, caps)
+        why = ["cannot meet SLO with inventory: no instance type on offer (or no prefill and decode "
+               "pair) meets the SLOs even when idle"] + why[:6]
+        if fallback:
+            (itype, n), = fallback.items()
+            why.append(f"running {n} x {itype.label} anyway: a late answer beats none")
+            cands = cands + [Candidate(itype, 0.0, itype.tp * policy.cost_per_device_hour(itype.accelerator))]
+        return _assemble(False, load, demand, caps, cands, fallback, SLO, why)
     most = max_servable(cands, free, policy.max_instances, demand)
     if uncapped < demand * (1 - 1e-6):
         offer = ", ".join(f"{k} {n}" for k, n in sorted(free.items()))
@@ -201,6 +206,18 @@ def _best_effort(policy: SloPolicy, load: LoadMix, demand: float, caps: Mapping[
         binding, why = MIN_INSTANCES, [f"instances.min = {policy.min_instances} does not fit the inventory"]
     counts = solve(cands, most * (1 - 1e-6), free, 0, policy.max_instances) or {}
     return _assemble(False, load, demand, caps, cands, counts, binding, why)
+
+
+def _unreachable_fallback(policy: SloPolicy, caps: Mapping[InstanceType, Capacity]) -> Counts:
+    """When no type can meet the SLOs at all: instances.min (at least one) of the cheapest mixed type
+    the model fits on, so requests are served late rather than not at all (and the online corrections
+    get observations to learn from). Nothing when no mixed type fits or the inventory has no room."""
+    fits = [t for t, c in caps.items() if t.role == "mixed" and c.binding != "fit"
+            and policy.free_devices().get(t.accelerator, 0) >= t.tp]
+    if not fits:
+        return {}
+    cheapest = min(fits, key=lambda t: (t.tp * policy.cost_per_device_hour(t.accelerator), t))
+    return {cheapest: max(1, min(policy.min_instances, policy.free_devices()[cheapest.accelerator] // cheapest.tp))}
 
 
 def _assemble(feasible: bool, load: LoadMix, demand: float, caps: Mapping[InstanceType, Capacity],

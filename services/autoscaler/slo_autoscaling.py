@@ -1,0 +1,116 @@
+"""SLO-driven autoscaling in the service: policies from etcd, load from the routers, groups to the controller.
+
+Every model with an SLO policy under /tessera/v1/config/slo-policies/ gets its
+own ModelAutoscaler. Each planning interval the routers' metrics are scraped,
+each model's loop decides its fleet, and the controller receives the worker
+groups (named auto-*) to reconcile through whichever actuator it has. A policy
+that does not parse is refused with one log line and the previous one stays in
+force; a deleted policy leaves its groups at their last counts (an operator
+scales them down on purpose, not by accident).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from tessera.etcd import keys
+from tessera.etcd.client import EtcdConnector
+from tessera.etcd.records import ServiceRecord
+from tessera.etcd.watch import PrefixMirror
+from services.autoscaler.desired import WorkerGroup
+from services.autoscaler.load_observer import RouterScraper, Scrape, interval
+from services.autoscaler.model_autoscaler import ModelAutoscaler, group_prefix, groups_for
+from services.autoscaler.planning.slo_policy import SloPolicyError, parse_slo_policy
+
+log = logging.getLogger("tessera.autoscaler")
+
+DEFAULT_TICK_S = 30.0
+
+
+class SloAutoscaling:
+    def __init__(self, connector: EtcdConnector, on_groups: Callable[[list[WorkerGroup]], None]) -> None:
+        self.models: dict[str, ModelAutoscaler] = {}
+        self.on_groups = on_groups
+        self._texts: dict[str, bytes] = {}
+        self._routers: dict[str, str] = {}          # router id -> metrics address
+        self._groups: dict[str, WorkerGroup] = {}   # every auto group ever made (0 replicas once unused)
+        self._policies = PrefixMirror(connector, keys.SLO_POLICIES, on_change=self._policy_changed)
+        self._router_mirror = PrefixMirror(connector, keys.services("router"), on_change=self._router_changed)
+        self._scraper = RouterScraper()
+        self._wake = asyncio.Event()
+
+    def _policy_changed(self, key: str, value: bytes | None) -> None:
+        name = key.removeprefix(keys.SLO_POLICIES)
+        if value is None:
+            if self.models.pop(name, None) is not None:
+                log.info("SLO policy %s deleted; its worker groups keep their current counts", name)
+            self._texts.pop(name, None)
+            return
+        if self._texts.get(name) == value:
+            return
+        try:
+            policy = parse_slo_policy(value.decode())
+            if policy.served_model != name:
+                raise SloPolicyError(f"it is for model {policy.served_model!r}, stored under {name!r}")
+            autoscaler = ModelAutoscaler.for_policy(policy, self.models.get(name))
+        except (SloPolicyError, ValueError, KeyError, OSError) as exc:
+            log.warning("SLO policy %s refused (%s); keeping the previous version", name, exc)
+            return
+        log.info("SLO policy %s %s", name, "reloaded" if name in self.models else "loaded")
+        self.models[name] = autoscaler
+        self._texts[name] = value
+        self._wake.set()
+
+    def _router_changed(self, key: str, value: bytes | None) -> None:
+        rid = key.rsplit("/", 1)[-1]
+        if value is None:
+            self._routers.pop(rid, None)
+        else:
+            record = ServiceRecord.from_json(value)
+            self._routers[rid] = record.metrics_address or record.http_address
+
+    def tick_s(self) -> float:
+        return min((m.policy.interval_s for m in self.models.values()), default=DEFAULT_TICK_S)
+
+    async def run(self) -> None:
+        self._policies.start()
+        self._router_mirror.start()
+        before: dict[str, Scrape] = {}
+        last = time.monotonic()
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.tick_s())
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                after = await self._scraper.scrape(sorted(set(self._routers.values())))
+                now = time.monotonic()
+                self._plan(before, after, now - last, now)
+                before, last = after, now
+            except Exception as exc:  # noqa: BLE001 - one failed round must not stop autoscaling
+                log.warning("autoscaling round failed: %s", exc)
+
+    def _plan(self, before: dict[str, Scrape], after: dict[str, Scrape], duration_s: float, now: float) -> None:
+        for name, model in list(self.models.items()):
+            pcts = (model.policy.targets.ttft.percentile, model.policy.targets.tpot.percentile)
+            seen = interval(before, after, name, duration_s, pcts)
+            counts = model.step(seen, now)
+            for group in list(self._groups.values()):
+                if group.name.startswith(group_prefix(model.policy)):
+                    self._groups[group.name] = replace(group, replicas=0)
+            for group in groups_for(model.policy, counts):
+                self._groups[group.name] = group
+        self.on_groups(sorted(self._groups.values(), key=lambda g: g.name))
+
+    def status_lines(self) -> list[str]:
+        return [line for m in self.models.values() for line in m.status_lines()]
+
+    async def close(self) -> None:
+        await self._policies.close()
+        await self._router_mirror.close()
+        await self._scraper.close()

@@ -1,0 +1,98 @@
+"""SLO-driven autoscaling, live: `tessera up --slo-policy` with simulated workers, a load step up and back down.
+
+The autoscaler reads the routers' metrics, forecasts, plans the cheapest fleet
+that meets the policy's TTFT and TPOT targets, and the local actuator starts
+and drains sim workers. Sim workers (SmolLM2's timings on one CPU core) make a
+fleet of many instances affordable on this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.harness import wait_for
+from tests.test_sim_cluster import simulated_cluster
+
+MODEL = "smollm2-sim"
+POLICY = f"""
+model: smollm2-135m            # the capacity model's architecture
+targets:
+  ttft: {{percentile: 90, ms: 2000}}
+  tpot: {{percentile: 90, ms: 100}}
+inventory: {{cpu: {{free: 24}}}}
+roles: [mixed]
+instances: {{min: 1, max: 24}}
+headroom: 0.2
+interval_s: 2
+scale_to_zero_idle_s: 3600
+hysteresis: {{scale_down_stable_intervals: 3, scale_down_cooldown_s: 6, max_scale_down_fraction: 1}}
+forecast: {{alpha: 0.7, beta: 0.2, burst_window: 2}}
+deployment:
+  served_model: {MODEL}
+  worker_model: tiny           # the tokenizer the sim workers serve with
+  engine: sim
+  engine_args: {{sim_arch: smollm2-135m}}
+"""
+
+
+def workers(etcd: str) -> int:
+    out = subprocess.run([sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", etcd],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    return sum(1 for w in json.loads(out)["workers"] if w["model"] == MODEL and w["healthy"])
+
+
+async def offer(url: str, rate: float, seconds: float, results: list[int]) -> None:
+    """Poisson-ish arrivals at `rate` req/s for `seconds`; every status code goes into `results`."""
+    async with httpx.AsyncClient(timeout=300) as client:
+        async def one() -> None:
+            try:
+                r = await client.post(url + "/v1/completions", json={
+                    "model": MODEL, "prompt": "Count the apples in the basket, one by one.", "max_tokens": 48,
+                    "ignore_eos": True})
+                results.append(r.status_code)
+            except httpx.HTTPError:
+                results.append(-1)
+        tasks = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            tasks.append(asyncio.create_task(one()))
+            await asyncio.sleep(1.0 / rate)
+        await asyncio.gather(*tasks)
+
+
+def test_the_fleet_follows_a_load_step_up_and_down_without_failing_a_request(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    with simulated_cluster(tmp_path, "--slo-policy", str(policy)) as (_, port, lines):
+        url = f"http://127.0.0.1:{port}"
+        etcd = next(line.split("--etcd")[1].split()[0] for line in lines if "tessera status --etcd" in line)
+        wait_for(lambda: workers(etcd) >= 1, 60, interval=0.5, what="the policy's one warm instance")
+
+        results: list[int] = []
+        peak = 0
+
+        async def step_up() -> None:
+            nonlocal peak
+            load = asyncio.create_task(offer(url, 8.0, 40, results))
+            while not load.done():
+                peak = max(peak, await asyncio.to_thread(workers, etcd))
+                await asyncio.sleep(2)
+            await load
+        asyncio.run(step_up())
+        assert peak >= 3, f"the fleet grew only to {peak} under a load several instances need"
+
+        asyncio.run(offer(url, 0.3, 30, results))      # back down: the fleet drains what it no longer needs
+        wait_for(lambda: workers(etcd) <= max(1, peak // 2), 60, interval=1, what="the fleet to shrink")
+        assert results and all(code == 200 for code in results), \
+            f"{sum(code != 200 for code in results)} of {len(results)} requests failed: {set(results)}"
+
+        status = subprocess.run([sys.executable, "-m", "tessera.cli", "status", "--etcd", etcd],
+                                capture_output=True, text=True, check=True, timeout=30).stdout
+        assert "binding" in status and "forecast" in status, status
