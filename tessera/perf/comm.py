@@ -85,7 +85,7 @@ def kv_transfer_estimator(arch: ModelArch, devices: Mapping[str, int] | None = N
                 rows[name] = accelerators.find(default)
         return rows[name]
 
-    sizes = devices or {}
+    sizes = devices if devices is not None else {}   # the caller may add workers to it later
 
     def transfer_s(src: _Placed, dst: _Placed, tokens: int) -> float:
         return kv_transfer_time(arch, tokens, row(src.accelerator), row(dst.accelerator), network=network,

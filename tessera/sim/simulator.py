@@ -6,6 +6,13 @@ WorkerSnapshots built from the simulated engines; each engine is the same
 EngineModel the sim worker runs, its steps timed by the performance model.
 Time jumps from event to event: an arrival, or the end of some engine's step.
 
+The fleet may change while it runs (tessera/sim/autoscaling.py drives this):
+add_instance() with a ready time starts an instance that takes no work until
+then, drain_instance() stops placements on one and retires it once its last
+request is gone, and call_at() runs a callback at a virtual time. Requests
+that find no ready instance wait in the router queue, so a fleet scaled to
+zero holds them until an instance is up.
+
 A profile with a `disaggregation:` section places each request as a pair
 (services/scheduler/policy/disaggregation.py). A request given a prefill
 instance runs there first as a prompt-only request (max_tokens=1, as vLLM runs
@@ -37,7 +44,9 @@ from tessera.sim.instance import InstanceSpec
 from tessera.sim.workloads import SimRequest
 from services.scheduler.prefix_index import CANONICAL_BLOCK_TOKENS, PrefixIndex
 
-_ARRIVAL, _STEP_DONE, _SAMPLE, _KV_ARRIVED = 0, 1, 2, 3
+_ARRIVAL, _STEP_DONE, _SAMPLE, _KV_ARRIVED, _CALL = 0, 1, 2, 3, 4
+# An instance's life: billed from its request, placeable once ready, no new work while draining.
+STARTING, READY, DRAINING, GONE = "starting", "ready", "draining", "gone"
 
 
 @dataclass
@@ -88,6 +97,14 @@ class SimInstance:
     tokens_in_flight: int = 0
     records: dict[str, RequestRecord] = field(default_factory=dict)
     incoming: int = 0   # placed here to decode, still prefilling elsewhere: queued as far as placement goes
+    state: str = READY
+    requested_s: float = 0.0            # asked for (billing starts)
+    ready_s: float = 0.0                # takes placements from here on
+    stopped_s: float | None = None      # drained and gone (billing stops)
+
+    @property
+    def idle(self) -> bool:
+        return self.step is None and not self.records and not self.incoming
 
     def snapshot(self) -> WorkerSnapshot:
         e = self.engine
@@ -131,36 +148,81 @@ class Simulator:
         self.index: PrefixIndex | None = PrefixIndex() if spec_mode in ("precise", "hybrid") else None
         self._canonical: dict[str, list[int]] = {}
         self._router_queue: deque[RequestRecord] = deque()   # admission control: saturated, waiting
-        for i, (spec, cfg, timer) in enumerate(instances):
-            iid = f"{spec.label}-{i}"
-            base = WorkerSnapshot(id=iid, address=iid, model=model_name, role=spec.role,
-                                  vendor=spec.accelerator.vendor, accelerator=spec.accelerator.name,
-                                  kv_block_size=cfg.block_size, kv_capacity_blocks=cfg.num_blocks,
-                                  max_model_len=cfg.max_model_len, max_num_seqs=cfg.max_num_seqs, **_speeds(timer))
-            inst = SimInstance(iid, spec, EngineModel(cfg), timer, base)
-            self.instances.append(inst)
-            if self.index is not None:
-                self.index.add_worker(iid, cfg.block_size)
-                inst.engine.pool.record_events = True
-        self._by_id = {inst.id: inst for inst in self.instances}
-        self.kv_transfer = kv_transfer or kv_transfer_estimator(arch, {i.id: i.spec.devices for i in self.instances})
         self._heap: list[tuple[float, int, int, Any]] = []
         self._seq = itertools.count()
         self.now = 0.0
         self._hash_cache: dict[tuple[int, int], list[int]] = {}
+        self._by_id: dict[str, SimInstance] = {}
+        self._devices: dict[str, int] = {}      # by instance id, for KV transfers (grows with the fleet)
+        self._ids = itertools.count()
+        self.retired: list[SimInstance] = []
+        self.records: list[RequestRecord] = []
+        self.pending = 0                        # requests (later turns included) not yet finished or failed
+        for spec, cfg, timer in instances:
+            self.add_instance(spec, cfg, timer)
+        self.kv_transfer = kv_transfer or kv_transfer_estimator(arch, self._devices)
+
+    # -- the fleet -----------------------------------------------------------------------------
+    def add_instance(self, spec: InstanceSpec, cfg: EngineConfig, timer: StepTimer,
+                     ready_s: float | None = None) -> SimInstance:
+        """A new instance, requested now; it takes placements from `ready_s` (default: at once)."""
+        iid = f"{spec.label}-{next(self._ids)}"
+        base = WorkerSnapshot(id=iid, address=iid, model=self.model_name, role=spec.role,
+                              vendor=spec.accelerator.vendor, accelerator=spec.accelerator.name,
+                              kv_block_size=cfg.block_size, kv_capacity_blocks=cfg.num_blocks,
+                              max_model_len=cfg.max_model_len, max_num_seqs=cfg.max_num_seqs, **_speeds(timer))
+        inst = SimInstance(iid, spec, EngineModel(cfg), timer, base, requested_s=self.now, ready_s=self.now)
+        self.instances.append(inst)
+        self._by_id[iid] = inst
+        self._devices[iid] = spec.devices
+        if self.index is not None:
+            self.index.add_worker(iid, cfg.block_size)
+            inst.engine.pool.record_events = True
+        if ready_s is not None and ready_s > self.now:
+            inst.state, inst.ready_s = STARTING, ready_s
+            self.call_at(ready_s, lambda sim: sim._make_ready(inst))
+        return inst
+
+    def drain_instance(self, inst: SimInstance) -> None:
+        """No new placements; the instance is retired when its last request is done (at once if idle
+        or still starting)."""
+        if inst.state in (STARTING, READY):
+            inst.state = DRAINING
+            self._retire_if_idle(inst)
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting at the router (every instance saturated, or none ready)."""
+        return len(self._router_queue)
+
+    def call_at(self, t: float, fn: Callable[[Simulator], None]) -> None:
+        """Run fn(simulator) at virtual time t (not before now); the router queue is retried after it."""
+        self._push(max(t, self.now), _CALL, fn)
+
+    def _make_ready(self, inst: SimInstance) -> None:
+        if inst.state == STARTING:
+            inst.state = READY
+
+    def _retire_if_idle(self, inst: SimInstance) -> None:
+        if inst.state == DRAINING and inst.idle:
+            inst.state, inst.stopped_s = GONE, self.now
+            self.instances.remove(inst)
+            self.retired.append(inst)
+            if self.index is not None:
+                self.index.remove_worker(inst.id)
 
     def _push(self, t: float, kind: int, payload: Any) -> None:
         heapq.heappush(self._heap, (t, next(self._seq), kind, payload))
 
     def run(self, workload: list[SimRequest]) -> SimResult:
-        records: list[RequestRecord] = []
+        records = self.records
         for req in workload:
             self._push(req.arrival_s, _ARRIVAL, req)
         samples: list[Sample] = []
         if self.sample_interval_s > 0 and workload:
             self._push(0.0, _SAMPLE, None)
         events = 0
-        pending = len(workload)   # requests (including later turns) not yet finished or failed
+        self.pending = len(workload)
         while self._heap:
             t, _, kind, payload = heapq.heappop(self._heap)
             self.now = t
@@ -169,23 +231,27 @@ class Simulator:
                 rec = self._arrive(payload)
                 records.append(rec)
                 if rec.error:
-                    pending -= 1
+                    self.pending -= 1
             elif kind == _STEP_DONE:
-                pending -= self._step_done(payload)
+                self.pending -= self._step_done(payload)
                 if self._router_queue:
-                    pending -= self._drain_router_queue()
+                    self.pending -= self._drain_router_queue()
             elif kind == _KV_ARRIVED:
                 inst, request_id = payload
                 inst.engine.kv_arrived(request_id)
                 if inst.step is None:
                     self._start_step(inst)
-            elif pending > 0:
+            elif kind == _CALL:
+                payload(self)
+                if self._router_queue:
+                    self.pending -= self._drain_router_queue()
+            elif self.pending > 0:
                 samples.append(self._sample())
                 self._push(t + self.sample_interval_s, _SAMPLE, None)
                 if self.on_progress:
                     self.on_progress(t, len(records))
         duration = max((r.finish_s for r in records if r.done), default=0.0)
-        return SimResult(records, self.instances, samples, duration, events)
+        return SimResult(records, self.instances + self.retired, samples, duration, events)
 
     # -- events ------------------------------------------------------------------------------
     def _arrive(self, req: SimRequest) -> RequestRecord:
@@ -202,7 +268,9 @@ class Simulator:
         info = RequestInfo(request_id=req.request_id, model=self.model_name, prompt_tokens=req.prompt_tokens,
                            max_tokens=req.output_tokens, session_id=req.session_id,
                            block_hashes=tuple(canonical[:req.prompt_tokens // CANONICAL_BLOCK_TOKENS]))
-        snapshots = [inst.snapshot() for inst in self.instances]
+        snapshots = [inst.snapshot() for inst in self.instances if inst.state == READY]
+        if not snapshots:
+            return False          # nothing ready (scaled to zero, or still starting): wait at the router
         pipe = self.pipeline
         if pipe.disaggregation is not None and pipe.prefill_pipeline is not None:
             pair = place_pair(info, snapshots, pipe, pipe.prefill_pipeline, pipe.disaggregation, self.kv_transfer,
@@ -352,6 +420,7 @@ class Simulator:
                 self._push(self.now + rec.request.think_time_s, _ARRIVAL, nxt)
                 finished -= 1   # the session goes on: its next turn is now pending instead
         self._start_step(inst)
+        self._retire_if_idle(inst)
         return finished
 
     def _sample(self) -> Sample:
