@@ -6,6 +6,8 @@ Nothing is fetched from a model hub:
   with transformers, and save a bfloat16 safetensors folder.
 - ``tiny``: a random-weight two-layer Llama with a byte-level BPE tokenizer
   trained here on a fixed text, for fast tests. It loads in vLLM in seconds.
+- ``tiny-moe``: the same tokenizer with a random-weight two-layer Qwen3-MoE
+  (8 experts, top-2), for the expert-parallel path.
 
 Workers and the CLI import this (it needs torch); the router never does.
 """
@@ -21,8 +23,10 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tessera.models.registry import ModelSpec, model_cache_dir
 
@@ -58,7 +62,7 @@ def ensure_model(spec: ModelSpec) -> str:
     with _file_lock(target.parent / f".{spec.recipe}.lock"):
         if (target / DONE_MARKER).exists():
             return str(target)
-        builder = {"smollm2": _build_smollm2, "tiny": _build_tiny}[spec.recipe]
+        builder = BUILDERS[spec.recipe]
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{spec.recipe}-") as tmp:
             staging = Path(tmp) / "model"
             staging.mkdir()
@@ -135,11 +139,23 @@ than dense. Readability counts. Errors should never pass silently.
 """
 
 
-def _build_tiny(out: Path) -> None:
-    """A random two-layer Llama (hidden 128) with a locally trained BPE tokenizer."""
-    import torch
+@dataclass(frozen=True)
+class TinyTokenIds:
+    """What a tiny model's config needs from the tokenizer built next to it."""
+
+    vocab_size: int
+    bos: int
+    eos: int
+    pad: int
+
+
+def _build_tiny_tokenizer(out: Path) -> TinyTokenIds:
+    """Train the byte-level BPE tokenizer every tiny recipe shares, and save it in ``out``.
+
+    Trained on a fixed text with fixed settings, so it is the same on every
+    machine: tiny models built apart still tokenize the same way.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tok = Tokenizer(models.BPE())
@@ -153,7 +169,6 @@ def _build_tiny(out: Path) -> None:
     )
     tok.train_from_iterator([TINY_CORPUS] * 8, trainer=trainer)
     tok.save(str(out / "tokenizer.json"))
-    vocab_size = tok.get_vocab_size()
     (out / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": None,
@@ -171,20 +186,70 @@ def _build_tiny(out: Path) -> None:
     }, indent=2))
     (out / "special_tokens_map.json").write_text(json.dumps({
         "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}, indent=2))
-    config = LlamaConfig(
-        vocab_size=vocab_size,
+    return TinyTokenIds(vocab_size=tok.get_vocab_size(), bos=tok.token_to_id("<|im_start|>"),
+                        eos=tok.token_to_id("<|im_end|>"), pad=tok.token_to_id("<|endoftext|>"))
+
+
+def _tiny_config_fields(ids: TinyTokenIds) -> dict[str, Any]:
+    """Config fields every tiny model shares: vocabulary, special tokens, sizes, float32."""
+    return dict(
+        vocab_size=ids.vocab_size,
         hidden_size=128,
-        intermediate_size=256,
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,
         max_position_embeddings=2048,
-        bos_token_id=tok.token_to_id("<|im_start|>"),
-        eos_token_id=tok.token_to_id("<|im_end|>"),
-        pad_token_id=tok.token_to_id("<|endoftext|>"),
+        bos_token_id=ids.bos,
+        eos_token_id=ids.eos,
+        pad_token_id=ids.pad,
         tie_word_embeddings=False,
         torch_dtype="float32",
     )
+
+
+def _save_random(model_cls: Any, config: Any, out: Path) -> None:
+    """Seeded random weights, so a recipe gives the same model wherever it is built."""
+    import torch
+
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(out, safe_serialization=True)
+    model_cls(config).save_pretrained(out, safe_serialization=True)
+
+
+def _build_tiny(out: Path) -> None:
+    """A random two-layer Llama (hidden 128) with a locally trained BPE tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    ids = _build_tiny_tokenizer(out)
+    _save_random(LlamaForCausalLM, LlamaConfig(intermediate_size=256, **_tiny_config_fields(ids)), out)
+
+
+def _build_tiny_moe(out: Path) -> None:
+    """A random two-layer Qwen3-MoE (hidden 128, 8 experts, top-2) with the tiny tokenizer.
+
+    The smallest model that runs vLLM's fused-MoE path (and expert
+    parallelism, which shards the 8 experts across ranks). Qwen3-MoE because
+    vLLM's CPU build serves it with its CPU fused-MoE kernel, and its
+    architecture is the one real EP deployments use (Qwen3-30B-A3B).
+    """
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    ids = _build_tiny_tokenizer(out)
+    config = Qwen3MoeConfig(
+        intermediate_size=256,           # dense MLP size (unused: every layer is sparse)
+        moe_intermediate_size=64,
+        num_experts=8,
+        num_experts_per_tok=2,
+        decoder_sparse_step=1,
+        mlp_only_layers=[],
+        norm_topk_prob=True,
+        head_dim=64,
+        **_tiny_config_fields(ids),
+    )
+    _save_random(Qwen3MoeForCausalLM, config, out)
+
+
+BUILDERS: dict[str, Callable[[Path], None]] = {
+    "smollm2": _build_smollm2,
+    "tiny": _build_tiny,
+    "tiny-moe": _build_tiny_moe,
+}

@@ -26,7 +26,7 @@ class ModelSpec:
     """A model Tessera can serve.
 
     ``source`` is a local folder, a hub id, or the name of a built-in recipe
-    (``smollm2``, ``tiny``) that :func:`tessera.models.prepare.ensure_model`
+    (``smollm2``, ``tiny``, ``tiny-moe``) that :func:`tessera.models.prepare.ensure_model`
     turns into a folder on first use.
     """
 
@@ -53,8 +53,10 @@ BUILTIN = {
         dtype_by_vendor={"cpu": "float32"},
     ),
     "tiny": ModelSpec(name="tiny-llama", source="tiny", recipe="tiny"),
+    "tiny-moe": ModelSpec(name="tiny-qwen3-moe", source="tiny-moe", recipe="tiny-moe"),
 }
-ALIASES = {"SmolLM2-135M-Instruct": "smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2", "tiny-llama": "tiny"}
+ALIASES = {"SmolLM2-135M-Instruct": "smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2", "tiny-llama": "tiny",
+           "tiny-qwen3-moe": "tiny-moe"}
 
 
 def resolve(model: str, served_name: str | None = None) -> ModelSpec:
