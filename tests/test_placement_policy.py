@@ -72,3 +72,19 @@ def test_unknown_names_in_a_profile_are_rejected_clearly():
         build_pipeline({"name": "x", "filters": ["bogus"]})
     with pytest.raises(ProfileError, match="no placement profile"):
         load_profile("does-not-exist")
+
+
+def test_a_long_prompt_goes_where_it_stalls_fewer_decodes_and_a_short_one_is_left_alone():
+    from services.scheduler.policy.scorers import prefill_interference
+    from services.scheduler.policy.snapshot import PlacementContext
+
+    speed = {"prefill_tokens_per_s": 20000.0, "decode_base_s": 0.01, "decode_step_s": 0.012}
+    busy, quiet = worker("busy", num_running=30, **speed), worker("quiet", num_running=3, **speed)
+    long = RequestInfo("r1", "m", prompt_tokens=8000)
+    busy_score, quiet_score = prefill_interference(long, [busy, quiet], PlacementContext())
+    assert quiet_score == 1.0 and busy_score < 0.2          # 31 stalled streams against 4
+    # Cached on the busy worker, the prompt leaves little to prefill there: no opinion either way.
+    cached = PlacementContext(prefix_hits={"busy": 7900})
+    assert prefill_interference(long, [busy, quiet], cached) == [1.0, 1.0]
+    short = RequestInfo("r2", "m", prompt_tokens=300)
+    assert prefill_interference(short, [busy, quiet], PlacementContext()) == [1.0, 1.0]
