@@ -7,10 +7,12 @@ so a failed test never leaves engines running.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from tessera.net import free_port
 
 RUN_MARKER = "TESSERA_TEST_RUN"
 RUN_ID = os.environ.setdefault(RUN_MARKER, uuid.uuid4().hex)
@@ -114,3 +118,33 @@ def pid_listening_on(port: int) -> int | None:
         if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
             return conn.pid
     return None
+
+
+@contextlib.contextmanager
+def tessera_up(log_dir, *up_args: str, ready_timeout: float = 120):
+    """`tessera up ...` (simulated tiny-model workers unless up_args say otherwise) in the background
+    until it serves; Ctrl-C on the way out."""
+    port, grpc_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tessera.cli", "up", "--engine", "sim", "--model", "tiny", *up_args,
+         "--port", str(port), "--grpc-port", str(grpc_port), "--log-dir", str(log_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "TESSERA_TEST_RUN": RUN_ID + "-up"}, start_new_session=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: [lines.append(line) for line in proc.stdout], daemon=True).start()
+
+    def serving() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError("tessera up exited early:\n" + "".join(lines[-30:]))
+        return any("Tessera is serving" in line for line in lines)
+
+    try:
+        wait_for(serving, ready_timeout, interval=0.5, what="the cluster to serve")
+        yield proc, port, lines
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)

@@ -88,3 +88,15 @@ def test_a_long_prompt_goes_where_it_stalls_fewer_decodes_and_a_short_one_is_lef
     assert prefill_interference(long, [busy, quiet], cached) == [1.0, 1.0]
     short = RequestInfo("r2", "m", prompt_tokens=300)
     assert prefill_interference(short, [busy, quiet], PlacementContext()) == [1.0, 1.0]
+
+
+def test_requests_are_spread_over_an_instances_data_parallel_ranks():
+    from services.scheduler.view import ClusterView
+    from tessera.v1 import common_pb2 as pb
+
+    view = ClusterView()
+    view.registered(pb.WorkerIdentity(id="moe", model="m", data_parallel_ranks=[0, 1, 2, 3]))
+    view.registered(pb.WorkerIdentity(id="dense", model="m"))
+    ranks = [view.choose_rank("moe") for _ in range(8)]
+    assert collections.Counter(ranks) == {0: 2, 1: 2, 2: 2, 3: 2}
+    assert view.choose_rank("dense") is None     # a single-rank instance is not pinned

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
@@ -20,45 +17,14 @@ from tessera.catalog import accelerators
 from tessera.perf.efficiency import efficiency_for, efficiency_table, read_calibration_file
 from tessera.perf.model_arch import ModelArch
 from tessera.perf.step_timer import StepTimer
-from tessera.net import free_port
-from tests.harness import RUN_ID, wait_for
+from tests.harness import tessera_up, wait_for
 
-SIM_RUN = RUN_ID + "-sim"
-
-
-@contextlib.contextmanager
-def simulated_cluster(log_dir, *up_args: str):
-    """`tessera up --engine sim ...` in the background until it serves; Ctrl-C on the way out."""
-    port, grpc_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tessera.cli", "up", "--engine", "sim", "--model", "tiny", *up_args,
-         "--port", str(port), "--grpc-port", str(grpc_port), "--log-dir", str(log_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "TESSERA_TEST_RUN": SIM_RUN}, start_new_session=True)
-    lines: list[str] = []
-    threading.Thread(target=lambda: [lines.append(line) for line in proc.stdout], daemon=True).start()
-
-    def serving() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError("tessera up exited early:\n" + "".join(lines[-30:]))
-        return any("Tessera is serving" in line for line in lines)
-
-    try:
-        wait_for(serving, 120, interval=0.5, what="the simulated cluster to serve")
-        yield proc, port, lines
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
 def sim_cluster(tmp_path_factory):
     """8 simulated GPUs of two kinds, timed as Llama-3.1-8B."""
-    with simulated_cluster(tmp_path_factory.mktemp("sim-up"), "--accelerators", "h100:4,mi300x:4",
+    with tessera_up(tmp_path_factory.mktemp("sim-up"), "--accelerators", "h100:4,mi300x:4",
                            "--sim-arch", "llama3-8b") as running:
         yield running
 
@@ -117,7 +83,7 @@ def test_sim_worker_refuses_what_does_not_fit(sim_cluster):
 @pytest.fixture(scope="module")
 def overloaded_cluster(tmp_path_factory):
     """One simulated CPU worker running 2 sequences at a time, behind a router with a 2 s TTFT objective."""
-    with simulated_cluster(tmp_path_factory.mktemp("sim-overload"), "--accelerators", "cpu:1",
+    with tessera_up(tmp_path_factory.mktemp("sim-overload"), "--accelerators", "cpu:1",
                            "--sim-arch", "smollm2-135m", "--engine-arg", "max_num_seqs=2",
                            "--ttft-slo-ms", "2000") as (_, port, _):
         yield port
@@ -176,7 +142,7 @@ def test_bench_compares_policies_side_by_side_through_one_router(sim_cluster, tm
     assert bad.status_code == 400 and "unknown profile" in bad.text
 
 
-def test_ctrl_c_stops_the_simulated_cluster(sim_cluster):
+def test_ctrl_c_stops_the_tessera_up(sim_cluster):
     """Last in this module: it stops the shared simulated cluster."""
     proc, _, lines = sim_cluster
     proc.send_signal(signal.SIGINT)

@@ -17,8 +17,7 @@ import time
 import httpx
 import pytest
 
-from tests.harness import wait_for
-from tests.test_sim_cluster import simulated_cluster
+from tests.harness import tessera_up, wait_for
 
 MODEL = "smollm2-sim"
 POLICY = f"""
@@ -70,7 +69,7 @@ async def offer(url: str, rate: float, seconds: float, results: list[int]) -> No
 def test_the_fleet_follows_a_load_step_up_and_down_without_failing_a_request(tmp_path):
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
-    with simulated_cluster(tmp_path, "--slo-policy", str(policy)) as (_, port, lines):
+    with tessera_up(tmp_path, "--slo-policy", str(policy)) as (_, port, lines):
         url = f"http://127.0.0.1:{port}"
         etcd = next(line.split("--etcd")[1].split()[0] for line in lines if "tessera status --etcd" in line)
         wait_for(lambda: workers(etcd) >= 1, 60, interval=0.5, what="the policy's one warm instance")

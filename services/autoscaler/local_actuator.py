@@ -61,7 +61,8 @@ class _Proc:
 
 # Group engine_args that are worker flags: the worker needs them too (its identity, its simulator).
 WORKER_FLAGS = {"tensor_parallel_size": "--tensor-parallel-size", "sim_arch": "--sim-arch",
-                "served_model_name": "--served-model-name", "kv_connector": "--kv-connector"}
+                "served_model_name": "--served-model-name", "kv_connector": "--kv-connector",
+                "data_parallel_size": "--data-parallel-size", "expert_parallel": "--expert-parallel"}
 
 
 class LocalProcessActuator:
@@ -110,7 +111,9 @@ class LocalProcessActuator:
         if group.accelerator != "auto":
             cmd += ["--accelerator", group.accelerator]
         for key, value in group.engine_args.items():
-            if key in WORKER_FLAGS:   # settings the worker itself reads, not only its engine
+            if key in WORKER_FLAGS and isinstance(value, bool):   # a switch: present or not
+                cmd += [WORKER_FLAGS[key]] if value else []
+            elif key in WORKER_FLAGS:   # settings the worker itself reads, not only its engine
                 cmd += [WORKER_FLAGS[key], str(value)]
             else:
                 cmd += ["--engine-arg", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]

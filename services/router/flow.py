@@ -161,6 +161,8 @@ class RequestFlow:
                 priority=gen.priority,
                 resume_token_ids=produced,
             )
+            if placement.worker.HasField("data_parallel_rank"):
+                request.data_parallel_rank = placement.worker.data_parallel_rank
             if placement.prefill.worker_id:
                 kv = await self._prefill(gen, placement.prefill, request, stats)
                 if kv is not None:

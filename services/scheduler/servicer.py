@@ -103,6 +103,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             response.worker.worker_id = worker.id
             response.worker.address = worker.address
             response.worker.score = choice.score
+            rank = self.view.choose_rank(worker.id)
+            if rank is not None:
+                response.worker.data_parallel_rank = rank
             response.expected_cached_tokens = choice.hit_tokens
             metrics.EXPECTED_HIT_TOKENS.inc(choice.hit_tokens)
             span.set_attribute("tessera.worker_id", worker.id)

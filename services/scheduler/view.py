@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tessera.catalog.expert_parallel import pick_dp_rank
 from tessera.rpc.enums import role_name, vendor_name
 from tessera.v1 import common_pb2 as pb
 from services.scheduler.policy.snapshot import WorkerSnapshot
@@ -42,6 +43,7 @@ class WorkerEntry:
     started_seen: int = -1           # the worker's requests_started in its last report (-1: none yet)
     speed: dict[str, float] = field(default_factory=dict)   # from the performance model (worker_speed.py)
     cached: WorkerSnapshot | None = None    # the snapshot, until anything it shows changes
+    rank_placements: deque = field(default_factory=deque)   # (monotonic time, DP rank) of recent placements
 
     @property
     def healthy(self) -> bool:
@@ -81,6 +83,9 @@ class WorkerEntry:
             prefill_tokens_waiting=load.prefill_tokens_waiting + pending_tokens,
             **self.speed,
         )
+
+
+RANK_WINDOW_S = 10.0   # how long a placement counts towards its DP rank's load
 
 
 class ClusterView:
@@ -173,6 +178,31 @@ class ClusterView:
         if entry is not None:
             entry.pending.append((time.monotonic(), tokens))
             entry.cached = None
+
+    def choose_rank(self, worker_id: str) -> int | None:
+        """The DP rank of a multi-rank instance to pin a request to; None for a single-rank one.
+
+        Workers report one load for the whole instance, so the ranks are told
+        apart by this scheduler's own recent placements: the rank given the
+        fewest in the last RANK_WINDOW_S, scored as vLLM's DP balancer scores
+        load (tessera.catalog.expert_parallel.pick_dp_rank). Pinning keeps a
+        request's retries and a session's turns on the rank whose prefix cache
+        the scheduler reasons about; leaving it to vLLM would hide the choice.
+        """
+        entry = self.workers.get(worker_id)
+        if entry is None or len(entry.identity.data_parallel_ranks) < 2:
+            return None
+        now = time.monotonic()
+        recent = entry.rank_placements
+        while recent and now - recent[0][0] > RANK_WINDOW_S:
+            recent.popleft()
+        counts = {rank: 0 for rank in entry.identity.data_parallel_ranks}
+        for _, rank in recent:
+            if rank in counts:
+                counts[rank] += 1
+        rank = pick_dp_rank({r: pb.LoadReport(num_running=n) for r, n in counts.items()})
+        recent.append((now, rank))
+        return rank
 
     def model_path(self, model: str) -> str:
         """The folder (or hub id) workers load `model` from: where its architecture is read."""

@@ -68,6 +68,7 @@ class Engine(Protocol):
         sampling: pb.SamplingParams,
         kv_transfer_params: dict[str, Any] | None = None,
         priority: int = 0,
+        data_parallel_rank: int | None = None,   # DP instances: the rank the scheduler chose
     ) -> AsyncIterator[Chunk]: ...
 
     async def abort(self, request_id: str) -> None: ...

@@ -29,6 +29,8 @@ from tessera.v1 import worker_pb2_grpc
 from services.worker import metrics
 from services.worker.kv_events import KVEventRelay
 from services.worker.kv_transfer import kv_transfer_setup
+from tessera.catalog.expert_parallel import (cpu_threads_bind, dp_ranks, expert_parallel_engine_args,
+                                             expert_parallel_env)
 from services.worker.load import LoadTracker
 from services.worker.reporter import SchedulerReporter
 from services.worker.servicer import WorkerServicer
@@ -62,6 +64,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sim: time steps as this architecture (llama3-8b, ...; default: the served model's config)")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--tensor-parallel-size", type=int, default=1)
+    p.add_argument("--data-parallel-size", type=int, default=1,
+                   help="MoE models: DP ranks behind this one instance (one engine process each; requests "
+                        "are pinned to a rank by the scheduler)")
+    p.add_argument("--expert-parallel", action="store_true",
+                   help="MoE models: shard the experts over the DP x TP ranks (the vendor's all-to-all backend)")
     p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra vLLM engine argument (YAML value), repeatable; wins over the vendor table")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
@@ -89,6 +96,7 @@ def engine_args_for(args: argparse.Namespace, vendor: str, model_path: str, serv
         engine_args["dtype"] = dtype_by_vendor[vendor]
     if args.max_model_len:
         engine_args["max_model_len"] = args.max_model_len
+    engine_args.update(expert_parallel_engine_args(vendor, args.data_parallel_size, args.expert_parallel, args.role))
     engine_args.update(parse_pairs(args.engine_arg, "--engine-arg"))
     return engine_args
 
@@ -121,7 +129,10 @@ async def run(args: argparse.Namespace) -> int:
         accelerator=accelerator,
         accelerator_count=count,
         parallelism=pb.Parallelism(tensor_parallel=args.tensor_parallel_size, pipeline_parallel=1,
-                                   data_parallel=1, expert_parallel=1),
+                                   data_parallel=args.data_parallel_size,
+                                   expert_parallel=(args.data_parallel_size * args.tensor_parallel_size
+                                                    if args.expert_parallel else 1)),
+        data_parallel_ranks=dp_ranks(args.data_parallel_size) if args.data_parallel_size > 1 else [],
         kv_block_size=engine.info.kv_block_size,
         kv_capacity_blocks=engine.info.kv_capacity_blocks,
         max_model_len=engine.info.max_model_len,
@@ -189,6 +200,13 @@ async def _start_vllm_engine(args: argparse.Namespace, spec: Any, tracker: LoadT
     settings = vendor_settings(vendor)
     for key, value in settings.env.items():
         os.environ.setdefault(key, value)  # the operator's environment wins
+    for key, value in expert_parallel_env(vendor, args.data_parallel_size, args.expert_parallel).items():
+        os.environ.setdefault(key, value)
+    if vendor == "cpu" and args.data_parallel_size > 1:
+        # One core list per DP rank (vLLM's CPU build wants them |-separated), from the cores we were given.
+        cores = sorted(os.sched_getaffinity(0))
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind(cores, args.data_parallel_size,
+                                                                   args.tensor_parallel_size)
     from tessera.models.prepare import ensure_model  # needs torch: workers only
 
     model_path = await asyncio.to_thread(ensure_model, spec)

@@ -56,7 +56,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             finish = None
             try:
                 async for chunk in self.engine.generate(
-                    request.request_id, prompt, sampling, kv_transfer_params=kv, priority=request.priority
+                    request.request_id, prompt, sampling, kv_transfer_params=kv, priority=request.priority,
+                    **({"data_parallel_rank": request.data_parallel_rank}
+                       if request.HasField("data_parallel_rank") else {}),
                 ):
                     if chunk.token_ids:
                         if first:

@@ -79,7 +79,8 @@ class SimEngine:
 
     # -- requests ----------------------------------------------------------------------------
     async def generate(self, request_id: str, prompt_token_ids: list[int], sampling: pb.SamplingParams,
-                       kv_transfer_params: dict[str, Any] | None = None, priority: int = 0) -> AsyncIterator[Chunk]:
+                       kv_transfer_params: dict[str, Any] | None = None, priority: int = 0,
+                       data_parallel_rank: int | None = None) -> AsyncIterator[Chunk]:
         if self.dead:
             raise EngineUnavailable("the simulated engine has stopped")
         prompt = len(prompt_token_ids)

@@ -110,8 +110,10 @@ class VllmEngine:
         sampling: pb.SamplingParams,
         kv_transfer_params: dict[str, Any] | None = None,
         priority: int = 0,
+        data_parallel_rank: int | None = None,
     ) -> AsyncIterator[Chunk]:
         from vllm import TokensPrompt
+        from vllm.exceptions import VLLMClientError
         from vllm.v1.engine.exceptions import EngineDeadError
 
         if self._llm is None or self.info is None:
@@ -128,6 +130,7 @@ class VllmEngine:
             params,
             request_id,
             priority=priority if self._priority_enabled else 0,
+            data_parallel_rank=data_parallel_rank,
         )
         try:
             async for out in stream:
@@ -145,7 +148,7 @@ class VllmEngine:
                 )
         except EngineDeadError as exc:
             raise EngineUnavailable(f"engine died: {exc}") from None
-        except ValueError as exc:  # vLLM's input validation (VLLMValidationError is a ValueError)
+        except (ValueError, VLLMClientError) as exc:  # vLLM's input validation (a VLLMClientError in 0.32)
             raise InvalidRequest(str(exc)) from None
         finally:
             await stream.aclose()  # aborts the request in the engine if it is still running

@@ -70,6 +70,7 @@ async def gather_status(etcd: str) -> dict[str, Any]:
             "vendor": vendor_name(ident.vendor),
             "accelerator": ident.accelerator,
             "accelerator_count": ident.accelerator_count,
+            "data_parallel_ranks": list(ident.data_parallel_ranks),
             "engine": ident.engine,
             "kv_block_size": ident.kv_block_size,
             "kv_capacity_blocks": ident.kv_capacity_blocks,
