@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--no-details", action="store_true", help="leave per-request lists out of the JSON")
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--quiet", action="store_true")
+    from tessera.cli import sim_autoscaling
+
+    sim_autoscaling.add_arguments(p)
 
 
 def load_workload(args: argparse.Namespace):
@@ -74,6 +77,10 @@ def run_main(args: argparse.Namespace) -> int:
     from tessera.sim.report import SloError, parse_slo
     from tessera.sim.workloads import WorkloadError
 
+    if args.autoscaler:
+        from tessera.cli import sim_autoscaling
+
+        return sim_autoscaling.run_main(args, load_workload)
     policies = [p.strip() for p in args.policy.split(",") if p.strip()]
     try:
         arch = resolve_arch(args.model, args.dtype_bytes)
