@@ -33,7 +33,8 @@ def plot_autoscaling(summaries: dict[str, dict[str, Any]], path: Path, title: st
         changes = summaries[name].get("fleet_changes") or []
         ticks = [c for c in changes if c.get("forecast_rps") is not None]
         if ticks:
-            ax.plot([c["t"] for c in ticks], [c["forecast_rps"] for c in ticks], ".", ms=3, label=f"{name} forecast")
+            ax.plot([c["t"] for c in ticks], [c["forecast_rps"] for c in ticks], ".", ms=3,
+                    label=f"{name}: planned-for rate, at fleet changes")
     ax.set_ylabel(f"req/s ({step:g} s bins)")
     ax.set_title("load")
     ax.legend(loc="upper right", fontsize=7)

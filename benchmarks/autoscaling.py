@@ -1,0 +1,162 @@
+"""Autoscalers in the simulator: SLO attainment and accelerator cost over time (issue 6).
+
+Replays `azure2023_code.csv` (the hour as recorded, and the same requests time-compressed
+4x into 15 minutes of sharper bursts) under deploy/slo-policies/llama3-8b-p99.yaml (99% of
+requests within TTFT 500 ms and TPOT 50 ms) with four autoscalers:
+
+- static: the planner's plan for the trace's peak 60-s rate, held throughout; when it misses
+  the SLO, also the smallest multiple of that peak whose plan meets it in the replay
+  ("static, sized by replay": what load-testing before provisioning would find);
+- hpa: Kubernetes' HPA (target 60% busy, tolerance 0.1, 5-minute scale-down window) on the
+  best homogeneous mixed instance type for the peak;
+- homogeneous: the tessera loop on the cheapest single accelerator kind for the peak;
+- tessera: forecast + heterogeneous plan (roles included) + hysteresis + corrections.
+
+Two inventories: the policy's (h100 16, a100 16, mi300x 8, l40s 8: mixing allowed) and a
+tight one (mi300x 2) where the peak does not fit one kind's cheapest type. Every autoscaler
+starts from its own provisioning for the peak (as a deployment running before the trace)
+and new instances take 60 s to start. Writes results/autoscaling.json and one PNG per case.
+
+    taskset -c 0 .venv/bin/python benchmarks/autoscaling.py            # ~6 min on one core
+    taskset -c 0 .venv/bin/python benchmarks/autoscaling.py --quick    # first 15 min of the hour only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from services.autoscaler.planning.capacity import CapacityModel  # noqa: E402
+from services.autoscaler.planning.engines import engines_for  # noqa: E402
+from services.autoscaler.planning.slo_policy import InventoryItem, SloPolicy, parse_slo_policy  # noqa: E402
+from tessera.catalog import accelerators  # noqa: E402
+from tessera.sim.autoscalers import AUTOSCALERS, build_autoscaler, peak_load  # noqa: E402
+from tessera.sim.autoscaling import run_autoscaled  # noqa: E402
+from tessera.sim.autoscaling_plots import plot_autoscaling  # noqa: E402
+from tessera.sim.autoscaling_report import summarize_autoscaled  # noqa: E402
+from tessera.sim.build import resolve_arch  # noqa: E402
+from tessera.sim.workloads import azure_csv, limit, rescale  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TRACE = ROOT.parent / "shared" / "data" / "traces" / "azure2023_code.csv"
+POLICY = ROOT / "deploy" / "slo-policies" / "llama3-8b-p99.yaml"
+RESULTS = Path(__file__).parent / "results"
+STARTUP_S = 60.0
+BURST_WINDOW_S = 10.0
+STATIC_SCALES = (1.25, 1.5, 2.0, 3.0)
+TRACES = {"hour": 1.0, "bursts": 0.25}           # time scale: the hour, and 4x compressed
+TIGHT = {"mi300x": 2, "h100": 16, "a100": 16, "l40s": 8}
+KEYS = ("slo_attainment", "ttft_attainment", "tpot_attainment", "p99_ttft_ms", "p99_tpot_ms", "cost_usd",
+        "cost_per_hour_mean", "instances_started", "completed", "failed", "wall_time_s")
+
+
+def tight(policy: SloPolicy) -> SloPolicy:
+    items = []
+    for name, free in TIGHT.items():
+        accel = accelerators.find(name)
+        items.append(InventoryItem(accel.name, free, accel.cost_per_hour_usd))
+    return replace(policy, inventory=tuple(items))
+
+
+def simulate(name: str, scaler, policy, arch, workload, **kw) -> dict:
+    wall = time.monotonic()
+    summary = summarize_autoscaled(run_autoscaled(workload, policy, scaler, arch, startup_s=kw.get("startup_s", STARTUP_S)))
+    summary["wall_time_s"] = time.monotonic() - wall
+    summary["autoscaler"] = name
+    print(f"    {name:<22} {summary['slo_attainment']:7.2%} in SLO (TTFT {summary['ttft_attainment']:.2%}, TPOT "
+          f"{summary['tpot_attainment']:.2%}) ${summary['cost_usd']:7.2f}  {summary['wall_time_s']:5.1f} s", flush=True)
+    return summary
+
+
+def run_case(policy: SloPolicy, workload, arch, sensitivity: bool) -> dict[str, dict]:
+    capacity = CapacityModel(engines_for(policy))
+    peak = peak_load([r.arrival_s for r in workload], [r.prompt_tokens for r in workload],
+                     [r.output_tokens for r in workload])
+    out: dict[str, dict] = {}
+    for name in AUTOSCALERS:
+        scaler = build_autoscaler(name, policy, capacity, peak, burst_window_s=BURST_WINDOW_S)
+        out[name] = simulate(name, scaler, policy, arch, workload)
+    if out["static"]["slo_attainment"] < 0.99:
+        for k in STATIC_SCALES:
+            scaler = build_autoscaler("static", policy, capacity, peak.scaled(peak.rate_rps * k))
+            s = simulate(f"static x{k:g} peak", scaler, policy, arch, workload)
+            if s["slo_attainment"] >= 0.99 or k == STATIC_SCALES[-1]:
+                out["static-sized"] = s | {"peak_scale": k}
+                break
+    if sensitivity:
+        variants = {"tessera, mean rate": dict(burst_window_s=0.0), "tessera, cold start": dict(warm_start=False)}
+        for label, kw in variants.items():
+            scaler = build_autoscaler("tessera", policy, capacity, peak, **({"burst_window_s": BURST_WINDOW_S} | kw))
+            out[label] = simulate(label, scaler, policy, arch, workload)
+        for startup in (30.0, 120.0):
+            scaler = build_autoscaler("tessera", policy, capacity, peak, burst_window_s=BURST_WINDOW_S)
+            out[f"tessera, start-up {startup:g} s"] = simulate(f"tessera, start-up {startup:g} s", scaler, policy,
+                                                               arch, workload, startup_s=startup)
+    return out
+
+
+def table(results: dict[str, dict[str, dict]]) -> str:
+    lines = ["| case | autoscaler | within SLOs | TTFT ≤ 500 ms | TPOT ≤ 50 ms | TTFT p99 | TPOT p99 | cost | vs static |"
+             " vs static (sized) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for case, runs in results.items():
+        base = runs["static"]["cost_usd"]
+        sized = runs.get("static-sized", runs["static"])["cost_usd"]
+        for name, s in runs.items():
+            label = f"static x{s['peak_scale']:g} peak (sized by replay)" if name == "static-sized" else name
+            lines.append(f"| {case} | {label} | {s['slo_attainment']:.2%} | {s['ttft_attainment']:.2%} | "
+                         f"{s['tpot_attainment']:.2%} | {s['p99_ttft_ms']:.0f} ms | {s['p99_tpot_ms']:.1f} ms | "
+                         f"${s['cost_usd']:.2f} | {s['cost_usd'] / base - 1:+.0%} | {s['cost_usd'] / sized - 1:+.0%} |")
+    return "\n".join(lines)
+
+
+def plot(case: str, runs: dict[str, dict], suffix: str) -> None:
+    trace_name, _, inv = case.partition(", ")
+    inv_name = inv.split()[0]
+    plot_autoscaling({n: runs[n] for n in AUTOSCALERS}, RESULTS / f"autoscaling-{trace_name}-{inv_name}{suffix}.png",
+                     f"azure2023_code.csv, time x{TRACES[trace_name]:g}, {inv_name} inventory, llama3-8b, "
+                     f"TTFT p99 500 ms, TPOT p99 50 ms, start-up {STARTUP_S:g} s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="the first 15 minutes of the hour, no sensitivity runs")
+    ap.add_argument("--replot", action="store_true", help="redraw the PNGs from results/autoscaling.json")
+    args = ap.parse_args()
+    if args.replot:
+        saved = json.loads((RESULTS / "autoscaling.json").read_text())
+        for case, runs in saved.items():
+            plot(case, runs, "")
+        return
+    base = parse_slo_policy(POLICY.read_text())
+    arch = resolve_arch(base.model)
+    trace = azure_csv(TRACE)
+    results: dict[str, dict[str, dict]] = {}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    suffix = "-quick" if args.quick else ""
+    for trace_name, time_scale in TRACES.items():
+        workload = rescale(trace, 1.0, time_scale)
+        if args.quick:
+            workload = limit(workload, None, 900.0 * time_scale)
+        for inv_name, policy in (("open", base), ("tight", tight(base))):
+            case = f"{trace_name}, {inv_name} inventory"
+            print(f"{case}: {len(workload)} requests over {workload[-1].arrival_s:.0f} s", flush=True)
+            runs = run_case(policy, workload, arch, sensitivity=inv_name == "open" and not args.quick)
+            results[case] = runs
+            plot(case, runs, suffix)
+    saved = {case: {name: {k: s.get(k) for k in KEYS} | {"timeseries": s["timeseries"],
+                                                         "fleet_changes": s["fleet_changes"]}
+                    for name, s in runs.items()} for case, runs in results.items()}
+    (RESULTS / f"autoscaling{suffix}.json").write_text(json.dumps(saved, indent=1))
+    text = table(results)
+    (RESULTS / f"autoscaling{suffix}.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
