@@ -281,6 +281,40 @@ def test_forecaster_smooths_lengths_and_counts_idle_time():
     assert forecast.forecast(state, interval_s=30.0).rate_rps == 0.0
 
 
+def test_measured_p99_replaces_the_lognormal_tail():
+    # azure2023_code.csv: mean 2048, p90 5188, p99 7436 prompt tokens; the lognormal through the
+    # mean and p90 puts the p99 at ~17.8k
+    fitted = LoadMix(1.0, input_mean=2048, input_p90=5188, output_mean=28)
+    measured = replace(fitted, input_p99=7436)
+    assert fitted.input_quantile(99) > 15000
+    assert measured.input_quantile(99) == pytest.approx(7436)
+    assert measured.input_quantile(90) == pytest.approx(5188)
+    assert measured.input_quantile(50) == pytest.approx(fitted.input_quantile(50))   # below p90: unchanged
+    assert 5188 < measured.input_quantile(95) < 7436 < measured.input_quantile(99.9)
+    assert measured.scaled(3.0).input_p99 == 7436
+    with pytest.raises(ValueError):
+        LoadMix(1.0, input_p99=-1)
+
+
+def test_a_shorter_measured_tail_raises_capacity(policy, model):
+    targets = replace(policy.targets, ttft=replace(policy.targets.ttft, percentile=99))
+    itype = InstanceType("h100-sxm", 1, "mixed")
+    fitted = LoadMix(1.0, input_mean=2048, input_p90=5188, output_mean=28)
+    assert (model.capacity(itype, replace(fitted, input_p99=7436), targets).rate_rps
+            > model.capacity(itype, fitted, targets).rate_rps)
+
+
+def test_forecaster_keeps_the_p99_only_where_measured():
+    state = forecast.observe(ForecastState(), IntervalStats(30.0, 90, input_mean=2048, input_p90=5188, output_mean=28))
+    assert forecast.forecast(state).input_p99 == 0.0     # a router reporting no percentile: the lognormal
+    state = forecast.observe(state, IntervalStats(30.0, 90, 2048, 5188, 28, input_p99=7436))
+    assert forecast.forecast(state).input_p99 == 7436    # the first measurement as is
+    state = forecast.observe(state, IntervalStats(30.0, 90, 2048, 5188, 28, input_p99=6000))
+    assert 6000 < forecast.forecast(state).input_p99 < 7436
+    state = forecast.observe(state, IntervalStats(30.0, 90, input_mean=4096, output_mean=28))
+    assert forecast.forecast(state).input_p99 > 7000     # not measured: follows the mean
+
+
 # ---- hysteresis -----------------------------------------------------------------------------------
 
 H = InstanceType("h100-sxm")

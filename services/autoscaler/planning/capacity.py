@@ -299,7 +299,9 @@ def _quantised(x: float) -> float:
 def quantise(load: LoadMix) -> LoadMix:
     """The request shape on the cache's 2% grid (the rate is not part of a capacity)."""
     p90 = _quantised(load.input_p90) if load.input_p90 > 0 else 0.0
-    return LoadMix(0.0, _quantised(load.input_mean), p90, _quantised(load.output_mean), round(load.prefix_reuse, 2))
+    p99 = _quantised(load.input_p99) if load.input_p99 > 0 else 0.0
+    return LoadMix(0.0, _quantised(load.input_mean), p90, _quantised(load.output_mean), round(load.prefix_reuse, 2),
+                   p99)
 
 
 class CapacityModel:

@@ -34,7 +34,9 @@ class ForecastParams:
 
 @dataclass(frozen=True)
 class IntervalStats:
-    """What one planning interval saw: requests that arrived and their lengths (None: not measured)."""
+    """What one planning interval saw: requests that arrived and their lengths (None: not measured;
+    input_p99 is optional: without it the planner takes the tail from a lognormal through the mean
+    and p90)."""
 
     duration_s: float
     requests: int
@@ -42,6 +44,7 @@ class IntervalStats:
     input_p90: float | None = None
     output_mean: float | None = None
     prefix_reuse: float | None = None
+    input_p99: float | None = None
 
     @property
     def rate_rps(self) -> float:
@@ -88,9 +91,15 @@ def _smoothed_shape(state: ForecastState, stats: IntervalStats, weight: float) -
     input_mean = mix(old.input_mean, stats.input_mean)
     p90_seen = stats.input_p90 if stats.input_p90 is not None else (
         None if stats.input_mean is None else stats.input_mean * old.input_p90 / old.input_mean)
+    if stats.input_p99 is not None:   # the first measured p99 is taken as is, later ones smoothed
+        p99 = stats.input_p99 if old.input_p99 <= 0 else mix(old.input_p99, stats.input_p99)
+    elif old.input_p99 > 0 and stats.input_mean is not None:
+        p99 = mix(old.input_p99, stats.input_mean * old.input_p99 / old.input_mean)
+    else:
+        p99 = old.input_p99
     return LoadMix(0.0, input_mean=max(input_mean, 1.0), input_p90=max(mix(old.input_p90, p90_seen), 0.0),
                    output_mean=max(mix(old.output_mean, stats.output_mean), 1.0),
-                   prefix_reuse=min(max(mix(old.prefix_reuse, stats.prefix_reuse), 0.0), 0.99))
+                   prefix_reuse=min(max(mix(old.prefix_reuse, stats.prefix_reuse), 0.0), 0.99), input_p99=max(p99, 0.0))
 
 
 def forecast(state: ForecastState, params: ForecastParams = ForecastParams(),
