@@ -35,6 +35,7 @@ from services.autoscaler.desired import WorkerGroup
 log = logging.getLogger("tessera.autoscaler")
 
 STOP_GRACE_S = 30.0
+PIN_ENV = "TESSERA_CPU_AFFINITY"   # cores a launched worker pins itself to (services/worker/main.py)
 
 
 def _gpu_count() -> tuple[str, int]:
@@ -94,17 +95,15 @@ class LocalProcessActuator:
         # A simulated worker holds no device and mostly sleeps: it takes no slot and is not pinned.
         slots = [] if simulated else self._take_slots(tp if self.device_var else self.cores_per_worker)
         env = dict(os.environ)
-        pin = None
         if simulated:
             pass
         elif self.device_var:
             env[self.device_var] = ",".join(map(str, slots))
         else:
             env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, slots))
-            cores = set(slots)
-
-            def pin() -> None:  # runs in the child before exec: the worker and all it spawns
-                os.sched_setaffinity(0, cores)
+            # The worker pins itself (and so all it spawns) first thing. Not a preexec_fn: running
+            # Python between fork and exec in this gRPC-threaded process segfaulted children under load.
+            env[PIN_ENV] = ",".join(map(str, slots))
         cmd = [self.python, "-m", "tessera.cli", "worker", "--model", group.model, "--group", group.name,
                "--worker-id", worker_id, "--etcd", self.etcd, "--role", group.role, "--engine", group.engine,
                *self.extra_args]
@@ -119,8 +118,7 @@ class LocalProcessActuator:
                 cmd += ["--engine-arg", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
         log_path = self.log_dir / f"{worker_id}.log"
         with open(log_path, "ab") as logf:
-            popen = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                     preexec_fn=pin)
+            popen = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         instance = Instance(worker_id, group.name, True, time.time(), log_path=str(log_path))
         self._procs[worker_id] = _Proc(instance, popen, slots)
         where = f"simulated {group.accelerator}" if simulated else f"{self.device_var or 'cpu core'} {','.join(map(str, slots))}"

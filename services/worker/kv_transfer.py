@@ -13,15 +13,17 @@ environment: each worker picks a free port so that several share a host.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from tessera.net import free_port
+from tessera.net import free_port, port_is_free
 
 # vLLM's kv_role per Tessera role. Mixed workers run no connector: they serve
 # whole requests, and a connector costs start-up time and a side channel.
 KV_ROLES = {"prefill": "kv_producer", "decode": "kv_consumer"}
 NIXL_CONNECTORS = ("NixlConnector", "NixlPullConnector", "NixlPushConnector")
+SIDE_CHANNEL_PORTS = (20000, 32000)   # below Linux's ephemeral range (32768-60999)
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,22 @@ class KVTransferSetup:
         from vllm.config import KVTransferConfig
 
         return {"kv_transfer_config": KVTransferConfig(**self.config)}
+
+
+def side_channel_port_for(host: str) -> int:
+    """A port for NIXL's handshake socket, which vLLM binds much later, in its engine process.
+
+    Not one the OS hands out: a port picked with bind(0) and released is in the ephemeral range,
+    where any process starting meanwhile (another worker's engine, a client socket) may be given it,
+    and the engine then fails with "Address already in use". Below the ephemeral range, a random
+    free port collides only with another worker's equally random pick.
+    """
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(*SIDE_CHANNEL_PORTS)
+        if port_is_free(port, host):
+            return port
+    return free_port(host)
 
 
 def kv_transfer_setup(role: str, connector: str, host: str, side_channel_port: int = 0) -> KVTransferSetup | None:
@@ -53,7 +71,7 @@ def kv_transfer_setup(role: str, connector: str, host: str, side_channel_port: i
     env: dict[str, str] = {}
     if connector in NIXL_CONNECTORS:
         env = {"VLLM_NIXL_SIDE_CHANNEL_HOST": host,
-               "VLLM_NIXL_SIDE_CHANNEL_PORT": str(side_channel_port or free_port(host))}
+               "VLLM_NIXL_SIDE_CHANNEL_PORT": str(side_channel_port or side_channel_port_for(host))}
     return KVTransferSetup(connector, KV_ROLES[role], config, env)
 
 
