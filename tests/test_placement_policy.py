@@ -100,3 +100,23 @@ def test_requests_are_spread_over_an_instances_data_parallel_ranks():
     ranks = [view.choose_rank("moe") for _ in range(8)]
     assert collections.Counter(ranks) == {0: 2, 1: 2, 2: 2, 3: 2}
     assert view.choose_rank("dense") is None     # a single-rank instance is not pinned
+
+
+def test_the_least_loaded_rank_by_the_workers_own_per_rank_report_gets_the_request():
+    from services.scheduler.view import ClusterView
+    from services.worker.engine import EngineLoad
+    from services.worker.load import LoadTracker
+    from tessera.v1 import common_pb2 as pb
+
+    tracker = LoadTracker(ranks=[0, 1])
+    for i in range(6):
+        tracker.started(f"r{i}", 100, rank=0)          # rank 0 is busy, rank 1 idle
+    tracker.engine_stats(EngineLoad(num_running=6, kv_cache_usage=0.5, data_parallel_rank=0))
+    tracker.engine_stats(EngineLoad(num_running=0, kv_cache_usage=0.0, data_parallel_rank=1))
+    report = tracker.report(1)
+    assert report.num_running == 6 and [r.num_running for r in report.ranks] == [6, 0]
+
+    view = ClusterView()
+    view.registered(pb.WorkerIdentity(id="moe", model="m", data_parallel_ranks=[0, 1]))
+    view.load_reported("moe", report)
+    assert [view.choose_rank("moe") for _ in range(5)] == [1, 1, 1, 1, 1]   # until rank 1 catches up

@@ -182,10 +182,10 @@ class ClusterView:
     def choose_rank(self, worker_id: str) -> int | None:
         """The DP rank of a multi-rank instance to pin a request to; None for a single-rank one.
 
-        Workers report one load for the whole instance, so the ranks are told
-        apart by this scheduler's own recent placements: the rank given the
-        fewest in the last RANK_WINDOW_S, scored as vLLM's DP balancer scores
-        load (tessera.catalog.expert_parallel.pick_dp_rank). Pinning keeps a
+        The worker reports each rank's queue and KV usage (LoadReport.ranks);
+        placements made since that report are added as waiting (without any
+        report, the recent placements alone), and the load is scored as vLLM's
+        DP balancer scores it (tessera.catalog.expert_parallel.pick_dp_rank). Pinning keeps a
         request's retries and a session's turns on the rank whose prefix cache
         the scheduler reasons about; leaving it to vLLM would hide the choice.
         """
@@ -196,11 +196,15 @@ class ClusterView:
         recent = entry.rank_placements
         while recent and now - recent[0][0] > RANK_WINDOW_S:
             recent.popleft()
-        counts = {rank: 0 for rank in entry.identity.data_parallel_ranks}
-        for _, rank in recent:
-            if rank in counts:
-                counts[rank] += 1
-        rank = pick_dp_rank({r: pb.LoadReport(num_running=n) for r, n in counts.items()})
+        reported = {r.data_parallel_rank: r for r in entry.load.ranks}
+        loads = {}
+        for rank in entry.identity.data_parallel_ranks:
+            # The worker's per-rank figures, plus what this scheduler sent there since that report.
+            base = reported.get(rank, pb.LoadReport())
+            since = sum(1 for t, r in recent if r == rank and (not reported or t > entry.last_report_monotonic))
+            loads[rank] = pb.LoadReport(num_running=base.num_running, num_waiting=base.num_waiting + since,
+                                        kv_cache_usage=base.kv_cache_usage)
+        rank = pick_dp_rank(loads)
         recent.append((now, rank))
         return rank
 

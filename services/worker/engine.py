@@ -54,6 +54,7 @@ class EngineLoad:
     kv_cache_usage: float = 0.0
     prefix_cache_queries: int = 0
     prefix_cache_hits: int = 0
+    data_parallel_rank: int = 0   # which rank's engine core stepped (DP instances have several)
 
 
 class Engine(Protocol):

@@ -21,15 +21,18 @@ from services.worker.engine import EngineLoad
 class _Book:
     prompt_tokens: int
     generated: int = 0
+    rank: int | None = None   # the DP rank the request was pinned to, if any
 
 
 class LoadTracker:
-    def __init__(self) -> None:
+    def __init__(self, ranks: list[int] | None = None) -> None:
+        """ranks: the DP ranks of a data-parallel instance, reported one by one as well as summed."""
         self._subscribers: set[asyncio.Event] = set()
         self.draining = False
         self._active: dict[str, _Book] = {}
         self._started = 0
-        self._engine = EngineLoad()
+        self.ranks = list(ranks or [])
+        self._engines: dict[int, EngineLoad] = {}   # DP rank -> its engine core's latest step
         self._hit_rate = 0.0
 
     def subscribe(self) -> asyncio.Event:
@@ -46,8 +49,8 @@ class LoadTracker:
             event.set()
 
     # -- the worker's book ---------------------------------------------------
-    def started(self, request_id: str, prompt_tokens: int) -> None:
-        self._active[request_id] = _Book(prompt_tokens)
+    def started(self, request_id: str, prompt_tokens: int, rank: int | None = None) -> None:
+        self._active[request_id] = _Book(prompt_tokens, rank=rank)
         self._started += 1
         self._notify()
 
@@ -66,8 +69,9 @@ class LoadTracker:
 
     # -- the engine's figures ------------------------------------------------
     def engine_stats(self, stats: EngineLoad) -> None:
-        changed = (stats.num_running, stats.num_waiting) != (self._engine.num_running, self._engine.num_waiting)
-        self._engine = stats
+        before = self._engines.get(stats.data_parallel_rank, EngineLoad())
+        changed = (stats.num_running, stats.num_waiting) != (before.num_running, before.num_waiting)
+        self._engines[stats.data_parallel_rank] = stats
         if stats.prefix_cache_queries:
             rate = stats.prefix_cache_hits / stats.prefix_cache_queries
             self._hit_rate = 0.8 * self._hit_rate + 0.2 * rate
@@ -79,18 +83,30 @@ class LoadTracker:
         self._notify()
 
     def report(self, seq: int) -> pb.LoadReport:
-        active = len(self._active)
-        running = min(self._engine.num_running, active)
-        waiting = max(self._engine.num_waiting if active else 0, active - running)
+        books = list(self._active.values())
+        engines = list(self._engines.values())
+        out = self._figures(books, sum(e.num_running for e in engines), sum(e.num_waiting for e in engines),
+                            sum(e.kv_cache_usage for e in engines) / len(engines) if engines else 0.0)
+        out.seq, out.timestamp_unix_ms = seq, int(time.time() * 1000)
+        out.prefix_cache_hit_rate, out.draining, out.requests_started = self._hit_rate, self.draining, self._started
+        if len(self.ranks) > 1:
+            for rank in self.ranks:
+                engine = self._engines.get(rank, EngineLoad())
+                part = self._figures([b for b in books if b.rank == rank], engine.num_running, engine.num_waiting,
+                                     engine.kv_cache_usage)
+                part.data_parallel_rank = rank
+                out.ranks.append(part)
+        return out
+
+    @staticmethod
+    def _figures(books: list[_Book], engine_running: int, engine_waiting: int, kv_usage: float) -> pb.LoadReport:
+        """The engine's figures, corrected by the worker's book (exact now; the engine's lag a step)."""
+        active = len(books)
+        running = min(engine_running, active)
         return pb.LoadReport(
-            seq=seq,
-            timestamp_unix_ms=int(time.time() * 1000),
-            num_waiting=waiting,
+            num_waiting=max(engine_waiting if active else 0, active - running),
             num_running=running,
-            kv_cache_usage=self._engine.kv_cache_usage if active else 0.0,
-            tokens_in_flight=sum(b.prompt_tokens + b.generated for b in self._active.values()),
-            prefill_tokens_waiting=sum(b.prompt_tokens for b in self._active.values() if b.generated == 0),
-            prefix_cache_hit_rate=self._hit_rate,
-            draining=self.draining,
-            requests_started=self._started,
+            kv_cache_usage=kv_usage if active else 0.0,
+            tokens_in_flight=sum(b.prompt_tokens + b.generated for b in books),
+            prefill_tokens_waiting=sum(b.prompt_tokens for b in books if b.generated == 0),
         )

@@ -106,7 +106,7 @@ async def run(args: argparse.Namespace) -> int:
     if spec.recipe or os.path.isdir(spec.path):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local files: never ask a model hub
     worker_id = args.worker_id or f"{args.group or 'worker'}-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
-    tracker = LoadTracker()
+    tracker = LoadTracker(dp_ranks(args.data_parallel_size) if args.data_parallel_size > 1 else None)
     relay_box: list[KVEventRelay] = []   # the relay needs the engine's block size, known once it starts
     t0 = time.monotonic()
     if args.engine == "sim":
@@ -274,5 +274,14 @@ async def _watch_engine(engine: Any, tracker: LoadTracker, stop: asyncio.Event) 
         await asyncio.sleep(0.5)
 
 
+def pin_to_assigned_cores() -> None:
+    """Pin this worker, and so every engine process it starts, to the cores its launcher assigned
+    (TESSERA_CPU_AFFINITY): unpinned, vLLM's busy-polling engine takes every core."""
+    cores = os.environ.get("TESSERA_CPU_AFFINITY", "")
+    if cores:
+        os.sched_setaffinity(0, {int(c) for c in cores.split(",")})
+
+
 def run_main(args: argparse.Namespace) -> int:
+    pin_to_assigned_cores()
     return run_service("worker", args, run)

@@ -51,7 +51,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             started = time.perf_counter()
             first = True
             generated = len(resumed)
-            self.tracker.started(request.request_id, len(prompt))
+            self.tracker.started(request.request_id, len(prompt),
+                                 request.data_parallel_rank if request.HasField("data_parallel_rank") else None)
             metrics.PROMPT_TOKENS.inc(len(request.prompt_token_ids))
             finish = None
             try:

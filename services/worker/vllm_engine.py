@@ -96,6 +96,7 @@ class VllmEngine:
                     kv_cache_usage=float(scheduler_stats.kv_cache_usage),
                     prefix_cache_queries=int(getattr(pcs, "queries", 0)),
                     prefix_cache_hits=int(getattr(pcs, "hits", 0)),
+                    data_parallel_rank=int(engine_idx),
                 ))
 
             def log_engine_initialized(self) -> None:
