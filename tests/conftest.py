@@ -18,6 +18,8 @@ from tests.otlp_collector import OtlpCollector
 TINY = "tiny-llama"
 SMOLLM2 = "SmolLM2-135M-Instruct"
 TINY_PD = "tiny-pd"
+# The shared cluster's workers by model: what tests that count workers expect.
+CLUSTER_MODELS = (TINY, TINY, SMOLLM2, TINY_PD, TINY_PD)
 CLUSTER_START_TIMEOUT_S = 420
 
 

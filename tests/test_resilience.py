@@ -15,7 +15,7 @@ import pytest
 
 from tessera.net import split_host_port
 from tessera.v1 import autoscaler_pb2, autoscaler_pb2_grpc
-from tests.conftest import SMOLLM2, TINY
+from tests.conftest import CLUSTER_MODELS, SMOLLM2, TINY
 from tests.harness import ServiceProcess, kill_worker_group, pid_listening_on, wait_for
 
 pytestmark = pytest.mark.disruptive
@@ -173,7 +173,7 @@ def test_requests_keep_succeeding_while_etcd_restarts(cluster, openai_client, wi
         assert ask()
         time.sleep(0.3)
     # Every worker and service is registered again.
-    wait_for(lambda: len(status(cluster)["workers"]) == 3 and
+    wait_for(lambda: len(status(cluster)["workers"]) == len(CLUSTER_MODELS) and
              {s["kind"] for s in status(cluster)["services"]} == {"router", "scheduler", "autoscaler"},
              30, interval=1, what="re-registration after the etcd restart")
     assert ask()
@@ -195,7 +195,7 @@ def test_two_autoscalers_never_both_act(cluster, openai_client):
         p = plan(address_b)
         assert not p.this_is_leader and p.leader_id == "autoscaler-a"
         assert len(p.recent_decisions) == 0
-        assert len(status(cluster)["workers"]) == 3  # nothing launched twice
+        assert len(status(cluster)["workers"]) == len(CLUSTER_MODELS)  # nothing launched twice
 
         # The leader dies without a goodbye; its workers keep running.
         cluster.autoscaler.kill()

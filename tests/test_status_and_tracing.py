@@ -9,7 +9,7 @@ import uuid
 
 import httpx
 
-from tests.conftest import SMOLLM2, TINY
+from tests.conftest import CLUSTER_MODELS, TINY
 from tests.harness import wait_for
 
 
@@ -22,7 +22,7 @@ def status(cluster) -> dict:
 def test_status_lists_workers_with_their_load(cluster):
     s = status(cluster)
     models = sorted(w["model"] for w in s["workers"])
-    assert models == sorted([TINY, TINY, SMOLLM2])
+    assert models == sorted(CLUSTER_MODELS)
     for w in s["workers"]:
         assert w["healthy"] is True and w["num_waiting"] is not None and w["accelerator"] == "cpu"
     assert s["plan"]["this_is_leader"] is True
