@@ -30,6 +30,7 @@ class Scrape:
     """Cumulative figures of one router at one moment, by model."""
 
     requests: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    received: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     prompt_tokens: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     output_tokens: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     held: dict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -43,7 +44,7 @@ class ModelInterval:
     """One model's interval across every router."""
 
     duration_s: float
-    requests: float          # answered (any status) in the interval
+    requests: float          # arrived in the interval (answered, for routers that do not count arrivals)
     held: float              # waiting for a first worker at the end of it
     input_mean: float | None
     output_mean: float | None
@@ -61,6 +62,8 @@ def parse(text: str) -> Scrape:
             name, value = sample.name, sample.value
             if name == "tessera_router_requests_total":
                 out.requests[model] += value
+            elif name == "tessera_router_requests_received_total":
+                out.received[model] += value
             elif name == "tessera_prompt_tokens_total":
                 out.prompt_tokens[model] += value
             elif name == "tessera_generation_tokens_total":
@@ -112,15 +115,18 @@ def interval(before_by_router: dict[str, Scrape], after_by_router: dict[str, Scr
                 out[bound] += count
         return out
 
-    requests = delta("requests")
+    # Arrivals, not answers: when the fleet is short, answers fall behind arrivals and the forecast with
+    # them, which would shrink the fleet exactly when it needs to grow.
+    answered = delta("requests")
+    requests = delta("received") or answered
     quantiles = {}
     for attr in ("ttft", "itl"):
         b, a = merged(attr, before), merged(attr, after)
         quantiles[attr] = {p: v for p in percentiles
                            if (v := histogram_quantile(p / 100.0, b, a)) is not None}
     return ModelInterval(duration_s, requests, sum(s.held[model] for s in after_by_router.values()),
-                         delta("prompt_tokens") / requests if requests else None,
-                         delta("output_tokens") / requests if requests else None,
+                         delta("prompt_tokens") / answered if answered else None,
+                         delta("output_tokens") / answered if answered else None,
                          quantiles["ttft"], quantiles["itl"])
 
 

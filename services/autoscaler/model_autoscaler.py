@@ -76,8 +76,9 @@ class ModelAutoscaler:
     def step(self, seen: ModelInterval, now_s: float | None = None) -> dict[InstanceType, int]:
         """The fleet to run after this interval."""
         now_s = time.monotonic() if now_s is None else now_s
-        # Held requests are demand that has completed nothing yet: count them as arrivals.
-        stats = fc.IntervalStats(seen.duration_s, int(round(seen.requests + seen.held)), seen.input_mean,
+        # Held requests are demand that has completed nothing yet (they may have arrived in an
+        # earlier interval): the interval saw at least that many.
+        stats = fc.IntervalStats(seen.duration_s, int(round(max(seen.requests, seen.held))), seen.input_mean,
                                  None, seen.output_mean, None)
         self.forecast = fc.observe(self.forecast, stats, self.policy.forecast)
         load = fc.forecast(self.forecast, self.policy.forecast, self.policy.interval_s)

@@ -135,6 +135,7 @@ class RequestFlow:
         self._tracer = tracer("tessera.router")
 
     async def stream(self, gen: Generation, stats: FlowStats) -> AsyncIterator[Delta]:
+        metrics.RECEIVED.labels(gen.model.name).inc()
         produced: list[int] = []
         excluded: list[str] = []
         max_tokens = gen.sampling.max_tokens

@@ -8,6 +8,9 @@ from tessera.telemetry.metrics import LATENCY_BUCKETS
 
 REQUESTS = Counter("tessera_router_requests_total", "Requests answered, by model, endpoint and HTTP status",
                    ["model", "endpoint", "status"])
+RECEIVED = Counter("tessera_router_requests_received_total",
+                   "Valid requests as they arrive, by model: the load the autoscaler forecasts (answers lag "
+                   "arrivals exactly when the fleet is short)", ["model"])
 IN_FLIGHT = Gauge("tessera_router_requests_in_flight", "Requests being served")
 TTFT = Histogram("tessera_time_to_first_token_seconds", "Time from request arrival to the first token",
                  ["model"], buckets=LATENCY_BUCKETS)
