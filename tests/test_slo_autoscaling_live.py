@@ -41,20 +41,21 @@ deployment:
 """
 
 
-def workers(etcd: str) -> int:
+def workers(etcd: str, model: str = MODEL) -> int:
     out = subprocess.run([sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", etcd],
                          capture_output=True, text=True, check=True, timeout=30).stdout
-    return sum(1 for w in json.loads(out)["workers"] if w["model"] == MODEL and w["healthy"])
+    return sum(1 for w in json.loads(out)["workers"] if w["model"] == model and w["healthy"])
 
 
-async def offer(url: str, rate: float, seconds: float, results: list[int]) -> None:
-    """Poisson-ish arrivals at `rate` req/s for `seconds`; every status code goes into `results`."""
-    async with httpx.AsyncClient(timeout=300) as client:
+async def offer(url: str, rate: float, seconds: float, results: list[int], model: str = MODEL,
+                max_tokens: int = 48) -> None:
+    """Arrivals at `rate` req/s for `seconds`; every status code goes into `results`."""
+    async with httpx.AsyncClient(timeout=600) as client:
         async def one() -> None:
             try:
                 r = await client.post(url + "/v1/completions", json={
-                    "model": MODEL, "prompt": "Count the apples in the basket, one by one.", "max_tokens": 48,
-                    "ignore_eos": True})
+                    "model": model, "prompt": "Count the apples in the basket, one by one.",
+                    "max_tokens": max_tokens, "ignore_eos": True})
                 results.append(r.status_code)
             except httpx.HTTPError:
                 results.append(-1)

@@ -9,13 +9,9 @@ answered.
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
-
-import httpx
 
 from tests.harness import tessera_up, wait_for
+from tests.test_slo_autoscaling_live import offer, workers
 
 MODEL = "SmolLM2-135M-Instruct"
 POLICY = f"""
@@ -39,51 +35,28 @@ deployment:
 """
 
 
-def workers(etcd: str) -> int:
-    out = subprocess.run([sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", etcd],
-                         capture_output=True, text=True, check=True, timeout=30).stdout
-    return sum(1 for w in json.loads(out)["workers"] if w["model"] == MODEL and w["healthy"])
-
-
-async def offer(url: str, rate: float, seconds: float, results: list[int]) -> None:
-    async with httpx.AsyncClient(timeout=600) as client:
-        async def one() -> None:
-            try:
-                r = await client.post(url + "/v1/completions", json={
-                    "model": MODEL, "prompt": "List the planets of the solar system.", "max_tokens": 24,
-                    "ignore_eos": True})
-                results.append(r.status_code)
-            except httpx.HTTPError:
-                results.append(-1)
-        tasks = []
-        for _ in range(int(rate * seconds)):
-            tasks.append(asyncio.create_task(one()))
-            await asyncio.sleep(1.0 / rate)
-        await asyncio.gather(*tasks)
-
-
 def test_real_workers_are_added_under_load_and_drained_after_it(tmp_path):
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
     with tessera_up(tmp_path, "--engine", "vllm", "--slo-policy", str(policy), ready_timeout=300) as (_, port, lines):
         url = f"http://127.0.0.1:{port}"
         etcd = next(line.split("--etcd")[1].split()[0] for line in lines if "tessera status --etcd" in line)
-        wait_for(lambda: workers(etcd) >= 1, 300, interval=1, what="the policy's warm instance")
+        wait_for(lambda: workers(etcd, MODEL) >= 1, 300, interval=1, what="the policy's warm instance")
         results: list[int] = []
 
         async def step_up() -> int:
-            load = asyncio.create_task(offer(url, 3.0, 60, results))
+            load = asyncio.create_task(offer(url, 3.0, 60, results, MODEL, max_tokens=24))
             peak = 0
             while not load.done():
-                peak = max(peak, await asyncio.to_thread(workers, etcd))
+                peak = max(peak, await asyncio.to_thread(workers, etcd, MODEL))
                 await asyncio.sleep(2)
             await load
             return peak
 
         peak = asyncio.run(step_up())
         if peak < 2:   # the second engine may still be starting when the load ends: give it its start-up
-            peak = wait_for(lambda: workers(etcd) >= 2 and 2, 120, interval=2, what="a second instance")
-        asyncio.run(offer(url, 0.2, 20, results))
-        wait_for(lambda: workers(etcd) == 1, 180, interval=2, what="the fleet to drain back to one instance")
+            peak = wait_for(lambda: workers(etcd, MODEL) >= 2 and 2, 120, interval=2, what="a second instance")
+        asyncio.run(offer(url, 0.2, 20, results, MODEL, max_tokens=24))
+        wait_for(lambda: workers(etcd, MODEL) == 1, 180, interval=2, what="the fleet to drain back to one instance")
         assert results and all(code == 200 for code in results), \
             f"{sum(code != 200 for code in results)} of {len(results)} requests failed: {set(results)}"
