@@ -18,7 +18,7 @@ STAMP := $(VENV)/.tessera-installed
 # venv of its own: it pins PyYAML<6, which the project cannot share, and PyYAML 5.4 builds only with Cython<3.
 COMPOSE_V1 := $(VENV)/compose/bin/docker-compose
 
-.PHONY: setup up test protos check-protos bench clean-venv model
+.PHONY: setup up test test-slow protos check-protos bench clean-venv model
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ check-protos: setup
 
 test: setup check-protos $(COMPOSE_V1)
 	$(BIN)/pytest -q
+
+# Tests that need the machine to themselves: real engines started under a load step (3-4 min).
+test-slow: setup
+	$(BIN)/pytest -q -m slow
 
 bench: setup
 	$(PY) benchmarks/router_overhead.py
