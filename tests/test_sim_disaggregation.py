@@ -114,6 +114,7 @@ def test_mixed_cluster_is_unchanged_by_the_disaggregation_section():
     assert run(with_section) == run(without)
 
 
+@pytest.mark.skipif(not (TRACES / "azure2023_code.csv").exists(), reason="needs ../shared/data/traces")
 def test_tessera_sim_command_with_prefill_and_decode_roles(tmp_path):
     out = tmp_path / "pd.json"
     proc = subprocess.run([sys.executable, "-m", "tessera.cli", "sim", "--workload", str(TRACES / "azure2023_code.csv"),
