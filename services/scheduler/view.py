@@ -92,6 +92,7 @@ class ClusterView:
     def __init__(self, speed_of: Callable[[pb.WorkerIdentity], dict[str, float]] | None = None) -> None:
         self.workers: dict[str, WorkerEntry] = {}
         self._speed_of = speed_of
+        self._model_paths: dict[str, str] = {}   # served model -> the folder its workers load
         self.on_joined: list[Callable[[pb.WorkerIdentity], None]] = []   # a worker appeared
         self.on_left: list[Callable[[str], None]] = []                   # a worker is gone for good
 
@@ -102,6 +103,8 @@ class ClusterView:
 
     def _identity_changed(self, entry: WorkerEntry) -> None:
         entry.speed = self._speed_of(entry.identity) if self._speed_of else {}
+        if entry.identity.model_path:
+            self._model_paths[entry.identity.model] = entry.identity.model_path
         entry.cached = None
         for hook in self.on_joined:
             hook(entry.identity)
@@ -209,8 +212,9 @@ class ClusterView:
         return rank
 
     def model_path(self, model: str) -> str:
-        """The folder (or hub id) workers load `model` from: where its architecture is read."""
-        return next((e.identity.model_path for e in self.workers.values() if e.identity.model == model), "")
+        """The folder (or hub id) workers load `model` from: where its architecture is read.
+        Kept as workers join, not searched per placement (this is on the placement path)."""
+        return self._model_paths.get(model, "")
 
     def snapshots(self, model: str | None = None) -> list[WorkerSnapshot]:
         now = time.monotonic()

@@ -46,6 +46,7 @@ def _speed(model_path: str, accelerator: str, tp: int) -> tuple[tuple[str, float
     return tuple(speed.items())
 
 
+@lru_cache(maxsize=64)
 def kv_transfer_seconds(model_path: str) -> Callable[[WorkerSnapshot, WorkerSnapshot, int], float]:
     """`transfer_s(prefill, decode, tokens)` for the disaggregation policy: the catalog's links, this model's KV.
 
