@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from services.autoscaler.planning.capacity import CapacityModel  # noqa: E402
-from services.autoscaler.planning.engines import engines_for  # noqa: E402
+from services.autoscaler.planning.engines import engine_args_for, engines_for  # noqa: E402
 from services.autoscaler.planning.slo_policy import InventoryItem, SloPolicy, parse_slo_policy  # noqa: E402
 from tessera.catalog import accelerators  # noqa: E402
 from tessera.sim.autoscalers import AUTOSCALERS, build_autoscaler, peak_load  # noqa: E402
@@ -64,9 +64,10 @@ def tight(policy: SloPolicy) -> SloPolicy:
     return replace(policy, inventory=tuple(items))
 
 
-def simulate(name: str, scaler, policy, arch, workload, **kw) -> dict:
+def simulate(name: str, scaler, policy, arch, workload, engines, **kw) -> dict:
     wall = time.monotonic()
-    summary = summarize_autoscaled(run_autoscaled(workload, policy, scaler, arch, startup_s=kw.get("startup_s", STARTUP_S)))
+    summary = summarize_autoscaled(run_autoscaled(workload, policy, scaler, arch, startup_s=kw.get("startup_s", STARTUP_S),
+                                                  engine_args=engine_args_for(engines)))
     summary["wall_time_s"] = time.monotonic() - wall
     summary["autoscaler"] = name
     print(f"    {name:<22} {summary['slo_attainment']:7.2%} in SLO (TTFT {summary['ttft_attainment']:.2%}, TPOT "
@@ -81,11 +82,11 @@ def run_case(policy: SloPolicy, workload, arch, sensitivity: bool) -> dict[str, 
     out: dict[str, dict] = {}
     for name in AUTOSCALERS:
         scaler = build_autoscaler(name, policy, capacity, peak, burst_window_s=BURST_WINDOW_S)
-        out[name] = simulate(name, scaler, policy, arch, workload)
+        out[name] = simulate(name, scaler, policy, arch, workload, capacity.engines)
     if out["static"]["slo_attainment"] < 0.99:
         for k in STATIC_SCALES:
             scaler = build_autoscaler("static", policy, capacity, peak.scaled(peak.rate_rps * k))
-            s = simulate(f"static x{k:g} peak", scaler, policy, arch, workload)
+            s = simulate(f"static x{k:g} peak", scaler, policy, arch, workload, capacity.engines)
             if s["slo_attainment"] >= 0.99 or k == STATIC_SCALES[-1]:
                 out["static-sized"] = s | {"peak_scale": k}
                 break
@@ -93,11 +94,11 @@ def run_case(policy: SloPolicy, workload, arch, sensitivity: bool) -> dict[str, 
         variants = {"tessera, mean rate": dict(burst_window_s=0.0), "tessera, cold start": dict(warm_start=False)}
         for label, kw in variants.items():
             scaler = build_autoscaler("tessera", policy, capacity, peak, **({"burst_window_s": BURST_WINDOW_S} | kw))
-            out[label] = simulate(label, scaler, policy, arch, workload)
+            out[label] = simulate(label, scaler, policy, arch, workload, capacity.engines)
         for startup in (30.0, 120.0):
             scaler = build_autoscaler("tessera", policy, capacity, peak, burst_window_s=BURST_WINDOW_S)
             out[f"tessera, start-up {startup:g} s"] = simulate(f"tessera, start-up {startup:g} s", scaler, policy,
-                                                               arch, workload, startup_s=startup)
+                                                               arch, workload, capacity.engines, startup_s=startup)
     return out
 
 

@@ -10,7 +10,9 @@ from dataclasses import replace
 import pytest
 
 from services.autoscaler.planning import corrections, forecast, hysteresis
+from services.autoscaler.model_autoscaler import groups_for
 from services.autoscaler.planning.capacity import CapacityModel
+from services.autoscaler.planning.chunking import CHUNK_GRANULE, CONTEXT_BESIDE, DECODES_BESIDE, prefill_chunk
 from services.autoscaler.planning.corrections import CorrectionState, Factors
 from services.autoscaler.planning.engines import engines_for
 from services.autoscaler.planning.fleet import InstanceType
@@ -20,7 +22,7 @@ from services.autoscaler.planning.load import LoadMix
 from services.autoscaler.planning.milp import Candidate, served, solve
 from services.autoscaler.planning.planner import IDLE, INVENTORY, LOAD, MAX_INSTANCES, SLO, capacities, plan, \
     plan_homogeneous
-from services.autoscaler.planning.slo_policy import SloPolicyError, parse_slo_policy
+from services.autoscaler.planning.slo_policy import LatencyTarget, SloPolicyError, parse_slo_policy
 
 POLICY = """
 model: llama3-8b
@@ -152,11 +154,11 @@ def test_unreachable_slo_is_named(policy, model):
 
 
 def test_inventory_binding_when_feasible_but_forced_off_the_cheapest_kind(policy, model):
-    p = plan(policy, SHAPE.scaled(60.0), model)
+    p = plan(policy, SHAPE.scaled(40.0), model)
     cheapest_kind = max(p.devices, key=p.devices.get)
     squeezed = replace(policy, inventory=tuple(replace(i, free=1) if i.accelerator == cheapest_kind else i
                                                for i in policy.inventory))
-    q = plan(squeezed, SHAPE.scaled(60.0), model)
+    q = plan(squeezed, SHAPE.scaled(40.0), model)
     assert q.feasible and q.binding == INVENTORY and q.cost_per_hour > p.cost_per_hour
     assert p.binding == LOAD
 
@@ -359,7 +361,10 @@ def test_hysteresis_does_not_flap_on_noisy_load(policy, model):
     raw_changes = sum(a != b for a, b in zip(raw, raw[1:]))
     kept_changes = sum(a != b for a, b in zip(kept, kept[1:]))
     assert raw_changes >= 10, raw                    # planning each interval's load alone would flap
-    assert kept_changes <= 3, kept
+    # a few steps up while the forecast learns how high the noise reaches, then at most one step down
+    sizes = [sum(n for _, n in k) for k in kept]
+    downs = sum(b < a for a, b in zip(sizes, sizes[1:]))
+    assert kept_changes <= 4 and downs <= 1, kept
 
 
 def test_hysteresis_holds_through_alternating_plans():
@@ -457,3 +462,42 @@ def test_plan_reads_as_an_explanation(policy, model):
         assert e.binding in ("ttft", "tpot", "kv_cache", "max_num_seqs", "saturated")
         assert 0 < e.utilisation <= 1.0 + 1e-9
     assert math.isclose(p.mixed_rps + p.disaggregated_rps, p.demand_rps, rel_tol=1e-6)
+
+
+# ---- the prefill chunk each instance type runs with -----------------------------------------------
+
+def test_prefill_chunk_is_the_largest_that_keeps_a_full_step_within_the_tpot_target(policy, model):
+    """A clump of long prompts fills every step with a full chunk; the chunk the engines are priced
+    with keeps such a step within the TPOT target (50 ms here), and no larger multiple would."""
+    target = policy.targets.tpot.seconds
+    chunks = {}
+    for key, engine in model.engines.items():
+        def step(tokens: int) -> float:
+            return engine.timer(prefill=[(tokens, 0)], decode=[CONTEXT_BESIDE] * DECODES_BESIDE)
+        chunk = engine.max_num_batched_tokens
+        chunks[key] = chunk
+        assert chunk % CHUNK_GRANULE == 0 and CHUNK_GRANULE <= chunk <= 8192
+        if chunk > CHUNK_GRANULE:
+            assert step(chunk) <= target, key
+        if chunk < 8192:
+            assert step(chunk + CHUNK_GRANULE) > target, key
+    # faster parts take bigger chunks
+    assert chunks[("h100-sxm", 1)] > chunks[("a100-80gb-sxm", 1)]
+
+
+def test_prefill_chunk_follows_the_target_and_the_operator(policy):
+    loose = engines_for(replace(policy, targets=replace(policy.targets, tpot=LatencyTarget(90, 1000))))
+    assert all(e.max_num_batched_tokens == 8192 for e in loose.values())     # vLLM's default already fits
+    fixed = replace(policy, deployment=replace(policy.deployment, engine_args={"max_num_batched_tokens": 2048}))
+    assert {e.max_num_batched_tokens for e in engines_for(fixed).values()} == {2048}
+
+
+def test_worker_groups_launch_with_the_chunk_they_were_priced_with(policy, model):
+    groups = {g.accelerator: g for g in groups_for(policy, {InstanceType("h100-sxm"): 2, InstanceType("a100"): 1},
+                                                    model)}
+    assert groups["h100-sxm"].engine_args["max_num_batched_tokens"] == model.engines[("h100-sxm", 1)].max_num_batched_tokens
+    assert groups["h100-sxm"].replicas == 2
+    assert int(prefill_chunk(lambda **_: 0.0, 8192, 0.05)) == 8192    # nothing to shrink: no argument needed
+    same = replace(policy, targets=replace(policy.targets, tpot=LatencyTarget(90, 1000)))
+    [group] = groups_for(same, {InstanceType("h100-sxm"): 1}, CapacityModel(engines_for(same)))
+    assert "max_num_batched_tokens" not in group.engine_args           # the vendor default is what runs

@@ -19,10 +19,11 @@ from services.autoscaler.planning.fleet import InstanceType
 from services.autoscaler.planning.slo_policy import parse_slo_policy
 from tessera.perf.model_arch import ModelArch
 from tessera.sim import hpa
-from tessera.sim.autoscalers import Autoscaler, Observation, ScalingDecision, build_autoscaler, peak_load
+from tessera.sim.autoscalers import Autoscaler, Observation, ScalingDecision, Static, build_autoscaler, peak_load
 from tessera.sim.autoscaling import run_autoscaled
 from tessera.sim.autoscaling_report import billed_cost, fleet_series, summarize_autoscaled
 from tessera.sim.elastic import Lifetime
+from tessera.sim.report import request_metrics_ms
 from tessera.sim.simulator import DRAINING, GONE
 from tessera.sim.workloads import SimRequest
 from tests.test_simulator import ConstantTimer, make_sim
@@ -232,3 +233,27 @@ def test_cli_runs_autoscalers_side_by_side(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "tessera.cli", "sim", "--workload", str(trace), "--autoscaler",
                           "kubernetes", "--slo-policy", str(policy)], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "static, hpa, homogeneous, tessera" in bad.stderr
+
+
+def test_the_planned_prefill_chunk_keeps_answers_within_tpot_through_a_clump_of_long_prompts():
+    """Answers decoding when 40 long prompts arrive at once: with vLLM's default chunk of 8,192
+    tokens every step of the clump takes ~0.2 s on an H100 and they break a 50 ms TPOT target;
+    with the chunk the planner picks for that target (and the fleet launches with) they keep it."""
+    policy = parse_slo_policy(POLICY.replace("tpot: {percentile: 90, ms: 100}", "tpot: {percentile: 99, ms: 50}"))
+    engines = engines_for(policy)
+    chunk = engines[("h100-sxm", 1)].max_num_batched_tokens
+    assert chunk < 8192
+    answers = [SimRequest(f"answer{i}", 0.005 * i, 128, 120) for i in range(16)]
+    clump = [SimRequest(f"long{i}", 0.3 + 0.001 * i, 6000, 2) for i in range(40)]
+    workload = sorted(answers + clump, key=lambda r: r.arrival_s)
+
+    def answers_tpot_ms(engine_args) -> float:
+        scaler = Static({H100: 1}, policy.interval_s)
+        scaler.initial = {H100: 1}
+        run = run_autoscaled(workload, policy, scaler, ModelArch.llama3_8b(), engine_args=engine_args)
+        assert all(r.done and not r.error for r in run.result.records)
+        return max(request_metrics_ms(r)["tpot"] for r in run.result.records if r.request.request_id.startswith("answer"))
+
+    planned = answers_tpot_ms(None)                                        # the policy's engines
+    default = answers_tpot_ms({("h100-sxm", 1): {"max_num_batched_tokens": 8192}})
+    assert planned <= 50.0 < default, (planned, default)

@@ -18,7 +18,7 @@ from services.autoscaler.planning import corrections as corr
 from services.autoscaler.planning import forecast as fc
 from services.autoscaler.planning import hysteresis
 from services.autoscaler.planning.capacity import CapacityModel
-from services.autoscaler.planning.engines import engines_for
+from services.autoscaler.planning.engines import chunk_args, engines_for
 from services.autoscaler.planning.fleet import InstanceType
 from services.autoscaler.planning.planner import Plan, plan
 from services.autoscaler.planning.slo_policy import SloPolicy
@@ -39,11 +39,16 @@ def group_name(policy: SloPolicy, itype: InstanceType) -> str:
     return f"{group_prefix(policy)}{itype.accelerator}{tp}-{itype.role}"
 
 
-def groups_for(policy: SloPolicy, counts: dict[InstanceType, int]) -> list[WorkerGroup]:
-    """The worker groups that run `counts`, launched as the policy's deployment section says."""
+def groups_for(policy: SloPolicy, counts: dict[InstanceType, int], capacity: CapacityModel | None = None
+               ) -> list[WorkerGroup]:
+    """The worker groups that run `counts`, launched as the policy's deployment section says, each with
+    the prefill chunk its engine model was priced with (where that differs from the vendor default)."""
     out = []
     for itype in sorted(counts):
         engine_args = dict(policy.deployment.engine_args)
+        engine = capacity.engine(itype) if capacity is not None else None
+        if engine is not None:
+            engine_args = {**chunk_args(engine), **engine_args}
         if itype.tp > 1:
             engine_args["tensor_parallel_size"] = itype.tp
         if policy.served_model != policy.worker_model:

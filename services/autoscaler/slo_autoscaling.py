@@ -103,7 +103,7 @@ class SloAutoscaling:
             for group in list(self._groups.values()):
                 if group.name.startswith(group_prefix(model.policy)):
                     self._groups[group.name] = replace(group, replicas=0)
-            for group in groups_for(model.policy, counts):
+            for group in groups_for(model.policy, counts, model.capacity):
                 self._groups[group.name] = group
         self.on_groups(sorted(self._groups.values(), key=lambda g: g.name))
 

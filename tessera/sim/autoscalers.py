@@ -242,13 +242,15 @@ def with_prior(state: CorrectionState, types: list[InstanceType]) -> CorrectionS
 # -- building them --------------------------------------------------------------------------------
 
 def peak_load(arrivals: list[float], prompts: list[int], outputs: list[int], window_s: float = 60.0) -> LoadMix:
-    """The highest request rate over any `window_s` window, with the whole workload's request shape."""
+    """The highest request rate over any `window_s` window, with the whole workload's request shape
+    (its measured p90 and p99 prompt lengths included, as the autoscalers' intervals measure them)."""
     if not arrivals:
         return LoadMix(0.0)
     times = np.sort(np.asarray(arrivals))
     ends = np.searchsorted(times, times + window_s, side="left")
     peak = float(np.max(ends - np.arange(len(times)))) / window_s
-    return LoadMix(peak, float(np.mean(prompts)), float(np.percentile(prompts, 90)), float(np.mean(outputs)))
+    return LoadMix(peak, float(np.mean(prompts)), float(np.percentile(prompts, 90)), float(np.mean(outputs)),
+                   input_p99=float(np.percentile(prompts, 99)))
 
 
 def _homogeneous_kind(policy: SloPolicy, peak: LoadMix, capacity: CapacityModel) -> str:

@@ -9,8 +9,10 @@ that never comes back cannot loop forever; its held requests then count as misse
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from services.autoscaler.planning.engines import engine_args_for, engines_for
 from services.autoscaler.planning.slo_policy import SloPolicy
 from services.scheduler.policy.pipeline import load_profile
 from tessera.perf.model_arch import ModelArch
@@ -48,17 +50,22 @@ class AutoscaledRun:
 def run_autoscaled(workload: list[SimRequest], policy: SloPolicy, autoscaler: Autoscaler, arch: ModelArch, *,
                    startup_s: float = DEFAULT_STARTUP_S, mixed_profile: str = "tessera",
                    disagg_profile: str = "tessera_disagg", seed: int = 0, max_tail_s: float = 3600.0,
-                   sample_interval_s: float | None = None) -> AutoscaledRun:
+                   sample_interval_s: float | None = None,
+                   engine_args: Mapping[tuple[str, int], Mapping[str, object]] | None = None) -> AutoscaledRun:
     """Simulate `workload` with `autoscaler` sizing the fleet: from `autoscaler.initial`, ready at t=0,
     or from nothing (scale from zero: the first decision at t=0 starts instances, requests wait at
-    the router). Prices come from the policy's inventory."""
+    the router). Prices come from the policy's inventory; `engine_args` per (accelerator, tp) are
+    what instances launch with (default: the policy's, planning.engines.engine_args_for: the
+    prefill chunk the planner priced)."""
+    if engine_args is None:
+        engine_args = engine_args_for(engines_for(policy))
     horizon = max((r.arrival_s for r in workload), default=0.0)
     mixed = load_profile(mixed_profile, seed=seed)
     disagg = load_profile(disagg_profile, seed=seed) if "prefill" in policy.roles else None
     sim = Simulator(arch, arch.name, [], mixed,
                     sample_interval_s=sample_interval_s if sample_interval_s is not None else max(0.1, horizon / 2000))
     prices = {item.accelerator: item.cost_per_hour for item in policy.inventory}
-    fleet = ElasticFleet(sim, arch, prices, startup_s, mixed, disagg)
+    fleet = ElasticFleet(sim, arch, prices, startup_s, mixed, disagg, engine_args)
     ticks: list[Tick] = []
 
     def tick(sim: Simulator) -> None:

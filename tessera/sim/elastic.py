@@ -2,6 +2,8 @@
 
 The mechanics the autoscalers' decisions meet, kept apart from the decisions themselves:
 
+- an instance starts with the engine arguments given for its (accelerator, tp) (the prefill
+  chunk the planner priced it with), so every autoscaler runs the same engines;
 - an instance asked for is billed from that moment and takes requests only after
   `startup_s` (a GPU vLLM engine loading an 8B model from local disk and capturing CUDA
   graphs takes about a minute); a fleet running before the workload starts ready;
@@ -50,8 +52,10 @@ class Lifetime:
 
 class ElasticFleet:
     def __init__(self, sim: Simulator, arch: ModelArch, prices: Mapping[str, float], startup_s: float,
-                 mixed_pipeline: Pipeline, disagg_pipeline: Pipeline | None = None) -> None:
+                 mixed_pipeline: Pipeline, disagg_pipeline: Pipeline | None = None,
+                 engine_args: Mapping[tuple[str, int], Mapping[str, object]] | None = None) -> None:
         self.sim, self.arch, self.prices, self.startup_s = sim, arch, dict(prices), startup_s
+        self.engine_args = dict(engine_args or {})    # per (accelerator, tp): e.g. the planner's prefill chunk
         self.mixed_pipeline, self.disagg_pipeline = mixed_pipeline, disagg_pipeline
         self.types: dict[str, InstanceType] = {}       # instance id -> type
         self.lifetimes: dict[str, Lifetime] = {}
@@ -83,7 +87,8 @@ class ElasticFleet:
     def _start(self, itype: InstanceType, ready_s: float | None) -> None:
         if itype not in self._built:
             spec = InstanceSpec(find_accelerator(itype.accelerator), itype.tp, itype.role)
-            [(spec, cfg, timer)] = build_instances(self.arch, [spec])
+            [(spec, cfg, timer)] = build_instances(self.arch, [spec],
+                                                   engine_args=self.engine_args.get((spec.accelerator.name, itype.tp)))
             self._built[itype] = (spec, cfg, timer)
         inst = self.sim.add_instance(*self._built[itype], ready_s=ready_s)
         self.types[inst.id] = itype
@@ -178,4 +183,4 @@ def _arrival_stats(arrived: list[RequestRecord], finished: list[RequestRecord], 
     total = sum(r.request.prompt_tokens for r in done)
     reuse = sum(r.cached_prompt_tokens for r in done) / total if total else None
     return IntervalStats(span, len(arrived), float(prompts.mean()), float(np.percentile(prompts, 90)),
-                         float(np.mean(outputs)), reuse)
+                         float(np.mean(outputs)), reuse, float(np.percentile(prompts, 99)))

@@ -4,27 +4,44 @@ The one place the planner meets files. It builds each (accelerator, tp) engine t
 way the simulator and the scheduler's speed estimate do (tessera.sim.build), so the
 planner, `tessera sim` and placement agree on how fast an instance is. CPU
 instances serve in float32, as CPU workers do.
+
+Each engine runs with the prefill chunk (max_num_batched_tokens) that keeps one step
+within the policy's TPOT target (chunking.prefill_chunk), unless the policy's deployment
+sets one; the simulator's fleet and the live worker groups launch with the same value
+(engine_args_for), so what the planner priced is what runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from tessera.catalog import accelerators
 from tessera.sim.build import build_instances, resolve_arch
-from tessera.sim.instance import ClusterSpecError, InstanceSpec
+from tessera.catalog.vendors import vendor_settings
+from tessera.sim.instance import DEFAULT_MAX_NUM_BATCHED_TOKENS, ClusterSpecError, InstanceSpec
 from services.autoscaler.planning.capacity import EngineModel
+from services.autoscaler.planning.chunking import prefill_chunk
 from services.autoscaler.planning.slo_policy import SloPolicy
 
+CHUNK_ARG = "max_num_batched_tokens"
 
-def engine_models(model: str, pairs: Iterable[tuple[str, int]]) -> dict[tuple[str, int], EngineModel]:
-    """EngineModel per (catalog accelerator name, tp); pairs the model does not fit on are left out."""
+
+def engine_models(model: str, pairs: Iterable[tuple[str, int]], tpot_s: float | None = None,
+                  chunk: int | None = None) -> dict[tuple[str, int], EngineModel]:
+    """EngineModel per (catalog accelerator name, tp); pairs the model does not fit on are left out.
+
+    `chunk`: every engine's max_num_batched_tokens; else, with `tpot_s`, the largest that keeps a
+    step within it (capped by the vendor default); else the vendor default."""
     out: dict[tuple[str, int], EngineModel] = {}
     for name, tp in sorted(set(pairs)):
         accel = accelerators.find(name)
         arch = resolve_arch(model, 4 if accel.vendor == "cpu" else None)
+        spec = InstanceSpec(accel, tp)
         try:
-            [(_, cfg, timer)] = build_instances(arch, [InstanceSpec(accel, tp)])
+            [(_, cfg, timer)] = build_instances(arch, [spec])
+            budget = chunk or (prefill_chunk(timer, cfg.max_num_batched_tokens, tpot_s) if tpot_s else None)
+            if budget and budget != cfg.max_num_batched_tokens:
+                [(_, cfg, timer)] = build_instances(arch, [spec], engine_args={CHUNK_ARG: budget})
         except ClusterSpecError:
             continue
         out[(accel.name, tp)] = EngineModel(accel, tp, arch, timer, cfg.num_blocks * cfg.block_size,
@@ -33,5 +50,20 @@ def engine_models(model: str, pairs: Iterable[tuple[str, int]]) -> dict[tuple[st
 
 
 def engines_for(policy: SloPolicy) -> dict[tuple[str, int], EngineModel]:
-    """The engine models every instance type of `policy` needs."""
-    return engine_models(policy.model, {(t.accelerator, t.tp) for t in policy.instance_types()})
+    """The engine models every instance type of `policy` needs, each with its prefill chunk."""
+    fixed = policy.deployment.engine_args.get(CHUNK_ARG)
+    return engine_models(policy.model, {(t.accelerator, t.tp) for t in policy.instance_types()},
+                         policy.targets.tpot.seconds, int(fixed) if fixed else None)
+
+
+def chunk_args(engine: EngineModel) -> dict[str, int]:
+    """{max_num_batched_tokens: n} where `engine` was priced with a chunk other than its vendor's
+    default (what a worker must be launched with to run as priced), else nothing."""
+    vendor = vendor_settings(engine.accelerator.vendor).engine_args
+    default = int(vendor.get(CHUNK_ARG, DEFAULT_MAX_NUM_BATCHED_TOKENS))
+    return {} if engine.max_num_batched_tokens == default else {CHUNK_ARG: engine.max_num_batched_tokens}
+
+
+def engine_args_for(engines: Mapping[tuple[str, int], EngineModel]) -> dict[tuple[str, int], dict[str, int]]:
+    """The engine arguments an instance of each (accelerator, tp) launches with, so that it runs as priced."""
+    return {key: {CHUNK_ARG: e.max_num_batched_tokens} for key, e in engines.items()}
