@@ -6,9 +6,11 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from services.autoscaler.load_observer import histogram_quantile, interval, parse
+from services.router.metrics import PROMPT_LENGTH_BUCKETS
 
 
-def scrape(received: int, answered: int, prompt: int, output: int, held: int, ttfts: list[float]) -> str:
+def scrape(received: int, answered: int, prompt: int, output: int, held: int, ttfts: list[float],
+           prompts: list[int] = ()) -> str:
     """What a router's /metrics says after this much traffic for model m (the router's own metric names)."""
     reg = CollectorRegistry()
     Counter("tessera_router_requests_received", "", ["model"], registry=reg).labels("m").inc(received)
@@ -21,6 +23,9 @@ def scrape(received: int, answered: int, prompt: int, output: int, held: int, tt
                   buckets=(0.1, 0.2, 0.5, 1.0, 2.0))
     for t in ttfts:
         h.labels("m").observe(t)
+    lengths = Histogram("tessera_request_prompt_tokens", "", ["model"], registry=reg, buckets=PROMPT_LENGTH_BUCKETS)
+    for n in prompts:
+        lengths.labels("m").observe(n)
     return generate_latest(reg).decode()
 
 
@@ -39,3 +44,17 @@ def test_a_router_seen_once_is_not_counted_until_its_next_scrape_and_quantiles_n
     seen = interval({"r1": parse(scrape(0, 0, 0, 0, 0, []))}, after, "m", 5.0)
     assert seen.requests == 5                        # r2's counters are its lifetime, not this interval's
     assert histogram_quantile(0.9, {}, {0.1: 0.0, float("inf"): 0.0}) is None
+
+
+def test_the_interval_reads_the_p90_and_p99_prompt_length_of_its_own_requests():
+    """The planner sizes for the p99 prompt: the interval's tail, not the router's lifetime, within
+    the histogram's resolution (buckets 19% apart)."""
+    old = [30000] * 50                                    # a past interval of very long prompts
+    new = [1000] * 85 + [5000] * 10 + [12000] * 5
+    before = {"r1": parse(scrape(50, 50, 0, 0, 0, [], old))}
+    after = {"r1": parse(scrape(150, 150, 0, 0, 0, [], old + new))}
+    seen = interval(before, after, "m", 30.0)
+    assert 4200 < seen.input_p90 <= 5000 * 1.19
+    assert 10000 < seen.input_p99 <= 12000 * 1.19
+    quiet = interval(after, after, "m", 30.0)
+    assert quiet.input_p90 is None and quiet.input_p99 is None

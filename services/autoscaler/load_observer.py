@@ -3,7 +3,8 @@
 Routers already count what clients experience (Prometheus counters and
 histograms on their HTTP port, registered in etcd); the autoscaler scrapes them
 rather than asking for a new API, so the same numbers feed dashboards and the
-plan. Per model and interval: requests answered, prompt and output tokens,
+plan. Per model and interval: requests answered, prompt and output tokens (mean, and the
+p90 and p99 prompt length from its histogram),
 TTFT and inter-token latency at the policy's percentile (from histogram bucket
 deltas), and requests held because no worker serves the model yet (demand that
 completes nothing until an instance is up: what scale-from-zero waits on).
@@ -37,6 +38,7 @@ class Scrape:
     # model -> {upper bound: cumulative count}
     ttft: dict[str, dict[float, float]] = field(default_factory=lambda: defaultdict(dict))
     itl: dict[str, dict[float, float]] = field(default_factory=lambda: defaultdict(dict))
+    prompt_length: dict[str, dict[float, float]] = field(default_factory=lambda: defaultdict(dict))
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class ModelInterval:
     output_mean: float | None
     ttft_s: dict[float, float]   # percentile -> seconds (only where the interval saw requests)
     itl_s: dict[float, float]
+    input_p90: float | None = None   # prompt tokens (None: no request answered, or an old router)
+    input_p99: float | None = None
 
 
 def parse(text: str) -> Scrape:
@@ -74,6 +78,8 @@ def parse(text: str) -> Scrape:
                 out.ttft[model][float(sample.labels["le"])] = value
             elif name == "tessera_inter_token_latency_seconds_bucket":
                 out.itl[model][float(sample.labels["le"])] = value
+            elif name == "tessera_request_prompt_tokens_bucket":
+                out.prompt_length[model][float(sample.labels["le"])] = value
     return out
 
 
@@ -124,10 +130,12 @@ def interval(before_by_router: dict[str, Scrape], after_by_router: dict[str, Scr
         b, a = merged(attr, before), merged(attr, after)
         quantiles[attr] = {p: v for p in percentiles
                            if (v := histogram_quantile(p / 100.0, b, a)) is not None}
+    lengths = merged("prompt_length", before), merged("prompt_length", after)
     return ModelInterval(duration_s, requests, sum(s.held[model] for s in after_by_router.values()),
                          delta("prompt_tokens") / answered if answered else None,
                          delta("output_tokens") / answered if answered else None,
-                         quantiles["ttft"], quantiles["itl"])
+                         quantiles["ttft"], quantiles["itl"],
+                         histogram_quantile(0.90, *lengths), histogram_quantile(0.99, *lengths))
 
 
 class RouterScraper:

@@ -84,7 +84,7 @@ class ModelAutoscaler:
         # Held requests are demand that has completed nothing yet (they may have arrived in an
         # earlier interval): the interval saw at least that many.
         stats = fc.IntervalStats(seen.duration_s, int(round(max(seen.requests, seen.held))), seen.input_mean,
-                                 None, seen.output_mean, None)
+                                 seen.input_p90, seen.output_mean, None, seen.input_p99)
         self.forecast = fc.observe(self.forecast, stats, self.policy.forecast)
         load = fc.forecast(self.forecast, self.policy.forecast, self.policy.interval_s)
         if seen.held and load.rate_rps <= 0:

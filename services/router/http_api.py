@@ -104,6 +104,7 @@ class Timing:
     def done(self, gen: Generation, stats: FlowStats) -> None:
         metrics.E2E.labels(self.model).observe(time.perf_counter() - self.arrived)
         metrics.PROMPT_TOKENS.labels(self.model).inc(len(gen.prompt_ids))
+        metrics.PROMPT_LENGTH.labels(self.model).observe(len(gen.prompt_ids))
         metrics.GENERATION_TOKENS.labels(self.model).inc(stats.completion_tokens)
 
 

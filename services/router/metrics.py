@@ -19,6 +19,11 @@ ITL = Histogram("tessera_inter_token_latency_seconds", "Time between consecutive
 E2E = Histogram("tessera_e2e_request_latency_seconds", "Time from request arrival to its last token",
                 ["model"], buckets=LATENCY_BUCKETS)
 PROMPT_TOKENS = Counter("tessera_prompt_tokens_total", "Prompt tokens of served requests", ["model"])
+# Powers of 2^(1/4) from 16 to 2^17 tokens: the autoscaler reads the p90 and p99 prompt length from it
+# (a long prompt alone decides whether an instance meets a p99 TTFT target), to within a bucket (19%).
+PROMPT_LENGTH_BUCKETS = tuple(round(16 * 2 ** (i / 4)) for i in range(53))
+PROMPT_LENGTH = Histogram("tessera_request_prompt_tokens", "Prompt length of served requests (tokens)", ["model"],
+                          buckets=PROMPT_LENGTH_BUCKETS)
 GENERATION_TOKENS = Counter("tessera_generation_tokens_total", "Tokens generated for clients", ["model"])
 RETRIES = Counter("tessera_router_retries_total", "Requests moved to another worker after a failure", ["when"])
 TOKENIZE_SECONDS = Histogram("tessera_router_tokenize_seconds", "Time to render and tokenize a prompt",
