@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -38,54 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from routing_policies import workload  # noqa: E402
-from services.scheduler.prefix_index import CANONICAL_BLOCK_TOKENS  # noqa: E402
-from tessera.block_hash import content_block_hashes  # noqa: E402
+from routing_policies import cache_hits, hit_rate, workload  # noqa: E402
 from tessera.sim.build import build_instances, resolve_arch  # noqa: E402
 from tessera.sim.instance import parse_cluster  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 GOAL = 1.5
-
-
-def flat_requests(reqs: list) -> list:
-    """Every request, turns of a session included, in the order the infinite cache sees them."""
-    out = []
-    for r in reqs:
-        t = r
-        while t is not None:
-            out.append(t)
-            t = t.next_turn
-    return out
-
-
-def cache_hits(reqs: list, capacity_tokens: int | None = None) -> list[tuple[int, int]]:
-    """(prompt tokens, tokens the cache holds) per request, in arrival order, for one shared cache:
-    infinite (capacity None: every block seen before, by anyone), or `capacity_tokens` big with
-    least-recently-used eviction, as vLLM evicts (the fleet's KV caches pooled, with no block
-    held twice: what perfect cache-affine routing could at best make of them)."""
-    cache: OrderedDict[int, None] = OrderedDict()
-    limit = None if capacity_tokens is None else capacity_tokens // CANONICAL_BLOCK_TOKENS
-    out = []
-    for r in flat_requests(reqs):
-        canon = content_block_hashes(r.content_ids, r.content_block_tokens, r.prompt_tokens + r.output_tokens,
-                                     CANONICAL_BLOCK_TOKENS) if r.content_ids else []
-        n = 0
-        for h in canon[:(r.prompt_tokens - 1) // CANONICAL_BLOCK_TOKENS]:
-            if h not in cache:
-                break
-            n += 1
-        out.append((r.prompt_tokens, n * CANONICAL_BLOCK_TOKENS))
-        for h in canon[:(r.prompt_tokens + r.output_tokens) // CANONICAL_BLOCK_TOKENS]:
-            cache[h] = None
-            cache.move_to_end(h)
-        while limit is not None and len(cache) > limit:
-            cache.popitem(last=False)
-    return out
-
-
-def hit_rate(hits: list[tuple[int, int]]) -> float:
-    return sum(c for _, c in hits) / max(1, sum(p for p, _ in hits))
 
 
 def prefill_seconds(timer, chunk: int, prompt: int, cached: int, decodes: list[int]) -> float:

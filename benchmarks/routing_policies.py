@@ -25,6 +25,7 @@ import argparse
 import json
 import sys
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,27 +83,47 @@ def infinite_cache_hit_rate(reqs: list[wl.SimRequest]) -> float:
     each session's turns in sequence gives the same bound here (sessions share only
     the system prompt).
     """
-    seen: set[int] = set()
-    hit = total = 0
-    flat = []
+    return hit_rate(cache_hits(reqs))
+
+
+def flat_requests(reqs: list) -> list:
+    """Every request, turns of a session included, in the order the infinite cache sees them."""
+    out = []
     for r in reqs:
         t = r
         while t is not None:
-            flat.append(t)
+            out.append(t)
             t = t.next_turn
-    for r in flat:
+    return out
+
+
+def cache_hits(reqs: list, capacity_tokens: int | None = None) -> list[tuple[int, int]]:
+    """(prompt tokens, tokens the cache holds) per request, in arrival order, for one shared cache:
+    infinite (capacity None: every block seen before, by anyone), or `capacity_tokens` big with
+    least-recently-used eviction, as vLLM evicts (the fleet's KV caches pooled, with no block
+    held twice: what perfect cache-affine routing could at best make of them)."""
+    cache: OrderedDict[int, None] = OrderedDict()
+    limit = None if capacity_tokens is None else capacity_tokens // CANONICAL_BLOCK_TOKENS
+    out = []
+    for r in flat_requests(reqs):
         canon = content_block_hashes(r.content_ids, r.content_block_tokens, r.prompt_tokens + r.output_tokens,
                                      CANONICAL_BLOCK_TOKENS) if r.content_ids else []
-        prompt_blocks = canon[:(r.prompt_tokens - 1) // CANONICAL_BLOCK_TOKENS]
         n = 0
-        for h in prompt_blocks:
-            if h not in seen:
+        for h in canon[:(r.prompt_tokens - 1) // CANONICAL_BLOCK_TOKENS]:
+            if h not in cache:
                 break
             n += 1
-        hit += n * CANONICAL_BLOCK_TOKENS
-        total += r.prompt_tokens
-        seen.update(canon[:(r.prompt_tokens + r.output_tokens) // CANONICAL_BLOCK_TOKENS])
-    return hit / total if total else 0.0
+        out.append((r.prompt_tokens, n * CANONICAL_BLOCK_TOKENS))
+        for h in canon[:(r.prompt_tokens + r.output_tokens) // CANONICAL_BLOCK_TOKENS]:
+            cache[h] = None
+            cache.move_to_end(h)
+        while limit is not None and len(cache) > limit:
+            cache.popitem(last=False)
+    return out
+
+
+def hit_rate(hits: list[tuple[int, int]]) -> float:
+    return sum(c for _, c in hits) / max(1, sum(p for p, _ in hits))
 
 
 def simulate(reqs: list[wl.SimRequest], cluster: str, policy: str) -> dict:
