@@ -32,7 +32,7 @@ headroom: 0.2
 interval_s: 2
 scale_to_zero_idle_s: 3600
 hysteresis: {{scale_down_stable_intervals: 3, scale_down_cooldown_s: 6, max_scale_down_fraction: 1}}
-forecast: {{alpha: 0.7, beta: 0.2, burst_window: 2}}
+forecast: {{alpha: 0.7, beta: 0.2, burst_window: 2, peak_window_s: 1}}   # arrivals counted each second
 deployment:
   served_model: {MODEL}
   worker_model: tiny           # the tokenizer the sim workers serve with

@@ -78,12 +78,15 @@ class ModelAutoscaler:
             me.forecast, me.fleet, me.corrections = previous.forecast, previous.fleet, previous.corrections
         return me
 
-    def step(self, seen: ModelInterval, now_s: float | None = None) -> dict[InstanceType, int]:
-        """The fleet to run after this interval."""
+    def step(self, seen: ModelInterval, now_s: float | None = None, peak_rps: float | None = None
+             ) -> dict[InstanceType, int]:
+        """The fleet to run after this interval; `peak_rps`: its highest arrival rate over the policy's
+        peak window (forecast.peak_window_s), which the interval then counts as, as the simulator does."""
         now_s = time.monotonic() if now_s is None else now_s
         # Held requests are demand that has completed nothing yet (they may have arrived in an
         # earlier interval): the interval saw at least that many.
-        stats = fc.IntervalStats(seen.duration_s, int(round(max(seen.requests, seen.held))), seen.input_mean,
+        requests = max(seen.requests, seen.held, (peak_rps or 0.0) * seen.duration_s)
+        stats = fc.IntervalStats(seen.duration_s, int(round(requests)), seen.input_mean,
                                  seen.input_p90, seen.output_mean, None, seen.input_p99)
         self.forecast = fc.observe(self.forecast, stats, self.policy.forecast)
         load = fc.forecast(self.forecast, self.policy.forecast, self.policy.interval_s)

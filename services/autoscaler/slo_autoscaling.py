@@ -2,7 +2,8 @@
 
 Every model with an SLO policy under /tessera/v1/config/slo-policies/ gets its
 own ModelAutoscaler. Each planning interval the routers' metrics are scraped,
-each model's loop decides its fleet, and the controller receives the worker
+each model's loop decides its fleet (counting the interval at its peak arrival
+rate over the policy's peak window: routers are also scraped once a window), and the controller receives the worker
 groups (named auto-*) to reconcile through whichever actuator it has. A policy
 that does not parse is refused with one log line and the previous one stays in
 force; a deleted policy leaves its groups at their last counts (an operator
@@ -76,30 +77,48 @@ class SloAutoscaling:
     def tick_s(self) -> float:
         return min((m.policy.interval_s for m in self.models.values()), default=DEFAULT_TICK_S)
 
+    def peek_s(self) -> float:
+        """How often arrivals are counted between plans: the shortest peak window shorter than its
+        policy's interval (policy.forecast.peak_window_s), else once per plan."""
+        windows = [m.policy.forecast.peak_window_s for m in self.models.values()
+                   if 0 < m.policy.forecast.peak_window_s < m.policy.interval_s]
+        return min(windows, default=self.tick_s())
+
     async def run(self) -> None:
         self._policies.start()
         self._router_mirror.start()
         before: dict[str, Scrape] = {}
-        last = time.monotonic()
+        peek: dict[str, Scrape] = {}
+        peaks: dict[str, float] = {}               # model -> highest arrival rate over a peek since the plan
+        last = last_peek = time.monotonic()
         while True:
+            woke = False
             try:
-                await asyncio.wait_for(self._wake.wait(), self.tick_s())
+                wait = max(0.0, min(self.peek_s(), last + self.tick_s() - time.monotonic()))
+                woke = await asyncio.wait_for(self._wake.wait(), wait)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
             try:
                 after = await self._scraper.scrape(sorted(set(self._routers.values())))
                 now = time.monotonic()
-                self._plan(before, after, now - last, now)
-                before, last = after, now
+                if now - last_peek >= 0.5 * self.peek_s():      # a sliver of a window is noise, not a peak
+                    for name in self.models:
+                        rate = interval(peek, after, name, now - last_peek).requests / (now - last_peek)
+                        peaks[name] = max(peaks.get(name, 0.0), rate)
+                peek, last_peek = after, now
+                if woke or now - last >= self.tick_s() - 1e-3:
+                    self._plan(before, after, now - last, now, peaks)
+                    before, last, peaks = after, now, {}
             except Exception as exc:  # noqa: BLE001 - one failed round must not stop autoscaling
                 log.warning("autoscaling round failed: %s", exc)
 
-    def _plan(self, before: dict[str, Scrape], after: dict[str, Scrape], duration_s: float, now: float) -> None:
+    def _plan(self, before: dict[str, Scrape], after: dict[str, Scrape], duration_s: float, now: float,
+              peaks: dict[str, float] | None = None) -> None:
         for name, model in list(self.models.items()):
             pcts = (model.policy.targets.ttft.percentile, model.policy.targets.tpot.percentile)
             seen = interval(before, after, name, duration_s, pcts)
-            counts = model.step(seen, now)
+            counts = model.step(seen, now, (peaks or {}).get(name))
             for group in list(self._groups.values()):
                 if group.name.startswith(group_prefix(model.policy)):
                     self._groups[group.name] = replace(group, replicas=0)

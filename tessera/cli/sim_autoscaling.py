@@ -30,9 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--hpa-target", type=float, default=0.6, help="hpa: target busy fraction per instance")
     a.add_argument("--peak-window", type=float, default=60.0, help="static: the window the peak rate is taken over")
     a.add_argument("--peak-scale", type=float, default=1.0, help="static: provision for this multiple of the peak")
-    a.add_argument("--burst-window", type=float, default=10.0,
+    a.add_argument("--burst-window", type=float, default=None,
                    help="homogeneous, tessera: plan for each interval's peak rate over windows this long "
-                        "(seconds; 0: its mean rate)")
+                        "(seconds; 0: its mean rate; default: the policy's forecast.peak_window_s)")
 
 
 def run_main(args: argparse.Namespace, load_workload: Callable[[argparse.Namespace], list]) -> int:
@@ -69,7 +69,8 @@ def run_main(args: argparse.Namespace, load_workload: Callable[[argparse.Namespa
     summaries: dict[str, dict[str, Any]] = {}
     for name in names:
         try:
-            autoscaler = build_autoscaler(name, policy, capacity, peak, params, args.burst_window)
+            window = policy.forecast.peak_window_s if args.burst_window is None else args.burst_window
+            autoscaler = build_autoscaler(name, policy, capacity, peak, params, window)
         except ValueError as exc:
             print(f"tessera sim: {exc}", file=sys.stderr)
             return 2

@@ -23,13 +23,18 @@ from services.autoscaler.planning.load import LoadMix
 @dataclass(frozen=True)
 class ForecastParams:
     """alpha, beta: Holt's level and trend weights; burst_window: intervals whose peak is a floor;
-    length_alpha: EWMA weight of the lengths; horizon: intervals ahead to forecast."""
+    length_alpha: EWMA weight of the lengths; horizon: intervals ahead to forecast;
+    peak_window_s: each interval counts as its peak arrival rate over windows this long (0, or
+    not shorter than the interval: its mean). Capacity is modelled for Poisson arrivals at a
+    rate; a trace whose bursts of a few seconds run at several times the interval's mean queues
+    past a sub-second TTFT target long before the next interval could add instances."""
 
     alpha: float = 0.5
     beta: float = 0.3
     burst_window: int = 2
     length_alpha: float = 0.3
     horizon: float = 1.0
+    peak_window_s: float = 10.0
 
 
 @dataclass(frozen=True)
