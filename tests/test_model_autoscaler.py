@@ -41,3 +41,11 @@ def test_the_measured_prompt_tail_sets_the_size():
     short = quiet_then(ModelInterval(30.0, 300, 0, 1500, 30, {}, {}, 3000, 4000), None)
     long = quiet_then(ModelInterval(30.0, 300, 0, 1500, 30, {}, {}, 3000, 16000), None)
     assert long > short
+
+
+def test_status_says_which_prefill_chunk_the_planned_types_run_with():
+    me = ModelAutoscaler.for_policy(parse_slo_policy(POLICY))
+    me.step(ModelInterval(30.0, 300, 0, 1500, 30, {}, {}, 3000, 6000), now_s=0.0)
+    chunk = me.capacity.engines[("h100-sxm", 1)].max_num_batched_tokens
+    assert chunk < 8192
+    assert f"prefill chunk (max_num_batched_tokens, for TPOT 50 ms): h100-sxm {chunk}" in "\n".join(me.status_lines())

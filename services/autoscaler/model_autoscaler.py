@@ -133,6 +133,11 @@ class ModelAutoscaler:
         if self.last_load is not None:
             lines.append(f"  forecast: {self.last_load.rate_rps:.3g} req/s, prompts ~{self.last_load.input_mean:.0f} "
                          f"tokens, answers ~{self.last_load.output_mean:.0f}; idle {self.forecast.idle_s:.0f} s")
+        chunks = [f"{t.label} {e.max_num_batched_tokens}" for t in self.last_plan.counts
+                  if self.last_plan.counts[t] and (e := self.capacity.engine(t)) is not None]
+        if chunks:
+            lines.append(f"  prefill chunk (max_num_batched_tokens, for TPOT {self.policy.targets.tpot.ms:g} ms): "
+                         + ", ".join(chunks))
         lines += [f"  hysteresis: {r}" for r in self.reasons]
         lines += [f"  correction {label}: ttft x{f.ttft:.2f}, tpot x{f.tpot:.2f}"
                   for label, f in self.corrections.factors if (f.ttft, f.tpot) != (1.0, 1.0)]
