@@ -15,7 +15,7 @@ from services.autoscaler.planning.capacity import CapacityModel
 from services.autoscaler.planning.chunking import CHUNK_GRANULE, CONTEXT_BESIDE, DECODES_BESIDE, prefill_chunk
 from services.autoscaler.planning.corrections import CorrectionState, Factors
 from services.autoscaler.planning.engines import engines_for
-from services.autoscaler.planning.fleet import InstanceType
+from services.autoscaler.planning.fleet import InstanceType, kinds_without_room
 from services.autoscaler.planning.forecast import ForecastParams, ForecastState, IntervalStats
 from services.autoscaler.planning.hysteresis import FleetState, HysteresisParams
 from services.autoscaler.planning.load import LoadMix
@@ -501,3 +501,22 @@ def test_worker_groups_launch_with_the_chunk_they_were_priced_with(policy, model
     same = replace(policy, targets=replace(policy.targets, tpot=LatencyTarget(90, 1000)))
     [group] = groups_for(same, {InstanceType("h100-sxm"): 1}, CapacityModel(engines_for(same)))
     assert "max_num_batched_tokens" not in group.engine_args           # the vendor default is what runs
+
+
+def test_a_plan_that_would_stop_running_instances_for_lack_of_room_keeps_them(policy, model):
+    """One H100: at 40 req/s it runs as the prefill side of a P/D pool. When the load falls, the
+    cheapest fleet is one mixed H100, but the running prefill instance would have to stop before
+    the mixed one could start (both need the only H100): a minute with no prompt capacity. The
+    plan keeps the running instance instead and says why."""
+    sizes = {"h100-sxm": 1, "a100-80gb-sxm": 2, "l40s": 0}
+    tight = replace(policy, inventory=tuple(replace(i, free=sizes[i.accelerator]) for i in policy.inventory))
+    prefill = InstanceType("h100-sxm", 1, "prefill")
+    running = plan(tight, SHAPE.scaled(40.0), model).counts
+    assert running.get(prefill) == 1
+    cheapest = plan(tight, SHAPE.scaled(8.0), model)
+    assert kinds_without_room(running, cheapest.counts, tight.free_devices()) == ["h100-sxm"]
+    kept = plan(tight, SHAPE.scaled(8.0), model, current=running)
+    assert kept.feasible and kept.counts.get(prefill) == 1
+    assert not kinds_without_room(running, kept.counts, tight.free_devices())
+    assert kept.cost_per_hour >= cheapest.cost_per_hour
+    assert "keeps the running" in kept.summary()

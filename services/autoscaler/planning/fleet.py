@@ -51,6 +51,13 @@ def devices_by_kind(counts: Counts) -> dict[str, int]:
     return out
 
 
+def kinds_without_room(current: Counts, target: Counts, free: Mapping[str, int]) -> list[str]:
+    """Accelerator kinds where the running fleet and the target do not both fit the free devices:
+    moving there means stopping running instances before their replacements are up."""
+    both = {t: max(current.get(t, 0), target.get(t, 0)) for t in set(current) | set(target)}
+    return sorted(k for k, used in devices_by_kind(both).items() if used > free.get(k, 0))
+
+
 def nonzero(counts: Counts) -> dict[InstanceType, int]:
     """The counts without the zeros, in a stable order."""
     return {t: n for t, n in sorted(counts.items()) if n}

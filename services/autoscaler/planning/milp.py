@@ -70,11 +70,15 @@ def _upper(c: Candidate, free: Mapping[str, int]) -> int:
 
 def solve(cands: Sequence[Candidate], demand_rps: float, free: Mapping[str, int], min_instances: int = 0,
           max_instances: int | None = None, prefer: Mapping[InstanceType, int] | None = None,
-          ) -> dict[InstanceType, int] | None:
-    """The least-cost counts serving `demand_rps`, or None when no fleet within the limits can."""
+          keep: Mapping[InstanceType, int] | None = None) -> dict[InstanceType, int] | None:
+    """The least-cost counts serving `demand_rps`, or None when no fleet within the limits can.
+    `keep`: at least these counts of these types (None when one is not a candidate)."""
     from scipy.optimize import Bounds, LinearConstraint, milp  # scipy is slow to import; only the solver needs it
 
     cands = [c for c in cands if c.rate_rps > 0 and _upper(c, free) > 0]
+    keep = {t: n for t, n in (keep or {}).items() if n}
+    if not set(keep) <= {c.itype for c in cands}:
+        return None
     if not cands:
         return {} if demand_rps <= 0 and min_instances == 0 else None
     prefer = prefer or {}
@@ -87,7 +91,8 @@ def solve(cands: Sequence[Candidate], demand_rps: float, free: Mapping[str, int]
     total = np.append(np.ones(n), 0.0)
     cap = max_instances if max_instances is not None else np.inf
     constraints = [LinearConstraint(rows, lower, upper), LinearConstraint(total[None, :], min_instances, cap)]
-    bounds = Bounds(np.zeros(n + 1), np.array([_upper(c, free) for c in cands] + [max(demand_rps, 0.0)], float))
+    bounds = Bounds(np.array([min(keep.get(c.itype, 0), _upper(c, free)) for c in cands] + [0.0], float),
+                    np.array([_upper(c, free) for c in cands] + [max(demand_rps, 0.0)], float))
     res = milp(cost, integrality=np.append(np.ones(n), 0), bounds=bounds, constraints=constraints,
                options={"mip_rel_gap": 0.0, "time_limit": 10.0})
     if res.x is None or res.status not in (0, 1):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from tessera.perf.comm import SCALE_OUT, kv_transfer_time
 from services.autoscaler.planning.capacity import Capacity, CapacityModel
 from services.autoscaler.planning.corrections import CorrectionState
-from services.autoscaler.planning.fleet import Counts, InstanceType, describe, devices_by_kind, nonzero
+from services.autoscaler.planning.fleet import Counts, InstanceType, describe, devices_by_kind, kinds_without_room, nonzero
 from services.autoscaler.planning.load import LoadMix
 from services.autoscaler.planning.milp import Candidate, max_servable, served, solve
 from services.autoscaler.planning.slo_policy import SloPolicy
@@ -138,7 +138,10 @@ def plan(policy: SloPolicy, load: LoadMix, capacity: CapacityModel, *, idle_s: f
     """The least-cost fleet for `load` (a forecast) under `policy`.
 
     idle_s: seconds since the last request (ForecastState.idle_s); current: the running fleet,
-    preferred among equal-cost answers so a tie does not swap instances."""
+    preferred among equal-cost answers so a tie does not swap instances. Where the cheapest fleet
+    and the running one do not both fit a kind's free devices, the running instances of that kind
+    would have to stop before their replacements are up (a start-up's outage of that capacity):
+    then the cheapest fleet that keeps them is planned instead, if one serves the load."""
     if load.rate_rps == 0 and idle_s >= policy.scale_to_zero_idle_s and policy.min_instances == 0:
         return Plan(True, (), load, 0.0, 0.0, 0.0, 0.0, IDLE,
                     (f"no request for {idle_s:.0f} s >= scale_to_zero_idle_s {policy.scale_to_zero_idle_s:g} s: "
@@ -150,8 +153,18 @@ def plan(policy: SloPolicy, load: LoadMix, capacity: CapacityModel, *, idle_s: f
     counts = solve(cands, demand, free, policy.min_instances, policy.max_instances, current)
     if counts is None:
         return _best_effort(policy, load, demand, caps, cands)
+    kept_why = []
+    crowded = kinds_without_room(current or {}, counts, free)
+    if crowded:
+        keep = {t: n for t, n in (current or {}).items() if t.accelerator in crowded}
+        kept = solve(cands, demand, free, policy.min_instances, policy.max_instances, current, keep)
+        if kept is not None:
+            kept_why = [f"keeps the running {describe(keep)}: the cheapest fleet ({describe(counts)}, "
+                        f"${_cost(cands, counts):.2f}/h) leaves no room for them beside it on "
+                        f"{', '.join(crowded)}, so they would stop before its instances are up"]
+            counts = kept
     binding, why = _binding(policy, demand, cands, counts)
-    return _assemble(True, load, demand, caps, cands, counts, binding, why)
+    return _assemble(True, load, demand, caps, cands, counts, binding, why + kept_why)
 
 
 def _binding(policy: SloPolicy, demand: float, cands: list[Candidate], counts: Counts) -> tuple[str, list[str]]:
