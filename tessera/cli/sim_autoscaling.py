@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_main(args: argparse.Namespace, load_workload: Callable[[argparse.Namespace], list]) -> int:
     from services.autoscaler.planning.capacity import CapacityModel
-    from services.autoscaler.planning.engines import engines_for
+    from services.autoscaler.planning.engines import engine_args_for, engines_for
     from services.autoscaler.planning.slo_policy import SloPolicyError, parse_slo_policy
     from tessera.sim import hpa
     from tessera.sim.autoscalers import AUTOSCALERS, build_autoscaler, peak_load
@@ -75,7 +75,7 @@ def run_main(args: argparse.Namespace, load_workload: Callable[[argparse.Namespa
             print(f"tessera sim: {exc}", file=sys.stderr)
             return 2
         summaries[name] = _simulate(args, name, autoscaler, policy, arch, workload, say,
-                                    _out_path(args.out, name, len(names)))
+                                    _out_path(args.out, name, len(names)), engine_args_for(capacity.engines))
     if len(names) > 1:
         _compare(summaries, say)
     if args.out:
@@ -107,7 +107,8 @@ def _out_path(out: str | None, name: str, count: int) -> Path | None:
     return path if count == 1 else path.with_name(f"{path.stem}-{name}{path.suffix or '.json'}")
 
 
-def _simulate(args, name, autoscaler, policy, arch, workload, say, out: Path | None) -> dict[str, Any]:
+def _simulate(args, name, autoscaler, policy, arch, workload, say, out: Path | None,
+              engine_args: dict) -> dict[str, Any]:
     from tessera.sim.autoscaling import run_autoscaled
     from tessera.sim.autoscaling_report import summarize_autoscaled
 
@@ -115,7 +116,8 @@ def _simulate(args, name, autoscaler, policy, arch, workload, say, out: Path | N
     say(f"simulating {len(workload)} requests over {horizon:.0f} s of {arch.name}, autoscaler {name}, "
         f"start-up {args.startup_s:g} s")
     wall0 = time.monotonic()
-    run = run_autoscaled(workload, policy, autoscaler, arch, startup_s=args.startup_s, seed=args.seed)
+    run = run_autoscaled(workload, policy, autoscaler, arch, startup_s=args.startup_s, seed=args.seed,
+                         engine_args=engine_args)
     summary = summarize_autoscaled(run, details=not args.no_details)
     summary.update(backend="tessera-sim", model_id=arch.name, workload=args.workload, rate_scale=args.rate_scale,
                    time_scale=args.time_scale, slo_policy=args.slo_policy, num_prompts=len(run.result.records),

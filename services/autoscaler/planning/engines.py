@@ -36,16 +36,15 @@ def engine_models(model: str, pairs: Iterable[tuple[str, int]], tpot_s: float | 
     for name, tp in sorted(set(pairs)):
         accel = accelerators.find(name)
         arch = resolve_arch(model, 4 if accel.vendor == "cpu" else None)
-        spec = InstanceSpec(accel, tp)
         try:
-            [(_, cfg, timer)] = build_instances(arch, [spec])
-            budget = chunk or (prefill_chunk(timer, cfg.max_num_batched_tokens, tpot_s) if tpot_s else None)
-            if budget and budget != cfg.max_num_batched_tokens:
-                [(_, cfg, timer)] = build_instances(arch, [spec], engine_args={CHUNK_ARG: budget})
+            [(_, cfg, timer)] = build_instances(arch, [InstanceSpec(accel, tp)])
         except ClusterSpecError:
             continue
+        # The budget changes nothing else of the engine (not its timer, KV cache or limits).
+        budget = chunk or (prefill_chunk(timer, cfg.max_num_batched_tokens, tpot_s) if tpot_s
+                           else cfg.max_num_batched_tokens)
         out[(accel.name, tp)] = EngineModel(accel, tp, arch, timer, cfg.num_blocks * cfg.block_size,
-                                            cfg.max_num_seqs, cfg.max_num_batched_tokens)
+                                            cfg.max_num_seqs, budget)
     return out
 
 
@@ -66,4 +65,4 @@ def chunk_args(engine: EngineModel) -> dict[str, int]:
 
 def engine_args_for(engines: Mapping[tuple[str, int], EngineModel]) -> dict[tuple[str, int], dict[str, int]]:
     """The engine arguments an instance of each (accelerator, tp) launches with, so that it runs as priced."""
-    return {key: {CHUNK_ARG: e.max_num_batched_tokens} for key, e in engines.items()}
+    return {key: chunk_args(e) for key, e in engines.items()}

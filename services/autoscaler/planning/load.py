@@ -22,8 +22,7 @@ class LoadMix:
     input_p90 carries the spread of prompt lengths: TTFT percentiles are set by the long prompts
     and by the queueing their variance causes. prefix_reuse is the share of prompt tokens found
     in the prefix cache (not recomputed on a mixed or prefill instance). input_p99, optional (0: not
-    measured, as from a router that reports only means; the simulator's loop does not pass it yet,
-    see docs/autoscaling.md#experiments-toward-the-goal), replaces
+    measured, as from a router that reports only means), replaces
     the lognormal's tail beyond the p90: a heavy p90/mean makes the fitted lognormal's p99 far
     longer than a workload's real one (azure2023_code: 17.8k tokens against 7.4k), and that
     prompt alone decides whether an instance meets a p99 TTFT target.
