@@ -445,6 +445,9 @@ def test_example_policy_file_parses():
     (("headroom: 0.1", "headroom: 0.1\ncorrections: {maximum: 0.5}"), "corrections.maximum"),
     (("scale_to_zero_idle_s: 300", "scale_to_zero_idle_s: soon"), "scale_to_zero_idle_s"),
     (("headroom: 0.1", "headroom: 0.1\nheadroom: 0.5"), "headroom: given twice"),
+    (("headroom: 0.1", "headroom: 0.1\nforecast: {peak_window_s: -5}"), "forecast.peak_window_s"),
+    (("headroom: 0.1", "headroom: 0.1\ndeployment: {engine_args: {max_num_batched_tokens: lots}}"),
+     "deployment.engine_args.max_num_batched_tokens"),
 ])
 def test_policy_errors_name_the_key(edit, key):
     old, new = edit

@@ -312,4 +312,7 @@ def _deployment(value: Any) -> Deployment:
     args = data.get("engine_args") or {}
     if not isinstance(args, dict):
         raise SloPolicyError("deployment.engine_args: expected a mapping of vLLM engine arguments")
+    if "max_num_batched_tokens" in args:   # the planner prices engines with it (planning/engines.py)
+        _number(args["max_num_batched_tokens"], "deployment.engine_args.max_num_batched_tokens", 1, 1e7,
+                integer=True)
     return Deployment(data.get("served_model", ""), data.get("worker_model", ""), engine, dict(args))
