@@ -146,6 +146,8 @@ def test_pick_dp_rank_prefers_cached_prefix_then_least_load():
     loads = {0: _load(running=3), 1: _load(running=1), 2: _load(running=1)}
     assert pick_dp_rank(loads) == 1                            # least loaded, lowest rank on ties
     assert pick_dp_rank(loads, cached_tokens={0: 64}) == 0     # the prefix wins over load
+    idle = {0: _load(), 1: _load()}
+    assert pick_dp_rank(idle) == 0 and pick_dp_rank(idle, recent={0: 3, 1: 1}) == 1   # equal load: the rank used least lately
     # A queue on a nearly full KV cache weighs more than the same queue on an empty one.
     assert pick_dp_rank({0: _load(waiting=2, kv=0.95), 1: _load(waiting=2, running=2, kv=0.1)}) == 1
     with pytest.raises(ValueError):

@@ -207,7 +207,8 @@ class ClusterView:
             since = sum(1 for t, r in recent if r == rank and (not reported or t > entry.last_report_monotonic))
             loads[rank] = pb.LoadReport(num_running=base.num_running, num_waiting=base.num_waiting + since,
                                         kv_cache_usage=base.kv_cache_usage)
-        rank = pick_dp_rank(loads)
+        lately = {rank: sum(1 for _, r in recent if r == rank) for rank in entry.identity.data_parallel_ranks}
+        rank = pick_dp_rank(loads, recent=lately)
         recent.append((now, rank))
         return rank
 

@@ -110,7 +110,8 @@ class RankLoad(Protocol):
     kv_cache_usage: float
 
 
-def pick_dp_rank(loads: Mapping[int, RankLoad], cached_tokens: Mapping[int, int] | None = None) -> int:
+def pick_dp_rank(loads: Mapping[int, RankLoad], cached_tokens: Mapping[int, int] | None = None,
+                 recent: Mapping[int, int] | None = None) -> int:
     """The DP rank to pin a request to: most prefix-cache hits first, then least loaded.
 
     The load score is vLLM's own DP balancer's (``DPLBAsyncMPClient``:
@@ -118,17 +119,19 @@ def pick_dp_rank(loads: Mapping[int, RankLoad], cached_tokens: Mapping[int, int]
     is over half full), so pinning never does worse than leaving the choice
     to vLLM, and it adds what vLLM's balancer does not know: which rank
     holds the prompt's prefix (KV events carry their rank). Ties go to the
-    lowest rank, so the choice is deterministic.
+    rank given the fewest requests lately (`recent`: otherwise idle ranks
+    would all tie and every request of a light, sequential load would land on
+    rank 0), then to the lowest rank, so the choice is deterministic.
     """
     if not loads:
         raise ValueError("no DP ranks to choose from")
-    cached = cached_tokens or {}
+    cached, lately = cached_tokens or {}, recent or {}
 
-    def key(rank: int) -> tuple[float, float, int]:
+    def key(rank: int) -> tuple[float, float, int, int]:
         load = loads[rank]
         score = float(load.num_waiting + load.num_running)
         if load.num_waiting:
             score += load.num_waiting * 6.0 * max(0.0, float(load.kv_cache_usage) - 0.5)
-        return (-float(cached.get(rank, 0)), score, rank)
+        return (-float(cached.get(rank, 0)), score, lately.get(rank, 0), rank)
 
     return min(loads, key=key)
