@@ -20,7 +20,7 @@ from services.autoscaler.planning.forecast import ForecastParams, ForecastState,
 from services.autoscaler.planning.hysteresis import FleetState, HysteresisParams
 from services.autoscaler.planning.load import LoadMix
 from services.autoscaler.planning.milp import Candidate, served, solve
-from services.autoscaler.planning.planner import IDLE, INVENTORY, LOAD, MAX_INSTANCES, SLO, capacities, plan, \
+from services.autoscaler.planning.planner import BEST_EFFORT_SHARE, IDLE, INVENTORY, LOAD, MAX_INSTANCES, SLO, capacities, plan, \
     plan_homogeneous
 from services.autoscaler.planning.slo_policy import LatencyTarget, SloPolicyError, parse_slo_policy
 
@@ -131,7 +131,20 @@ def test_too_little_inventory_names_the_inventory(policy, model):
     assert not p.feasible and p.binding == INVENTORY
     assert "cannot meet SLO with inventory" in p.reasons[0] and "at most" in p.reasons[0]
     assert p.entries, "the best-effort fleet still uses what is on offer"
-    assert sum(p.devices.values()) >= sum(policy.free_devices().values()) - 1
+
+
+def test_best_effort_skips_the_dearest_last_few_percent(policy, model):
+    """Short of the SLOs, the fleet is the cheapest serving BEST_EFFORT_SHARE of the most the
+    inventory could: an L40S that would add under 5% to four H100s is not bought for a forecast
+    nothing on offer can meet (it would start after the burst, and hysteresis would hold it)."""
+    tight = replace(policy, roles=("mixed",), inventory=tuple(
+        replace(i, free={"h100-sxm": 4, "l40s": 1}.get(i.accelerator, 0)) for i in policy.inventory))
+    caps = {t.accelerator: c.rate_rps for t, c in capacities(tight, SHAPE, model).items()}
+    assert caps["l40s"] < (1 - BEST_EFFORT_SHARE) * (4 * caps["h100-sxm"] + caps["l40s"])   # the premise
+    p = plan(tight, SHAPE.scaled(300.0), model)
+    assert not p.feasible and p.binding == INVENTORY
+    assert p.devices == {"h100-sxm": 4}, p.summary()
+    assert any("best effort" in r and "95%" in r for r in p.reasons)
 
 
 def test_instance_cap_is_named(policy, model):
