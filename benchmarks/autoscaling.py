@@ -12,7 +12,10 @@ requests within TTFT 500 ms and TPOT 50 ms) with four autoscalers:
 - hpa: Kubernetes' HPA (target 60% busy, tolerance 0.1, 5-minute scale-down window) on the
   best homogeneous mixed instance type for the peak;
 - homogeneous: the tessera loop on the cheapest single accelerator kind for the peak;
-- tessera: forecast + heterogeneous plan (roles included) + hysteresis + corrections.
+- tessera: forecast + heterogeneous plan (roles included) + hysteresis + corrections;
+- clairvoyant (a reference, not deployable): tessera's planner fed the coming intervals'
+  arrivals from the trace, a start-up ahead, with no hysteresis: how far better forecasting
+  alone could go, at each interval's mean rate and its 10-s and 5-s peaks.
 
 Two inventories: the policy's (h100 16, a100 16, mi300x 8, l40s 8: mixing allowed) and a
 tight one (mi300x 2) where the peak does not fit one kind's cheapest type. Every autoscaler
@@ -41,11 +44,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
+
 from services.autoscaler.planning.capacity import CapacityModel  # noqa: E402
 from services.autoscaler.planning.engines import engine_args_for, engines_for  # noqa: E402
+from services.autoscaler.planning.fleet import InstanceType  # noqa: E402
+from services.autoscaler.planning.planner import plan  # noqa: E402
 from services.autoscaler.planning.slo_policy import InventoryItem, SloPolicy, parse_slo_policy  # noqa: E402
 from tessera.catalog import accelerators  # noqa: E402
-from tessera.sim.autoscalers import AUTOSCALERS, build_autoscaler, peak_load  # noqa: E402
+from tessera.sim.autoscalers import AUTOSCALERS, Autoscaler, Observation, ScalingDecision, build_autoscaler, \
+    peak_load  # noqa: E402
 from tessera.sim.autoscaling import run_autoscaled  # noqa: E402
 from tessera.sim.autoscaling_plots import plot_autoscaling  # noqa: E402
 from tessera.sim.autoscaling_report import summarize_autoscaled  # noqa: E402
@@ -84,6 +92,50 @@ def simulate(name: str, scaler, policy, arch, workload, engines, **kw) -> dict:
     return summary
 
 
+CLAIRVOYANT_WINDOWS_S = (0.0, 10.0, 5.0)
+
+
+class Clairvoyant(Autoscaler):
+    """Not deployable: a reference for how much of the gap to a static fleet is forecasting.
+
+    At each tick it reads the coming arrivals from the trace and plans, with tessera's planner
+    and capacity model (uncorrected), for every interval that starts before an instance asked
+    for now would be ready; it runs the largest of those plans (what the next start-up's worth
+    of intervals needs, so nothing is stopped that is needed before its replacement is up) and
+    has no hysteresis. Each interval counts at its peak rate over `window_s` windows (0: its
+    mean), with the whole trace's request shape."""
+
+    name = "clairvoyant"
+
+    def __init__(self, policy: SloPolicy, capacity: CapacityModel, workload, window_s: float,
+                 startup_s: float) -> None:
+        self.policy, self.capacity, self.window_s, self.startup_s = policy, capacity, window_s, startup_s
+        self.interval_s = policy.interval_s
+        self.arrivals = np.sort(np.array([r.arrival_s for r in workload]))
+        self.shape = peak_load(list(self.arrivals), [r.prompt_tokens for r in workload],
+                               [r.output_tokens for r in workload])
+        self.initial = self.peak_counts = plan(policy, self.shape, capacity).counts
+
+    def _plan_for(self, start_s: float) -> dict[InstanceType, int]:
+        lo, hi = np.searchsorted(self.arrivals, [start_s, start_s + self.interval_s])
+        if hi == lo:
+            return {}
+        if self.window_s > 0:
+            rate = np.bincount(((self.arrivals[lo:hi] - start_s) // self.window_s).astype(int)).max() / self.window_s
+        else:
+            rate = (hi - lo) / self.interval_s
+        return plan(self.policy, self.shape.scaled(float(rate)), self.capacity).counts
+
+    def decide(self, obs: Observation) -> ScalingDecision:
+        target: dict[InstanceType, int] = {}
+        ahead = 0
+        while ahead * self.interval_s <= self.startup_s:
+            for itype, n in self._plan_for(obs.now_s + ahead * self.interval_s).items():
+                target[itype] = max(target.get(itype, 0), n)
+            ahead += 1
+        return ScalingDecision(target, (), None, "clairvoyant")
+
+
 def run_case(policy: SloPolicy, workload, arch, sensitivity: bool) -> dict[str, dict]:
     capacity = CapacityModel(engines_for(policy))
     peak = peak_load([r.arrival_s for r in workload], [r.prompt_tokens for r in workload],
@@ -106,6 +158,10 @@ def run_case(policy: SloPolicy, workload, arch, sensitivity: bool) -> dict[str, 
             if s["slo_attainment"] >= 0.99 or k == STATIC_SCALES[-1]:
                 out["static-sized"] = s | {"peak_scale": k}
                 break
+    for window in CLAIRVOYANT_WINDOWS_S:
+        label = f"clairvoyant, {f'{window:g}-s peak' if window else 'mean rate'}"
+        out[label] = simulate(label, Clairvoyant(policy, capacity, workload, window, STARTUP_S), policy, arch,
+                              workload, capacity.engines)
     if sensitivity:
         variants = {"tessera, mean rate": dict(burst_window_s=0.0), "tessera, cold start": dict(warm_start=False)}
         for label, kw in variants.items():
