@@ -115,8 +115,15 @@ class Clairvoyant(Autoscaler):
         self.shape = peak_load(list(self.arrivals), [r.prompt_tokens for r in workload],
                                [r.output_tokens for r in workload])
         self.initial = self.peak_counts = plan(policy, self.shape, capacity).counts
+        self._plans: dict[float, dict[InstanceType, int]] = {}   # each interval is looked at by several ticks
 
     def _plan_for(self, start_s: float) -> dict[InstanceType, int]:
+        key = round(start_s, 6)              # tick times are sums of intervals: equal up to rounding
+        if key not in self._plans:
+            self._plans[key] = self._plan_interval(start_s)
+        return self._plans[key]
+
+    def _plan_interval(self, start_s: float) -> dict[InstanceType, int]:
         lo, hi = np.searchsorted(self.arrivals, [start_s, start_s + self.interval_s])
         if hi == lo:
             return {}

@@ -14,7 +14,7 @@ a burst of requests between two reports does not all land on the same worker.
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -200,14 +200,14 @@ class ClusterView:
         while recent and now - recent[0][0] > RANK_WINDOW_S:
             recent.popleft()
         reported = {r.data_parallel_rank: r for r in entry.load.ranks}
+        lately = Counter(r for _, r in recent)    # one pass over the window, not one per rank
+        since = Counter(r for t, r in recent if not reported or t > entry.last_report_monotonic)
         loads = {}
         for rank in entry.identity.data_parallel_ranks:
             # The worker's per-rank figures, plus what this scheduler sent there since that report.
             base = reported.get(rank, pb.LoadReport())
-            since = sum(1 for t, r in recent if r == rank and (not reported or t > entry.last_report_monotonic))
-            loads[rank] = pb.LoadReport(num_running=base.num_running, num_waiting=base.num_waiting + since,
+            loads[rank] = pb.LoadReport(num_running=base.num_running, num_waiting=base.num_waiting + since[rank],
                                         kv_cache_usage=base.kv_cache_usage)
-        lately = {rank: sum(1 for _, r in recent if r == rank) for rank in entry.identity.data_parallel_ranks}
         rank = pick_dp_rank(loads, recent=lately)
         recent.append((now, rank))
         return rank

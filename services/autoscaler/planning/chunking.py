@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 StepTime = Callable[..., float]   # StepTimer: (prefill=[(new, cached)], decode=[context]) -> seconds
 
+CHUNK_ARG = "max_num_batched_tokens"   # the vLLM engine argument that sets the budget
 CHUNK_GRANULE = 512     # budgets are multiples of this (and so of every block size in use)
 DECODES_BESIDE = 32     # decodes a full step carries beside the chunk (a busy instance's batch)
 CONTEXT_BESIDE = 2048   # their context length (tokens)

@@ -20,10 +20,8 @@ from tessera.sim.build import build_instances, resolve_arch
 from tessera.catalog.vendors import vendor_settings
 from tessera.sim.instance import DEFAULT_MAX_NUM_BATCHED_TOKENS, ClusterSpecError, InstanceSpec
 from services.autoscaler.planning.capacity import EngineModel
-from services.autoscaler.planning.chunking import prefill_chunk
+from services.autoscaler.planning.chunking import CHUNK_ARG, prefill_chunk
 from services.autoscaler.planning.slo_policy import SloPolicy
-
-CHUNK_ARG = "max_num_batched_tokens"
 
 
 def engine_models(model: str, pairs: Iterable[tuple[str, int]], tpot_s: float | None = None,

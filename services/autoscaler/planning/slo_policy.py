@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 
 from tessera.catalog import accelerators
+from services.autoscaler.planning.chunking import CHUNK_ARG
 from services.autoscaler.planning.corrections import CorrectionParams
 from services.autoscaler.planning.fleet import ROLES, InstanceType
 from services.autoscaler.planning.forecast import ForecastParams
@@ -312,7 +313,6 @@ def _deployment(value: Any) -> Deployment:
     args = data.get("engine_args") or {}
     if not isinstance(args, dict):
         raise SloPolicyError("deployment.engine_args: expected a mapping of vLLM engine arguments")
-    if "max_num_batched_tokens" in args:   # the planner prices engines with it (planning/engines.py)
-        _number(args["max_num_batched_tokens"], "deployment.engine_args.max_num_batched_tokens", 1, 1e7,
-                integer=True)
+    if CHUNK_ARG in args:   # the planner prices engines with it (planning/engines.py)
+        _number(args[CHUNK_ARG], f"deployment.engine_args.{CHUNK_ARG}", 1, 1e7, integer=True)
     return Deployment(data.get("served_model", ""), data.get("worker_model", ""), engine, dict(args))
