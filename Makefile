@@ -45,10 +45,10 @@ up: setup
 	$(BIN)/tessera up --model $(MODEL) --workers $(WORKERS) --port $(PORT)
 
 protos: setup
-	$(PY) -m tessera.protogen
+	$(PY) -m tessera.runtime.protogen
 
 check-protos: setup
-	$(PY) -m tessera.protogen --check
+	$(PY) -m tessera.runtime.protogen --check
 
 test: setup check-protos $(COMPOSE_V1)
 	$(BIN)/pytest -q

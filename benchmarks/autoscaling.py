@@ -46,18 +46,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from services.autoscaler.planning.capacity import CapacityModel  # noqa: E402
-from services.autoscaler.planning.engines import engine_args_for, engines_for  # noqa: E402
-from services.autoscaler.planning.fleet import InstanceType  # noqa: E402
-from services.autoscaler.planning.planner import plan  # noqa: E402
-from services.autoscaler.planning.slo_policy import InventoryItem, SloPolicy, parse_slo_policy  # noqa: E402
-from tessera.catalog import accelerators  # noqa: E402
+from tessera.planning.capacity import CapacityModel  # noqa: E402
+from tessera.planning.engines import launch_args_by_type, engines_for  # noqa: E402
+from tessera.planning.fleet import InstanceType  # noqa: E402
+from tessera.planning.planner import plan  # noqa: E402
+from tessera.planning.slo_policy import InventoryItem, SloPolicy, parse_slo_policy  # noqa: E402
+from tessera.engine_model.catalog import accelerators  # noqa: E402
 from tessera.sim.autoscalers import AUTOSCALERS, Autoscaler, Observation, ScalingDecision, build_autoscaler, \
     peak_load  # noqa: E402
 from tessera.sim.autoscaling import run_autoscaled  # noqa: E402
 from tessera.sim.autoscaling_plots import plot_autoscaling  # noqa: E402
 from tessera.sim.autoscaling_report import summarize_autoscaled  # noqa: E402
-from tessera.sim.build import resolve_arch  # noqa: E402
+from tessera.engine_model.build import resolve_arch  # noqa: E402
 from tessera.sim.workloads import azure_csv, limit, rescale  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def tight(policy: SloPolicy) -> SloPolicy:
 def simulate(name: str, scaler, policy, arch, workload, engines, **kw) -> dict:
     wall = time.monotonic()
     summary = summarize_autoscaled(run_autoscaled(workload, policy, scaler, arch, startup_s=kw.get("startup_s", STARTUP_S),
-                                                  engine_args=engine_args_for(engines)))
+                                                  engine_args=launch_args_by_type(engines)))
     summary["wall_time_s"] = time.monotonic() - wall
     summary["autoscaler"] = name
     print(f"    {name:<22} {summary['slo_attainment']:7.2%} in SLO (TTFT {summary['ttft_attainment']:.2%}, TPOT "

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import psutil
 
-from tessera.net import free_port
+from tessera.runtime.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TESSERA = [sys.executable, "-m", "tessera.cli"]
@@ -231,8 +231,8 @@ def start_vllm_router(procs: Processes, worker_urls: list[str], log_path: Path, 
 def start_zero_latency_cluster(procs: Processes, model: str, log_dir: Path, workers: int = 1,
                                worker_args: list[str] | None = None) -> tuple[int, int, str]:
     """etcd, scheduler, router and engine-less workers as separate processes; (HTTP port, gRPC port, etcd)."""
-    from tessera.etcd.server import LocalEtcd
-    from tessera.models.registry import resolve
+    from tessera.runtime.etcd.server import LocalEtcd
+    from tessera.runtime.models.registry import resolve
 
     etcd = LocalEtcd(client_port=free_port(), log_path=str(log_dir / "zl-etcd.log")).start()
     procs.on_stop(lambda hurry: (etcd.kill() if hurry else None, etcd.stop()))

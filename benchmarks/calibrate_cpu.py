@@ -35,7 +35,7 @@ batch composition (repetitions of one batch stay in one fold) and
 leave-one-type-out (fit stage 2 without, e.g., the mixed steps, predict them).
 
 Writes benchmarks/results/cpu_calibration.{json,png} and merges the `cpu` entry
-into tessera/perf/calibration.yaml (other accelerators' entries are kept).
+into tessera/engine_model/perf/calibration.yaml (other accelerators' entries are kept).
 
     .venv/bin/python benchmarks/calibrate_cpu.py
 """
@@ -55,12 +55,12 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.calibration_common import (  # noqa: E402
     CALIBRATION, ape_summary, calibration_entry, fit_factors, merge_calibration, utc_now)
-from tessera.catalog import accelerators  # noqa: E402
-from tessera.perf.efficiency import Efficiency, efficiency_from_dict  # noqa: E402
-from tessera.perf.model_arch import ModelArch  # noqa: E402
-from tessera.perf.operators import (  # noqa: E402
+from tessera.engine_model.catalog import accelerators  # noqa: E402
+from tessera.engine_model.perf.efficiency import Efficiency, efficiency_from_dict  # noqa: E402
+from tessera.engine_model.perf.model_arch import ModelArch  # noqa: E402
+from tessera.engine_model.perf.operators import (  # noqa: E402
     ACTIVATION, ATTENTION, EMBEDDING, GEMM, NORM, RESIDUAL_ADD, ROPE, Batch, OpCost, Parallelism, gemm, step_ops)
-from tessera.perf.roofline import op_time, step_time  # noqa: E402
+from tessera.engine_model.perf.roofline import op_time, step_time  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 STEPS_CSV = RESULTS / "cpu_engine_steps.csv"

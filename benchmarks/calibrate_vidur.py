@@ -3,7 +3,7 @@
 Vidur (microsoft/vidur) profiled every operator of a Llama-2 layer on H100 and
 A100 by num_tokens (1..4096) and TP degree (1..8); the tables are in
 ../shared/data/profiles/. For each accelerator this script fits the factors of
-tessera.perf.efficiency.Efficiency that Vidur's tables can pin down:
+tessera.engine_model.perf.efficiency.Efficiency that Vidur's tables can pin down:
 
 - GEMMs (QKV, o_proj, MLP up/gate, down): a saturating compute efficiency in the
   number of rows (max, half-rows, exponent), a memory efficiency, a per-kernel cost;
@@ -12,13 +12,13 @@ tessera.perf.efficiency.Efficiency that Vidur's tables can pin down:
 
 by least squares on log(predicted / measured) over both models and all TP
 degrees. It then re-predicts every measurement with the real model code
-(tessera.perf.roofline.op_time) and reports absolute percentage errors per
+(tessera.engine_model.perf.roofline.op_time) and reports absolute percentage errors per
 operator, per num_tokens bucket, per TP degree and per model, plus a
 cross-model check (fit on one model, predict the other). Attention, collectives
 and per-step overhead are not in these tables and keep their defaults.
 
 Writes benchmarks/results/perf_model_vidur_calibration.{json,png} and merges the
-fitted factors into tessera/perf/calibration.yaml (the h100-sxm and a100-80gb-sxm
+fitted factors into tessera/engine_model/perf/calibration.yaml (the h100-sxm and a100-80gb-sxm
 entries; other accelerators' entries, such as `cpu`, are kept).
 
     python benchmarks/calibrate_vidur.py
@@ -39,12 +39,12 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.calibration_common import (  # noqa: E402
     CALIBRATION, ape_summary, calibration_entry, fit_factors, merge_calibration, to_factors as _to_factors, utc_now)
-from tessera.catalog import accelerators  # noqa: E402
-from tessera.perf.efficiency import Efficiency, efficiency_from_dict  # noqa: E402
-from tessera.perf.operators import (  # noqa: E402
+from tessera.engine_model.catalog import accelerators  # noqa: E402
+from tessera.engine_model.perf.efficiency import Efficiency, efficiency_from_dict  # noqa: E402
+from tessera.engine_model.perf.operators import (  # noqa: E402
     ACTIVATION, EMBEDDING, GEMM, NORM, RESIDUAL_ADD, ROPE, OpCost)
-from tessera.perf.roofline import op_time  # noqa: E402
-from tessera.perf.vidur import VIDUR_OPS, arch_from_vidur_row, measured_seconds, vidur_op_costs  # noqa: E402
+from tessera.engine_model.perf.roofline import op_time  # noqa: E402
+from tessera.engine_model.perf.vidur import VIDUR_OPS, arch_from_vidur_row, measured_seconds, vidur_op_costs  # noqa: E402
 
 PROFILES = ROOT.parent / "shared" / "data" / "profiles"
 RESULTS = ROOT / "benchmarks" / "results"

@@ -1,5 +1,5 @@
 """What the calibration scripts share: the fitted-parameter table, error summaries, and
-merging one accelerator's fitted factors into tessera/perf/calibration.yaml.
+merging one accelerator's fitted factors into tessera/engine_model/perf/calibration.yaml.
 
 benchmarks/calibrate_vidur.py (H100/A100, from Vidur's operator tables) and
 benchmarks/calibrate_cpu.py (this machine's `cpu` row, from real vLLM engine steps)
@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 from scipy.optimize import least_squares
 
-from tessera.perf.efficiency import Efficiency
+from tessera.engine_model.perf.efficiency import Efficiency
 
 ROOT = Path(__file__).resolve().parent.parent
 CALIBRATION = ROOT / "tessera" / "perf" / "calibration.yaml"

@@ -44,10 +44,10 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from services.scheduler.policy.pipeline import PROFILES_DIR, build_pipeline  # noqa: E402
+from tessera.placement.pipeline import PROFILES_DIR, build_pipeline  # noqa: E402
 from tessera.sim import workloads as wl  # noqa: E402
-from tessera.sim.build import build_instances, resolve_arch  # noqa: E402
-from tessera.sim.instance import parse_cluster  # noqa: E402
+from tessera.engine_model.build import build_instances, resolve_arch  # noqa: E402
+from tessera.engine_model.instance import parse_cluster  # noqa: E402
 from tessera.sim.report import request_metrics_ms  # noqa: E402
 from tessera.sim.simulator import Simulator  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Time real vLLM engine steps on this machine's CPU, for calibrating the `cpu` row.
 
 Starts one vLLM engine in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0) with
-the engine arguments a Tessera CPU worker uses (tessera/catalog/vendors.yaml:
+the engine arguments a Tessera CPU worker uses (tessera/engine_model/catalog/vendors.yaml:
 enforce_eager, block_size 32, prefix caching, max_num_seqs 64,
 max_num_batched_tokens 4096, 2 GiB of KV cache) on SmolLM2-135M-Instruct in
 float32, pinned to one core, and drives it step by step with token-id prompts.
@@ -163,8 +163,8 @@ def run(args: argparse.Namespace) -> list[Step]:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", str(args.core))
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from tessera.catalog.vendors import vendor_settings
-    from tessera.models.registry import resolve
+    from tessera.engine_model.catalog.vendors import vendor_settings
+    from tessera.runtime.models.registry import resolve
 
     settings = vendor_settings("cpu")
     for k, v in settings.env.items():

@@ -26,10 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from services.scheduler.policy.pipeline import load_profile  # noqa: E402
-from services.scheduler.policy.snapshot import RequestInfo, WorkerSnapshot  # noqa: E402
-from services.scheduler.prefix_index import PrefixIndex  # noqa: E402
-from tessera.block_hash import token_block_hashes  # noqa: E402
+from tessera.placement.pipeline import load_profile  # noqa: E402
+from tessera.placement.snapshot import RequestInfo, WorkerSnapshot  # noqa: E402
+from tessera.placement.prefix_index import PrefixIndex  # noqa: E402
+from tessera.placement.block_hash import token_block_hashes  # noqa: E402
 
 PROFILES = ("round_robin", "least_loaded", "power_of_two", "cache_aware", "llmd", "dynamo", "tessera")
 SIZES = (16, 128, 1024)

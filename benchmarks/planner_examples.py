@@ -18,12 +18,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from services.autoscaler.planning.capacity import CapacityModel  # noqa: E402
-from services.autoscaler.planning.engines import engines_for  # noqa: E402
-from services.autoscaler.planning.fleet import describe  # noqa: E402
-from services.autoscaler.planning.load import LoadMix  # noqa: E402
-from services.autoscaler.planning.planner import plan, plan_homogeneous  # noqa: E402
-from services.autoscaler.planning.slo_policy import InventoryItem, parse_slo_policy  # noqa: E402
+from tessera.planning.capacity import CapacityModel  # noqa: E402
+from tessera.planning.engines import engines_for  # noqa: E402
+from tessera.planning.fleet import describe  # noqa: E402
+from tessera.planning.load import LoadMix  # noqa: E402
+from tessera.planning.planner import plan, plan_homogeneous  # noqa: E402
+from tessera.planning.slo_policy import InventoryItem, parse_slo_policy  # noqa: E402
 
 SHAPE = LoadMix(1.0, input_mean=1024, input_p90=2048, output_mean=256)
 

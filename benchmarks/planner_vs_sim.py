@@ -19,15 +19,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.autoscaler.planning.capacity import CapacityModel  # noqa: E402
-from services.autoscaler.planning.engines import engine_models  # noqa: E402
-from services.autoscaler.planning.fleet import InstanceType  # noqa: E402
-from services.autoscaler.planning.load import LoadMix  # noqa: E402
-from services.autoscaler.planning.planner import handoff_seconds  # noqa: E402
-from services.autoscaler.planning.slo_policy import LatencyTarget, SloPolicy, SloTargets  # noqa: E402
-from services.scheduler.policy.pipeline import load_profile  # noqa: E402
-from tessera.sim.build import build_instances, resolve_arch  # noqa: E402
-from tessera.sim.instance import InstanceSpec, find_accelerator  # noqa: E402
+from tessera.planning.capacity import CapacityModel  # noqa: E402
+from tessera.planning.engines import planned_engines  # noqa: E402
+from tessera.planning.fleet import InstanceType  # noqa: E402
+from tessera.planning.load import LoadMix  # noqa: E402
+from tessera.planning.planner import handoff_seconds  # noqa: E402
+from tessera.planning.slo_policy import LatencyTarget, SloPolicy, SloTargets  # noqa: E402
+from tessera.placement.pipeline import load_profile  # noqa: E402
+from tessera.engine_model.build import build_instances, resolve_arch  # noqa: E402
+from tessera.engine_model.instance import InstanceSpec, find_accelerator  # noqa: E402
 from tessera.sim.report import summarize_sim  # noqa: E402
 from tessera.sim.simulator import Simulator  # noqa: E402
 from tessera.sim.workloads import SimRequest  # noqa: E402
@@ -60,7 +60,7 @@ def simulate(specs: list[InstanceSpec], profile: str, rate: float) -> dict[str, 
 
 def main() -> None:
     accels = ("h100-sxm", "a100-80gb-sxm")
-    model = CapacityModel(engine_models(MODEL, [(a, 1) for a in accels]))
+    model = CapacityModel(planned_engines(MODEL, [(a, 1) for a in accels]))
     policy = SloPolicy(MODEL, TARGETS, ())
     rows = []
     for accel in accels:

@@ -4,7 +4,7 @@ Why a probe and not a test: DP on CPU starts one engine-core process (and one
 worker process) per rank, minutes on a small machine; this prints what works,
 with the exact error text for what does not, so the worker and its tests use
 only the shapes that work. Each mode runs in its own child process (a failed
-engine start must not poison the next one). The checks are tessera.moe_check's,
+engine start must not poison the next one). The checks are services.worker.moe_check's,
 the same the GPU check runs.
 
     export VLLM_CPU_OMP_THREADS_BIND="1|1"     # one core list per DP rank (cpu_threads_bind)
@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tessera.catalog.expert_parallel import expert_parallel_engine_args  # noqa: E402
+from tessera.engine_model.catalog.expert_parallel import expert_parallel_engine_args  # noqa: E402
 
 MODES: dict[str, dict[str, Any]] = {
     "plain": {"dp_size": 1, "ep": False},
@@ -43,7 +43,7 @@ MAX_TOKENS = 32
 
 def engine_args(model_path: str, mode: str, with_collectives: bool = True) -> dict[str, Any]:
     """The args a Tessera CPU worker would pass (vendor table + EP/DP shape), sized for the tiny model."""
-    from tessera.catalog.vendors import vendor_settings
+    from tessera.engine_model.catalog.vendors import vendor_settings
 
     shape = MODES[mode]
     args: dict[str, Any] = dict(vendor_settings("cpu").engine_args)
@@ -59,7 +59,7 @@ def run_child(model_path: str, mode: str, with_collectives: bool) -> None:
     """The child: serve one mode and print one JSON line (the error text if it failed)."""
     from tokenizers import Tokenizer
 
-    from tessera.moe_check import serve_and_check
+    from services.worker.moe_check import serve_and_check
 
     args = engine_args(model_path, mode, with_collectives)
     ids = Tokenizer.from_file(str(Path(model_path) / "tokenizer.json")).encode(PROMPT).ids
@@ -126,8 +126,8 @@ def main() -> int:
     a = p.parse_args()
     model_path = a.model_path
     if model_path is None:
-        from tessera.models.prepare import ensure_model
-        from tessera.models.registry import resolve
+        from tessera.runtime.models.prepare import ensure_model
+        from tessera.runtime.models.registry import resolve
 
         model_path = ensure_model(resolve("tiny-moe"))
     if a.child:

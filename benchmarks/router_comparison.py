@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.bench_cluster import (TESSERA, Processes, prepare_dirs, save_results,  # noqa: E402
                                       sigterm_exits, start_cluster, start_router, start_vllm_router,
                                       worker_addresses)
-from tessera.models.registry import resolve  # noqa: E402
+from tessera.runtime.models.registry import resolve  # noqa: E402
 
 PROFILES = ("round_robin", "least_loaded", "cache_aware", "tessera")
 CACHE_METRICS = ("vllm:prefix_cache_hits", "vllm:prefix_cache_queries")

@@ -39,10 +39,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_cluster import (Processes, run_async, sigterm_exits, start_cluster,  # noqa: E402
                                       start_zero_latency_cluster, worker_addresses)
-from services.router.tokenizer import ModelTokenizer  # noqa: E402
+from tessera.runtime.models.tokenizer import ModelTokenizer  # noqa: E402
 from tessera.bench.clients import OpenAIClient, RouterGrpcClient, WorkerGrpcClient  # noqa: E402
 from tessera.bench.datasets import random_requests  # noqa: E402
-from tessera.models.registry import resolve  # noqa: E402
+from tessera.runtime.models.registry import resolve  # noqa: E402
 
 PATHS = ("worker-grpc", "router-grpc", "worker-http", "router-http")
 PAIRS = (("router-grpc", "worker-grpc"), ("router-http", "worker-http"))

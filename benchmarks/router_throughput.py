@@ -41,11 +41,11 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.bench_cluster import (Processes, prepare_dirs, run_async, save_results,  # noqa: E402
                                       sigterm_exits, start_router, start_vllm_router,
                                       start_zero_latency_cluster, worker_addresses)
-from services.router.tokenizer import ModelTokenizer  # noqa: E402
+from tessera.runtime.models.tokenizer import ModelTokenizer  # noqa: E402
 from tessera.bench.clients import OpenAIClient  # noqa: E402
 from tessera.bench.datasets import BenchRequest, random_requests  # noqa: E402
 from tessera.bench.results import Outcome  # noqa: E402
-from tessera.models.registry import resolve  # noqa: E402
+from tessera.runtime.models.registry import resolve  # noqa: E402
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
 WARMUP_S = 1.0

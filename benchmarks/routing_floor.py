@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from routing_policies import cache_hits, hit_rate, workload  # noqa: E402
-from tessera.sim.build import build_instances, resolve_arch  # noqa: E402
-from tessera.sim.instance import parse_cluster  # noqa: E402
+from tessera.engine_model.build import build_instances, resolve_arch  # noqa: E402
+from tessera.engine_model.instance import parse_cluster  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 GOAL = 1.5

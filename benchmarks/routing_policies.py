@@ -33,12 +33,12 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from services.scheduler.policy.pipeline import PROFILES_DIR, build_pipeline  # noqa: E402
-from services.scheduler.prefix_index import CANONICAL_BLOCK_TOKENS  # noqa: E402
+from tessera.placement.pipeline import PROFILES_DIR, build_pipeline  # noqa: E402
+from tessera.placement.prefix_index import CANONICAL_BLOCK_TOKENS  # noqa: E402
 from tessera.sim import workloads as wl  # noqa: E402
-from tessera.block_hash import content_block_hashes  # noqa: E402
-from tessera.sim.build import build_instances, resolve_arch  # noqa: E402
-from tessera.sim.instance import parse_cluster  # noqa: E402
+from tessera.placement.block_hash import content_block_hashes  # noqa: E402
+from tessera.engine_model.build import build_instances, resolve_arch  # noqa: E402
+from tessera.engine_model.instance import parse_cluster  # noqa: E402
 from tessera.sim.report import parse_slo, summarize_sim  # noqa: E402
 from tessera.sim.simulator import Simulator  # noqa: E402
 

@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tessera.net import free_port  # noqa: E402
+from tessera.runtime.net import free_port  # noqa: E402
 
 MODEL = "smollm2"
 SERVED = "SmolLM2-135M-Instruct"
@@ -72,10 +72,10 @@ def bench(port: int, args: argparse.Namespace, result_dir: Path, name: str) -> d
 
 def des_replay(measured: dict) -> dict:
     """The discrete-event simulator on the exact lengths and arrival times the real run used."""
-    from services.scheduler.policy.pipeline import load_profile
-    from tessera.models.registry import resolve
-    from tessera.sim.build import build_instances, context_length, resolve_arch
-    from tessera.sim.instance import parse_cluster
+    from tessera.placement.pipeline import load_profile
+    from tessera.runtime.models.registry import resolve
+    from tessera.engine_model.build import build_instances, context_length, resolve_arch
+    from tessera.engine_model.instance import parse_cluster
     from tessera.sim.report import summarize_sim
     from tessera.sim.simulator import Simulator
     from tessera.sim.workloads import SimRequest

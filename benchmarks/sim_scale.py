@@ -23,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from services.scheduler.policy.pipeline import load_profile  # noqa: E402
+from tessera.placement.pipeline import load_profile  # noqa: E402
 from tessera.sim import workloads as wl  # noqa: E402
-from tessera.sim.build import build_instances, resolve_arch  # noqa: E402
-from tessera.sim.instance import parse_cluster  # noqa: E402
+from tessera.engine_model.build import build_instances, resolve_arch  # noqa: E402
+from tessera.engine_model.instance import parse_cluster  # noqa: E402
 from tessera.sim.report import summarize_sim  # noqa: E402
 from tessera.sim.simulator import Simulator  # noqa: E402
 

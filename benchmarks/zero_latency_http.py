@@ -34,7 +34,7 @@ DEFAULT_MAX_TOKENS = 16
 
 
 class InstantOpenAI:
-    """Request handlers; ``tokenizer`` is a services.router.tokenizer.ModelTokenizer or None."""
+    """Request handlers; ``tokenizer`` is a tessera.runtime.models.tokenizer.ModelTokenizer or None."""
 
     def __init__(self, model: str, max_model_len: int, itl_s: float, tokenizer: Any = None) -> None:
         self.model, self.max_model_len, self.itl_s, self.tokenizer = model, max_model_len, itl_s, tokenizer

@@ -25,12 +25,12 @@ from benchmarks.zero_latency_http import InstantOpenAI, build_app  # noqa: E402
 from services.worker.engine import EngineLoad  # noqa: E402
 from services.worker.load import LoadTracker  # noqa: E402
 from services.worker.reporter import SchedulerReporter  # noqa: E402
-from tessera.etcd import keys  # noqa: E402
-from tessera.etcd.client import EtcdConnector  # noqa: E402
-from tessera.etcd.records import identity_to_json  # noqa: E402
-from tessera.etcd.registration import LeasedKey  # noqa: E402
-from tessera.http_server import start_http  # noqa: E402
-from tessera.rpc.server import ServiceBinding, start_server  # noqa: E402
+from tessera.runtime.etcd import keys  # noqa: E402
+from tessera.runtime.etcd.client import EtcdConnector  # noqa: E402
+from tessera.runtime.etcd.records import identity_to_json  # noqa: E402
+from tessera.runtime.etcd.registration import LeasedKey  # noqa: E402
+from tessera.runtime.http_server import start_http  # noqa: E402
+from tessera.runtime.rpc.server import ServiceBinding, start_server  # noqa: E402
 from tessera.v1 import common_pb2 as pb  # noqa: E402
 from tessera.v1 import worker_pb2, worker_pb2_grpc  # noqa: E402
 
@@ -72,7 +72,7 @@ async def main(args: argparse.Namespace) -> None:
                                                 "tessera.v1.Worker")],
                                 port=args.port)
     identity = pb.WorkerIdentity(id=args.worker_id, address=f"127.0.0.1:{server.port}", model=args.model,
-                                 model_path=args.model_path, role=pb.ROLE_MIXED, vendor=pb.VENDOR_CPU,
+                                 model_path=args.model_path, role=pb.ROLE_MIXED, vendor="cpu",
                                  accelerator="none", engine="zero-latency", max_model_len=args.max_model_len,
                                  kv_block_size=32, kv_capacity_blocks=100000)
     if args.http_port >= 0:
@@ -88,7 +88,7 @@ async def start_openai_http(args: argparse.Namespace) -> int:
     """The instant OpenAI HTTP API on this process's loop; returns its port."""
     tokenizer = None
     if args.model_path:
-        from services.router.tokenizer import ModelTokenizer
+        from tessera.runtime.models.tokenizer import ModelTokenizer
 
         tokenizer = ModelTokenizer(args.model_path)
     handlers = InstantOpenAI(args.model, args.max_model_len, args.itl_ms / 1000, tokenizer)

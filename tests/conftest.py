@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tessera.etcd.server import LocalEtcd
-from tessera.net import free_port
+from tessera.runtime.etcd.server import LocalEtcd
+from tessera.runtime.net import free_port
 from tests.harness import RUN_ID, ServiceProcess, kill_run_processes, wait_for
 from tests.otlp_collector import OtlpCollector
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from tessera.net import free_port
+from tessera.runtime.net import free_port
 
 RUN_MARKER = "TESSERA_TEST_RUN"
 RUN_ID = os.environ.setdefault(RUN_MARKER, uuid.uuid4().hex)

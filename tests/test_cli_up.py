@@ -11,7 +11,7 @@ import threading
 import httpx
 import psutil
 
-from tessera.net import free_port
+from tessera.runtime.net import free_port
 from tests.harness import RUN_ID, wait_for
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import TINY, TINY_PD
 from tests.harness import kill_worker_group, pid_listening_on, wait_for
-from tessera.net import split_host_port
+from tessera.runtime.net import split_host_port
 
 DISAGG = {"x-tessera-profile": "tessera_disagg"}
 

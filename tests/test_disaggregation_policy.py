@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from services.scheduler.policy.disaggregation import DisaggConfig, place_pair
-from services.scheduler.policy.pipeline import PROFILES_DIR, ProfileError, build_pipeline, load_profile
-from services.scheduler.policy.snapshot import RequestInfo, WorkerSnapshot
-from tessera.perf.comm import kv_transfer_estimator, kv_transfer_time
-from tessera.catalog import accelerators
-from tessera.perf.model_arch import ModelArch
+from tessera.placement.disaggregation import DisaggConfig
+from tessera.placement.pairing import place_pair
+from tessera.placement.pipeline import PROFILES_DIR, ProfileError, build_pipeline, load_profile
+from tessera.placement.snapshot import RequestInfo, WorkerSnapshot
+from tessera.engine_model.perf.comm import kv_transfer_estimator, kv_transfer_time
+from tessera.engine_model.catalog import accelerators
+from tessera.engine_model.perf.model_arch import ModelArch
 
 
 def worker(wid: str, role: str, **kw) -> WorkerSnapshot:

@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from tessera.etcd.client import EtcdConnector
-from tessera.etcd.election import LeaderElection
-from tessera.etcd.registration import LeasedKey
-from tessera.etcd.watch import PrefixMirror
+from tessera.runtime.etcd.client import EtcdConnector
+from tessera.runtime.etcd.election import LeaderElection
+from tessera.runtime.etcd.registration import LeasedKey
+from tessera.runtime.etcd.watch import PrefixMirror
 
 
 async def eventually(predicate, timeout: float, what: str) -> None:

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tessera.catalog.expert_parallel import (
+from tessera.engine_model.catalog.expert_parallel import (
     cpu_threads_bind,
     dp_ranks,
     expert_parallel_engine_args,
@@ -26,7 +26,7 @@ from tessera.catalog.expert_parallel import (
     kv_event_ports,
     pick_dp_rank,
 )
-from tessera.catalog.vendors import vendor_names, vendor_settings
+from tessera.engine_model.catalog.vendors import vendor_names, vendor_settings
 
 EP_VENDORS = ["cpu", "nvidia", "amd"]
 ROLES = ["mixed", "prefill", "decode"]
@@ -56,7 +56,7 @@ def test_ep_dp_args_name_the_vendors_all2all_backend_for_the_role(vendor, role, 
 
 
 def test_cpu_ep_dp_args_carry_the_collectives_hook():
-    from tessera.vllm_cpu_collectives import WORKER_EXTENSION
+    from services.worker.vllm_cpu_collectives import WORKER_EXTENSION
 
     assert expert_parallel_engine_args("cpu", 2, ep=True)["worker_extension_cls"] == WORKER_EXTENSION
     assert expert_parallel_engine_args("cpu", 2, ep=False)["enable_expert_parallel"] is False
@@ -213,7 +213,7 @@ class _ThreadRanks:
 @pytest.fixture(scope="module")
 def shim():
     pytest.importorskip("vllm")
-    import tessera.vllm_cpu_collectives as shim
+    import services.worker.vllm_cpu_collectives as shim
 
     return shim
 

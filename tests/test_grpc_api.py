@@ -48,8 +48,8 @@ def test_generate_from_chat_text_and_token_ids(router_stub):
 
 
 def collect_prompt_ids(request):
-    from services.router.tokenizer import ModelTokenizer
-    from tessera.models.registry import resolve
+    from tessera.runtime.models.tokenizer import ModelTokenizer
+    from tessera.runtime.models.registry import resolve
 
     return ModelTokenizer(resolve("tiny").path).encode(request.text)
 

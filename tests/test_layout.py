@@ -7,7 +7,7 @@ import sys
 
 
 def test_generated_stubs_match_the_protos():
-    result = subprocess.run([sys.executable, "-m", "tessera.protogen", "--check"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "tessera.runtime.protogen", "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.autoscaler.load_observer import ModelInterval
 from services.autoscaler.model_autoscaler import ModelAutoscaler
-from services.autoscaler.planning.slo_policy import parse_slo_policy
+from tessera.planning.slo_policy import parse_slo_policy
 
 POLICY = """
 model: llama3-8b

@@ -12,13 +12,13 @@ import random
 
 import pytest
 
-from tessera.catalog import accelerators
-from tessera.perf.efficiency import efficiency_for, efficiency_table, read_calibration_file
-from tessera.perf.memory import kv_capacity_tokens
-from tessera.perf.model_arch import ModelArch
-from tessera.perf.operators import Batch, Parallelism
-from tessera.perf.roofline import step_time
-from tessera.perf.step_timer import StepTimer
+from tessera.engine_model.catalog import accelerators
+from tessera.engine_model.perf.efficiency import efficiency_for, efficiency_table, read_calibration_file
+from tessera.engine_model.perf.memory import kv_capacity_tokens
+from tessera.engine_model.perf.model_arch import ModelArch
+from tessera.engine_model.perf.operators import Batch, Parallelism
+from tessera.engine_model.perf.roofline import step_time
+from tessera.engine_model.perf.step_timer import StepTimer
 
 ARCHS = [ModelArch.llama2_7b(), ModelArch.llama3_8b(), ModelArch.llama2_70b(), ModelArch.qwen3_30b_a3b(),
          ModelArch.smollm2_135m()]

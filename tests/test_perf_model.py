@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 import yaml
 
-from tessera.catalog import accelerators
-from tessera.catalog.vendors import vendor_settings
-from tessera.perf.comm import SCALE_OUT, SCALE_UP, kv_transfer_time
-from tessera.perf.efficiency import (Efficiency, efficiency_for, efficiency_from_dict, efficiency_table,
+from tessera.engine_model.catalog import accelerators
+from tessera.engine_model.catalog.vendors import vendor_settings
+from tessera.engine_model.perf.comm import SCALE_OUT, SCALE_UP, kv_transfer_time
+from tessera.engine_model.perf.efficiency import (Efficiency, efficiency_for, efficiency_from_dict, efficiency_table,
                                      read_calibration_file)
-from tessera.perf.memory import kv_capacity_tokens
-from tessera.perf.model_arch import ModelArch
-from tessera.perf.operators import GEMM, Batch, Parallelism, step_ops
-from tessera.perf.roofline import op_time, step_time
-from tessera.perf.vidur import VIDUR_OPS, arch_from_vidur_row, measured_seconds, vidur_op_costs
+from tessera.engine_model.perf.memory import kv_capacity_tokens
+from tessera.engine_model.perf.model_arch import ModelArch
+from tessera.engine_model.perf.operators import GEMM, Batch, Parallelism, step_ops
+from tessera.engine_model.perf.roofline import op_time, step_time
+from tessera.engine_model.perf.vidur import VIDUR_OPS, arch_from_vidur_row, measured_seconds, vidur_op_costs
 
 PROFILES = Path(__file__).resolve().parents[2] / "shared" / "data" / "profiles"
 CPU_STEPS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu_engine_steps.csv"

@@ -6,8 +6,8 @@ import collections
 
 import pytest
 
-from services.scheduler.policy.pipeline import ProfileError, build_pipeline, load_profile
-from services.scheduler.policy.snapshot import RequestInfo, WorkerSnapshot
+from tessera.placement.pipeline import ProfileError, build_pipeline, load_profile
+from tessera.placement.snapshot import RequestInfo, WorkerSnapshot
 
 
 def worker(wid: str, **kw) -> WorkerSnapshot:
@@ -75,8 +75,8 @@ def test_unknown_names_in_a_profile_are_rejected_clearly():
 
 
 def test_a_long_prompt_goes_where_it_stalls_fewer_decodes_and_a_short_one_is_left_alone():
-    from services.scheduler.policy.scorers import prefill_interference
-    from services.scheduler.policy.snapshot import PlacementContext
+    from tessera.placement.scorers import prefill_interference
+    from tessera.placement.snapshot import PlacementContext
 
     speed = {"prefill_tokens_per_s": 20000.0, "decode_base_s": 0.01, "decode_step_s": 0.012}
     busy, quiet = worker("busy", num_running=30, **speed), worker("quiet", num_running=3, **speed)

@@ -9,20 +9,20 @@ from dataclasses import replace
 
 import pytest
 
-from services.autoscaler.planning import corrections, forecast, hysteresis
+from tessera.planning import corrections, forecast, hysteresis
 from services.autoscaler.model_autoscaler import groups_for
-from services.autoscaler.planning.capacity import CapacityModel
-from services.autoscaler.planning.chunking import CHUNK_GRANULE, CONTEXT_BESIDE, DECODES_BESIDE, prefill_chunk
-from services.autoscaler.planning.corrections import CorrectionState, Factors
-from services.autoscaler.planning.engines import engines_for
-from services.autoscaler.planning.fleet import InstanceType, kinds_without_room
-from services.autoscaler.planning.forecast import ForecastParams, ForecastState, IntervalStats
-from services.autoscaler.planning.hysteresis import FleetState, HysteresisParams
-from services.autoscaler.planning.load import LoadMix
-from services.autoscaler.planning.milp import Candidate, served, solve
-from services.autoscaler.planning.planner import BEST_EFFORT_SHARE, IDLE, INVENTORY, LOAD, MAX_INSTANCES, SLO, capacities, plan, \
+from tessera.planning.capacity import CapacityModel
+from tessera.planning.chunking import CHUNK_GRANULE, CONTEXT_BESIDE, DECODES_BESIDE, prefill_chunk
+from tessera.planning.corrections import CorrectionState, Factors
+from tessera.planning.engines import engines_for
+from tessera.planning.fleet import InstanceType, kinds_without_room
+from tessera.planning.forecast import ForecastParams, ForecastState, IntervalStats
+from tessera.planning.hysteresis import FleetState, HysteresisParams
+from tessera.planning.load import LoadMix
+from tessera.planning.milp import Candidate, served, solve
+from tessera.planning.planner import BEST_EFFORT_SHARE, IDLE, INVENTORY, LOAD, MAX_INSTANCES, SLO, capacities, plan, \
     plan_homogeneous
-from services.autoscaler.planning.slo_policy import LatencyTarget, SloPolicyError, parse_slo_policy
+from tessera.planning.slo_policy import LatencyTarget, SloPolicyError, parse_slo_policy
 
 POLICY = """
 model: llama3-8b

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from services.scheduler.prefix_index import PrefixIndex
-from tessera.block_hash import token_block_hashes
+from tessera.placement.prefix_index import PrefixIndex
+from tessera.placement.block_hash import token_block_hashes
 
 PROMPT = list(range(1000, 1256))            # 256 tokens: 16 canonical blocks
 CANON = token_block_hashes(PROMPT, 16)

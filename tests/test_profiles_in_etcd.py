@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from services.scheduler.policy.pipeline import PROFILES_DIR, load_profile
+from tessera.placement.pipeline import PROFILES_DIR, load_profile
 from services.scheduler.profile_store import ProfileStore
-from tessera.etcd.client import EtcdConnector
+from tessera.runtime.etcd.client import EtcdConnector
 
 ROOT = Path(__file__).resolve().parents[1]
 

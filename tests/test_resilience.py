@@ -13,7 +13,7 @@ import urllib.request
 import grpc
 import pytest
 
-from tessera.net import split_host_port
+from tessera.runtime.net import split_host_port
 from tessera.v1 import autoscaler_pb2, autoscaler_pb2_grpc
 from tests.conftest import CLUSTER_MODELS, SMOLLM2, TINY
 from tests.harness import ServiceProcess, kill_worker_group, pid_listening_on, wait_for
@@ -74,10 +74,10 @@ def test_a_dead_worker_is_retried_before_the_first_token(cluster, openai_client)
     """A worker that is registered but gone (crashed, lease not yet expired) costs a retry, not an error."""
     import asyncio
 
-    from tessera.etcd import keys
-    from tessera.etcd.client import EtcdConnector
-    from tessera.etcd.records import identity_to_json
-    from tessera.net import free_port
+    from tessera.runtime.etcd import keys
+    from tessera.runtime.etcd.client import EtcdConnector
+    from tessera.runtime.etcd.records import identity_to_json
+    from tessera.runtime.net import free_port
     from tessera.v1 import common_pb2 as pb
 
     ghost = pb.WorkerIdentity(id="ghost", address=f"127.0.0.1:{free_port()}", model=TINY, role=pb.ROLE_MIXED,

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from services.autoscaler.planning.capacity import CapacityModel
-from services.autoscaler.planning.engines import engines_for
-from services.autoscaler.planning.fleet import InstanceType
-from services.autoscaler.planning.slo_policy import parse_slo_policy
-from tessera.perf.model_arch import ModelArch
+from tessera.planning.capacity import CapacityModel
+from tessera.planning.engines import engines_for
+from tessera.planning.fleet import InstanceType
+from tessera.planning.slo_policy import parse_slo_policy
+from tessera.engine_model.perf.model_arch import ModelArch
 from tessera.sim import hpa
 from tessera.sim.autoscalers import Autoscaler, Observation, ScalingDecision, Static, build_autoscaler, peak_load
 from tessera.sim.autoscaling import run_autoscaled

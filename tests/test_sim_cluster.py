@@ -13,10 +13,10 @@ import httpx
 import openai
 import pytest
 
-from tessera.catalog import accelerators
-from tessera.perf.efficiency import efficiency_for, efficiency_table, read_calibration_file
-from tessera.perf.model_arch import ModelArch
-from tessera.perf.step_timer import StepTimer
+from tessera.engine_model.catalog import accelerators
+from tessera.engine_model.perf.efficiency import efficiency_for, efficiency_table, read_calibration_file
+from tessera.engine_model.perf.model_arch import ModelArch
+from tessera.engine_model.perf.step_timer import StepTimer
 from tests.harness import tessera_up, wait_for
 
 

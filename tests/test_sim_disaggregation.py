@@ -9,13 +9,13 @@ import sys
 import pytest
 import yaml
 
-from services.scheduler.policy.pipeline import PROFILES_DIR, build_pipeline, load_profile
-from tessera.catalog import accelerators
-from tessera.perf.comm import kv_transfer_time
-from tessera.perf.model_arch import ModelArch
+from tessera.placement.pipeline import PROFILES_DIR, build_pipeline, load_profile
+from tessera.engine_model.catalog import accelerators
+from tessera.engine_model.perf.comm import kv_transfer_time
+from tessera.engine_model.perf.model_arch import ModelArch
 from tessera.sim import workloads as wl
-from tessera.sim.engine_model import EngineConfig
-from tessera.sim.instance import InstanceSpec, find_accelerator
+from tessera.engine_model.batching import EngineConfig
+from tessera.engine_model.instance import InstanceSpec, find_accelerator
 from tessera.sim.report import parse_slo, summarize_sim
 from tessera.sim.simulator import Simulator
 from tests.test_simulator import ROOT, TRACES, ConstantTimer

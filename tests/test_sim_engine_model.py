@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tessera.block_hash import content_block_hashes, token_block_hashes
-from tessera.sim.engine_model import EngineConfig, EngineModel, EngineRequest
+from tessera.placement.block_hash import content_block_hashes, token_block_hashes
+from tessera.engine_model.batching import EngineConfig, BatchingEngine, EngineRequest
 
 
-def run_steps(engine: EngineModel, limit: int = 1000) -> list[tuple[list[tuple[int, int]], list[int]]]:
+def run_steps(engine: BatchingEngine, limit: int = 1000) -> list[tuple[list[tuple[int, int]], list[int]]]:
     """Run to completion; the batches as the performance model would price them."""
     batches = []
     for _ in range(limit):
@@ -21,14 +21,14 @@ def run_steps(engine: EngineModel, limit: int = 1000) -> list[tuple[list[tuple[i
 
 
 def test_chunked_prefill_then_one_token_per_step():
-    engine = EngineModel(EngineConfig(num_blocks=64, block_size=16, max_num_batched_tokens=64))
+    engine = BatchingEngine(EngineConfig(num_blocks=64, block_size=16, max_num_batched_tokens=64))
     engine.add(EngineRequest("a", prompt_tokens=100, max_tokens=3))
     # 100-token prompt at a 64-token budget: 64, then 36 (which yields token 1), then two decodes.
     assert run_steps(engine) == [([(64, 0)], []), ([(36, 64)], []), ([], [100]), ([], [101])]
 
 
 def test_decodes_go_first_and_new_prompts_fill_the_budget():
-    engine = EngineModel(EngineConfig(num_blocks=64, block_size=16, max_num_batched_tokens=50))
+    engine = BatchingEngine(EngineConfig(num_blocks=64, block_size=16, max_num_batched_tokens=50))
     engine.add(EngineRequest("a", 40, 3))
     first = engine.schedule()
     assert first.batch() == ([(40, 0)], [])
@@ -40,7 +40,7 @@ def test_decodes_go_first_and_new_prompts_fill_the_budget():
 
 
 def test_prefix_cache_hit_leaves_at_least_one_token_to_compute():
-    engine = EngineModel(EngineConfig(num_blocks=64, block_size=16))
+    engine = BatchingEngine(EngineConfig(num_blocks=64, block_size=16))
     hashes = token_block_hashes(list(range(64)), 16)
     assert len(hashes) == 4
     engine.add(EngineRequest("a", 64, 1, hashes))
@@ -54,7 +54,7 @@ def test_prefix_cache_hit_leaves_at_least_one_token_to_compute():
 
 
 def test_shared_prefix_only_up_to_the_first_difference():
-    engine = EngineModel(EngineConfig(num_blocks=64, block_size=16))
+    engine = BatchingEngine(EngineConfig(num_blocks=64, block_size=16))
     a = token_block_hashes(list(range(80)), 16)
     b = token_block_hashes(list(range(40)) + [9999] + list(range(41, 80)), 16)
     assert a[:2] == b[:2] and a[2] != b[2] and a[3] != b[3]   # chained: later blocks differ too
@@ -66,7 +66,7 @@ def test_shared_prefix_only_up_to_the_first_difference():
 
 def test_lru_evicts_the_least_recently_freed_blocks_first():
     # 8 blocks of 16 tokens; each request holds 3 blocks (48 prompt tokens + 1 output)
-    engine = EngineModel(EngineConfig(num_blocks=8, block_size=16))
+    engine = BatchingEngine(EngineConfig(num_blocks=8, block_size=16))
     h = {name: token_block_hashes([1000 * i + t for t in range(48)], 16) for i, name in enumerate("abc")}
     for name in "abc":
         engine.add(EngineRequest(name, 48, 1, h[name]))
@@ -81,7 +81,7 @@ def test_lru_evicts_the_least_recently_freed_blocks_first():
 
 def test_preemption_recomputes_the_newest_request_and_both_finish():
     # 6 blocks of 16 tokens. Two requests of 32 prompt + 40 output need 5 blocks each at the end.
-    engine = EngineModel(EngineConfig(num_blocks=6, block_size=16, max_num_batched_tokens=256))
+    engine = BatchingEngine(EngineConfig(num_blocks=6, block_size=16, max_num_batched_tokens=256))
     engine.add(EngineRequest("old", 32, 40))
     engine.add(EngineRequest("new", 32, 40))
     preempted = []
@@ -98,7 +98,7 @@ def test_preemption_recomputes_the_newest_request_and_both_finish():
 
 
 def test_sequence_limit_and_kv_usage():
-    engine = EngineModel(EngineConfig(num_blocks=100, block_size=16, max_num_seqs=2))
+    engine = BatchingEngine(EngineConfig(num_blocks=100, block_size=16, max_num_seqs=2))
     for i in range(3):
         engine.add(EngineRequest(f"r{i}", 20, 5))
     step = engine.schedule()
@@ -107,7 +107,7 @@ def test_sequence_limit_and_kv_usage():
 
 
 def test_kv_events_report_stores_and_evictions():
-    engine = EngineModel(EngineConfig(num_blocks=4, block_size=16))
+    engine = BatchingEngine(EngineConfig(num_blocks=4, block_size=16))
     engine.pool.record_events = True
     ha = token_block_hashes(list(range(48)), 16)
     hb = token_block_hashes(list(range(100, 148)), 16)
@@ -123,7 +123,7 @@ def test_kv_events_report_stores_and_evictions():
 
 
 def test_requests_that_cannot_fit_are_refused():
-    engine = EngineModel(EngineConfig(num_blocks=4, block_size=16, max_model_len=100))
+    engine = BatchingEngine(EngineConfig(num_blocks=4, block_size=16, max_model_len=100))
     with pytest.raises(ValueError, match="context"):
         engine.add(EngineRequest("long", 90, 20))
     with pytest.raises(ValueError, match="KV blocks"):
@@ -134,7 +134,7 @@ def test_requests_that_cannot_fit_are_refused():
 
 
 def test_abort_frees_blocks():
-    engine = EngineModel(EngineConfig(num_blocks=10, block_size=16))
+    engine = BatchingEngine(EngineConfig(num_blocks=10, block_size=16))
     engine.add(EngineRequest("a", 40, 10))
     engine.complete(engine.schedule())
     assert engine.kv_usage > 0
@@ -156,7 +156,7 @@ def test_pending_prefill_counter_matches_a_recount_through_preemptions_and_hits(
     import random
 
     rng = random.Random(5)
-    engine = EngineModel(EngineConfig(num_blocks=40, block_size=16, max_num_batched_tokens=128, max_num_seqs=8))
+    engine = BatchingEngine(EngineConfig(num_blocks=40, block_size=16, max_num_batched_tokens=128, max_num_seqs=8))
     shared = list(range(64))
     for i in range(60):
         prompt = shared + [10_000 + i * 100 + t for t in range(rng.randint(1, 150))] if i % 2 else \

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from services.scheduler.policy.pipeline import load_profile
-from tessera.sim.engine_model import EngineConfig
-from tessera.sim.instance import ClusterSpecError, InstanceSpec, find_accelerator, parse_cluster
+from tessera.placement.pipeline import load_profile
+from tessera.engine_model.batching import EngineConfig
+from tessera.engine_model.instance import ClusterSpecError, InstanceSpec, find_accelerator, parse_cluster
 from tessera.sim.report import SloError, parse_slo, summarize_sim
 from tessera.sim.simulator import Simulator
 from tessera.sim import workloads as wl
-from tessera.perf.model_arch import ModelArch
+from tessera.engine_model.perf.model_arch import ModelArch
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT.parent / "shared" / "data" / "traces"

@@ -17,8 +17,8 @@ def test_served_tokens_match_transformers_greedy(openai_client):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tessera.models.prepare import ensure_model
-    from tessera.models.registry import resolve
+    from tessera.runtime.models.prepare import ensure_model
+    from tessera.runtime.models.registry import resolve
 
     path = ensure_model(resolve("smollm2"))
     tok = AutoTokenizer.from_pretrained(path)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tessera.models.prepare import ensure_model
-from tessera.models.registry import resolve
+from tessera.runtime.models.prepare import ensure_model
+from tessera.runtime.models.registry import resolve
 
 
 def test_tiny_moe_is_a_sparse_qwen3_moe_sharing_the_tiny_tokenizer():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from services.router.tokenizer import ChatTemplateError, ModelTokenizer
-from tessera.models.prepare import ensure_model
-from tessera.models.registry import resolve
+from tessera.runtime.models.tokenizer import ChatTemplateError, ModelTokenizer
+from tessera.runtime.models.prepare import ensure_model
+from tessera.runtime.models.registry import resolve
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"}],

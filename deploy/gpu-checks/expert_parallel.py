@@ -2,8 +2,8 @@
 
 Run by expert_parallel.sh on a box with 1-8 NVIDIA or AMD GPUs and vLLM
 installed. For each role asked for (mixed, prefill, decode: each picks the
-vendor's all-to-all backend from tessera/catalog/vendors.yaml) it starts one
-AsyncLLM with DP = the GPU count and EP on, then (tessera.moe_check):
+vendor's all-to-all backend from tessera/engine_model/catalog/vendors.yaml) it starts one
+AsyncLLM with DP = the GPU count and EP on, then (services.worker.moe_check):
 sends a request pinned to each DP rank with ``data_parallel_rank`` and checks
 it ran there, that every rank decodes the same greedy tokens, and that an
 out-of-range rank is refused. A role whose backend needs a package that is
@@ -27,8 +27,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tessera.catalog.expert_parallel import expert_parallel_engine_args, expert_parallel_env  # noqa: E402
-from tessera.catalog.vendors import vendor_settings  # noqa: E402
+from tessera.engine_model.catalog.expert_parallel import expert_parallel_engine_args, expert_parallel_env  # noqa: E402
+from tessera.engine_model.catalog.vendors import vendor_settings  # noqa: E402
 
 PROMPT = "What is the capital of France?"
 GENERIC_BACKEND = "allgather_reducescatter"   # NCCL/RCCL only: runs wherever vLLM does
@@ -69,11 +69,11 @@ def detect() -> tuple[str, int, str]:
 
 def resolve_model(model: str) -> str:
     """A built-in recipe (tiny-moe) is prepared locally; anything else is a folder or hub id for vLLM."""
-    from tessera.models.registry import resolve
+    from tessera.runtime.models.registry import resolve
 
     spec = resolve(model)
     if spec.recipe:
-        from tessera.models.prepare import ensure_model
+        from tessera.runtime.models.prepare import ensure_model
 
         return ensure_model(spec)
     return spec.path
@@ -86,7 +86,7 @@ def prompt_ids(model_path: str) -> list[int]:
 
 
 def run_launch(launch: dict[str, Any], ids: list[int], max_tokens: int) -> dict[str, Any]:
-    from tessera.moe_check import serve_and_check
+    from services.worker.moe_check import serve_and_check
 
     for key, value in launch["env"].items():
         os.environ.setdefault(key, value)

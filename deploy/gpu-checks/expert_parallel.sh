@@ -3,7 +3,7 @@
 #
 # What a Tessera MoE worker relies on, checked on real GPUs: one AsyncLLM with
 # data_parallel_size = the GPU count and enable_expert_parallel, for each role's
-# all-to-all backend from tessera/catalog/vendors.yaml (mixed: allgather_reducescatter;
+# all-to-all backend from tessera/engine_model/catalog/vendors.yaml (mixed: allgather_reducescatter;
 # prefill/decode: DeepEP on NVIDIA, MoRI on AMD, SKIP when not installed); one request
 # pinned to each DP rank with data_parallel_rank must run there and decode the same
 # greedy tokens; an out-of-range rank must be refused. Prints PASS/FAIL/SKIP per role.

@@ -14,12 +14,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from tessera.etcd import keys
-from tessera.etcd.client import EtcdConnector
-from tessera.etcd.election import LeaderElection
-from tessera.etcd.records import identity_from_json
-from tessera.etcd.watch import PrefixMirror
-from tessera.rpc.enums import role_value
+from tessera.runtime.etcd import keys
+from tessera.runtime.etcd.client import EtcdConnector
+from tessera.runtime.etcd.election import LeaderElection
+from tessera.runtime.etcd.records import identity_from_json
+from tessera.runtime.etcd.watch import PrefixMirror
+from tessera.runtime.rpc.enums import role_value
 from tessera.v1 import autoscaler_pb2
 from tessera.v1 import common_pb2 as pb
 from services.autoscaler import metrics

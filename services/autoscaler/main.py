@@ -13,14 +13,14 @@ import uuid
 
 import grpc
 
-from tessera.etcd import keys
-from tessera.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
-from tessera.etcd.election import LeaderElection
-from tessera.etcd.records import ServiceRecord
-from tessera.etcd.registration import LeasedKey
-from tessera.rpc.server import ServiceBinding, start_server
-from tessera.service import run_service, stop_event
-from tessera.telemetry.metrics import start_metrics_server
+from tessera.runtime.etcd import keys
+from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
+from tessera.runtime.etcd.election import LeaderElection
+from tessera.runtime.etcd.records import ServiceRecord
+from tessera.runtime.etcd.registration import LeasedKey
+from tessera.runtime.rpc.server import ServiceBinding, start_server
+from tessera.runtime.service import run_service, stop_event
+from tessera.runtime.telemetry.metrics import start_metrics_server
 from tessera.v1 import autoscaler_pb2_grpc
 from services.autoscaler.controller import Controller
 from services.autoscaler.desired import DesiredStateError, WorkerGroup, group_name_for, load_desired

@@ -1,6 +1,6 @@
 """One model's autoscaling loop: observed interval -> forecast -> plan -> hysteresis -> worker groups.
 
-The pure parts (services/autoscaler/planning) decide; this class only carries
+The pure parts (tessera/planning) decide; this class only carries
 their state from one interval to the next and turns the fleet into the worker
 groups the controller reconciles, one group per (accelerator, tp, role).
 """
@@ -14,14 +14,14 @@ from dataclasses import dataclass, field, replace
 
 from services.autoscaler.desired import WorkerGroup
 from services.autoscaler.load_observer import ModelInterval
-from services.autoscaler.planning import corrections as corr
-from services.autoscaler.planning import forecast as fc
-from services.autoscaler.planning import hysteresis
-from services.autoscaler.planning.capacity import CapacityModel
-from services.autoscaler.planning.engines import chunk_args, engines_for
-from services.autoscaler.planning.fleet import InstanceType
-from services.autoscaler.planning.planner import Plan, plan
-from services.autoscaler.planning.slo_policy import SloPolicy
+from tessera.planning import corrections as corr
+from tessera.planning import forecast as fc
+from tessera.planning import hysteresis
+from tessera.planning.capacity import CapacityModel
+from tessera.planning.engines import chunk_args, engines_for
+from tessera.planning.fleet import InstanceType
+from tessera.planning.planner import Plan, plan
+from tessera.planning.slo_policy import SloPolicy
 
 log = logging.getLogger("tessera.autoscaler")
 

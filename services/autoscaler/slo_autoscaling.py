@@ -18,14 +18,14 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from tessera.etcd import keys
-from tessera.etcd.client import EtcdConnector
-from tessera.etcd.records import ServiceRecord
-from tessera.etcd.watch import PrefixMirror
+from tessera.runtime.etcd import keys
+from tessera.runtime.etcd.client import EtcdConnector
+from tessera.runtime.etcd.records import ServiceRecord
+from tessera.runtime.etcd.watch import PrefixMirror
 from services.autoscaler.desired import WorkerGroup
 from services.autoscaler.load_observer import RouterScraper, Scrape, interval
 from services.autoscaler.model_autoscaler import ModelAutoscaler, group_prefix, groups_for
-from services.autoscaler.planning.slo_policy import SloPolicyError, parse_slo_policy
+from tessera.planning.slo_policy import SloPolicyError, parse_slo_policy
 
 log = logging.getLogger("tessera.autoscaler")
 

@@ -44,11 +44,8 @@ class Overloaded(ApiError):
 
 
 class Saturated(Exception):
-    """Raised by a placement attempt when the scheduler found every worker saturated."""
-
-    def __init__(self, reason: str, estimated_wait_s: float = 0.0) -> None:
-        super().__init__(reason)
-        self.estimated_wait_s = estimated_wait_s
+    """Raised by a placement attempt when the scheduler found every worker saturated (its reason
+    as the message): the request waits in the queue instead of failing."""
 
 
 @dataclass(order=True)

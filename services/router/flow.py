@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 import grpc
 from opentelemetry import trace
 
-from tessera.block_hash import CANONICAL_BLOCK_TOKENS, token_block_hashes
-from tessera.rpc.enums import finish_reason_name
-from tessera.rpc.server import channel
+from tessera.placement.block_hash import CANONICAL_BLOCK_TOKENS, token_block_hashes
+from tessera.runtime.rpc.enums import finish_reason_name
+from tessera.runtime.rpc.server import channel
 from opentelemetry import context as otel_context
 
-from tessera.telemetry.tracing import outgoing_metadata, tracer
+from tessera.runtime.telemetry.tracing import outgoing_metadata, tracer
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
 from services.router import metrics
@@ -262,7 +262,7 @@ class RequestFlow:
                 except asyncio.TimeoutError:
                     pass
                 response = await place()
-                if response.worker.worker_id or response.candidates or response.saturated:
+                if response.outcome != scheduler_pb2.PLACE_OUTCOME_NO_WORKER or response.candidates:
                     return response
         finally:
             metrics.HELD.labels(gen.model.name).dec()
@@ -284,13 +284,13 @@ class RequestFlow:
             ttft_slo_s=self.admission.ttft_slo_s if gen.ttft_slo_s is None else gen.ttft_slo_s,
         )
         response = await self._ask(request, gen)
-        if (not response.worker.worker_id and not response.candidates and not response.saturated and not excluded
-                and not response.reason.startswith("unknown profile") and self.hold_s > 0):
+        nobody = response.outcome == scheduler_pb2.PLACE_OUTCOME_NO_WORKER and not response.candidates
+        if nobody and not excluded and self.hold_s > 0:
             response = await self._hold_for_a_worker(gen, lambda: self._ask(request, gen))
-        if not response.worker.worker_id:
-            if response.reason.startswith("unknown profile"):
-                raise BadRequest(response.reason, param="x-tessera-profile")
-            if response.saturated:
-                raise Saturated(response.reason)
-            raise NoCapacity(f"no worker can take this request now ({response.reason or 'no candidates'})")
-        return response
+        if response.outcome == scheduler_pb2.PLACE_OUTCOME_PLACED:
+            return response
+        if response.outcome == scheduler_pb2.PLACE_OUTCOME_UNKNOWN_PROFILE:
+            raise BadRequest(response.reason, param="x-tessera-profile")
+        if response.outcome == scheduler_pb2.PLACE_OUTCOME_SATURATED:
+            raise Saturated(response.reason)
+        raise NoCapacity(f"no worker can take this request now ({response.reason or 'no candidates'})")

@@ -8,8 +8,8 @@ import uuid
 import grpc
 from opentelemetry import trace
 
-from tessera.rpc.enums import finish_reason_value
-from tessera.telemetry.tracing import incoming_context, tracer
+from tessera.runtime.rpc.enums import finish_reason_value
+from tessera.runtime.telemetry.tracing import incoming_context, tracer
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import router_pb2, router_pb2_grpc
 from services.router import metrics

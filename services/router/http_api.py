@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tessera.telemetry.tracing import tracer
+from tessera.runtime.telemetry.tracing import tracer
 from services.router import metrics
 from services.router.api_types import ChatCompletionRequest, CompletionRequest
 from services.router.errors import ApiError, BadRequest

@@ -13,15 +13,15 @@ import socket
 import time
 import uuid
 
-from tessera.etcd import keys
-from tessera.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
-from tessera.etcd.records import ServiceRecord, identity_from_json
-from tessera.etcd.registration import LeasedKey
-from tessera.etcd.watch import PrefixMirror
-from tessera.http_server import start_http
-from tessera.rpc.server import ServiceBinding, start_server
-from tessera.service import run_service, stop_event
-from tessera.telemetry.tracing import shutdown_tracing
+from tessera.runtime.etcd import keys
+from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
+from tessera.runtime.etcd.records import ServiceRecord, identity_from_json
+from tessera.runtime.etcd.registration import LeasedKey
+from tessera.runtime.etcd.watch import PrefixMirror
+from tessera.runtime.http_server import start_http
+from tessera.runtime.rpc.server import ServiceBinding, start_server
+from tessera.runtime.service import run_service, stop_event
+from tessera.runtime.telemetry.tracing import shutdown_tracing
 from tessera.v1 import router_pb2_grpc
 from services.router.admission import AdmissionControl
 from services.router.flow import RequestFlow, WorkerChannels

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from tessera.telemetry.metrics import LATENCY_BUCKETS
+from tessera.runtime.telemetry.metrics import LATENCY_BUCKETS
 
 REQUESTS = Counter("tessera_router_requests_total", "Requests answered, by model, endpoint and HTTP status",
                    ["model", "endpoint", "status"])

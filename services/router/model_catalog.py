@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tessera.v1 import common_pb2 as pb
 from services.router.errors import ModelNotFound, NoCapacity
-from services.router.tokenizer import ModelTokenizer
+from tessera.runtime.models.tokenizer import ModelTokenizer
 
 log = logging.getLogger("tessera.router")
 

@@ -16,7 +16,7 @@ from services.router.api_types import SamplingFields
 from services.router.errors import BadRequest
 from services.router.flow import Generation
 from services.router.model_catalog import ModelCatalog, ModelEntry
-from services.router.tokenizer import ChatTemplateError, ModelTokenizer
+from tessera.runtime.models.tokenizer import ChatTemplateError, ModelTokenizer
 
 
 def sampling_from_fields(f: SamplingFields, max_tokens: int) -> pb.SamplingParams:

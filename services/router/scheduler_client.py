@@ -13,11 +13,11 @@ import asyncio
 import logging
 import grpc
 
-from tessera.etcd import keys
-from tessera.etcd.client import EtcdConnector
-from tessera.etcd.records import ServiceRecord
-from tessera.etcd.watch import PrefixMirror
-from tessera.rpc.server import channel
+from tessera.runtime.etcd import keys
+from tessera.runtime.etcd.client import EtcdConnector
+from tessera.runtime.etcd.records import ServiceRecord
+from tessera.runtime.etcd.watch import PrefixMirror
+from tessera.runtime.rpc.server import channel
 from tessera.v1 import scheduler_pb2, scheduler_pb2_grpc
 from services.router.errors import NoCapacity
 

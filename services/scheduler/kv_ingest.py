@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 
-from tessera.block_hash import CANONICAL_BLOCK_TOKENS, token_block_hashes
+from tessera.placement.block_hash import CANONICAL_BLOCK_TOKENS, token_block_hashes
 from tessera.v1 import common_pb2 as pb
-from services.scheduler.prefix_index import PrefixIndex
+from tessera.placement.prefix_index import PrefixIndex
 
 log = logging.getLogger("tessera.scheduler.kv")
 

@@ -12,21 +12,21 @@ import uuid
 
 from prometheus_client import REGISTRY
 
-from tessera.etcd import keys
-from tessera.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
-from tessera.etcd.records import ServiceRecord, identity_from_json
-from tessera.etcd.registration import LeasedKey
-from tessera.etcd.watch import PrefixMirror
-from tessera.rpc.server import ServiceBinding, start_server
-from tessera.service import run_service, stop_event
-from tessera.telemetry.metrics import start_metrics_server
-from tessera.telemetry.tracing import shutdown_tracing
+from tessera.runtime.etcd import keys
+from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
+from tessera.runtime.etcd.records import ServiceRecord, identity_from_json
+from tessera.runtime.etcd.registration import LeasedKey
+from tessera.runtime.etcd.watch import PrefixMirror
+from tessera.runtime.rpc.server import ServiceBinding, start_server
+from tessera.runtime.service import run_service, stop_event
+from tessera.runtime.telemetry.metrics import start_metrics_server
+from tessera.runtime.telemetry.tracing import shutdown_tracing
 from tessera.v1 import scheduler_pb2_grpc
 from services.scheduler.profile_store import ProfileStore
-from services.scheduler.prefix_index import CANONICAL_BLOCK_TOKENS, PrefixIndex
+from tessera.placement.prefix_index import CANONICAL_BLOCK_TOKENS, PrefixIndex
 from services.scheduler.worker_speed import speed_of
 from services.scheduler.metrics import ViewCollector
-from services.scheduler.policy.pipeline import PROFILES_DIR, ProfileError, load_profile
+from tessera.placement.pipeline import PROFILES_DIR, ProfileError, load_profile
 from services.scheduler.servicer import SchedulerServicer
 from services.scheduler.view import ClusterView
 

@@ -6,7 +6,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from services.scheduler.prefix_index import PrefixIndex
+from tessera.placement.prefix_index import PrefixIndex
 from services.scheduler.view import ClusterView
 
 PLACEMENTS = Counter("tessera_scheduler_placements_total", "Placement decisions", ["profile", "result"])

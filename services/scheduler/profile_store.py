@@ -4,7 +4,7 @@ Every scheduler watches /tessera/v1/profiles/: an operator (or `tessera
 profile put`) writes a profile's YAML there and every scheduler switches to
 it within a watch round trip, without a restart. A profile that does not
 parse or names unknown parts is refused with one log line and the previous
-version stays in force. Built-in profiles (services/scheduler/profiles) are
+version stays in force. Built-in profiles (tessera/placement/profiles) are
 written on start where the key does not exist yet, so the YAML in etcd is
 always the one source of truth a user can read back.
 """
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import yaml
 
-from tessera.etcd import keys
-from tessera.etcd.client import EtcdConnector
-from tessera.etcd.watch import PrefixMirror
-from services.scheduler.policy.pipeline import Pipeline, ProfileError, build_pipeline
+from tessera.runtime.etcd import keys
+from tessera.runtime.etcd.client import EtcdConnector
+from tessera.runtime.etcd.watch import PrefixMirror
+from tessera.placement.pipeline import Pipeline, ProfileError, build_pipeline
 
 log = logging.getLogger("tessera.scheduler.profiles")
 

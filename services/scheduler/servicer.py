@@ -9,16 +9,16 @@ from dataclasses import dataclass
 import grpc
 from opentelemetry import trace
 
-from tessera.telemetry.tracing import incoming_context, tracer
+from tessera.runtime.telemetry.tracing import incoming_context, tracer
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import scheduler_pb2, scheduler_pb2_grpc
 from services.scheduler import metrics
-from services.scheduler.policy.pipeline import Pipeline
-from services.scheduler.policy.disaggregation import place_pair
-from services.scheduler.policy.snapshot import RequestInfo, WorkerSnapshot
+from tessera.placement.pipeline import Pipeline
+from tessera.placement.pairing import place_pair
+from tessera.placement.snapshot import RequestInfo, WorkerSnapshot
 from services.scheduler.worker_speed import kv_transfer_seconds
 from services.scheduler.kv_ingest import KVStreamState, apply_batch
-from services.scheduler.prefix_index import PrefixIndex
+from tessera.placement.prefix_index import PrefixIndex
 from services.scheduler.view import ClusterView
 
 log = logging.getLogger("tessera.scheduler")
@@ -46,27 +46,22 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
     async def Place(self, request: scheduler_pb2.PlaceRequest, context: grpc.aio.ServicerContext):
         response = self._place(request, incoming_context(context.invocation_metadata()))
-        if response is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, self._unknown_profile(request))
+        if response.outcome == scheduler_pb2.PLACE_OUTCOME_UNKNOWN_PROFILE:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, response.reason)
         return response
 
     async def PlaceStream(self, request_iterator, context: grpc.aio.ServicerContext):
         async for request in request_iterator:
-            response = self._place(request, incoming_context(request.trace_context.items()))
-            if response is None:
-                response = scheduler_pb2.PlaceResponse(request_id=request.request_id,
-                                                       reason=self._unknown_profile(request))
-            yield response
+            yield self._place(request, incoming_context(request.trace_context.items()))
 
-    def _unknown_profile(self, request: scheduler_pb2.PlaceRequest) -> str:
-        return f"unknown profile {request.profile!r}; loaded: {', '.join(self.profiles)}"
-
-    def _place(self, request: scheduler_pb2.PlaceRequest, parent) -> scheduler_pb2.PlaceResponse | None:
-        """One placement decision; None when the request names an unknown profile."""
+    def _place(self, request: scheduler_pb2.PlaceRequest, parent) -> scheduler_pb2.PlaceResponse:
+        """One placement decision, its outcome stated in the response."""
         with self._tracer.start_as_current_span("scheduler.place", context=parent, kind=trace.SpanKind.SERVER) as span:
             pipeline = self.profiles.get(request.profile or self.default_profile)
             if pipeline is None:
-                return None
+                return scheduler_pb2.PlaceResponse(
+                    request_id=request.request_id, outcome=scheduler_pb2.PLACE_OUTCOME_UNKNOWN_PROFILE,
+                    reason=f"unknown profile {request.profile!r}; loaded: {', '.join(self.profiles)}")
             started = time.perf_counter()
             req = RequestInfo(
                 request_id=request.request_id,
@@ -86,7 +81,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             if choice.worker is None:
                 metrics.PLACEMENTS.labels(pipeline.name, "saturated" if choice.saturated else "none").inc()
                 response.reason = choice.reason
-                response.saturated = choice.saturated
+                response.outcome = (scheduler_pb2.PLACE_OUTCOME_SATURATED if choice.saturated
+                                    else scheduler_pb2.PLACE_OUTCOME_NO_WORKER)
                 span.set_attribute("tessera.placed", False)
                 return response
             worker, prefill = choice.worker, choice.prefill
@@ -100,6 +96,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             else:
                 self.view.placed(worker.id, max(0, request.prompt_tokens - choice.hit_tokens))
             metrics.PLACEMENTS.labels(pipeline.name, "disaggregated" if prefill else "placed").inc()
+            response.outcome = scheduler_pb2.PLACE_OUTCOME_PLACED
             response.worker.worker_id = worker.id
             response.worker.address = worker.address
             response.worker.score = choice.score

@@ -18,10 +18,10 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tessera.catalog.expert_parallel import pick_dp_rank
-from tessera.rpc.enums import role_name, vendor_name
+from tessera.engine_model.catalog.expert_parallel import pick_dp_rank
+from tessera.runtime.rpc.enums import role_name
 from tessera.v1 import common_pb2 as pb
-from services.scheduler.policy.snapshot import WorkerSnapshot
+from tessera.placement.snapshot import WorkerSnapshot
 
 # A placement made this long before a load report was received is assumed to
 # be reflected in that report (the router calls the worker within a few ms).
@@ -67,7 +67,7 @@ class WorkerEntry:
             address=ident.address,
             model=ident.model,
             role=role_name(ident.role),
-            vendor=vendor_name(ident.vendor),
+            vendor=ident.vendor or "cpu",
             accelerator=ident.accelerator,
             healthy=self.healthy,
             draining=load.draining,
@@ -188,7 +188,7 @@ class ClusterView:
         The worker reports each rank's queue and KV usage (LoadReport.ranks);
         placements made since that report are added as waiting (without any
         report, the recent placements alone), and the load is scored as vLLM's
-        DP balancer scores it (tessera.catalog.expert_parallel.pick_dp_rank). Pinning keeps a
+        DP balancer scores it (tessera.engine_model.catalog.expert_parallel.pick_dp_rank). Pinning keeps a
         request's retries and a session's turns on the rank whose prefix cache
         the scheduler reasons about; leaving it to vLLM would hide the choice.
         """

@@ -12,10 +12,10 @@ import logging
 from collections.abc import Callable
 from functools import lru_cache
 
-from tessera.catalog import accelerators
-from tessera.perf.efficiency import efficiency_for, efficiency_table, read_calibration_file
+from tessera.engine_model.catalog import accelerators
+from tessera.engine_model.perf.efficiency import efficiency_for, efficiency_table, read_calibration_file
 from tessera.v1 import common_pb2 as pb
-from services.scheduler.policy.snapshot import WorkerSnapshot
+from tessera.placement.snapshot import WorkerSnapshot
 
 log = logging.getLogger("tessera.scheduler")
 
@@ -29,8 +29,8 @@ def speed_of(identity: pb.WorkerIdentity) -> dict[str, float]:
 
 @lru_cache(maxsize=256)
 def _speed(model_path: str, accelerator: str, tp: int) -> tuple[tuple[str, float], ...]:
-    from tessera.sim.build import resolve_arch
-    from tessera.sim.instance import InstanceSpec, step_timer
+    from tessera.engine_model.build import resolve_arch
+    from tessera.engine_model.instance import InstanceSpec, step_timer
 
     try:
         accel = accelerators.find(accelerator)
@@ -63,8 +63,8 @@ def kv_transfer_seconds(model_path: str) -> Callable[[WorkerSnapshot, WorkerSnap
 
 @lru_cache(maxsize=64)
 def _estimator(model_path: str, float32: bool) -> Callable[[WorkerSnapshot, WorkerSnapshot, int], float] | None:
-    from tessera.perf.comm import kv_transfer_estimator
-    from tessera.sim.build import resolve_arch
+    from tessera.engine_model.perf.comm import kv_transfer_estimator
+    from tessera.engine_model.build import resolve_arch
 
     try:
         return kv_transfer_estimator(resolve_arch(model_path, 4 if float32 else None))

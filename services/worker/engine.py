@@ -1,8 +1,8 @@
 """What the worker needs from an inference engine, whatever runs underneath.
 
-The vLLM backend implements this today; the ``sim`` engine (a later issue)
-implements the same interface, so the gRPC service, registration and load
-reporting are shared.
+Two engines implement it: vLLM (``vllm_engine``) and the ``sim`` engine
+(``sim_engine``: a catalog accelerator timed by the performance model, without
+weights), so the gRPC service, registration and load reporting are shared.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from tessera.net import free_port, port_is_free
+from tessera.runtime.net import free_port, port_is_free
 
 # vLLM's kv_role per Tessera role. Mixed workers run no connector: they serve
 # whole requests, and a connector costs start-up time and a side channel.

@@ -13,23 +13,23 @@ from typing import Any
 
 import yaml
 
-from tessera.catalog.vendors import vendor_settings
-from tessera.etcd import keys
-from tessera.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
-from tessera.etcd.records import identity_to_json
-from tessera.etcd.registration import LeasedKey
-from tessera.models.registry import resolve
-from tessera.rpc.enums import role_value, vendor_value
-from tessera.rpc.server import ServiceBinding, start_server
-from tessera.service import run_service, stop_event
-from tessera.telemetry.metrics import start_metrics_server
-from tessera.telemetry.tracing import shutdown_tracing
+from tessera.engine_model.catalog.vendors import vendor_settings
+from tessera.runtime.etcd import keys
+from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
+from tessera.runtime.etcd.records import identity_to_json
+from tessera.runtime.etcd.registration import LeasedKey
+from tessera.runtime.models.registry import resolve
+from tessera.runtime.rpc.enums import role_value
+from tessera.runtime.rpc.server import ServiceBinding, start_server
+from tessera.runtime.service import run_service, stop_event
+from tessera.runtime.telemetry.metrics import start_metrics_server
+from tessera.runtime.telemetry.tracing import shutdown_tracing
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import worker_pb2_grpc
 from services.worker import metrics
 from services.worker.kv_events import KVEventRelay
 from services.worker.kv_transfer import kv_transfer_setup
-from tessera.catalog.expert_parallel import (cpu_threads_bind, dp_ranks, expert_parallel_engine_args,
+from tessera.engine_model.catalog.expert_parallel import (cpu_threads_bind, dp_ranks, expert_parallel_engine_args,
                                              expert_parallel_env)
 from services.worker.load import LoadTracker
 from services.worker.reporter import SchedulerReporter
@@ -86,7 +86,7 @@ def parse_pairs(items: list[str], what: str) -> dict[str, Any]:
     return out
 
 
-def engine_args_for(args: argparse.Namespace, vendor: str, model_path: str, served_name: str,
+def vllm_engine_args(args: argparse.Namespace, vendor: str, model_path: str, served_name: str,
                     dtype_by_vendor: dict[str, str]) -> dict[str, Any]:
     """vLLM engine arguments: vendor table, then model needs, then the user's flags."""
     engine_args: dict[str, Any] = dict(vendor_settings(vendor).engine_args)
@@ -125,7 +125,7 @@ async def run(args: argparse.Namespace) -> int:
         model=spec.name,
         model_path=model_path,
         role=role_value(args.role),
-        vendor=vendor_value(vendor),
+        vendor=vendor,
         accelerator=accelerator,
         accelerator_count=count,
         parallelism=pb.Parallelism(tensor_parallel=args.tensor_parallel_size, pipeline_parallel=1,
@@ -207,10 +207,10 @@ async def _start_vllm_engine(args: argparse.Namespace, spec: Any, tracker: LoadT
         cores = sorted(os.sched_getaffinity(0))
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind(cores, args.data_parallel_size,
                                                                    args.tensor_parallel_size)
-    from tessera.models.prepare import ensure_model  # needs torch: workers only
+    from tessera.runtime.models.prepare import ensure_model  # needs torch: workers only
 
     model_path = await asyncio.to_thread(ensure_model, spec)
-    engine_args = engine_args_for(args, vendor, model_path, spec.name, spec.dtype_by_vendor)
+    engine_args = vllm_engine_args(args, vendor, model_path, spec.name, spec.dtype_by_vendor)
     accelerator, count = detect_accelerator(vendor)
     log.info("starting %s on %s (%s): %s", spec.name, vendor, accelerator, worker_id)
     from services.worker.vllm_engine import VllmEngine
@@ -239,10 +239,10 @@ async def _start_sim_engine(args: argparse.Namespace, spec: Any, tracker: LoadTr
                             relay_box: list[KVEventRelay]):
     """A simulated accelerator: no weights, so the model folder only lends its tokenizer and config."""
     from services.worker.sim_engine import SimEngine, open_tokenizer
-    from tessera.models.prepare import ensure_model
-    from tessera.sim.build import build_instances, context_length, resolve_arch
-    from tessera.catalog.accelerators import find as find_accelerator
-    from tessera.sim.instance import InstanceSpec
+    from tessera.runtime.models.prepare import ensure_model
+    from tessera.engine_model.build import build_instances, context_length, resolve_arch
+    from tessera.engine_model.catalog.accelerators import find as find_accelerator
+    from tessera.engine_model.instance import InstanceSpec
 
     model_path = await asyncio.to_thread(ensure_model, spec)
     accel = find_accelerator("cpu" if args.accelerator == "auto" else args.accelerator)

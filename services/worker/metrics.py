@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from tessera.telemetry.metrics import LATENCY_BUCKETS
+from tessera.runtime.telemetry.metrics import LATENCY_BUCKETS
 
 REQUESTS = Counter("tessera_worker_requests_total", "Requests finished, by finish reason", ["finish_reason"])
 RUNNING = Gauge("tessera_worker_num_requests_running", "Requests in the engine's running batch")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tessera.http_server import EmbeddedUvicorn, start_http
+from tessera.runtime.http_server import EmbeddedUvicorn, start_http
 
 
 async def start_openai_server(llm: Any, model_path: str, served_name: str, host: str,

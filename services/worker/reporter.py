@@ -17,11 +17,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from tessera.etcd import keys
-from tessera.etcd.client import Backoff, EtcdConnector
-from tessera.etcd.records import ServiceRecord
-from tessera.etcd.watch import PrefixMirror
-from tessera.rpc.server import channel
+from tessera.runtime.etcd import keys
+from tessera.runtime.etcd.client import Backoff, EtcdConnector
+from tessera.runtime.etcd.records import ServiceRecord
+from tessera.runtime.etcd.watch import PrefixMirror
+from tessera.runtime.rpc.server import channel
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import scheduler_pb2, scheduler_pb2_grpc
 from services.worker.kv_events import KVEventRelay, to_batches

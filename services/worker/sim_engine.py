@@ -3,7 +3,7 @@
 Behind the same Engine interface as vLLM, so the worker's gRPC service, load
 reports and registration are the real ones, and a router and scheduler cannot
 tell a simulated worker from a real one except by speed. The batching, prefix
-cache and preemption are tessera.sim.engine_model's (the same code the
+cache and preemption are tessera.engine_model.batching's (the same code the
 discrete-event simulator runs); each step lasts what the performance model
 says, slept on the event loop. Output tokens are a fixed filler text, always
 exactly max_tokens of them (a simulated model never stops early).
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tessera.perf.step_timer import StepTimer
-from tessera.block_hash import token_block_hashes
-from tessera.sim.block_pool import KVEvents
-from tessera.sim.engine_model import EngineConfig, EngineModel, EngineRequest
+from tessera.engine_model.perf.step_timer import StepTimer
+from tessera.placement.block_hash import token_block_hashes
+from tessera.engine_model.block_pool import KVEvents
+from tessera.engine_model.batching import EngineConfig, BatchingEngine, EngineRequest
 from tessera.v1 import common_pb2 as pb
 from services.worker.engine import Chunk, EngineInfo, EngineLoad, EngineUnavailable, InvalidRequest
 from services.worker.kv_events import Event, Removed, Stored
@@ -52,7 +52,7 @@ class SimEngine:
         self.config = config
         self.timer = timer
         self.tokenizer = tokenizer
-        self.model = EngineModel(config)
+        self.model = BatchingEngine(config)
         self.model.pool.record_events = on_kv_events is not None
         self.info = EngineInfo("sim", description, config.block_size, config.num_blocks, config.max_model_len,
                                config.max_num_seqs)

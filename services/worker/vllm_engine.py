@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from tessera.tasks import cancel_and_wait
+from tessera.runtime.tasks import cancel_and_wait
 from tessera.v1 import common_pb2 as pb
 from services.worker.engine import Chunk, EngineInfo, EngineLoad, EngineUnavailable, InvalidRequest
 

@@ -62,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _tokenizer_path(args: argparse.Namespace) -> str:
     if args.tokenizer:
         return args.tokenizer
-    from tessera.models.registry import resolve
+    from tessera.runtime.models.registry import resolve
 
     for candidate in (args.model,):
         spec = resolve(candidate)
@@ -90,7 +90,7 @@ def build_requests(args: argparse.Namespace, tok: Any) -> list:
 
 
 async def bench(args: argparse.Namespace, policy: str = "", seed_offset: int = 0) -> dict[str, Any]:
-    from services.router.tokenizer import ModelTokenizer
+    from tessera.runtime.models.tokenizer import ModelTokenizer
 
     tok = ModelTokenizer(_tokenizer_path(args))
     requests = build_requests(argparse.Namespace(**{**vars(args), "seed": args.seed + seed_offset}), tok)

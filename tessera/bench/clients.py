@@ -17,7 +17,7 @@ import grpc
 
 from tessera.bench.datasets import BenchRequest
 from tessera.bench.results import Outcome
-from tessera.rpc.server import channel
+from tessera.runtime.rpc.server import channel
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import router_pb2, router_pb2_grpc, worker_pb2, worker_pb2_grpc
 

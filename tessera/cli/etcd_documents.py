@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tessera.etcd.client import DEFAULT_ENDPOINT
+from tessera.runtime.etcd.client import DEFAULT_ENDPOINT
 
 
 def add_arguments(p: argparse.ArgumentParser, what: str) -> None:
@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser, what: str) -> None:
 async def _run(args: argparse.Namespace, what: str, prefix: str, name_of: Callable[[bytes], str],
                readers: str) -> int:
     """`name_of(text)` parses a document and returns the name it is stored under; ValueError if bad."""
-    from tessera.etcd.client import EtcdConnector
+    from tessera.runtime.etcd.client import EtcdConnector
 
     connector = EtcdConnector(args.etcd)
     client = await connector.connect()
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace, what: str, prefix: str, name_of: Callable[[byt
 
 def store(endpoint: str, prefix: str, name: str, text: bytes) -> None:
     """Put one document (for commands that start a cluster with it, like `tessera up --slo-policy`)."""
-    from tessera.etcd.client import EtcdConnector
+    from tessera.runtime.etcd.client import EtcdConnector
 
     async def put() -> None:
         connector = EtcdConnector(endpoint)

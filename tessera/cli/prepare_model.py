@@ -11,12 +11,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_main(args: argparse.Namespace) -> int:
-    from tessera.models.prepare import ensure_model
-    from tessera.models.registry import resolve
-    from tessera.telemetry.logging import setup_logging
+    from tessera.runtime.models.prepare import ensure_model
+    from tessera.runtime.models.registry import resolve
+    from tessera.runtime.telemetry.logging import setup_logging
 
     setup_logging("prepare-model")
     path = ensure_model(resolve(args.model))
-    logging.getLogger("tessera.models").info("%s is ready at %s", args.model, path)
+    logging.getLogger("tessera.runtime.models").info("%s is ready at %s", args.model, path)
     print(path)
     return 0

@@ -18,6 +18,6 @@ def _name(text: bytes) -> str:
 
 
 def run_main(args: argparse.Namespace) -> int:
-    from tessera.etcd import keys
+    from tessera.runtime.etcd import keys
 
     return etcd_documents.run(args, "profile", keys.PROFILES, _name, "schedulers")

@@ -71,9 +71,9 @@ def load_workload(args: argparse.Namespace):
 
 
 def run_main(args: argparse.Namespace) -> int:
-    from services.scheduler.policy.pipeline import ProfileError, load_profile
-    from tessera.sim.build import build_instances, resolve_arch
-    from tessera.sim.instance import ClusterSpecError, parse_cluster
+    from tessera.placement.pipeline import ProfileError, load_profile
+    from tessera.engine_model.build import build_instances, resolve_arch
+    from tessera.engine_model.instance import ClusterSpecError, parse_cluster
     from tessera.sim.report import SloError, parse_slo
     from tessera.sim.workloads import WorkloadError
 

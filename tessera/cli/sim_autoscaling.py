@@ -36,12 +36,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_main(args: argparse.Namespace, load_workload: Callable[[argparse.Namespace], list]) -> int:
-    from services.autoscaler.planning.capacity import CapacityModel
-    from services.autoscaler.planning.engines import engine_args_for, engines_for
-    from services.autoscaler.planning.slo_policy import SloPolicyError, parse_slo_policy
+    from tessera.planning.capacity import CapacityModel
+    from tessera.planning.engines import launch_args_by_type, engines_for
+    from tessera.planning.slo_policy import SloPolicyError, parse_slo_policy
     from tessera.sim import hpa
     from tessera.sim.autoscalers import AUTOSCALERS, build_autoscaler, peak_load
-    from tessera.sim.build import resolve_arch
+    from tessera.engine_model.build import resolve_arch
     from tessera.sim.workloads import WorkloadError
 
     names = [n.strip() for n in args.autoscaler.split(",") if n.strip()]
@@ -75,7 +75,7 @@ def run_main(args: argparse.Namespace, load_workload: Callable[[argparse.Namespa
             print(f"tessera sim: {exc}", file=sys.stderr)
             return 2
         summaries[name] = _simulate(args, name, autoscaler, policy, arch, workload, say,
-                                    _out_path(args.out, name, len(names)), engine_args_for(capacity.engines))
+                                    _out_path(args.out, name, len(names)), launch_args_by_type(capacity.engines))
     if len(names) > 1:
         _compare(summaries, say)
     if args.out:

@@ -12,12 +12,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _name(text: bytes) -> str:
-    from services.autoscaler.planning.slo_policy import parse_slo_policy
+    from tessera.planning.slo_policy import parse_slo_policy
 
     return parse_slo_policy(text.decode()).served_model   # SloPolicyError is a ValueError
 
 
 def run_main(args: argparse.Namespace) -> int:
-    from tessera.etcd import keys
+    from tessera.runtime.etcd import keys
 
     return etcd_documents.run(args, "SLO policy", keys.SLO_POLICIES, _name, "autoscalers")

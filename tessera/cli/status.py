@@ -12,11 +12,11 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from tessera.etcd import keys
-from tessera.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
-from tessera.etcd.records import ServiceRecord, identity_from_json
-from tessera.rpc.enums import role_name, vendor_name
-from tessera.rpc.server import channel
+from tessera.runtime.etcd import keys
+from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
+from tessera.runtime.etcd.records import ServiceRecord, identity_from_json
+from tessera.runtime.rpc.enums import role_name
+from tessera.runtime.rpc.server import channel
 from tessera.v1 import autoscaler_pb2, autoscaler_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 
 
@@ -67,7 +67,7 @@ async def gather_status(etcd: str) -> dict[str, Any]:
             "id": wid,
             "model": ident.model,
             "role": role_name(ident.role),
-            "vendor": vendor_name(ident.vendor),
+            "vendor": ident.vendor or "cpu",
             "accelerator": ident.accelerator,
             "accelerator_count": ident.accelerator_count,
             "data_parallel_ranks": list(ident.data_parallel_ranks),

@@ -22,7 +22,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tessera.net import free_port, port_is_free
+from tessera.runtime.net import free_port, port_is_free
 
 log = logging.getLogger("tessera.up")
 
@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE", help="extra vLLM engine argument")
     p.add_argument("--ttft-slo-ms", type=float, default=0.0,
                    help="router admission control: refuse (429) what would wait past this time to first token")
-    p.add_argument("--profile", default="tessera", help="placement profile (see services/scheduler/profiles)")
+    p.add_argument("--profile", default="tessera", help="placement profile (see tessera/placement/profiles)")
     p.add_argument("--log-dir", default=None, help="where worker and etcd logs go (default: a temp dir)")
     p.add_argument("--log-level", default="INFO")
 
@@ -85,8 +85,8 @@ class Service:
 
 def _prepare_model(model: str) -> None:
     """Build a built-in model once, up front, with visible progress (workers would race for it)."""
-    from tessera.models.prepare import DONE_MARKER
-    from tessera.models.registry import resolve
+    from tessera.runtime.models.prepare import DONE_MARKER
+    from tessera.runtime.models.registry import resolve
 
     spec = resolve(model)
     if spec.recipe and not (Path(spec.path) / DONE_MARKER).exists():
@@ -98,9 +98,9 @@ def _sim_desired(args: argparse.Namespace, log_dir: Path) -> tuple[str, int]:
     """A desired-state file with one sim group per --accelerators entry; returns (path, instances)."""
     import yaml
 
-    from tessera.sim.build import resolve_arch
-    from tessera.models.registry import resolve
-    from tessera.sim.instance import parse_cluster
+    from tessera.engine_model.build import resolve_arch
+    from tessera.runtime.models.registry import resolve
+    from tessera.engine_model.instance import parse_cluster
 
     arch = resolve_arch(args.sim_arch or resolve(args.model).path)
     groups: dict[str, dict] = {}
@@ -126,9 +126,9 @@ def _sim_desired(args: argparse.Namespace, log_dir: Path) -> tuple[str, int]:
 
 def _store_slo_policies(paths: list[str], endpoint: str) -> int:
     """Store each policy in etcd (refusing a bad one here); the instances they keep warm (min)."""
-    from services.autoscaler.planning.slo_policy import parse_slo_policy
+    from tessera.planning.slo_policy import parse_slo_policy
     from tessera.cli.etcd_documents import store
-    from tessera.etcd import keys
+    from tessera.runtime.etcd import keys
 
     warm = 0
     for path in paths:
@@ -154,7 +154,7 @@ def _ready_workers(url: str) -> dict[str, int]:
 
 
 def run_main(args: argparse.Namespace) -> int:
-    from tessera.telemetry.logging import setup_logging
+    from tessera.runtime.telemetry.logging import setup_logging
 
     setup_logging("up", args.log_level)
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="tessera-up-"))
@@ -175,7 +175,7 @@ def run_main(args: argparse.Namespace) -> int:
     if args.etcd:
         endpoint = args.etcd
     else:
-        from tessera.etcd.server import LocalEtcd
+        from tessera.runtime.etcd.server import LocalEtcd
 
         etcd = LocalEtcd(client_port=2379, log_path=str(log_dir / "etcd.log")).start()
         endpoint = etcd.endpoint

@@ -23,15 +23,15 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from services.autoscaler.planning import corrections as corr
-from services.autoscaler.planning import forecast as fc
-from services.autoscaler.planning import hysteresis
-from services.autoscaler.planning.capacity import CapacityModel
-from services.autoscaler.planning.corrections import CorrectionState
-from services.autoscaler.planning.fleet import InstanceType
-from services.autoscaler.planning.load import LoadMix
-from services.autoscaler.planning.planner import Plan, capacities, handoff_seconds, plan, plan_homogeneous
-from services.autoscaler.planning.slo_policy import SloPolicy
+from tessera.planning import corrections as corr
+from tessera.planning import forecast as fc
+from tessera.planning import hysteresis
+from tessera.planning.capacity import CapacityModel
+from tessera.planning.corrections import CorrectionState
+from tessera.planning.fleet import InstanceType
+from tessera.planning.load import LoadMix
+from tessera.planning.planner import Plan, capacities, handoff_seconds, plan, plan_homogeneous
+from tessera.planning.slo_policy import SloPolicy
 from tessera.sim import hpa
 
 AUTOSCALERS = ("static", "hpa", "homogeneous", "tessera")

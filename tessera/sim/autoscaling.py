@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from services.autoscaler.planning.engines import engine_args_for, engines_for
-from services.autoscaler.planning.slo_policy import SloPolicy
-from services.scheduler.policy.pipeline import load_profile
-from tessera.perf.model_arch import ModelArch
+from tessera.planning.engines import launch_args_by_type, engines_for
+from tessera.planning.slo_policy import SloPolicy
+from tessera.placement.pipeline import load_profile
+from tessera.engine_model.perf.model_arch import ModelArch
 from tessera.sim.autoscalers import Autoscaler
 from tessera.sim.elastic import DEFAULT_STARTUP_S, ElasticFleet, Lifetime
 from tessera.sim.simulator import SimResult, Simulator
@@ -55,10 +55,10 @@ def run_autoscaled(workload: list[SimRequest], policy: SloPolicy, autoscaler: Au
     """Simulate `workload` with `autoscaler` sizing the fleet: from `autoscaler.initial`, ready at t=0,
     or from nothing (scale from zero: the first decision at t=0 starts instances, requests wait at
     the router). Prices come from the policy's inventory; `engine_args` per (accelerator, tp) are
-    what instances launch with (default: the policy's, planning.engines.engine_args_for: the
+    what instances launch with (default: the policy's, planning.engines.launch_args_by_type: the
     prefill chunk the planner priced)."""
     if engine_args is None:
-        engine_args = engine_args_for(engines_for(policy))
+        engine_args = launch_args_by_type(engines_for(policy))
     horizon = max((r.arrival_s for r in workload), default=0.0)
     mixed = load_profile(mixed_profile, seed=seed)
     disagg = load_profile(disagg_profile, seed=seed) if "prefill" in policy.roles else None

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.autoscaler.planning.fleet import InstanceType
-from services.autoscaler.planning.forecast import IntervalStats
-from services.scheduler.policy.pipeline import Pipeline
-from tessera.perf.model_arch import ModelArch
+from tessera.planning.fleet import InstanceType
+from tessera.planning.forecast import IntervalStats
+from tessera.placement.pipeline import Pipeline
+from tessera.engine_model.perf.model_arch import ModelArch
 from tessera.sim.autoscalers import Observation, TypeObservation
-from tessera.sim.build import build_instances
-from tessera.sim.instance import InstanceSpec, find_accelerator
+from tessera.engine_model.build import build_instances
+from tessera.engine_model.instance import InstanceSpec, find_accelerator
 from tessera.sim.report import request_metrics_ms
 from tessera.sim.simulator import DRAINING, READY, STARTING, RequestRecord, SimInstance, Simulator
 

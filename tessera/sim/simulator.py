@@ -1,9 +1,9 @@
 """The discrete-event simulator: a workload through placement policy and engine models in virtual time.
 
 Nothing here sleeps or talks to a network. Arrivals are placed by the very
-Pipeline object the live scheduler runs (services/scheduler/policy), on
+Pipeline object the live scheduler runs (tessera/placement), on
 WorkerSnapshots built from the simulated engines; each engine is the same
-EngineModel the sim worker runs, its steps timed by the performance model.
+BatchingEngine the sim worker runs, its steps timed by the performance model.
 Time jumps from event to event: an arrival, or the end of some engine's step.
 
 The fleet may change while it runs (tessera/sim/autoscaling.py drives this):
@@ -14,11 +14,11 @@ that find no ready instance wait in the router queue, so a fleet scaled to
 zero holds them until an instance is up.
 
 A profile with a `disaggregation:` section places each request as a pair
-(services/scheduler/policy/disaggregation.py). A request given a prefill
+(tessera/placement/disaggregation.py). A request given a prefill
 instance runs there first as a prompt-only request (max_tokens=1, as vLLM runs
 it behind a KV connector; that token is never the user's). When it finishes,
 the decode instance takes it with blocks for the whole prompt, waits the KV
-copy (tessera.perf.comm.kv_transfer_time between the two accelerators), then
+copy (tessera.engine_model.perf.comm.kv_transfer_time between the two accelerators), then
 computes the last prompt token in its next step: that step's end is the first
 token the user sees, as in llm-d and Dynamo.
 """
@@ -32,17 +32,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.scheduler.policy.disaggregation import place_pair
-from services.scheduler.policy.pipeline import Pipeline
-from services.scheduler.policy.snapshot import RequestInfo, WorkerSnapshot
-from tessera.perf.comm import kv_transfer_estimator
-from tessera.perf.model_arch import ModelArch
-from tessera.perf.step_timer import StepTimer
-from tessera.block_hash import content_block_hashes
-from tessera.sim.engine_model import EngineConfig, EngineModel, EngineRequest, ScheduledStep
-from tessera.sim.instance import InstanceSpec
+from tessera.placement.pairing import place_pair
+from tessera.placement.pipeline import Pipeline
+from tessera.placement.snapshot import RequestInfo, WorkerSnapshot
+from tessera.engine_model.perf.comm import kv_transfer_estimator
+from tessera.engine_model.perf.model_arch import ModelArch
+from tessera.engine_model.perf.step_timer import StepTimer
+from tessera.placement.block_hash import content_block_hashes
+from tessera.engine_model.batching import EngineConfig, BatchingEngine, EngineRequest, ScheduledStep
+from tessera.engine_model.instance import InstanceSpec
 from tessera.sim.workloads import SimRequest
-from services.scheduler.prefix_index import CANONICAL_BLOCK_TOKENS, PrefixIndex
+from tessera.placement.prefix_index import CANONICAL_BLOCK_TOKENS, PrefixIndex
 
 _ARRIVAL, _STEP_DONE, _SAMPLE, _KV_ARRIVED, _CALL = 0, 1, 2, 3, 4
 # An instance's life: billed from its request, placeable once ready, no new work while draining.
@@ -88,7 +88,7 @@ class SimInstance:
 
     id: str
     spec: InstanceSpec
-    engine: EngineModel
+    engine: BatchingEngine
     timer: StepTimer
     snapshot_base: WorkerSnapshot
     step: ScheduledStep | None = None
@@ -171,7 +171,7 @@ class Simulator:
                               vendor=spec.accelerator.vendor, accelerator=spec.accelerator.name,
                               kv_block_size=cfg.block_size, kv_capacity_blocks=cfg.num_blocks,
                               max_model_len=cfg.max_model_len, max_num_seqs=cfg.max_num_seqs, **_speeds(timer))
-        inst = SimInstance(iid, spec, EngineModel(cfg), timer, base, requested_s=self.now, ready_s=self.now)
+        inst = SimInstance(iid, spec, BatchingEngine(cfg), timer, base, requested_s=self.now, ready_s=self.now)
         self.instances.append(inst)
         self._by_id[iid] = inst
         self._devices[iid] = spec.devices

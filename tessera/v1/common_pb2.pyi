@@ -15,14 +15,6 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLE_PREFILL: _ClassVar[Role]
     ROLE_DECODE: _ClassVar[Role]
 
-class Vendor(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    VENDOR_UNSPECIFIED: _ClassVar[Vendor]
-    VENDOR_NVIDIA: _ClassVar[Vendor]
-    VENDOR_AMD: _ClassVar[Vendor]
-    VENDOR_TENSTORRENT: _ClassVar[Vendor]
-    VENDOR_CPU: _ClassVar[Vendor]
-
 class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FINISH_REASON_UNSPECIFIED: _ClassVar[FinishReason]
@@ -34,11 +26,6 @@ ROLE_UNSPECIFIED: Role
 ROLE_MIXED: Role
 ROLE_PREFILL: Role
 ROLE_DECODE: Role
-VENDOR_UNSPECIFIED: Vendor
-VENDOR_NVIDIA: Vendor
-VENDOR_AMD: Vendor
-VENDOR_TENSTORRENT: Vendor
-VENDOR_CPU: Vendor
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
@@ -58,7 +45,7 @@ class Parallelism(_message.Message):
     def __init__(self, tensor_parallel: _Optional[int] = ..., pipeline_parallel: _Optional[int] = ..., data_parallel: _Optional[int] = ..., expert_parallel: _Optional[int] = ...) -> None: ...
 
 class WorkerIdentity(_message.Message):
-    __slots__ = ("id", "address", "http_address", "metrics_address", "model", "model_path", "role", "vendor", "accelerator", "accelerator_count", "parallelism", "kv_block_size", "kv_capacity_blocks", "max_model_len", "engine", "engine_version", "group", "labels", "started_at_unix_ms", "data_parallel_ranks", "max_num_seqs")
+    __slots__ = ("id", "address", "http_address", "metrics_address", "model", "model_path", "role", "accelerator", "accelerator_count", "parallelism", "kv_block_size", "kv_capacity_blocks", "max_model_len", "engine", "engine_version", "group", "labels", "started_at_unix_ms", "data_parallel_ranks", "max_num_seqs", "vendor")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -73,7 +60,6 @@ class WorkerIdentity(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_PATH_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
-    VENDOR_FIELD_NUMBER: _ClassVar[int]
     ACCELERATOR_FIELD_NUMBER: _ClassVar[int]
     ACCELERATOR_COUNT_FIELD_NUMBER: _ClassVar[int]
     PARALLELISM_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +73,7 @@ class WorkerIdentity(_message.Message):
     STARTED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     DATA_PARALLEL_RANKS_FIELD_NUMBER: _ClassVar[int]
     MAX_NUM_SEQS_FIELD_NUMBER: _ClassVar[int]
+    VENDOR_FIELD_NUMBER: _ClassVar[int]
     id: str
     address: str
     http_address: str
@@ -94,7 +81,6 @@ class WorkerIdentity(_message.Message):
     model: str
     model_path: str
     role: Role
-    vendor: Vendor
     accelerator: str
     accelerator_count: int
     parallelism: Parallelism
@@ -108,7 +94,8 @@ class WorkerIdentity(_message.Message):
     started_at_unix_ms: int
     data_parallel_ranks: _containers.RepeatedScalarFieldContainer[int]
     max_num_seqs: int
-    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., http_address: _Optional[str] = ..., metrics_address: _Optional[str] = ..., model: _Optional[str] = ..., model_path: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., vendor: _Optional[_Union[Vendor, str]] = ..., accelerator: _Optional[str] = ..., accelerator_count: _Optional[int] = ..., parallelism: _Optional[_Union[Parallelism, _Mapping]] = ..., kv_block_size: _Optional[int] = ..., kv_capacity_blocks: _Optional[int] = ..., max_model_len: _Optional[int] = ..., engine: _Optional[str] = ..., engine_version: _Optional[str] = ..., group: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., started_at_unix_ms: _Optional[int] = ..., data_parallel_ranks: _Optional[_Iterable[int]] = ..., max_num_seqs: _Optional[int] = ...) -> None: ...
+    vendor: str
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., http_address: _Optional[str] = ..., metrics_address: _Optional[str] = ..., model: _Optional[str] = ..., model_path: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., accelerator: _Optional[str] = ..., accelerator_count: _Optional[int] = ..., parallelism: _Optional[_Union[Parallelism, _Mapping]] = ..., kv_block_size: _Optional[int] = ..., kv_capacity_blocks: _Optional[int] = ..., max_model_len: _Optional[int] = ..., engine: _Optional[str] = ..., engine_version: _Optional[str] = ..., group: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., started_at_unix_ms: _Optional[int] = ..., data_parallel_ranks: _Optional[_Iterable[int]] = ..., max_num_seqs: _Optional[int] = ..., vendor: _Optional[str] = ...) -> None: ...
 
 class LoadReport(_message.Message):
     __slots__ = ("seq", "timestamp_unix_ms", "num_waiting", "num_running", "kv_cache_usage", "tokens_in_flight", "prefill_tokens_waiting", "prefix_cache_hit_rate", "draining", "data_parallel_rank", "requests_started", "ranks")

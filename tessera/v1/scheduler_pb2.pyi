@@ -1,11 +1,25 @@
 from tessera.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class PlaceOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PLACE_OUTCOME_UNSPECIFIED: _ClassVar[PlaceOutcome]
+    PLACE_OUTCOME_PLACED: _ClassVar[PlaceOutcome]
+    PLACE_OUTCOME_NO_WORKER: _ClassVar[PlaceOutcome]
+    PLACE_OUTCOME_SATURATED: _ClassVar[PlaceOutcome]
+    PLACE_OUTCOME_UNKNOWN_PROFILE: _ClassVar[PlaceOutcome]
+PLACE_OUTCOME_UNSPECIFIED: PlaceOutcome
+PLACE_OUTCOME_PLACED: PlaceOutcome
+PLACE_OUTCOME_NO_WORKER: PlaceOutcome
+PLACE_OUTCOME_SATURATED: PlaceOutcome
+PLACE_OUTCOME_UNKNOWN_PROFILE: PlaceOutcome
 
 class WorkerReport(_message.Message):
     __slots__ = ("worker_id", "hello", "load", "kv_events")
@@ -20,10 +34,8 @@ class WorkerReport(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., hello: _Optional[_Union[_common_pb2.WorkerIdentity, _Mapping]] = ..., load: _Optional[_Union[_common_pb2.LoadReport, _Mapping]] = ..., kv_events: _Optional[_Union[_common_pb2.KVEventBatch, _Mapping]] = ...) -> None: ...
 
 class ReportAck(_message.Message):
-    __slots__ = ("resync_kv",)
-    RESYNC_KV_FIELD_NUMBER: _ClassVar[int]
-    resync_kv: bool
-    def __init__(self, resync_kv: _Optional[bool] = ...) -> None: ...
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class PlaceRequest(_message.Message):
     __slots__ = ("request_id", "model", "prompt_tokens", "max_tokens", "prompt_block_hashes", "block_size", "exclude_worker_ids", "session_id", "priority", "profile", "trace_context", "ttft_slo_s")
@@ -75,7 +87,8 @@ class Placement(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[_Union[_common_pb2.Role, str]] = ..., data_parallel_rank: _Optional[int] = ..., score: _Optional[float] = ...) -> None: ...
 
 class PlaceResponse(_message.Message):
-    __slots__ = ("worker", "prefill", "profile", "reason", "candidates", "request_id", "expected_cached_tokens", "saturated")
+    __slots__ = ("outcome", "worker", "prefill", "profile", "reason", "candidates", "request_id", "expected_cached_tokens")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
     PREFILL_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
@@ -83,7 +96,7 @@ class PlaceResponse(_message.Message):
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_CACHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
-    SATURATED_FIELD_NUMBER: _ClassVar[int]
+    outcome: PlaceOutcome
     worker: Placement
     prefill: Placement
     profile: str
@@ -91,8 +104,7 @@ class PlaceResponse(_message.Message):
     candidates: int
     request_id: str
     expected_cached_tokens: int
-    saturated: bool
-    def __init__(self, worker: _Optional[_Union[Placement, _Mapping]] = ..., prefill: _Optional[_Union[Placement, _Mapping]] = ..., profile: _Optional[str] = ..., reason: _Optional[str] = ..., candidates: _Optional[int] = ..., request_id: _Optional[str] = ..., expected_cached_tokens: _Optional[int] = ..., saturated: _Optional[bool] = ...) -> None: ...
+    def __init__(self, outcome: _Optional[_Union[PlaceOutcome, str]] = ..., worker: _Optional[_Union[Placement, _Mapping]] = ..., prefill: _Optional[_Union[Placement, _Mapping]] = ..., profile: _Optional[str] = ..., reason: _Optional[str] = ..., candidates: _Optional[int] = ..., request_id: _Optional[str] = ..., expected_cached_tokens: _Optional[int] = ...) -> None: ...
 
 class ListWorkersRequest(_message.Message):
     __slots__ = ("model",)

@@ -1,0 +1,66 @@
+"""Engine models for the capacity model, from the files: catalog, vendor table, calibration, config.json.
+
+The one place the planner meets files. It builds each (accelerator, tp) engine the
+way the simulator and the scheduler's speed estimate do (tessera.engine_model.build), so the
+planner, `tessera sim` and placement agree on how fast an instance is. CPU
+instances serve in float32, as CPU workers do.
+
+Each engine runs with the prefill chunk (max_num_batched_tokens) that keeps one step
+within the policy's TPOT target (chunking.prefill_chunk), unless the policy's deployment
+sets one; the simulator's fleet and the live worker groups launch with the same value
+(launch_args_by_type), so what the planner priced is what runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from tessera.engine_model.catalog import accelerators
+from tessera.engine_model.build import build_instances, resolve_arch
+from tessera.engine_model.catalog.vendors import vendor_settings
+from tessera.engine_model.instance import DEFAULT_MAX_NUM_BATCHED_TOKENS, ClusterSpecError, InstanceSpec
+from tessera.planning.capacity import PlannedEngine
+from tessera.planning.chunking import CHUNK_ARG, prefill_chunk
+from tessera.planning.slo_policy import SloPolicy
+
+
+def planned_engines(model: str, pairs: Iterable[tuple[str, int]], tpot_s: float | None = None,
+                  chunk: int | None = None) -> dict[tuple[str, int], PlannedEngine]:
+    """PlannedEngine per (catalog accelerator name, tp); pairs the model does not fit on are left out.
+
+    `chunk`: every engine's max_num_batched_tokens; else, with `tpot_s`, the largest that keeps a
+    step within it (capped by the vendor default); else the vendor default."""
+    out: dict[tuple[str, int], PlannedEngine] = {}
+    for name, tp in sorted(set(pairs)):
+        accel = accelerators.find(name)
+        arch = resolve_arch(model, 4 if accel.vendor == "cpu" else None)
+        try:
+            [(_, cfg, timer)] = build_instances(arch, [InstanceSpec(accel, tp)])
+        except ClusterSpecError:
+            continue
+        # The budget changes nothing else of the engine (not its timer, KV cache or limits).
+        budget = chunk or (prefill_chunk(timer, cfg.max_num_batched_tokens, tpot_s) if tpot_s
+                           else cfg.max_num_batched_tokens)
+        out[(accel.name, tp)] = PlannedEngine(accel, tp, arch, timer, cfg.num_blocks * cfg.block_size,
+                                            cfg.max_num_seqs, budget)
+    return out
+
+
+def engines_for(policy: SloPolicy) -> dict[tuple[str, int], PlannedEngine]:
+    """The engine models every instance type of `policy` needs, each with its prefill chunk."""
+    fixed = policy.deployment.engine_args.get(CHUNK_ARG)
+    return planned_engines(policy.model, {(t.accelerator, t.tp) for t in policy.instance_types()},
+                         policy.targets.tpot.seconds, int(fixed) if fixed else None)
+
+
+def chunk_args(engine: PlannedEngine) -> dict[str, int]:
+    """{max_num_batched_tokens: n} where `engine` was priced with a chunk other than its vendor's
+    default (what a worker must be launched with to run as priced), else nothing."""
+    vendor = vendor_settings(engine.accelerator.vendor).engine_args
+    default = int(vendor.get(CHUNK_ARG, DEFAULT_MAX_NUM_BATCHED_TOKENS))
+    return {} if engine.max_num_batched_tokens == default else {CHUNK_ARG: engine.max_num_batched_tokens}
+
+
+def launch_args_by_type(engines: Mapping[tuple[str, int], PlannedEngine]) -> dict[tuple[str, int], dict[str, int]]:
+    """The engine arguments an instance of each (accelerator, tp) launches with, so that it runs as priced."""
+    return {key: chunk_args(e) for key, e in engines.items()}

@@ -1,0 +1,128 @@
+"""Turn each interval's plan into the fleet to run, without flapping.
+
+Capacity that is missing costs SLO misses now, while extra capacity costs only
+money, and every instance started or stopped costs minutes of warm-up and a
+drain. So the rules are asymmetric, as in Kubernetes' HPA stabilisation window:
+
+- **up at once**, when needed: if the running fleet (less any scale-down due now) no longer
+  serves the plan's demand, every type the plan wants more of gets them in the same interval;
+  a fleet that still serves it is kept, so a plan that merely swaps one mix for another of
+  equal capacity (noise near a tie) starts nothing. Without `serves` (no capacities at
+  hand), any type the plan wants more of goes up at once;
+- **down slowly**: a type is cut only when every plan of the last
+  `scale_down_stable_intervals` intervals wanted fewer, the last change is at least
+  `scale_down_cooldown_s` old, and then only down to the largest of those plans and by at most
+  `max_scale_down_fraction` of its count (at least one) per interval;
+- **scale to zero at once**: the planner returns an empty plan only after the model has been
+  idle for the policy's `scale_to_zero_idle_s`, which is itself the stabilisation;
+- **inventory wins**: when keeping the old instances beside the new ones would take more
+  devices of a kind than are free, that kind follows the plan at once (a swap).
+
+Pure: FleetState in, FleetState and a FleetDecision out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from tessera.planning.fleet import Counts, InstanceType, describe, devices_by_kind, nonzero
+
+
+@dataclass(frozen=True)
+class HysteresisParams:
+    """Defaults: five minutes of smaller plans (Kubernetes' HPA waits 300 s to scale down) at 30 s
+    intervals, and at most half of a type per step."""
+
+    scale_down_stable_intervals: int = 10
+    scale_down_cooldown_s: float = 300.0
+    max_scale_down_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class FleetState:
+    """The fleet the autoscaler has asked for, the recent plans (oldest first), when it last changed."""
+
+    counts: tuple[tuple[InstanceType, int], ...] = ()
+    targets: tuple[tuple[tuple[InstanceType, int], ...], ...] = ()
+    last_change_s: float = -math.inf
+
+    def as_dict(self) -> dict[InstanceType, int]:
+        return dict(self.counts)
+
+
+@dataclass(frozen=True)
+class FleetDecision:
+    """The counts to run now and the reasons, one line per type that changed or was held."""
+
+    counts: dict[InstanceType, int]
+    changed: bool
+    reasons: tuple[str, ...]
+
+
+def _frozen(counts: Counts) -> tuple[tuple[InstanceType, int], ...]:
+    return tuple(nonzero(counts).items())
+
+
+def step(state: FleetState, target: Counts, now_s: float, params: HysteresisParams = HysteresisParams(),
+         free_devices: Mapping[str, int] | None = None, serves: Callable[[Counts], bool] | None = None,
+         ) -> tuple[FleetState, FleetDecision]:
+    """The fleet after this interval's plan `target`.
+
+    free_devices: devices of each kind this model may hold (its own included), to swap at once
+    where the old and new fleet do not both fit. serves(counts): whether a fleet meets the
+    plan's demand (Plan.serves), so that a fleet still good enough is not grown."""
+    current = state.as_dict()
+    history = (state.targets + (_frozen(target),))[-max(params.scale_down_stable_intervals, 1):]
+    plans = [dict(h) for h in history]
+    new = dict(current)
+    reasons: list[str] = []
+
+    to_zero = not nonzero(target)
+    if to_zero and nonzero(current):
+        reasons.append(f"scale to zero: {describe(current)} -> nothing (the model is idle)")
+    for itype in () if to_zero else sorted(current):
+        if target.get(itype, 0) < current[itype]:
+            new[itype] = _scaled_down(itype, current[itype], plans, now_s - state.last_change_s, params, reasons)
+    if not to_zero and serves is not None and not serves(new) and serves(current):
+        new = dict(current)
+        reasons = [r for r in reasons if not r.startswith("down ")]
+        reasons.append(f"hold {describe(current)}: a smaller fleet would not serve the plan's demand")
+    if not to_zero and (serves is None or not serves(new)):
+        for itype in sorted(target):
+            have, want = new.get(itype, 0), target[itype]
+            if want > have:
+                new[itype] = want
+                reasons.append(f"up {itype.label}: {have} -> {want} at once")
+
+    if free_devices is not None:
+        for kind, used in devices_by_kind(new).items():
+            if used > free_devices.get(kind, 0):
+                for itype in [t for t in set(new) | set(target) if t.accelerator == kind]:
+                    new[itype] = target.get(itype, 0)
+                reasons.append(f"swap {kind} at once: old and new instances need {used} devices, "
+                               f"{free_devices.get(kind, 0)} free")
+    new = {} if to_zero else nonzero(new)
+    changed = new != nonzero(current)
+    state = FleetState(_frozen(new), history, now_s if changed else state.last_change_s)
+    return state, FleetDecision(new, changed, tuple(reasons))
+
+
+def _scaled_down(itype: InstanceType, have: int, plans: list[dict[InstanceType, int]], since_change_s: float,
+                 params: HysteresisParams, reasons: list[str]) -> int:
+    """How many of `itype` to keep when the plan wants fewer than `have`."""
+    stable = sum(1 for p in plans if p.get(itype, 0) < have)
+    if stable < params.scale_down_stable_intervals:
+        reasons.append(f"hold {itype.label} at {have}: fewer wanted for {stable}/"
+                       f"{params.scale_down_stable_intervals} intervals")
+        return have
+    if since_change_s < params.scale_down_cooldown_s:
+        reasons.append(f"hold {itype.label} at {have}: cooldown, last change {since_change_s:.0f} s ago "
+                       f"< {params.scale_down_cooldown_s:.0f} s")
+        return have
+    keep = max(p.get(itype, 0) for p in plans)
+    limit = have - max(1, math.floor(params.max_scale_down_fraction * have))
+    count = max(keep, limit)
+    reasons.append(f"down {itype.label}: {have} -> {count}")
+    return count

