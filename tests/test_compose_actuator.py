@@ -17,7 +17,7 @@ import pytest
 
 from services.autoscaler.compose_actuator import ComposeActuator, worker_services
 from services.autoscaler.desired import WorkerGroup, load_desired
-from services.autoscaler.scaling import ScalingActuator, ScalingError, converge
+from services.autoscaler.actuator import Actuator, ScalingError
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "deploy/compose/docker-compose.yaml"
@@ -89,7 +89,7 @@ def actuator(stubs: Stubs, *files: Path, **kwargs) -> ComposeActuator:
 async def test_v2_scales_one_service_in_place_with_the_exact_command(tmp_path):
     stubs = Stubs(tmp_path, "v2")
     act = actuator(stubs)
-    assert isinstance(act, ScalingActuator)
+    assert isinstance(act, Actuator)
     assert await act.replicas(MIXED) == 0
     await act.scale(MIXED, 3)
     assert stubs.count("worker-smollm2-cpu-mixed") == 3
@@ -108,7 +108,7 @@ async def test_v1_docker_compose_is_used_when_docker_has_no_compose_plugin(tmp_p
     stubs = Stubs(tmp_path, "v1")
     act = actuator(stubs, COMPOSE, NVIDIA, project="prod", stop_timeout_s=90)
     group = WorkerGroup(name="decode", model="smollm2", role="decode", accelerator="nvidia", replicas=2)
-    assert await converge(act, [group]) != []
+    assert (await act.converge([group])).actions != []
     assert stubs.count("worker-smollm2-nvidia-decode") == 2
     files = ["--file", str(COMPOSE), "--file", str(NVIDIA)]
     assert stubs.calls()[-2:] == [
@@ -116,7 +116,7 @@ async def test_v1_docker_compose_is_used_when_docker_has_no_compose_plugin(tmp_p
         ["docker-compose", "--project-name", "prod", *files, "up", "-d", "--no-recreate", "--no-build", "--no-deps",
          "--timeout", "90", "--scale", "worker-smollm2-nvidia-decode=2", "worker-smollm2-nvidia-decode"],
     ]
-    assert await converge(act, [group]) == []   # already right: no write
+    assert (await act.converge([group])).actions == []   # already right: no write
 
 
 async def test_a_failing_compose_command_reports_its_exit_code_and_stderr(tmp_path):

@@ -1,4 +1,4 @@
-"""Scale-down drains: the drain command (Kubernetes' preStop hook) and the local scaling adapter.
+"""Scale-down drains: the drain command (Kubernetes' preStop hook) and the local actuator.
 
 The worker side is the real Worker gRPC servicer and load tracker, with no
 engine behind them (Drain never touches it): requests are "in flight" because
@@ -14,11 +14,11 @@ import time
 import grpc
 import pytest
 
-from services.autoscaler.actuator import Instance
+from services.autoscaler.actuator import Actuator
 from services.autoscaler.desired import WorkerGroup
 from services.autoscaler.drain import drain_worker
-from services.autoscaler.local_scaling import LocalScaling
-from services.autoscaler.scaling import ScalingActuator
+from services.autoscaler.local_actuator import LocalActuator
+from services.autoscaler.local_processes import Instance
 from services.worker.load import LoadTracker
 from services.worker.servicer import WorkerServicer
 from tessera.v1 import common_pb2 as pb
@@ -76,8 +76,8 @@ async def test_the_prestop_command_exits_0_once_drained(worker):
     assert await asyncio.wait_for(proc.wait(), 10) == 0
 
 
-class FakeLocalActuator:
-    """The instance-level Actuator protocol, in memory."""
+class FakeProcesses:
+    """The local actuator's process launcher, in memory."""
 
     def __init__(self) -> None:
         self._instances: dict[str, Instance] = {}
@@ -102,21 +102,22 @@ class FakeLocalActuator:
         pass
 
 
-async def test_local_scaling_drains_a_serving_worker_before_stopping_it(worker):
+async def test_the_local_actuator_drains_a_serving_worker_before_stopping_it(worker):
     address, tracker = worker
-    local = FakeLocalActuator()
-    group = WorkerGroup(name="g", model="tiny", replicas=3)
-    scaling = LocalScaling(local, address_of=lambda wid: address if wid == "g-2" else None, drain_timeout_s=10)
-    assert isinstance(scaling, ScalingActuator)
-    await scaling.scale(group, 3)
-    assert await scaling.replicas(group) == 3
-    # g-2 is the newest but the only one serving: the two that serve nothing go first, undrained.
-    await scaling.scale(group, 1)
-    assert sorted(local.stopped) == ["g-0", "g-1"] and not tracker.draining
+    processes = FakeProcesses()
+    registered: dict[str, pb.WorkerIdentity] = {}
+    local = LocalActuator(processes, registered, drain_timeout_s=10)
+    assert isinstance(local, Actuator)
+    assert (await local.converge([WorkerGroup(name="g", model="tiny", replicas=3)])).replicas == {"g": 3}
+    # g-2 is the newest but the only one registered (serving): the two that serve nothing go first, undrained.
+    registered["g-2"] = pb.WorkerIdentity(id="g-2", group="g", address=address)
+    await local.converge([WorkerGroup(name="g", model="tiny", replicas=1)])
+    assert sorted(processes.stopped) == ["g-0", "g-1"] and not tracker.draining
     tracker.started("r", 10)
-    down = asyncio.create_task(scaling.scale(group, 0))
+    down = asyncio.create_task(local.converge([WorkerGroup(name="g", model="tiny", replicas=0)]))
     await asyncio.sleep(0.4)
-    assert tracker.draining and local.stopped[-1] != "g-2"   # draining, not stopped yet
+    assert tracker.draining and processes.stopped[-1] != "g-2"   # draining, not stopped yet
     tracker.finished("r")
-    await asyncio.wait_for(down, 3)
-    assert local.stopped[-1] == "g-2" and await scaling.replicas(group) == 0
+    done = await asyncio.wait_for(down, 3)
+    assert processes.stopped[-1] == "g-2" and done.replicas == {}
+    assert [(a.kind, a.instance) for a in done.actions] == [("stop", "g-2")]

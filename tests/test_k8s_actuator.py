@@ -16,7 +16,7 @@ from kubernetes import client  # noqa: E402
 
 from services.autoscaler.desired import WorkerGroup  # noqa: E402
 from services.autoscaler.k8s_actuator import KubernetesActuator  # noqa: E402
-from services.autoscaler.scaling import ScalingActuator, ScalingError, converge  # noqa: E402
+from services.autoscaler.actuator import Actuator, ScalingError  # noqa: E402
 from tests.fake_kube_api import FakeKubeApi, write_kubeconfig  # noqa: E402
 
 NS = "tessera"
@@ -52,7 +52,7 @@ MIXED = WorkerGroup(name="smollm2", model="smollm2", replicas=3)
 
 
 async def test_it_is_a_scaling_actuator(actuator):
-    assert isinstance(actuator, ScalingActuator)
+    assert isinstance(actuator, Actuator)
 
 
 async def test_scale_changes_the_deployments_replicas(api, actuator):
@@ -67,11 +67,13 @@ async def test_scale_changes_the_deployments_replicas(api, actuator):
 
 async def test_converge_sets_every_group_and_writes_only_what_differs(api, actuator):
     decode = WorkerGroup(name="decode-nvidia", model="smollm2", role="decode", accelerator="nvidia", replicas=2)
-    changes = await converge(actuator, [MIXED, decode])
-    assert {(c.group, c.before, c.after) for c in changes} == {("smollm2", 1, 3), ("decode-nvidia", 0, 2)}
+    done = await actuator.converge([MIXED, decode])
+    assert {(a.group, a.reason) for a in done.actions} == {("smollm2", "1 -> 3 replicas"),
+                                                           ("decode-nvidia", "0 -> 2 replicas")}
+    assert done.replicas == {"smollm2": 3, "decode-nvidia": 2}
     assert api.replicas("worker-smollm2-h100-decode") == 2 and api.replicas("worker-smollm2-mi300x-decode") == 0
     writes = sum(1 for method, _, _ in api.seen if method == "PUT")
-    assert await converge(actuator, [MIXED, decode]) == []
+    assert (await actuator.converge([MIXED, decode])).actions == []
     assert sum(1 for method, _, _ in api.seen if method == "PUT") == writes
 
 

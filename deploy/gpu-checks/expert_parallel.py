@@ -58,7 +58,7 @@ def plan(vendor: str, gpus: int, dp: int | None, roles: list[str], model: str,
 
 def detect() -> tuple[str, int, str]:
     """Vendor, GPU count and device name, as the Tessera worker detects them."""
-    from services.worker.vendor import detect_accelerator, detect_vendor
+    from tessera.runtime.devices import detect_accelerator, detect_vendor
 
     vendor = detect_vendor()
     if vendor not in ("nvidia", "amd"):

@@ -34,7 +34,7 @@ import yaml
 
 from services.autoscaler import worker_labels
 from services.autoscaler.desired import WorkerGroup
-from services.autoscaler.scaling import ScalingError
+from services.autoscaler.actuator import ReplicaCountActuator, ScalingError
 
 log = logging.getLogger("tessera.autoscaler")
 
@@ -101,7 +101,7 @@ def _labels(service: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in raw.items()}
 
 
-class ComposeActuator:
+class ComposeActuator(ReplicaCountActuator):
     """Worker groups as docker compose services, scaled in place."""
 
     kind = "compose"

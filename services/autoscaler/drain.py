@@ -2,7 +2,7 @@
 
 Used two ways, so scale-down loses no request on any actuator:
 
-- in-process, by the local scaling adapter before it stops a worker process;
+- in-process, by the local actuator before it stops a worker process;
 - as a command, by Kubernetes' preStop hook on each worker pod
   (``python -m services.autoscaler.drain "$POD_IP:50051" --timeout 110``):
   the kubelet runs it before sending SIGTERM, inside

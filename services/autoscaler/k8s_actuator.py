@@ -42,7 +42,7 @@ from urllib3.exceptions import HTTPError
 
 from services.autoscaler import worker_labels
 from services.autoscaler.desired import WorkerGroup
-from services.autoscaler.scaling import ScalingError
+from services.autoscaler.actuator import ReplicaCountActuator, ScalingError
 
 log = logging.getLogger("tessera.autoscaler")
 
@@ -51,7 +51,7 @@ IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/names
 T = TypeVar("T")
 
 
-class KubernetesActuator:
+class KubernetesActuator(ReplicaCountActuator):
     """Worker groups as labelled Deployments, scaled through their scale subresource."""
 
     kind = "k8s"

@@ -1,180 +1,150 @@
-"""Workers as local processes: what ``tessera up`` uses.
+"""Workers as local processes: what ``tessera up`` uses (the ``local`` actuator).
 
-Each worker runs in its own process group (its engine's child processes go
-with it) and gets its own slice of the machine: its own GPU(s) via
-CUDA_VISIBLE_DEVICES / HIP_VISIBLE_DEVICES where there are GPUs, its own CPU
-core(s) otherwise.
+The autoscaler owns these workers, so this actuator does what a platform would do for the
+others: a worker that dies is replaced at once (its registration would linger until the lease
+expires), a group whose workers die before registering is backed off (1 s, 2 s, ... up to a
+minute) instead of restarted in a tight loop, and a worker that never registers is replaced
+after START_TIMEOUT_S. Workers registered in etcd but started by another autoscaler (the
+previous leader) count towards their group, so a failover starts nothing twice.
 
-On CPUs the whole worker (frontend, engine core, compute process) is pinned to
-its cores, not just the compute threads (VLLM_CPU_OMP_THREADS_BIND): vLLM's
-engine core busy-polls its shared-memory queue while a step computes, and left
-free it takes a whole second core, starving the router and the other engines
-(streams then arrive in bursts). ``TESSERA_CPU_CORES_PER_WORKER`` (default 1)
-sets how many cores each worker gets.
+What to start and stop is decided by the pure ``reconcile``; scale-down drains each worker it
+stops (the worker's Drain RPC, waiting for its requests in flight), then sends SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
-import uuid
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping
+from typing import Protocol
 
-import yaml
-
-from services.autoscaler.actuator import Instance
+from tessera.v1 import common_pb2 as pb
+from services.autoscaler.actuator import Action, Converged
 from services.autoscaler.desired import WorkerGroup
+from services.autoscaler.drain import drain_worker
+from services.autoscaler.local_processes import STOP_GRACE_S, Instance
+from services.autoscaler.reconcile import Observed, reconcile
 
 log = logging.getLogger("tessera.autoscaler")
 
-STOP_GRACE_S = 30.0
-PIN_ENV = "TESSERA_CPU_AFFINITY"   # cores a launched worker pins itself to (services/worker/main.py)
+START_TIMEOUT_S = 900.0   # a worker that has not registered by then is stuck: replace it
+CRASH_BACKOFF_CAP_S = 60.0
 
 
-def _gpu_count() -> tuple[str, int]:
-    """('CUDA_VISIBLE_DEVICES' | 'HIP_VISIBLE_DEVICES' | '', count) without importing torch."""
-    for tool, var in (("nvidia-smi", "CUDA_VISIBLE_DEVICES"), ("rocm-smi", "HIP_VISIBLE_DEVICES")):
-        if shutil.which(tool):
-            try:
-                out = subprocess.run([tool, "-L"] if tool == "nvidia-smi" else [tool, "--showid"],
-                                     capture_output=True, text=True, timeout=10).stdout
-            except (OSError, subprocess.SubprocessError):
+class Processes(Protocol):
+    """What the actuator needs of the process launcher (LocalProcesses; a fake in tests)."""
+
+    def launch(self, group: WorkerGroup) -> Instance: ...
+
+    async def stop(self, instance_id: str) -> None: ...
+
+    def instances(self) -> list[Instance]: ...
+
+    def forget(self, instance_id: str) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+
+class LocalActuator:
+    kind = "local"
+
+    def __init__(self, processes: Processes, registered: Mapping[str, pb.WorkerIdentity],
+                 drain_timeout_s: float = STOP_GRACE_S) -> None:
+        """``registered``: the workers etcd knows (RegisteredWorkers.workers), read on every round."""
+        self.processes = processes
+        self.registered = registered
+        self.drain_timeout_s = drain_timeout_s
+        self._crashes: dict[str, int] = {}          # group -> consecutive exits before registering
+        self._not_before: dict[str, float] = {}     # group -> no start before this time (crash backoff)
+        self._seen_exit: set[str] = set()
+        self._stopping: set[asyncio.Task[None]] = set()   # stuck workers being stopped in the background
+
+    def worker_registered(self, worker_id: str, identity: pb.WorkerIdentity | None) -> None:
+        """A registration ends the group's crash streak (RegisteredWorkers.listen)."""
+        if identity is not None:
+            self._crashes.pop(identity.group, None)
+
+    def observe(self, groups: list[WorkerGroup]) -> list[Observed]:
+        now = time.time()
+        own = {i.id: i for i in self.processes.instances()}
+        wanted = {g.name for g in groups}
+        observed = []
+        for wid, ident in self.registered.items():
+            if ident.group not in wanted:
                 continue
-            n = sum(1 for line in out.splitlines() if line.startswith("GPU"))
-            if n:
-                return var, n
-    return "", 0
+            mine = own.get(wid)
+            observed.append(Observed(wid, ident.group, registered=True, owned=mine is not None,
+                                     alive=mine.alive if mine else True,
+                                     started_at=mine.started_at if mine else ident.started_at_unix_ms / 1000))
+        for inst in own.values():
+            if inst.id in self.registered:
+                continue
+            fresh = now - inst.started_at < START_TIMEOUT_S
+            observed.append(Observed(inst.id, inst.group, registered=False, owned=True,
+                                     alive=inst.alive and fresh, started_at=inst.started_at))
+        return observed
 
-
-@dataclass
-class _Proc:
-    instance: Instance
-    popen: subprocess.Popen
-    slots: list[int]
-
-
-# Group engine_args that are worker flags: the worker needs them too (its identity, its simulator).
-WORKER_FLAGS = {"tensor_parallel_size": "--tensor-parallel-size", "sim_arch": "--sim-arch",
-                "served_model_name": "--served-model-name", "kv_connector": "--kv-connector",
-                "data_parallel_size": "--data-parallel-size", "expert_parallel": "--expert-parallel"}
-
-
-class LocalProcessActuator:
-    def __init__(self, etcd: str, log_dir: str, python: str = sys.executable, extra_args: list[str] | None = None) -> None:
-        self.etcd = etcd
-        self.log_dir = Path(log_dir)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.python = python
-        self.extra_args = list(extra_args or [])
-        self.device_var, gpus = _gpu_count()
-        self.slot_count = gpus or (os.cpu_count() or 1)
-        self.cores_per_worker = int(os.environ.get("TESSERA_CPU_CORES_PER_WORKER", "1"))
-        self._procs: dict[str, _Proc] = {}
-
-    def _take_slots(self, n: int) -> list[int]:
-        """The least-used device or core indices, so workers spread over the machine."""
-        usage = [0] * self.slot_count
-        for p in self._procs.values():
-            if p.popen.poll() is None:
-                for s in p.slots:
-                    usage[s] += 1
-        order = sorted(range(self.slot_count), key=lambda i: (usage[i], i))
-        return order[: max(1, min(n, self.slot_count))]
-
-    def launch(self, group: WorkerGroup) -> Instance:
-        worker_id = f"{group.name}-{uuid.uuid4().hex[:6]}"
-        tp = int(group.engine_args.get("tensor_parallel_size", 1))
-        simulated = group.engine == "sim"
-        # A simulated worker holds no device and mostly sleeps: it takes no slot and is not pinned.
-        slots = [] if simulated else self._take_slots(tp if self.device_var else self.cores_per_worker)
-        env = dict(os.environ)
-        if simulated:
-            pass
-        elif self.device_var:
-            env[self.device_var] = ",".join(map(str, slots))
-        else:
-            env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, slots))
-            # The worker pins itself (and so all it spawns) first thing. Not a preexec_fn: running
-            # Python between fork and exec in this gRPC-threaded process segfaulted children under load.
-            env[PIN_ENV] = ",".join(map(str, slots))
-        cmd = [self.python, "-m", "tessera.cli", "worker", "--model", group.model, "--group", group.name,
-               "--worker-id", worker_id, "--etcd", self.etcd, "--role", group.role, "--engine", group.engine,
-               *self.extra_args]
-        if group.accelerator != "auto":
-            cmd += ["--accelerator", group.accelerator]
-        for key, value in group.engine_args.items():
-            if key in WORKER_FLAGS and isinstance(value, bool):   # a switch: present or not
-                cmd += [WORKER_FLAGS[key]] if value else []
-            elif key in WORKER_FLAGS:   # settings the worker itself reads, not only its engine
-                cmd += [WORKER_FLAGS[key], str(value)]
+    async def converge(self, groups: list[WorkerGroup]) -> Converged:
+        out = Converged()
+        now = time.time()
+        out.actions += self._note_exits()
+        stops = []
+        for action in reconcile(groups, self.observe(groups)):
+            if action.kind == "start":
+                if now < self._not_before.get(action.group, 0.0):
+                    continue
+                group = next(g for g in groups if g.name == action.group)
+                inst = self.processes.launch(group)
+                out.actions.append(Action("start", action.group, inst.id, action.reason))
             else:
-                cmd += ["--engine-arg", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
-        log_path = self.log_dir / f"{worker_id}.log"
-        with open(log_path, "ab") as logf:
-            popen = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        instance = Instance(worker_id, group.name, True, time.time(), log_path=str(log_path))
-        self._procs[worker_id] = _Proc(instance, popen, slots)
-        where = f"simulated {group.accelerator}" if simulated else f"{self.device_var or 'cpu core'} {','.join(map(str, slots))}"
-        log.info("launched worker %s (group %s, %s, pid %d, log %s)", worker_id, group.name, where, popen.pid, log_path)
-        return instance
-
-    def instances(self) -> list[Instance]:
-        out = []
-        for p in self._procs.values():
-            code = p.popen.poll()
-            if code is not None and p.instance.alive:
-                p.instance.alive = False
-                p.instance.exit_code = code
-            out.append(p.instance)
+                log.info("stopping %s (%s)", action.instance, action.reason)
+                out.actions.append(action)
+                stops.append(self._drain_and_stop(action.instance))
+        out.actions += self._stop_stuck(now)
+        await asyncio.gather(*stops)
+        for o in self.observe(groups):
+            if o.alive:
+                out.replicas[o.group] = out.replicas.get(o.group, 0) + 1
         return out
 
-    def forget(self, instance_id: str) -> None:
-        p = self._procs.get(instance_id)
-        if p is not None and p.popen.poll() is not None:
-            del self._procs[instance_id]
+    async def _drain_and_stop(self, instance_id: str) -> None:
+        identity = self.registered.get(instance_id)
+        if identity is not None and identity.address:
+            await drain_worker(identity.address, self.drain_timeout_s)
+        await self.processes.stop(instance_id)
 
-    async def stop(self, instance_id: str) -> None:
-        p = self._procs.get(instance_id)
-        if p is None:
-            return
-        await _terminate_group(p.popen)
-        p.instance.alive = False
-        p.instance.exit_code = p.popen.returncode
+    def _note_exits(self) -> list[Action]:
+        """Log each unexpected exit once, back off a group whose workers die before registering."""
+        actions = []
+        for inst in self.processes.instances():
+            if inst.alive or inst.id in self._seen_exit:
+                continue
+            self._seen_exit.add(inst.id)
+            if inst.exit_code not in (0, -15, None):
+                was_registered = inst.id in self.registered
+                log.warning("worker %s exited with code %s%s; replacing it (log: %s)", inst.id, inst.exit_code,
+                            "" if was_registered else " before registering", inst.log_path)
+                actions.append(Action("restart", inst.group, inst.id, f"exit code {inst.exit_code}"))
+                if not was_registered:
+                    n = self._crashes[inst.group] = self._crashes.get(inst.group, 0) + 1
+                    self._not_before[inst.group] = time.time() + min(CRASH_BACKOFF_CAP_S, 2.0 ** (n - 1))
+            if inst.id not in self.registered:
+                self.processes.forget(inst.id)
+        return actions
 
-    async def shutdown(self) -> None:
-        await asyncio.gather(*(self.stop(i) for i in list(self._procs)))
+    def _stop_stuck(self, now: float) -> list[Action]:
+        actions = []
+        for inst in self.processes.instances():
+            if inst.alive and inst.id not in self.registered and now - inst.started_at > START_TIMEOUT_S:
+                log.warning("worker %s did not register in %.0fs; replacing it", inst.id, START_TIMEOUT_S)
+                actions.append(Action("stop", inst.group, inst.id, "never registered"))
+                task = asyncio.create_task(self.processes.stop(inst.id))
+                self._stopping.add(task)
+                task.add_done_callback(self._stopping.discard)
+        return actions
 
-
-async def _terminate_group(popen: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
-    """SIGTERM the worker (it drains and stops its engine), then SIGKILL its whole group.
-
-    Only the worker's main process gets SIGTERM: the engine processes must keep
-    running while in-flight requests finish.
-    """
-    if popen.poll() is not None:
-        _kill_group(popen.pid, signal.SIGKILL)  # leftovers of a crashed worker
-        return
-    try:
-        popen.send_signal(signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + grace
-    while popen.poll() is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    _kill_group(popen.pid, signal.SIGKILL)
-    if popen.poll() is None:
-        popen.wait()
-
-
-def _kill_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+    async def close(self) -> None:
+        """The workers are this autoscaler's own processes: they stop with it."""
+        log.info("stopping the workers this autoscaler launched")
+        await self.processes.shutdown()

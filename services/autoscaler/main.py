@@ -22,10 +22,12 @@ from tessera.runtime.rpc.server import ServiceBinding, start_server
 from tessera.runtime.service import run_service, stop_event
 from tessera.runtime.telemetry.metrics import start_metrics_server
 from tessera.v1 import autoscaler_pb2_grpc
+from services.autoscaler.actuator import Actuator, ScalingError
 from services.autoscaler.controller import Controller
 from services.autoscaler.desired import DesiredStateError, WorkerGroup, group_name_for, load_desired
-from services.autoscaler.local_actuator import LocalProcessActuator
-from services.autoscaler.scaling import ScalingActuator, ScalingError
+from services.autoscaler.local_actuator import LocalActuator
+from services.autoscaler.local_processes import LocalProcesses
+from services.autoscaler.registered import RegisteredWorkers
 from services.autoscaler.slo_autoscaling import SloAutoscaling
 
 log = logging.getLogger("tessera.autoscaler")
@@ -80,17 +82,19 @@ def desired_groups(args: argparse.Namespace) -> list[WorkerGroup]:
     return []
 
 
-def make_actuator(args: argparse.Namespace, log_dir: str) -> tuple[LocalProcessActuator | None, ScalingActuator | None]:
-    """The local actuator (per worker), or a platform's group-level scaling (compose, Kubernetes)."""
+def make_actuator(args: argparse.Namespace, log_dir: str, workers: RegisteredWorkers) -> Actuator:
+    """The actuator --actuator names: local processes, compose services or Kubernetes Deployments."""
     if args.actuator == "local":
-        return LocalProcessActuator(args.etcd, log_dir), None
+        local = LocalActuator(LocalProcesses(args.etcd, log_dir), workers.workers)
+        workers.listen(local.worker_registered)
+        return local
     if args.actuator == "compose":
         from services.autoscaler.compose_actuator import DEFAULT_FILE, ComposeActuator
 
-        return None, ComposeActuator(args.compose_file or [DEFAULT_FILE], project=args.compose_project)
+        return ComposeActuator(args.compose_file or [DEFAULT_FILE], project=args.compose_project)
     from services.autoscaler.k8s_actuator import KubernetesActuator   # the k8s extra: only when asked for
 
-    return None, KubernetesActuator.from_environment(namespace=args.k8s_namespace, kubeconfig=args.kubeconfig)
+    return KubernetesActuator.from_environment(namespace=args.k8s_namespace, kubeconfig=args.kubeconfig)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -102,14 +106,16 @@ async def run(args: argparse.Namespace) -> int:
     aid = args.autoscaler_id or f"autoscaler-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
     connector = EtcdConnector(args.etcd)
     log_dir = args.worker_log_dir or tempfile.mkdtemp(prefix="tessera-workers-")
+    workers = RegisteredWorkers(connector)
     try:
-        actuator, scaling = make_actuator(args, log_dir)
+        actuator = make_actuator(args, log_dir, workers)
     except ScalingError as exc:
         log.error("%s", exc)
         return 2
     election = LeaderElection(connector, keys.election("autoscaler"), aid, ttl=args.lease_ttl)
     election.start()
-    controller = Controller(groups, actuator, connector, election, scaling=scaling)
+    workers.start()
+    controller = Controller(groups, actuator, workers, connector, election)
     loop_task = asyncio.create_task(controller.run())
     slo = SloAutoscaling(connector, controller.set_planned_groups)
     controller.explain = slo.status_lines
@@ -133,13 +139,9 @@ async def run(args: argparse.Namespace) -> int:
     slo_task.cancel()
     await slo.close()
     await election.close()
-    if actuator is not None:
-        log.info("stopping the workers this autoscaler launched")
-        await actuator.shutdown()
-    if scaling is not None:
-        await scaling.close()   # compose and Kubernetes workers outlive the autoscaler
+    await actuator.close()   # local workers stop with the autoscaler; compose and Kubernetes ones outlive it
     await registration.close()
-    await controller.workers.close()
+    await workers.close()
     await server.stop(1.0)
     return 0
 

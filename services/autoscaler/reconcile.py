@@ -1,9 +1,10 @@
-"""Pure reconciliation: desired groups and observed instances in, actions out."""
+"""Pure reconciliation for the local actuator: desired groups and observed instances in, actions out."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.autoscaler.actuator import Action
 from services.autoscaler.desired import WorkerGroup
 
 
@@ -17,14 +18,6 @@ class Observed:
     owned: bool             # launched by this autoscaler's actuator
     alive: bool             # process running (owned) or assumed alive (registered, not owned)
     started_at: float = 0.0
-
-
-@dataclass(frozen=True)
-class Action:
-    kind: str   # "start" | "stop"
-    group: str
-    instance: str = ""   # for stop
-    reason: str = ""
 
 
 def reconcile(groups: list[WorkerGroup], observed: list[Observed]) -> list[Action]:

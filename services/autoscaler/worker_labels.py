@@ -23,8 +23,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from tessera.engine_model.catalog.vendors import vendor_names
 from services.autoscaler.desired import WorkerGroup
-from services.autoscaler.scaling import ScalingError
+from services.autoscaler.actuator import ScalingError
 
 MODEL = "tessera.ai/model"
 ROLE = "tessera.ai/role"
@@ -33,9 +34,8 @@ VENDOR = "tessera.ai/vendor"
 COMPONENT = "app.kubernetes.io/component"
 WORKER = "worker"
 
-# Not imported from the catalog: this module is read by the compose and k8s
-# actuators only, and the vendor list is part of the label contract itself.
-VENDORS = frozenset({"nvidia", "amd", "tenstorrent", "cpu"})
+# A group's accelerator that names a vendor (a vendors.yaml key) matches any part of that vendor.
+VENDORS = frozenset(vendor_names())
 
 _INVALID = re.compile(r"[^a-z0-9._-]+")
 

@@ -34,7 +34,7 @@ from tessera.engine_model.catalog.expert_parallel import (cpu_threads_bind, dp_r
 from services.worker.load import LoadTracker
 from services.worker.reporter import SchedulerReporter
 from services.worker.servicer import WorkerServicer
-from services.worker.vendor import detect_accelerator, detect_vendor
+from tessera.runtime.devices import detect_accelerator, detect_vendor
 
 log = logging.getLogger("tessera.worker")
 
