@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from tessera.runtime.telemetry import metric_names as names
+
 log = logging.getLogger("tessera.autoscaler")
 
 SCRAPE_TIMEOUT_S = 2.0
@@ -64,21 +66,21 @@ def parse(text: str) -> Scrape:
             if model is None:
                 continue
             name, value = sample.name, sample.value
-            if name == "tessera_router_requests_total":
+            if name == names.ROUTER_REQUESTS:
                 out.requests[model] += value
-            elif name == "tessera_router_requests_received_total":
+            elif name == names.ROUTER_RECEIVED:
                 out.received[model] += value
-            elif name == "tessera_prompt_tokens_total":
+            elif name == names.PROMPT_TOKENS:
                 out.prompt_tokens[model] += value
-            elif name == "tessera_generation_tokens_total":
+            elif name == names.GENERATION_TOKENS:
                 out.output_tokens[model] += value
-            elif name == "tessera_router_held_requests":
+            elif name == names.ROUTER_HELD:
                 out.held[model] += value
-            elif name == "tessera_time_to_first_token_seconds_bucket":
+            elif name == names.bucket(names.TIME_TO_FIRST_TOKEN):
                 out.ttft[model][float(sample.labels["le"])] = value
-            elif name == "tessera_inter_token_latency_seconds_bucket":
+            elif name == names.bucket(names.INTER_TOKEN_LATENCY):
                 out.itl[model][float(sample.labels["le"])] = value
-            elif name == "tessera_request_prompt_tokens_bucket":
+            elif name == names.bucket(names.REQUEST_PROMPT_TOKENS):
                 out.prompt_length[model][float(sample.labels["le"])] = value
     return out
 

@@ -22,7 +22,7 @@ import grpc
 from opentelemetry import trace
 
 from tessera.placement.block_hash import CANONICAL_BLOCK_TOKENS, token_block_hashes
-from tessera.runtime.rpc.enums import finish_reason_name
+from tessera.runtime.rpc.delta import Delta
 from tessera.runtime.rpc.server import channel
 from opentelemetry import context as otel_context
 
@@ -39,8 +39,8 @@ from services.router.scheduler_client import SchedulerClient
 log = logging.getLogger("tessera.router")
 
 MAX_ATTEMPTS = 3
-HOLD_POLL_S = 0.5
-CLOSE_GRACE_S = 120.0   # longer than a worker's drain (30 s): its last streams are not cut   # how often a request held for a model's first worker asks the scheduler again
+HOLD_POLL_S = 0.5       # how often a request held for a model's first worker asks the scheduler again
+CLOSE_GRACE_S = 120.0   # longer than a worker's drain (30 s): its last streams are not cut
 
 
 @dataclass
@@ -73,15 +73,6 @@ class Generation:
         if self._block_hashes is None:
             self._block_hashes = token_block_hashes(self.prompt_ids, CANONICAL_BLOCK_TOKENS)
         return self._block_hashes
-
-
-@dataclass
-class Delta:
-    token_ids: list[int]
-    text: str
-    finish_reason: str | None = None
-    stop_reason: str = ""
-    worker_id: str = ""
 
 
 @dataclass
@@ -179,14 +170,13 @@ class RequestFlow:
             failure = ""
             try:
                 async for resp in call:
-                    ids = list(resp.delta.token_ids)
-                    produced.extend(ids)
+                    delta = Delta.from_response(resp, worker_id)
+                    produced.extend(delta.token_ids)
                     stats.completion_tokens = len(produced)
-                    finish = finish_reason_name(resp.finish_reason)
-                    if finish:
-                        stats.cached_prompt_tokens = resp.usage.cached_prompt_tokens
-                    yield Delta(ids, resp.delta.text, finish, resp.stop_reason, worker_id)
-                    if finish:
+                    if delta.finish_reason:
+                        stats.cached_prompt_tokens = delta.cached_prompt_tokens
+                    yield delta
+                    if delta.finish_reason:
                         return
                 failure = "stream ended without a finish"
             except grpc.aio.AioRpcError as exc:
@@ -214,7 +204,7 @@ class RequestFlow:
             if stats.attempts >= MAX_ATTEMPTS:
                 raise UpstreamFailed(f"the request failed on {stats.attempts} workers; last error: {failure}")
             if max_tokens and len(produced) >= max_tokens:
-                yield Delta([], "", "length", "", worker_id)
+                yield Delta([], "", "length", worker_id=worker_id)
                 return
 
     async def _prefill(self, gen: Generation, prefill: scheduler_pb2.Placement, request: worker_pb2.GenerateRequest,

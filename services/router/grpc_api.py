@@ -16,7 +16,8 @@ from services.router import metrics
 from services.router.api_types import SamplingFields
 from services.router.errors import ApiError, BadRequest
 from services.router.flow import FlowStats
-from services.router.http_api import RouterState, Timing
+from services.router.state import RouterState
+from services.router.timing import Timing
 from services.router.preparation import prepare
 
 

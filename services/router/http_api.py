@@ -12,7 +12,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import prometheus_client
@@ -28,21 +27,14 @@ from tessera.runtime.telemetry.tracing import tracer
 from services.router import metrics
 from services.router.api_types import ChatCompletionRequest, CompletionRequest
 from services.router.errors import ApiError, BadRequest
-from services.router.flow import Delta, FlowStats, Generation, RequestFlow
-from services.router.model_catalog import ModelCatalog
+from tessera.runtime.rpc.delta import Delta
+from services.router.flow import FlowStats, Generation
 from services.router.preparation import prepare
-from services.router.scheduler_client import SchedulerClient
+from services.router.state import RouterState
+from services.router.timing import Timing
 
 log = logging.getLogger("tessera.router")
 _tracer = tracer("tessera.router")
-
-
-@dataclass
-class RouterState:
-    catalog: ModelCatalog
-    flow: RequestFlow
-    schedulers: SchedulerClient
-    started_at: float
 
 
 def _slo_header(value: str | None) -> float | None:
@@ -82,30 +74,6 @@ def _validate(model: type[BaseModel], body: dict[str, Any]) -> Any:
         loc = ".".join(str(p) for p in err["loc"]) or "body"
         msg = err["msg"].removeprefix("Value error, ")
         raise BadRequest(f"{loc}: {msg}", param=str(err["loc"][0]) if err["loc"] else None) from None
-
-
-class Timing:
-    """Client-visible latencies of one request, recorded into the router's histograms."""
-
-    def __init__(self, model: str, arrived: float) -> None:
-        self.model, self.arrived, self.last = model, arrived, None
-        self._itl = metrics.ITL.labels(model)  # looked up once, observed per token
-
-    def delta(self, has_tokens: bool) -> None:
-        if not has_tokens:
-            return
-        now = time.perf_counter()
-        if self.last is None:
-            metrics.TTFT.labels(self.model).observe(now - self.arrived)
-        else:
-            self._itl.observe(now - self.last)
-        self.last = now
-
-    def done(self, gen: Generation, stats: FlowStats) -> None:
-        metrics.E2E.labels(self.model).observe(time.perf_counter() - self.arrived)
-        metrics.PROMPT_TOKENS.labels(self.model).inc(len(gen.prompt_ids))
-        metrics.PROMPT_LENGTH.labels(self.model).observe(len(gen.prompt_ids))
-        metrics.GENERATION_TOKENS.labels(self.model).inc(stats.completion_tokens)
 
 
 def _usage(gen: Generation, stats: FlowStats) -> dict[str, Any]:

@@ -26,9 +26,10 @@ from tessera.v1 import router_pb2_grpc
 from services.router.admission import AdmissionControl
 from services.router.flow import RequestFlow, WorkerChannels
 from services.router.grpc_api import RouterServicer
-from services.router.http_api import RouterState, build_app
+from services.router.http_api import build_app
 from services.router.model_catalog import ModelCatalog
 from services.router.scheduler_client import SchedulerClient
+from services.router.state import RouterState
 
 log = logging.getLogger("tessera.router")
 

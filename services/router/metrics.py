@@ -4,27 +4,28 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from tessera.runtime.telemetry import metric_names as names
 from tessera.runtime.telemetry.metrics import LATENCY_BUCKETS
 
-REQUESTS = Counter("tessera_router_requests_total", "Requests answered, by model, endpoint and HTTP status",
+REQUESTS = Counter(names.ROUTER_REQUESTS, "Requests answered, by model, endpoint and HTTP status",
                    ["model", "endpoint", "status"])
-RECEIVED = Counter("tessera_router_requests_received_total",
+RECEIVED = Counter(names.ROUTER_RECEIVED,
                    "Valid requests as they arrive, by model: the load the autoscaler forecasts (answers lag "
                    "arrivals exactly when the fleet is short)", ["model"])
 IN_FLIGHT = Gauge("tessera_router_requests_in_flight", "Requests being served")
-TTFT = Histogram("tessera_time_to_first_token_seconds", "Time from request arrival to the first token",
+TTFT = Histogram(names.TIME_TO_FIRST_TOKEN, "Time from request arrival to the first token",
                  ["model"], buckets=LATENCY_BUCKETS)
-ITL = Histogram("tessera_inter_token_latency_seconds", "Time between consecutive streamed deltas",
+ITL = Histogram(names.INTER_TOKEN_LATENCY, "Time between consecutive streamed deltas",
                 ["model"], buckets=LATENCY_BUCKETS)
-E2E = Histogram("tessera_e2e_request_latency_seconds", "Time from request arrival to its last token",
+E2E = Histogram(names.E2E_REQUEST_LATENCY, "Time from request arrival to its last token",
                 ["model"], buckets=LATENCY_BUCKETS)
-PROMPT_TOKENS = Counter("tessera_prompt_tokens_total", "Prompt tokens of served requests", ["model"])
+PROMPT_TOKENS = Counter(names.PROMPT_TOKENS, "Prompt tokens of served requests", ["model"])
 # Powers of 2^(1/4) from 16 to 2^17 tokens: the autoscaler reads the p90 and p99 prompt length from it
 # (a long prompt alone decides whether an instance meets a p99 TTFT target), to within a bucket (19%).
 PROMPT_LENGTH_BUCKETS = tuple(round(16 * 2 ** (i / 4)) for i in range(53))
-PROMPT_LENGTH = Histogram("tessera_request_prompt_tokens", "Prompt length of served requests (tokens)", ["model"],
+PROMPT_LENGTH = Histogram(names.REQUEST_PROMPT_TOKENS, "Prompt length of served requests (tokens)", ["model"],
                           buckets=PROMPT_LENGTH_BUCKETS)
-GENERATION_TOKENS = Counter("tessera_generation_tokens_total", "Tokens generated for clients", ["model"])
+GENERATION_TOKENS = Counter(names.GENERATION_TOKENS, "Tokens generated for clients", ["model"])
 RETRIES = Counter("tessera_router_retries_total", "Requests moved to another worker after a failure", ["when"])
 TOKENIZE_SECONDS = Histogram("tessera_router_tokenize_seconds", "Time to render and tokenize a prompt",
                              buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1))
@@ -41,6 +42,6 @@ PREFILLS = Counter("tessera_router_remote_prefills_total",
                    "'fallback' (the prefill worker failed; the decode worker prefilled itself)", ["outcome"])
 PREFILL_SECONDS = Histogram("tessera_router_remote_prefill_seconds",
                             "Time of the prefill step of disaggregated requests", buckets=LATENCY_BUCKETS)
-HELD = Gauge("tessera_router_held_requests",
+HELD = Gauge(names.ROUTER_HELD,
              "Requests waiting for a model's first worker (scale from zero): demand the autoscaler plans for",
              ["model"])

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tessera.runtime.rpc.delta import Delta
 from tessera.v1 import common_pb2 as pb
 
 
@@ -30,19 +31,6 @@ class EngineInfo:
     kv_capacity_blocks: int
     max_model_len: int
     max_num_seqs: int = 0
-
-
-@dataclass
-class Chunk:
-    """New output of one request since the previous chunk."""
-
-    token_ids: list[int]
-    text: str
-    finish_reason: str | None = None  # "stop" | "length" | "abort" | None while running
-    stop_reason: str = ""
-    prompt_tokens: int = 0
-    cached_prompt_tokens: int = 0
-    kv_transfer_params: dict[str, Any] | None = None
 
 
 @dataclass
@@ -70,7 +58,7 @@ class Engine(Protocol):
         kv_transfer_params: dict[str, Any] | None = None,
         priority: int = 0,
         data_parallel_rank: int | None = None,   # DP instances: the rank the scheduler chose
-    ) -> AsyncIterator[Chunk]: ...
+    ) -> AsyncIterator[Delta]: ...
 
     async def abort(self, request_id: str) -> None: ...
 

@@ -8,7 +8,6 @@ import time
 import grpc
 from opentelemetry import trace
 
-from tessera.runtime.rpc.enums import finish_reason_value
 from tessera.runtime.telemetry.tracing import incoming_context, tracer
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import worker_pb2, worker_pb2_grpc
@@ -69,22 +68,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                         generated += len(chunk.token_ids)
                         self.tracker.progressed(request.request_id, len(chunk.token_ids))
                         metrics.GENERATION_TOKENS.inc(len(chunk.token_ids))
-                    response = worker_pb2.GenerateResponse(
-                        request_id=request.request_id,
-                        delta=pb.TokenDelta(token_ids=chunk.token_ids, text=chunk.text),
-                    )
-                    if chunk.finish_reason:
-                        finish = chunk.finish_reason
-                        response.finish_reason = finish_reason_value(chunk.finish_reason)
-                        response.stop_reason = chunk.stop_reason
-                        response.usage.CopyFrom(pb.Usage(
-                            prompt_tokens=len(request.prompt_token_ids),
-                            completion_tokens=generated,
-                            cached_prompt_tokens=chunk.cached_prompt_tokens,
-                        ))
-                        if chunk.kv_transfer_params:
-                            response.kv_transfer.params.update(chunk.kv_transfer_params)
-                    yield response
+                    finish = chunk.finish_reason or finish
+                    yield chunk.to_response(request.request_id, len(request.prompt_token_ids), generated)
             except InvalidRequest as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except EngineUnavailable as exc:

@@ -23,7 +23,8 @@ from tessera.placement.block_hash import token_block_hashes
 from tessera.engine_model.block_pool import KVEvents
 from tessera.engine_model.batching import EngineConfig, BatchingEngine, EngineRequest
 from tessera.v1 import common_pb2 as pb
-from services.worker.engine import Chunk, EngineInfo, EngineLoad, EngineUnavailable, InvalidRequest
+from tessera.runtime.rpc.delta import Delta
+from services.worker.engine import EngineInfo, EngineLoad, EngineUnavailable, InvalidRequest
 from services.worker.kv_events import Event, Removed, Stored
 
 log = logging.getLogger("tessera.worker.sim")
@@ -80,7 +81,7 @@ class SimEngine:
     # -- requests ----------------------------------------------------------------------------
     async def generate(self, request_id: str, prompt_token_ids: list[int], sampling: pb.SamplingParams,
                        kv_transfer_params: dict[str, Any] | None = None, priority: int = 0,
-                       data_parallel_rank: int | None = None) -> AsyncIterator[Chunk]:
+                       data_parallel_rank: int | None = None) -> AsyncIterator[Delta]:
         if self.dead:
             raise EngineUnavailable("the simulated engine has stopped")
         prompt = len(prompt_token_ids)
@@ -126,7 +127,7 @@ class SimEngine:
         stream = self._streams.pop(request_id, None)
         self.model.abort(request_id)
         if stream is not None:
-            stream.queue.put_nowait(Chunk([], "", finish_reason="abort"))
+            stream.queue.put_nowait(Delta([], "", finish_reason="abort"))
 
     # -- the step loop ---------------------------------------------------------------------
     async def _run(self) -> None:
@@ -182,8 +183,7 @@ class SimEngine:
         stream.sent = req.num_output
         text = self._detokenize(stream)
         done = req.num_output >= req.max_tokens
-        stream.queue.put_nowait(Chunk(new_ids, text, finish_reason="length" if done else None,
-                                      prompt_tokens=req.prompt_tokens,
+        stream.queue.put_nowait(Delta(new_ids, text, finish_reason="length" if done else None,
                                       cached_prompt_tokens=max(0, req.cached_prompt_tokens)))
 
     def _detokenize(self, stream: _Stream) -> str:

@@ -15,7 +15,8 @@ from typing import Any
 
 from tessera.runtime.tasks import cancel_and_wait
 from tessera.v1 import common_pb2 as pb
-from services.worker.engine import Chunk, EngineInfo, EngineLoad, EngineUnavailable, InvalidRequest
+from tessera.runtime.rpc.delta import Delta
+from services.worker.engine import EngineInfo, EngineLoad, EngineUnavailable, InvalidRequest
 
 log = logging.getLogger("tessera.worker.vllm")
 
@@ -112,7 +113,7 @@ class VllmEngine:
         kv_transfer_params: dict[str, Any] | None = None,
         priority: int = 0,
         data_parallel_rank: int | None = None,
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncIterator[Delta]:
         from vllm import TokensPrompt
         from vllm.exceptions import VLLMClientError
         from vllm.v1.engine.exceptions import EngineDeadError
@@ -138,12 +139,11 @@ class VllmEngine:
                 completion = out.outputs[0] if out.outputs else None
                 finish = ((completion.finish_reason if completion else None) or "stop") if out.finished else None
                 stop_reason = completion.stop_reason if completion else None
-                yield Chunk(
+                yield Delta(
                     token_ids=list(completion.token_ids) if completion else [],
                     text=completion.text if completion else "",
                     finish_reason=finish,
                     stop_reason=stop_reason if isinstance(stop_reason, str) else "",
-                    prompt_tokens=len(prompt_token_ids),
                     cached_prompt_tokens=int(out.num_cached_tokens or 0),
                     kv_transfer_params=getattr(out, "kv_transfer_params", None) if out.finished else None,
                 )

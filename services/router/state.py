@@ -1,0 +1,19 @@
+"""What both front ends (OpenAI HTTP and gRPC) share in one router process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.router.flow import RequestFlow
+from services.router.model_catalog import ModelCatalog
+from services.router.scheduler_client import SchedulerClient
+
+
+@dataclass
+class RouterState:
+    """The models and their tokenizers, the request flow, the schedulers, and when the router started."""
+
+    catalog: ModelCatalog
+    flow: RequestFlow
+    schedulers: SchedulerClient
+    started_at: float
