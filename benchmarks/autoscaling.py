@@ -37,28 +37,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from tessera.planning.capacity import CapacityModel  # noqa: E402
-from tessera.planning.engines import launch_args_by_type, engines_for  # noqa: E402
-from tessera.planning.fleet import InstanceType  # noqa: E402
-from tessera.planning.planner import plan  # noqa: E402
-from tessera.planning.slo_policy import InventoryItem, SloPolicy, parse_slo_policy  # noqa: E402
-from tessera.engine_model.catalog import accelerators  # noqa: E402
-from tessera.sim.autoscalers import AUTOSCALERS, Autoscaler, Observation, ScalingDecision, build_autoscaler, \
-    peak_load  # noqa: E402
-from tessera.sim.autoscaling import run_autoscaled  # noqa: E402
-from tessera.sim.autoscaling_plots import plot_autoscaling  # noqa: E402
-from tessera.sim.autoscaling_report import summarize_autoscaled  # noqa: E402
-from tessera.engine_model.build import resolve_arch  # noqa: E402
-from tessera.sim.workloads import azure_csv, limit, rescale  # noqa: E402
+from tessera.engine_model.build import resolve_arch
+from tessera.engine_model.catalog import accelerators
+from tessera.planning.capacity import CapacityModel
+from tessera.planning.engines import engines_for, launch_args_by_type
+from tessera.planning.fleet import InstanceType
+from tessera.planning.planner import plan
+from tessera.planning.slo_policy import InventoryItem, SloPolicy, parse_slo_policy
+from tessera.sim.autoscalers import (
+    AUTOSCALERS,
+    Autoscaler,
+    Observation,
+    ScalingDecision,
+    build_autoscaler,
+    peak_load,
+)
+from tessera.sim.autoscaling import run_autoscaled
+from tessera.sim.autoscaling_plots import plot_autoscaling
+from tessera.sim.autoscaling_report import summarize_autoscaled
+from tessera.sim.workloads import azure_csv, limit, rescale
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACE = ROOT.parent / "shared" / "data" / "traces" / "azure2023_code.csv"
@@ -67,10 +70,21 @@ RESULTS = Path(__file__).parent / "results"
 STARTUP_S = 60.0
 BURST_WINDOW_S = 10.0
 STATIC_SCALES = (1.25, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0)
-TRACES = {"hour": 1.0, "bursts": 0.25}           # time scale: the hour, and 4x compressed
+TRACES = {"hour": 1.0, "bursts": 0.25}  # time scale: the hour, and 4x compressed
 TIGHT = {"mi300x": 2, "h100": 16, "a100": 16, "l40s": 8}
-KEYS = ("slo_attainment", "ttft_attainment", "tpot_attainment", "p99_ttft_ms", "p99_tpot_ms", "cost_usd",
-        "cost_per_hour_mean", "instances_started", "completed", "failed", "wall_time_s")
+KEYS = (
+    "slo_attainment",
+    "ttft_attainment",
+    "tpot_attainment",
+    "p99_ttft_ms",
+    "p99_tpot_ms",
+    "cost_usd",
+    "cost_per_hour_mean",
+    "instances_started",
+    "completed",
+    "failed",
+    "wall_time_s",
+)
 
 
 def tight(policy: SloPolicy) -> SloPolicy:
@@ -83,12 +97,23 @@ def tight(policy: SloPolicy) -> SloPolicy:
 
 def simulate(name: str, scaler, policy, arch, workload, engines, **kw) -> dict:
     wall = time.monotonic()
-    summary = summarize_autoscaled(run_autoscaled(workload, policy, scaler, arch, startup_s=kw.get("startup_s", STARTUP_S),
-                                                  engine_args=launch_args_by_type(engines)))
+    summary = summarize_autoscaled(
+        run_autoscaled(
+            workload,
+            policy,
+            scaler,
+            arch,
+            startup_s=kw.get("startup_s", STARTUP_S),
+            engine_args=launch_args_by_type(engines),
+        )
+    )
     summary["wall_time_s"] = time.monotonic() - wall
     summary["autoscaler"] = name
-    print(f"    {name:<22} {summary['slo_attainment']:7.2%} in SLO (TTFT {summary['ttft_attainment']:.2%}, TPOT "
-          f"{summary['tpot_attainment']:.2%}) ${summary['cost_usd']:7.2f}  {summary['wall_time_s']:5.1f} s", flush=True)
+    print(
+        f"    {name:<22} {summary['slo_attainment']:7.2%} in SLO (TTFT {summary['ttft_attainment']:.2%}, TPOT "
+        f"{summary['tpot_attainment']:.2%}) ${summary['cost_usd']:7.2f}  {summary['wall_time_s']:5.1f} s",
+        flush=True,
+    )
     return summary
 
 
@@ -107,18 +132,18 @@ class Clairvoyant(Autoscaler):
 
     name = "clairvoyant"
 
-    def __init__(self, policy: SloPolicy, capacity: CapacityModel, workload, window_s: float,
-                 startup_s: float) -> None:
+    def __init__(self, policy: SloPolicy, capacity: CapacityModel, workload, window_s: float, startup_s: float) -> None:
         self.policy, self.capacity, self.window_s, self.startup_s = policy, capacity, window_s, startup_s
         self.interval_s = policy.interval_s
         self.arrivals = np.sort(np.array([r.arrival_s for r in workload]))
-        self.shape = peak_load(list(self.arrivals), [r.prompt_tokens for r in workload],
-                               [r.output_tokens for r in workload])
+        self.shape = peak_load(
+            list(self.arrivals), [r.prompt_tokens for r in workload], [r.output_tokens for r in workload]
+        )
         self.initial = self.peak_counts = plan(policy, self.shape, capacity).counts
-        self._plans: dict[float, dict[InstanceType, int]] = {}   # each interval is looked at by several ticks
+        self._plans: dict[float, dict[InstanceType, int]] = {}  # each interval is looked at by several ticks
 
     def _plan_for(self, start_s: float) -> dict[InstanceType, int]:
-        key = round(start_s, 6)              # tick times are sums of intervals: equal up to rounding
+        key = round(start_s, 6)  # tick times are sums of intervals: equal up to rounding
         if key not in self._plans:
             self._plans[key] = self._plan_interval(start_s)
         return self._plans[key]
@@ -145,19 +170,25 @@ class Clairvoyant(Autoscaler):
 
 def run_case(policy: SloPolicy, workload, arch, sensitivity: bool) -> dict[str, dict]:
     capacity = CapacityModel(engines_for(policy))
-    peak = peak_load([r.arrival_s for r in workload], [r.prompt_tokens for r in workload],
-                     [r.output_tokens for r in workload])
+    peak = peak_load(
+        [r.arrival_s for r in workload], [r.prompt_tokens for r in workload], [r.output_tokens for r in workload]
+    )
     out: dict[str, dict] = {}
     for name in AUTOSCALERS:
         scaler = build_autoscaler(name, policy, capacity, peak, burst_window_s=BURST_WINDOW_S)
         out[name] = simulate(name, scaler, policy, arch, workload, capacity.engines)
     # The same plan for the peak measured over the window tessera's planner counts bursts in: the
     # issue's "static provisioning for the peak" with the peak defined as the autoscaler defines it.
-    burst_peak = peak_load([r.arrival_s for r in workload], [r.prompt_tokens for r in workload],
-                           [r.output_tokens for r in workload], window_s=BURST_WINDOW_S)
+    burst_peak = peak_load(
+        [r.arrival_s for r in workload],
+        [r.prompt_tokens for r in workload],
+        [r.output_tokens for r in workload],
+        window_s=BURST_WINDOW_S,
+    )
     scaler = build_autoscaler("static", policy, capacity, burst_peak)
-    out["static-burst-peak"] = simulate(f"static, {BURST_WINDOW_S:g}-s peak", scaler, policy, arch, workload,
-                                        capacity.engines)
+    out["static-burst-peak"] = simulate(
+        f"static, {BURST_WINDOW_S:g}-s peak", scaler, policy, arch, workload, capacity.engines
+    )
     if out["static"]["slo_attainment"] < 0.99:
         for k in STATIC_SCALES:
             scaler = build_autoscaler("static", policy, capacity, peak.scaled(peak.rate_rps * k))
@@ -167,8 +198,9 @@ def run_case(policy: SloPolicy, workload, arch, sensitivity: bool) -> dict[str, 
                 break
     for window in CLAIRVOYANT_WINDOWS_S:
         label = f"clairvoyant, {f'{window:g}-s peak' if window else 'mean rate'}"
-        out[label] = simulate(label, Clairvoyant(policy, capacity, workload, window, STARTUP_S), policy, arch,
-                              workload, capacity.engines)
+        out[label] = simulate(
+            label, Clairvoyant(policy, capacity, workload, window, STARTUP_S), policy, arch, workload, capacity.engines
+        )
     if sensitivity:
         variants = {"tessera, mean rate": dict(burst_window_s=0.0), "tessera, cold start": dict(warm_start=False)}
         for label, kw in variants.items():
@@ -176,32 +208,43 @@ def run_case(policy: SloPolicy, workload, arch, sensitivity: bool) -> dict[str, 
             out[label] = simulate(label, scaler, policy, arch, workload, capacity.engines)
         for startup in (30.0, 120.0):
             scaler = build_autoscaler("tessera", policy, capacity, peak, burst_window_s=BURST_WINDOW_S)
-            out[f"tessera, start-up {startup:g} s"] = simulate(f"tessera, start-up {startup:g} s", scaler, policy,
-                                                               arch, workload, capacity.engines, startup_s=startup)
+            out[f"tessera, start-up {startup:g} s"] = simulate(
+                f"tessera, start-up {startup:g} s", scaler, policy, arch, workload, capacity.engines, startup_s=startup
+            )
     return out
 
 
 def table(results: dict[str, dict[str, dict]]) -> str:
-    lines = ["| case | autoscaler | within SLOs | TTFT ≤ 500 ms | TPOT ≤ 50 ms | TTFT p99 | TPOT p99 | cost | vs static |"
-             " vs static (sized) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| case | autoscaler | within SLOs | TTFT ≤ 500 ms | TPOT ≤ 50 ms | TTFT p99 | TPOT p99 | cost | vs static |"
+        " vs static (sized) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for case, runs in results.items():
         base = runs["static"]["cost_usd"]
         sized = runs.get("static-sized", runs["static"])["cost_usd"]
         for name, s in runs.items():
-            label = {"static-sized": f"static x{s.get('peak_scale', 1):g} peak (sized by replay)",
-                     "static-burst-peak": f"static for the {BURST_WINDOW_S:g}-s peak"}.get(name, name)
-            lines.append(f"| {case} | {label} | {s['slo_attainment']:.2%} | {s['ttft_attainment']:.2%} | "
-                         f"{s['tpot_attainment']:.2%} | {s['p99_ttft_ms']:.0f} ms | {s['p99_tpot_ms']:.1f} ms | "
-                         f"${s['cost_usd']:.2f} | {s['cost_usd'] / base - 1:+.0%} | {s['cost_usd'] / sized - 1:+.0%} |")
+            label = {
+                "static-sized": f"static x{s.get('peak_scale', 1):g} peak (sized by replay)",
+                "static-burst-peak": f"static for the {BURST_WINDOW_S:g}-s peak",
+            }.get(name, name)
+            lines.append(
+                f"| {case} | {label} | {s['slo_attainment']:.2%} | {s['ttft_attainment']:.2%} | "
+                f"{s['tpot_attainment']:.2%} | {s['p99_ttft_ms']:.0f} ms | {s['p99_tpot_ms']:.1f} ms | "
+                f"${s['cost_usd']:.2f} | {s['cost_usd'] / base - 1:+.0%} | {s['cost_usd'] / sized - 1:+.0%} |"
+            )
     return "\n".join(lines)
 
 
 def plot(case: str, runs: dict[str, dict], suffix: str) -> None:
     trace_name, _, inv = case.partition(", ")
     inv_name = inv.split()[0]
-    plot_autoscaling({n: runs[n] for n in AUTOSCALERS}, RESULTS / f"autoscaling-{trace_name}-{inv_name}{suffix}.png",
-                     f"azure2023_code.csv, time x{TRACES[trace_name]:g}, {inv_name} inventory, llama3-8b, "
-                     f"TTFT p99 500 ms, TPOT p99 50 ms, start-up {STARTUP_S:g} s")
+    plot_autoscaling(
+        {n: runs[n] for n in AUTOSCALERS},
+        RESULTS / f"autoscaling-{trace_name}-{inv_name}{suffix}.png",
+        f"azure2023_code.csv, time x{TRACES[trace_name]:g}, {inv_name} inventory, llama3-8b, "
+        f"TTFT p99 500 ms, TPOT p99 50 ms, start-up {STARTUP_S:g} s",
+    )
 
 
 PHASES_S = (0.0, 7.5, 15.0, 22.5)
@@ -214,23 +257,33 @@ def phases(base: SloPolicy, arch, trace) -> None:
         capacity = CapacityModel(engines_for(policy))
         for shift in PHASES_S:
             workload = [replace(r, arrival_s=r.arrival_s + shift) for r in trace]
-            peak = peak_load([r.arrival_s for r in workload], [r.prompt_tokens for r in workload],
-                             [r.output_tokens for r in workload])
+            peak = peak_load(
+                [r.arrival_s for r in workload],
+                [r.prompt_tokens for r in workload],
+                [r.output_tokens for r in workload],
+            )
             print(f"hour, {inv_name} inventory, arrivals +{shift:g} s", flush=True)
             for name, scale in (("static", STATIC_SCALES[0]), ("homogeneous", 1.0), ("tessera", 1.0)):
-                scaler = build_autoscaler(name, policy, capacity, peak.scaled(peak.rate_rps * scale),
-                                          burst_window_s=BURST_WINDOW_S)
+                scaler = build_autoscaler(
+                    name, policy, capacity, peak.scaled(peak.rate_rps * scale), burst_window_s=BURST_WINDOW_S
+                )
                 label = f"static x{scale:g} peak" if name == "static" else name
                 s = simulate(label, scaler, policy, arch, workload, capacity.engines)
-                rows.append({"inventory": inv_name, "shift_s": shift, "autoscaler": label,
-                             **{k: s.get(k) for k in KEYS}})
+                rows.append(
+                    {"inventory": inv_name, "shift_s": shift, "autoscaler": label, **{k: s.get(k) for k in KEYS}}
+                )
     (RESULTS / "autoscaling-phases.json").write_text(json.dumps(rows, indent=1))
-    lines = ["| inventory | autoscaler | " + " | ".join(f"+{p:g} s" for p in PHASES_S) + " |",
-             "|---|---|" + "---|" * len(PHASES_S)]
+    lines = [
+        "| inventory | autoscaler | " + " | ".join(f"+{p:g} s" for p in PHASES_S) + " |",
+        "|---|---|" + "---|" * len(PHASES_S),
+    ]
     for inv_name in ("open", "tight"):
         for label in dict.fromkeys(r["autoscaler"] for r in rows):
-            cells = [f"{r['slo_attainment']:.2%}, ${r['cost_usd']:.2f}" for r in rows
-                     if r["inventory"] == inv_name and r["autoscaler"] == label]
+            cells = [
+                f"{r['slo_attainment']:.2%}, ${r['cost_usd']:.2f}"
+                for r in rows
+                if r["inventory"] == inv_name and r["autoscaler"] == label
+            ]
             lines.append(f"| {inv_name} | {label} | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     (RESULTS / "autoscaling-phases.md").write_text(text + "\n")
@@ -267,9 +320,13 @@ def main() -> None:
             runs = run_case(policy, workload, arch, sensitivity=inv_name == "open" and not args.quick)
             results[case] = runs
             plot(case, runs, suffix)
-    saved = {case: {name: {k: s.get(k) for k in KEYS} | {"timeseries": s["timeseries"],
-                                                         "fleet_changes": s["fleet_changes"]}
-                    for name, s in runs.items()} for case, runs in results.items()}
+    saved = {
+        case: {
+            name: {k: s.get(k) for k in KEYS} | {"timeseries": s["timeseries"], "fleet_changes": s["fleet_changes"]}
+            for name, s in runs.items()
+        }
+        for case, runs in results.items()
+    }
     (RESULTS / f"autoscaling{suffix}.json").write_text(json.dumps(saved, indent=1))
     text = table(results)
     (RESULTS / f"autoscaling{suffix}.md").write_text(text + "\n")

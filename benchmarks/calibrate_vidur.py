@@ -28,23 +28,27 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from calibration_common import (
+    CALIBRATION,
+    ape_summary,
+    calibration_entry,
+    fit_factors,
+    merge_calibration,
+    utc_now,
+)
+from calibration_common import to_factors as _to_factors
+
+from tessera.engine_model.catalog import accelerators
+from tessera.engine_model.perf.efficiency import Efficiency, efficiency_from_dict
+from tessera.engine_model.perf.operators import ACTIVATION, EMBEDDING, GEMM, NORM, RESIDUAL_ADD, ROPE, OpCost
+from tessera.engine_model.perf.roofline import op_time
+from tessera.engine_model.perf.vidur import VIDUR_OPS, arch_from_vidur_row, measured_seconds, vidur_op_costs
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.calibration_common import (  # noqa: E402
-    CALIBRATION, ape_summary, calibration_entry, fit_factors, merge_calibration, to_factors as _to_factors, utc_now)
-from tessera.engine_model.catalog import accelerators  # noqa: E402
-from tessera.engine_model.perf.efficiency import Efficiency, efficiency_from_dict  # noqa: E402
-from tessera.engine_model.perf.operators import (  # noqa: E402
-    ACTIVATION, EMBEDDING, GEMM, NORM, RESIDUAL_ADD, ROPE, OpCost)
-from tessera.engine_model.perf.roofline import op_time  # noqa: E402
-from tessera.engine_model.perf.vidur import VIDUR_OPS, arch_from_vidur_row, measured_seconds, vidur_op_costs  # noqa: E402
 
 PROFILES = ROOT.parent / "shared" / "data" / "profiles"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -142,8 +146,9 @@ def evaluate(obs: Observations, accel: accelerators.Accelerator, eff: Efficiency
     report = {
         "overall": ape_summary(ape),
         "per_operator": {op: ape_summary(ape[obs.vidur_op == op]) for op in VIDUR_OPS},
-        "per_num_tokens": {f"{lo}-{hi}": ape_summary(ape[(obs.tokens >= lo) & (obs.tokens <= hi)])
-                           for lo, hi in TOKEN_BUCKETS},
+        "per_num_tokens": {
+            f"{lo}-{hi}": ape_summary(ape[(obs.tokens >= lo) & (obs.tokens <= hi)]) for lo, hi in TOKEN_BUCKETS
+        },
         "per_tp": {str(tp): ape_summary(ape[obs.tp == tp]) for tp in sorted(set(obs.tp.tolist()))},
         "per_model": {m: ape_summary(ape[obs.model == m]) for m in MODELS},
     }
@@ -169,6 +174,7 @@ def cross_model(obs: Observations, accel: accelerators.Accelerator) -> dict[str,
 
 def plot(all_obs: dict[str, Observations], preds: dict[str, np.ndarray], path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -181,8 +187,7 @@ def plot(all_obs: dict[str, Observations], preds: dict[str, np.ndarray], path: P
             sel = obs.vidur_op == op
             meas, pred = obs.measured[sel] * 1e3, preds[gpu][sel] * 1e3
             ape = np.median(np.abs(pred / meas - 1)) * 100
-            ax.scatter(meas, pred, s=3, alpha=0.35, color=colours[gpu],
-                       label=f"{gpu.upper()} (median APE {ape:.1f}%)")
+            ax.scatter(meas, pred, s=3, alpha=0.35, color=colours[gpu], label=f"{gpu.upper()} (median APE {ape:.1f}%)")
             lo, hi = min(lo, meas.min(), pred.min()), max(hi, meas.max(), pred.max())
         ax.plot([lo, hi], [lo, hi], color="black", lw=0.8)
         ax.set_xscale("log")
@@ -201,17 +206,24 @@ def print_table(reports: dict[str, dict]) -> None:
     print(f"\n{'':<26}" + "".join(f"{g:>23}" for g in gpus))
     print(f"{'operator':<26}" + "".join(f"{'MAPE':>12}{'median':>11}" for _ in gpus))
     for op in VIDUR_OPS:
-        cells = "".join(f"{reports[g]['per_operator'][op]['mape'] * 100:>11.1f}%"
-                        f"{reports[g]['per_operator'][op]['median_ape'] * 100:>10.1f}%" for g in gpus)
+        cells = "".join(
+            f"{reports[g]['per_operator'][op]['mape'] * 100:>11.1f}%"
+            f"{reports[g]['per_operator'][op]['median_ape'] * 100:>10.1f}%"
+            for g in gpus
+        )
         print(f"{op:<26}{cells}")
     print(f"{'num_tokens':<26}")
     for bucket in reports[gpus[0]]["per_num_tokens"]:
-        cells = "".join(f"{reports[g]['per_num_tokens'][bucket]['mape'] * 100:>11.1f}%"
-                        f"{reports[g]['per_num_tokens'][bucket]['median_ape'] * 100:>10.1f}%" for g in gpus)
+        cells = "".join(
+            f"{reports[g]['per_num_tokens'][bucket]['mape'] * 100:>11.1f}%"
+            f"{reports[g]['per_num_tokens'][bucket]['median_ape'] * 100:>10.1f}%"
+            for g in gpus
+        )
         print(f"{'  ' + bucket:<26}{cells}")
     for key in ("overall", "per_layer_sum"):
-        cells = "".join(f"{reports[g][key]['mape'] * 100:>11.1f}%{reports[g][key]['median_ape'] * 100:>10.1f}%"
-                        for g in gpus)
+        cells = "".join(
+            f"{reports[g][key]['mape'] * 100:>11.1f}%{reports[g][key]['median_ape'] * 100:>10.1f}%" for g in gpus
+        )
         print(f"{key:<26}{cells}")
 
 
@@ -220,9 +232,9 @@ def write_calibration(factors: dict[str, dict[str, float]], reports: dict[str, d
         "generated_by": "benchmarks/calibrate_vidur.py",
         "generated_at": utc_now(),
         "source": "microsoft/vidur data/profiling/compute/<gpu>/meta-llama/Llama-2-{7b,70b}-hf/mlp.csv "
-                  "(commit 7d47513), median times",
+        "(commit 7d47513), median times",
         "note": "Only GEMM and memory-bound kernel factors are fitted; attention, link and step overhead "
-                "keep the Efficiency defaults (not in Vidur's MLP tables).",
+        "keep the Efficiency defaults (not in Vidur's MLP tables).",
     }
     merge_calibration({GPUS[g]: calibration_entry(factors[g], reports[g]["overall"], **meta) for g in factors}, path)
 
@@ -244,18 +256,26 @@ def main() -> None:
         report["cross_model"] = cross_model(obs, accel)
         report["factors"] = factors[gpu]
         report["efficiency"] = asdict(eff)
-        print(f"[{gpu}] median APE {report['overall']['median_ape'] * 100:.1f}%, "
-              f"MAPE {report['overall']['mape'] * 100:.1f}%; factors "
-              + ", ".join(f"{k}={v:.4g}" for k, v in factors[gpu].items()), flush=True)
+        print(
+            f"[{gpu}] median APE {report['overall']['median_ape'] * 100:.1f}%, "
+            f"MAPE {report['overall']['mape'] * 100:.1f}%; factors "
+            + ", ".join(f"{k}={v:.4g}" for k, v in factors[gpu].items()),
+            flush=True,
+        )
         all_obs[gpu], preds[gpu], reports[GPUS[gpu]] = obs, pred, report
 
     print_table(reports)
     json_path = RESULTS / "perf_model_vidur_calibration.json"
-    json_path.write_text(json.dumps({
-        "source": "microsoft/vidur profiling tables in ../shared/data/profiles (commit 7d47513)",
-        "models": list(MODELS),
-        "accelerators": reports,
-    }, indent=2))
+    json_path.write_text(
+        json.dumps(
+            {
+                "source": "microsoft/vidur profiling tables in ../shared/data/profiles (commit 7d47513)",
+                "models": list(MODELS),
+                "accelerators": reports,
+            },
+            indent=2,
+        )
+    )
     png_path = RESULTS / "perf_model_vidur_calibration.png"
     plot(all_obs, preds, png_path)
     write_calibration(factors, {g: reports[GPUS[g]] for g in GPUS}, CALIBRATION)

@@ -23,10 +23,12 @@ from tessera.engine_model.perf.efficiency import Efficiency
 
 ROOT = Path(__file__).resolve().parent.parent
 CALIBRATION = ROOT / "tessera" / "perf" / "calibration.yaml"
-HEADER = ("# Performance-model efficiency factors fitted to measurements, one entry per accelerator.\n"
-          "# Each entry names the script that wrote it (benchmarks/calibrate_vidur.py,\n"
-          "# benchmarks/calibrate_cpu.py); rerun that script rather than editing by hand. The\n"
-          "# scripts merge their entries into this file and leave the others alone.\n")
+HEADER = (
+    "# Performance-model efficiency factors fitted to measurements, one entry per accelerator.\n"
+    "# Each entry names the script that wrote it (benchmarks/calibrate_vidur.py,\n"
+    "# benchmarks/calibrate_cpu.py); rerun that script rather than editing by hand. The\n"
+    "# scripts merge their entries into this file and leave the others alone.\n"
+)
 
 # A fitted parameter: (Efficiency field, lower bound, upper bound, scale of the optimiser's
 # variable). Scales keep the variables near 1 so least_squares steps sensibly; "log10" fits
@@ -38,12 +40,15 @@ def to_factors(params: Sequence[FitParam], x: np.ndarray) -> dict[str, float]:
     """Optimiser variables -> Efficiency field values."""
     out = {}
     for (name, _, _, scale), v in zip(params, x):
-        out[name] = float(10.0 ** v) if scale == "log10" else float(v * scale)
+        out[name] = float(10.0**v) if scale == "log10" else float(v * scale)
     return out
 
 
-def fit_factors(params: Sequence[FitParam], residuals: Callable[[dict[str, float]], np.ndarray],
-                start: Mapping[str, float] | None = None) -> dict[str, float]:
+def fit_factors(
+    params: Sequence[FitParam],
+    residuals: Callable[[dict[str, float]], np.ndarray],
+    start: Mapping[str, float] | None = None,
+) -> dict[str, float]:
     """Bounded least squares over `params`, starting from `start` (name -> value; by default the
     Efficiency defaults). `residuals` maps fitted values (name -> value) to residuals."""
     start = asdict(Efficiency()) if start is None else start
@@ -59,20 +64,26 @@ def ape_summary(ape: np.ndarray) -> dict[str, float]:
     """Absolute percentage errors (as fractions) summarised."""
     if ape.size == 0:
         return {"mape": float("nan"), "median_ape": float("nan"), "p90_ape": float("nan"), "n": 0}
-    return {"mape": float(np.mean(ape)), "median_ape": float(np.median(ape)),
-            "p90_ape": float(np.percentile(ape, 90)), "n": int(ape.size)}
+    return {
+        "mape": float(np.mean(ape)),
+        "median_ape": float(np.median(ape)),
+        "p90_ape": float(np.percentile(ape, 90)),
+        "n": int(ape.size),
+    }
 
 
 def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def calibration_entry(factors: dict[str, float], summary: dict[str, float], **meta: Any) -> dict[str, Any]:
     """One accelerator's entry: where it came from, the factors, and its overall errors."""
-    return {**meta,
-            "factors": {k: float(f"{v:.6g}") for k, v in factors.items()},
-            "median_ape": round(summary["median_ape"], 4),
-            "mape": round(summary["mape"], 4)}
+    return {
+        **meta,
+        "factors": {k: float(f"{v:.6g}") for k, v in factors.items()},
+        "median_ape": round(summary["median_ape"], 4),
+        "mape": round(summary["mape"], 4),
+    }
 
 
 def merge_calibration(entries: dict[str, dict[str, Any]], path: Path = CALIBRATION) -> None:

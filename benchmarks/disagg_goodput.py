@@ -39,17 +39,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
+from tessera.engine_model.build import build_instances, resolve_arch
+from tessera.engine_model.instance import parse_cluster
+from tessera.placement.pipeline import PROFILES_DIR, build_pipeline
+from tessera.sim import workloads as wl
+from tessera.sim.report import request_metrics_ms
+from tessera.sim.simulator import Simulator
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import yaml  # noqa: E402
-
-from tessera.placement.pipeline import PROFILES_DIR, build_pipeline  # noqa: E402
-from tessera.sim import workloads as wl  # noqa: E402
-from tessera.engine_model.build import build_instances, resolve_arch  # noqa: E402
-from tessera.engine_model.instance import parse_cluster  # noqa: E402
-from tessera.sim.report import request_metrics_ms  # noqa: E402
-from tessera.sim.simulator import Simulator  # noqa: E402
 
 MODEL = "llama3-8b"
 TRACE = ROOT.parent / "shared" / "data" / "traces" / "azure2023_code.csv"
@@ -126,7 +125,7 @@ def workload(name: str, window_s: float, min_requests: int, pool: int = 40_000, 
 @dataclass(frozen=True)
 class Case:
     label: str
-    cluster: str         # with prefill and decode roles: disaggregated; mixed instances: colocated
+    cluster: str  # with prefill and decode roles: disaggregated; mixed instances: colocated
 
     @property
     def cost_per_hour(self) -> float:
@@ -141,7 +140,7 @@ def instances(cluster: str) -> tuple:
     return tuple(build_instances(arch, parse_cluster(cluster, arch)))
 
 
-_RUNS: dict[tuple, dict] = {}   # (cluster, workload, rate) -> per-request metrics: both SLOs read one run
+_RUNS: dict[tuple, dict] = {}  # (cluster, workload, rate) -> per-request metrics: both SLOs read one run
 
 
 def simulate(case: Case, w: Workload, rate: float) -> dict:
@@ -149,8 +148,9 @@ def simulate(case: Case, w: Workload, rate: float) -> dict:
     key = (case.cluster, w.name, round(rate, 6))
     if key not in _RUNS:
         arch = resolve_arch(MODEL)
-        sim = Simulator(arch, arch.name, list(instances(case.cluster)), build_pipeline(PROFILE, seed=0),
-                        sample_interval_s=0)
+        sim = Simulator(
+            arch, arch.name, list(instances(case.cluster)), build_pipeline(PROFILE, seed=0), sample_interval_s=0
+        )
         records = sim.run(w.at(rate)).records
         done = [r for r in records if r.done and not r.error]
         _RUNS[key] = {
@@ -163,9 +163,13 @@ def simulate(case: Case, w: Workload, rate: float) -> dict:
 def attainment(run: dict, slo: Slo) -> dict:
     n = len(run["metrics"])
     ok = [m for m in run["metrics"] if m is not None]
-    return {"requests": n, "attainment": sum(slo.met(m) for m in ok) / n,
-            "ttft_ok": sum(m["ttft"] <= slo.ttft_ms for m in ok) / n,
-            "tpot_ok": sum(m["tpot"] <= slo.tpot_ms for m in ok) / n, "disaggregated": run["disaggregated"]}
+    return {
+        "requests": n,
+        "attainment": sum(slo.met(m) for m in ok) / n,
+        "ttft_ok": sum(m["ttft"] <= slo.ttft_ms for m in ok) / n,
+        "tpot_ok": sum(m["tpot"] <= slo.tpot_ms for m in ok) / n,
+        "disaggregated": run["disaggregated"],
+    }
 
 
 def goodput(case: Case, w: Workload, slo: Slo, guess: float, steps: int, say, known_ok: float = 0.0) -> dict:
@@ -176,9 +180,11 @@ def goodput(case: Case, w: Workload, slo: Slo, guess: float, steps: int, say, kn
     def ok(rate: float) -> bool:
         p = {"rate": round(rate, 4), **attainment(simulate(case, w, rate), slo)}
         probes.append(p)
-        say(f"    {case.label:<18} {w.name:<11} {slo.name:<5} {rate:8.2f} req/s ({p['requests']:5d})  "
+        say(
+            f"    {case.label:<18} {w.name:<11} {slo.name:<5} {rate:8.2f} req/s ({p['requests']:5d})  "
             f"attainment {p['attainment']:6.1%} (TTFT {p['ttft_ok']:4.0%}, TPOT {p['tpot_ok']:4.0%}, "
-            f"paired {p['disaggregated']:4.0%})")
+            f"paired {p['disaggregated']:4.0%})"
+        )
         return p["attainment"] >= ATTAINMENT
 
     lo, hi, rate = 0.0, 0.0, known_ok or guess
@@ -235,8 +241,12 @@ def balanced_split(prefill_kind: str, decode_kind: str, budget: float, w: Worklo
     (per_instance_rates): the most requests per second the weaker pool allows, the cheaper on a tie."""
     p_rate, _, p_cost = rates(prefill_kind, w, slo)
     _, d_rate, d_cost = rates(decode_kind, w, slo)
-    options = [(min(p * p_rate, d * d_rate), -(p * p_cost + d * d_cost), p, d)
-               for p in range(1, 33) for d in range(1, 33) if p * p_cost + d * d_cost <= budget + 1e-9]
+    options = [
+        (min(p * p_rate, d * d_rate), -(p * p_cost + d * d_cost), p, d)
+        for p in range(1, 33)
+        for d in range(1, 33)
+        if p * p_cost + d * d_cost <= budget + 1e-9
+    ]
     _, _, p, d = max(options)
     return f"{prefill_kind}:{p}:prefill,{decode_kind}:{d}:decode"
 
@@ -272,12 +282,24 @@ def ratio_sweep(b: Bench, kind: str = "h100", total: int = 8) -> dict:
     out: dict = {}
     for w in b.workloads.values():
         b.say(f"\n(c) P:D split of {total} x {kind}, {w.name}")
-        rows = [{"prefill": 0, "decode": total, "cluster": f"{kind}:{total}",
-                 "goodput": b.goodputs(Case(f"{kind}:{total} colocated", f"{kind}:{total}"), w)}]
+        rows = [
+            {
+                "prefill": 0,
+                "decode": total,
+                "cluster": f"{kind}:{total}",
+                "goodput": b.goodputs(Case(f"{kind}:{total} colocated", f"{kind}:{total}"), w),
+            }
+        ]
         for p in range(1, total):
             cluster = f"{kind}:{p}:prefill,{kind}:{total - p}:decode"
-            rows.append({"prefill": p, "decode": total - p, "cluster": cluster,
-                         "goodput": b.goodputs(Case(f"{p}P:{total - p}D", cluster), w)})
+            rows.append(
+                {
+                    "prefill": p,
+                    "decode": total - p,
+                    "cluster": cluster,
+                    "goodput": b.goodputs(Case(f"{p}P:{total - p}D", cluster), w),
+                }
+            )
         out[w.name] = rows
     return out
 
@@ -297,8 +319,13 @@ def same_accelerators(sweep: dict) -> dict:
     return out
 
 
-HETEROGENEOUS = (("mi300x", "a100"), ("h100", "a100"), ("rubin-cpx", "a100"), ("rubin-cpx", "h100"),
-                 ("rubin-cpx", "mi300x"))
+HETEROGENEOUS = (
+    ("mi300x", "a100"),
+    ("h100", "a100"),
+    ("rubin-cpx", "a100"),
+    ("rubin-cpx", "h100"),
+    ("rubin-cpx", "mi300x"),
+)
 
 
 def equal_cost(b: Bench, sweep: dict, budget: float) -> dict:
@@ -310,19 +337,29 @@ def equal_cost(b: Bench, sweep: dict, budget: float) -> dict:
         b.say(f"\n(b) equal cost (${budget:.2f}/h), {w.name}; pairs sized for the {tight.name} TPOT")
         rows = sweep[w.name]
         best = max(rows[1:], key=lambda r: r["goodput"][tight.name]["goodput"])
-        cases = [(Case("h100 colocated", rows[0]["cluster"]), rows[0]["goodput"]),
-                 (Case("h100 best split", best["cluster"]), best["goodput"])]
+        cases = [
+            (Case("h100 colocated", rows[0]["cluster"]), rows[0]["goodput"]),
+            (Case("h100 best split", best["cluster"]), best["goodput"]),
+        ]
         cases += [(Case(f"{kind} colocated", colocated(kind, budget)), None) for kind in ("mi300x", "a100")]
         cases.append((Case("mi300x split", balanced_split("mi300x", "mi300x", budget, w, tight)), None))
-        cases += [(Case(f"{pre} -> {dec}", balanced_split(pre, dec, budget, w, tight)), None)
-                  for pre, dec in HETEROGENEOUS]
+        cases += [
+            (Case(f"{pre} -> {dec}", balanced_split(pre, dec, budget, w, tight)), None) for pre, dec in HETEROGENEOUS
+        ]
         out[w.name] = []
         for case, known in cases:
             got = known or b.goodputs(case, w)
             cost = case.cost_per_hour
-            out[w.name].append({"label": case.label, "cluster": case.cluster, "cost_per_hour": cost, "homogeneous": "->" not in case.label,
-                                **{f"goodput_{k}": v["goodput"] for k, v in got.items()},
-                                **{f"requests_per_usd_{k}": v["goodput"] * 3600 / cost for k, v in got.items()}})
+            out[w.name].append(
+                {
+                    "label": case.label,
+                    "cluster": case.cluster,
+                    "cost_per_hour": cost,
+                    "homogeneous": "->" not in case.label,
+                    **{f"goodput_{k}": v["goodput"] for k, v in got.items()},
+                    **{f"requests_per_usd_{k}": v["goodput"] * 3600 / cost for k, v in got.items()},
+                }
+            )
     return out
 
 
@@ -333,16 +370,27 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(14, 9.5))
-    style = {"tight": dict(color="tab:red", marker="o", ls="-", lw=2.5, ms=8),
-             "loose": dict(color="tab:blue", marker="s", ls="--", lw=1.2, ms=5)}
+    style = {
+        "tight": dict(color="tab:red", marker="o", ls="-", lw=2.5, ms=8),
+        "loose": dict(color="tab:blue", marker="s", ls="--", lw=1.2, ms=5),
+    }
     for ax, (workload, rows) in zip(axes[0], result["ratio_sweep"].items()):
         split = rows[1:]
         for slo in SLOS[workload]:
             st = style[slo.name]
-            ax.plot([r["prefill"] for r in split], [r["goodput"][slo.name]["goodput"] for r in split], **st,
-                    label=f"disaggregated, TTFT<={slo.ttft_ms / 1000:g}s TPOT<={slo.tpot_ms:g}ms")
-            ax.axhline(rows[0]["goodput"][slo.name]["goodput"], color=st["color"], ls=":", lw=1.5,
-                       label=f"colocated (8 mixed), same targets")
+            ax.plot(
+                [r["prefill"] for r in split],
+                [r["goodput"][slo.name]["goodput"] for r in split],
+                **st,
+                label=f"disaggregated, TTFT<={slo.ttft_ms / 1000:g}s TPOT<={slo.tpot_ms:g}ms",
+            )
+            ax.axhline(
+                rows[0]["goodput"][slo.name]["goodput"],
+                color=st["color"],
+                ls=":",
+                lw=1.5,
+                label="colocated (8 mixed), same targets",
+            )
         ax.set_xticks([r["prefill"] for r in split], [f"{r['prefill']}:{r['decode']}" for r in split])
         ax.set_xlabel("prefill : decode instances (8 x H100)")
         ax.set_ylabel("goodput (req/s, >=90% meet TTFT and TPOT)")
@@ -355,12 +403,21 @@ def plot(result: dict, path: Path) -> None:
     same = result["same_accelerators"]
     keys = list(same)
     ratios = [same[k]["disaggregated"] / same[k]["colocated"] if same[k]["colocated"] else 0.0 for k in keys]
-    bars = ax.bar(range(len(keys)), ratios, 0.6, color=["tab:green" if r > 1.05 else "tab:grey" if r >= 0.95
-                                                         else "tab:orange" for r in ratios])
+    bars = ax.bar(
+        range(len(keys)),
+        ratios,
+        0.6,
+        color=["tab:green" if r > 1.05 else "tab:grey" if r >= 0.95 else "tab:orange" for r in ratios],
+    )
     for bar, k in zip(bars, keys):
-        ax.annotate(f"{same[k]['disaggregated']:.0f} vs {same[k]['colocated']:.0f} req/s\n"
-                    f"TTFT<={same[k]['slo']['ttft_ms'] / 1000:g}s TPOT<={same[k]['slo']['tpot_ms']:g}ms",
-                    (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+        ax.annotate(
+            f"{same[k]['disaggregated']:.0f} vs {same[k]['colocated']:.0f} req/s\n"
+            f"TTFT<={same[k]['slo']['ttft_ms'] / 1000:g}s TPOT<={same[k]['slo']['tpot_ms']:g}ms",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_xticks(range(len(keys)), [f"{k}\nbest P:D {same[k]['best_split']}" for k in keys], fontsize=8)
     ax.set_ylabel("goodput, disaggregated / colocated")
@@ -376,16 +433,22 @@ def plot(result: dict, path: Path) -> None:
         rows = result["equal_cost"][workload]
         tight = SLOS[workload][0].name
         best_homo = max(r[f"requests_per_usd_{tight}"] for r in rows if r["homogeneous"]) or 1.0
-        ax.bar([j + (i - (len(workloads) - 1) / 2) * width for j in range(len(rows))],
-               [r[f"requests_per_usd_{tight}"] / best_homo for r in rows], width, label=f"{workload}, {tight} TPOT")
+        ax.bar(
+            [j + (i - (len(workloads) - 1) / 2) * width for j in range(len(rows))],
+            [r[f"requests_per_usd_{tight}"] / best_homo for r in rows],
+            width,
+            label=f"{workload}, {tight} TPOT",
+        )
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("goodput per $/h, relative to the best homogeneous")
     ax.set_title(f"(b) equal cost (~${result['budget_per_hour']:.2f}/h)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    fig.suptitle(f"Prefill/decode disaggregation in the simulator, {MODEL}; goodput = highest Poisson rate "
-                 f"with >= {ATTAINMENT:.0%} of requests meeting both targets")
+    fig.suptitle(
+        f"Prefill/decode disaggregation in the simulator, {MODEL}; goodput = highest Poisson rate "
+        f"with >= {ATTAINMENT:.0%} of requests meeting both targets"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -409,17 +472,32 @@ def main() -> int:
 
     # windows of arrivals: about 10x the TTFT target, so an overload of 10-20% breaks it
     quick = args.quick
-    b = Bench({"azure_code": workload("azure_code", 8 if quick else 16, 100 if quick else 300),
-               "long_prompt": workload("long_prompt", 15 if quick else 30, 60 if quick else 200)},
-              1 if quick else 3, say)
+    b = Bench(
+        {
+            "azure_code": workload("azure_code", 8 if quick else 16, 100 if quick else 300),
+            "long_prompt": workload("long_prompt", 15 if quick else 30, 60 if quick else 200),
+        },
+        1 if quick else 3,
+        say,
+    )
     budget = Case("", "h100:8").cost_per_hour
     sweep = ratio_sweep(b)
     result = {
-        "model": MODEL, "attainment_target": ATTAINMENT, "profile": PROFILE,
-        "slos": {w: [{"name": s.name, "ttft_ms": s.ttft_ms, "tpot_ms": s.tpot_ms} for s in slos]
-                 for w, slos in SLOS.items()},
-        "workloads": {w.name: {"window_s": w.window_s, "min_requests": w.min_requests, "mean_prompt": w.mean_prompt,
-                               "mean_output": w.mean_output} for w in b.workloads.values()},
+        "model": MODEL,
+        "attainment_target": ATTAINMENT,
+        "profile": PROFILE,
+        "slos": {
+            w: [{"name": s.name, "ttft_ms": s.ttft_ms, "tpot_ms": s.tpot_ms} for s in slos] for w, slos in SLOS.items()
+        },
+        "workloads": {
+            w.name: {
+                "window_s": w.window_s,
+                "min_requests": w.min_requests,
+                "mean_prompt": w.mean_prompt,
+                "mean_output": w.mean_output,
+            }
+            for w in b.workloads.values()
+        },
         "budget_per_hour": budget,
         "ratio_sweep": sweep,
         "same_accelerators": same_accelerators(sweep),
@@ -443,13 +521,17 @@ def report(result: dict, say) -> None:
     for workload, rows in result["equal_cost"].items():
         say(f"\n(b) {workload}: config | cluster | $/h | goodput tight, loose | requests per $ tight, loose")
         for r in rows:
-            say(f"  {r['label']:<16} {r['cluster']:<34} {r['cost_per_hour']:6.2f} {r['goodput_tight']:7.2f} "
-                f"{r['goodput_loose']:7.2f} {r['requests_per_usd_tight']:8.0f} {r['requests_per_usd_loose']:8.0f}")
+            say(
+                f"  {r['label']:<16} {r['cluster']:<34} {r['cost_per_hour']:6.2f} {r['goodput_tight']:7.2f} "
+                f"{r['goodput_loose']:7.2f} {r['requests_per_usd_tight']:8.0f} {r['requests_per_usd_loose']:8.0f}"
+            )
     for workload, rows in result["ratio_sweep"].items():
         say(f"\n(c) {workload}: P:D | goodput tight, loose")
         for r in rows:
-            say(f"  {r['prefill']}:{r['decode']} {r['goodput']['tight']['goodput']:8.2f} "
-                f"{r['goodput']['loose']['goodput']:8.2f}")
+            say(
+                f"  {r['prefill']}:{r['decode']} {r['goodput']['tight']['goodput']:8.2f} "
+                f"{r['goodput']['loose']['goodput']:8.2f}"
+            )
 
 
 if __name__ == "__main__":

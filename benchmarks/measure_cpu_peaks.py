@@ -66,27 +66,43 @@ def gemm_flops(torch, dtype, n: int, reps: int, onednn: bool = False) -> dict[st
     else:
         c = torch.empty(n, n, dtype=dtype)
         times = _timed(lambda: torch.matmul(a, b, out=c), reps)
-    flops = 2.0 * n ** 3
-    return {"n": n, "reps": reps, "median_flops": flops / statistics.median(times),
-            "best_flops": flops / min(times), "median_s": statistics.median(times)}
+    flops = 2.0 * n**3
+    return {
+        "n": n,
+        "reps": reps,
+        "median_flops": flops / statistics.median(times),
+        "best_flops": flops / min(times),
+        "median_s": statistics.median(times),
+    }
 
 
 def bandwidth(torch, nbytes: int, reps: int) -> dict[str, dict[str, float]]:
     src = torch.ones(nbytes // 4, dtype=torch.float32)
     dst = torch.empty_like(src)
-    copy = _timed(lambda: dst.copy_(src), reps)        # reads nbytes, writes nbytes
-    total = _timed(lambda: src.sum(), reps)             # reads nbytes
+    copy = _timed(lambda: dst.copy_(src), reps)  # reads nbytes, writes nbytes
+    total = _timed(lambda: src.sum(), reps)  # reads nbytes
     return {
-        "copy": {"bytes": 2 * nbytes, "median_bytes_s": 2 * nbytes / statistics.median(copy),
-                 "best_bytes_s": 2 * nbytes / min(copy)},
-        "sum": {"bytes": nbytes, "median_bytes_s": nbytes / statistics.median(total),
-                "best_bytes_s": nbytes / min(total)},
+        "copy": {
+            "bytes": 2 * nbytes,
+            "median_bytes_s": 2 * nbytes / statistics.median(copy),
+            "best_bytes_s": 2 * nbytes / min(copy),
+        },
+        "sum": {
+            "bytes": nbytes,
+            "median_bytes_s": nbytes / statistics.median(total),
+            "best_bytes_s": nbytes / min(total),
+        },
     }
 
 
 # SmolLM2-135M's linears as (name, N, K): y[M, N] = x[M, K] @ W[K, N]
-SMOLLM2_GEMMS = (("qkv_proj", 960, 576), ("o_proj", 576, 576), ("mlp_up_gate", 3072, 576),
-                 ("mlp_down", 576, 1536), ("lm_head", 49152, 576))
+SMOLLM2_GEMMS = (
+    ("qkv_proj", 960, 576),
+    ("o_proj", 576, 576),
+    ("mlp_up_gate", 3072, 576),
+    ("mlp_down", 576, 1536),
+    ("lm_head", 49152, 576),
+)
 SWEEP_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
@@ -110,16 +126,18 @@ def engine_gemm_sweep(torch, reps: int, rows: tuple[int, ...] = SWEEP_ROWS) -> l
             calls = copies if m <= 64 else min(copies, 4)
             hs = handlers[:calls]
 
-            def run():
+            def run(hs=hs, x=x):
                 for h in hs:
                     ops.onednn_mm(h, x, None)
 
             times = _timed(run, reps)
             seconds = statistics.median(times) / calls
             out.append({"gemm": name, "m": m, "n": n, "k": k, "seconds": seconds, "calls": calls})
-            print(f"  {name:<12} M={m:5d}: {seconds * 1e6:10.1f} us  "
-                  f"{2.0 * m * n * k / seconds / 1e9:6.1f} GFLOP/s  {weight_bytes / seconds / 1e9:6.2f} GB/s weights",
-                  flush=True)
+            print(
+                f"  {name:<12} M={m:5d}: {seconds * 1e6:10.1f} us  "
+                f"{2.0 * m * n * k / seconds / 1e9:6.1f} GFLOP/s  {weight_bytes / seconds / 1e9:6.2f} GB/s weights",
+                flush=True,
+            )
         del weights, handlers
     return out
 
@@ -130,8 +148,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--gemm-n", type=int, default=4096)
     ap.add_argument("--bw-mib", type=int, default=1024)
-    ap.add_argument("--no-engine-gemm", action="store_true",
-                    help="torch only: skip vLLM's oneDNN kernel (peak and sweep)")
+    ap.add_argument(
+        "--no-engine-gemm", action="store_true", help="torch only: skip vLLM's oneDNN kernel (peak and sweep)"
+    )
     args = ap.parse_args()
 
     os.sched_setaffinity(0, {args.core})
@@ -146,28 +165,44 @@ def main() -> None:
         for kernel in ("torch.matmul",) if args.no_engine_gemm else ("torch.matmul", "onednn_mm"):
             r = gemm_flops(torch, tdtype, args.gemm_n, args.reps, onednn=kernel == "onednn_mm")
             gemms.setdefault(dtype, {})[kernel] = r
-            print(f"{dtype} GEMM n={args.gemm_n} {kernel:<12}: median {r['median_flops'] / 1e9:.1f} GFLOP/s, "
-                  f"best {r['best_flops'] / 1e9:.1f}", flush=True)
+            print(
+                f"{dtype} GEMM n={args.gemm_n} {kernel:<12}: median {r['median_flops'] / 1e9:.1f} GFLOP/s, "
+                f"best {r['best_flops'] / 1e9:.1f}",
+                flush=True,
+            )
     fp32_kernel, fp32 = max(gemms["fp32"].items(), key=lambda kv: kv[1]["median_flops"])
     bf16_kernel, bf16 = max(gemms["bf16"].items(), key=lambda kv: kv[1]["median_flops"])
     bw = bandwidth(torch, args.bw_mib << 20, args.reps)
-    print(f"copy {args.bw_mib} MiB: median {bw['copy']['median_bytes_s'] / 1e9:.1f} GB/s (read+write), "
-          f"best {bw['copy']['best_bytes_s'] / 1e9:.1f}", flush=True)
-    print(f"sum  {args.bw_mib} MiB: median {bw['sum']['median_bytes_s'] / 1e9:.1f} GB/s (read), "
-          f"best {bw['sum']['best_bytes_s'] / 1e9:.1f}", flush=True)
+    print(
+        f"copy {args.bw_mib} MiB: median {bw['copy']['median_bytes_s'] / 1e9:.1f} GB/s (read+write), "
+        f"best {bw['copy']['best_bytes_s'] / 1e9:.1f}",
+        flush=True,
+    )
+    print(
+        f"sum  {args.bw_mib} MiB: median {bw['sum']['median_bytes_s'] / 1e9:.1f} GB/s (read), "
+        f"best {bw['sum']['best_bytes_s'] / 1e9:.1f}",
+        flush=True,
+    )
 
-    cpu_model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                      if line.startswith("model name")), platform.processor())
+    cpu_model = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
     out = {
         "script": "benchmarks/measure_cpu_peaks.py",
-        "measured_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "cpu": cpu_model, "core": args.core, "threads": 1, "torch": torch.__version__,
-        "gemm": gemms, "bandwidth": bw,
+        "measured_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "cpu": cpu_model,
+        "core": args.core,
+        "threads": 1,
+        "torch": torch.__version__,
+        "gemm": gemms,
+        "bandwidth": bw,
         "catalog": {  # what the `cpu` catalog row takes: medians, one core, the faster GEMM kernel
             "fp32_tflops": round(fp32["median_flops"] / 1e12, 4),
             "bf16_tflops": round(bf16["median_flops"] / 1e12, 4),
             "memory_bw_tb_s": round(bw["copy"]["median_bytes_s"] / 1e12, 4),
-            "fp32_kernel": fp32_kernel, "bf16_kernel": bf16_kernel,
+            "fp32_kernel": fp32_kernel,
+            "bf16_kernel": bf16_kernel,
         },
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -38,13 +38,11 @@ import csv
 import json
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 CSV_PATH = RESULTS / "cpu_engine_steps.csv"
 FIELDS = ("label", "rep", "seconds", "prefill", "decode", "tokens", "preempted")
@@ -60,9 +58,15 @@ class Step:
     preempted: int
 
     def row(self) -> dict:
-        return {"label": self.label, "rep": self.rep, "seconds": f"{self.seconds:.6f}",
-                "prefill": json.dumps(self.prefill), "decode": json.dumps(self.decode),
-                "tokens": sum(n for n, _ in self.prefill) + len(self.decode), "preempted": self.preempted}
+        return {
+            "label": self.label,
+            "rep": self.rep,
+            "seconds": f"{self.seconds:.6f}",
+            "prefill": json.dumps(self.prefill),
+            "decode": json.dumps(self.decode),
+            "tokens": sum(n for n, _ in self.prefill) + len(self.decode),
+            "preempted": self.preempted,
+        }
 
 
 class StepRecorder:
@@ -171,11 +175,15 @@ def run(args: argparse.Namespace) -> list[Step]:
         os.environ.setdefault(k, str(v))
     spec = resolve("smollm2")
     engine_args = dict(settings.engine_args)
-    engine_args.update(model=spec.path, tokenizer=spec.path, dtype=spec.dtype_by_vendor["cpu"],
-                       async_scheduling=False, seed=0)
+    engine_args.update(
+        model=spec.path, tokenizer=spec.path, dtype=spec.dtype_by_vendor["cpu"], async_scheduling=False, seed=0
+    )
     t_start = time.monotonic()
-    progress(f"starting vLLM in-process: {engine_args}, KV {os.environ['VLLM_CPU_KVCACHE_SPACE']} GiB, "
-             f"threads bound to {os.environ['VLLM_CPU_OMP_THREADS_BIND']}", t_start)
+    progress(
+        f"starting vLLM in-process: {engine_args}, KV {os.environ['VLLM_CPU_KVCACHE_SPACE']} GiB, "
+        f"threads bound to {os.environ['VLLM_CPU_OMP_THREADS_BIND']}",
+        t_start,
+    )
     from vllm import LLM
 
     llm = LLM(**engine_args)
@@ -212,8 +220,11 @@ def run(args: argparse.Namespace) -> list[Step]:
         progress(f"prefill_multi rep {rep + 1}/{reps}", t_start)
 
     # 3. cached prefix: K tokens prefilled before, then the same K plus M new tokens
-    combos = ((256, 64),) if quick else ((256, 64), (512, 512), (1024, 32), (1024, 256), (2048, 128),
-                                         (2048, 1024), (3072, 512), (4096, 64))
+    combos = (
+        ((256, 64),)
+        if quick
+        else ((256, 64), (512, 512), (1024, 32), (1024, 256), (2048, 128), (2048, 1024), (3072, 512), (4096, 64))
+    )
     for rep in range(reps):
         for k, m in combos:
             base = d.prompt(k)
@@ -234,8 +245,10 @@ def run(args: argparse.Namespace) -> list[Step]:
     for ctx, bmax in levels:
         rids = [d.add(d.prompt(ctx), 100_000) for _ in range(bmax)]
         # prefill all of them: chunked prefill, then chunks mixed with the first decodes
-        while any(rec_req is None or rec_req.num_computed_tokens < ctx
-                  for rec_req in (core.scheduler.requests.get(d.internal[r]) for r in rids)):
+        while any(
+            rec_req is None or rec_req.num_computed_tokens < ctx
+            for rec_req in (core.scheduler.requests.get(d.internal[r]) for r in rids)
+        ):
             d.step(f"buildup_{ctx}")
         progress(f"context {ctx}: {bmax} sequences prefilled", t_start)
         b = bmax
@@ -243,12 +256,12 @@ def run(args: argparse.Namespace) -> list[Step]:
             for rep in range(decode_steps):
                 d.step("decode", rep)
             # a new prompt joins b decodes (not at b = 64: max_num_seqs = 64 leaves it no room)
-            for p in ((64, 512) if b in (min(bmax, 32), 8, 1) else ()):
+            for p in (64, 512) if b in (min(bmax, 32), 8, 1) else ():
                 if quick and p > 64:
                     continue
                 d.add(d.prompt(p), 1)
                 d.step("mixed", 0)
-            d.abort(rids[b // 2:b] if b > 1 else rids[:1])
+            d.abort(rids[b // 2 : b] if b > 1 else rids[:1])
             b //= 2
         d.drain(None)
         progress(f"context {ctx}: decode B={bmax}..1 done", t_start)

@@ -19,17 +19,15 @@ import argparse
 import json
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from tessera.placement.block_hash import token_block_hashes
+from tessera.placement.pipeline import load_profile
+from tessera.placement.prefix_index import PrefixIndex
+from tessera.placement.snapshot import RequestInfo, WorkerSnapshot
 
-from tessera.placement.pipeline import load_profile  # noqa: E402
-from tessera.placement.snapshot import RequestInfo, WorkerSnapshot  # noqa: E402
-from tessera.placement.prefix_index import PrefixIndex  # noqa: E402
-from tessera.placement.block_hash import token_block_hashes  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PROFILES = ("round_robin", "least_loaded", "power_of_two", "cache_aware", "llmd", "dynamo", "tessera")
 SIZES = (16, 128, 1024)
@@ -41,12 +39,25 @@ def fleet(n: int, rng: random.Random) -> tuple[list[WorkerSnapshot], PrefixIndex
     workers = []
     for i in range(n):
         wid = f"worker-{i:04d}"
-        workers.append(WorkerSnapshot(
-            id=wid, address=f"10.0.{i // 250}.{i % 250}:50051", model="m", accelerator="h100-sxm",
-            num_waiting=rng.randint(0, 6), num_running=rng.randint(0, 64), kv_cache_usage=rng.random(),
-            tokens_in_flight=rng.randint(0, 50_000), kv_block_size=16, kv_capacity_blocks=25_000,
-            max_model_len=32_768, prefill_tokens_waiting=rng.randint(0, 8000), prefill_tokens_per_s=15_000.0,
-            decode_base_s=0.008, decode_step_s=0.011))
+        workers.append(
+            WorkerSnapshot(
+                id=wid,
+                address=f"10.0.{i // 250}.{i % 250}:50051",
+                model="m",
+                accelerator="h100-sxm",
+                num_waiting=rng.randint(0, 6),
+                num_running=rng.randint(0, 64),
+                kv_cache_usage=rng.random(),
+                tokens_in_flight=rng.randint(0, 50_000),
+                kv_block_size=16,
+                kv_capacity_blocks=25_000,
+                max_model_len=32_768,
+                prefill_tokens_waiting=rng.randint(0, 8000),
+                prefill_tokens_per_s=15_000.0,
+                decode_base_s=0.008,
+                decode_step_s=0.011,
+            )
+        )
         index.add_worker(wid, 16)
         for s in rng.sample(range(64), 8):
             keys = systems[s]
@@ -57,14 +68,23 @@ def fleet(n: int, rng: random.Random) -> tuple[list[WorkerSnapshot], PrefixIndex
     return workers, index, systems
 
 
-def measure(profile: str, workers: list[WorkerSnapshot], index: PrefixIndex, systems: list[list[int]],
-            requests: int, rng: random.Random) -> dict:
+def measure(
+    profile: str,
+    workers: list[WorkerSnapshot],
+    index: PrefixIndex,
+    systems: list[list[int]],
+    requests: int,
+    rng: random.Random,
+) -> dict:
     pipeline = load_profile(profile, seed=0)
     prompts = []
     for r in range(requests):
         question = token_block_hashes([rng.getrandbits(20) for _ in range(512)], 16, parent=systems[r % 64][-1])
-        prompts.append(RequestInfo(f"r{r}", "m", 2048, 256, block_hashes=tuple(systems[r % 64] + question),
-                                   session_id=f"s{r % 500}"))
+        prompts.append(
+            RequestInfo(
+                f"r{r}", "m", 2048, 256, block_hashes=tuple(systems[r % 64] + question), session_id=f"s{r % 500}"
+            )
+        )
     times = []
     for i, req in enumerate(prompts):
         t = time.perf_counter()
@@ -72,8 +92,12 @@ def measure(profile: str, workers: list[WorkerSnapshot], index: PrefixIndex, sys
         times.append(time.perf_counter() - t)
         assert decision.worker is not None
     times.sort()
-    return {"p50_ms": 1e3 * statistics.median(times), "p90_ms": 1e3 * times[int(0.9 * len(times))],
-            "p99_ms": 1e3 * times[int(0.99 * len(times))], "mean_ms": 1e3 * statistics.fmean(times)}
+    return {
+        "p50_ms": 1e3 * statistics.median(times),
+        "p90_ms": 1e3 * times[int(0.9 * len(times))],
+        "p99_ms": 1e3 * times[int(0.99 * len(times))],
+        "mean_ms": 1e3 * statistics.fmean(times),
+    }
 
 
 def main() -> int:
@@ -89,8 +113,10 @@ def main() -> int:
         for profile in PROFILES:
             r = measure(profile, workers, index, systems, args.requests, rng)
             results.setdefault(profile, {})[str(n)] = r
-            print(f"  {profile:<13} p50 {r['p50_ms']:.3f} ms  p90 {r['p90_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms",
-                  flush=True)
+            print(
+                f"  {profile:<13} p50 {r['p50_ms']:.3f} ms  p90 {r['p90_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms",
+                flush=True,
+            )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"requests": args.requests, "results": results}, indent=1))
@@ -101,8 +127,13 @@ def main() -> int:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for profile in PROFILES:
-        ax.plot(SIZES, [results[profile][str(n)]["p99_ms"] for n in SIZES], "o-", label=profile,
-                lw=2.5 if profile == "tessera" else 1.2)
+        ax.plot(
+            SIZES,
+            [results[profile][str(n)]["p99_ms"] for n in SIZES],
+            "o-",
+            label=profile,
+            lw=2.5 if profile == "tessera" else 1.2,
+        )
     ax.axhline(1.0, color="red", ls="--", lw=0.8, label="goal: 1 ms")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")

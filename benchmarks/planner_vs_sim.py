@@ -14,23 +14,20 @@ from __future__ import annotations
 import json
 import math
 import random
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tessera.planning.capacity import CapacityModel  # noqa: E402
-from tessera.planning.engines import planned_engines  # noqa: E402
-from tessera.planning.fleet import InstanceType  # noqa: E402
-from tessera.planning.load import LoadMix  # noqa: E402
-from tessera.planning.planner import handoff_seconds  # noqa: E402
-from tessera.planning.slo_policy import LatencyTarget, SloPolicy, SloTargets  # noqa: E402
-from tessera.placement.pipeline import load_profile  # noqa: E402
-from tessera.engine_model.build import build_instances, resolve_arch  # noqa: E402
-from tessera.engine_model.instance import InstanceSpec, find_accelerator  # noqa: E402
-from tessera.sim.report import summarize_sim  # noqa: E402
-from tessera.sim.simulator import Simulator  # noqa: E402
-from tessera.sim.workloads import SimRequest  # noqa: E402
+from tessera.engine_model.build import build_instances, resolve_arch
+from tessera.engine_model.instance import InstanceSpec, find_accelerator
+from tessera.placement.pipeline import load_profile
+from tessera.planning.capacity import CapacityModel
+from tessera.planning.engines import planned_engines
+from tessera.planning.fleet import InstanceType
+from tessera.planning.load import LoadMix
+from tessera.planning.planner import handoff_seconds
+from tessera.planning.slo_policy import LatencyTarget, SloPolicy, SloTargets
+from tessera.sim.report import summarize_sim
+from tessera.sim.simulator import Simulator
+from tessera.sim.workloads import SimRequest
 
 MODEL = "llama3-8b"
 TARGETS = SloTargets(LatencyTarget(90, 500), LatencyTarget(90, 50))
@@ -72,12 +69,21 @@ def main() -> None:
         prefill = model.capacity(InstanceType(accel, 1, "prefill"), LOAD, TARGETS, handoff_s=handoff)
         pair = min(prefill.rate_rps, decode.rate_rps)
         for label, cap, specs, profile in (
-                ("mixed", mixed.rate_rps, [InstanceSpec(spec)], "round_robin"),
-                ("1P:1D", pair, [InstanceSpec(spec, 1, "prefill"), InstanceSpec(spec, 1, "decode")], "tessera_disagg")):
+            ("mixed", mixed.rate_rps, [InstanceSpec(spec)], "round_robin"),
+            ("1P:1D", pair, [InstanceSpec(spec, 1, "prefill"), InstanceSpec(spec, 1, "decode")], "tessera_disagg"),
+        ):
             for f in FRACTIONS:
                 got = simulate(specs, profile, cap * f)
-                rows.append({"accelerator": accel, "fleet": label, "capacity_rps": round(cap, 2), "fraction": f,
-                             "rate_rps": round(cap * f, 2), **got})
+                rows.append(
+                    {
+                        "accelerator": accel,
+                        "fleet": label,
+                        "capacity_rps": round(cap, 2),
+                        "fraction": f,
+                        "rate_rps": round(cap * f, 2),
+                        **got,
+                    }
+                )
                 print(rows[-1], flush=True)
     out = Path(__file__).parent / "results" / "planner_vs_sim.json"
     out.write_text(json.dumps(rows, indent=1))

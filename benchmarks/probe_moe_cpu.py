@@ -27,9 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tessera.engine_model.catalog.expert_parallel import expert_parallel_engine_args  # noqa: E402
+from tessera.engine_model.catalog.expert_parallel import expert_parallel_engine_args
 
 MODES: dict[str, dict[str, Any]] = {
     "plain": {"dp_size": 1, "ep": False},
@@ -47,11 +45,17 @@ def engine_args(model_path: str, mode: str, with_collectives: bool = True) -> di
 
     shape = MODES[mode]
     args: dict[str, Any] = dict(vendor_settings("cpu").engine_args)
-    args.update(model=model_path, tokenizer=model_path, dtype="float32", max_model_len=512,
-                max_num_seqs=8, max_num_batched_tokens=512)
+    args.update(
+        model=model_path,
+        tokenizer=model_path,
+        dtype="float32",
+        max_model_len=512,
+        max_num_seqs=8,
+        max_num_batched_tokens=512,
+    )
     args.update(expert_parallel_engine_args("cpu", shape["dp_size"], shape["ep"]))
     if not with_collectives:
-        args.pop("worker_extension_cls", None)   # reproduce vLLM's own failure
+        args.pop("worker_extension_cls", None)  # reproduce vLLM's own failure
     return args
 
 
@@ -66,8 +70,12 @@ def run_child(model_path: str, mode: str, with_collectives: bool) -> None:
     try:
         result = asyncio.run(serve_and_check(args, ids, MAX_TOKENS))
     except BaseException as exc:  # noqa: BLE001 - the probe reports every failure
-        result = {"ok": False, "engine_args": args, "error": f"{type(exc).__name__}: {exc}",
-                  "traceback": traceback.format_exc()[-3000:]}
+        result = {
+            "ok": False,
+            "engine_args": args,
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc()[-3000:],
+        }
     result["mode"] = mode
     print("PROBE-RESULT " + json.dumps(result), flush=True)
 
@@ -84,14 +92,21 @@ def run_parent(model_path: str, modes: list[str], timeout_s: float, as_json: boo
         try:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE-RESULT ")), None)
-            result = (json.loads(line.removeprefix("PROBE-RESULT ")) if line else
-                      {"mode": mode, "ok": False, "error": f"exit {proc.returncode}", "stderr_tail": proc.stderr[-3000:]})
+            result = (
+                json.loads(line.removeprefix("PROBE-RESULT "))
+                if line
+                else {"mode": mode, "ok": False, "error": f"exit {proc.returncode}", "stderr_tail": proc.stderr[-3000:]}
+            )
             if not result.get("ok"):
-                result["engine_errors"] = _engine_errors(proc.stdout + proc.stderr)   # vLLM logs to stdout
+                result["engine_errors"] = _engine_errors(proc.stdout + proc.stderr)  # vLLM logs to stdout
         except subprocess.TimeoutExpired as exc:
             tail = "".join(x.decode() if isinstance(x, bytes) else (x or "") for x in (exc.stdout, exc.stderr))
-            result = {"mode": mode, "ok": False, "error": f"timed out after {timeout_s:.0f}s",
-                      "engine_errors": _engine_errors(tail)}
+            result = {
+                "mode": mode,
+                "ok": False,
+                "error": f"timed out after {timeout_s:.0f}s",
+                "engine_errors": _engine_errors(tail),
+            }
         results.append(result)
         if as_json:
             print(json.dumps(result), flush=True)
@@ -104,7 +119,7 @@ def run_parent(model_path: str, modes: list[str], timeout_s: float, as_json: boo
 def _engine_errors(stderr: str) -> list[str]:
     """The lines that name a root cause in vLLM's multi-process logs (the rest is traceback noise)."""
     keys = ("Error:", "NotImplementedError", "died unexpectedly", "AssertionError")
-    noise = ("object is not callable",)   # AsyncLLM.__del__ at interpreter exit
+    noise = ("object is not callable",)  # AsyncLLM.__del__ at interpreter exit
     out = []
     for line in stderr.splitlines():
         if any(k in line for k in keys) and not any(n in line for n in noise) and "PROBE-RESULT" not in line:
@@ -120,8 +135,11 @@ def main() -> int:
     p.add_argument("--model-path", default=None, help="default: the tiny-moe recipe, prepared on first use")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per mode")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--without-cpu-collectives", action="store_true",
-                   help="drop Tessera's CPU collectives hook (shows vLLM's own DP MoE failures on CPU)")
+    p.add_argument(
+        "--without-cpu-collectives",
+        action="store_true",
+        help="drop Tessera's CPU collectives hook (shows vLLM's own DP MoE failures on CPU)",
+    )
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     model_path = a.model_path

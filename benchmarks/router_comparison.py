@@ -37,13 +37,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench_cluster import (
+    TESSERA,
+    Processes,
+    prepare_dirs,
+    save_results,
+    sigterm_exits,
+    start_cluster,
+    start_router,
+    start_vllm_router,
+    worker_addresses,
+)
 
-from benchmarks.bench_cluster import (TESSERA, Processes, prepare_dirs, save_results,  # noqa: E402
-                                      sigterm_exits, start_cluster, start_router, start_vllm_router,
-                                      worker_addresses)
-from tessera.runtime.models.registry import resolve  # noqa: E402
+from tessera.runtime.models.registry import resolve
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PROFILES = ("round_robin", "least_loaded", "cache_aware", "tessera")
 CACHE_METRICS = ("vllm:prefix_cache_hits", "vllm:prefix_cache_queries")
@@ -90,18 +98,55 @@ def cache_delta(before: list[dict[str, float]], after: list[dict[str, float]]) -
     return (hits / total if total else 0.0), [q / total if total else 0.0 for q in queries]
 
 
-def run_bench(base_url: str, args: argparse.Namespace, seed: int, label: str, prompts_per_group: int,
-              rate: float, out_dir: Path) -> dict[str, Any]:
+def run_bench(
+    base_url: str, args: argparse.Namespace, seed: int, label: str, prompts_per_group: int, rate: float, out_dir: Path
+) -> dict[str, Any]:
     """`tessera bench` on the shared-prefix workload, no warm-up; its saved result."""
     spec = resolve(args.model)
-    cmd = [*TESSERA, "bench", "--backend", "openai", "--base-url", base_url, "--model", spec.name,
-           "--tokenizer", spec.path, "--dataset", "shared-prefix", "--shared-prefix-groups", str(args.groups),
-           "--prompts-per-group", str(prompts_per_group), "--shared-prefix-len", str(args.prefix_len),
-           "--question-len", str(args.question_len), "--random-output-len", str(args.output_len),
-           "--request-rate", str(rate), "--seed", str(seed), "--warmup", "0", "--percentiles", "50,90,99",
-           "--label", label, "--save-result", "--result-dir", str(out_dir), "--result-filename", f"{label}.json"]
-    print(f"[router_comparison] {label}: {args.groups}x{prompts_per_group} prompts at {rate:.2f} req/s, "
-          f"seed {seed}", file=sys.stderr, flush=True)
+    cmd = [
+        *TESSERA,
+        "bench",
+        "--backend",
+        "openai",
+        "--base-url",
+        base_url,
+        "--model",
+        spec.name,
+        "--tokenizer",
+        spec.path,
+        "--dataset",
+        "shared-prefix",
+        "--shared-prefix-groups",
+        str(args.groups),
+        "--prompts-per-group",
+        str(prompts_per_group),
+        "--shared-prefix-len",
+        str(args.prefix_len),
+        "--question-len",
+        str(args.question_len),
+        "--random-output-len",
+        str(args.output_len),
+        "--request-rate",
+        str(rate),
+        "--seed",
+        str(seed),
+        "--warmup",
+        "0",
+        "--percentiles",
+        "50,90,99",
+        "--label",
+        label,
+        "--save-result",
+        "--result-dir",
+        str(out_dir),
+        "--result-filename",
+        f"{label}.json",
+    ]
+    print(
+        f"[router_comparison] {label}: {args.groups}x{prompts_per_group} prompts at {rate:.2f} req/s, seed {seed}",
+        file=sys.stderr,
+        flush=True,
+    )
     with open(out_dir / f"{label}.log", "w") as log:  # its summary; its progress goes to stderr
         subprocess.run(cmd, cwd=ROOT, stdout=log, check=False)  # exit 1 when some requests failed
     path = out_dir / f"{label}.json"
@@ -110,14 +155,35 @@ def run_bench(base_url: str, args: argparse.Namespace, seed: int, label: str, pr
     return json.loads(path.read_text())
 
 
-def measured_run(router: str, base_url: str, args: argparse.Namespace, seed: int, prompts_per_group: int,
-                 rate: float, http_addresses: list[str], out_dir: Path) -> Run:
+def measured_run(
+    router: str,
+    base_url: str,
+    args: argparse.Namespace,
+    seed: int,
+    prompts_per_group: int,
+    rate: float,
+    http_addresses: list[str],
+    out_dir: Path,
+) -> Run:
     before = [cache_counters(a) for a in http_addresses]
     r = run_bench(base_url, args, seed, router.replace("/", "-"), prompts_per_group, rate, out_dir)
     hit_rate, share = cache_delta(before, [cache_counters(a) for a in http_addresses])
-    return Run(router, seed, r["completed"], r["failed"], r["duration"], r["request_throughput"],
-               r["output_throughput"], r["median_ttft_ms"], r["p90_ttft_ms"], r["median_tpot_ms"], r["p90_tpot_ms"],
-               hit_rate, share, [round(t * 1000, 2) for t, e in zip(r["ttfts"], r["errors"]) if not e])
+    return Run(
+        router,
+        seed,
+        r["completed"],
+        r["failed"],
+        r["duration"],
+        r["request_throughput"],
+        r["output_throughput"],
+        r["median_ttft_ms"],
+        r["p90_ttft_ms"],
+        r["median_tpot_ms"],
+        r["p90_tpot_ms"],
+        hit_rate,
+        share,
+        [round(t * 1000, 2) for t, e in zip(r["ttfts"], r["errors"]) if not e],
+    )
 
 
 def sustained_rate(base_url: str, args: argparse.Namespace, out_dir: Path) -> float:
@@ -155,21 +221,27 @@ def plot(summary: dict, out: Path) -> None:
     for ax in axes:
         ax.grid(alpha=0.3)
     w = summary["workload"]
-    fig.suptitle(f"{summary['model']} on {summary['workers']} vLLM CPU workers: {w['groups']}x{w['prompts_per_group']} "
-                 f"prompts, {w['prefix_len']}-token shared prefix + {w['question_len']}, {w['output_len']} out, "
-                 f"{w['request_rate']:.2f} req/s ({summary['load']:.0%} of {summary['sustained_rate']:.2f})")
+    fig.suptitle(
+        f"{summary['model']} on {summary['workers']} vLLM CPU workers: {w['groups']}x{w['prompts_per_group']} "
+        f"prompts, {w['prefix_len']}-token shared prefix + {w['question_len']}, {w['output_len']} out, "
+        f"{w['request_rate']:.2f} req/s ({summary['load']:.0%} of {summary['sustained_rate']:.2f})"
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=120)
 
 
 def print_table(runs: list[dict]) -> None:
-    print(f"\n{'router':<26} {'ok':>4} {'fail':>4} {'req/s':>6} {'tok/s':>7} {'TTFT p50':>9} {'TTFT p90':>9} "
-          f"{'TPOT p50':>9} {'TPOT p90':>9} {'hit %':>6}  worker share")
+    print(
+        f"\n{'router':<26} {'ok':>4} {'fail':>4} {'req/s':>6} {'tok/s':>7} {'TTFT p50':>9} {'TTFT p90':>9} "
+        f"{'TPOT p50':>9} {'TPOT p90':>9} {'hit %':>6}  worker share"
+    )
     for r in runs:
         share = "/".join(f"{s:.0%}" for s in r["worker_token_share"])
-        print(f"{r['router']:<26} {r['completed']:>4} {r['failed']:>4} {r['request_throughput']:>6.2f} "
-              f"{r['output_throughput']:>7.1f} {r['p50_ttft_ms']:>9.1f} {r['p90_ttft_ms']:>9.1f} "
-              f"{r['p50_tpot_ms']:>9.2f} {r['p90_tpot_ms']:>9.2f} {r['prefix_hit_rate'] * 100:>6.1f}  {share}")
+        print(
+            f"{r['router']:<26} {r['completed']:>4} {r['failed']:>4} {r['request_throughput']:>6.2f} "
+            f"{r['output_throughput']:>7.1f} {r['p50_ttft_ms']:>9.1f} {r['p90_ttft_ms']:>9.1f} "
+            f"{r['p50_tpot_ms']:>9.2f} {r['p90_tpot_ms']:>9.2f} {r['prefix_hit_rate'] * 100:>6.1f}  {share}"
+        )
     print("(ms; hit % = prefix-cache hits / queries in tokens over both workers; share = prompt tokens per worker)")
 
 
@@ -188,25 +260,41 @@ def compare(procs: Processes, args: argparse.Namespace, log_dir: Path) -> dict[s
         procs.stop_last()
     rate = args.load * sustained
     per_group = args.prompts_per_group or max(1, math.ceil(rate * args.run_seconds / args.groups))
-    print(f"[router_comparison] workers sustain {sustained:.2f} req/s; running at {rate:.2f} req/s, "
-          f"{args.groups}x{per_group} prompts per run", file=sys.stderr, flush=True)
+    print(
+        f"[router_comparison] workers sustain {sustained:.2f} req/s; running at {rate:.2f} req/s, "
+        f"{args.groups}x{per_group} prompts per run",
+        file=sys.stderr,
+        flush=True,
+    )
     runs = []
-    for i, router in enumerate([f"tessera/{p}" for p in args.profiles]
-                               + ([] if args.no_vllm_router else ["vllm-router/cache_aware"])):
+    for i, router in enumerate(
+        [f"tessera/{p}" for p in args.profiles] + ([] if args.no_vllm_router else ["vllm-router/cache_aware"])
+    ):
         if router.startswith("tessera/"):
             port = start_router(procs, etcd, log_dir / f"router-{router[8:]}.log", router[8:])
         else:
             port = start_vllm_router(procs, [f"http://{a}" for a in http_addresses], log_dir / "vllm-router.log")
-        run = measured_run(router, f"http://127.0.0.1:{port}", args, args.seed + i, per_group, rate,
-                           http_addresses, bench_dir)
+        run = measured_run(
+            router, f"http://127.0.0.1:{port}", args, args.seed + i, per_group, rate, http_addresses, bench_dir
+        )
         procs.stop_last()
         runs.append(asdict(run))
         print_table(runs[-1:])
-    return {"model": resolve(args.model).name, "workers": args.workers, "load": args.load,
-            "sustained_rate": sustained,
-            "workload": {"groups": args.groups, "prompts_per_group": per_group, "prefix_len": args.prefix_len,
-                         "question_len": args.question_len, "output_len": args.output_len, "request_rate": rate},
-            "runs": runs}
+    return {
+        "model": resolve(args.model).name,
+        "workers": args.workers,
+        "load": args.load,
+        "sustained_rate": sustained,
+        "workload": {
+            "groups": args.groups,
+            "prompts_per_group": per_group,
+            "prefix_len": args.prefix_len,
+            "question_len": args.question_len,
+            "output_len": args.output_len,
+            "request_rate": rate,
+        },
+        "runs": runs,
+    }
 
 
 def main() -> int:

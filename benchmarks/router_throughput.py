@@ -34,18 +34,25 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from bench_cluster import (
+    Processes,
+    prepare_dirs,
+    run_async,
+    save_results,
+    sigterm_exits,
+    start_router,
+    start_vllm_router,
+    start_zero_latency_cluster,
+    worker_addresses,
+)
+
+from tessera.bench.clients import OpenAIClient
+from tessera.bench.datasets import BenchRequest, random_requests
+from tessera.bench.results import Outcome
+from tessera.runtime.models.registry import resolve
+from tessera.runtime.models.tokenizer import ModelTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.bench_cluster import (Processes, prepare_dirs, run_async, save_results,  # noqa: E402
-                                      sigterm_exits, start_router, start_vllm_router,
-                                      start_zero_latency_cluster, worker_addresses)
-from tessera.runtime.models.tokenizer import ModelTokenizer  # noqa: E402
-from tessera.bench.clients import OpenAIClient  # noqa: E402
-from tessera.bench.datasets import BenchRequest, random_requests  # noqa: E402
-from tessera.bench.results import Outcome  # noqa: E402
-from tessera.runtime.models.registry import resolve  # noqa: E402
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
 WARMUP_S = 1.0
@@ -68,8 +75,9 @@ class Point:
     first_error: str = ""
 
 
-async def closed_loop(client: OpenAIClient, prompts: list[BenchRequest], concurrency: int,
-                      duration_s: float, label: str) -> tuple[list[Outcome], float]:
+async def closed_loop(
+    client: OpenAIClient, prompts: list[BenchRequest], concurrency: int, duration_s: float, label: str
+) -> tuple[list[Outcome], float]:
     """``concurrency`` streams, each sending its next request as soon as the last ends, for ``duration_s``.
 
     Requests in flight at the deadline are finished and counted; the
@@ -89,19 +97,27 @@ async def closed_loop(client: OpenAIClient, prompts: list[BenchRequest], concurr
     return outcomes, time.perf_counter() - start
 
 
-def summarize_point(target: str, endpoint: str, concurrency: int, outcomes: list[Outcome],
-                    duration_s: float) -> Point:
+def summarize_point(target: str, endpoint: str, concurrency: int, outcomes: list[Outcome], duration_s: float) -> Point:
     ok = [o for o in outcomes if o.success]
     latency = np.array([o.latency for o in ok] or [0.0]) * 1000
     ttft = np.array([o.ttft for o in ok] or [0.0]) * 1000
     errors = [o.error for o in outcomes if not o.success]
-    return Point(target, endpoint, concurrency, len(ok), len(errors), duration_s, len(ok) / duration_s,
-                 float(np.percentile(latency, 50)), float(np.percentile(latency, 99)),
-                 float(np.percentile(ttft, 50)), errors[0] if errors else "")
+    return Point(
+        target,
+        endpoint,
+        concurrency,
+        len(ok),
+        len(errors),
+        duration_s,
+        len(ok) / duration_s,
+        float(np.percentile(latency, 50)),
+        float(np.percentile(latency, 99)),
+        float(np.percentile(ttft, 50)),
+        errors[0] if errors else "",
+    )
 
 
-async def measure(urls: dict[str, str], args: argparse.Namespace, served: str,
-                  tok: ModelTokenizer) -> list[Point]:
+async def measure(urls: dict[str, str], args: argparse.Namespace, served: str, tok: ModelTokenizer) -> list[Point]:
     special = set(tok.tokenizer.get_added_tokens_decoder())
     vocab = [i for i in range(tok.tokenizer.get_vocab_size()) if i not in special]
     prompts = random_requests(64, args.input_len, args.max_tokens, vocab, seed=0)
@@ -115,10 +131,13 @@ async def measure(urls: dict[str, str], args: argparse.Namespace, served: str,
                     outcomes, duration = await closed_loop(client, prompts, c, args.duration, target)
                     point = summarize_point(target, endpoint, c, outcomes, duration)
                     points.append(point)
-                    print(f"[router_throughput] {endpoint:<21} c={c:<3} {target:<24} {point.requests_per_s:8.1f} "
-                          f"req/s  p50 {point.p50_latency_ms:7.2f} ms  p99 {point.p99_latency_ms:7.2f} ms"
-                          f"{'  ' + str(point.errors) + ' errors: ' + point.first_error if point.errors else ''}",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"[router_throughput] {endpoint:<21} c={c:<3} {target:<24} {point.requests_per_s:8.1f} "
+                        f"req/s  p50 {point.p50_latency_ms:7.2f} ms  p99 {point.p99_latency_ms:7.2f} ms"
+                        f"{'  ' + str(point.errors) + ' errors: ' + point.first_error if point.errors else ''}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         finally:
             for client in clients.values():
                 await client.close()
@@ -137,8 +156,10 @@ def plot(summary: dict, out: Path) -> None:
     colors = {t: f"C{i}" for i, t in enumerate(targets)}
     for endpoint in {p["endpoint"] for p in summary["points"]}:
         for target in targets:
-            pts = sorted((p for p in summary["points"] if p["target"] == target and p["endpoint"] == endpoint),
-                         key=lambda p: p["concurrency"])
+            pts = sorted(
+                (p for p in summary["points"] if p["target"] == target and p["endpoint"] == endpoint),
+                key=lambda p: p["concurrency"],
+            )
             if not pts:
                 continue
             conc = [p["concurrency"] for p in pts]
@@ -156,8 +177,10 @@ def plot(summary: dict, out: Path) -> None:
         ax.set_xlabel("concurrent streams")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"Router throughput, zero-latency backend ({summary['workers']} worker(s)), {summary['input_len']} "
-                 f"tokens in / {summary['max_tokens']} out, {summary['duration_s']:.0f} s per point")
+    fig.suptitle(
+        f"Router throughput, zero-latency backend ({summary['workers']} worker(s)), {summary['input_len']} "
+        f"tokens in / {summary['max_tokens']} out, {summary['duration_s']:.0f} s per point"
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=120)
 
@@ -165,8 +188,10 @@ def plot(summary: dict, out: Path) -> None:
 def print_table(points: list[dict]) -> None:
     print(f"\n{'endpoint':<21} {'conc':>4} {'target':<24} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
     for p in points:
-        print(f"{p['endpoint']:<21} {p['concurrency']:>4} {p['target']:<24} {p['requests_per_s']:>8.1f} "
-              f"{p['p50_latency_ms']:>8.2f} {p['p99_latency_ms']:>8.2f} {p['errors']:>6}")
+        print(
+            f"{p['endpoint']:<21} {p['concurrency']:>4} {p['target']:<24} {p['requests_per_s']:>8.1f} "
+            f"{p['p50_latency_ms']:>8.2f} {p['p99_latency_ms']:>8.2f} {p['errors']:>6}"
+        )
 
 
 def start_targets(procs: Processes, args: argparse.Namespace, log_dir: Path) -> dict[str, str]:
@@ -192,12 +217,21 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=1, help="zero-latency workers behind each router")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--duration", type=float, default=15.0, help="seconds per point")
-    p.add_argument("--endpoints", nargs="+", default=list(ENDPOINTS), choices=ENDPOINTS,
-                   help="chat sends text (vllm-router asks the backends for token ids); completions sends token ids")
+    p.add_argument(
+        "--endpoints",
+        nargs="+",
+        default=list(ENDPOINTS),
+        choices=ENDPOINTS,
+        help="chat sends text (vllm-router asks the backends for token ids); completions sends token ids",
+    )
     p.add_argument("--input-len", type=int, default=16)
     p.add_argument("--max-tokens", type=int, default=8)
-    p.add_argument("--profiles", nargs="+", default=["tessera", "round_robin"],
-                   help="placement profiles Tessera's router asks for (one router each)")
+    p.add_argument(
+        "--profiles",
+        nargs="+",
+        default=["tessera", "round_robin"],
+        help="placement profiles Tessera's router asks for (one router each)",
+    )
     p.add_argument("--vllm-router-policy", default="cache_aware")
     p.add_argument("--server-cpus", default="", help="pin routers and backends to these cores (e.g. 1)")
     p.add_argument("--client-cpus", default="", help="pin the load generator (this process) to these cores")
@@ -215,10 +249,19 @@ def main() -> int:
             os.sched_setaffinity(0, parse_cpus(args.client_cpus))
         print(f"[router_throughput] targets {urls}", file=sys.stderr)
         points = run_async(measure(urls, args, spec.name, ModelTokenizer(spec.path)))
-    summary = {"model": spec.name, "workers": args.workers, "duration_s": args.duration, "input_len": args.input_len,
-               "max_tokens": args.max_tokens, "profiles": args.profiles, "vllm_router_policy": args.vllm_router_policy,
-               "server_cpus": args.server_cpus, "client_cpus": args.client_cpus, "cpu_count": os.cpu_count(),
-               "points": [asdict(pt) for pt in points]}
+    summary = {
+        "model": spec.name,
+        "workers": args.workers,
+        "duration_s": args.duration,
+        "input_len": args.input_len,
+        "max_tokens": args.max_tokens,
+        "profiles": args.profiles,
+        "vllm_router_policy": args.vllm_router_policy,
+        "server_cpus": args.server_cpus,
+        "client_cpus": args.client_cpus,
+        "cpu_count": os.cpu_count(),
+        "points": [asdict(pt) for pt in points],
+    }
     save_results(summary, args.out, plot, lambda s: print_table(s["points"]))
     return 0
 

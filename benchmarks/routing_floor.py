@@ -28,18 +28,15 @@ idle floor, no router meets the goal in that case; below the loaded floor, none 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
+from routing_policies import cache_hits, hit_rate, workload
+
+from tessera.engine_model.build import build_instances, resolve_arch
+from tessera.engine_model.instance import parse_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from routing_policies import cache_hits, hit_rate, workload  # noqa: E402
-from tessera.engine_model.build import build_instances, resolve_arch  # noqa: E402
-from tessera.engine_model.instance import parse_cluster  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 GOAL = 1.5
@@ -62,8 +59,13 @@ def floors(hits: list[tuple[int, int]], kinds: dict, batch: int) -> tuple[float,
     idle, loaded = [], []
     for (prompt, cached), u in zip(hits, residual):
         idle.append(min(prefill_seconds(t, c.max_num_batched_tokens, prompt, cached, []) for c, t in kinds.values()))
-        loaded.append(min(prefill_seconds(t, c.max_num_batched_tokens, prompt, cached, [context] * batch)
-                          + u * t(decode=[context] * batch) for c, t in kinds.values()))
+        loaded.append(
+            min(
+                prefill_seconds(t, c.max_num_batched_tokens, prompt, cached, [context] * batch)
+                + u * t(decode=[context] * batch)
+                for c, t in kinds.values()
+            )
+        )
     return float(np.percentile(idle, 90)) * 1e3, float(np.percentile(loaded, 90)) * 1e3
 
 
@@ -80,15 +82,25 @@ def case_floor(case: dict, arch) -> dict:
     pooled_idle_p90, pooled_loaded_p90 = floors(pooled, kinds, batch) if pooled != infinite else (idle_p90, loaded_p90)
     target = best["p90_ttft_ms"] / GOAL
     tessera = case["results"]["tessera"]
-    return {"workload": case["workload"], "fleet": case["fleet"], "load": case["load"],
-            "best_other": case["best_other"], "best_other_p90_ms": best["p90_ttft_ms"],
-            "tessera_p90_ms": tessera["p90_ttft_ms"], "goal_p90_ms": target,
-            "idle_floor_p90_ms": idle_p90, "loaded_floor_p90_ms": loaded_p90,
-            "pooled_lru_idle_floor_p90_ms": pooled_idle_p90, "pooled_lru_loaded_floor_p90_ms": pooled_loaded_p90,
-            "mean_decode_batch": batch, "pooled_kv_tokens": pooled_kv,
-            "infinite_cache_hit_rate": hit_rate(infinite), "pooled_lru_hit_rate": hit_rate(pooled),
-            "tessera_hit_rate": tessera["prefix_cache_hit_rate"],
-            "best_other_hit_rate": best["prefix_cache_hit_rate"]}
+    return {
+        "workload": case["workload"],
+        "fleet": case["fleet"],
+        "load": case["load"],
+        "best_other": case["best_other"],
+        "best_other_p90_ms": best["p90_ttft_ms"],
+        "tessera_p90_ms": tessera["p90_ttft_ms"],
+        "goal_p90_ms": target,
+        "idle_floor_p90_ms": idle_p90,
+        "loaded_floor_p90_ms": loaded_p90,
+        "pooled_lru_idle_floor_p90_ms": pooled_idle_p90,
+        "pooled_lru_loaded_floor_p90_ms": pooled_loaded_p90,
+        "mean_decode_batch": batch,
+        "pooled_kv_tokens": pooled_kv,
+        "infinite_cache_hit_rate": hit_rate(infinite),
+        "pooled_lru_hit_rate": hit_rate(pooled),
+        "tessera_hit_rate": tessera["prefix_cache_hit_rate"],
+        "best_other_hit_rate": best["prefix_cache_hit_rate"],
+    }
 
 
 def verdict(r: dict) -> str:
@@ -103,15 +115,19 @@ def verdict(r: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| workload | fleet | load | best other p90 | goal (best / 1.5) | idle floor p90 (infinite / pooled LRU cache) "
-             "| loaded floor p90 | tessera p90 | goal reachable? | hit rate: tessera / pooled LRU / infinite |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| workload | fleet | load | best other p90 | goal (best / 1.5) | idle floor p90 (infinite / pooled LRU cache) "
+        "| loaded floor p90 | tessera p90 | goal reachable? | hit rate: tessera / pooled LRU / infinite |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['workload']} | {r['fleet']} | {r['load']:.0%} | {r['best_other_p90_ms']:.0f} ms "
-                     f"({r['best_other']}) | {r['goal_p90_ms']:.0f} ms | {r['idle_floor_p90_ms']:.0f} / "
-                     f"{r['pooled_lru_idle_floor_p90_ms']:.0f} ms | {r['pooled_lru_loaded_floor_p90_ms']:.0f} ms | "
-                     f"{r['tessera_p90_ms']:.0f} ms | {verdict(r)} | {r['tessera_hit_rate']:.0%} / "
-                     f"{r['pooled_lru_hit_rate']:.0%} / {r['infinite_cache_hit_rate']:.0%} |")
+        lines.append(
+            f"| {r['workload']} | {r['fleet']} | {r['load']:.0%} | {r['best_other_p90_ms']:.0f} ms "
+            f"({r['best_other']}) | {r['goal_p90_ms']:.0f} ms | {r['idle_floor_p90_ms']:.0f} / "
+            f"{r['pooled_lru_idle_floor_p90_ms']:.0f} ms | {r['pooled_lru_loaded_floor_p90_ms']:.0f} ms | "
+            f"{r['tessera_p90_ms']:.0f} ms | {verdict(r)} | {r['tessera_hit_rate']:.0%} / "
+            f"{r['pooled_lru_hit_rate']:.0%} / {r['infinite_cache_hit_rate']:.0%} |"
+        )
     return "\n".join(lines)
 
 
@@ -122,9 +138,12 @@ def main() -> int:
     for case in data["cases"]:
         rows.append(case_floor(case, arch))
         r = rows[-1]
-        print(f"{r['workload']:<13} {r['fleet']:<16} {r['load']:.0%}: goal {r['goal_p90_ms']:7.0f} ms, idle floor "
-              f"{r['idle_floor_p90_ms']:7.0f} ms ({r['pooled_lru_idle_floor_p90_ms']:.0f} with the pooled LRU cache), "
-              f"tessera {r['tessera_p90_ms']:7.0f} ms: {verdict(r)}", flush=True)
+        print(
+            f"{r['workload']:<13} {r['fleet']:<16} {r['load']:.0%}: goal {r['goal_p90_ms']:7.0f} ms, idle floor "
+            f"{r['idle_floor_p90_ms']:7.0f} ms ({r['pooled_lru_idle_floor_p90_ms']:.0f} with the pooled LRU cache), "
+            f"tessera {r['tessera_p90_ms']:7.0f} ms: {verdict(r)}",
+            flush=True,
+        )
     (RESULTS / "routing_floor.json").write_text(json.dumps(rows, indent=1))
     text = table(rows)
     (RESULTS / "routing_floor.md").write_text(text + "\n")

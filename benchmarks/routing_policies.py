@@ -23,24 +23,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
 
+import yaml
+
+from tessera.engine_model.build import build_instances, resolve_arch
+from tessera.engine_model.instance import parse_cluster
+from tessera.placement.block_hash import content_block_hashes
+from tessera.placement.pipeline import PROFILES_DIR, build_pipeline
+from tessera.placement.prefix_index import CANONICAL_BLOCK_TOKENS
+from tessera.sim import workloads as wl
+from tessera.sim.report import parse_slo, summarize_sim
+from tessera.sim.simulator import Simulator
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import yaml  # noqa: E402
-
-from tessera.placement.pipeline import PROFILES_DIR, build_pipeline  # noqa: E402
-from tessera.placement.prefix_index import CANONICAL_BLOCK_TOKENS  # noqa: E402
-from tessera.sim import workloads as wl  # noqa: E402
-from tessera.placement.block_hash import content_block_hashes  # noqa: E402
-from tessera.engine_model.build import build_instances, resolve_arch  # noqa: E402
-from tessera.engine_model.instance import parse_cluster  # noqa: E402
-from tessera.sim.report import parse_slo, summarize_sim  # noqa: E402
-from tessera.sim.simulator import Simulator  # noqa: E402
 
 POLICIES = ("round_robin", "least_loaded", "power_of_two", "cache_aware", "llmd", "dynamo", "tessera")
 FLEETS = {"8xH100": "h100:8", "4xH100+4xA100": "h100:4,a100:4", "4xMI300X+4xH100": "mi300x:4,h100:4"}
@@ -67,8 +65,9 @@ def workload(name: str, load_rate: float | None, quick: bool) -> list[wl.SimRequ
     if name == "multi_turn":
         # turns come 5 per session; sessions start at rate / 5 per second
         sessions = 192 if load_rate is None else max(64, round(load_rate / 5 * span))
-        return wl.multi_turn(sessions // (2 if quick else 1), 5, 1024, 256, 256, think_time_s=5.0,
-                             rate=(load_rate or fast) / 5, seed=1)
+        return wl.multi_turn(
+            sessions // (2 if quick else 1), 5, 1024, 256, 256, think_time_s=5.0, rate=(load_rate or fast) / 5, seed=1
+        )
     reqs = wl.mooncake_jsonl(TRACE)
     if quick:
         reqs = wl.limit(reqs, max_requests=1000)
@@ -106,15 +105,20 @@ def cache_hits(reqs: list, capacity_tokens: int | None = None) -> list[tuple[int
     limit = None if capacity_tokens is None else capacity_tokens // CANONICAL_BLOCK_TOKENS
     out = []
     for r in flat_requests(reqs):
-        canon = content_block_hashes(r.content_ids, r.content_block_tokens, r.prompt_tokens + r.output_tokens,
-                                     CANONICAL_BLOCK_TOKENS) if r.content_ids else []
+        canon = (
+            content_block_hashes(
+                r.content_ids, r.content_block_tokens, r.prompt_tokens + r.output_tokens, CANONICAL_BLOCK_TOKENS
+            )
+            if r.content_ids
+            else []
+        )
         n = 0
-        for h in canon[:(r.prompt_tokens - 1) // CANONICAL_BLOCK_TOKENS]:
+        for h in canon[: (r.prompt_tokens - 1) // CANONICAL_BLOCK_TOKENS]:
             if h not in cache:
                 break
             n += 1
         out.append((r.prompt_tokens, n * CANONICAL_BLOCK_TOKENS))
-        for h in canon[:(r.prompt_tokens + r.output_tokens) // CANONICAL_BLOCK_TOKENS]:
+        for h in canon[: (r.prompt_tokens + r.output_tokens) // CANONICAL_BLOCK_TOKENS]:
             cache[h] = None
             cache.move_to_end(h)
         while limit is not None and len(cache) > limit:
@@ -129,11 +133,27 @@ def hit_rate(hits: list[tuple[int, int]]) -> float:
 def simulate(reqs: list[wl.SimRequest], cluster: str, policy: str) -> dict:
     arch = resolve_arch("llama3-8b")
     instances = build_instances(arch, parse_cluster(cluster, arch))
-    result = Simulator(arch, arch.name, instances, build_pipeline(PROFILES[policy], seed=0), sample_interval_s=0).run(reqs)
+    result = Simulator(arch, arch.name, instances, build_pipeline(PROFILES[policy], seed=0), sample_interval_s=0).run(
+        reqs
+    )
     s = summarize_sim(result, parse_slo(SLO), details=False)
-    keys = ("p50_ttft_ms", "p90_ttft_ms", "p99_ttft_ms", "p50_tpot_ms", "p90_tpot_ms", "request_throughput",
-            "request_goodput", "output_throughput", "prefix_cache_hit_rate", "slo_attainment", "completed",
-            "failed", "preemptions", "duration", "utilization")
+    keys = (
+        "p50_ttft_ms",
+        "p90_ttft_ms",
+        "p99_ttft_ms",
+        "p50_tpot_ms",
+        "p90_tpot_ms",
+        "request_throughput",
+        "request_goodput",
+        "output_throughput",
+        "prefix_cache_hit_rate",
+        "slo_attainment",
+        "completed",
+        "failed",
+        "preemptions",
+        "duration",
+        "utilization",
+    )
     return {k: s[k] for k in keys}
 
 
@@ -146,14 +166,18 @@ def plot(data: dict, path: Path) -> None:
     cases = data["cases"]
     workloads = list(dict.fromkeys(c["workload"] for c in cases))
     fleets = list(dict.fromkeys(c["fleet"] for c in cases))
-    fig, axes = plt.subplots(len(workloads), len(fleets), figsize=(5.2 * len(fleets), 3.6 * len(workloads)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(workloads), len(fleets), figsize=(5.2 * len(fleets), 3.6 * len(workloads)), squeeze=False
+    )
     for i, wname in enumerate(workloads):
         for j, fleet in enumerate(fleets):
             ax = axes[i][j]
             for policy in POLICIES:
-                pts = [(c["load"], c["results"][policy]["p90_ttft_ms"]) for c in cases
-                       if c["workload"] == wname and c["fleet"] == fleet]
+                pts = [
+                    (c["load"], c["results"][policy]["p90_ttft_ms"])
+                    for c in cases
+                    if c["workload"] == wname and c["fleet"] == fleet
+                ]
                 if pts:
                     ax.plot(*zip(*pts), "o-", label=policy, lw=2.5 if policy == "tessera" else 1.2)
             ax.set_yscale("log")
@@ -173,9 +197,12 @@ def main() -> int:
     p.add_argument("--workloads", default="shared_prefix,multi_turn,mooncake")
     p.add_argument("--fleets", default=",".join(FLEETS))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "routing_policies"))
-    p.add_argument("--only", default="",
-                   help="rerun just these policies (comma-separated) on the cases and rates of the existing --out "
-                        "JSON, keeping the others' figures: for a change to one profile")
+    p.add_argument(
+        "--only",
+        default="",
+        help="rerun just these policies (comma-separated) on the cases and rates of the existing --out "
+        "JSON, keeping the others' figures: for a change to one profile",
+    )
     args = p.parse_args()
     if args.only:
         return rerun(args.only.split(","), Path(args.out), args.quick)
@@ -190,9 +217,12 @@ def main() -> int:
             everything = workload(wname, None, args.quick)
             saturated = {q: simulate(everything, cluster, q)["request_throughput"] for q in CAPACITY_POLICIES}
             capacity = max(saturated.values())
-            print(f"{wname} on {fleet}: capacity {capacity:.2f} req/s (best of "
-                  + ", ".join(f"{q} {v:.1f}" for q, v in saturated.items())
-                  + " with all queued at once)", flush=True)
+            print(
+                f"{wname} on {fleet}: capacity {capacity:.2f} req/s (best of "
+                + ", ".join(f"{q} {v:.1f}" for q, v in saturated.items())
+                + " with all queued at once)",
+                flush=True,
+            )
             for load in LOADS:
                 reqs = workload(wname, load * capacity, args.quick)
                 bound = infinite_cache_hit_rate(reqs)
@@ -200,18 +230,36 @@ def main() -> int:
                 for policy in POLICIES:
                     results[policy] = simulate(reqs, cluster, policy)
                     r = results[policy]
-                    print(f"  load {load:.0%} {policy:<13} TTFT p50/p90 {r['p50_ttft_ms']:8.0f} {r['p90_ttft_ms']:8.0f} ms  "
-                          f"TPOT p50/p90 {r['p50_tpot_ms']:5.1f} {r['p90_tpot_ms']:5.1f} ms  "
-                          f"{r['request_throughput']:6.2f} req/s  goodput {r['request_goodput']:6.2f}  "
-                          f"hit {r['prefix_cache_hit_rate']:5.1%}  [{time.monotonic() - started:5.0f} s]", flush=True)
+                    print(
+                        f"  load {load:.0%} {policy:<13} "
+                        f"TTFT p50/p90 {r['p50_ttft_ms']:8.0f} {r['p90_ttft_ms']:8.0f} ms  "
+                        f"TPOT p50/p90 {r['p50_tpot_ms']:5.1f} {r['p90_tpot_ms']:5.1f} ms  "
+                        f"{r['request_throughput']:6.2f} req/s  goodput {r['request_goodput']:6.2f}  "
+                        f"hit {r['prefix_cache_hit_rate']:5.1%}  [{time.monotonic() - started:5.0f} s]",
+                        flush=True,
+                    )
                 others = min(results[q]["p90_ttft_ms"] for q in POLICIES if q != "tessera")
                 best_other = min((q for q in POLICIES if q != "tessera"), key=lambda q: results[q]["p90_ttft_ms"])
                 gain = others / max(1e-9, results["tessera"]["p90_ttft_ms"])
-                print(f"  -> tessera p90 TTFT {gain:.2f}x better than the best other ({best_other}); "
-                      f"infinite-cache hit rate {bound:.1%}", flush=True)
-                cases.append({"workload": wname, "fleet": fleet, "cluster": cluster, "load": load,
-                              "rate": load * capacity, "capacity_req_s": capacity, "infinite_cache_hit_rate": bound,
-                              "best_other": best_other, "tessera_p90_ttft_gain": gain, "results": results})
+                print(
+                    f"  -> tessera p90 TTFT {gain:.2f}x better than the best other ({best_other}); "
+                    f"infinite-cache hit rate {bound:.1%}",
+                    flush=True,
+                )
+                cases.append(
+                    {
+                        "workload": wname,
+                        "fleet": fleet,
+                        "cluster": cluster,
+                        "load": load,
+                        "rate": load * capacity,
+                        "capacity_req_s": capacity,
+                        "infinite_cache_hit_rate": bound,
+                        "best_other": best_other,
+                        "tessera_p90_ttft_gain": gain,
+                        "results": results,
+                    }
+                )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     data = {"slo": SLO, "policies": POLICIES, "cases": cases}
@@ -229,13 +277,17 @@ def rerun(policies: list[str], out: Path, quick: bool) -> int:
         reqs = workload(case["workload"], case["rate"], quick)
         for policy in policies:
             case["results"][policy] = r = simulate(reqs, case["cluster"], policy)
-            print(f"{case['workload']} {case['fleet']} load {case['load']:.0%} {policy}: TTFT p90 "
-                  f"{r['p90_ttft_ms']:.0f} ms, TPOT p90 {r['p90_tpot_ms']:.1f} ms, goodput {r['request_goodput']:.2f} "
-                  f"[{time.monotonic() - started:.0f} s]", flush=True)
+            print(
+                f"{case['workload']} {case['fleet']} load {case['load']:.0%} {policy}: TTFT p90 "
+                f"{r['p90_ttft_ms']:.0f} ms, TPOT p90 {r['p90_tpot_ms']:.1f} ms, goodput {r['request_goodput']:.2f} "
+                f"[{time.monotonic() - started:.0f} s]",
+                flush=True,
+            )
         others = [q for q in POLICIES if q != "tessera"]
         case["best_other"] = min(others, key=lambda q: case["results"][q]["p90_ttft_ms"])
-        case["tessera_p90_ttft_gain"] = (case["results"][case["best_other"]]["p90_ttft_ms"]
-                                         / max(1e-9, case["results"]["tessera"]["p90_ttft_ms"]))
+        case["tessera_p90_ttft_gain"] = case["results"][case["best_other"]]["p90_ttft_ms"] / max(
+            1e-9, case["results"]["tessera"]["p90_ttft_ms"]
+        )
     out.with_suffix(".json").write_text(json.dumps(data, indent=1))
     plot(data, out.with_suffix(".png"))
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")

@@ -18,28 +18,37 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def ttft_table(data: dict) -> list[str]:
     policies = data["policies"]
-    rows = ["| workload | fleet | load | " + " | ".join(policies) + " | tessera vs best other |",
-            "|---|---|---|" + "---|" * len(policies) + "---|"]
+    rows = [
+        "| workload | fleet | load | " + " | ".join(policies) + " | tessera vs best other |",
+        "|---|---|---|" + "---|" * len(policies) + "---|",
+    ]
     for c in data["cases"]:
         p90 = {p: c["results"][p]["p90_ttft_ms"] for p in policies}
         best = min(round(v) for v in p90.values())
         cells = [f"**{v:.0f}**" if round(v) == best else f"{v:.0f}" for v in p90.values()]
-        rows.append(f"| {c['workload']} | {c['fleet']} | {c['load']:.0%} | " + " | ".join(cells)
-                    + f" | {c['tessera_p90_ttft_gain']:.2f}x |")
+        rows.append(
+            f"| {c['workload']} | {c['fleet']} | {c['load']:.0%} | "
+            + " | ".join(cells)
+            + f" | {c['tessera_p90_ttft_gain']:.2f}x |"
+        )
     return rows
 
 
 def full_table(data: dict) -> list[str]:
-    rows = ["| workload | fleet | load | policy | TTFT p50 | TTFT p90 | TPOT p90 | req/s | goodput | hit / bound |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| workload | fleet | load | policy | TTFT p50 | TTFT p90 | TPOT p90 | req/s | goodput | hit / bound |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for c in data["cases"]:
         bound = c["infinite_cache_hit_rate"]
         for policy in ("tessera", c["best_other"]):
             r = c["results"][policy]
             share = r["prefix_cache_hit_rate"] / bound if bound else 0.0
-            rows.append(f"| {c['workload']} | {c['fleet']} | {c['load']:.0%} | {policy} | {r['p50_ttft_ms']:.0f} | "
-                        f"{r['p90_ttft_ms']:.0f} | {r['p90_tpot_ms']:.1f} | {r['request_throughput']:.2f} | "
-                        f"{r['request_goodput']:.2f} | {r['prefix_cache_hit_rate']:.1%} / {bound:.1%} ({share:.0%}) |")
+            rows.append(
+                f"| {c['workload']} | {c['fleet']} | {c['load']:.0%} | {policy} | {r['p50_ttft_ms']:.0f} | "
+                f"{r['p90_ttft_ms']:.0f} | {r['p90_tpot_ms']:.1f} | {r['request_throughput']:.2f} | "
+                f"{r['request_goodput']:.2f} | {r['prefix_cache_hit_rate']:.1%} / {bound:.1%} ({share:.0%}) |"
+            )
     return rows
 
 

@@ -26,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from tessera.runtime.net import free_port
 
-from tessera.runtime.net import free_port  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 MODEL = "smollm2"
 SERVED = "SmolLM2-135M-Instruct"
@@ -40,9 +39,26 @@ def start_up(extra: list[str], log_dir: Path) -> tuple[subprocess.Popen, int]:
     log_dir.mkdir(parents=True, exist_ok=True)
     up_log = log_dir / "up.log"
     with open(up_log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tessera.cli", "up", "--model", MODEL, "--port", str(port),
-                                 "--grpc-port", str(grpc_port), "--log-dir", str(log_dir), *extra],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tessera.cli",
+                "up",
+                "--model",
+                MODEL,
+                "--port",
+                str(port),
+                "--grpc-port",
+                str(grpc_port),
+                "--log-dir",
+                str(log_dir),
+                *extra,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
         if "Ctrl-C stops everything" in up_log.read_text():
@@ -60,11 +76,35 @@ def stop_up(proc: subprocess.Popen) -> None:
 
 
 def bench(port: int, args: argparse.Namespace, result_dir: Path, name: str) -> dict:
-    cmd = [sys.executable, "-m", "tessera.cli", "bench", "--base-url", f"http://127.0.0.1:{port}", "--model", SERVED,
-           "--num-prompts", str(args.prompts), "--random-input-len", str(args.input_len),
-           "--random-output-len", str(args.output_len), "--random-range-ratio", str(args.range_ratio),
-           "--request-rate", str(args.rate), "--seed", str(args.seed), "--warmup", "3", "--save-result",
-           "--result-dir", str(result_dir), "--result-filename", f"{name}.json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tessera.cli",
+        "bench",
+        "--base-url",
+        f"http://127.0.0.1:{port}",
+        "--model",
+        SERVED,
+        "--num-prompts",
+        str(args.prompts),
+        "--random-input-len",
+        str(args.input_len),
+        "--random-output-len",
+        str(args.output_len),
+        "--random-range-ratio",
+        str(args.range_ratio),
+        "--request-rate",
+        str(args.rate),
+        "--seed",
+        str(args.seed),
+        "--warmup",
+        "3",
+        "--save-result",
+        "--result-dir",
+        str(result_dir),
+        "--result-filename",
+        f"{name}.json",
+    ]
     print(f"[{name}] {args.prompts} requests at {args.rate} req/s ...", flush=True)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return json.loads((result_dir / f"{name}.json").read_text())
@@ -72,10 +112,10 @@ def bench(port: int, args: argparse.Namespace, result_dir: Path, name: str) -> d
 
 def des_replay(measured: dict) -> dict:
     """The discrete-event simulator on the exact lengths and arrival times the real run used."""
-    from tessera.placement.pipeline import load_profile
-    from tessera.runtime.models.registry import resolve
     from tessera.engine_model.build import build_instances, context_length, resolve_arch
     from tessera.engine_model.instance import parse_cluster
+    from tessera.placement.pipeline import load_profile
+    from tessera.runtime.models.registry import resolve
     from tessera.sim.report import summarize_sim
     from tessera.sim.simulator import Simulator
     from tessera.sim.workloads import SimRequest
@@ -84,8 +124,10 @@ def des_replay(measured: dict) -> dict:
     arch = resolve_arch(path, 4)
     instances = build_instances(arch, parse_cluster("cpu:1", arch), context_length(path))
     t0 = min(measured["start_times"])
-    reqs = [SimRequest(f"r{i}", s - t0, p, o) for i, (s, p, o) in
-            enumerate(zip(measured["start_times"], measured["input_lens"], measured["output_lens"]))]
+    reqs = [
+        SimRequest(f"r{i}", s - t0, p, o)
+        for i, (s, p, o) in enumerate(zip(measured["start_times"], measured["input_lens"], measured["output_lens"]))
+    ]
     result = Simulator(arch, arch.name, instances, load_profile("least_loaded", seed=0), 0).run(reqs)
     return summarize_sim(result)
 
@@ -144,19 +186,32 @@ def main() -> int:
     table = {}
     print(f"\n{'':<28} {'TTFT p50':>9} {'TTFT p90':>9} {'TPOT p50':>9} {'TPOT p90':>9} {'ITL p50':>8}")
     for name, d in runs.items():
-        row = {k: d[k] for k in ("median_ttft_ms", "p90_ttft_ms", "median_tpot_ms", "p90_tpot_ms", "median_itl_ms",
-                                 "request_throughput", "completed")}
+        row = {
+            k: d[k]
+            for k in (
+                "median_ttft_ms",
+                "p90_ttft_ms",
+                "median_tpot_ms",
+                "p90_tpot_ms",
+                "median_itl_ms",
+                "request_throughput",
+                "completed",
+            )
+        }
         row["ttft_error"] = d["median_ttft_ms"] / real["median_ttft_ms"] - 1
         row["tpot_error"] = d["median_tpot_ms"] / real["median_tpot_ms"] - 1
         table[name] = row
-        print(f"{name:<28} {d['median_ttft_ms']:>9.1f} {d['p90_ttft_ms']:>9.1f} {d['median_tpot_ms']:>9.1f} "
-              f"{d['p90_tpot_ms']:>9.1f} {d['median_itl_ms']:>8.1f}   (median TTFT {row['ttft_error']:+.1%}, "
-              f"TPOT {row['tpot_error']:+.1%} vs vLLM)")
+        print(
+            f"{name:<28} {d['median_ttft_ms']:>9.1f} {d['p90_ttft_ms']:>9.1f} {d['median_tpot_ms']:>9.1f} "
+            f"{d['p90_tpot_ms']:>9.1f} {d['median_itl_ms']:>8.1f}   (median TTFT {row['ttft_error']:+.1%}, "
+            f"TPOT {row['tpot_error']:+.1%} vs vLLM)"
+        )
     ok = all(abs(table[n][k]) <= 0.15 for n in ("sim",) for k in ("ttft_error", "tpot_error"))
     print(f"\nsim engine within 15% of vLLM on median TTFT and TPOT: {'yes' if ok else 'NO'}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "table": table, "within_15_percent": ok},
-                                                   indent=1))
+    out.with_suffix(".json").write_text(
+        json.dumps({"args": vars(args), "table": table, "within_15_percent": ok}, indent=1)
+    )
     plot(runs, out.with_suffix(".png"))
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')} (raw runs in {work})")
     return 0 if ok else 1

@@ -16,25 +16,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from tessera.engine_model.build import build_instances, resolve_arch
+from tessera.engine_model.instance import parse_cluster
+from tessera.placement.pipeline import load_profile
+from tessera.sim import workloads as wl
+from tessera.sim.report import summarize_sim
+from tessera.sim.simulator import Simulator
 
-from tessera.placement.pipeline import load_profile  # noqa: E402
-from tessera.sim import workloads as wl  # noqa: E402
-from tessera.engine_model.build import build_instances, resolve_arch  # noqa: E402
-from tessera.engine_model.instance import parse_cluster  # noqa: E402
-from tessera.sim.report import summarize_sim  # noqa: E402
-from tessera.sim.simulator import Simulator  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TRACE = ROOT.parent / "shared" / "data" / "traces" / "azure2023_code.csv"
 
 
-def run_once(requests: list[wl.SimRequest], cluster: str, model: str = "llama3-8b",
-             policy: str = "least_loaded") -> dict:
+def run_once(
+    requests: list[wl.SimRequest], cluster: str, model: str = "llama3-8b", policy: str = "least_loaded"
+) -> dict:
     arch = resolve_arch(model)
     instances = build_instances(arch, parse_cluster(cluster, arch))
     t0 = time.process_time()
@@ -43,16 +42,30 @@ def run_once(requests: list[wl.SimRequest], cluster: str, model: str = "llama3-8
     wall = time.perf_counter() - w0
     cpu = time.process_time() - t0
     s = summarize_sim(result, details=False)
-    return {"cluster": cluster, "accelerators": sum(sp.devices for sp, _, _ in instances), "instances": len(instances),
-            "requests": len(requests), "virtual_s": result.duration_s, "wall_s": wall, "cpu_s": cpu,
-            "events": result.events, "engine_steps": s["engine_steps"], "completed": s["completed"],
-            "p50_ttft_ms": s["p50_ttft_ms"], "p90_ttft_ms": s["p90_ttft_ms"], "p50_tpot_ms": s["p50_tpot_ms"]}
+    return {
+        "cluster": cluster,
+        "accelerators": sum(sp.devices for sp, _, _ in instances),
+        "instances": len(instances),
+        "requests": len(requests),
+        "virtual_s": result.duration_s,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "events": result.events,
+        "engine_steps": s["engine_steps"],
+        "completed": s["completed"],
+        "p50_ttft_ms": s["p50_ttft_ms"],
+        "p90_ttft_ms": s["p90_ttft_ms"],
+        "p50_tpot_ms": s["p50_tpot_ms"],
+    }
 
 
 def show(row: dict) -> None:
-    print(f"  {row['cluster']:<22} {row['accelerators']:>4} accel {row['requests']:>6} req "
-          f"{row['virtual_s']:>6.0f} s virtual -> {row['wall_s']:6.2f} s wall ({row['cpu_s']:.2f} s CPU), "
-          f"{row['events']} events, {row['engine_steps']} steps, TTFT p50 {row['p50_ttft_ms']:.0f} ms", flush=True)
+    print(
+        f"  {row['cluster']:<22} {row['accelerators']:>4} accel {row['requests']:>6} req "
+        f"{row['virtual_s']:>6.0f} s virtual -> {row['wall_s']:6.2f} s wall ({row['cpu_s']:.2f} s CPU), "
+        f"{row['events']} events, {row['engine_steps']} steps, TTFT p50 {row['p50_ttft_ms']:.0f} ms",
+        flush=True,
+    )
 
 
 def plot(data: dict, path: Path) -> None:
@@ -112,8 +125,14 @@ def main() -> int:
         request_sweep.append(row)
     per_req = [r["wall_s"] / r["requests"] * 1e6 for r in request_sweep]
     print("wall time per request (us): " + ", ".join(f"{v:.0f}" for v in per_req))
-    data = {"trace": args.trace, "cores": cores, "headline": headline, "cluster_sweep": cluster_sweep,
-            "request_sweep": request_sweep, "wall_us_per_request": per_req}
+    data = {
+        "trace": args.trace,
+        "cores": cores,
+        "headline": headline,
+        "cluster_sweep": cluster_sweep,
+        "request_sweep": request_sweep,
+        "wall_us_per_request": per_req,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(data, indent=1))

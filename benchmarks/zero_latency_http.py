@@ -43,8 +43,7 @@ class InstantOpenAI:
         """What the prompt or the chat messages tokenize to (word count without a tokenizer)."""
         if "messages" in body:
             if self.tokenizer is not None:
-                return self.tokenizer.encode_chat(body["messages"],
-                                                  body.get("add_generation_prompt", True))
+                return self.tokenizer.encode_chat(body["messages"], body.get("add_generation_prompt", True))
             text = " ".join(str(m.get("content", "")) for m in body["messages"])
         else:
             prompt = body.get("prompt", "")
@@ -63,9 +62,20 @@ class InstantOpenAI:
         return Response(status_code=200)
 
     async def models(self, request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [
-            {"id": self.model, "object": "model", "created": 0, "owned_by": "tessera",
-             "max_model_len": self.max_model_len}]})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": self.model,
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": "tessera",
+                        "max_model_len": self.max_model_len,
+                    }
+                ],
+            }
+        )
 
     async def completions(self, request: Request) -> Response:
         return await self._generate(await request.json(), chat=False)
@@ -77,29 +87,41 @@ class InstantOpenAI:
         n = int(body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS)
         usage = {"prompt_tokens": len(self._token_ids(body)), "completion_tokens": n}
         usage["total_tokens"] = usage["prompt_tokens"] + n
-        head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
-                "model": body.get("model", self.model)}
+        head = {
+            "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+            "created": int(time.time()),
+            "model": body.get("model", self.model),
+        }
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return StreamingResponse(self._sse(head, n, chat, usage if include_usage else None),
-                                     media_type="text/event-stream")
+            return StreamingResponse(
+                self._sse(head, n, chat, usage if include_usage else None), media_type="text/event-stream"
+            )
         await asyncio.sleep(self.itl_s * (n - 1))
         text = "a" * n
-        choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
-                  if chat else {"index": 0, "text": text, "finish_reason": "length"})
-        return JSONResponse({**head, "object": "chat.completion" if chat else "text_completion",
-                             "choices": [choice], "usage": usage})
+        choice = (
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
+            if chat
+            else {"index": 0, "text": text, "finish_reason": "length"}
+        )
+        return JSONResponse(
+            {**head, "object": "chat.completion" if chat else "text_completion", "choices": [choice], "usage": usage}
+        )
 
-    async def _sse(self, head: dict[str, Any], n: int, chat: bool,
-                   usage: dict[str, int] | None) -> AsyncIterator[bytes]:
+    async def _sse(
+        self, head: dict[str, Any], n: int, chat: bool, usage: dict[str, int] | None
+    ) -> AsyncIterator[bytes]:
         """One chunk per token, then the usage chunk (if asked for) and [DONE], as vLLM streams."""
         obj = "chat.completion.chunk" if chat else "text_completion"
         for i in range(n):
             if i and self.itl_s:
                 await asyncio.sleep(self.itl_s)
             finish = "length" if i == n - 1 else None
-            choice = ({"index": 0, "delta": {"content": "a"}, "finish_reason": finish} if chat
-                      else {"index": 0, "text": "a", "finish_reason": finish})
+            choice = (
+                {"index": 0, "delta": {"content": "a"}, "finish_reason": finish}
+                if chat
+                else {"index": 0, "text": "a", "finish_reason": finish}
+            )
             yield _event({**head, "object": obj, "choices": [choice]})
         if usage is not None:
             yield _event({**head, "object": obj, "choices": [], "usage": usage})
@@ -111,10 +133,12 @@ def _event(payload: dict[str, Any]) -> bytes:
 
 
 def build_app(handlers: InstantOpenAI) -> Starlette:
-    return Starlette(routes=[
-        Route("/v1/completions", handlers.completions, methods=["POST"]),
-        Route("/v1/chat/completions", handlers.chat_completions, methods=["POST"]),
-        Route("/tokenize", handlers.tokenize, methods=["POST"]),
-        Route("/health", handlers.health, methods=["GET"]),
-        Route("/v1/models", handlers.models, methods=["GET"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/v1/completions", handlers.completions, methods=["POST"]),
+            Route("/v1/chat/completions", handlers.chat_completions, methods=["POST"]),
+            Route("/tokenize", handlers.tokenize, methods=["POST"]),
+            Route("/health", handlers.health, methods=["GET"]),
+            Route("/v1/models", handlers.models, methods=["GET"]),
+        ]
+    )

@@ -14,25 +14,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import uvloop
+from zero_latency_http import InstantOpenAI, build_app
 
-import uvloop  # noqa: E402
-
-from benchmarks.zero_latency_http import InstantOpenAI, build_app  # noqa: E402
-from services.worker.engine import EngineLoad  # noqa: E402
-from services.worker.load import LoadTracker  # noqa: E402
-from services.worker.reporter import SchedulerReporter  # noqa: E402
-from tessera.runtime.etcd import keys  # noqa: E402
-from tessera.runtime.etcd.client import EtcdConnector  # noqa: E402
-from tessera.runtime.etcd.records import identity_to_json  # noqa: E402
-from tessera.runtime.etcd.registration import LeasedKey  # noqa: E402
-from tessera.runtime.http_server import start_http  # noqa: E402
-from tessera.runtime.rpc.server import ServiceBinding, start_server  # noqa: E402
-from tessera.v1 import common_pb2 as pb  # noqa: E402
-from tessera.v1 import worker_pb2, worker_pb2_grpc  # noqa: E402
+from services.worker.engine import EngineLoad
+from services.worker.load import LoadTracker
+from services.worker.reporter import SchedulerReporter
+from tessera.runtime.etcd import keys
+from tessera.runtime.etcd.client import EtcdConnector
+from tessera.runtime.etcd.records import identity_to_json
+from tessera.runtime.etcd.registration import LeasedKey
+from tessera.runtime.http_server import start_http
+from tessera.runtime.rpc.server import ServiceBinding, start_server
+from tessera.v1 import common_pb2 as pb
+from tessera.v1 import worker_pb2, worker_pb2_grpc
 
 
 class InstantWorker(worker_pb2_grpc.WorkerServicer):
@@ -52,8 +48,9 @@ class InstantWorker(worker_pb2_grpc.WorkerServicer):
             for i in range(n):
                 if i and self.itl_s:
                     await asyncio.sleep(self.itl_s)
-                out = worker_pb2.GenerateResponse(request_id=request.request_id,
-                                                  delta=pb.TokenDelta(token_ids=[self.token_id], text="a"))
+                out = worker_pb2.GenerateResponse(
+                    request_id=request.request_id, delta=pb.TokenDelta(token_ids=[self.token_id], text="a")
+                )
                 if i == n - 1:
                     out.finish_reason = pb.FINISH_REASON_LENGTH
                     out.usage.prompt_tokens = len(request.prompt_token_ids)
@@ -67,14 +64,29 @@ class InstantWorker(worker_pb2_grpc.WorkerServicer):
 
 async def main(args: argparse.Namespace) -> None:
     tracker = LoadTracker()
-    server = await start_server([ServiceBinding(worker_pb2_grpc.add_WorkerServicer_to_server,
-                                                InstantWorker(args.itl_ms / 1000, args.token_id, tracker),
-                                                "tessera.v1.Worker")],
-                                port=args.port)
-    identity = pb.WorkerIdentity(id=args.worker_id, address=f"127.0.0.1:{server.port}", model=args.model,
-                                 model_path=args.model_path, role=pb.ROLE_MIXED, vendor="cpu",
-                                 accelerator="none", engine="zero-latency", max_model_len=args.max_model_len,
-                                 kv_block_size=32, kv_capacity_blocks=100000)
+    server = await start_server(
+        [
+            ServiceBinding(
+                worker_pb2_grpc.add_WorkerServicer_to_server,
+                InstantWorker(args.itl_ms / 1000, args.token_id, tracker),
+                "tessera.v1.Worker",
+            )
+        ],
+        port=args.port,
+    )
+    identity = pb.WorkerIdentity(
+        id=args.worker_id,
+        address=f"127.0.0.1:{server.port}",
+        model=args.model,
+        model_path=args.model_path,
+        role=pb.ROLE_MIXED,
+        vendor="cpu",
+        accelerator="none",
+        engine="zero-latency",
+        max_model_len=args.max_model_len,
+        kv_block_size=32,
+        kv_capacity_blocks=100000,
+    )
     if args.http_port >= 0:
         identity.http_address = f"127.0.0.1:{await start_openai_http(args)}"
     connector = EtcdConnector(args.etcd)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,8 +75,9 @@ def cluster(tmp_path_factory):
     pair (all real vLLM)."""
     log_dir = tmp_path_factory.mktemp("cluster")
     collector = OtlpCollector().start()
-    etcd = LocalEtcd(client_port=free_port(), data_dir=str(log_dir / "etcd-data"),
-                     log_path=str(log_dir / "etcd.log")).start()
+    etcd = LocalEtcd(
+        client_port=free_port(), data_dir=str(log_dir / "etcd-data"), log_path=str(log_dir / "etcd.log")
+    ).start()
     env = _test_env(collector)
     desired = log_dir / "desired.yaml"
     desired.write_text(
@@ -85,23 +85,42 @@ def cluster(tmp_path_factory):
         "  - {name: tiny, model: tiny, replicas: 2}\n"
         "  - {name: smollm2, model: smollm2, replicas: 1, engine_args: {max_model_len: 2048}}\n"
         # The same tiny weights as a prefill/decode pair under another name (test_disaggregation.py).
-        f"  - {{name: tiny-prefill, model: tiny, role: prefill, replicas: 1, engine_args: {{served_model_name: {TINY_PD}}}}}\n"
-        f"  - {{name: tiny-decode, model: tiny, role: decode, replicas: 1, engine_args: {{served_model_name: {TINY_PD}}}}}\n"
+        f"  - {{name: tiny-prefill, model: tiny, role: prefill, replicas: 1,\n"
+        f"     engine_args: {{served_model_name: {TINY_PD}}}}}\n"
+        f"  - {{name: tiny-decode, model: tiny, role: decode, replicas: 1,\n"
+        f"     engine_args: {{served_model_name: {TINY_PD}}}}}\n"
     )
     http_port, grpc_port = free_port(), free_port()
     common = ["--etcd", etcd.endpoint, "--lease-ttl", "3"]
     scheduler = ServiceProcess("scheduler", ["scheduler", *common, "--port", "0"], log_dir, env).start()
-    router = ServiceProcess("router", ["router", *common, "--port", str(http_port), "--grpc-port", str(grpc_port)],
-                            log_dir, env).start()
-    autoscaler = ServiceProcess("autoscaler", ["autoscaler", *common, "--desired", str(desired),
-                                               "--worker-log-dir", str(log_dir / "workers"),
-                                               "--autoscaler-id", "autoscaler-a"], log_dir, env).start()
+    router = ServiceProcess(
+        "router", ["router", *common, "--port", str(http_port), "--grpc-port", str(grpc_port)], log_dir, env
+    ).start()
+    autoscaler = ServiceProcess(
+        "autoscaler",
+        [
+            "autoscaler",
+            *common,
+            "--desired",
+            str(desired),
+            "--worker-log-dir",
+            str(log_dir / "workers"),
+            "--autoscaler-id",
+            "autoscaler-a",
+        ],
+        log_dir,
+        env,
+    ).start()
     c = Cluster(etcd, scheduler, router, autoscaler, http_port, grpc_port, collector, log_dir, env)
     try:
-        wait_for(lambda: c.models().get(TINY, 0) >= 2 and c.models().get(SMOLLM2, 0) >= 1
-                 and c.models().get(TINY_PD, 0) >= 2,
-                 CLUSTER_START_TIMEOUT_S, interval=1.0,
-                 what="2 tiny workers, 1 SmolLM2 worker and a tiny prefill/decode pair to register")
+        wait_for(
+            lambda: (
+                c.models().get(TINY, 0) >= 2 and c.models().get(SMOLLM2, 0) >= 1 and c.models().get(TINY_PD, 0) >= 2
+            ),
+            CLUSTER_START_TIMEOUT_S,
+            interval=1.0,
+            what="2 tiny workers, 1 SmolLM2 worker and a tiny prefill/decode pair to register",
+        )
     except TimeoutError:
         print(c.logs())
         raise
@@ -123,7 +142,9 @@ def openai_client(cluster):
 @pytest.fixture()
 def local_etcd(tmp_path):
     """A private etcd for tests of the etcd layer itself."""
-    etcd = LocalEtcd(client_port=free_port(), data_dir=str(tmp_path / "etcd"), log_path=str(tmp_path / "etcd.log")).start()
+    etcd = LocalEtcd(
+        client_port=free_port(), data_dir=str(tmp_path / "etcd"), log_path=str(tmp_path / "etcd.log")
+    ).start()
     yield etcd
     etcd.stop(wipe=True)
 

@@ -52,17 +52,18 @@ class FakeKubeApi:
     """The server's state and knobs; start() serves it on 127.0.0.1 in a thread."""
 
     deployments: dict[tuple[str, str], Deployment] = field(default_factory=dict)
-    seen: list[tuple[str, str, str]] = field(default_factory=list)      # (http method, verb, resource)
-    conflicts: int = 0                                                  # 409s answered
-    forbidden: set[tuple[str, str]] = field(default_factory=set)        # (verb, resource) answered with 403
-    interfere: dict[str, int] = field(default_factory=dict)             # name -> writes by "someone else" to come
-    vanish_after_list: set[str] = field(default_factory=set)            # deleted right after the next list
+    seen: list[tuple[str, str, str]] = field(default_factory=list)  # (http method, verb, resource)
+    conflicts: int = 0  # 409s answered
+    forbidden: set[tuple[str, str]] = field(default_factory=set)  # (verb, resource) answered with 403
+    interfere: dict[str, int] = field(default_factory=dict)  # name -> writes by "someone else" to come
+    vanish_after_list: set[str] = field(default_factory=set)  # deleted right after the next list
     _rv: Any = field(default_factory=lambda: itertools.count(1000))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, name: str, labels: dict[str, str], replicas: int = 1, namespace: str = "tessera") -> None:
-        self.deployments[(namespace, name)] = Deployment(namespace, name, labels, replicas, next(self._rv),
-                                                         f"uid-{name}")
+        self.deployments[(namespace, name)] = Deployment(
+            namespace, name, labels, replicas, next(self._rv), f"uid-{name}"
+        )
 
     def replicas(self, name: str, namespace: str = "tessera") -> int:
         return self.deployments[(namespace, name)].replicas
@@ -100,8 +101,9 @@ class FakeKubeApi:
         url = urlsplit(req.path)
         body = req.rfile.read(int(req.headers.get("Content-Length") or 0))
         with self._lock:
-            code, payload = self._route(method, url.path, parse_qs(url.query), body,
-                                        req.headers.get("Content-Type", ""))
+            code, payload = self._route(
+                method, url.path, parse_qs(url.query), body, req.headers.get("Content-Type", "")
+            )
         data = json.dumps(payload).encode()
         req.send_response(code)
         req.send_header("Content-Type", "application/json")
@@ -109,11 +111,12 @@ class FakeKubeApi:
         req.end_headers()
         req.wfile.write(data)
 
-    def _route(self, method: str, path: str, query: dict[str, list[str]], body: bytes,
-               content_type: str) -> tuple[int, dict]:
+    def _route(
+        self, method: str, path: str, query: dict[str, list[str]], body: bytes, content_type: str
+    ) -> tuple[int, dict]:
         if not path.startswith(PREFIX):
             return _status(404, "NotFound", f"the server could not find the requested resource ({path})")
-        parts = path[len(PREFIX):].split("/")
+        parts = path[len(PREFIX) :].split("/")
         if len(parts) == 2 and parts[1] == "deployments" and method == "GET":
             return self._list(parts[0], query.get("labelSelector", [""])[0])
         if len(parts) == 4 and parts[1] == "deployments" and parts[3] == "scale":
@@ -126,8 +129,12 @@ class FakeKubeApi:
         if (verb, resource) not in self.forbidden:
             return None
         what = f'deployments.apps "{name}"' if name else "deployments.apps"
-        return _status(403, "Forbidden", f'{what} is forbidden: User "{SERVICE_ACCOUNT}" cannot {verb} resource '
-                                         f'"{resource}" in API group "apps" in the namespace "{namespace}"')
+        return _status(
+            403,
+            "Forbidden",
+            f'{what} is forbidden: User "{SERVICE_ACCOUNT}" cannot {verb} resource '
+            f'"{resource}" in API group "apps" in the namespace "{namespace}"',
+        )
 
     def _list(self, namespace: str, selector: str) -> tuple[int, dict]:
         denied = self._deny("GET", "list", "deployments", namespace)
@@ -142,11 +149,16 @@ class FakeKubeApi:
             if d.name in self.vanish_after_list:
                 self.vanish_after_list.discard(d.name)
                 del self.deployments[(namespace, d.name)]
-        return 200, {"kind": "DeploymentList", "apiVersion": "apps/v1",
-                     "metadata": {"resourceVersion": str(next(self._rv))}, "items": [_deployment(d) for d in items]}
+        return 200, {
+            "kind": "DeploymentList",
+            "apiVersion": "apps/v1",
+            "metadata": {"resourceVersion": str(next(self._rv))},
+            "items": [_deployment(d) for d in items],
+        }
 
-    def _scale(self, verb: str, method: str, namespace: str, name: str, body: bytes,
-               content_type: str) -> tuple[int, dict]:
+    def _scale(
+        self, verb: str, method: str, namespace: str, name: str, body: bytes, content_type: str
+    ) -> tuple[int, dict]:
         denied = self._deny(method, verb, "deployments/scale", namespace, name)
         if denied:
             return denied
@@ -164,12 +176,22 @@ class FakeKubeApi:
             return _status(400, "BadRequest", f"bad {verb} body: {exc}", name)
         if precondition and precondition != str(d.resource_version):
             self.conflicts += 1
-            return _status(409, "Conflict", f'Operation cannot be fulfilled on deployments.apps "{name}": the object '
-                                            "has been modified; please apply your changes to the latest version and "
-                                            "try again", name)
+            return _status(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on deployments.apps "{name}": the object '
+                "has been modified; please apply your changes to the latest version and "
+                "try again",
+                name,
+            )
         if not isinstance(replicas, int) or replicas < 0:
-            return _status(422, "Invalid", f'Scale.autoscaling "{name}" is invalid: spec.replicas: Invalid value: '
-                                           f"{replicas}: must be greater than or equal to 0", name)
+            return _status(
+                422,
+                "Invalid",
+                f'Scale.autoscaling "{name}" is invalid: spec.replicas: Invalid value: '
+                f"{replicas}: must be greater than or equal to 0",
+                name,
+            )
         d.replicas, d.resource_version = replicas, next(self._rv)
         return 200, _scale(d)
 
@@ -209,30 +231,56 @@ def _selector(text: str):
 
 
 def _meta(d: Deployment) -> dict:
-    return {"name": d.name, "namespace": d.namespace, "uid": d.uid, "resourceVersion": str(d.resource_version),
-            "creationTimestamp": "2025-01-01T00:00:00Z", "labels": dict(d.labels)}
+    return {
+        "name": d.name,
+        "namespace": d.namespace,
+        "uid": d.uid,
+        "resourceVersion": str(d.resource_version),
+        "creationTimestamp": "2025-01-01T00:00:00Z",
+        "labels": dict(d.labels),
+    }
 
 
 def _deployment(d: Deployment) -> dict:
     pod = {"app.kubernetes.io/name": d.name}
-    return {"metadata": _meta(d),
-            "spec": {"replicas": d.replicas, "selector": {"matchLabels": pod},
-                     "template": {"metadata": {"labels": pod},
-                                  "spec": {"containers": [{"name": "worker", "image": "tessera:dev"}]}}},
-            "status": {"replicas": d.replicas, "readyReplicas": d.replicas}}
+    return {
+        "metadata": _meta(d),
+        "spec": {
+            "replicas": d.replicas,
+            "selector": {"matchLabels": pod},
+            "template": {
+                "metadata": {"labels": pod},
+                "spec": {"containers": [{"name": "worker", "image": "tessera:dev"}]},
+            },
+        },
+        "status": {"replicas": d.replicas, "readyReplicas": d.replicas},
+    }
 
 
 def _scale(d: Deployment) -> dict:
     meta = _meta(d)
     del meta["labels"]
-    return {"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": meta, "spec": {"replicas": d.replicas},
-            "status": {"replicas": d.replicas, "selector": f"app.kubernetes.io/name={d.name}"}}
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": meta,
+        "spec": {"replicas": d.replicas},
+        "status": {"replicas": d.replicas, "selector": f"app.kubernetes.io/name={d.name}"},
+    }
 
 
 def _status(code: int, reason: str, message: str, name: str = "") -> tuple[int, dict]:
     details = {"name": name, "group": "apps", "kind": "deployments"} if name else {}
-    return code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-                  "reason": reason, "details": details, "code": code}
+    return code, {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "details": details,
+        "code": code,
+    }
 
 
 def write_kubeconfig(path: Any, host: str, namespace: str) -> str:

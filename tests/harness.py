@@ -41,7 +41,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.2
         except Exception as exc:  # noqa: BLE001 - retried until the deadline
             last_exc = exc
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+    raise TimeoutError(
+        f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else "")
+    )
 
 
 class ServiceProcess:
@@ -54,10 +56,11 @@ class ServiceProcess:
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "ServiceProcess":
+    def start(self) -> ServiceProcess:
         logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.cmd, stdout=logf, stderr=subprocess.STDOUT, env=self.env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=logf, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+        )
         logf.close()
         return self
 
@@ -126,10 +129,29 @@ def tessera_up(log_dir, *up_args: str, ready_timeout: float = 120):
     until it serves; Ctrl-C on the way out."""
     port, grpc_port = free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tessera.cli", "up", "--engine", "sim", "--model", "tiny", *up_args,
-         "--port", str(port), "--grpc-port", str(grpc_port), "--log-dir", str(log_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "TESSERA_TEST_RUN": RUN_ID + "-up"}, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "tessera.cli",
+            "up",
+            "--engine",
+            "sim",
+            "--model",
+            "tiny",
+            *up_args,
+            "--port",
+            str(port),
+            "--grpc-port",
+            str(grpc_port),
+            "--log-dir",
+            str(log_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "TESSERA_TEST_RUN": RUN_ID + "-up"},
+        start_new_session=True,
+    )
     lines: list[str] = []
     threading.Thread(target=lambda: [lines.append(line) for line in proc.stdout], daemon=True).start()
 

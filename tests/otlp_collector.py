@@ -29,8 +29,11 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
                 service = next((a.value.string_value for a in rs.resource.attributes if a.key == "service.name"), "")
                 for ss in rs.scope_spans:
                     for span in ss.spans:
-                        self.sink.append(ReceivedSpan(service, span.name, span.trace_id.hex(), span.span_id.hex(),
-                                                      span.parent_span_id.hex()))
+                        self.sink.append(
+                            ReceivedSpan(
+                                service, span.name, span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex()
+                            )
+                        )
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
@@ -46,7 +49,7 @@ class OtlpCollector:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "OtlpCollector":
+    def start(self) -> OtlpCollector:
         self.server.start()
         return self
 

@@ -23,6 +23,7 @@ class Fleet:
             self.free -= 1
             self.order.append(name)
             return name
+
         return place
 
     def release(self, ac: AdmissionControl) -> None:
@@ -34,22 +35,24 @@ async def test_waiting_requests_go_by_priority_then_earliest_deadline():
     ac = AdmissionControl(ttft_slo_s=0.0)
     fleet = Fleet(free=1)
     assert await ac.admit("m", 0, fleet.placer("first")) == "first"
-    waits = [asyncio.create_task(ac.admit("m", prio, fleet.placer(name), slo))
-             for name, prio, slo in (("late", 0, 50.0), ("soon", 0, 5.0), ("vip", 1, 60.0), ("none", 0, 0.0))]
+    waits = [
+        asyncio.create_task(ac.admit("m", prio, fleet.placer(name), slo))
+        for name, prio, slo in (("late", 0, 50.0), ("soon", 0, 5.0), ("vip", 1, 60.0), ("none", 0, 0.0))
+    ]
     await asyncio.sleep(0.05)
     assert ac.depth("m") == 4
     for _ in range(4):
         fleet.release(ac)
         await asyncio.sleep(0.05)
     assert await asyncio.gather(*waits) == ["late", "soon", "vip", "none"]
-    assert fleet.order == ["first", "vip", "soon", "late", "none"]   # no deadline sorts last
+    assert fleet.order == ["first", "vip", "soon", "late", "none"]  # no deadline sorts last
     await ac.close()
 
 
 async def test_a_request_that_would_miss_its_deadline_is_refused_at_once():
     ac = AdmissionControl(ttft_slo_s=1.0)
     fleet = Fleet(free=3)
-    for i in range(3):                      # the fleet absorbs about 5 requests/s
+    for i in range(3):  # the fleet absorbs about 5 requests/s
         await ac.admit("m", 0, fleet.placer(f"warm{i}"))
         await asyncio.sleep(0.2)
     queued = [asyncio.create_task(ac.admit("m", 0, fleet.placer(f"q{i}"))) for i in range(3)]

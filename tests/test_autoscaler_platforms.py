@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip("kubernetes", reason="the Kubernetes client is in the dev and k8s extras")
 
-from tests.fake_kube_api import FakeKubeApi, write_kubeconfig  # noqa: E402
-from tests.harness import ServiceProcess, wait_for  # noqa: E402
-from tests.test_k8s_actuator import worker_labels  # noqa: E402
+from tests.fake_kube_api import FakeKubeApi, write_kubeconfig
+from tests.harness import ServiceProcess, wait_for
+from tests.test_k8s_actuator import worker_labels
 
 
 def test_the_autoscaler_scales_worker_deployments_to_the_desired_counts(local_etcd, tmp_path):
@@ -27,18 +27,41 @@ def test_the_autoscaler_scales_worker_deployments_to_the_desired_counts(local_et
         "groups:\n"
         "  - {name: mixed, model: smollm2, replicas: 2}\n"
         "  - {name: prefill, model: smollm2, role: prefill, replicas: 1, accelerator: h100-sxm}\n"
-        "  - {name: decode, model: smollm2, role: decode, replicas: 2, accelerator: a100-80gb-sxm}\n")
-    autoscaler = ServiceProcess("autoscaler", ["autoscaler", "--etcd", local_etcd.endpoint, "--lease-ttl", "2",
-                                               "--actuator", "k8s", "--kubeconfig", kubeconfig,
-                                               "--desired", str(desired)], tmp_path).start()
+        "  - {name: decode, model: smollm2, role: decode, replicas: 2, accelerator: a100-80gb-sxm}\n"
+    )
+    autoscaler = ServiceProcess(
+        "autoscaler",
+        [
+            "autoscaler",
+            "--etcd",
+            local_etcd.endpoint,
+            "--lease-ttl",
+            "2",
+            "--actuator",
+            "k8s",
+            "--kubeconfig",
+            kubeconfig,
+            "--desired",
+            str(desired),
+        ],
+        tmp_path,
+    ).start()
     try:
         wanted = {"worker-smollm2-h100-mixed": 2, "worker-smollm2-h100-prefill": 1, "worker-smollm2-a100-decode": 2}
-        wait_for(lambda: {name: api.replicas(name) for name in wanted} == wanted, 30, interval=0.2,
-                 what="the worker Deployments to reach the desired counts")
+        wait_for(
+            lambda: {name: api.replicas(name) for name in wanted} == wanted,
+            30,
+            interval=0.2,
+            what="the worker Deployments to reach the desired counts",
+        )
         # Someone scales a Deployment by hand: the autoscaler puts it back.
         api.add("worker-smollm2-h100-mixed", worker_labels("smollm2", "mixed", "h100-sxm", "nvidia"), replicas=5)
-        wait_for(lambda: api.replicas("worker-smollm2-h100-mixed") == 2, 30, interval=0.2,
-                 what="the autoscaler to restore the count")
+        wait_for(
+            lambda: api.replicas("worker-smollm2-h100-mixed") == 2,
+            30,
+            interval=0.2,
+            what="the autoscaler to restore the count",
+        )
     finally:
         code = autoscaler.stop()
         api.stop()

@@ -43,8 +43,12 @@ def test_the_scheduler_indexes_vllm_kv_events(cluster, openai_client):
     for _ in range(2):
         openai_client.completions.create(model=TINY, prompt="index me " * 100, max_tokens=2)
     # events travel engine -> worker -> scheduler on their own: give them a moment
-    wait_for(lambda: _metric(_scheduler_metrics(cluster), "tessera_scheduler_prefix_index_blocks") > 0, 10,
-             interval=0.2, what="the prefix index to hold the workers' blocks")
+    wait_for(
+        lambda: _metric(_scheduler_metrics(cluster), "tessera_scheduler_prefix_index_blocks") > 0,
+        10,
+        interval=0.2,
+        what="the prefix index to hold the workers' blocks",
+    )
     text = _scheduler_metrics(cluster)
     assert _metric(text, "tessera_scheduler_kv_events_total") > 0
     assert _metric(text, "tessera_scheduler_expected_cached_tokens_total") > 0

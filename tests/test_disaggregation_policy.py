@@ -5,26 +5,41 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from tessera.engine_model.catalog import accelerators
+from tessera.engine_model.perf.comm import kv_transfer_estimator, kv_transfer_time
+from tessera.engine_model.perf.model_arch import ModelArch
 from tessera.placement.disaggregation import DisaggConfig
 from tessera.placement.pairing import place_pair
 from tessera.placement.pipeline import PROFILES_DIR, ProfileError, build_pipeline, load_profile
 from tessera.placement.snapshot import RequestInfo, WorkerSnapshot
-from tessera.engine_model.perf.comm import kv_transfer_estimator, kv_transfer_time
-from tessera.engine_model.catalog import accelerators
-from tessera.engine_model.perf.model_arch import ModelArch
 
 
 def worker(wid: str, role: str, **kw) -> WorkerSnapshot:
-    base = dict(address=f"{wid}:1", model="m", role=role, accelerator="h100-sxm", kv_block_size=16,
-                kv_capacity_blocks=10_000, max_model_len=32_768, max_num_seqs=256,
-                prefill_tokens_per_s=40_000.0, decode_base_s=0.008, decode_step_s=0.010)
+    base = dict(
+        address=f"{wid}:1",
+        model="m",
+        role=role,
+        accelerator="h100-sxm",
+        kv_block_size=16,
+        kv_capacity_blocks=10_000,
+        max_model_len=32_768,
+        max_num_seqs=256,
+        prefill_tokens_per_s=40_000.0,
+        decode_base_s=0.008,
+        decode_step_s=0.010,
+    )
     base.update(kw)
     return WorkerSnapshot(id=wid, **base)
 
 
 def req(prompt: int, **kw) -> RequestInfo:
-    return RequestInfo(request_id=kw.pop("request_id", "r"), model="m", prompt_tokens=prompt,
-                       max_tokens=kw.pop("max_tokens", 128), **kw)
+    return RequestInfo(
+        request_id=kw.pop("request_id", "r"),
+        model="m",
+        prompt_tokens=prompt,
+        max_tokens=kw.pop("max_tokens", 128),
+        **kw,
+    )
 
 
 def flat(seconds: float = 0.01):
@@ -33,8 +48,7 @@ def flat(seconds: float = 0.01):
 
 def pair(request, workers, transfer=None, profile="tessera_disagg", config=None):
     pipe = load_profile(profile, seed=0)
-    return place_pair(request, workers, pipe, pipe.prefill_pipeline, config or pipe.disaggregation,
-                      transfer or flat())
+    return place_pair(request, workers, pipe, pipe.prefill_pipeline, config or pipe.disaggregation, transfer or flat())
 
 
 def test_short_prompt_is_prefilled_where_it_decodes():
@@ -63,8 +77,10 @@ def test_prefill_workers_never_decode_and_mixed_workers_serve_whole_requests():
 
 
 def test_faster_prefill_worker_is_preferred():
-    slow, fast = worker("slow", "prefill", prefill_tokens_per_s=13_000.0), worker("fast", "prefill",
-                                                                                   prefill_tokens_per_s=90_000.0)
+    slow, fast = (
+        worker("slow", "prefill", prefill_tokens_per_s=13_000.0),
+        worker("fast", "prefill", prefill_tokens_per_s=90_000.0),
+    )
     d = pair(req(8000), [slow, fast, worker("d", "decode")])
     assert d.prefill.id == "fast"
 
@@ -72,19 +88,30 @@ def test_faster_prefill_worker_is_preferred():
 def test_prefill_worker_with_the_prompt_cached_is_preferred():
     pipe = load_profile("tessera_disagg", seed=0)
     workers = [worker("p1", "prefill"), worker("p2", "prefill"), worker("d1", "decode"), worker("d2", "decode")]
-    hashes = tuple(range(400))   # 6400 tokens of shared prefix
-    first = place_pair(req(6400, block_hashes=hashes), workers, pipe, pipe.prefill_pipeline, pipe.disaggregation,
-                       flat())
+    hashes = tuple(range(400))  # 6400 tokens of shared prefix
+    first = place_pair(
+        req(6400, block_hashes=hashes), workers, pipe, pipe.prefill_pipeline, pipe.disaggregation, flat()
+    )
     # a second prompt with the same prefix, steered away from the first decode worker
-    second = place_pair(req(8000, request_id="r2", block_hashes=hashes + tuple(range(1000, 1100)),
-                            exclude=frozenset({first.decode.id})),
-                        workers, pipe, pipe.prefill_pipeline, pipe.disaggregation, flat())
+    second = place_pair(
+        req(
+            8000, request_id="r2", block_hashes=hashes + tuple(range(1000, 1100)), exclude=frozenset({first.decode.id})
+        ),
+        workers,
+        pipe,
+        pipe.prefill_pipeline,
+        pipe.disaggregation,
+        flat(),
+    )
     assert second.prefill.id == first.prefill.id and second.prefix_hit_tokens == 6400
 
 
 def test_cheaper_to_reach_prefill_worker_is_preferred_at_equal_speed():
     far, near = worker("far", "prefill"), worker("near", "prefill")
-    transfer = (lambda p, d, tokens: 0.5 if p.id == "far" else 0.02)
+
+    def transfer(p, d, tokens):
+        return 0.5 if p.id == "far" else 0.02
+
     for i in range(5):
         assert pair(req(8000, request_id=f"r{i}"), [far, near, worker("d", "decode")], transfer).prefill.id == "near"
 
@@ -93,9 +120,14 @@ def test_transfer_cost_outweighs_speed_only_when_it_should():
     fast_far = worker("fast_far", "prefill", prefill_tokens_per_s=40_000.0)
     slow_near = worker("slow_near", "prefill", prefill_tokens_per_s=20_000.0)
     workers = [fast_far, slow_near, worker("d", "decode")]
+
     # 8000 tokens: fast ready at 0.2 s + transfer, slow at 0.4 s + 0.01 s
-    expensive = (lambda p, d, tokens: 1.0 if p.id == "fast_far" else 0.01)
-    cheap = (lambda p, d, tokens: 0.02 if p.id == "fast_far" else 0.01)
+    def expensive(p, d, tokens):
+        return 1.0 if p.id == "fast_far" else 0.01
+
+    def cheap(p, d, tokens):
+        return 0.02 if p.id == "fast_far" else 0.01
+
     assert pair(req(8000), workers, expensive).prefill.id == "slow_near"
     assert pair(req(8000), workers, cheap).prefill.id == "fast_far"
     ignore = DisaggConfig(transfer_weight=0.0)
@@ -103,7 +135,7 @@ def test_transfer_cost_outweighs_speed_only_when_it_should():
 
 
 def test_saturated_prefill_side_falls_back_to_local_prefill():
-    busy = worker("p", "prefill", num_running=200, num_waiting=56)   # every batch slot taken
+    busy = worker("p", "prefill", num_running=200, num_waiting=56)  # every batch slot taken
     d = pair(req(8000), [busy, worker("d", "decode")])
     assert d.decode.id == "d" and d.prefill is None and "saturation" in d.reason
 
@@ -122,14 +154,21 @@ def test_prompt_mostly_cached_on_the_decode_worker_stays_there():
     pipe = load_profile("tessera_disagg", seed=0)
     workers = [worker("p", "prefill"), worker("d", "decode")]
     hashes = tuple(range(500))
-    first = place_pair(req(8000, block_hashes=hashes), workers, pipe, pipe.prefill_pipeline, pipe.disaggregation,
-                       flat())
+    first = place_pair(
+        req(8000, block_hashes=hashes), workers, pipe, pipe.prefill_pipeline, pipe.disaggregation, flat()
+    )
     assert first.prefill is not None
     # the decode worker holds the prompt's KV after the copy (its routing record says so): a longer
     # prompt two thirds cached there computes its last 4000 tokens there rather than copy 12000
     longer = hashes + tuple(range(1000, 1250))
-    again = place_pair(req(12000, request_id="r2", block_hashes=longer), workers, pipe, pipe.prefill_pipeline,
-                       pipe.disaggregation, flat())
+    again = place_pair(
+        req(12000, request_id="r2", block_hashes=longer),
+        workers,
+        pipe,
+        pipe.prefill_pipeline,
+        pipe.disaggregation,
+        flat(),
+    )
     assert again.prefill is None and "cached on the decode worker" in again.reason
     assert again.prefix_hit_tokens == 8000
 
@@ -148,18 +187,26 @@ def test_on_a_mixed_cluster_the_profile_places_as_its_decode_side_alone():
     b = build_pipeline(spec, seed=3)
     for i in range(20):
         r = req(3000 + i * 100, request_id=f"r{i}")
-        assert place_pair(r, workers, b, b.prefill_pipeline, b.disaggregation, flat()).decode.id == \
-            a.place(r, workers).worker.id
+        assert (
+            place_pair(r, workers, b, b.prefill_pipeline, b.disaggregation, flat()).decode.id
+            == a.place(r, workers).worker.id
+        )
 
 
 def test_profile_section_is_parsed_and_checked():
-    p = build_pipeline({"name": "x", "filters": ["serves_whole_requests"],
-                        "disaggregation": {"min_prompt_tokens": 1024}})
+    p = build_pipeline(
+        {"name": "x", "filters": ["serves_whole_requests"], "disaggregation": {"min_prompt_tokens": 1024}}
+    )
     assert p.disaggregation == DisaggConfig(min_prompt_tokens=1024)
     assert p.prefill_pipeline is not None and p.prefill_pipeline.name == "x/prefill"
     assert build_pipeline({"name": "plain"}).disaggregation is None
-    for bad in ({"min_prompt": 1}, {"max_cached_fraction": 2.0}, {"enabled": "yes"}, [1],
-                {"prefill": {"scorers": ["nope"]}}):
+    for bad in (
+        {"min_prompt": 1},
+        {"max_cached_fraction": 2.0},
+        {"enabled": "yes"},
+        [1],
+        {"prefill": {"scorers": ["nope"]}},
+    ):
         with pytest.raises(ProfileError, match="disaggregation"):
             build_pipeline({"name": "x", "disaggregation": bad})
 

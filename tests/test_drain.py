@@ -65,9 +65,10 @@ async def test_an_unreachable_worker_counts_as_drained():
 async def test_the_prestop_command_exits_0_once_drained(worker):
     address, tracker = worker
     tracker.started("a", 10)
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.autoscaler.drain", address,
-                                                "--timeout", "20")
-    for _ in range(200):   # the command needs a moment to start and call Drain
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.autoscaler.drain", address, "--timeout", "20"
+    )
+    for _ in range(200):  # the command needs a moment to start and call Drain
         if tracker.draining:
             break
         await asyncio.sleep(0.05)
@@ -116,7 +117,7 @@ async def test_the_local_actuator_drains_a_serving_worker_before_stopping_it(wor
     tracker.started("r", 10)
     down = asyncio.create_task(local.converge([WorkerGroup(name="g", model="tiny", replicas=0)]))
     await asyncio.sleep(0.4)
-    assert tracker.draining and processes.stopped[-1] != "g-2"   # draining, not stopped yet
+    assert tracker.draining and processes.stopped[-1] != "g-2"  # draining, not stopped yet
     tracker.finished("r")
     done = await asyncio.wait_for(down, 3)
     assert processes.stopped[-1] == "g-2" and done.replicas == {}

@@ -38,16 +38,19 @@ def test_a_plain_instance_gets_no_extra_args(vendor):
     assert expert_parallel_env(vendor, 1, ep=False) == {}
 
 
-@pytest.mark.parametrize(("vendor", "role", "backend"), [
-    ("cpu", "mixed", "allgather_reducescatter"),
-    ("cpu", "decode", "allgather_reducescatter"),
-    ("nvidia", "mixed", "allgather_reducescatter"),
-    ("nvidia", "prefill", "deepep_high_throughput"),
-    ("nvidia", "decode", "deepep_low_latency"),
-    ("amd", "mixed", "allgather_reducescatter"),
-    ("amd", "prefill", "mori_high_throughput"),
-    ("amd", "decode", "mori_low_latency"),
-])
+@pytest.mark.parametrize(
+    ("vendor", "role", "backend"),
+    [
+        ("cpu", "mixed", "allgather_reducescatter"),
+        ("cpu", "decode", "allgather_reducescatter"),
+        ("nvidia", "mixed", "allgather_reducescatter"),
+        ("nvidia", "prefill", "deepep_high_throughput"),
+        ("nvidia", "decode", "deepep_low_latency"),
+        ("amd", "mixed", "allgather_reducescatter"),
+        ("amd", "prefill", "mori_high_throughput"),
+        ("amd", "decode", "mori_low_latency"),
+    ],
+)
 def test_ep_dp_args_name_the_vendors_all2all_backend_for_the_role(vendor, role, backend):
     args = expert_parallel_engine_args(vendor, 4, ep=True, role=role)
     assert args["data_parallel_size"] == 4
@@ -93,8 +96,11 @@ def vllm_types():
     from vllm.config.parallel import All2AllBackend, ParallelConfig
     from vllm.engine.arg_utils import AsyncEngineArgs
 
-    return SimpleNamespace(backends=set(typing.get_args(All2AllBackend)), ParallelConfig=ParallelConfig,
-                           fields={f.name for f in dataclasses.fields(AsyncEngineArgs)})
+    return SimpleNamespace(
+        backends=set(typing.get_args(All2AllBackend)),
+        ParallelConfig=ParallelConfig,
+        fields={f.name for f in dataclasses.fields(AsyncEngineArgs)},
+    )
 
 
 @pytest.mark.parametrize("vendor", EP_VENDORS)
@@ -107,7 +113,7 @@ def test_vllm_accepts_the_launch_shape(vllm_types, vendor, role):
     assert backend in vllm_types.backends
     assert backend not in ("pplx", "naive"), "removed in vLLM 0.32: it falls back to allgather_reducescatter"
     config = vllm_types.ParallelConfig(data_parallel_size=2, enable_expert_parallel=True, all2all_backend=backend)
-    assert config.all2all_backend == backend    # not rewritten by vLLM's fallback
+    assert config.all2all_backend == backend  # not rewritten by vLLM's fallback
     assert config.use_all2all
 
 
@@ -123,10 +129,10 @@ def test_dp_ranks_are_what_the_instance_hosts():
 
 def test_cpu_threads_bind_gives_one_core_list_per_rank():
     assert cpu_threads_bind([1], 1) == "1"
-    assert cpu_threads_bind([1], 2) == "1|1"                 # two ranks sharing one core (this machine)
+    assert cpu_threads_bind([1], 2) == "1|1"  # two ranks sharing one core (this machine)
     assert cpu_threads_bind([0, 1], 2) == "0|1"
     assert cpu_threads_bind([4, 5, 6, 7, 8], 2) == "4,5,6|7,8"
-    assert cpu_threads_bind([0, 1, 2, 3], 2, tp_size=2) == "0|1|2|3"   # [DP, TP] order
+    assert cpu_threads_bind([0, 1, 2, 3], 2, tp_size=2) == "0|1|2|3"  # [DP, TP] order
     with pytest.raises(ValueError):
         cpu_threads_bind([], 2)
 
@@ -144,10 +150,12 @@ def _load(waiting: int = 0, running: int = 0, kv: float = 0.0) -> SimpleNamespac
 
 def test_pick_dp_rank_prefers_cached_prefix_then_least_load():
     loads = {0: _load(running=3), 1: _load(running=1), 2: _load(running=1)}
-    assert pick_dp_rank(loads) == 1                            # least loaded, lowest rank on ties
-    assert pick_dp_rank(loads, cached_tokens={0: 64}) == 0     # the prefix wins over load
+    assert pick_dp_rank(loads) == 1  # least loaded, lowest rank on ties
+    assert pick_dp_rank(loads, cached_tokens={0: 64}) == 0  # the prefix wins over load
     idle = {0: _load(), 1: _load()}
-    assert pick_dp_rank(idle) == 0 and pick_dp_rank(idle, recent={0: 3, 1: 1}) == 1   # equal load: the rank used least lately
+    assert (
+        pick_dp_rank(idle) == 0 and pick_dp_rank(idle, recent={0: 3, 1: 1}) == 1
+    )  # equal load: the rank used least lately
     # A queue on a nearly full KV cache weighs more than the same queue on an empty one.
     assert pick_dp_rank({0: _load(waiting=2, kv=0.95), 1: _load(waiting=2, running=2, kv=0.1)}) == 1
     with pytest.raises(ValueError):
@@ -157,8 +165,10 @@ def test_pick_dp_rank_prefers_cached_prefix_then_least_load():
 def test_pick_dp_rank_reads_load_reports():
     from tessera.v1 import common_pb2 as pb
 
-    reports = {0: pb.LoadReport(data_parallel_rank=0, num_running=5),
-               1: pb.LoadReport(data_parallel_rank=1, num_running=2, num_waiting=1, kv_cache_usage=0.2)}
+    reports = {
+        0: pb.LoadReport(data_parallel_rank=0, num_running=5),
+        1: pb.LoadReport(data_parallel_rank=1, num_running=2, num_waiting=1, kv_cache_usage=0.2),
+    }
     assert pick_dp_rank(reports) == 1
 
 
@@ -242,7 +252,7 @@ def test_cpu_reduce_scatterv_sums_then_keeps_each_ranks_rows(shim):
 def test_localize_experts_zeroes_experts_held_elsewhere(shim):
     import torch
 
-    expert_map = torch.tensor([-1, -1, 0, 1])          # this rank holds global experts 2 and 3
+    expert_map = torch.tensor([-1, -1, 0, 1])  # this rank holds global experts 2 and 3
     weights = torch.tensor([[0.6, 0.4], [0.7, 0.3], [1.0, 0.0]])
     ids = torch.tensor([[2, 0], [1, 0], [3, 2]], dtype=torch.int32)
     local_w, local_ids, dropped = shim.localize_experts(weights, ids, expert_map)
@@ -257,4 +267,4 @@ def test_the_shim_patches_vllm_once_and_only_where_it_lacks(shim):
 
     assert shim.installed()
     assert CpuCommunicator.all_gatherv is shim._all_gatherv
-    assert shim.install() is False                    # idempotent: imported in every worker process
+    assert shim.install() is False  # idempotent: imported in every worker process

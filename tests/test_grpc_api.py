@@ -33,8 +33,11 @@ def collect(stream):
 
 def test_generate_from_chat_text_and_token_ids(router_stub):
     sampling = common_pb2.SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
-    chat = router_pb2.RouterGenerateRequest(model=TINY, sampling=sampling, chat=router_pb2.ChatMessages(
-        messages=[router_pb2.ChatMessage(role="user", content="Hello")]))
+    chat = router_pb2.RouterGenerateRequest(
+        model=TINY,
+        sampling=sampling,
+        chat=router_pb2.ChatMessages(messages=[router_pb2.ChatMessage(role="user", content="Hello")]),
+    )
     text, ids, last = collect(router_stub.Generate(chat))
     assert len(ids) == 8 and text
     assert last.finish_reason == common_pb2.FINISH_REASON_LENGTH
@@ -42,14 +45,15 @@ def test_generate_from_chat_text_and_token_ids(router_stub):
     assert last.worker_id
 
     by_text = router_pb2.RouterGenerateRequest(model=TINY, sampling=sampling, text="The quick brown fox")
-    by_ids = router_pb2.RouterGenerateRequest(model=TINY, sampling=sampling,
-                                              token_ids=router_pb2.TokenIds(ids=collect_prompt_ids(by_text)))
+    by_ids = router_pb2.RouterGenerateRequest(
+        model=TINY, sampling=sampling, token_ids=router_pb2.TokenIds(ids=collect_prompt_ids(by_text))
+    )
     assert collect(router_stub.Generate(by_text))[1] == collect(router_stub.Generate(by_ids))[1]
 
 
 def collect_prompt_ids(request):
-    from tessera.runtime.models.tokenizer import ModelTokenizer
     from tessera.runtime.models.registry import resolve
+    from tessera.runtime.models.tokenizer import ModelTokenizer
 
     return ModelTokenizer(resolve("tiny").path).encode(request.text)
 
@@ -59,8 +63,13 @@ def test_grpc_errors_use_status_codes(router_stub):
         list(router_stub.Generate(router_pb2.RouterGenerateRequest(model="nope", text="hi")))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError) as err:
-        list(router_stub.Generate(router_pb2.RouterGenerateRequest(
-            model=TINY, text="hello " * 3000, sampling=common_pb2.SamplingParams(max_tokens=4))))
+        list(
+            router_stub.Generate(
+                router_pb2.RouterGenerateRequest(
+                    model=TINY, text="hello " * 3000, sampling=common_pb2.SamplingParams(max_tokens=4)
+                )
+            )
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "context length" in err.value.details()
     with pytest.raises(grpc.RpcError) as err:
         list(router_stub.Generate(router_pb2.RouterGenerateRequest(model=TINY)))
@@ -74,8 +83,12 @@ def test_list_models(router_stub):
 
 def _services(cluster) -> dict[str, str]:
     """Service name -> a gRPC address serving it, from `tessera status`."""
-    out = subprocess.run([sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", cluster.etcd.endpoint],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", cluster.etcd.endpoint],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     status = json.loads(out)
     found = {f"tessera.v1.{s['kind'].capitalize()}": s["address"] for s in status["services"]}
     found["tessera.v1.Worker"] = status["workers"][0]["address"]

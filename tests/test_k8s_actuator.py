@@ -12,19 +12,24 @@ import pytest
 
 pytest.importorskip("kubernetes", reason="the kubernetes client is a dev dependency: pip install -e '.[dev]'")
 
-from kubernetes import client  # noqa: E402
+from kubernetes import client
 
-from services.autoscaler.desired import WorkerGroup  # noqa: E402
-from services.autoscaler.k8s_actuator import KubernetesActuator  # noqa: E402
-from services.autoscaler.actuator import Actuator, ScalingError  # noqa: E402
-from tests.fake_kube_api import FakeKubeApi, write_kubeconfig  # noqa: E402
+from services.autoscaler.actuator import Actuator, ScalingError
+from services.autoscaler.desired import WorkerGroup
+from services.autoscaler.k8s_actuator import KubernetesActuator
+from tests.fake_kube_api import FakeKubeApi, write_kubeconfig
 
 NS = "tessera"
 
 
 def worker_labels(model: str, role: str, accelerator: str, vendor: str) -> dict[str, str]:
-    return {"app.kubernetes.io/component": "worker", "tessera.ai/model": model, "tessera.ai/role": role,
-            "tessera.ai/accelerator": accelerator, "tessera.ai/vendor": vendor}
+    return {
+        "app.kubernetes.io/component": "worker",
+        "tessera.ai/model": model,
+        "tessera.ai/role": role,
+        "tessera.ai/accelerator": accelerator,
+        "tessera.ai/vendor": vendor,
+    }
 
 
 @pytest.fixture
@@ -68,8 +73,10 @@ async def test_scale_changes_the_deployments_replicas(api, actuator):
 async def test_converge_sets_every_group_and_writes_only_what_differs(api, actuator):
     decode = WorkerGroup(name="decode-nvidia", model="smollm2", role="decode", accelerator="nvidia", replicas=2)
     done = await actuator.converge([MIXED, decode])
-    assert {(a.group, a.reason) for a in done.actions} == {("smollm2", "1 -> 3 replicas"),
-                                                           ("decode-nvidia", "0 -> 2 replicas")}
+    assert {(a.group, a.reason) for a in done.actions} == {
+        ("smollm2", "1 -> 3 replicas"),
+        ("decode-nvidia", "0 -> 2 replicas"),
+    }
     assert done.replicas == {"smollm2": 3, "decode-nvidia": 2}
     assert api.replicas("worker-smollm2-h100-decode") == 2 and api.replicas("worker-smollm2-mi300x-decode") == 0
     writes = sum(1 for method, _, _ in api.seen if method == "PUT")
@@ -78,7 +85,7 @@ async def test_converge_sets_every_group_and_writes_only_what_differs(api, actua
 
 
 async def test_a_concurrent_write_is_retried_with_a_fresh_resource_version_and_ours_wins(api, actuator):
-    api.interfere["worker-smollm2-h100-mixed"] = 1   # someone scales it between our read and our write
+    api.interfere["worker-smollm2-h100-mixed"] = 1  # someone scales it between our read and our write
     await actuator.scale(MIXED, 4)
     assert api.conflicts == 1
     assert api.replicas("worker-smollm2-h100-mixed") == 4
@@ -101,8 +108,11 @@ async def test_a_deployment_that_keeps_changing_gives_up_with_a_clear_error(api)
 
 async def test_a_missing_deployment_says_which_labels_it_looked_for(actuator):
     group = WorkerGroup(name="llama", model="llama3-8b", replicas=1)
-    with pytest.raises(ScalingError, match=r"no Deployment in namespace tessera is labelled .*"
-                                           r"tessera.ai/model=llama3-8b,tessera.ai/role=mixed"):
+    with pytest.raises(
+        ScalingError,
+        match=r"no Deployment in namespace tessera is labelled .*"
+        r"tessera.ai/model=llama3-8b,tessera.ai/role=mixed",
+    ):
         await actuator.scale(group, 1)
 
 

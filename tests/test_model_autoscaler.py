@@ -32,7 +32,7 @@ def test_a_burst_inside_the_interval_is_planned_for_at_its_peak_rate():
     mean = quiet_then(seen, None)
     burst = quiet_then(seen, 60.0)
     assert burst >= 2 * mean >= 2
-    assert quiet_then(seen, 10.0) == mean         # a peak below the mean changes nothing
+    assert quiet_then(seen, 10.0) == mean  # a peak below the mean changes nothing
 
 
 def test_the_measured_prompt_tail_sets_the_size():

@@ -24,30 +24,51 @@ MOE = "tiny-qwen3-moe"
 @pytest.fixture(scope="module")
 def moe_cluster(tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("moe")
-    with tessera_up(log_dir, "--engine", "vllm", "--model", "tiny-moe", "--workers", "1",
-                           "--engine-arg", "data_parallel_size=2", "--engine-arg", "expert_parallel=true",
-                           ready_timeout=600) as (proc, port, lines):
+    with tessera_up(
+        log_dir,
+        "--engine",
+        "vllm",
+        "--model",
+        "tiny-moe",
+        "--workers",
+        "1",
+        "--engine-arg",
+        "data_parallel_size=2",
+        "--engine-arg",
+        "expert_parallel=true",
+        ready_timeout=600,
+    ) as (proc, port, lines):
         etcd = next(line.split("--etcd")[1].split()[0] for line in lines if "tessera status --etcd" in line)
         yield port, etcd
 
 
 def engine_metric(metrics_address: str, name: str, engine: str) -> float:
     text = urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=5).read().decode()
-    return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith(name) and f'engine="{engine}"' in line)
+    return sum(
+        float(line.split()[-1]) for line in text.splitlines() if line.startswith(name) and f'engine="{engine}"' in line
+    )
 
 
 def test_one_instance_two_ranks_both_serve_the_same_answers(moe_cluster):
     import openai
 
     port, etcd = moe_cluster
-    out = subprocess.run([sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", etcd],
-                         capture_output=True, text=True, check=True, timeout=30).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", etcd],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
     [worker] = [w for w in json.loads(out)["workers"] if w["model"] == MOE]
     assert worker["data_parallel_ranks"] == [0, 1]
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=300)
-    answers = [client.completions.create(model=MOE, prompt="The experts of this model", max_tokens=12,
-                                         temperature=0).choices[0].text for _ in range(6)]
-    assert len(set(answers)) == 1 and answers[0], answers    # same greedy answer whichever rank served it
+    answers = [
+        client.completions.create(model=MOE, prompt="The experts of this model", max_tokens=12, temperature=0)
+        .choices[0]
+        .text
+        for _ in range(6)
+    ]
+    assert len(set(answers)) == 1 and answers[0], answers  # same greedy answer whichever rank served it
     served = [engine_metric(worker["metrics_address"], "vllm:request_success_total", r) for r in ("0", "1")]
     assert all(n >= 2 for n in served), f"requests per rank: {served}"

@@ -20,8 +20,13 @@ from tessera.engine_model.perf.operators import Batch, Parallelism
 from tessera.engine_model.perf.roofline import step_time
 from tessera.engine_model.perf.step_timer import StepTimer
 
-ARCHS = [ModelArch.llama2_7b(), ModelArch.llama3_8b(), ModelArch.llama2_70b(), ModelArch.qwen3_30b_a3b(),
-         ModelArch.smollm2_135m()]
+ARCHS = [
+    ModelArch.llama2_7b(),
+    ModelArch.llama3_8b(),
+    ModelArch.llama2_70b(),
+    ModelArch.qwen3_30b_a3b(),
+    ModelArch.smollm2_135m(),
+]
 TABLE = efficiency_table(read_calibration_file())
 
 
@@ -33,8 +38,8 @@ def _random_batch(rng: random.Random) -> Batch:
     return Batch(prefill, decode)
 
 
-def _cases(n: int = 60):
-    rng = random.Random(7)
+def _cases(n: int = 60, seed: int = 7):
+    rng = random.Random(seed)
     for accel in accelerators.all():
         for _ in range(n):
             yield accel, rng.choice(ARCHS), _random_batch(rng), rng.choice([1, 2, 4, 8])
@@ -62,9 +67,11 @@ def test_more_bandwidth_or_compute_is_never_slower():
         eff = efficiency_for(accel.name, TABLE)
         par = _par(arch, tp)
         base = step_time(arch, batch, accel, par, eff).total_s
-        for faster in (dataclasses.replace(accel, memory_bw_tb_s=accel.memory_bw_tb_s * 1.5),
-                       dataclasses.replace(accel, bf16_tflops=accel.bf16_tflops * 1.5),
-                       dataclasses.replace(accel, scale_up_gb_s=accel.scale_up_gb_s * 2)):
+        for faster in (
+            dataclasses.replace(accel, memory_bw_tb_s=accel.memory_bw_tb_s * 1.5),
+            dataclasses.replace(accel, bf16_tflops=accel.bf16_tflops * 1.5),
+            dataclasses.replace(accel, scale_up_gb_s=accel.scale_up_gb_s * 2),
+        ):
             assert step_time(arch, batch, faster, par, eff).total_s <= base + 1e-12, (accel.name, arch.name, batch)
 
 
@@ -76,10 +83,15 @@ def test_a_bigger_model_never_fits_more_kv():
         for _ in range(40):
             base = rng.choice(ARCHS)
             grow = rng.choice([1, 1, 2])
-            big = dataclasses.replace(base, layers=base.layers + rng.randint(0, 16), hidden=base.hidden * grow,
-                                      heads=base.heads * grow, kv_heads=base.kv_heads * grow,
-                                      intermediate=base.intermediate + rng.randint(0, 4096),
-                                      vocab=base.vocab + rng.randint(0, 30000))
+            big = dataclasses.replace(
+                base,
+                layers=base.layers + rng.randint(0, 16),
+                hidden=base.hidden * grow,
+                heads=base.heads * grow,
+                kv_heads=base.kv_heads * grow,
+                intermediate=base.intermediate + rng.randint(0, 4096),
+                vocab=base.vocab + rng.randint(0, 30000),
+            )
             for tp in (1, 2, 8):
                 par = _par(base, tp)
                 assert kv_capacity_tokens(big, accel, par) <= kv_capacity_tokens(base, accel, par), (accel.name, big)
@@ -95,12 +107,12 @@ def test_more_memory_never_fits_less_kv():
 @pytest.mark.parametrize("seed", range(3))
 def test_step_timer_equals_step_time(seed):
     """The simulators' memoised timer is the roofline, not an approximation of it."""
-    rng = random.Random(seed)
-    for accel, arch, batch, tp in list(_cases(10)):
+    for accel, arch, batch, tp in list(_cases(10, seed)):
         eff = efficiency_for(accel.name, TABLE)
         par = _par(arch, tp)
         timer = StepTimer(arch, accel, par, eff)
         for _ in range(2):  # the second call comes from the cache
-            assert timer(batch.prefill, batch.decode) == pytest.approx(step_time(arch, batch, accel, par, eff).total_s,
-                                                                       rel=1e-12)
+            assert timer(batch.prefill, batch.decode) == pytest.approx(
+                step_time(arch, batch, accel, par, eff).total_s, rel=1e-12
+            )
     assert StepTimer(ARCHS[0], accelerators.get("h100-sxm"))() == 0.0

@@ -18,8 +18,13 @@ import yaml
 from tessera.engine_model.catalog import accelerators
 from tessera.engine_model.catalog.vendors import vendor_settings
 from tessera.engine_model.perf.comm import SCALE_OUT, SCALE_UP, kv_transfer_time
-from tessera.engine_model.perf.efficiency import (Efficiency, efficiency_for, efficiency_from_dict, efficiency_table,
-                                     read_calibration_file)
+from tessera.engine_model.perf.efficiency import (
+    Efficiency,
+    efficiency_for,
+    efficiency_from_dict,
+    efficiency_table,
+    read_calibration_file,
+)
 from tessera.engine_model.perf.memory import kv_capacity_tokens
 from tessera.engine_model.perf.model_arch import ModelArch
 from tessera.engine_model.perf.operators import GEMM, Batch, Parallelism, step_ops
@@ -45,18 +50,33 @@ def a100() -> accelerators.Accelerator:
     return accelerators.get("a100-80gb-sxm")
 
 
-def gemm_seconds(arch: ModelArch, batch: Batch, accel: accelerators.Accelerator, eff: Efficiency,
-                 par: Parallelism = Parallelism()) -> float:
+def gemm_seconds(
+    arch: ModelArch, batch: Batch, accel: accelerators.Accelerator, eff: Efficiency, par: Parallelism = Parallelism()
+) -> float:
     return sum(op_time(op, accel, eff, arch.dtype_bytes) for op in step_ops(arch, batch, par) if op.kind == GEMM)
 
 
 # -- catalog -----------------------------------------------------------------------------
 
+
 def test_catalog_rows_are_complete_and_vendors_known():
     rows = accelerators.all()
     names = {r.name for r in rows}
-    assert {"a100-80gb-sxm", "h100-sxm", "h200", "b200", "l40s", "mi250x", "mi300x", "mi325x", "mi355x",
-            "wormhole-n300", "blackhole-p150", "rubin-cpx", "cpu"} <= names
+    assert {
+        "a100-80gb-sxm",
+        "h100-sxm",
+        "h200",
+        "b200",
+        "l40s",
+        "mi250x",
+        "mi300x",
+        "mi325x",
+        "mi355x",
+        "wormhole-n300",
+        "blackhole-p150",
+        "rubin-cpx",
+        "cpu",
+    } <= names
     for r in rows:
         vendor_settings(r.vendor)  # raises for a vendor missing from vendors.yaml
         assert r.bf16_tflops > 0 and r.memory_gb > 0 and r.memory_bw_tb_s > 0 and r.cost_per_hour_usd > 0
@@ -89,12 +109,19 @@ def test_fp32_peak_is_the_catalog_figure_or_half_the_bf16_peak():
     cpu = accelerators.get("cpu")
     assert cpu.peak_flops(4) == pytest.approx(cpu.fp32_tflops * 1e12)
     assert cpu.peak_flops(2) == pytest.approx(cpu.bf16_tflops * 1e12)
-    assert cpu.peak_flops(1) == cpu.peak_flops(2)           # no fp8 units: bf16
+    assert cpu.peak_flops(1) == cpu.peak_flops(2)  # no fp8 units: bf16
     # GPUs give no fp32 figure: fp32 matmuls run at the TF32 tensor rate, half of bf16
     assert h100().fp32_tflops is None and h100().peak_flops(4) == pytest.approx(989.5e12 / 2)
     assert h100().peak_flops(1) == pytest.approx(1979e12) and a100().peak_flops(1) == pytest.approx(312e12)
-    row = {"vendor": "cpu", "bf16_tflops": 1.0, "memory_gb": 1, "memory_bw_tb_s": 0.1, "scale_up_gb_s": 1,
-           "scale_out_gb_s": 1, "cost_per_hour_usd": 1}
+    row = {
+        "vendor": "cpu",
+        "bf16_tflops": 1.0,
+        "memory_gb": 1,
+        "memory_bw_tb_s": 0.1,
+        "scale_up_gb_s": 1,
+        "scale_out_gb_s": 1,
+        "cost_per_hour_usd": 1,
+    }
     parsed = accelerators.parse_catalog({"a": row, "b": {**row, "fp32_tflops": 0.25}}, {"cpu"})
     assert parsed["a"].peak_fp32_flops == 0.5e12 and parsed["b"].peak_fp32_flops == 0.25e12
     # an fp32 model on the CPU row is timed against the fp32 peak: 2x the bf16 model's GEMM time
@@ -112,6 +139,7 @@ def test_unknown_accelerator_lists_known_names():
 
 # -- architecture ------------------------------------------------------------------------
 
+
 def test_llama_param_counts_match_published_sizes():
     assert LLAMA7.param_count() == pytest.approx(6.74e9, rel=0.005)
     assert LLAMA70.param_count() == pytest.approx(68.98e9, rel=0.005)
@@ -119,18 +147,36 @@ def test_llama_param_counts_match_published_sizes():
 
 
 def test_from_hf_config_matches_constructor_and_reads_moe():
-    llama = {"num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 32,
-             "intermediate_size": 11008, "vocab_size": 32000, "torch_dtype": "float16", "model_type": "llama"}
+    llama = {
+        "num_hidden_layers": 32,
+        "hidden_size": 4096,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+        "intermediate_size": 11008,
+        "vocab_size": 32000,
+        "torch_dtype": "float16",
+        "model_type": "llama",
+    }
     assert ModelArch.from_hf_config(llama, name="Llama-2-7b-hf") == LLAMA7
-    mixtral = {"num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8,
-               "intermediate_size": 14336, "vocab_size": 32000, "num_local_experts": 8, "num_experts_per_tok": 2,
-               "torch_dtype": "bfloat16", "model_type": "mixtral"}
+    mixtral = {
+        "num_hidden_layers": 32,
+        "hidden_size": 4096,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "intermediate_size": 14336,
+        "vocab_size": 32000,
+        "num_local_experts": 8,
+        "num_experts_per_tok": 2,
+        "torch_dtype": "bfloat16",
+        "model_type": "mixtral",
+    }
     moe = ModelArch.from_hf_config(mixtral)
     assert moe.is_moe and moe.top_k == 2 and moe.expert_intermediate == 14336
     assert moe.param_count() == pytest.approx(46.7e9, rel=0.01)  # Mixtral-8x7B
 
 
 # -- roofline ----------------------------------------------------------------------------
+
 
 def test_decode_on_h100_is_memory_bound_and_tracks_weight_bytes(calibrated):
     eff = calibrated["h100-sxm"]
@@ -181,7 +227,11 @@ def test_tp2_roughly_halves_gemms_but_adds_all_reduce(calibrated):
 
 
 def test_h100_beats_a100_and_mi300x_beats_a100(calibrated):
-    for batch in (Batch(decode=(2000,) * 32), Batch(prefill=((3000, 1000),)), Batch(prefill=((512, 0),), decode=(64,) * 4)):
+    for batch in (
+        Batch(decode=(2000,) * 32),
+        Batch(prefill=((3000, 1000),)),
+        Batch(prefill=((512, 0),), decode=(64,) * 4),
+    ):
         t_h = step_time(LLAMA7, batch, h100(), eff=efficiency_for("h100-sxm", calibrated)).total_s
         t_a = step_time(LLAMA7, batch, a100(), eff=efficiency_for("a100-80gb-sxm", calibrated)).total_s
         t_mi = step_time(LLAMA7, batch, accelerators.get("mi300x"), eff=efficiency_for("mi300x", calibrated)).total_s
@@ -198,13 +248,26 @@ def test_decode_time_grows_with_context_and_prefill_with_cached_prefix(calibrate
     extra_kv = 16 * (4096 - 128) * LLAMA7.kv_bytes_per_token()
     assert extra_kv == pytest.approx(33.3e9, rel=0.01)
     assert long - short == pytest.approx(extra_kv / (h100().memory_bw_bytes_s * eff.attention_memory), rel=0.05)
-    assert step_time(LLAMA7, Batch(prefill=((512, 4096),)), h100(), eff=eff).total_s > \
-        step_time(LLAMA7, Batch(prefill=((512, 0),)), h100(), eff=eff).total_s
+    assert (
+        step_time(LLAMA7, Batch(prefill=((512, 4096),)), h100(), eff=eff).total_s
+        > step_time(LLAMA7, Batch(prefill=((512, 0),)), h100(), eff=eff).total_s
+    )
 
 
 def test_moe_decode_reads_only_the_experts_it_hits():
-    moe = ModelArch("moe", layers=32, hidden=4096, heads=32, kv_heads=8, head_dim=128, intermediate=14336,
-                    vocab=32000, num_experts=8, top_k=2, expert_intermediate=14336)
+    moe = ModelArch(
+        "moe",
+        layers=32,
+        hidden=4096,
+        heads=32,
+        kv_heads=8,
+        head_dim=128,
+        intermediate=14336,
+        vocab=32000,
+        num_experts=8,
+        top_k=2,
+        expert_intermediate=14336,
+    )
     one = step_time(moe, Batch(decode=(100,)), h100())
     many = step_time(moe, Batch(decode=(100,) * 64), h100())
     # one token touches 2 of 8 experts; 64 tokens touch ~all 8: expert bytes grow ~4x
@@ -217,6 +280,7 @@ def test_moe_decode_reads_only_the_experts_it_hits():
 
 
 # -- memory and transfers ----------------------------------------------------------------
+
 
 def test_kv_capacity_llama7b_on_80gb():
     # By hand: 80e9 B x 0.9 = 72.0e9 usable; weights 6.738e9 params x 2 B = 13.48e9;
@@ -244,6 +308,7 @@ def test_kv_transfer_time():
 
 
 # -- calibration -------------------------------------------------------------------------
+
 
 def test_efficiency_parsing_rejects_unknown_keys_and_defaults_the_rest():
     eff = efficiency_from_dict({"gemm_memory": 0.5})
@@ -284,8 +349,10 @@ def test_calibration_scripts_merge_their_entries(tmp_path):
 
     path = tmp_path / "calibration.yaml"
     path.write_text("generated_by: old.py\naccelerators:\n  h100-sxm:\n    factors: {gemm_memory: 0.9}\n")
-    merge_calibration({"cpu": calibration_entry({"gemm_memory": 0.5}, {"median_ape": 0.05, "mape": 0.06},
-                                                generated_by="new.py")}, path)
+    merge_calibration(
+        {"cpu": calibration_entry({"gemm_memory": 0.5}, {"median_ape": 0.05, "mape": 0.06}, generated_by="new.py")},
+        path,
+    )
     table = efficiency_table(yaml.safe_load(path.read_text()))
     assert table["h100-sxm"].gemm_memory == 0.9 and table["cpu"].gemm_memory == 0.5
     merge_calibration({"h100-sxm": calibration_entry({"gemm_memory": 0.8}, {"median_ape": 0.1, "mape": 0.1})}, path)
@@ -297,11 +364,17 @@ def test_calibration_scripts_merge_their_entries(tmp_path):
 
 # -- the cpu row against real vLLM engine steps (benchmarks/measure_cpu_steps.py) ----------
 
+
 def _cpu_steps() -> list[tuple[str, Batch, float]]:
     with open(CPU_STEPS, newline="") as f:
-        return [(r["label"], Batch(prefill=tuple(tuple(c) for c in json.loads(r["prefill"])),
-                                   decode=tuple(json.loads(r["decode"]))), float(r["seconds"]))
-                for r in csv.DictReader(f)]
+        return [
+            (
+                r["label"],
+                Batch(prefill=tuple(tuple(c) for c in json.loads(r["prefill"])), decode=tuple(json.loads(r["decode"]))),
+                float(r["seconds"]),
+            )
+            for r in csv.DictReader(f)
+        ]
 
 
 @pytest.mark.skipif(not CPU_STEPS.exists(), reason="benchmarks/results/cpu_engine_steps.csv not present")
@@ -318,8 +391,9 @@ def test_calibrated_cpu_model_within_15_percent_of_vllm_engine_steps(calibrated)
         assert rows, what
         measured = float(np.median([t for _, t in rows]))
         predicted = float(np.median([step_time(arch, b, cpu, eff=eff).total_s for b, _ in rows]))
-        assert predicted == pytest.approx(measured, rel=0.15), \
+        assert predicted == pytest.approx(measured, rel=0.15), (
             f"{what}: model {predicted:.4f} s, measured {measured:.4f} s"
+        )
 
     # one prompt, nothing cached (the 16-token prompt is the worst group, +20%: see docs/perf-model.md)
     for n in (32, 256, 1024, 4096):
@@ -330,8 +404,10 @@ def test_calibrated_cpu_model_within_15_percent_of_vllm_engine_steps(calibrated)
     check("decode 1 sequence", lambda label, b: not b.prefill and len(b.decode) == 1)
     check("decode 64 x ~128", lambda label, b: not b.prefill and len(b.decode) == 64 and b.decode[0] < 200)
     check("decode 32 x ~1024", lambda label, b: not b.prefill and len(b.decode) == 32 and b.decode[0] > 1000)
-    check("8 decodes + 512-token prompt", lambda label, b: label == "mixed" and b.prefill == ((512, 0),)
-          and len(b.decode) == 8)
+    check(
+        "8 decodes + 512-token prompt",
+        lambda label, b: label == "mixed" and b.prefill == ((512, 0),) and len(b.decode) == 8,
+    )
     # and over every measured step
     apes = [abs(step_time(arch, b, cpu, eff=eff).total_s / t - 1.0) for _, b, t in steps]
     assert np.median(apes) < 0.15

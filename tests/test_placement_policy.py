@@ -36,8 +36,13 @@ def test_kv_pressure_breaks_queue_ties():
 
 def test_filters_remove_unfit_workers_and_say_why():
     p = load_profile("least_loaded", seed=1)
-    workers = [worker("other-model", model="x"), worker("sick", healthy=False), worker("draining", draining=True),
-               worker("prefill-only", role="prefill"), worker("short", max_model_len=128)]
+    workers = [
+        worker("other-model", model="x"),
+        worker("sick", healthy=False),
+        worker("draining", draining=True),
+        worker("prefill-only", role="prefill"),
+        worker("short", max_model_len=128),
+    ]
     decision = p.place(req(prompt_tokens=200, max_tokens=10), workers)
     assert decision.worker is None
     assert decision.reason  # names the filter that emptied the set
@@ -82,7 +87,7 @@ def test_a_long_prompt_goes_where_it_stalls_fewer_decodes_and_a_short_one_is_lef
     busy, quiet = worker("busy", num_running=30, **speed), worker("quiet", num_running=3, **speed)
     long = RequestInfo("r1", "m", prompt_tokens=8000)
     busy_score, quiet_score = prefill_interference(long, [busy, quiet], PlacementContext())
-    assert quiet_score == 1.0 and busy_score < 0.2          # 31 stalled streams against 4
+    assert quiet_score == 1.0 and busy_score < 0.2  # 31 stalled streams against 4
     # Cached on the busy worker, the prompt leaves little to prefill there: no opinion either way.
     cached = PlacementContext(prefix_hits={"busy": 7900})
     assert prefill_interference(long, [busy, quiet], cached) == [1.0, 1.0]
@@ -99,7 +104,7 @@ def test_requests_are_spread_over_an_instances_data_parallel_ranks():
     view.registered(pb.WorkerIdentity(id="dense", model="m"))
     ranks = [view.choose_rank("moe") for _ in range(8)]
     assert collections.Counter(ranks) == {0: 2, 1: 2, 2: 2, 3: 2}
-    assert view.choose_rank("dense") is None     # a single-rank instance is not pinned
+    assert view.choose_rank("dense") is None  # a single-rank instance is not pinned
 
 
 def test_the_least_loaded_rank_by_the_workers_own_per_rank_report_gets_the_request():
@@ -110,7 +115,7 @@ def test_the_least_loaded_rank_by_the_workers_own_per_rank_report_gets_the_reque
 
     tracker = LoadTracker(ranks=[0, 1])
     for i in range(6):
-        tracker.started(f"r{i}", 100, rank=0)          # rank 0 is busy, rank 1 idle
+        tracker.started(f"r{i}", 100, rank=0)  # rank 0 is busy, rank 1 idle
     tracker.engine_stats(EngineLoad(num_running=6, kv_cache_usage=0.5, data_parallel_rank=0))
     tracker.engine_stats(EngineLoad(num_running=0, kv_cache_usage=0.0, data_parallel_rank=1))
     report = tracker.report(1)
@@ -119,4 +124,4 @@ def test_the_least_loaded_rank_by_the_workers_own_per_rank_report_gets_the_reque
     view = ClusterView()
     view.registered(pb.WorkerIdentity(id="moe", model="m", data_parallel_ranks=[0, 1]))
     view.load_reported("moe", report)
-    assert [view.choose_rank("moe") for _ in range(5)] == [1, 1, 1, 1, 1]   # until rank 1 catches up
+    assert [view.choose_rank("moe") for _ in range(5)] == [1, 1, 1, 1, 1]  # until rank 1 catches up

@@ -9,8 +9,8 @@ from dataclasses import replace
 
 import pytest
 
-from tessera.planning import corrections, forecast, hysteresis
 from services.autoscaler.model_autoscaler import groups_for
+from tessera.planning import corrections, forecast, hysteresis
 from tessera.planning.capacity import CapacityModel
 from tessera.planning.chunking import CHUNK_GRANULE, CONTEXT_BESIDE, DECODES_BESIDE, prefill_chunk
 from tessera.planning.corrections import CorrectionState, Factors
@@ -20,8 +20,17 @@ from tessera.planning.forecast import ForecastParams, ForecastState, IntervalSta
 from tessera.planning.hysteresis import FleetState, HysteresisParams
 from tessera.planning.load import LoadMix
 from tessera.planning.milp import Candidate, served, solve
-from tessera.planning.planner import BEST_EFFORT_SHARE, IDLE, INVENTORY, LOAD, MAX_INSTANCES, SLO, capacities, plan, \
-    plan_homogeneous
+from tessera.planning.planner import (
+    BEST_EFFORT_SHARE,
+    IDLE,
+    INVENTORY,
+    LOAD,
+    MAX_INSTANCES,
+    SLO,
+    capacities,
+    plan,
+    plan_homogeneous,
+)
 from tessera.planning.slo_policy import LatencyTarget, SloPolicyError, parse_slo_policy
 
 POLICY = """
@@ -78,13 +87,16 @@ def milp_cost(cands, counts) -> float:
 
 # ---- the integer program ------------------------------------------------------------------------
 
+
 def test_milp_matches_brute_force_on_random_small_cases():
     rng = random.Random(7)
     kinds = ("a", "b")
     checked = infeasible = 0
     for _ in range(150):
-        types = rng.sample([InstanceType(k, tp, role) for k in kinds for tp in (1, 2)
-                            for role in ("mixed", "prefill", "decode")], rng.randint(2, 3))
+        types = rng.sample(
+            [InstanceType(k, tp, role) for k in kinds for tp in (1, 2) for role in ("mixed", "prefill", "decode")],
+            rng.randint(2, 3),
+        )
         cands = [Candidate(t, round(rng.uniform(0.5, 10), 2), round(rng.uniform(0.5, 4), 2) * t.tp) for t in types]
         free = {k: rng.randint(0, 6) for k in kinds}
         lo, hi = rng.choice([(0, 99), (0, 3), (2, 99)])
@@ -99,14 +111,17 @@ def test_milp_matches_brute_force_on_random_small_cases():
             assert milp_cost(cands, got) == pytest.approx(expected, abs=1e-6), (cands, demand, free, got)
             assert served(cands, got) >= demand * (1 - 1e-7)
             checked += 1
-    assert checked > 40 and infeasible > 10      # both kinds of answer were exercised
+    assert checked > 40 and infeasible > 10  # both kinds of answer were exercised
 
 
 def test_plan_matches_brute_force_with_real_capacities(policy, model):
     small = replace(policy, inventory=(replace(policy.inventory[0], free=2), replace(policy.inventory[1], free=3)))
     caps = capacities(small, SHAPE, model)
-    cands = [Candidate(t, c.rate_rps, small.cost_per_device_hour(t.accelerator) * t.tp)
-             for t, c in caps.items() if c.rate_rps > 0]
+    cands = [
+        Candidate(t, c.rate_rps, small.cost_per_device_hour(t.accelerator) * t.tp)
+        for t, c in caps.items()
+        if c.rate_rps > 0
+    ]
     for rate in (0.5, 4.0, 12.0, 30.0, 45.0, 90.0):
         p = plan(small, SHAPE.scaled(rate), model)
         expected = brute_force(cands, p.demand_rps, small.free_devices(), 0, small.max_instances)
@@ -126,6 +141,7 @@ def test_pd_pool_needs_both_sides(policy, model):
 
 # ---- infeasible plans say why ---------------------------------------------------------------------
 
+
 def test_too_little_inventory_names_the_inventory(policy, model):
     p = plan(policy, SHAPE.scaled(500.0), model)
     assert not p.feasible and p.binding == INVENTORY
@@ -137,10 +153,13 @@ def test_best_effort_skips_the_dearest_last_few_percent(policy, model):
     """Short of the SLOs, the fleet is the cheapest serving BEST_EFFORT_SHARE of the most the
     inventory could: an L40S that would add under 5% to four H100s is not bought for a forecast
     nothing on offer can meet (it would start after the burst, and hysteresis would hold it)."""
-    tight = replace(policy, roles=("mixed",), inventory=tuple(
-        replace(i, free={"h100-sxm": 4, "l40s": 1}.get(i.accelerator, 0)) for i in policy.inventory))
+    tight = replace(
+        policy,
+        roles=("mixed",),
+        inventory=tuple(replace(i, free={"h100-sxm": 4, "l40s": 1}.get(i.accelerator, 0)) for i in policy.inventory),
+    )
     caps = {t.accelerator: c.rate_rps for t, c in capacities(tight, SHAPE, model).items()}
-    assert caps["l40s"] < (1 - BEST_EFFORT_SHARE) * (4 * caps["h100-sxm"] + caps["l40s"])   # the premise
+    assert caps["l40s"] < (1 - BEST_EFFORT_SHARE) * (4 * caps["h100-sxm"] + caps["l40s"])  # the premise
     p = plan(tight, SHAPE.scaled(300.0), model)
     assert not p.feasible and p.binding == INVENTORY
     assert p.devices == {"h100-sxm": 4}, p.summary()
@@ -160,8 +179,10 @@ def test_unreachable_slo_is_named(policy, model):
     assert not p.feasible and p.binding == SLO
     assert any("TTFT p90" in r and "even when idle" in r for r in p.reasons)
     # Serving late beats not serving: one instance of the cheapest type the model fits on, said so.
-    cheapest = min((t for t in strict.instance_types() if t.role == "mixed"),
-                   key=lambda t: t.tp * strict.cost_per_device_hour(t.accelerator))
+    cheapest = min(
+        (t for t in strict.instance_types() if t.role == "mixed"),
+        key=lambda t: t.tp * strict.cost_per_device_hour(t.accelerator),
+    )
     assert p.counts == {cheapest: 1}
     assert any("anyway" in r for r in p.reasons)
 
@@ -169,14 +190,16 @@ def test_unreachable_slo_is_named(policy, model):
 def test_inventory_binding_when_feasible_but_forced_off_the_cheapest_kind(policy, model):
     p = plan(policy, SHAPE.scaled(40.0), model)
     cheapest_kind = max(p.devices, key=p.devices.get)
-    squeezed = replace(policy, inventory=tuple(replace(i, free=1) if i.accelerator == cheapest_kind else i
-                                               for i in policy.inventory))
+    squeezed = replace(
+        policy, inventory=tuple(replace(i, free=1) if i.accelerator == cheapest_kind else i for i in policy.inventory)
+    )
     q = plan(squeezed, SHAPE.scaled(40.0), model)
     assert q.feasible and q.binding == INVENTORY and q.cost_per_hour > p.cost_per_hour
     assert p.binding == LOAD
 
 
 # ---- heterogeneous vs homogeneous -----------------------------------------------------------------
+
 
 def test_heterogeneous_beats_homogeneous_when_inventory_forces_it(policy, model):
     load = SHAPE.scaled(70.0)
@@ -185,12 +208,13 @@ def test_heterogeneous_beats_homogeneous_when_inventory_forces_it(policy, model)
     assert mixed_fleet.feasible
     assert len(mixed_fleet.devices) >= 2, mixed_fleet.summary()
     assert not single.feasible or single.cost_per_hour > mixed_fleet.cost_per_hour + 1e-6
-    for item in policy.inventory:               # no single kind does it as cheaply
+    for item in policy.inventory:  # no single kind does it as cheaply
         one = plan_homogeneous(policy, load, model, accelerator=item.accelerator)
         assert not one.feasible or one.cost_per_hour >= mixed_fleet.cost_per_hour - 1e-6
 
 
 # ---- capacity model -------------------------------------------------------------------------------
+
 
 def test_capacity_grows_with_looser_targets_and_faster_parts(policy, model):
     h100, a100 = InstanceType("h100-sxm"), InstanceType("a100-80gb-sxm")
@@ -230,13 +254,18 @@ def test_handoff_eats_into_prefill_capacity(policy, model):
 
 def test_longer_answers_cost_decode_capacity_and_prefix_reuse_helps_prefill(policy, model):
     dec, pre = InstanceType("h100-sxm", 1, "decode"), InstanceType("h100-sxm", 1, "prefill")
-    assert (model.capacity(dec, replace(SHAPE, output_mean=1024), policy.targets).rate_rps
-            < model.capacity(dec, SHAPE, policy.targets).rate_rps)
-    assert (model.capacity(pre, replace(SHAPE, prefix_reuse=0.5), policy.targets).rate_rps
-            > model.capacity(pre, SHAPE, policy.targets).rate_rps)
+    assert (
+        model.capacity(dec, replace(SHAPE, output_mean=1024), policy.targets).rate_rps
+        < model.capacity(dec, SHAPE, policy.targets).rate_rps
+    )
+    assert (
+        model.capacity(pre, replace(SHAPE, prefix_reuse=0.5), policy.targets).rate_rps
+        > model.capacity(pre, SHAPE, policy.targets).rate_rps
+    )
 
 
 # ---- corrections ----------------------------------------------------------------------------------
+
 
 def test_corrections_move_capacity_the_right_way(policy, model):
     itype = InstanceType("a100-80gb-sxm")
@@ -263,6 +292,7 @@ def test_corrections_are_clamped_and_ignore_thin_intervals():
 
 # ---- forecaster -----------------------------------------------------------------------------------
 
+
 def _feed(rates, state=ForecastState(), params=ForecastParams(), duration=30.0):
     for r in rates:
         state = forecast.observe(state, IntervalStats(duration, round(r * duration), 1024, 2048, 256), params)
@@ -270,11 +300,11 @@ def _feed(rates, state=ForecastState(), params=ForecastParams(), duration=30.0):
 
 
 def test_forecaster_follows_a_trend():
-    ramp = [10 + 2 * i for i in range(20)]          # +2 req/s per interval
+    ramp = [10 + 2 * i for i in range(20)]  # +2 req/s per interval
     state = _feed(ramp)
     nxt = forecast.forecast(state).rate_rps
     assert nxt == pytest.approx(ramp[-1] + 2, rel=0.05)
-    assert nxt - ramp[-1] > 1.5                      # a step ahead of the last interval, not level with it
+    assert nxt - ramp[-1] > 1.5  # a step ahead of the last interval, not level with it
 
 
 def test_forecaster_reacts_to_a_burst_at_once_and_lets_go_later():
@@ -304,7 +334,7 @@ def test_measured_p99_replaces_the_lognormal_tail():
     assert fitted.input_quantile(99) > 15000
     assert measured.input_quantile(99) == pytest.approx(7436)
     assert measured.input_quantile(90) == pytest.approx(5188)
-    assert measured.input_quantile(50) == pytest.approx(fitted.input_quantile(50))   # below p90: unchanged
+    assert measured.input_quantile(50) == pytest.approx(fitted.input_quantile(50))  # below p90: unchanged
     assert 5188 < measured.input_quantile(95) < 7436 < measured.input_quantile(99.9)
     assert measured.scaled(3.0).input_p99 == 7436
     with pytest.raises(ValueError):
@@ -315,19 +345,21 @@ def test_a_shorter_measured_tail_raises_capacity(policy, model):
     targets = replace(policy.targets, ttft=replace(policy.targets.ttft, percentile=99))
     itype = InstanceType("h100-sxm", 1, "mixed")
     fitted = LoadMix(1.0, input_mean=2048, input_p90=5188, output_mean=28)
-    assert (model.capacity(itype, replace(fitted, input_p99=7436), targets).rate_rps
-            > model.capacity(itype, fitted, targets).rate_rps)
+    assert (
+        model.capacity(itype, replace(fitted, input_p99=7436), targets).rate_rps
+        > model.capacity(itype, fitted, targets).rate_rps
+    )
 
 
 def test_forecaster_keeps_the_p99_only_where_measured():
     state = forecast.observe(ForecastState(), IntervalStats(30.0, 90, input_mean=2048, input_p90=5188, output_mean=28))
-    assert forecast.forecast(state).input_p99 == 0.0     # a router reporting no percentile: the lognormal
+    assert forecast.forecast(state).input_p99 == 0.0  # a router reporting no percentile: the lognormal
     state = forecast.observe(state, IntervalStats(30.0, 90, 2048, 5188, 28, input_p99=7436))
-    assert forecast.forecast(state).input_p99 == 7436    # the first measurement as is
+    assert forecast.forecast(state).input_p99 == 7436  # the first measurement as is
     state = forecast.observe(state, IntervalStats(30.0, 90, 2048, 5188, 28, input_p99=6000))
     assert 6000 < forecast.forecast(state).input_p99 < 7436
     state = forecast.observe(state, IntervalStats(30.0, 90, input_mean=4096, output_mean=28))
-    assert forecast.forecast(state).input_p99 > 7000     # not measured: follows the mean
+    assert forecast.forecast(state).input_p99 > 7000  # not measured: follows the mean
 
 
 # ---- hysteresis -----------------------------------------------------------------------------------
@@ -344,8 +376,8 @@ def test_scale_up_is_immediate_and_scale_down_waits_and_steps():
     for i in range(1, 12):
         state, d = hysteresis.step(state, {H: 1}, 30.0 * i, params)
         counts.append(d.counts.get(H, 0))
-    assert counts[:2] == [8, 8]                      # not yet stable for 3 intervals
-    assert counts[2] == 4                            # then at most half at a time
+    assert counts[:2] == [8, 8]  # not yet stable for 3 intervals
+    assert counts[2] == 4  # then at most half at a time
     assert all(b >= a // 2 for a, b in zip(counts, counts[1:]))
     assert counts[-1] == 1
 
@@ -370,10 +402,10 @@ def test_hysteresis_does_not_flap_on_noisy_load(policy, model):
         p = plan(policy, forecast.forecast(fstate, policy.forecast), model, current=fleet.as_dict())
         fleet, d = hysteresis.step(fleet, p.counts, 30.0 * i, policy.hysteresis, policy.free_devices(), p.serves)
         kept.append(tuple(sorted(d.counts.items())))
-        assert p.serves(d.counts)                    # never less than the plan needs
+        assert p.serves(d.counts)  # never less than the plan needs
     raw_changes = sum(a != b for a, b in zip(raw, raw[1:]))
     kept_changes = sum(a != b for a, b in zip(kept, kept[1:]))
-    assert raw_changes >= 10, raw                    # planning each interval's load alone would flap
+    assert raw_changes >= 10, raw  # planning each interval's load alone would flap
     # a few steps up while the forecast learns how high the noise reaches, then at most one step down
     sizes = [sum(n for _, n in k) for k in kept]
     downs = sum(b < a for a, b in zip(sizes, sizes[1:]))
@@ -386,7 +418,7 @@ def test_hysteresis_holds_through_alternating_plans():
     for i, want in enumerate([4, 2, 5, 3] * 3 + [3] * 4):
         state, d = hysteresis.step(state, {H: want}, 30.0 * i, params)
         sizes.append(d.counts[H])
-    assert sizes == [4, 4] + [5] * 12 + [3, 3]      # down only once 4 plans in a row wanted fewer
+    assert sizes == [4, 4] + [5] * 12 + [3, 3]  # down only once 4 plans in a row wanted fewer
 
 
 def test_swap_happens_at_once_when_old_and_new_do_not_both_fit():
@@ -397,6 +429,7 @@ def test_swap_happens_at_once_when_old_and_new_do_not_both_fit():
 
 # ---- scale to zero --------------------------------------------------------------------------------
 
+
 def test_scale_to_zero_after_idle_time_and_back(policy, model):
     fstate, fleet = _feed([4.0] * 3), FleetState()
     t = 0.0
@@ -404,15 +437,15 @@ def test_scale_to_zero_after_idle_time_and_back(policy, model):
     fleet, d = hysteresis.step(fleet, p.counts, t, policy.hysteresis)
     assert d.counts
     sizes = []
-    for _ in range(12):                              # 6 minutes without a request (idle time: 5)
+    for _ in range(12):  # 6 minutes without a request (idle time: 5)
         t += 30.0
         fstate = _feed([0.0], fstate)
         p = plan(policy, forecast.forecast(fstate, interval_s=30.0), model, idle_s=fstate.idle_s)
         fleet, d = hysteresis.step(fleet, p.counts, t, policy.hysteresis)
         sizes.append(sum(d.counts.values()))
     assert p.binding == IDLE and not p.entries and sizes[-1] == 0
-    assert all(s >= 1 for s in sizes[:9])            # nothing stopped before 300 s idle
-    fstate = _feed([2.0], fstate)                    # traffic is back
+    assert all(s >= 1 for s in sizes[:9])  # nothing stopped before 300 s idle
+    fstate = _feed([2.0], fstate)  # traffic is back
     p = plan(policy, forecast.forecast(fstate), model, idle_s=fstate.idle_s)
     fleet, d = hysteresis.step(fleet, p.counts, t + 30.0, policy.hysteresis)
     assert p.feasible and sum(d.counts.values()) >= 1
@@ -430,38 +463,45 @@ def test_idle_but_not_long_enough_keeps_one_cheap_instance(policy, model):
 
 # ---- the policy document --------------------------------------------------------------------------
 
+
 def test_policy_round_trips_and_fills_catalog_prices(policy):
     assert parse_slo_policy(policy.to_yaml()) == policy
-    assert policy.cost_per_device_hour("h100-sxm") == 2.99     # the catalog's price
+    assert policy.cost_per_device_hour("h100-sxm") == 2.99  # the catalog's price
     assert policy.free_devices() == {"h100-sxm": 4, "a100-80gb-sxm": 6, "l40s": 4}
 
 
 def test_example_policy_file_parses():
     from pathlib import Path
+
     p = parse_slo_policy((Path(__file__).parents[1] / "deploy/slo-policies/llama3-8b.yaml").read_text())
     assert p.model == "llama3-8b" and p.targets.tpot.ms == 50
 
 
-@pytest.mark.parametrize("edit, key", [
-    (("ms: 500", "ms: fast"), "targets.ttft.ms"),
-    (("percentile: 90, ms: 500", "percentile: 100, ms: 500"), "targets.ttft.percentile"),
-    (("h100: {free: 4}", "h100: {free: 4, price: 3}"), "inventory.h100.price"),
-    (("h100: {free: 4}", "h900: {free: 4}"), "inventory.h900"),
-    (("l40s: 4", "l40s: -1"), "inventory.l40s.free"),
-    (("roles: [mixed, prefill, decode]", "roles: [mixed, prefill]"), "roles"),
-    (("roles: [mixed, prefill, decode]", "roles: [mixed, verify]"), "roles"),
-    (("tp: [1]", "tp: [0]"), "tp"),
-    (("instances: {min: 0, max: 16}", "instances: {min: 9, max: 4}"), "instances.min"),
-    (("headroom: 0.1", "headroom: 0.1\nhysteresis: {cooldown: 3}"), "hysteresis.cooldown"),
-    (("headroom: 0.1", "headroom: 0.1\nforecast: {alpha: 2}"), "forecast.alpha"),
-    (("headroom: 0.1", "headroom: 0.1\nspeed: 3"), "speed"),
-    (("headroom: 0.1", "headroom: 0.1\ncorrections: {maximum: 0.5}"), "corrections.maximum"),
-    (("scale_to_zero_idle_s: 300", "scale_to_zero_idle_s: soon"), "scale_to_zero_idle_s"),
-    (("headroom: 0.1", "headroom: 0.1\nheadroom: 0.5"), "headroom: given twice"),
-    (("headroom: 0.1", "headroom: 0.1\nforecast: {peak_window_s: -5}"), "forecast.peak_window_s"),
-    (("headroom: 0.1", "headroom: 0.1\ndeployment: {engine_args: {max_num_batched_tokens: lots}}"),
-     "deployment.engine_args.max_num_batched_tokens"),
-])
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        (("ms: 500", "ms: fast"), "targets.ttft.ms"),
+        (("percentile: 90, ms: 500", "percentile: 100, ms: 500"), "targets.ttft.percentile"),
+        (("h100: {free: 4}", "h100: {free: 4, price: 3}"), "inventory.h100.price"),
+        (("h100: {free: 4}", "h900: {free: 4}"), "inventory.h900"),
+        (("l40s: 4", "l40s: -1"), "inventory.l40s.free"),
+        (("roles: [mixed, prefill, decode]", "roles: [mixed, prefill]"), "roles"),
+        (("roles: [mixed, prefill, decode]", "roles: [mixed, verify]"), "roles"),
+        (("tp: [1]", "tp: [0]"), "tp"),
+        (("instances: {min: 0, max: 16}", "instances: {min: 9, max: 4}"), "instances.min"),
+        (("headroom: 0.1", "headroom: 0.1\nhysteresis: {cooldown: 3}"), "hysteresis.cooldown"),
+        (("headroom: 0.1", "headroom: 0.1\nforecast: {alpha: 2}"), "forecast.alpha"),
+        (("headroom: 0.1", "headroom: 0.1\nspeed: 3"), "speed"),
+        (("headroom: 0.1", "headroom: 0.1\ncorrections: {maximum: 0.5}"), "corrections.maximum"),
+        (("scale_to_zero_idle_s: 300", "scale_to_zero_idle_s: soon"), "scale_to_zero_idle_s"),
+        (("headroom: 0.1", "headroom: 0.1\nheadroom: 0.5"), "headroom: given twice"),
+        (("headroom: 0.1", "headroom: 0.1\nforecast: {peak_window_s: -5}"), "forecast.peak_window_s"),
+        (
+            ("headroom: 0.1", "headroom: 0.1\ndeployment: {engine_args: {max_num_batched_tokens: lots}}"),
+            "deployment.engine_args.max_num_batched_tokens",
+        ),
+    ],
+)
 def test_policy_errors_name_the_key(edit, key):
     old, new = edit
     assert old in POLICY
@@ -482,14 +522,17 @@ def test_plan_reads_as_an_explanation(policy, model):
 
 # ---- the prefill chunk each instance type runs with -----------------------------------------------
 
+
 def test_prefill_chunk_is_the_largest_that_keeps_a_full_step_within_the_tpot_target(policy, model):
     """A clump of long prompts fills every step with a full chunk; the chunk the engines are priced
     with keeps such a step within the TPOT target (50 ms here), and no larger multiple would."""
     target = policy.targets.tpot.seconds
     chunks = {}
     for key, engine in model.engines.items():
-        def step(tokens: int) -> float:
+
+        def step(tokens: int, engine=engine) -> float:
             return engine.timer(prefill=[(tokens, 0)], decode=[CONTEXT_BESIDE] * DECODES_BESIDE)
+
         chunk = engine.max_num_batched_tokens
         chunks[key] = chunk
         assert chunk % CHUNK_GRANULE == 0 and CHUNK_GRANULE <= chunk <= 8192
@@ -503,20 +546,24 @@ def test_prefill_chunk_is_the_largest_that_keeps_a_full_step_within_the_tpot_tar
 
 def test_prefill_chunk_follows_the_target_and_the_operator(policy):
     loose = engines_for(replace(policy, targets=replace(policy.targets, tpot=LatencyTarget(90, 1000))))
-    assert all(e.max_num_batched_tokens == 8192 for e in loose.values())     # vLLM's default already fits
+    assert all(e.max_num_batched_tokens == 8192 for e in loose.values())  # vLLM's default already fits
     fixed = replace(policy, deployment=replace(policy.deployment, engine_args={"max_num_batched_tokens": 2048}))
     assert {e.max_num_batched_tokens for e in engines_for(fixed).values()} == {2048}
 
 
 def test_worker_groups_launch_with_the_chunk_they_were_priced_with(policy, model):
-    groups = {g.accelerator: g for g in groups_for(policy, {InstanceType("h100-sxm"): 2, InstanceType("a100"): 1},
-                                                    model)}
-    assert groups["h100-sxm"].engine_args["max_num_batched_tokens"] == model.engines[("h100-sxm", 1)].max_num_batched_tokens
+    groups = {
+        g.accelerator: g for g in groups_for(policy, {InstanceType("h100-sxm"): 2, InstanceType("a100"): 1}, model)
+    }
+    assert (
+        groups["h100-sxm"].engine_args["max_num_batched_tokens"]
+        == model.engines[("h100-sxm", 1)].max_num_batched_tokens
+    )
     assert groups["h100-sxm"].replicas == 2
-    assert int(prefill_chunk(lambda **_: 0.0, 8192, 0.05)) == 8192    # nothing to shrink: no argument needed
+    assert int(prefill_chunk(lambda **_: 0.0, 8192, 0.05)) == 8192  # nothing to shrink: no argument needed
     same = replace(policy, targets=replace(policy.targets, tpot=LatencyTarget(90, 1000)))
     [group] = groups_for(same, {InstanceType("h100-sxm"): 1}, CapacityModel(engines_for(same)))
-    assert "max_num_batched_tokens" not in group.engine_args           # the vendor default is what runs
+    assert "max_num_batched_tokens" not in group.engine_args  # the vendor default is what runs
 
 
 def test_a_plan_that_would_stop_running_instances_for_lack_of_room_keeps_them(policy, model):

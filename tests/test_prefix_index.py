@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import random
 
-from tessera.placement.prefix_index import PrefixIndex
 from tessera.placement.block_hash import token_block_hashes
+from tessera.placement.prefix_index import PrefixIndex
 
-PROMPT = list(range(1000, 1256))            # 256 tokens: 16 canonical blocks
+PROMPT = list(range(1000, 1256))  # 256 tokens: 16 canonical blocks
 CANON = token_block_hashes(PROMPT, 16)
 
 
@@ -16,7 +16,7 @@ def store_blocks(index: PrefixIndex, worker: str, canon: list[int], block_tokens
     per = block_tokens // 16
     engine_hashes = []
     for b in range(blocks):
-        keys = canon[b * per:(b + 1) * per]
+        keys = canon[b * per : (b + 1) * per]
         index.stored(worker, keys[-1], keys)
         engine_hashes.append(keys[-1])
     return engine_hashes
@@ -26,8 +26,8 @@ def test_match_reports_each_workers_cached_prefix_in_tokens():
     index = PrefixIndex()
     for w, size in (("a", 16), ("b", 32), ("c", 16)):
         index.add_worker(w, size)
-    store_blocks(index, "a", CANON, 16, 10)     # 160 tokens
-    store_blocks(index, "b", CANON, 32, 3)      # 96 tokens
+    store_blocks(index, "a", CANON, 16, 10)  # 160 tokens
+    store_blocks(index, "b", CANON, 32, 3)  # 96 tokens
     assert index.match(CANON) == {"a": 160, "b": 96}
     assert index.match(CANON, workers=["b", "c"]) == {"b": 96}
     other = token_block_hashes(list(range(5000, 5256)), 16)
@@ -38,7 +38,7 @@ def test_a_gap_ends_the_match_as_it_ends_an_engines_prefix_lookup():
     index = PrefixIndex()
     index.add_worker("a", 16)
     hashes = store_blocks(index, "a", CANON, 16, 8)
-    index.removed("a", [hashes[3]])             # block 3 evicted: blocks 4..7 are unreachable
+    index.removed("a", [hashes[3]])  # block 3 evicted: blocks 4..7 are unreachable
     assert index.match(CANON) == {"a": 48}
 
 
@@ -61,7 +61,7 @@ def test_cleared_and_removed_workers_forget_everything():
     assert index.match(CANON) == {"b": 256}
     index.remove_worker("b")
     assert index.match(CANON) == {} and len(index) == 0
-    index.add_worker("c")                       # reuses b's slot without inheriting its blocks
+    index.add_worker("c")  # reuses b's slot without inheriting its blocks
     assert index.match(CANON) == {}
 
 
@@ -69,7 +69,7 @@ def test_shared_keys_survive_until_the_last_engine_block_holding_them_goes():
     index = PrefixIndex()
     index.add_worker("a")
     index.stored("a", 111, CANON[:1])
-    index.stored("a", 222, CANON[:1])           # a second engine block with the same content
+    index.stored("a", 222, CANON[:1])  # a second engine block with the same content
     index.removed("a", [111])
     assert index.match(CANON) == {"a": 16}
     index.removed("a", [222])
@@ -82,7 +82,7 @@ def test_approximate_entries_expire_and_respect_capacity():
     index.routed("a", CANON, now=0.0, ttl_s=10.0)
     assert index.match(CANON) == {"a": 256}
     other = token_block_hashes(list(range(7000, 7256)), 16)
-    index.routed("a", other, now=20.0, ttl_s=10.0)   # the first prompt's entries expired
+    index.routed("a", other, now=20.0, ttl_s=10.0)  # the first prompt's entries expired
     assert index.match(CANON) == {} and index.match(other) == {"a": 256}
     index.routed("a", CANON, now=21.0, ttl_s=10.0, capacity_keys=20)  # only 20 keys fit: oldest go
     assert index.match(CANON) == {"a": 256} and index.match(other) == {}

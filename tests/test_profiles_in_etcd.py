@@ -7,16 +7,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tessera.placement.pipeline import PROFILES_DIR, load_profile
 from services.scheduler.profile_store import ProfileStore
+from tessera.placement.pipeline import PROFILES_DIR, load_profile
 from tessera.runtime.etcd.client import EtcdConnector
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cli(*args: str, etcd: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tessera.cli", "profile", *args, "--etcd", etcd],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "tessera.cli", "profile", *args, "--etcd", etcd],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
 
 
 async def _wait(pred, timeout: float = 10.0) -> None:
@@ -40,8 +45,10 @@ async def test_profiles_are_seeded_reloaded_and_bad_ones_refused(local_etcd, tmp
 
         # an operator changes the weights: the running store switches without a restart
         edited = tmp_path / "ll.yaml"
-        edited.write_text("name: least_loaded\nfilters: [model, health]\nscorers:\n"
-                          "  - {name: queue_depth, weight: 7.0}\npicker: max_score\n")
+        edited.write_text(
+            "name: least_loaded\nfilters: [model, health]\nscorers:\n"
+            "  - {name: queue_depth, weight: 7.0}\npicker: max_score\n"
+        )
         out = _cli("put", str(edited), etcd=local_etcd.endpoint)
         assert out.returncode == 0, out.stderr
         await _wait(lambda: profiles["least_loaded"].scorers and profiles["least_loaded"].scorers[0][2] == 7.0)
@@ -57,7 +64,7 @@ async def test_profiles_are_seeded_reloaded_and_bad_ones_refused(local_etcd, tmp
         await client.put(b"/tessera/v1/profiles/least_loaded", broken.read_bytes())
         await store.connector.discard(client)
         await _wait(lambda: "refused" in caplog.text)
-        assert profiles["least_loaded"].scorers[0][2] == 7.0      # the previous version stays
+        assert profiles["least_loaded"].scorers[0][2] == 7.0  # the previous version stays
 
         # seeding again does not overwrite what the operator stored
         await store.seed_builtins()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from services.autoscaler.desired import DesiredStateError, WorkerGroup, load_desired
 from services.autoscaler.reconcile import Observed, reconcile
-
-import pytest
 
 
 def g(name="tiny", replicas=2) -> WorkerGroup:
@@ -19,22 +19,28 @@ def test_missing_workers_are_started():
 
 def test_dead_registered_worker_is_replaced_before_its_lease_expires():
     # Registered in etcd still, but our actuator saw the process die.
-    observed = [Observed("a", "tiny", registered=True, owned=True, alive=False),
-                Observed("b", "tiny", registered=True, owned=True, alive=True)]
+    observed = [
+        Observed("a", "tiny", registered=True, owned=True, alive=False),
+        Observed("b", "tiny", registered=True, owned=True, alive=True),
+    ]
     assert [a.kind for a in reconcile([g(replicas=2)], observed)] == ["start"]
 
 
 def test_starting_workers_count_so_nothing_is_launched_twice():
-    observed = [Observed("a", "tiny", registered=False, owned=True, alive=True),
-                Observed("b", "tiny", registered=True, owned=False, alive=True)]
+    observed = [
+        Observed("a", "tiny", registered=False, owned=True, alive=True),
+        Observed("b", "tiny", registered=True, owned=False, alive=True),
+    ]
     assert reconcile([g(replicas=2)], observed) == []
 
 
 def test_extras_are_stopped_unready_and_newest_first_and_only_our_own():
-    observed = [Observed("old", "tiny", registered=True, owned=True, alive=True, started_at=1),
-                Observed("new", "tiny", registered=True, owned=True, alive=True, started_at=2),
-                Observed("starting", "tiny", registered=False, owned=True, alive=True, started_at=3),
-                Observed("foreign", "tiny", registered=True, owned=False, alive=True, started_at=0)]
+    observed = [
+        Observed("old", "tiny", registered=True, owned=True, alive=True, started_at=1),
+        Observed("new", "tiny", registered=True, owned=True, alive=True, started_at=2),
+        Observed("starting", "tiny", registered=False, owned=True, alive=True, started_at=3),
+        Observed("foreign", "tiny", registered=True, owned=False, alive=True, started_at=0),
+    ]
     stops = [a.instance for a in reconcile([g(replicas=2)], observed)]
     assert stops == ["starting", "new"]
 

@@ -24,8 +24,13 @@ LONG = 1200  # tokens: several seconds of streaming on the tiny model
 
 
 def status(cluster) -> dict:
-    out = subprocess.run([sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", cluster.etcd.endpoint],
-                         capture_output=True, text=True, check=True, timeout=30).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", cluster.etcd.endpoint],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
     return json.loads(out)
 
 
@@ -41,9 +46,15 @@ def plan(address: str) -> autoscaler_pb2.Plan:
 def stream_to_the_end(client, max_tokens: int) -> tuple[int, str | None, int]:
     """Stream a completion; return (completion tokens, finish reason, chunks)."""
     chunks, finish, usage = 0, None, None
-    for c in client.completions.create(model=TINY, prompt="Tell me a long story.", max_tokens=max_tokens,
-                                       temperature=0, stream=True, stream_options={"include_usage": True},
-                                       extra_body={"ignore_eos": True}):
+    for c in client.completions.create(
+        model=TINY,
+        prompt="Tell me a long story.",
+        max_tokens=max_tokens,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    ):
         if c.choices:
             chunks += 1
             finish = c.choices[0].finish_reason or finish
@@ -54,20 +65,28 @@ def stream_to_the_end(client, max_tokens: int) -> tuple[int, str | None, int]:
 
 def router_metric(cluster, name: str, label: str = "") -> float:
     text = urllib.request.urlopen(cluster.base_url + "/metrics", timeout=5).read().decode()
-    return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith(name) and label in line and not line.startswith("#"))
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith(name) and label in line and not line.startswith("#")
+    )
 
 
 def test_client_disconnect_aborts_the_request_in_the_engine(cluster, openai_client):
-    stream = openai_client.completions.create(model=TINY, prompt="Go on and on.", max_tokens=LONG, stream=True,
-                                              extra_body={"ignore_eos": True})
+    stream = openai_client.completions.create(
+        model=TINY, prompt="Go on and on.", max_tokens=LONG, stream=True, extra_body={"ignore_eos": True}
+    )
     for i, _ in enumerate(stream):
         if i == 20:
             break
     stream.close()  # the client hangs up after 20 chunks of 1200
     # The engine stops working on it long before the 1200 tokens would be done.
-    wait_for(lambda: all(w["tokens_in_flight"] == 0 and w["num_running"] == 0 for w in tiny_workers(cluster)),
-             3, interval=0.2, what="the workers to drop the abandoned request")
+    wait_for(
+        lambda: all(w["tokens_in_flight"] == 0 and w["num_running"] == 0 for w in tiny_workers(cluster)),
+        3,
+        interval=0.2,
+        what="the workers to drop the abandoned request",
+    )
 
 
 def test_a_dead_worker_is_retried_before_the_first_token(cluster, openai_client):
@@ -80,8 +99,15 @@ def test_a_dead_worker_is_retried_before_the_first_token(cluster, openai_client)
     from tessera.runtime.net import free_port
     from tessera.v1 import common_pb2 as pb
 
-    ghost = pb.WorkerIdentity(id="ghost", address=f"127.0.0.1:{free_port()}", model=TINY, role=pb.ROLE_MIXED,
-                              max_model_len=2048, kv_block_size=32, kv_capacity_blocks=1000)
+    ghost = pb.WorkerIdentity(
+        id="ghost",
+        address=f"127.0.0.1:{free_port()}",
+        model=TINY,
+        role=pb.ROLE_MIXED,
+        max_model_len=2048,
+        kv_block_size=32,
+        kv_capacity_blocks=1000,
+    )
 
     async def put(value: bytes | None) -> None:
         conn = EtcdConnector(cluster.etcd.endpoint)
@@ -97,8 +123,9 @@ def test_a_dead_worker_is_retried_before_the_first_token(cluster, openai_client)
     try:
         wait_for(lambda: any(w["id"] == "ghost" for w in status(cluster)["workers"]), 10, what="the ghost")
         for _ in range(30):  # round robin reaches the ghost every third request
-            r = openai_client.completions.create(model=TINY, prompt="hello", max_tokens=3,
-                                                 extra_headers={"x-tessera-profile": "round_robin"})
+            r = openai_client.completions.create(
+                model=TINY, prompt="hello", max_tokens=3, extra_headers={"x-tessera-profile": "round_robin"}
+            )
             assert r.usage.completion_tokens >= 1
     finally:
         asyncio.run(put(None))
@@ -109,14 +136,25 @@ def test_a_request_for_a_model_with_no_worker_is_held_until_one_starts(cluster, 
     """Scale from zero, and a model's only worker dying: the request waits for the next worker, not a 503."""
     smol = next(w for w in status(cluster)["workers"] if w["model"] == SMOLLM2)
     kill_worker_group(pid_listening_on(split_host_port(smol["address"])[1]))
-    wait_for(lambda: not any(w["model"] == SMOLLM2 and w["healthy"] for w in status(cluster)["workers"]),
-             30, interval=0.5, what="the SmolLM2 worker to leave placement")
+    wait_for(
+        lambda: not any(w["model"] == SMOLLM2 and w["healthy"] for w in status(cluster)["workers"]),
+        30,
+        interval=0.5,
+        what="the SmolLM2 worker to leave placement",
+    )
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        answer = pool.submit(lambda: openai_client.with_options(timeout=300).chat.completions.create(
-            model=SMOLLM2, messages=[{"role": "user", "content": "hi"}], max_tokens=3))
+        answer = pool.submit(
+            lambda: openai_client.with_options(timeout=300).chat.completions.create(
+                model=SMOLLM2, messages=[{"role": "user", "content": "hi"}], max_tokens=3
+            )
+        )
         # The held request is visible to the autoscaler as demand for the model.
-        wait_for(lambda: router_metric(cluster, "tessera_router_held_requests", SMOLLM2) >= 1, 30, interval=0.2,
-                 what="the request to be held")
+        wait_for(
+            lambda: router_metric(cluster, "tessera_router_held_requests", SMOLLM2) >= 1,
+            30,
+            interval=0.2,
+            what="the request to be held",
+        )
         # The autoscaler brings the model back, and the held request is served by the new worker.
         r = answer.result(timeout=300)
     assert r.choices[0].message.content is not None
@@ -141,8 +179,11 @@ def test_killing_a_worker_loses_no_request_and_it_is_replaced(cluster, openai_cl
             assert r.choices[0].finish_reason in ("length", "stop")
         # The dead worker leaves `tessera status` within the lease TTL (5 s) and some slack,
         # while the streams it held go on elsewhere.
-        wait_for(lambda: victim["id"] not in {w["id"] for w in tiny_workers(cluster)}, 5 + 5,
-                 what="the killed worker to leave tessera status")
+        wait_for(
+            lambda: victim["id"] not in {w["id"] for w in tiny_workers(cluster)},
+            5 + 5,
+            what="the killed worker to leave tessera status",
+        )
         assert time.monotonic() - killed_at < 12
         results = [f.result(timeout=300) for f in futures]
     # Every stream finished with all its tokens: those on the dead worker resumed elsewhere.
@@ -156,8 +197,9 @@ def test_killing_a_worker_loses_no_request_and_it_is_replaced(cluster, openai_cl
 @pytest.mark.parametrize("wipe", [False, True], ids=["restart", "restart-with-data-loss"])
 def test_requests_keep_succeeding_while_etcd_restarts(cluster, openai_client, wipe):
     def ask():
-        r = openai_client.chat.completions.create(model=TINY, messages=[{"role": "user", "content": "hi"}],
-                                                  max_tokens=4, temperature=0)
+        r = openai_client.chat.completions.create(
+            model=TINY, messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=0
+        )
         return r.choices[0].message.content is not None
 
     assert ask()
@@ -173,22 +215,49 @@ def test_requests_keep_succeeding_while_etcd_restarts(cluster, openai_client, wi
         assert ask()
         time.sleep(0.3)
     # Every worker and service is registered again.
-    wait_for(lambda: len(status(cluster)["workers"]) == len(CLUSTER_MODELS) and
-             {s["kind"] for s in status(cluster)["services"]} == {"router", "scheduler", "autoscaler"},
-             30, interval=1, what="re-registration after the etcd restart")
+    wait_for(
+        lambda: (
+            len(status(cluster)["workers"]) == len(CLUSTER_MODELS)
+            and {s["kind"] for s in status(cluster)["services"]} == {"router", "scheduler", "autoscaler"}
+        ),
+        30,
+        interval=1,
+        what="re-registration after the etcd restart",
+    )
     assert ask()
 
 
 def test_two_autoscalers_never_both_act(cluster, openai_client):
     desired = cluster.log_dir / "desired.yaml"
-    second = ServiceProcess("autoscaler-b", ["autoscaler", "--etcd", cluster.etcd.endpoint, "--lease-ttl", "3",
-                                             "--desired", str(desired), "--autoscaler-id", "autoscaler-b",
-                                             "--worker-log-dir", str(cluster.log_dir / "workers-b")],
-                            cluster.log_dir, cluster.env).start()
+    second = ServiceProcess(
+        "autoscaler-b",
+        [
+            "autoscaler",
+            "--etcd",
+            cluster.etcd.endpoint,
+            "--lease-ttl",
+            "3",
+            "--desired",
+            str(desired),
+            "--autoscaler-id",
+            "autoscaler-b",
+            "--worker-log-dir",
+            str(cluster.log_dir / "workers-b"),
+        ],
+        cluster.log_dir,
+        cluster.env,
+    ).start()
     try:
+
         def b_address():
-            return next((s["address"] for s in status(cluster)["services"]
-                         if s["kind"] == "autoscaler" and s["id"] == "autoscaler-b"), None)
+            return next(
+                (
+                    s["address"]
+                    for s in status(cluster)["services"]
+                    if s["kind"] == "autoscaler" and s["id"] == "autoscaler-b"
+                ),
+                None,
+            )
 
         address_b = wait_for(b_address, 30, what="the second autoscaler to register")
         time.sleep(4)
@@ -207,8 +276,11 @@ def test_two_autoscalers_never_both_act(cluster, openai_client):
         # The new leader replaces a worker that dies.
         victim = tiny_workers(cluster)[0]
         kill_worker_group(pid_listening_on(split_host_port(victim["address"])[1]))
-        wait_for(lambda: any(d.action == "start" for d in plan(address_b).recent_decisions), 30,
-                 what="the new leader to launch a replacement")
+        wait_for(
+            lambda: any(d.action == "start" for d in plan(address_b).recent_decisions),
+            30,
+            what="the new leader to launch a replacement",
+        )
         assert openai_client.completions.create(model=TINY, prompt="hi", max_tokens=3).choices
         wait_for(lambda: len(tiny_workers(cluster)) == 2, 240, interval=2, what="the replacement to register")
     finally:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from tessera.engine_model.perf.model_arch import ModelArch
 from tessera.planning.capacity import CapacityModel
 from tessera.planning.engines import engines_for
 from tessera.planning.fleet import InstanceType
 from tessera.planning.slo_policy import parse_slo_policy
-from tessera.engine_model.perf.model_arch import ModelArch
 from tessera.sim import hpa
 from tessera.sim.autoscalers import Autoscaler, Observation, ScalingDecision, Static, build_autoscaler, peak_load
 from tessera.sim.autoscaling import run_autoscaled
@@ -56,8 +56,9 @@ def capacity(policy):
     return CapacityModel(engines_for(policy))
 
 
-def poisson(rate: float, start: float, end: float, rng: random.Random, tag: str, prompt: int = 1024,
-            output: int = 64) -> list[SimRequest]:
+def poisson(
+    rate: float, start: float, end: float, rng: random.Random, tag: str, prompt: int = 1024, output: int = 64
+) -> list[SimRequest]:
     t, out = start, []
     while True:
         t += rng.expovariate(rate)
@@ -84,22 +85,24 @@ class Scripted(Autoscaler):
 
 def test_a_load_step_adds_then_removes_instances_and_loses_nothing(policy, capacity):
     rng = random.Random(3)
-    low, high = 2.0, 80.0          # one H100 serves ~33 req/s of this shape within the SLOs
-    workload = sorted(poisson(low, 0, 60, rng, "a") + poisson(high, 60, 105, rng, "b") + poisson(low, 105, 300, rng, "c"),
-                      key=lambda r: r.arrival_s)
+    low, high = 2.0, 80.0  # one H100 serves ~33 req/s of this shape within the SLOs
+    workload = sorted(
+        poisson(low, 0, 60, rng, "a") + poisson(high, 60, 105, rng, "b") + poisson(low, 105, 300, rng, "c"),
+        key=lambda r: r.arrival_s,
+    )
     scaler = build_autoscaler("tessera", policy, capacity, peak_load([0.0], [1024], [64]), warm_start=False)
     run = run_autoscaled(workload, policy, scaler, ModelArch.llama3_8b(), startup_s=20.0)
     sizes = [(t.t, sum(t.counts.values())) for t in run.ticks]
     before = max(n for t, n in sizes if t < 60)
     peak = max(n for t, n in sizes)
     after = sizes[-1][1]
-    assert before == 1 and peak >= 3 and after < peak          # up with the step, down after it
+    assert before == 1 and peak >= 3 and after < peak  # up with the step, down after it
     records = run.result.records
     assert len(records) == len(workload)
-    assert all(r.done and not r.error for r in records)         # drained, not dropped
+    assert all(r.done and not r.error for r in records)  # drained, not dropped
     drained = [life for life in run.lifetimes if life.drain_s is not None]
     assert drained and all(life.stopped_s is not None and life.stopped_s >= life.drain_s for life in drained)
-    for life in run.lifetimes:                                  # ready one start-up after the ask (cold start)
+    for life in run.lifetimes:  # ready one start-up after the ask (cold start)
         assert life.ready_s == pytest.approx(life.requested_s + 20.0)
     summary = summarize_autoscaled(run)
     assert summary["completed"] == len(workload) and summary["queued_at_end"] == 0
@@ -111,8 +114,9 @@ def test_drained_instance_finishes_its_requests_and_takes_no_new_ones():
     sim = make_sim(n=2, step_s=0.01)
     a, b = sim.instances
     sim.call_at(0.05, lambda s: s.drain_instance(a))
-    reqs = [SimRequest(f"r{i}", 0.01 * i, 64, 20) for i in range(4)] + \
-           [SimRequest(f"late{i}", 0.1 + 0.01 * i, 64, 5) for i in range(4)]
+    reqs = [SimRequest(f"r{i}", 0.01 * i, 64, 20) for i in range(4)] + [
+        SimRequest(f"late{i}", 0.1 + 0.01 * i, 64, 5) for i in range(4)
+    ]
     result = sim.run(reqs)
     assert all(r.done for r in result.records)
     early_on_a = [r for r in result.records if r.instance == a.id]
@@ -131,8 +135,9 @@ def test_cost_matches_a_hand_worked_case(policy):
     assert run.end_s == pytest.approx(max(99.0, run.result.duration_s))
     second = [life for life in run.lifetimes if life.requested_s > 0]
     assert len(second) == 1
-    assert (second[0].requested_s, second[0].ready_s, second[0].drain_s, second[0].stopped_s) == \
-        pytest.approx((10.0, 40.0, 60.0, 60.0))
+    assert (second[0].requested_s, second[0].ready_s, second[0].drain_s, second[0].stopped_s) == pytest.approx(
+        (10.0, 40.0, 60.0, 60.0)
+    )
     expected = 2.0 * (run.end_s + 50.0) / 3600.0
     assert summarize_autoscaled(run)["cost_usd"] == pytest.approx(expected)
     lives = [Lifetime(H100, 1, 2.0, 0.0, 0.0), Lifetime(H100, 2, 3.0, 10.0, 40.0, 60.0, 70.0)]
@@ -151,18 +156,18 @@ def test_scale_to_zero_after_idle_and_back_with_the_held_requests_served(policy,
     scaler = build_autoscaler("tessera", policy, capacity, peak_load([0.0], [1024], [64]))
     run = run_autoscaled(workload, policy, scaler, ModelArch.llama3_8b(), startup_s=25.0)
     empty = [t.t for t in run.ticks if not t.counts]
-    assert empty and min(empty) < 400.0                           # scaled to zero while idle
-    assert any(t.queued for t in run.ticks if t.t > 400.0)         # the late requests were held
+    assert empty and min(empty) < 400.0  # scaled to zero while idle
+    assert any(t.queued for t in run.ticks if t.t > 400.0)  # the late requests were held
     assert all(r.done and not r.error for r in run.result.records)
     for rec in run.result.records[-5:]:
-        assert rec.first_token_s - rec.arrival_s >= 25.0 - 10.0    # waited for an instance to start
+        assert rec.first_token_s - rec.arrival_s >= 25.0 - 10.0  # waited for an instance to start
     assert not [life for life in run.lifetimes if life.requested_s < 400 and life.stopped_s is None]
 
 
 def test_no_instance_ready_holds_requests_at_the_router():
     spec_sim = make_sim(n=1, step_s=0.01)
     inst = spec_sim.instances[0]
-    spec_sim.drain_instance(inst)                                  # idle: gone at once
+    spec_sim.drain_instance(inst)  # idle: gone at once
     assert inst.state == GONE and not spec_sim.instances
     spec, cfg = inst.spec, inst.engine.config
     spec_sim.call_at(5.0, lambda s: s.add_instance(spec, cfg, ConstantTimer(0.01), ready_s=8.0))
@@ -173,23 +178,23 @@ def test_no_instance_ready_holds_requests_at_the_router():
 
 def test_hpa_follows_the_kubernetes_formula():
     p = hpa.HpaParams(target_utilisation=0.6, tolerance=0.1, max_replicas=100)
-    assert hpa.recommend(4, [0.9] * 4, 0, p) == math.ceil(4 * 0.9 / 0.6)          # 6
-    assert hpa.recommend(4, [0.63] * 4, 0, p) == 4                                 # within tolerance
-    assert hpa.recommend(4, [0.2] * 4, 0, p) == math.ceil(4 * 0.2 / 0.6)           # 2
-    assert hpa.recommend(4, [0.9, 0.9], 2, p) == 4     # unready pods count as idle: 1.8/4/0.6 < 1, hold
+    assert hpa.recommend(4, [0.9] * 4, 0, p) == math.ceil(4 * 0.9 / 0.6)  # 6
+    assert hpa.recommend(4, [0.63] * 4, 0, p) == 4  # within tolerance
+    assert hpa.recommend(4, [0.2] * 4, 0, p) == math.ceil(4 * 0.2 / 0.6)  # 2
+    assert hpa.recommend(4, [0.9, 0.9], 2, p) == 4  # unready pods count as idle: 1.8/4/0.6 < 1, hold
     assert hpa.recommend(4, [1.0, 1.0, 1.0], 1, p) == math.ceil(3.0 / 4 / 0.6 * 4)  # 5
     # scale-down waits for the highest recommendation of the last 300 s
     state, n = hpa.step(hpa.HpaState(), 0.0, 6, [0.6] * 6, 0, p)
     assert n == 6
     state, n = hpa.step(state, 100.0, 6, [0.1] * 6, 0, p)
-    assert n == 6                                       # 6 recommended at t=0 is still in the window
+    assert n == 6  # 6 recommended at t=0 is still in the window
     state, n = hpa.step(state, 301.0, 6, [0.1] * 6, 0, p)
-    assert n == 1                                       # ceil(6 * 0.1/0.6) = 1 once it has left
+    assert n == 1  # ceil(6 * 0.1/0.6) = 1 once it has left
     # scale-up: at most max(2x, +4) per period, within max_replicas
     _, n = hpa.step(hpa.HpaState(), 0.0, 2, [1.0, 1.0], 0, p)
-    assert n == math.ceil(2 * 1.0 / 0.6)                # 4, under the limit of max(4, 6)
+    assert n == math.ceil(2 * 1.0 / 0.6)  # 4, under the limit of max(4, 6)
     _, n = hpa.step(hpa.HpaState(), 0.0, 1, [1.0], 0, hpa.HpaParams(target_utilisation=0.05))
-    assert n == 5                                       # wants 20, limited to 1 + 4
+    assert n == 5  # wants 20, limited to 1 + 4
     _, n = hpa.step(hpa.HpaState(), 0.0, 3, [1.0] * 3, 0, hpa.HpaParams(max_replicas=4))
     assert n == 4
 
@@ -197,8 +202,14 @@ def test_hpa_follows_the_kubernetes_formula():
 def test_hpa_in_the_sim_scales_its_one_type(policy, capacity):
     rng = random.Random(7)
     workload = poisson(30.0, 0, 90, rng, "a", prompt=2048, output=32)
-    scaler = build_autoscaler("hpa", policy, capacity, peak_load([0.0], [1024], [64]), warm_start=False,
-                              hpa_params=hpa.HpaParams(target_utilisation=0.3))
+    scaler = build_autoscaler(
+        "hpa",
+        policy,
+        capacity,
+        peak_load([0.0], [1024], [64]),
+        warm_start=False,
+        hpa_params=hpa.HpaParams(target_utilisation=0.3),
+    )
     run = run_autoscaled(workload, policy, scaler, ModelArch.llama3_8b(), startup_s=15.0)
     assert {life.itype for life in run.lifetimes} == {H100}
     assert max(sum(t.counts.values()) for t in run.ticks) > 1
@@ -217,9 +228,29 @@ def test_cli_runs_autoscalers_side_by_side(tmp_path):
         rows.append(f"2023-11-16 18:{int(t // 60):02d}:{t % 60:09.6f},{rng.randint(200, 2000)},{rng.randint(5, 60)}")
     trace.write_text("\n".join(rows) + "\n")
     out = tmp_path / "res.json"
-    proc = subprocess.run([sys.executable, "-m", "tessera.cli", "sim", "--workload", str(trace), "--autoscaler",
-                           "static,tessera", "--slo-policy", str(policy), "--startup-s", "20", "--out", str(out),
-                           "--no-details"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tessera.cli",
+            "sim",
+            "--workload",
+            str(trace),
+            "--autoscaler",
+            "static,tessera",
+            "--slo-policy",
+            str(policy),
+            "--startup-s",
+            "20",
+            "--out",
+            str(out),
+            "--no-details",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     both = json.loads(out.read_text())
     assert set(both) == {"static", "tessera"}
@@ -230,8 +261,23 @@ def test_cli_runs_autoscalers_side_by_side(tmp_path):
         assert series["instances"]
     assert out.with_suffix(".png").stat().st_size > 0
     assert (tmp_path / "res-tessera.json").exists()
-    bad = subprocess.run([sys.executable, "-m", "tessera.cli", "sim", "--workload", str(trace), "--autoscaler",
-                          "kubernetes", "--slo-policy", str(policy)], cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tessera.cli",
+            "sim",
+            "--workload",
+            str(trace),
+            "--autoscaler",
+            "kubernetes",
+            "--slo-policy",
+            str(policy),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "static, hpa, homogeneous, tessera" in bad.stderr
 
 
@@ -252,8 +298,10 @@ def test_the_planned_prefill_chunk_keeps_answers_within_tpot_through_a_clump_of_
         scaler.initial = {H100: 1}
         run = run_autoscaled(workload, policy, scaler, ModelArch.llama3_8b(), engine_args=engine_args)
         assert all(r.done and not r.error for r in run.result.records)
-        return max(request_metrics_ms(r)["tpot"] for r in run.result.records if r.request.request_id.startswith("answer"))
+        return max(
+            request_metrics_ms(r)["tpot"] for r in run.result.records if r.request.request_id.startswith("answer")
+        )
 
-    planned = answers_tpot_ms(None)                                        # the policy's engines
+    planned = answers_tpot_ms(None)  # the policy's engines
     default = answers_tpot_ms({("h100-sxm", 1): {"max_num_batched_tokens": 8192}})
     assert planned <= 50.0 < default, (planned, default)

@@ -9,13 +9,13 @@ import sys
 import pytest
 import yaml
 
-from tessera.placement.pipeline import PROFILES_DIR, build_pipeline, load_profile
+from tessera.engine_model.batching import EngineConfig
 from tessera.engine_model.catalog import accelerators
+from tessera.engine_model.instance import InstanceSpec, find_accelerator
 from tessera.engine_model.perf.comm import kv_transfer_time
 from tessera.engine_model.perf.model_arch import ModelArch
+from tessera.placement.pipeline import PROFILES_DIR, build_pipeline, load_profile
 from tessera.sim import workloads as wl
-from tessera.engine_model.batching import EngineConfig
-from tessera.engine_model.instance import InstanceSpec, find_accelerator
 from tessera.sim.report import parse_slo, summarize_sim
 from tessera.sim.simulator import Simulator
 from tests.test_simulator import ROOT, TRACES, ConstantTimer
@@ -25,10 +25,18 @@ def pair_sim(budget: int = 256, decode_blocks: int = 1000, kv_transfer=None, pol
     """One H100 prefill instance and one A100 decode instance, 10 ms a step."""
     cfg = EngineConfig(num_blocks=1000, block_size=16, max_num_batched_tokens=budget)
     dec = EngineConfig(num_blocks=decode_blocks, block_size=16, max_num_batched_tokens=budget)
-    instances = [(InstanceSpec(find_accelerator("h100"), role="prefill"), cfg, ConstantTimer(0.01)),
-                 (InstanceSpec(find_accelerator("a100"), role="decode"), dec, ConstantTimer(0.01))]
-    return Simulator(ModelArch.llama3_8b(), "m", instances, load_profile(policy, seed=0), sample_interval_s=0.05,
-                     kv_transfer=kv_transfer)
+    instances = [
+        (InstanceSpec(find_accelerator("h100"), role="prefill"), cfg, ConstantTimer(0.01)),
+        (InstanceSpec(find_accelerator("a100"), role="decode"), dec, ConstantTimer(0.01)),
+    ]
+    return Simulator(
+        ModelArch.llama3_8b(),
+        "m",
+        instances,
+        load_profile(policy, seed=0),
+        sample_interval_s=0.05,
+        kv_transfer=kv_transfer,
+    )
 
 
 def test_one_disaggregated_request_timeline_by_hand():
@@ -40,8 +48,9 @@ def test_one_disaggregated_request_timeline_by_hand():
     # the KV of 600 tokens crosses the A100's 25 GB/s scale-out link at 80%, after 50 us of setup
     transfer = 50e-6 + 600 * ModelArch.llama3_8b().kv_bytes_per_token() / (25e9 * 0.8)
     assert rec.kv_transfer_s == pytest.approx(transfer)
-    assert rec.kv_transfer_s == pytest.approx(kv_transfer_time(ModelArch.llama3_8b(), 600, accelerators.find("h100"),
-                                                               accelerators.find("a100")))
+    assert rec.kv_transfer_s == pytest.approx(
+        kv_transfer_time(ModelArch.llama3_8b(), 600, accelerators.find("h100"), accelerators.find("a100"))
+    )
     # the decode instance computes the last prompt token in one step: the user's first token
     first = 1.03 + transfer + 0.01
     assert rec.first_token_s == pytest.approx(first)
@@ -88,8 +97,10 @@ def test_a_full_decode_instance_starts_the_copy_only_when_blocks_free_up():
 
 def test_prefill_saturated_falls_back_to_prefilling_on_the_decode_instance(tmp_path):
     profile = tmp_path / "d.yaml"
-    profile.write_text("name: d\nfilters: [model, health, serves_whole_requests]\npicker: max_score\n"
-                       "disaggregation:\n  prefill:\n    filters: [{name: saturation, max_waiting: 0}]\n")
+    profile.write_text(
+        "name: d\nfilters: [model, health, serves_whole_requests]\npicker: max_score\n"
+        "disaggregation:\n  prefill:\n    filters: [{name: saturation, max_waiting: 0}]\n"
+    )
     sim = pair_sim(budget=8192, policy=str(profile))
     result = sim.run([wl.SimRequest(f"r{i}", 0.0, 600, 2) for i in range(3)])
     places = sorted(bool(r.prefill_instance) for r in result.records)
@@ -99,16 +110,22 @@ def test_prefill_saturated_falls_back_to_prefilling_on_the_decode_instance(tmp_p
 
 
 def test_mixed_cluster_is_unchanged_by_the_disaggregation_section():
-    reqs = wl.shared_prefix(groups=4, prompts_per_group=8, prefix_tokens=1024, question_tokens=64,
-                            output_tokens=8, rate=20.0, seed=1)
+    reqs = wl.shared_prefix(
+        groups=4, prompts_per_group=8, prefix_tokens=1024, question_tokens=64, output_tokens=8, rate=20.0, seed=1
+    )
     spec = InstanceSpec(find_accelerator("h100"))
     cfg = EngineConfig(num_blocks=2000, block_size=16, max_num_batched_tokens=512)
     with_section = yaml.safe_load((PROFILES_DIR / "tessera_disagg.yaml").read_text())
     without = {k: v for k, v in with_section.items() if k != "disaggregation"}
 
     def run(profile):
-        sim = Simulator(ModelArch.llama3_8b(), "m", [(spec, cfg, ConstantTimer(0.01))] * 2,
-                        build_pipeline(profile, seed=0), sample_interval_s=0.05)
+        sim = Simulator(
+            ModelArch.llama3_8b(),
+            "m",
+            [(spec, cfg, ConstantTimer(0.01))] * 2,
+            build_pipeline(profile, seed=0),
+            sample_interval_s=0.05,
+        )
         return [(r.instance, r.token_times) for r in sim.run(reqs).records]
 
     assert run(with_section) == run(without)
@@ -117,10 +134,33 @@ def test_mixed_cluster_is_unchanged_by_the_disaggregation_section():
 @pytest.mark.skipif(not (TRACES / "azure2023_code.csv").exists(), reason="needs ../shared/data/traces")
 def test_tessera_sim_command_with_prefill_and_decode_roles(tmp_path):
     out = tmp_path / "pd.json"
-    proc = subprocess.run([sys.executable, "-m", "tessera.cli", "sim", "--workload", str(TRACES / "azure2023_code.csv"),
-                           "--max-requests", "300", "--cluster", "h100:2:prefill,a100:2:decode", "--model", "llama3-8b",
-                           "--policy", "tessera_disagg", "--slo", "ttft_p90=1000,tpot_p90=50", "--out", str(out),
-                           "--no-plot"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tessera.cli",
+            "sim",
+            "--workload",
+            str(TRACES / "azure2023_code.csv"),
+            "--max-requests",
+            "300",
+            "--cluster",
+            "h100:2:prefill,a100:2:decode",
+            "--model",
+            "llama3-8b",
+            "--policy",
+            "tessera_disagg",
+            "--slo",
+            "ttft_p90=1000,tpot_p90=50",
+            "--out",
+            str(out),
+            "--no-plot",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     assert data["completed"] == 300 and data["failed"] == 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tessera.engine_model.batching import BatchingEngine, EngineConfig, EngineRequest
 from tessera.placement.block_hash import content_block_hashes, token_block_hashes
-from tessera.engine_model.batching import EngineConfig, BatchingEngine, EngineRequest
 
 
 def run_steps(engine: BatchingEngine, limit: int = 1000) -> list[tuple[list[tuple[int, int]], list[int]]]:
@@ -57,7 +57,7 @@ def test_shared_prefix_only_up_to_the_first_difference():
     engine = BatchingEngine(EngineConfig(num_blocks=64, block_size=16))
     a = token_block_hashes(list(range(80)), 16)
     b = token_block_hashes(list(range(40)) + [9999] + list(range(41, 80)), 16)
-    assert a[:2] == b[:2] and a[2] != b[2] and a[3] != b[3]   # chained: later blocks differ too
+    assert a[:2] == b[:2] and a[2] != b[2] and a[3] != b[3]  # chained: later blocks differ too
     engine.add(EngineRequest("a", 80, 1, a))
     run_steps(engine)
     engine.add(EngineRequest("b", 80, 1, b))
@@ -103,7 +103,7 @@ def test_sequence_limit_and_kv_usage():
         engine.add(EngineRequest(f"r{i}", 20, 5))
     step = engine.schedule()
     assert len(step.requests) == 2 and engine.num_waiting == 1
-    assert engine.kv_usage == pytest.approx(4 / 100)   # two requests x 2 blocks
+    assert engine.kv_usage == pytest.approx(4 / 100)  # two requests x 2 blocks
 
 
 def test_kv_events_report_stores_and_evictions():
@@ -115,11 +115,11 @@ def test_kv_events_report_stores_and_evictions():
     step = engine.schedule()
     out = engine.complete(step)
     assert [(h, parent) for h, parent, _ in out.kv_events.stored] == [(ha[0], None), (ha[1], ha[0]), (ha[2], ha[1])]
-    assert [origin[1] for _, _, origin in out.kv_events.stored] == [0, 1, 2]   # (request, block index)
+    assert [origin[1] for _, _, origin in out.kv_events.stored] == [0, 1, 2]  # (request, block index)
     engine.add(EngineRequest("b", 48, 1, hb))
     out = engine.complete(engine.schedule())
     assert len(out.kv_events.stored) == 3
-    assert out.kv_events.removed == [ha[2], ha[1]]    # 1 block never used, then a's tail first
+    assert out.kv_events.removed == [ha[2], ha[1]]  # 1 block never used, then a's tail first
 
 
 def test_requests_that_cannot_fit_are_refused():
@@ -159,8 +159,11 @@ def test_pending_prefill_counter_matches_a_recount_through_preemptions_and_hits(
     engine = BatchingEngine(EngineConfig(num_blocks=40, block_size=16, max_num_batched_tokens=128, max_num_seqs=8))
     shared = list(range(64))
     for i in range(60):
-        prompt = shared + [10_000 + i * 100 + t for t in range(rng.randint(1, 150))] if i % 2 else \
-            [20_000 + i * 1000 + t for t in range(rng.randint(1, 200))]
+        prompt = (
+            shared + [10_000 + i * 100 + t for t in range(rng.randint(1, 150))]
+            if i % 2
+            else [20_000 + i * 1000 + t for t in range(rng.randint(1, 200))]
+        )
         engine.add(EngineRequest(f"r{i}", len(prompt), rng.randint(1, 60), token_block_hashes(prompt, 16)))
         for _ in range(rng.randint(0, 4)):
             step = engine.schedule()
@@ -168,8 +171,10 @@ def test_pending_prefill_counter_matches_a_recount_through_preemptions_and_hits(
                 engine.complete(step)
             if rng.random() < 0.05 and engine.running:
                 engine.abort(engine.running[-1].request_id)
-            recount = sum(max(0, r.num_tokens - r.num_computed) if r.num_tokens - r.num_computed > 1 else 0
-                          for r in list(engine.waiting) + engine.running)
+            recount = sum(
+                max(0, r.num_tokens - r.num_computed) if r.num_tokens - r.num_computed > 1 else 0
+                for r in list(engine.waiting) + engine.running
+            )
             assert engine.pending_prefill_tokens == recount
     run_steps(engine)
     assert engine.pending_prefill_tokens == 0

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tessera.placement.pipeline import load_profile
 from tessera.engine_model.batching import EngineConfig
 from tessera.engine_model.instance import ClusterSpecError, InstanceSpec, find_accelerator, parse_cluster
+from tessera.engine_model.perf.model_arch import ModelArch
+from tessera.placement.pipeline import load_profile
+from tessera.sim import workloads as wl
 from tessera.sim.report import SloError, parse_slo, summarize_sim
 from tessera.sim.simulator import Simulator
-from tessera.sim import workloads as wl
-from tessera.engine_model.perf.model_arch import ModelArch
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT.parent / "shared" / "data" / "traces"
@@ -34,8 +34,13 @@ class ConstantTimer:
 def make_sim(n: int = 1, step_s: float = 0.01, budget: int = 8192, blocks: int = 1000, policy: str = "least_loaded"):
     spec = InstanceSpec(find_accelerator("h100"))
     cfg = EngineConfig(num_blocks=blocks, block_size=16, max_num_batched_tokens=budget)
-    return Simulator(ModelArch.llama3_8b(), "m", [(spec, cfg, ConstantTimer(step_s)) for _ in range(n)],
-                     load_profile(policy, seed=0), sample_interval_s=0.05)
+    return Simulator(
+        ModelArch.llama3_8b(),
+        "m",
+        [(spec, cfg, ConstantTimer(step_s)) for _ in range(n)],
+        load_profile(policy, seed=0),
+        sample_interval_s=0.05,
+    )
 
 
 def test_one_request_timeline_by_hand():
@@ -67,8 +72,9 @@ def test_requests_queue_behind_a_busy_engine_and_spread_over_free_ones():
 
 
 def test_shared_prefix_hits_the_cache_after_the_first_prompt_of_each_group():
-    reqs = wl.shared_prefix(groups=4, prompts_per_group=8, prefix_tokens=512, question_tokens=64,
-                            output_tokens=4, rate=5.0, seed=1)
+    reqs = wl.shared_prefix(
+        groups=4, prompts_per_group=8, prefix_tokens=512, question_tokens=64, output_tokens=4, rate=5.0, seed=1
+    )
     result = make_sim(n=1).run(reqs)
     s = summarize_sim(result)
     # each group's first prompt misses; the others hit the 512-token prefix of a 576-token prompt
@@ -76,8 +82,9 @@ def test_shared_prefix_hits_the_cache_after_the_first_prompt_of_each_group():
 
 
 def test_multi_turn_sessions_wait_for_the_previous_answer():
-    reqs = wl.multi_turn(sessions=3, turns=3, system_tokens=64, user_tokens=32, output_tokens=8,
-                         think_time_s=2.0, rate=1.0, seed=0)
+    reqs = wl.multi_turn(
+        sessions=3, turns=3, system_tokens=64, user_tokens=32, output_tokens=8, think_time_s=2.0, rate=1.0, seed=0
+    )
     result = make_sim(n=1).run(reqs)
     by_id = {r.request.request_id: r for r in result.records}
     assert len(by_id) == 9 and all(r.done for r in by_id.values())
@@ -120,14 +127,18 @@ def test_poisson_arrivals_scale_one_draw_with_the_rate():
 
 def test_trace_readers(tmp_path):
     azure = tmp_path / "a.csv"
-    azure.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:04.0319600,3180,8\n"
-                     "2023-11-16 18:17:03.9799600,4808,10\n")
+    azure.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:04.0319600,3180,8\n"
+        "2023-11-16 18:17:03.9799600,4808,10\n"
+    )
     reqs = wl.azure_csv(azure)
     assert [(r.prompt_tokens, r.output_tokens) for r in reqs] == [(4808, 10), (3180, 8)]
     assert reqs[1].arrival_s == pytest.approx(0.052)
     moon = tmp_path / "m.jsonl"
-    moon.write_text('{"timestamp": 1500, "input_length": 700, "output_length": 5, "hash_ids": [0, 1]}\n'
-                    '{"timestamp": 500, "input_length": 600, "output_length": 2, "hash_ids": [0, 2]}\n')
+    moon.write_text(
+        '{"timestamp": 1500, "input_length": 700, "output_length": 5, "hash_ids": [0, 1]}\n'
+        '{"timestamp": 500, "input_length": 600, "output_length": 2, "hash_ids": [0, 2]}\n'
+    )
     reqs = wl.mooncake_jsonl(moon)
     assert reqs[0].arrival_s == 0.0 and reqs[1].arrival_s == pytest.approx(1.0)
     assert reqs[0].content_ids == (0, 2) and reqs[0].content_block_tokens == 512
@@ -154,22 +165,58 @@ def test_cluster_and_slo_parsing():
 @pytest.mark.skipif(not (TRACES / "azure2023_code.csv").exists(), reason="needs ../shared/data/traces")
 def test_tessera_sim_command_writes_vllm_bench_json_and_a_plot(tmp_path):
     out = tmp_path / "azure.json"
-    proc = subprocess.run([sys.executable, "-m", "tessera.cli", "sim", "--workload", str(TRACES / "azure2023_code.csv"),
-                           "--duration", "300", "--cluster", "h100:2,a100:2", "--model", "llama3-8b",
-                           "--slo", "ttft_p90=500,tpot_p90=50", "--out", str(out)],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tessera.cli",
+            "sim",
+            "--workload",
+            str(TRACES / "azure2023_code.csv"),
+            "--duration",
+            "300",
+            "--cluster",
+            "h100:2,a100:2",
+            "--model",
+            "llama3-8b",
+            "--slo",
+            "ttft_p90=500,tpot_p90=50",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
-    for key in ("p50_ttft_ms", "p90_ttft_ms", "p99_ttft_ms", "p90_tpot_ms", "p99_itl_ms", "p90_e2el_ms",
-                "request_throughput", "output_throughput", "completed", "ttfts", "itls"):
+    for key in (
+        "p50_ttft_ms",
+        "p90_ttft_ms",
+        "p99_ttft_ms",
+        "p90_tpot_ms",
+        "p99_itl_ms",
+        "p90_e2el_ms",
+        "request_throughput",
+        "output_throughput",
+        "completed",
+        "ttfts",
+        "itls",
+    ):
         assert key in data
     assert data["completed"] > 500 and data["failed"] == 0
     assert 0.0 <= data["slo_attainment"] <= 1.0
     assert set(data["utilization"]) == {"h100-sxm", "a100-80gb-sxm"}
     assert data["cost_usd"] > 0
     assert out.with_suffix(".png").stat().st_size > 10_000
-    bad = subprocess.run([sys.executable, "-m", "tessera.cli", "sim", "--cluster", "h100:x"],
-                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    bad = subprocess.run(
+        [sys.executable, "-m", "tessera.cli", "sim", "--cluster", "h100:x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert bad.returncode == 2 and "bad cluster entry" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -178,8 +225,13 @@ def test_saturated_instances_leave_requests_waiting_at_the_router(tmp_path):
     profile.write_text("name: sat\nfilters: [model, health, {name: saturation, max_waiting: 1}]\npicker: max_score\n")
     spec = InstanceSpec(find_accelerator("h100"))
     cfg = EngineConfig(num_blocks=1000, block_size=16, max_num_seqs=2)
-    sim = Simulator(ModelArch.llama3_8b(), "m", [(spec, cfg, ConstantTimer(0.01))], load_profile(str(profile), seed=0),
-                    sample_interval_s=0.01)
+    sim = Simulator(
+        ModelArch.llama3_8b(),
+        "m",
+        [(spec, cfg, ConstantTimer(0.01))],
+        load_profile(str(profile), seed=0),
+        sample_interval_s=0.01,
+    )
     result = sim.run([wl.SimRequest(f"r{i}", 0.0, 32, 4) for i in range(20)])
     assert all(r.done and not r.error for r in result.records)
     # with both batch slots taken the rest waited at the router: at most the one placed mid-step

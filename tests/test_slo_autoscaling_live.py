@@ -15,7 +15,6 @@ import sys
 import time
 
 import httpx
-import pytest
 
 from tests.harness import tessera_up, wait_for
 
@@ -42,23 +41,37 @@ deployment:
 
 
 def workers(etcd: str, model: str = MODEL) -> int:
-    out = subprocess.run([sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", etcd],
-                         capture_output=True, text=True, check=True, timeout=30).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", etcd],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
     return sum(1 for w in json.loads(out)["workers"] if w["model"] == model and w["healthy"])
 
 
-async def offer(url: str, rate: float, seconds: float, results: list[int], model: str = MODEL,
-                max_tokens: int = 48) -> None:
+async def offer(
+    url: str, rate: float, seconds: float, results: list[int], model: str = MODEL, max_tokens: int = 48
+) -> None:
     """Arrivals at `rate` req/s for `seconds`; every status code goes into `results`."""
     async with httpx.AsyncClient(timeout=600) as client:
+
         async def one() -> None:
             try:
-                r = await client.post(url + "/v1/completions", json={
-                    "model": model, "prompt": "Count the apples in the basket, one by one.",
-                    "max_tokens": max_tokens, "ignore_eos": True})
+                r = await client.post(
+                    url + "/v1/completions",
+                    json={
+                        "model": model,
+                        "prompt": "Count the apples in the basket, one by one.",
+                        "max_tokens": max_tokens,
+                        "ignore_eos": True,
+                    },
+                )
                 results.append(r.status_code)
             except httpx.HTTPError:
                 results.append(-1)
+
         tasks = []
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -85,14 +98,21 @@ def test_the_fleet_follows_a_load_step_up_and_down_without_failing_a_request(tmp
                 peak = max(peak, await asyncio.to_thread(workers, etcd))
                 await asyncio.sleep(2)
             await load
+
         asyncio.run(step_up())
         assert peak >= 3, f"the fleet grew only to {peak} under a load several instances need"
 
-        asyncio.run(offer(url, 0.3, 30, results))      # back down: the fleet drains what it no longer needs
+        asyncio.run(offer(url, 0.3, 30, results))  # back down: the fleet drains what it no longer needs
         wait_for(lambda: workers(etcd) <= max(1, peak // 2), 60, interval=1, what="the fleet to shrink")
-        assert results and all(code == 200 for code in results), \
+        assert results and all(code == 200 for code in results), (
             f"{sum(code != 200 for code in results)} of {len(results)} requests failed: {set(results)}"
+        )
 
-        status = subprocess.run([sys.executable, "-m", "tessera.cli", "status", "--etcd", etcd],
-                                capture_output=True, text=True, check=True, timeout=30).stdout
+        status = subprocess.run(
+            [sys.executable, "-m", "tessera.cli", "status", "--etcd", etcd],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
         assert "binding" in status and "forecast" in status, status

@@ -37,7 +37,7 @@ deployment:
 """
 
 
-@pytest.mark.slow   # two real engine starts within a load step: in the full suite, next to its five engines, too slow
+@pytest.mark.slow  # two real engine starts within a load step: in the full suite, next to its five engines, too slow
 def test_real_workers_are_added_under_load_and_drained_after_it(tmp_path):
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
@@ -57,9 +57,10 @@ def test_real_workers_are_added_under_load_and_drained_after_it(tmp_path):
             return peak
 
         peak = asyncio.run(step_up())
-        if peak < 2:   # the second engine may still be starting when the load ends: give it its start-up
+        if peak < 2:  # the second engine may still be starting when the load ends: give it its start-up
             peak = wait_for(lambda: workers(etcd, MODEL) >= 2 and 2, 240, interval=2, what="a second instance")
         asyncio.run(offer(url, 0.2, 20, results, MODEL, max_tokens=24))
         wait_for(lambda: workers(etcd, MODEL) == 1, 180, interval=2, what="the fleet to drain back to one instance")
-        assert results and all(code == 200 for code in results), \
+        assert results and all(code == 200 for code in results), (
             f"{sum(code != 200 for code in results)} of {len(results)} requests failed: {set(results)}"
+        )

@@ -26,7 +26,7 @@ def test_served_tokens_match_transformers_greedy(openai_client):
     ids = tok.apply_chat_template(QUESTION, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=24, do_sample=False)
-    expected = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    expected = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
     r = openai_client.chat.completions.create(model=SMOLLM2, messages=QUESTION, temperature=0, max_tokens=24)
     assert r.choices[0].message.content == expected

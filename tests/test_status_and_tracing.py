@@ -14,8 +14,13 @@ from tests.harness import wait_for
 
 
 def status(cluster) -> dict:
-    out = subprocess.run([sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", cluster.etcd.endpoint],
-                         capture_output=True, text=True, check=True, timeout=30).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", cluster.etcd.endpoint],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
     return json.loads(out)
 
 
@@ -26,15 +31,23 @@ def test_status_lists_workers_with_their_load(cluster):
     for w in s["workers"]:
         assert w["healthy"] is True and w["num_waiting"] is not None and w["accelerator"] == "cpu"
     assert s["plan"]["this_is_leader"] is True
-    text = subprocess.run([sys.executable, "-m", "tessera.cli", "status", "--etcd", cluster.etcd.endpoint],
-                          capture_output=True, text=True, check=True).stdout
+    text = subprocess.run(
+        [sys.executable, "-m", "tessera.cli", "status", "--etcd", cluster.etcd.endpoint],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "WORKER" in text and TINY in text
 
 
 def test_one_trace_spans_router_scheduler_and_worker(cluster):
     rid = uuid.uuid4().hex
-    r = httpx.post(cluster.base_url + "/v1/completions", headers={"x-request-id": rid},
-                   json={"model": TINY, "prompt": "trace me", "max_tokens": 3}, timeout=60)
+    r = httpx.post(
+        cluster.base_url + "/v1/completions",
+        headers={"x-request-id": rid},
+        json={"model": TINY, "prompt": "trace me", "max_tokens": 3},
+        timeout=60,
+    )
     assert r.status_code == 200
 
     def spans_of_request():
@@ -54,14 +67,47 @@ def test_one_trace_spans_router_scheduler_and_worker(cluster):
 
 
 def test_bench_reports_vllm_bench_keys(cluster, tmp_path):
-    subprocess.run([sys.executable, "-m", "tessera.cli", "bench", "--base-url", cluster.base_url, "--model", TINY,
-                    "--num-prompts", "6", "--random-input-len", "32", "--random-output-len", "8", "--request-rate", "20",
-                    "--save-result", "--result-dir", str(tmp_path), "--result-filename", "r.json"],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tessera.cli",
+            "bench",
+            "--base-url",
+            cluster.base_url,
+            "--model",
+            TINY,
+            "--num-prompts",
+            "6",
+            "--random-input-len",
+            "32",
+            "--random-output-len",
+            "8",
+            "--request-rate",
+            "20",
+            "--save-result",
+            "--result-dir",
+            str(tmp_path),
+            "--result-filename",
+            "r.json",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["completed"] == 6 and r["failed"] == 0
     assert r["total_output_tokens"] == 48
-    for key in ("request_throughput", "output_throughput", "median_ttft_ms", "p90_ttft_ms", "p99_tpot_ms",
-                "mean_itl_ms", "median_e2el_ms", "ttfts", "itls"):
+    for key in (
+        "request_throughput",
+        "output_throughput",
+        "median_ttft_ms",
+        "p90_ttft_ms",
+        "p99_tpot_ms",
+        "mean_itl_ms",
+        "median_e2el_ms",
+        "ttfts",
+        "itls",
+    ):
         assert key in r, key
     assert 0 < r["median_ttft_ms"] < r["median_e2el_ms"]

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from tessera.runtime.models.tokenizer import ChatTemplateError, ModelTokenizer
 from tessera.runtime.models.prepare import ensure_model
 from tessera.runtime.models.registry import resolve
+from tessera.runtime.models.tokenizer import ChatTemplateError, ModelTokenizer
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"}],
-    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there! ¿Qué tal? 日本語"},
-     {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Tell me a joke\nwith two lines."}],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi there! ¿Qué tal? 日本語"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Tell me a joke\nwith two lines."},
+    ],
 ]
 
 
@@ -33,6 +37,8 @@ def test_chat_and_text_tokenization_match_transformers(model):
 def test_a_template_that_raises_becomes_a_clear_error(tmp_path):
     path = ensure_model(resolve("tiny"))
     tok = ModelTokenizer(path)
-    tok.chat_template = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('first message must be user') }}{% endif %}"
+    tok.chat_template = (
+        "{% if messages[0]['role'] != 'user' %}{{ raise_exception('first message must be user') }}{% endif %}"
+    )
     with pytest.raises(ChatTemplateError, match="first message must be user"):
         tok.encode_chat([{"role": "assistant", "content": "x"}])

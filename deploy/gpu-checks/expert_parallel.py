@@ -22,21 +22,19 @@ import json
 import os
 import sys
 import traceback
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from tessera.engine_model.catalog.expert_parallel import expert_parallel_engine_args, expert_parallel_env  # noqa: E402
-from tessera.engine_model.catalog.vendors import vendor_settings  # noqa: E402
+from tessera.engine_model.catalog.expert_parallel import expert_parallel_engine_args, expert_parallel_env
+from tessera.engine_model.catalog.vendors import vendor_settings
 
 PROMPT = "What is the capital of France?"
-GENERIC_BACKEND = "allgather_reducescatter"   # NCCL/RCCL only: runs wherever vLLM does
-MIN_AGREE = 8   # greedy tokens every rank must share in bfloat16 (a broken all-to-all diverges at once)
+GENERIC_BACKEND = "allgather_reducescatter"  # NCCL/RCCL only: runs wherever vLLM does
+MIN_AGREE = 8  # greedy tokens every rank must share in bfloat16 (a broken all-to-all diverges at once)
 
 
-def plan(vendor: str, gpus: int, dp: int | None, roles: list[str], model: str,
-         max_model_len: int) -> list[dict[str, Any]]:
+def plan(
+    vendor: str, gpus: int, dp: int | None, roles: list[str], model: str, max_model_len: int
+) -> list[dict[str, Any]]:
     """One engine launch per role: its args, its env, or why it is skipped. Pure, so --dry-run shows it."""
     settings = vendor_settings(vendor)
     if settings.expert_parallel is None:
@@ -45,14 +43,29 @@ def plan(vendor: str, gpus: int, dp: int | None, roles: list[str], model: str,
     launches = []
     for role in roles:
         args: dict[str, Any] = dict(settings.engine_args)
-        args.update(model=model, tokenizer=model, max_model_len=max_model_len, max_num_seqs=16,
-                    enable_prefix_caching=False, dtype="bfloat16")   # the EP kernels' dtype; tiny-moe is saved in float32
+        args.update(
+            model=model,
+            tokenizer=model,
+            max_model_len=max_model_len,
+            max_num_seqs=16,
+            enable_prefix_caching=False,
+            dtype="bfloat16",
+        )  # the EP kernels' dtype; tiny-moe is saved in float32
         args.update(expert_parallel_engine_args(vendor, dp_size, ep=True, role=role))
-        missing = [] if args["all2all_backend"] == GENERIC_BACKEND else [
-            pkg for pkg in settings.expert_parallel.requires if importlib.util.find_spec(pkg) is None]
-        launches.append({"role": role, "dp_size": dp_size, "engine_args": args,
-                         "env": {**settings.env, **expert_parallel_env(vendor, dp_size, ep=True)},
-                         "skip": f"{args['all2all_backend']} needs {', '.join(missing)}" if missing else None})
+        missing = (
+            []
+            if args["all2all_backend"] == GENERIC_BACKEND
+            else [pkg for pkg in settings.expert_parallel.requires if importlib.util.find_spec(pkg) is None]
+        )
+        launches.append(
+            {
+                "role": role,
+                "dp_size": dp_size,
+                "engine_args": args,
+                "env": {**settings.env, **expert_parallel_env(vendor, dp_size, ep=True)},
+                "skip": f"{args['all2all_backend']} needs {', '.join(missing)}" if missing else None,
+            }
+        )
     return launches
 
 
@@ -98,11 +111,18 @@ def run_launch(launch: dict[str, Any], ids: list[int], max_tokens: int) -> dict[
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="tiny-moe",
-                   help="tiny-moe (random weights, built here, offline) | a folder | a hub id, e.g. Qwen/Qwen3-30B-A3B")
+    p.add_argument(
+        "--model",
+        default="tiny-moe",
+        help="tiny-moe (random weights, built here, offline) | a folder | a hub id, e.g. Qwen/Qwen3-30B-A3B",
+    )
     p.add_argument("--dp", type=int, default=None, help="DP ranks (default: the GPU count, at most 8)")
-    p.add_argument("--role", action="append", choices=["mixed", "prefill", "decode"],
-                   help="repeatable (default: all three; each picks the vendor's all2all backend)")
+    p.add_argument(
+        "--role",
+        action="append",
+        choices=["mixed", "prefill", "decode"],
+        help="repeatable (default: all three; each picks the vendor's all2all backend)",
+    )
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--vendor", default=None, help="skip detection (for --dry-run off a GPU box)")
@@ -131,9 +151,15 @@ def main() -> int:
         result = run_launch(launch, ids, a.max_tokens)
         failed |= not result.get("ok")
         why = result.get("error") or "; ".join(result.get("failures", []))
-        print(f"{'PASS' if result.get('ok') else 'FAIL'} {tag}"
-              + (f" start {result.get('start_s')}s, {result.get('decode_tokens_per_s')} tok/s" if result.get("ok") else f": {why}"),
-              flush=True)
+        print(
+            f"{'PASS' if result.get('ok') else 'FAIL'} {tag}"
+            + (
+                f" start {result.get('start_s')}s, {result.get('decode_tokens_per_s')} tok/s"
+                if result.get("ok")
+                else f": {why}"
+            ),
+            flush=True,
+        )
         print(json.dumps({"role": launch["role"], **result}, default=str), flush=True)
     return 1 if failed else 0
 

@@ -38,9 +38,9 @@ class ScalingError(RuntimeError):
 class Action:
     """One thing an actuator did (or, from ``reconcile``, is to do) to a group."""
 
-    kind: str            # "start" | "stop" | "restart" | "scale"
+    kind: str  # "start" | "stop" | "restart" | "scale"
     group: str
-    instance: str = ""   # the worker started or stopped, where there is one
+    instance: str = ""  # the worker started or stopped, where there is one
     reason: str = ""
 
 
@@ -55,7 +55,7 @@ class Converged:
 
 @runtime_checkable
 class Actuator(Protocol):
-    kind: str   # "local" | "compose" | "k8s": for logs and the autoscaler's --actuator flag
+    kind: str  # "local" | "compose" | "k8s": for logs and the autoscaler's --actuator flag
 
     async def converge(self, groups: list[WorkerGroup]) -> Converged:
         """Make the platform run ``groups`` (each at its ``replicas``). One failing group does not stop

@@ -33,15 +33,15 @@ from typing import Any
 import yaml
 
 from services.autoscaler import worker_labels
-from services.autoscaler.desired import WorkerGroup
 from services.autoscaler.actuator import ReplicaCountActuator, ScalingError
+from services.autoscaler.desired import WorkerGroup
 
 log = logging.getLogger("tessera.autoscaler")
 
 DEFAULT_FILE = "deploy/compose/docker-compose.yaml"
 DEFAULT_PROJECT = "tessera"
-STOP_TIMEOUT_S = 150      # matches the worker services' stop_grace_period
-CALL_TIMEOUT_S = 600.0    # a scale-down waits for drains; pulling an image can take minutes
+STOP_TIMEOUT_S = 150  # matches the worker services' stop_grace_period
+CALL_TIMEOUT_S = 600.0  # a scale-down waits for drains; pulling an image can take minutes
 
 
 @dataclass(frozen=True)
@@ -54,13 +54,14 @@ class ComposeCommand:
 
 async def _run(argv: Sequence[str], env: Mapping[str, str], timeout_s: float) -> tuple[int, str, str]:
     try:
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.PIPE, env=dict(env))
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=dict(env)
+        )
     except FileNotFoundError:
         raise ScalingError(f"{argv[0]} not found on PATH") from None
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         await proc.wait()
         raise ScalingError(f"{' '.join(argv)} did not finish in {timeout_s:.0f}s") from None
@@ -77,8 +78,10 @@ async def detect_compose(env: Mapping[str, str] | None = None) -> ComposeCommand
             continue
         if code == 0:
             return ComposeCommand(argv, v1=argv == ("docker-compose",) and out.strip().lstrip("v").startswith("1."))
-    raise ScalingError("neither 'docker compose' (the v2 plugin) nor 'docker-compose' works here: "
-                       "install one (Debian: apt-get install docker-compose) or pass the command explicitly")
+    raise ScalingError(
+        "neither 'docker compose' (the v2 plugin) nor 'docker-compose' works here: "
+        "install one (Debian: apt-get install docker-compose) or pass the command explicitly"
+    )
 
 
 def worker_services(files: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -106,9 +109,15 @@ class ComposeActuator(ReplicaCountActuator):
 
     kind = "compose"
 
-    def __init__(self, files: Sequence[str] = (DEFAULT_FILE,), project: str = DEFAULT_PROJECT,
-                 command: ComposeCommand | None = None, stop_timeout_s: int = STOP_TIMEOUT_S,
-                 call_timeout_s: float = CALL_TIMEOUT_S, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        files: Sequence[str] = (DEFAULT_FILE,),
+        project: str = DEFAULT_PROJECT,
+        command: ComposeCommand | None = None,
+        stop_timeout_s: int = STOP_TIMEOUT_S,
+        call_timeout_s: float = CALL_TIMEOUT_S,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.files = list(files)
         self.project = project
         self.command = command
@@ -122,8 +131,12 @@ class ComposeActuator(ReplicaCountActuator):
         services = worker_services(self.files)
         found = [n for n, lab in services.items() if worker_labels.matches(lab, group)]
         wanted = worker_labels.selector_string(worker_labels.selector(group))
-        return worker_labels.only_match(found, group, f"no worker service in {', '.join(self.files)} is labelled "
-                                        f"{wanted} (worker services: {', '.join(sorted(services)) or 'none'})")
+        return worker_labels.only_match(
+            found,
+            group,
+            f"no worker service in {', '.join(self.files)} is labelled "
+            f"{wanted} (worker services: {', '.join(sorted(services)) or 'none'})",
+        )
 
     async def _command(self) -> ComposeCommand:
         if self.command is None:
@@ -155,8 +168,18 @@ class ComposeActuator(ReplicaCountActuator):
         service = self.service_for(group)
         async with self._lock:
             log.info("compose: %s -> %d replica(s)", service, replicas)
-            await self._compose("up", "-d", "--no-recreate", "--no-build", "--no-deps",
-                                "--timeout", str(self.stop_timeout_s), "--scale", f"{service}={replicas}", service)
+            await self._compose(
+                "up",
+                "-d",
+                "--no-recreate",
+                "--no-build",
+                "--no-deps",
+                "--timeout",
+                str(self.stop_timeout_s),
+                "--scale",
+                f"{service}={replicas}",
+                service,
+            )
 
     async def close(self) -> None:
         """No connection is held: each call is one compose process."""

@@ -15,33 +15,40 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from services.autoscaler import metrics
+from services.autoscaler.actuator import Actuator, Converged
+from services.autoscaler.desired import WorkerGroup
+from services.autoscaler.registered import RegisteredWorkers
 from tessera.runtime.etcd import keys
 from tessera.runtime.etcd.client import EtcdConnector
 from tessera.runtime.etcd.election import LeaderElection
 from tessera.runtime.rpc.enums import role_value
 from tessera.v1 import autoscaler_pb2
 from tessera.v1 import common_pb2 as pb
-from services.autoscaler import metrics
-from services.autoscaler.actuator import Actuator, Converged
-from services.autoscaler.desired import WorkerGroup
-from services.autoscaler.registered import RegisteredWorkers
 
 log = logging.getLogger("tessera.autoscaler")
 
 
 class Controller:
-    def __init__(self, groups: list[WorkerGroup], actuator: Actuator, workers: RegisteredWorkers,
-                 connector: EtcdConnector, election: LeaderElection, interval: float = 1.0) -> None:
-        self.static_groups = list(groups)   # from --desired: held as given
-        self.groups = list(groups)          # the static groups plus the planner's (auto-*)
+    def __init__(
+        self,
+        groups: list[WorkerGroup],
+        actuator: Actuator,
+        workers: RegisteredWorkers,
+        connector: EtcdConnector,
+        election: LeaderElection,
+        interval: float = 1.0,
+    ) -> None:
+        self.static_groups = list(groups)  # from --desired: held as given
+        self.groups = list(groups)  # the static groups plus the planner's (auto-*)
         self.explain: Callable[[], list[str]] = lambda: []
-        self._published = False   # the desired groups are in etcd as they are now
+        self._published = False  # the desired groups are in etcd as they are now
         self.actuator = actuator
         self.workers = workers
         self.connector = connector
         self.election = election
         self.interval = interval
-        self.held: dict[str, int] = {}      # group -> instances the platform held after the last round
+        self.held: dict[str, int] = {}  # group -> instances the platform held after the last round
         self.decisions: deque[autoscaler_pb2.Decision] = deque(maxlen=50)
         self._wake = asyncio.Event()
         workers.listen(lambda _id, _identity: self._wake.set())
@@ -51,8 +58,11 @@ class Controller:
         return self.workers.workers
 
     def _decide(self, group: str, action: str, instance: str, reason: str) -> None:
-        self.decisions.append(autoscaler_pb2.Decision(
-            timestamp_unix_ms=int(time.time() * 1000), group=group, action=action, instance=instance, reason=reason))
+        self.decisions.append(
+            autoscaler_pb2.Decision(
+                timestamp_unix_ms=int(time.time() * 1000), group=group, action=action, instance=instance, reason=reason
+            )
+        )
         metrics.ACTIONS.labels(group, action).inc()
 
     def set_planned_groups(self, planned: list[WorkerGroup]) -> None:
@@ -79,7 +89,7 @@ class Controller:
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self.interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _publish_desired(self) -> bool:
@@ -121,9 +131,15 @@ class Controller:
     def plan(self) -> autoscaler_pb2.Plan:
         plan = autoscaler_pb2.Plan(leader_id=self.election.leader_id, this_is_leader=self.election.is_leader)
         for g in self.groups:
-            plan.groups.add(name=g.name, model=g.model, replicas=g.replicas, role=role_value(g.role),
-                            accelerator=g.accelerator, engine=g.engine,
-                            engine_args={k: str(v) for k, v in g.engine_args.items()})
+            plan.groups.add(
+                name=g.name,
+                model=g.model,
+                replicas=g.replicas,
+                role=role_value(g.role),
+                accelerator=g.accelerator,
+                engine=g.engine,
+                engine_args={k: str(v) for k, v in g.engine_args.items()},
+            )
         for name, (ready, pending) in self.counts().items():
             plan.ready[name] = ready
             plan.pending[name] = pending

@@ -55,7 +55,7 @@ class WorkerGroup:
         return json.dumps(asdict(self), sort_keys=True).encode()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "WorkerGroup":
+    def from_dict(cls, data: dict[str, Any]) -> WorkerGroup:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise DesiredStateError(f"unknown group field(s): {', '.join(sorted(unknown))}")

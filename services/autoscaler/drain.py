@@ -61,8 +61,12 @@ async def drain_worker(address: str, timeout_s: float = DEFAULT_TIMEOUT_S, poll_
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m services.autoscaler.drain", description=__doc__.splitlines()[0])
     p.add_argument("address", help="the worker's gRPC address, host:port")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                   help="seconds to wait for in-flight requests (keep it under the pod's grace period)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help="seconds to wait for in-flight requests (keep it under the pod's grace period)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s drain %(message)s")
     left = asyncio.run(drain_worker(args.address, args.timeout))

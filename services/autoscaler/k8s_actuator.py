@@ -33,16 +33,17 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from services.autoscaler import worker_labels
-from services.autoscaler.desired import WorkerGroup
 from services.autoscaler.actuator import ReplicaCountActuator, ScalingError
+from services.autoscaler.desired import WorkerGroup
 
 log = logging.getLogger("tessera.autoscaler")
 
@@ -63,9 +64,11 @@ class KubernetesActuator(ReplicaCountActuator):
         self.conflict_retries = conflict_retries
 
     @classmethod
-    def from_environment(cls, namespace: str | None = None, kubeconfig: str | None = None,
-                         context: str | None = None) -> "KubernetesActuator":
-        """In a pod: its service account and namespace. Elsewhere: the kubeconfig (``$KUBECONFIG``, ``~/.kube/config``)."""
+    def from_environment(
+        cls, namespace: str | None = None, kubeconfig: str | None = None, context: str | None = None
+    ) -> KubernetesActuator:
+        """In a pod: its service account and namespace. Elsewhere: the kubeconfig (``$KUBECONFIG``,
+        ``~/.kube/config``)."""
         cfg = client.Configuration()
         if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=cfg)
@@ -91,14 +94,17 @@ class KubernetesActuator(ReplicaCountActuator):
                 raise
             raise ScalingError(self._explain(what, exc)) from None
         except HTTPError as exc:
-            raise ScalingError(f"cannot reach the Kubernetes API at {self.api_client.configuration.host} "
-                               f"to {what}: {exc}") from None
+            raise ScalingError(
+                f"cannot reach the Kubernetes API at {self.api_client.configuration.host} to {what}: {exc}"
+            ) from None
 
     def _explain(self, what: str, exc: ApiException) -> str:
         message = _status_message(exc)
         if exc.status == 403:
-            return (f"not allowed to {what} in namespace {self.namespace}: {message} "
-                    "(the autoscaler's ServiceAccount needs the Role in deploy/k8s/base/autoscaler-rbac.yaml)")
+            return (
+                f"not allowed to {what} in namespace {self.namespace}: {message} "
+                "(the autoscaler's ServiceAccount needs the Role in deploy/k8s/base/autoscaler-rbac.yaml)"
+            )
         if exc.status == 401:
             return f"the Kubernetes API rejected our credentials to {what}: {message}"
         if exc.status == 404:
@@ -108,15 +114,20 @@ class KubernetesActuator(ReplicaCountActuator):
     async def deployment_for(self, group: WorkerGroup) -> str:
         """The one Deployment labelled for ``group``; a clear error for none or several."""
         wanted = worker_labels.selector_string(worker_labels.selector(group))
-        found = await self._call("list deployments", self.apps.list_namespaced_deployment, self.namespace,
-                                 label_selector=wanted)
-        return worker_labels.only_match([d.metadata.name for d in found.items], group,
-                                        f"no Deployment in namespace {self.namespace} is labelled {wanted}: apply "
-                                        f"deploy/k8s (an overlay with group {group.name}'s model and role)")
+        found = await self._call(
+            "list deployments", self.apps.list_namespaced_deployment, self.namespace, label_selector=wanted
+        )
+        return worker_labels.only_match(
+            [d.metadata.name for d in found.items],
+            group,
+            f"no Deployment in namespace {self.namespace} is labelled {wanted}: apply "
+            f"deploy/k8s (an overlay with group {group.name}'s model and role)",
+        )
 
     async def _read_scale(self, name: str) -> client.V1Scale:
-        return await self._call(f"get deployments/scale {name}", self.apps.read_namespaced_deployment_scale,
-                                name, self.namespace)
+        return await self._call(
+            f"get deployments/scale {name}", self.apps.read_namespaced_deployment_scale, name, self.namespace
+        )
 
     async def replicas(self, group: WorkerGroup) -> int:
         scale = await self._read_scale(await self.deployment_for(group))
@@ -131,20 +142,33 @@ class KubernetesActuator(ReplicaCountActuator):
             if (current.spec.replicas or 0) == replicas:
                 return
             body = client.V1Scale(
-                metadata=client.V1ObjectMeta(name=name, namespace=self.namespace,
-                                             resource_version=current.metadata.resource_version),
-                spec=client.V1ScaleSpec(replicas=replicas))
+                metadata=client.V1ObjectMeta(
+                    name=name, namespace=self.namespace, resource_version=current.metadata.resource_version
+                ),
+                spec=client.V1ScaleSpec(replicas=replicas),
+            )
             try:
-                await self._call(f"update deployments/scale {name}", self.apps.replace_namespaced_deployment_scale,
-                                 name, self.namespace, body)
+                await self._call(
+                    f"update deployments/scale {name}",
+                    self.apps.replace_namespaced_deployment_scale,
+                    name,
+                    self.namespace,
+                    body,
+                )
             except ApiException as exc:  # only 409 gets here
-                log.info("k8s: %s changed under us (attempt %d): %s; reading it again", name, attempt + 1,
-                         _status_message(exc))
+                log.info(
+                    "k8s: %s changed under us (attempt %d): %s; reading it again",
+                    name,
+                    attempt + 1,
+                    _status_message(exc),
+                )
                 continue
             log.info("k8s: deployment %s scaled from %s to %d", name, current.spec.replicas, replicas)
             return
-        raise ScalingError(f"deployment {name} kept changing under us: {self.conflict_retries + 1} writes "
-                           "got 409 Conflict; another controller (an HPA?) may be scaling it")
+        raise ScalingError(
+            f"deployment {name} kept changing under us: {self.conflict_retries + 1} writes "
+            "got 409 Conflict; another controller (an HPA?) may be scaling it"
+        )
 
     async def close(self) -> None:
         await asyncio.to_thread(self.api_client.close)

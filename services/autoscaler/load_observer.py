@@ -48,13 +48,13 @@ class ModelInterval:
     """One model's interval across every router."""
 
     duration_s: float
-    requests: float          # arrived in the interval (answered, for routers that do not count arrivals)
-    held: float              # waiting for a first worker at the end of it
+    requests: float  # arrived in the interval (answered, for routers that do not count arrivals)
+    held: float  # waiting for a first worker at the end of it
     input_mean: float | None
     output_mean: float | None
-    ttft_s: dict[float, float]   # percentile -> seconds (only where the interval saw requests)
+    ttft_s: dict[float, float]  # percentile -> seconds (only where the interval saw requests)
     itl_s: dict[float, float]
-    input_p90: float | None = None   # prompt tokens (None: no request answered, or an old router)
+    input_p90: float | None = None  # prompt tokens (None: no request answered, or an old router)
     input_p99: float | None = None
 
 
@@ -105,8 +105,13 @@ def histogram_quantile(q: float, before: dict[float, float], after: dict[float, 
     return lower
 
 
-def interval(before_by_router: dict[str, Scrape], after_by_router: dict[str, Scrape], model: str,
-             duration_s: float, percentiles: tuple[float, ...] = (90.0,)) -> ModelInterval:
+def interval(
+    before_by_router: dict[str, Scrape],
+    after_by_router: dict[str, Scrape],
+    model: str,
+    duration_s: float,
+    percentiles: tuple[float, ...] = (90.0,),
+) -> ModelInterval:
     """One model's figures between two rounds of scrapes, over the routers present in both (a router
     that just appeared is counted from its next interval; a restarted one's counters start over)."""
     common = [r for r in after_by_router if r in before_by_router]
@@ -130,14 +135,19 @@ def interval(before_by_router: dict[str, Scrape], after_by_router: dict[str, Scr
     quantiles = {}
     for attr in ("ttft", "itl"):
         b, a = merged(attr, before), merged(attr, after)
-        quantiles[attr] = {p: v for p in percentiles
-                           if (v := histogram_quantile(p / 100.0, b, a)) is not None}
+        quantiles[attr] = {p: v for p in percentiles if (v := histogram_quantile(p / 100.0, b, a)) is not None}
     lengths = merged("prompt_length", before), merged("prompt_length", after)
-    return ModelInterval(duration_s, requests, sum(s.held[model] for s in after_by_router.values()),
-                         delta("prompt_tokens") / answered if answered else None,
-                         delta("output_tokens") / answered if answered else None,
-                         quantiles["ttft"], quantiles["itl"],
-                         histogram_quantile(0.90, *lengths), histogram_quantile(0.99, *lengths))
+    return ModelInterval(
+        duration_s,
+        requests,
+        sum(s.held[model] for s in after_by_router.values()),
+        delta("prompt_tokens") / answered if answered else None,
+        delta("output_tokens") / answered if answered else None,
+        quantiles["ttft"],
+        quantiles["itl"],
+        histogram_quantile(0.90, *lengths),
+        histogram_quantile(0.99, *lengths),
+    )
 
 
 class RouterScraper:

@@ -19,16 +19,16 @@ import time
 from collections.abc import Mapping
 from typing import Protocol
 
-from tessera.v1 import common_pb2 as pb
 from services.autoscaler.actuator import Action, Converged
 from services.autoscaler.desired import WorkerGroup
 from services.autoscaler.drain import drain_worker
 from services.autoscaler.local_processes import STOP_GRACE_S, Instance
 from services.autoscaler.reconcile import Observed, reconcile
+from tessera.v1 import common_pb2 as pb
 
 log = logging.getLogger("tessera.autoscaler")
 
-START_TIMEOUT_S = 900.0   # a worker that has not registered by then is stuck: replace it
+START_TIMEOUT_S = 900.0  # a worker that has not registered by then is stuck: replace it
 CRASH_BACKOFF_CAP_S = 60.0
 
 
@@ -49,16 +49,17 @@ class Processes(Protocol):
 class LocalActuator:
     kind = "local"
 
-    def __init__(self, processes: Processes, registered: Mapping[str, pb.WorkerIdentity],
-                 drain_timeout_s: float = STOP_GRACE_S) -> None:
+    def __init__(
+        self, processes: Processes, registered: Mapping[str, pb.WorkerIdentity], drain_timeout_s: float = STOP_GRACE_S
+    ) -> None:
         """``registered``: the workers etcd knows (RegisteredWorkers.workers), read on every round."""
         self.processes = processes
         self.registered = registered
         self.drain_timeout_s = drain_timeout_s
-        self._crashes: dict[str, int] = {}          # group -> consecutive exits before registering
-        self._not_before: dict[str, float] = {}     # group -> no start before this time (crash backoff)
+        self._crashes: dict[str, int] = {}  # group -> consecutive exits before registering
+        self._not_before: dict[str, float] = {}  # group -> no start before this time (crash backoff)
         self._seen_exit: set[str] = set()
-        self._stopping: set[asyncio.Task[None]] = set()   # stuck workers being stopped in the background
+        self._stopping: set[asyncio.Task[None]] = set()  # stuck workers being stopped in the background
 
     def worker_registered(self, worker_id: str, identity: pb.WorkerIdentity | None) -> None:
         """A registration ends the group's crash streak (RegisteredWorkers.listen)."""
@@ -74,15 +75,30 @@ class LocalActuator:
             if ident.group not in wanted:
                 continue
             mine = own.get(wid)
-            observed.append(Observed(wid, ident.group, registered=True, owned=mine is not None,
-                                     alive=mine.alive if mine else True,
-                                     started_at=mine.started_at if mine else ident.started_at_unix_ms / 1000))
+            observed.append(
+                Observed(
+                    wid,
+                    ident.group,
+                    registered=True,
+                    owned=mine is not None,
+                    alive=mine.alive if mine else True,
+                    started_at=mine.started_at if mine else ident.started_at_unix_ms / 1000,
+                )
+            )
         for inst in own.values():
             if inst.id in self.registered:
                 continue
             fresh = now - inst.started_at < START_TIMEOUT_S
-            observed.append(Observed(inst.id, inst.group, registered=False, owned=True,
-                                     alive=inst.alive and fresh, started_at=inst.started_at))
+            observed.append(
+                Observed(
+                    inst.id,
+                    inst.group,
+                    registered=False,
+                    owned=True,
+                    alive=inst.alive and fresh,
+                    started_at=inst.started_at,
+                )
+            )
         return observed
 
     async def converge(self, groups: list[WorkerGroup]) -> Converged:
@@ -123,8 +139,13 @@ class LocalActuator:
             self._seen_exit.add(inst.id)
             if inst.exit_code not in (0, -15, None):
                 was_registered = inst.id in self.registered
-                log.warning("worker %s exited with code %s%s; replacing it (log: %s)", inst.id, inst.exit_code,
-                            "" if was_registered else " before registering", inst.log_path)
+                log.warning(
+                    "worker %s exited with code %s%s; replacing it (log: %s)",
+                    inst.id,
+                    inst.exit_code,
+                    "" if was_registered else " before registering",
+                    inst.log_path,
+                )
                 actions.append(Action("restart", inst.group, inst.id, f"exit code {inst.exit_code}"))
                 if not was_registered:
                     n = self._crashes[inst.group] = self._crashes.get(inst.group, 0) + 1

@@ -28,13 +28,13 @@ from pathlib import Path
 
 import yaml
 
-from tessera.runtime.devices import device_slots
 from services.autoscaler.desired import WorkerGroup
+from tessera.runtime.devices import device_slots
 
 log = logging.getLogger("tessera.autoscaler")
 
 STOP_GRACE_S = 30.0
-PIN_ENV = "TESSERA_CPU_AFFINITY"   # cores a launched worker pins itself to (services/worker/main.py)
+PIN_ENV = "TESSERA_CPU_AFFINITY"  # cores a launched worker pins itself to (services/worker/main.py)
 
 
 @dataclass
@@ -57,21 +57,28 @@ class _Proc:
 
 
 # Group engine_args that are worker flags: the worker needs them too (its identity, its simulator).
-WORKER_FLAGS = {"tensor_parallel_size": "--tensor-parallel-size", "sim_arch": "--sim-arch",
-                "served_model_name": "--served-model-name", "kv_connector": "--kv-connector",
-                "data_parallel_size": "--data-parallel-size", "expert_parallel": "--expert-parallel"}
+WORKER_FLAGS = {
+    "tensor_parallel_size": "--tensor-parallel-size",
+    "sim_arch": "--sim-arch",
+    "served_model_name": "--served-model-name",
+    "kv_connector": "--kv-connector",
+    "data_parallel_size": "--data-parallel-size",
+    "expert_parallel": "--expert-parallel",
+}
 
 
 class LocalProcesses:
     """Worker processes, each in its own process group with its own devices or cores."""
 
-    def __init__(self, etcd: str, log_dir: str, python: str = sys.executable, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self, etcd: str, log_dir: str, python: str = sys.executable, extra_args: list[str] | None = None
+    ) -> None:
         self.etcd = etcd
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.python = python
         self.extra_args = list(extra_args or [])
-        self.device_var, gpus = device_slots()   # e.g. CUDA_VISIBLE_DEVICES and 8; none on a CPU box
+        self.device_var, gpus = device_slots()  # e.g. CUDA_VISIBLE_DEVICES and 8; none on a CPU box
         self.slot_count = gpus or (os.cpu_count() or 1)
         self.cores_per_worker = int(os.environ.get("TESSERA_CPU_CORES_PER_WORKER", "1"))
         self._procs: dict[str, _Proc] = {}
@@ -102,24 +109,47 @@ class LocalProcesses:
             # The worker pins itself (and so all it spawns) first thing. Not a preexec_fn: running
             # Python between fork and exec in this gRPC-threaded process segfaulted children under load.
             env[PIN_ENV] = ",".join(map(str, slots))
-        cmd = [self.python, "-m", "tessera.cli", "worker", "--model", group.model, "--group", group.name,
-               "--worker-id", worker_id, "--etcd", self.etcd, "--role", group.role, "--engine", group.engine,
-               *self.extra_args]
+        cmd = [
+            self.python,
+            "-m",
+            "tessera.cli",
+            "worker",
+            "--model",
+            group.model,
+            "--group",
+            group.name,
+            "--worker-id",
+            worker_id,
+            "--etcd",
+            self.etcd,
+            "--role",
+            group.role,
+            "--engine",
+            group.engine,
+            *self.extra_args,
+        ]
         if group.accelerator != "auto":
             cmd += ["--accelerator", group.accelerator]
         for key, value in group.engine_args.items():
-            if key in WORKER_FLAGS and isinstance(value, bool):   # a switch: present or not
+            if key in WORKER_FLAGS and isinstance(value, bool):  # a switch: present or not
                 cmd += [WORKER_FLAGS[key]] if value else []
-            elif key in WORKER_FLAGS:   # settings the worker itself reads, not only its engine
+            elif key in WORKER_FLAGS:  # settings the worker itself reads, not only its engine
                 cmd += [WORKER_FLAGS[key], str(value)]
             else:
-                cmd += ["--engine-arg", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
+                cmd += [
+                    "--engine-arg",
+                    f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}",
+                ]
         log_path = self.log_dir / f"{worker_id}.log"
         with open(log_path, "ab") as logf:
             popen = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         instance = Instance(worker_id, group.name, True, time.time(), log_path=str(log_path))
         self._procs[worker_id] = _Proc(instance, popen, slots)
-        where = f"simulated {group.accelerator}" if simulated else f"{self.device_var or 'cpu core'} {','.join(map(str, slots))}"
+        where = (
+            f"simulated {group.accelerator}"
+            if simulated
+            else f"{self.device_var or 'cpu core'} {','.join(map(str, slots))}"
+        )
         log.info("launched worker %s (group %s, %s, pid %d, log %s)", worker_id, group.name, where, popen.pid, log_path)
         return instance
 

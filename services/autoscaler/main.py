@@ -13,6 +13,13 @@ import uuid
 
 import grpc
 
+from services.autoscaler.actuator import Actuator, ScalingError
+from services.autoscaler.controller import Controller
+from services.autoscaler.desired import DesiredStateError, WorkerGroup, group_name_for, load_desired
+from services.autoscaler.local_actuator import LocalActuator
+from services.autoscaler.local_processes import LocalProcesses
+from services.autoscaler.registered import RegisteredWorkers
+from services.autoscaler.slo_autoscaling import SloAutoscaling
 from tessera.runtime.etcd import keys
 from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.runtime.etcd.election import LeaderElection
@@ -22,13 +29,6 @@ from tessera.runtime.rpc.server import ServiceBinding, start_server
 from tessera.runtime.service import run_service, stop_event
 from tessera.runtime.telemetry.metrics import start_metrics_server
 from tessera.v1 import autoscaler_pb2_grpc
-from services.autoscaler.actuator import Actuator, ScalingError
-from services.autoscaler.controller import Controller
-from services.autoscaler.desired import DesiredStateError, WorkerGroup, group_name_for, load_desired
-from services.autoscaler.local_actuator import LocalActuator
-from services.autoscaler.local_processes import LocalProcesses
-from services.autoscaler.registered import RegisteredWorkers
-from services.autoscaler.slo_autoscaling import SloAutoscaling
 
 log = logging.getLogger("tessera.autoscaler")
 
@@ -41,14 +41,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--desired", default=None, help="YAML file with the desired worker groups")
     p.add_argument("--model", default=None, help="shorthand for one group: this model ...")
     p.add_argument("--workers", type=int, default=1, help="... with this many replicas")
-    p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="engine argument for the shorthand group (repeatable)")
+    p.add_argument(
+        "--engine-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="engine argument for the shorthand group (repeatable)",
+    )
     p.add_argument("--worker-log-dir", default=None, help="where worker logs go (default: a temp dir)")
-    p.add_argument("--actuator", default="local", choices=["local", "compose", "k8s"],
-                   help="local: worker processes on this machine; compose: scale the worker services of "
-                        "deploy/compose; k8s: scale worker Deployments (found by their tessera.ai labels)")
-    p.add_argument("--compose-file", action="append", default=None,
-                   help="compose: file(s) of the deployment (default: deploy/compose/docker-compose.yaml)")
+    p.add_argument(
+        "--actuator",
+        default="local",
+        choices=["local", "compose", "k8s"],
+        help="local: worker processes on this machine; compose: scale the worker services of "
+        "deploy/compose; k8s: scale worker Deployments (found by their tessera.ai labels)",
+    )
+    p.add_argument(
+        "--compose-file",
+        action="append",
+        default=None,
+        help="compose: file(s) of the deployment (default: deploy/compose/docker-compose.yaml)",
+    )
     p.add_argument("--compose-project", default="tessera")
     p.add_argument("--k8s-namespace", default=None, help="k8s: namespace (default: the pod's, or the kubeconfig's)")
     p.add_argument("--kubeconfig", default=None)
@@ -77,8 +90,11 @@ def desired_groups(args: argparse.Namespace) -> list[WorkerGroup]:
             if not sep:
                 raise DesiredStateError(f"bad --engine-arg {item!r}: expected KEY=VALUE")
             engine_args[key.replace("-", "_")] = yaml.safe_load(value)
-        return [WorkerGroup(name=group_name_for(args.model), model=args.model, replicas=args.workers,
-                            engine_args=engine_args)]
+        return [
+            WorkerGroup(
+                name=group_name_for(args.model), model=args.model, replicas=args.workers, engine_args=engine_args
+            )
+        ]
     return []
 
 
@@ -92,7 +108,7 @@ def make_actuator(args: argparse.Namespace, log_dir: str, workers: RegisteredWor
         from services.autoscaler.compose_actuator import DEFAULT_FILE, ComposeActuator
 
         return ComposeActuator(args.compose_file or [DEFAULT_FILE], project=args.compose_project)
-    from services.autoscaler.k8s_actuator import KubernetesActuator   # the k8s extra: only when asked for
+    from services.autoscaler.k8s_actuator import KubernetesActuator  # the k8s extra: only when asked for
 
     return KubernetesActuator.from_environment(namespace=args.k8s_namespace, kubeconfig=args.kubeconfig)
 
@@ -122,12 +138,25 @@ async def run(args: argparse.Namespace) -> int:
     slo_task = asyncio.create_task(slo.run())
 
     server = await start_server(
-        [ServiceBinding(autoscaler_pb2_grpc.add_AutoscalerServicer_to_server, AutoscalerServicer(controller),
-                        "tessera.v1.Autoscaler")], host=args.host, port=args.port)
+        [
+            ServiceBinding(
+                autoscaler_pb2_grpc.add_AutoscalerServicer_to_server,
+                AutoscalerServicer(controller),
+                "tessera.v1.Autoscaler",
+            )
+        ],
+        host=args.host,
+        port=args.port,
+    )
     metrics_port = start_metrics_server(args.metrics_port, args.host)
-    record = ServiceRecord(id=aid, kind="autoscaler", address=f"{args.host}:{server.port}",
-                           metrics_address=f"{args.host}:{metrics_port}", started_at_unix_ms=int(time.time() * 1000),
-                           extra={"worker_log_dir": log_dir})
+    record = ServiceRecord(
+        id=aid,
+        kind="autoscaler",
+        address=f"{args.host}:{server.port}",
+        metrics_address=f"{args.host}:{metrics_port}",
+        started_at_unix_ms=int(time.time() * 1000),
+        extra={"worker_log_dir": log_dir},
+    )
     registration = LeasedKey(connector, keys.service("autoscaler", aid), record.to_json(), ttl=args.lease_ttl)
     registration.start()
     summary = ", ".join(f"{g.name}: {g.replicas} x {g.model}" for g in groups) or "nothing"
@@ -139,7 +168,7 @@ async def run(args: argparse.Namespace) -> int:
     slo_task.cancel()
     await slo.close()
     await election.close()
-    await actuator.close()   # local workers stop with the autoscaler; compose and Kubernetes ones outlive it
+    await actuator.close()  # local workers stop with the autoscaler; compose and Kubernetes ones outlive it
     await registration.close()
     await workers.close()
     await server.stop(1.0)

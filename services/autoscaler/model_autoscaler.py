@@ -25,7 +25,7 @@ from tessera.planning.slo_policy import SloPolicy
 
 log = logging.getLogger("tessera.autoscaler")
 
-GROUP_PREFIX = "auto-"   # groups the planner owns (the rest come from --desired)
+GROUP_PREFIX = "auto-"  # groups the planner owns (the rest come from --desired)
 
 
 def group_prefix(policy: SloPolicy) -> str:
@@ -39,8 +39,9 @@ def group_name(policy: SloPolicy, itype: InstanceType) -> str:
     return f"{group_prefix(policy)}{itype.accelerator}{tp}-{itype.role}"
 
 
-def groups_for(policy: SloPolicy, counts: dict[InstanceType, int], capacity: CapacityModel | None = None
-               ) -> list[WorkerGroup]:
+def groups_for(
+    policy: SloPolicy, counts: dict[InstanceType, int], capacity: CapacityModel | None = None
+) -> list[WorkerGroup]:
     """The worker groups that run `counts`, launched as the policy's deployment section says, each with
     the prefill chunk its engine model was priced with (where that differs from the vendor default)."""
     out = []
@@ -53,9 +54,17 @@ def groups_for(policy: SloPolicy, counts: dict[InstanceType, int], capacity: Cap
             engine_args["tensor_parallel_size"] = itype.tp
         if policy.served_model != policy.worker_model:
             engine_args["served_model_name"] = policy.served_model
-        out.append(WorkerGroup(name=group_name(policy, itype), model=policy.worker_model, replicas=counts[itype],
-                               role=itype.role, engine=policy.deployment.engine, accelerator=itype.accelerator,
-                               engine_args=engine_args))
+        out.append(
+            WorkerGroup(
+                name=group_name(policy, itype),
+                model=policy.worker_model,
+                replicas=counts[itype],
+                role=itype.role,
+                engine=policy.deployment.engine,
+                accelerator=itype.accelerator,
+                engine_args=engine_args,
+            )
+        )
     return out
 
 
@@ -78,16 +87,24 @@ class ModelAutoscaler:
             me.forecast, me.fleet, me.corrections = previous.forecast, previous.fleet, previous.corrections
         return me
 
-    def step(self, seen: ModelInterval, now_s: float | None = None, peak_rps: float | None = None
-             ) -> dict[InstanceType, int]:
+    def step(
+        self, seen: ModelInterval, now_s: float | None = None, peak_rps: float | None = None
+    ) -> dict[InstanceType, int]:
         """The fleet to run after this interval; `peak_rps`: its highest arrival rate over the policy's
         peak window (forecast.peak_window_s), which the interval then counts as, as the simulator does."""
         now_s = time.monotonic() if now_s is None else now_s
         # Held requests are demand that has completed nothing yet (they may have arrived in an
         # earlier interval): the interval saw at least that many.
         requests = max(seen.requests, seen.held, (peak_rps or 0.0) * seen.duration_s)
-        stats = fc.IntervalStats(seen.duration_s, int(round(requests)), seen.input_mean,
-                                 seen.input_p90, seen.output_mean, None, seen.input_p99)
+        stats = fc.IntervalStats(
+            seen.duration_s,
+            int(round(requests)),
+            seen.input_mean,
+            seen.input_p90,
+            seen.output_mean,
+            None,
+            seen.input_p99,
+        )
         self.forecast = fc.observe(self.forecast, stats, self.policy.forecast)
         load = fc.forecast(self.forecast, self.policy.forecast, self.policy.interval_s)
         if seen.held and load.rate_rps <= 0:
@@ -95,14 +112,26 @@ class ModelAutoscaler:
         self._learn(seen)
         self.last_load = load
         current = self.fleet.as_dict()
-        self.last_plan = plan(self.policy, load, self.capacity, idle_s=self.forecast.idle_s,
-                              corrections=self.corrections, current=current)
-        self.fleet, decision = hysteresis.step(self.fleet, self.last_plan.counts, now_s, self.policy.hysteresis,
-                                               self.policy.free_devices(), self.last_plan.serves)
+        self.last_plan = plan(
+            self.policy, load, self.capacity, idle_s=self.forecast.idle_s, corrections=self.corrections, current=current
+        )
+        self.fleet, decision = hysteresis.step(
+            self.fleet,
+            self.last_plan.counts,
+            now_s,
+            self.policy.hysteresis,
+            self.policy.free_devices(),
+            self.last_plan.serves,
+        )
         self.reasons = decision.reasons
         if decision.changed:
-            log.info("%s: %s (forecast %.3g req/s); %s", self.policy.served_model,
-                     self.last_plan.summary().splitlines()[0], load.rate_rps, "; ".join(decision.reasons))
+            log.info(
+                "%s: %s (forecast %.3g req/s); %s",
+                self.policy.served_model,
+                self.last_plan.summary().splitlines()[0],
+                load.rate_rps,
+                "; ".join(decision.reasons),
+            )
         return decision.counts
 
     def _learn(self, seen: ModelInterval) -> None:
@@ -114,16 +143,26 @@ class ModelAutoscaler:
         for itype, count in running.items():
             share = replace(self.last_load, rate_rps=seen.requests / seen.duration_s / total)
             try:
-                predicted = self.capacity.predict(itype, share, self.policy.targets,
-                                                  self.corrections.for_label(itype.label))
+                predicted = self.capacity.predict(
+                    itype, share, self.policy.targets, self.corrections.for_label(itype.label)
+                )
             except KeyError:
                 continue
             pct_ttft, pct_tpot = self.policy.targets.ttft.percentile, self.policy.targets.tpot.percentile
-            for metric, observed, guess in (("ttft", seen.ttft_s.get(pct_ttft), predicted.ttft_s),
-                                            ("tpot", seen.itl_s.get(pct_tpot), predicted.tpot_s)):
+            for metric, observed, guess in (
+                ("ttft", seen.ttft_s.get(pct_ttft), predicted.ttft_s),
+                ("tpot", seen.itl_s.get(pct_tpot), predicted.tpot_s),
+            ):
                 if observed:
-                    self.corrections = corr.observe(self.corrections, itype.label, metric, guess, observed,
-                                                    int(seen.requests * count / total), self.policy.corrections)
+                    self.corrections = corr.observe(
+                        self.corrections,
+                        itype.label,
+                        metric,
+                        guess,
+                        observed,
+                        int(seen.requests * count / total),
+                        self.policy.corrections,
+                    )
 
     def status_lines(self) -> list[str]:
         """Why the fleet is what it is: the plan, the binding constraint, the forecast, corrections."""
@@ -131,14 +170,24 @@ class ModelAutoscaler:
             return [f"{self.policy.served_model}: no interval observed yet"]
         lines = [f"{self.policy.served_model}: " + self.last_plan.summary().replace("\n", "\n  ")]
         if self.last_load is not None:
-            lines.append(f"  forecast: {self.last_load.rate_rps:.3g} req/s, prompts ~{self.last_load.input_mean:.0f} "
-                         f"tokens, answers ~{self.last_load.output_mean:.0f}; idle {self.forecast.idle_s:.0f} s")
-        chunks = [f"{t.label} {e.max_num_batched_tokens}" for t in self.last_plan.counts
-                  if self.last_plan.counts[t] and (e := self.capacity.engine(t)) is not None]
+            lines.append(
+                f"  forecast: {self.last_load.rate_rps:.3g} req/s, prompts ~{self.last_load.input_mean:.0f} "
+                f"tokens, answers ~{self.last_load.output_mean:.0f}; idle {self.forecast.idle_s:.0f} s"
+            )
+        chunks = [
+            f"{t.label} {e.max_num_batched_tokens}"
+            for t in self.last_plan.counts
+            if self.last_plan.counts[t] and (e := self.capacity.engine(t)) is not None
+        ]
         if chunks:
-            lines.append(f"  prefill chunk (max_num_batched_tokens, for TPOT {self.policy.targets.tpot.ms:g} ms): "
-                         + ", ".join(chunks))
+            lines.append(
+                f"  prefill chunk (max_num_batched_tokens, for TPOT {self.policy.targets.tpot.ms:g} ms): "
+                + ", ".join(chunks)
+            )
         lines += [f"  hysteresis: {r}" for r in self.reasons]
-        lines += [f"  correction {label}: ttft x{f.ttft:.2f}, tpot x{f.tpot:.2f}"
-                  for label, f in self.corrections.factors if (f.ttft, f.tpot) != (1.0, 1.0)]
+        lines += [
+            f"  correction {label}: ttft x{f.ttft:.2f}, tpot x{f.tpot:.2f}"
+            for label, f in self.corrections.factors
+            if (f.ttft, f.tpot) != (1.0, 1.0)
+        ]
         return lines

@@ -14,9 +14,9 @@ class Observed:
 
     id: str
     group: str
-    registered: bool        # present in etcd
-    owned: bool             # launched by this autoscaler's actuator
-    alive: bool             # process running (owned) or assumed alive (registered, not owned)
+    registered: bool  # present in etcd
+    owned: bool  # launched by this autoscaler's actuator
+    alive: bool  # process running (owned) or assumed alive (registered, not owned)
     started_at: float = 0.0
 
 

@@ -18,14 +18,14 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from tessera.runtime.etcd import keys
-from tessera.runtime.etcd.client import EtcdConnector
-from tessera.runtime.etcd.records import ServiceRecord
-from tessera.runtime.etcd.watch import PrefixMirror
 from services.autoscaler.desired import WorkerGroup
 from services.autoscaler.load_observer import RouterScraper, Scrape, interval
 from services.autoscaler.model_autoscaler import ModelAutoscaler, group_prefix, groups_for
 from tessera.planning.slo_policy import SloPolicyError, parse_slo_policy
+from tessera.runtime.etcd import keys
+from tessera.runtime.etcd.client import EtcdConnector
+from tessera.runtime.etcd.records import ServiceRecord
+from tessera.runtime.etcd.watch import PrefixMirror
 
 log = logging.getLogger("tessera.autoscaler")
 
@@ -37,8 +37,8 @@ class SloAutoscaling:
         self.models: dict[str, ModelAutoscaler] = {}
         self.on_groups = on_groups
         self._texts: dict[str, bytes] = {}
-        self._routers: dict[str, str] = {}          # router id -> metrics address
-        self._groups: dict[str, WorkerGroup] = {}   # every auto group ever made (0 replicas once unused)
+        self._routers: dict[str, str] = {}  # router id -> metrics address
+        self._groups: dict[str, WorkerGroup] = {}  # every auto group ever made (0 replicas once unused)
         self._policies = PrefixMirror(connector, keys.SLO_POLICIES, on_change=self._policy_changed)
         self._router_mirror = PrefixMirror(connector, keys.services("router"), on_change=self._router_changed)
         self._scraper = RouterScraper()
@@ -80,8 +80,11 @@ class SloAutoscaling:
     def peek_s(self) -> float:
         """How often arrivals are counted between plans: the shortest peak window shorter than its
         policy's interval (policy.forecast.peak_window_s), else once per plan."""
-        windows = [m.policy.forecast.peak_window_s for m in self.models.values()
-                   if 0 < m.policy.forecast.peak_window_s < m.policy.interval_s]
+        windows = [
+            m.policy.forecast.peak_window_s
+            for m in self.models.values()
+            if 0 < m.policy.forecast.peak_window_s < m.policy.interval_s
+        ]
         return min(windows, default=self.tick_s())
 
     async def run(self) -> None:
@@ -89,20 +92,20 @@ class SloAutoscaling:
         self._router_mirror.start()
         before: dict[str, Scrape] = {}
         peek: dict[str, Scrape] = {}
-        peaks: dict[str, float] = {}               # model -> highest arrival rate over a peek since the plan
+        peaks: dict[str, float] = {}  # model -> highest arrival rate over a peek since the plan
         last = last_peek = time.monotonic()
         while True:
             woke = False
             try:
                 wait = max(0.0, min(self.peek_s(), last + self.tick_s() - time.monotonic()))
                 woke = await asyncio.wait_for(self._wake.wait(), wait)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             try:
                 after = await self._scraper.scrape(sorted(set(self._routers.values())))
                 now = time.monotonic()
-                if now - last_peek >= 0.5 * self.peek_s():      # a sliver of a window is noise, not a peak
+                if now - last_peek >= 0.5 * self.peek_s():  # a sliver of a window is noise, not a peak
                     for name in self.models:
                         rate = interval(peek, after, name, now - last_peek).requests / (now - last_peek)
                         peaks[name] = max(peaks.get(name, 0.0), rate)
@@ -113,8 +116,14 @@ class SloAutoscaling:
             except Exception as exc:  # noqa: BLE001 - one failed round must not stop autoscaling
                 log.warning("autoscaling round failed: %s", exc)
 
-    def _plan(self, before: dict[str, Scrape], after: dict[str, Scrape], duration_s: float, now: float,
-              peaks: dict[str, float] | None = None) -> None:
+    def _plan(
+        self,
+        before: dict[str, Scrape],
+        after: dict[str, Scrape],
+        duration_s: float,
+        now: float,
+        peaks: dict[str, float] | None = None,
+    ) -> None:
         for name, model in list(self.models.items()):
             pcts = (model.policy.targets.ttft.percentile, model.policy.targets.tpot.percentile)
             seen = interval(before, after, name, duration_s, pcts)

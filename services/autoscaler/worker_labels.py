@@ -23,9 +23,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from tessera.engine_model.catalog.vendors import vendor_names
-from services.autoscaler.desired import WorkerGroup
 from services.autoscaler.actuator import ScalingError
+from services.autoscaler.desired import WorkerGroup
+from tessera.engine_model.catalog.vendors import vendor_names
 
 MODEL = "tessera.ai/model"
 ROLE = "tessera.ai/role"
@@ -70,6 +70,8 @@ def only_match(found: list[str], group: WorkerGroup, missing: str) -> str:
     if not found:
         raise ScalingError(missing)
     if len(found) > 1:
-        raise ScalingError(f"several worker units match group {group.name} ({', '.join(sorted(found))}): "
-                           "name its accelerator or vendor in the desired state")
+        raise ScalingError(
+            f"several worker units match group {group.name} ({', '.join(sorted(found))}): "
+            "name its accelerator or vendor in the desired state"
+        )
     return found[0]

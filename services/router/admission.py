@@ -59,7 +59,7 @@ class _Waiter:
 class _ModelQueue:
     def __init__(self) -> None:
         self.heap: list[_Waiter] = []
-        self.admit_rate = 0.0          # requests admitted per second while saturated (EWMA)
+        self.admit_rate = 0.0  # requests admitted per second while saturated (EWMA)
         self.last_admit = 0.0
 
     def note_admitted(self, now: float) -> None:
@@ -114,8 +114,9 @@ class AdmissionControl:
         q = self._queues.get(model)
         return len(q.heap) if q else 0
 
-    async def admit(self, model: str, priority: int, place: Callable[[], Awaitable[object]],
-                    slo_s: float | None = None) -> object:
+    async def admit(
+        self, model: str, priority: int, place: Callable[[], Awaitable[object]], slo_s: float | None = None
+    ) -> object:
         """A placement for the request, now or after waiting its turn; Overloaded if it cannot be in time."""
         q = self._queues.setdefault(model, _ModelQueue())
         now = time.monotonic()
@@ -135,8 +136,11 @@ class AdmissionControl:
             raise Overloaded(f"{model} is saturated and {len(q.heap)} requests are already waiting", wait or 1.0)
         if now + wait > deadline:
             metrics.REJECTED.labels(model, "deadline").inc()
-            raise Overloaded(f"{model} is saturated: the expected wait of {wait:.1f}s would break the "
-                             f"{slo:.1f}s time-to-first-token objective", wait)
+            raise Overloaded(
+                f"{model} is saturated: the expected wait of {wait:.1f}s would break the "
+                f"{slo:.1f}s time-to-first-token objective",
+                wait,
+            )
         future = asyncio.get_running_loop().create_future()
         waiter = _Waiter((-priority, deadline, next(self._seq)), future, deadline, now)
         self._placers[id(future)] = place
@@ -157,7 +161,7 @@ class AdmissionControl:
         while True:
             try:
                 await asyncio.wait_for(self._kick.wait(), TICK_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._kick.clear()
             for model, q in self._queues.items():
@@ -173,9 +177,12 @@ class AdmissionControl:
             if now > head.deadline:
                 heapq.heappop(q.heap)
                 metrics.REJECTED.labels(model, "deadline").inc()
-                head.future.set_exception(Overloaded(
-                    f"{model} stayed saturated past this request's time-to-first-token objective",
-                    q.expected_wait(len(q.heap))))
+                head.future.set_exception(
+                    Overloaded(
+                        f"{model} stayed saturated past this request's time-to-first-token objective",
+                        q.expected_wait(len(q.heap)),
+                    )
+                )
                 continue
             place = self._placers.get(id(head.future))
             if place is None:
@@ -184,7 +191,7 @@ class AdmissionControl:
             try:
                 result = await place()
             except Saturated:
-                break                              # still full: wait for a release or the next tick
+                break  # still full: wait for a release or the next tick
             except Exception as exc:  # noqa: BLE001 - the waiting request gets the error, not the loop
                 heapq.heappop(q.heap)
                 if not head.future.done():

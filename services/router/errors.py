@@ -14,8 +14,9 @@ class ApiError(Exception):
     type = "invalid_request_error"
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT
 
-    def __init__(self, message: str, param: str | None = None, code: str | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, param: str | None = None, code: str | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param

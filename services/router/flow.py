@@ -19,42 +19,41 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from tessera.placement.block_hash import CANONICAL_BLOCK_TOKENS, token_block_hashes
-from tessera.runtime.rpc.delta import Delta
-from tessera.runtime.rpc.server import channel
-from opentelemetry import context as otel_context
-
-from tessera.runtime.telemetry.tracing import outgoing_metadata, tracer
-from tessera.v1 import common_pb2 as pb
-from tessera.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
 from services.router import metrics
 from services.router.admission import AdmissionControl, Saturated
 from services.router.errors import BadRequest, NoCapacity, UpstreamFailed
 from services.router.model_catalog import ModelEntry
 from services.router.remote_prefill import prefill_request, remote_prefill
 from services.router.scheduler_client import SchedulerClient
+from tessera.placement.block_hash import CANONICAL_BLOCK_TOKENS, token_block_hashes
+from tessera.runtime.rpc.delta import Delta
+from tessera.runtime.rpc.server import channel
+from tessera.runtime.telemetry.tracing import outgoing_metadata, tracer
+from tessera.v1 import common_pb2 as pb
+from tessera.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
 
 log = logging.getLogger("tessera.router")
 
 MAX_ATTEMPTS = 3
-HOLD_POLL_S = 0.5       # how often a request held for a model's first worker asks the scheduler again
-CLOSE_GRACE_S = 120.0   # longer than a worker's drain (30 s): its last streams are not cut
+HOLD_POLL_S = 0.5  # how often a request held for a model's first worker asks the scheduler again
+CLOSE_GRACE_S = 120.0  # longer than a worker's drain (30 s): its last streams are not cut
 
 
 @dataclass
 class Generation:
     """A request ready for the cluster: tokenized, validated, with final sampling parameters."""
 
-    request_id: str               # the client's (x-request-id or generated); shown in responses
+    request_id: str  # the client's (x-request-id or generated); shown in responses
     model: ModelEntry
     prompt_ids: list[int]
     sampling: pb.SamplingParams
     session_id: str = ""
     priority: int = 0
-    ttft_slo_s: float | None = None   # the client's time-to-first-token objective (x-slo-ttft-ms); None: the router's
-    profile: str = ""                 # placement profile the client asked for (x-tessera-profile); "": the router's
+    ttft_slo_s: float | None = None  # the client's time-to-first-token objective (x-slo-ttft-ms); None: the router's
+    profile: str = ""  # placement profile the client asked for (x-tessera-profile); "": the router's
     # The client request's span context: flow spans hang under it even when the
     # stream is consumed from another task (Starlette streams from its own task).
     trace_context: otel_context.Context | None = None
@@ -83,7 +82,7 @@ class FlowStats:
     cached_prompt_tokens: int = 0
     attempts: int = 0
     workers: list[str] = field(default_factory=list)
-    prefill_worker: str = ""   # the worker that prefilled a disaggregated request, if any
+    prefill_worker: str = ""  # the worker that prefilled a disaggregated request, if any
 
 
 class WorkerChannels:
@@ -115,8 +114,14 @@ class WorkerChannels:
 
 
 class RequestFlow:
-    def __init__(self, schedulers: SchedulerClient, channels: WorkerChannels, profile: str = "",
-                 admission: AdmissionControl | None = None, hold_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        schedulers: SchedulerClient,
+        channels: WorkerChannels,
+        profile: str = "",
+        admission: AdmissionControl | None = None,
+        hold_s: float = 0.0,
+    ) -> None:
         """hold_s: how long a request for a model with no worker at all waits for one (scale from zero)."""
         self.schedulers = schedulers
         self.hold_s = hold_s
@@ -135,15 +140,17 @@ class RequestFlow:
             async for delta in attempts:
                 yield delta
         finally:
-            await attempts.aclose()      # a client that left aborts the worker's stream now, not at GC
+            await attempts.aclose()  # a client that left aborts the worker's stream now, not at GC
             self.admission.released()
 
-    async def _attempts(self, gen: Generation, stats: FlowStats, produced: list[int], excluded: list[str],
-                        max_tokens: int) -> AsyncIterator[Delta]:
+    async def _attempts(
+        self, gen: Generation, stats: FlowStats, produced: list[int], excluded: list[str], max_tokens: int
+    ) -> AsyncIterator[Delta]:
         while True:
             stats.attempts += 1
             placement = await self.admission.admit(
-                gen.model.name, gen.priority, lambda: self._place(gen, excluded, len(produced)), gen.ttft_slo_s)
+                gen.model.name, gen.priority, lambda: self._place(gen, excluded, len(produced)), gen.ttft_slo_s
+            )
             worker_id, address = placement.worker.worker_id, placement.worker.address
             stats.workers.append(worker_id)
             request = worker_pb2.GenerateRequest(
@@ -161,12 +168,14 @@ class RequestFlow:
                     request.kv_transfer.CopyFrom(kv)
             # Spans are started and ended explicitly: this is a generator whose
             # steps may run in different tasks, where "current span" contexts break.
-            span = self._tracer.start_span("router.worker_stream", context=gen.trace_context,
-                                           kind=trace.SpanKind.CLIENT)
+            span = self._tracer.start_span(
+                "router.worker_stream", context=gen.trace_context, kind=trace.SpanKind.CLIENT
+            )
             span.set_attribute("tessera.worker_id", worker_id)
             span.set_attribute("tessera.attempt", stats.attempts)
             call = self.channels.stub(address).Generate(
-                request, metadata=outgoing_metadata(context=trace.set_span_in_context(span, gen.trace_context)))
+                request, metadata=outgoing_metadata(context=trace.set_span_in_context(span, gen.trace_context))
+            )
             failure = ""
             try:
                 async for resp in call:
@@ -199,27 +208,41 @@ class RequestFlow:
             excluded.append(worker_id)
             reason = "before_first_token" if not produced else "mid_stream"
             metrics.RETRIES.labels(reason).inc()
-            log.warning("request %s: worker %s failed %s (%s); attempt %d of %d",
-                        gen.request_id, worker_id, reason.replace("_", " "), failure, stats.attempts, MAX_ATTEMPTS)
+            log.warning(
+                "request %s: worker %s failed %s (%s); attempt %d of %d",
+                gen.request_id,
+                worker_id,
+                reason.replace("_", " "),
+                failure,
+                stats.attempts,
+                MAX_ATTEMPTS,
+            )
             if stats.attempts >= MAX_ATTEMPTS:
                 raise UpstreamFailed(f"the request failed on {stats.attempts} workers; last error: {failure}")
             if max_tokens and len(produced) >= max_tokens:
                 yield Delta([], "", "length", worker_id=worker_id)
                 return
 
-    async def _prefill(self, gen: Generation, prefill: scheduler_pb2.Placement, request: worker_pb2.GenerateRequest,
-                       stats: FlowStats) -> pb.KVTransferParams | None:
+    async def _prefill(
+        self, gen: Generation, prefill: scheduler_pb2.Placement, request: worker_pb2.GenerateRequest, stats: FlowStats
+    ) -> pb.KVTransferParams | None:
         """The prefill step of a disaggregated request; None: the decode worker prefills it itself."""
         stats.prefill_worker = prefill.worker_id
-        span = self._tracer.start_span("router.remote_prefill", context=gen.trace_context,
-                                       kind=trace.SpanKind.CLIENT)
+        span = self._tracer.start_span("router.remote_prefill", context=gen.trace_context, kind=trace.SpanKind.CLIENT)
         span.set_attribute("tessera.worker_id", prefill.worker_id)
         try:
             kv = await remote_prefill(
-                self.channels.stub(prefill.address), prefill,
-                prefill_request(f"{request.request_id}-prefill", list(request.prompt_token_ids),
-                                list(request.resume_token_ids), request.sampling, request.priority),
-                metadata=outgoing_metadata(context=trace.set_span_in_context(span, gen.trace_context)))
+                self.channels.stub(prefill.address),
+                prefill,
+                prefill_request(
+                    f"{request.request_id}-prefill",
+                    list(request.prompt_token_ids),
+                    list(request.resume_token_ids),
+                    request.sampling,
+                    request.priority,
+                ),
+                metadata=outgoing_metadata(context=trace.set_span_in_context(span, gen.trace_context)),
+            )
         finally:
             span.end()
         return kv
@@ -234,9 +257,9 @@ class RequestFlow:
         finally:
             span.end()
 
-    async def _hold_for_a_worker(self, gen: Generation,
-                                 place: Callable[[], Awaitable[scheduler_pb2.PlaceResponse]]
-                                 ) -> scheduler_pb2.PlaceResponse:
+    async def _hold_for_a_worker(
+        self, gen: Generation, place: Callable[[], Awaitable[scheduler_pb2.PlaceResponse]]
+    ) -> scheduler_pb2.PlaceResponse:
         """No worker can serve the model (scaled to zero, or every one restarting): wait for one.
 
         The held request is demand the autoscaler sees (tessera_router_held_requests) and starts an
@@ -246,18 +269,19 @@ class RequestFlow:
         deadline = time.monotonic() + self.hold_s
         try:
             while time.monotonic() < deadline:
-                try:   # a worker registering wakes us at once; otherwise ask again every HOLD_POLL_S
+                try:  # a worker registering wakes us at once; otherwise ask again every HOLD_POLL_S
                     await asyncio.wait_for(gen.model.serving.wait(), HOLD_POLL_S)
-                    await asyncio.sleep(HOLD_POLL_S)   # the scheduler hears of it a moment after us
-                except asyncio.TimeoutError:
+                    await asyncio.sleep(HOLD_POLL_S)  # the scheduler hears of it a moment after us
+                except TimeoutError:
                     pass
                 response = await place()
                 if response.outcome != scheduler_pb2.PLACE_OUTCOME_NO_WORKER or response.candidates:
                     return response
         finally:
             metrics.HELD.labels(gen.model.name).dec()
-        raise NoCapacity(f"no worker serves {gen.model.name} and none started within {self.hold_s:.0f} s",
-                         retry_after=10)
+        raise NoCapacity(
+            f"no worker serves {gen.model.name} and none started within {self.hold_s:.0f} s", retry_after=10
+        )
 
     async def _place(self, gen: Generation, excluded: list[str], produced: int) -> scheduler_pb2.PlaceResponse:
         request = scheduler_pb2.PlaceRequest(

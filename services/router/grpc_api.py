@@ -7,23 +7,34 @@ import uuid
 
 import grpc
 from opentelemetry import trace
+from pydantic import ValidationError
 
-from tessera.runtime.rpc.enums import finish_reason_value
-from tessera.runtime.telemetry.tracing import incoming_context, tracer
-from tessera.v1 import common_pb2 as pb
-from tessera.v1 import router_pb2, router_pb2_grpc
 from services.router import metrics
 from services.router.api_types import SamplingFields
 from services.router.errors import ApiError, BadRequest
 from services.router.flow import FlowStats
+from services.router.preparation import prepare
 from services.router.state import RouterState
 from services.router.timing import Timing
-from services.router.preparation import prepare
+from tessera.runtime.rpc.enums import finish_reason_value
+from tessera.runtime.telemetry.tracing import incoming_context, tracer
+from tessera.v1 import common_pb2 as pb
+from tessera.v1 import router_pb2, router_pb2_grpc
 
-
-
-_SCALARS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "min_tokens", "repetition_penalty",
-            "skip_special_tokens", "presence_penalty", "frequency_penalty", "ignore_eos", "include_stop_str_in_output")
+_SCALARS = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "min_tokens",
+    "repetition_penalty",
+    "skip_special_tokens",
+    "presence_penalty",
+    "frequency_penalty",
+    "ignore_eos",
+    "include_stop_str_in_output",
+)
 
 
 def _fields(request: router_pb2.RouterGenerateRequest) -> SamplingFields:
@@ -39,10 +50,10 @@ def _fields(request: router_pb2.RouterGenerateRequest) -> SamplingFields:
     data["priority"] = request.priority
     try:
         return SamplingFields.model_validate(data)
-    except Exception as exc:  # pydantic.ValidationError
-        errors = getattr(exc, "errors", lambda: [{"loc": (), "msg": str(exc)}])()
-        loc = ".".join(str(p) for p in errors[0]["loc"]) or "sampling"
-        raise BadRequest(f"{loc}: {errors[0]['msg']}") from None
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = ".".join(str(p) for p in error["loc"]) or "sampling"
+        raise BadRequest(f"{loc}: {error['msg']}") from None
 
 
 class RouterServicer(router_pb2_grpc.RouterServicer):
@@ -66,14 +77,32 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                     messages = [{"role": m.role, "content": m.content} for m in request.chat.messages]
                     if not messages:
                         raise BadRequest("chat.messages is empty", param="messages")
-                    gen = await prepare(self.state.catalog, fields, request_id, messages=messages,
-                                        max_tokens=max_tokens, session_id=request.session_id)
+                    gen = await prepare(
+                        self.state.catalog,
+                        fields,
+                        request_id,
+                        messages=messages,
+                        max_tokens=max_tokens,
+                        session_id=request.session_id,
+                    )
                 elif which == "text":
-                    gen = await prepare(self.state.catalog, fields, request_id, prompt=request.text,
-                                        max_tokens=max_tokens, session_id=request.session_id)
+                    gen = await prepare(
+                        self.state.catalog,
+                        fields,
+                        request_id,
+                        prompt=request.text,
+                        max_tokens=max_tokens,
+                        session_id=request.session_id,
+                    )
                 elif which == "token_ids":
-                    gen = await prepare(self.state.catalog, fields, request_id, prompt=list(request.token_ids.ids),
-                                        max_tokens=max_tokens, session_id=request.session_id)
+                    gen = await prepare(
+                        self.state.catalog,
+                        fields,
+                        request_id,
+                        prompt=list(request.token_ids.ids),
+                        max_tokens=max_tokens,
+                        session_id=request.session_id,
+                    )
                 else:
                     raise BadRequest("one of text, chat or token_ids is required", param="prompt")
                 model_label = gen.model.name
@@ -88,9 +117,13 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                     )
                     if delta.finish_reason:
                         out.finish_reason = finish_reason_value(delta.finish_reason)
-                        out.usage.CopyFrom(pb.Usage(prompt_tokens=len(gen.prompt_ids),
-                                                    completion_tokens=stats.completion_tokens,
-                                                    cached_prompt_tokens=stats.cached_prompt_tokens))
+                        out.usage.CopyFrom(
+                            pb.Usage(
+                                prompt_tokens=len(gen.prompt_ids),
+                                completion_tokens=stats.completion_tokens,
+                                cached_prompt_tokens=stats.cached_prompt_tokens,
+                            )
+                        )
                     yield out
                 timing.done(gen, stats)
         except ApiError as exc:
@@ -103,7 +136,9 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             metrics.REQUESTS.labels(model_label, "grpc:Generate", status).inc()
 
     async def ListModels(self, request: router_pb2.ListModelsRequest, context: grpc.aio.ServicerContext):
-        return router_pb2.ListModelsResponse(models=[
-            router_pb2.ModelInfo(id=m.name, max_model_len=m.max_model_len, workers=len(m.workers))
-            for m in self.state.catalog.models.values()
-        ])
+        return router_pb2.ListModelsResponse(
+            models=[
+                router_pb2.ModelInfo(id=m.name, max_model_len=m.max_model_len, workers=len(m.workers))
+                for m in self.state.catalog.models.values()
+            ]
+        )

@@ -23,15 +23,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tessera.runtime.telemetry.tracing import tracer
 from services.router import metrics
 from services.router.api_types import ChatCompletionRequest, CompletionRequest
 from services.router.errors import ApiError, BadRequest
-from tessera.runtime.rpc.delta import Delta
 from services.router.flow import FlowStats, Generation
 from services.router.preparation import prepare
 from services.router.state import RouterState
 from services.router.timing import Timing
+from tessera.runtime.rpc.delta import Delta
+from tessera.runtime.telemetry.tracing import tracer
 
 log = logging.getLogger("tessera.router")
 _tracer = tracer("tessera.router")
@@ -99,11 +99,17 @@ class Endpoint:
         if not self.chat:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
         elif stream:
-            delta: dict[str, Any] = {"role": "assistant", "content": text} if first else ({"content": text} if text else {})
+            delta: dict[str, Any] = (
+                {"role": "assistant", "content": text} if first else ({"content": text} if text else {})
+            )
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         else:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                      "finish_reason": finish}
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
         if finish:
             choice["stop_reason"] = stop_reason or None
         return choice
@@ -115,20 +121,33 @@ class Endpoint:
         metrics.IN_FLIGHT.inc()
         streaming = False
         try:
-            with _tracer.start_as_current_span(f"router.{self.path.strip('/').replace('/', '.')}",
-                                               kind=trace.SpanKind.SERVER) as span:
+            with _tracer.start_as_current_span(
+                f"router.{self.path.strip('/').replace('/', '.')}", kind=trace.SpanKind.SERVER
+            ) as span:
                 body = await _json_body(request)
                 fields = _validate(ChatCompletionRequest if self.chat else CompletionRequest, body)
                 request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
                 span.set_attribute("tessera.request_id", request_id)
                 session = request.headers.get("x-session-id", "")
                 if self.chat:
-                    gen = await prepare(self.state.catalog, fields, request_id, messages=fields.template_messages(),
-                                        max_tokens=fields.effective_max_tokens(),
-                                        add_generation_prompt=fields.add_generation_prompt, session_id=session)
+                    gen = await prepare(
+                        self.state.catalog,
+                        fields,
+                        request_id,
+                        messages=fields.template_messages(),
+                        max_tokens=fields.effective_max_tokens(),
+                        add_generation_prompt=fields.add_generation_prompt,
+                        session_id=session,
+                    )
                 else:
-                    gen = await prepare(self.state.catalog, fields, request_id, prompt=fields.prompt,
-                                        max_tokens=fields.max_tokens, session_id=session)
+                    gen = await prepare(
+                        self.state.catalog,
+                        fields,
+                        request_id,
+                        prompt=fields.prompt,
+                        max_tokens=fields.max_tokens,
+                        session_id=session,
+                    )
                 model_label = gen.model.name
                 gen.ttft_slo_s = _slo_header(request.headers.get("x-slo-ttft-ms"))
                 gen.profile = request.headers.get("x-tessera-profile", "")
@@ -152,14 +171,17 @@ class Endpoint:
                 text, finish, stop_reason = await _collect_unless_disconnected(request, deltas, timing)
                 timing.done(gen, stats)
                 status = 200
-                return JSONResponse({
-                    "id": self.prefix + request_id,
-                    "object": self.object,
-                    "created": int(time.time()),
-                    "model": model_label,
-                    "choices": [self._choice(text, finish, stop_reason, True, stream=False)],
-                    "usage": _usage(gen, stats),
-                }, headers={"X-Request-Id": request_id})
+                return JSONResponse(
+                    {
+                        "id": self.prefix + request_id,
+                        "object": self.object,
+                        "created": int(time.time()),
+                        "model": model_label,
+                        "choices": [self._choice(text, finish, stop_reason, True, stream=False)],
+                        "usage": _usage(gen, stats),
+                    },
+                    headers={"X-Request-Id": request_id},
+                )
         except ApiError as exc:
             status = exc.status
             if exc.status >= 500:
@@ -173,8 +195,16 @@ class Endpoint:
                 metrics.IN_FLIGHT.dec()
                 metrics.REQUESTS.labels(model_label, self.path, str(status)).inc()
 
-    async def _sse(self, gen: Generation, stats: FlowStats, timing: Timing, first: Delta,
-                   deltas: AsyncIterator[Delta], include_usage: bool, model: str) -> AsyncIterator[bytes]:
+    async def _sse(
+        self,
+        gen: Generation,
+        stats: FlowStats,
+        timing: Timing,
+        first: Delta,
+        deltas: AsyncIterator[Delta],
+        include_usage: bool,
+        model: str,
+    ) -> AsyncIterator[bytes]:
         rid = self.prefix + gen.request_id
         created = int(time.time())
         obj = self.object + ".chunk" if self.chat else self.object
@@ -194,8 +224,9 @@ class Endpoint:
             while True:
                 # A token that ends mid-character has no text yet: nothing to send.
                 if delta.text or delta.finish_reason or is_first:
-                    yield chunk(base([self._choice(delta.text, delta.finish_reason, delta.stop_reason, is_first,
-                                                   stream=True)]))
+                    yield chunk(
+                        base([self._choice(delta.text, delta.finish_reason, delta.stop_reason, is_first, stream=True)])
+                    )
                     is_first = False
                 if delta.finish_reason:
                     break
@@ -221,8 +252,9 @@ class _ClientGone(Exception):
     pass
 
 
-async def _collect_unless_disconnected(request: Request, deltas: AsyncIterator[Delta],
-                                       timing: Timing) -> tuple[str, str | None, str]:
+async def _collect_unless_disconnected(
+    request: Request, deltas: AsyncIterator[Delta], timing: Timing
+) -> tuple[str, str | None, str]:
     """Gather a whole completion, abandoning it (and aborting the worker) if the client hangs up."""
 
     async def collect() -> tuple[str, str | None, str]:
@@ -260,32 +292,45 @@ async def _collect_unless_disconnected(request: Request, deltas: AsyncIterator[D
 
 def build_app(state: RouterState) -> Starlette:
     async def models(request: Request) -> Response:
-        data = [{
-            "id": m.name,
-            "object": "model",
-            "created": int(state.started_at),
-            "owned_by": "tessera",
-            "root": m.model_path,
-            "max_model_len": m.max_model_len,
-            "workers": len(m.workers),
-        } for m in state.catalog.models.values()]
+        data = [
+            {
+                "id": m.name,
+                "object": "model",
+                "created": int(state.started_at),
+                "owned_by": "tessera",
+                "root": m.model_path,
+                "max_model_len": m.max_model_len,
+                "workers": len(m.workers),
+            }
+            for m in state.catalog.models.values()
+        ]
         return JSONResponse({"object": "list", "data": data})
 
     async def health(request: Request) -> Response:
-        return JSONResponse({
-            "status": "ok",
-            "schedulers": len(state.schedulers.addresses),
-            "models": {m.name: len(m.workers) for m in state.catalog.models.values()},
-        })
+        return JSONResponse(
+            {
+                "status": "ok",
+                "schedulers": len(state.schedulers.addresses),
+                "models": {m.name: len(m.workers) for m in state.catalog.models.values()},
+            }
+        )
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
         kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
-        return JSONResponse({"error": {"message": f"{request.method} {request.url.path}: {exc.detail}",
-                                       "type": kind, "param": None, "code": exc.status_code}},
-                            status_code=exc.status_code)
+        return JSONResponse(
+            {
+                "error": {
+                    "message": f"{request.method} {request.url.path}: {exc.detail}",
+                    "type": kind,
+                    "param": None,
+                    "code": exc.status_code,
+                }
+            },
+            status_code=exc.status_code,
+        )
 
     return Starlette(
         routes=[

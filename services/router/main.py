@@ -13,6 +13,13 @@ import socket
 import time
 import uuid
 
+from services.router.admission import AdmissionControl
+from services.router.flow import RequestFlow, WorkerChannels
+from services.router.grpc_api import RouterServicer
+from services.router.http_api import build_app
+from services.router.model_catalog import ModelCatalog
+from services.router.scheduler_client import SchedulerClient
+from services.router.state import RouterState
 from tessera.runtime.etcd import keys
 from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.runtime.etcd.records import ServiceRecord, identity_from_json
@@ -23,13 +30,6 @@ from tessera.runtime.rpc.server import ServiceBinding, start_server
 from tessera.runtime.service import run_service, stop_event
 from tessera.runtime.telemetry.tracing import shutdown_tracing
 from tessera.v1 import router_pb2_grpc
-from services.router.admission import AdmissionControl
-from services.router.flow import RequestFlow, WorkerChannels
-from services.router.grpc_api import RouterServicer
-from services.router.http_api import build_app
-from services.router.model_catalog import ModelCatalog
-from services.router.scheduler_client import SchedulerClient
-from services.router.state import RouterState
 
 log = logging.getLogger("tessera.router")
 
@@ -40,16 +40,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000, help="OpenAI-compatible HTTP port")
     p.add_argument("--grpc-port", type=int, default=50051, help="Router gRPC port")
     p.add_argument("--profile", default="", help="placement profile to ask for (default: the scheduler's)")
-    p.add_argument("--tokenizer", action="append", default=[], metavar="MODEL=PATH",
-                   help="where to load a model's tokenizer when the worker's folder is not on this machine")
-    p.add_argument("--ttft-slo-ms", type=float, default=0.0,
-                   help="time-to-first-token objective for admission control: when the model is saturated, a "
-                        "request that would wait past it is refused with 429 (0: queue without a deadline); "
-                        "clients may send their own in the x-slo-ttft-ms header")
+    p.add_argument(
+        "--tokenizer",
+        action="append",
+        default=[],
+        metavar="MODEL=PATH",
+        help="where to load a model's tokenizer when the worker's folder is not on this machine",
+    )
+    p.add_argument(
+        "--ttft-slo-ms",
+        type=float,
+        default=0.0,
+        help="time-to-first-token objective for admission control: when the model is saturated, a "
+        "request that would wait past it is refused with 429 (0: queue without a deadline); "
+        "clients may send their own in the x-slo-ttft-ms header",
+    )
     p.add_argument("--max-queue", type=int, default=1024, help="requests that may wait per saturated model")
-    p.add_argument("--scale-from-zero-wait-s", type=float, default=300.0,
-                   help="how long a request for a model whose workers are all gone waits for one to start "
-                        "(the autoscaler starts one when it sees the request held); 0: answer 503 at once")
+    p.add_argument(
+        "--scale-from-zero-wait-s",
+        type=float,
+        default=300.0,
+        help="how long a request for a model whose workers are all gone waits for one to start "
+        "(the autoscaler starts one when it sees the request held); 0: answer 503 at once",
+    )
     p.add_argument("--router-id", default=None)
     p.add_argument("--lease-ttl", type=int, default=5)
     p.add_argument("--log-level", default="INFO")
@@ -76,25 +89,36 @@ async def run(args: argparse.Namespace) -> int:
     schedulers.start()
     admission = AdmissionControl(args.ttft_slo_ms / 1000.0, args.max_queue)
     admission.start()
-    state = RouterState(catalog, RequestFlow(schedulers, channels, args.profile, admission,
-                                                 hold_s=args.scale_from_zero_wait_s), schedulers, time.time())
+    state = RouterState(
+        catalog,
+        RequestFlow(schedulers, channels, args.profile, admission, hold_s=args.scale_from_zero_wait_s),
+        schedulers,
+        time.time(),
+    )
 
     grpc_server = await start_server(
         [ServiceBinding(router_pb2_grpc.add_RouterServicer_to_server, RouterServicer(state), "tessera.v1.Router")],
-        host=args.host, port=args.grpc_port,
+        host=args.host,
+        port=args.grpc_port,
     )
     try:
-        http, http_task, _ = await start_http(build_app(state), args.host, args.port, http="httptools",
-                                              timeout_graceful_shutdown=30)
+        http, http_task, _ = await start_http(
+            build_app(state), args.host, args.port, http="httptools", timeout_graceful_shutdown=30
+        )
     except OSError as exc:
         log.error("HTTP server could not start on %s:%d: %s", args.host, args.port, exc)
         await grpc_server.stop(0)
         return 1
 
     rid = args.router_id or f"router-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
-    record = ServiceRecord(id=rid, kind="router", address=f"{args.host}:{grpc_server.port}",
-                           http_address=f"{args.host}:{args.port}", metrics_address=f"{args.host}:{args.port}",
-                           started_at_unix_ms=int(time.time() * 1000))
+    record = ServiceRecord(
+        id=rid,
+        kind="router",
+        address=f"{args.host}:{grpc_server.port}",
+        http_address=f"{args.host}:{args.port}",
+        metrics_address=f"{args.host}:{args.port}",
+        started_at_unix_ms=int(time.time() * 1000),
+    )
     registration = LeasedKey(connector, keys.service("router", rid), record.to_json(), ttl=args.lease_ttl)
     registration.start()
     log.info("router %s: OpenAI API on http://%s:%d/v1, gRPC on %s", rid, args.host, args.port, record.address)

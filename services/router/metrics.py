@@ -7,41 +7,69 @@ from prometheus_client import Counter, Gauge, Histogram
 from tessera.runtime.telemetry import metric_names as names
 from tessera.runtime.telemetry.metrics import LATENCY_BUCKETS
 
-REQUESTS = Counter(names.ROUTER_REQUESTS, "Requests answered, by model, endpoint and HTTP status",
-                   ["model", "endpoint", "status"])
-RECEIVED = Counter(names.ROUTER_RECEIVED,
-                   "Valid requests as they arrive, by model: the load the autoscaler forecasts (answers lag "
-                   "arrivals exactly when the fleet is short)", ["model"])
+REQUESTS = Counter(
+    names.ROUTER_REQUESTS, "Requests answered, by model, endpoint and HTTP status", ["model", "endpoint", "status"]
+)
+RECEIVED = Counter(
+    names.ROUTER_RECEIVED,
+    "Valid requests as they arrive, by model: the load the autoscaler forecasts (answers lag "
+    "arrivals exactly when the fleet is short)",
+    ["model"],
+)
 IN_FLIGHT = Gauge("tessera_router_requests_in_flight", "Requests being served")
-TTFT = Histogram(names.TIME_TO_FIRST_TOKEN, "Time from request arrival to the first token",
-                 ["model"], buckets=LATENCY_BUCKETS)
-ITL = Histogram(names.INTER_TOKEN_LATENCY, "Time between consecutive streamed deltas",
-                ["model"], buckets=LATENCY_BUCKETS)
-E2E = Histogram(names.E2E_REQUEST_LATENCY, "Time from request arrival to its last token",
-                ["model"], buckets=LATENCY_BUCKETS)
+TTFT = Histogram(
+    names.TIME_TO_FIRST_TOKEN, "Time from request arrival to the first token", ["model"], buckets=LATENCY_BUCKETS
+)
+ITL = Histogram(
+    names.INTER_TOKEN_LATENCY, "Time between consecutive streamed deltas", ["model"], buckets=LATENCY_BUCKETS
+)
+E2E = Histogram(
+    names.E2E_REQUEST_LATENCY, "Time from request arrival to its last token", ["model"], buckets=LATENCY_BUCKETS
+)
 PROMPT_TOKENS = Counter(names.PROMPT_TOKENS, "Prompt tokens of served requests", ["model"])
 # Powers of 2^(1/4) from 16 to 2^17 tokens: the autoscaler reads the p90 and p99 prompt length from it
 # (a long prompt alone decides whether an instance meets a p99 TTFT target), to within a bucket (19%).
 PROMPT_LENGTH_BUCKETS = tuple(round(16 * 2 ** (i / 4)) for i in range(53))
-PROMPT_LENGTH = Histogram(names.REQUEST_PROMPT_TOKENS, "Prompt length of served requests (tokens)", ["model"],
-                          buckets=PROMPT_LENGTH_BUCKETS)
+PROMPT_LENGTH = Histogram(
+    names.REQUEST_PROMPT_TOKENS, "Prompt length of served requests (tokens)", ["model"], buckets=PROMPT_LENGTH_BUCKETS
+)
 GENERATION_TOKENS = Counter(names.GENERATION_TOKENS, "Tokens generated for clients", ["model"])
 RETRIES = Counter("tessera_router_retries_total", "Requests moved to another worker after a failure", ["when"])
-TOKENIZE_SECONDS = Histogram("tessera_router_tokenize_seconds", "Time to render and tokenize a prompt",
-                             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1))
-QUEUE_DEPTH = Gauge("tessera_router_queue_depth", "Requests waiting for a saturated model (admission control)",
-                    ["model"])
-QUEUE_WAIT = Histogram("tessera_router_queue_wait_seconds", "Time admitted requests waited in the queue",
-                       ["model"], buckets=LATENCY_BUCKETS)
-REJECTED = Counter("tessera_router_rejected_total", "Requests refused with 429 by admission control",
-                   ["model", "reason"])
-PLACE_SECONDS = Histogram("tessera_router_place_seconds", "Round trip of the scheduler's Place call",
-                          buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 1.0))
-PREFILLS = Counter("tessera_router_remote_prefills_total",
-                   "Disaggregated requests' prefill step: 'transferred' (the decode worker got the KV) or "
-                   "'fallback' (the prefill worker failed; the decode worker prefilled itself)", ["outcome"])
-PREFILL_SECONDS = Histogram("tessera_router_remote_prefill_seconds",
-                            "Time of the prefill step of disaggregated requests", buckets=LATENCY_BUCKETS)
-HELD = Gauge(names.ROUTER_HELD,
-             "Requests waiting for a model's first worker (scale from zero): demand the autoscaler plans for",
-             ["model"])
+TOKENIZE_SECONDS = Histogram(
+    "tessera_router_tokenize_seconds",
+    "Time to render and tokenize a prompt",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1),
+)
+QUEUE_DEPTH = Gauge(
+    "tessera_router_queue_depth", "Requests waiting for a saturated model (admission control)", ["model"]
+)
+QUEUE_WAIT = Histogram(
+    "tessera_router_queue_wait_seconds",
+    "Time admitted requests waited in the queue",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
+REJECTED = Counter(
+    "tessera_router_rejected_total", "Requests refused with 429 by admission control", ["model", "reason"]
+)
+PLACE_SECONDS = Histogram(
+    "tessera_router_place_seconds",
+    "Round trip of the scheduler's Place call",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 1.0),
+)
+PREFILLS = Counter(
+    "tessera_router_remote_prefills_total",
+    "Disaggregated requests' prefill step: 'transferred' (the decode worker got the KV) or "
+    "'fallback' (the prefill worker failed; the decode worker prefilled itself)",
+    ["outcome"],
+)
+PREFILL_SECONDS = Histogram(
+    "tessera_router_remote_prefill_seconds",
+    "Time of the prefill step of disaggregated requests",
+    buckets=LATENCY_BUCKETS,
+)
+HELD = Gauge(
+    names.ROUTER_HELD,
+    "Requests waiting for a model's first worker (scale from zero): demand the autoscaler plans for",
+    ["model"],
+)

@@ -11,9 +11,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tessera.v1 import common_pb2 as pb
 from services.router.errors import ModelNotFound, NoCapacity
 from tessera.runtime.models.tokenizer import ModelTokenizer
+from tessera.v1 import common_pb2 as pb
 
 log = logging.getLogger("tessera.router")
 
@@ -99,6 +99,8 @@ def _open_tokenizer(source: str) -> ModelTokenizer:
         return ModelTokenizer(source)
     from huggingface_hub import snapshot_download
 
-    folder = snapshot_download(source, allow_patterns=["tokenizer.json", "tokenizer_config.json",
-                                                       "chat_template.jinja", "special_tokens_map.json"])
+    folder = snapshot_download(
+        source,
+        allow_patterns=["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"],
+    )
     return ModelTokenizer(folder)

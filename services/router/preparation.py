@@ -10,13 +10,13 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from tessera.v1 import common_pb2 as pb
 from services.router import metrics
 from services.router.api_types import SamplingFields
 from services.router.errors import BadRequest
 from services.router.flow import Generation
 from services.router.model_catalog import ModelCatalog, ModelEntry
 from tessera.runtime.models.tokenizer import ChatTemplateError, ModelTokenizer
+from tessera.v1 import common_pb2 as pb
 
 
 def sampling_from_fields(f: SamplingFields, max_tokens: int) -> pb.SamplingParams:
@@ -46,7 +46,9 @@ def check_context(entry: ModelEntry, prompt_tokens: int, max_tokens: int | None,
             raise BadRequest(
                 f"This model's maximum context length is {limit} tokens. However, your request has "
                 f"{prompt_tokens} input tokens. Please reduce the length of the input {what}.",
-                param="messages" if what == "messages" else "prompt", code="context_length_exceeded")
+                param="messages" if what == "messages" else "prompt",
+                code="context_length_exceeded",
+            )
         return limit - prompt_tokens
     if prompt_tokens + max_tokens > limit:
         raise BadRequest(
@@ -54,7 +56,8 @@ def check_context(entry: ModelEntry, prompt_tokens: int, max_tokens: int | None,
             f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the {what}, {max_tokens} in the "
             f"completion). Please reduce the length of the {what} or completion.",
             param="max_tokens" if prompt_tokens < limit else ("messages" if what == "messages" else "prompt"),
-            code="context_length_exceeded")
+            code="context_length_exceeded",
+        )
     return max_tokens
 
 
@@ -88,10 +91,17 @@ def tokenize_prompt(tok: ModelTokenizer, prompt: str | list[int] | list[str] | l
     return ids
 
 
-async def prepare(catalog: ModelCatalog, fields: SamplingFields, request_id: str, *,
-                  messages: list[dict[str, Any]] | None = None, prompt: Any = None,
-                  max_tokens: int | None = None, add_generation_prompt: bool = True,
-                  session_id: str = "") -> Generation:
+async def prepare(
+    catalog: ModelCatalog,
+    fields: SamplingFields,
+    request_id: str,
+    *,
+    messages: list[dict[str, Any]] | None = None,
+    prompt: Any = None,
+    max_tokens: int | None = None,
+    add_generation_prompt: bool = True,
+    session_id: str = "",
+) -> Generation:
     entry = catalog.get(fields.model)
     tok = await catalog.tokenizer(entry)
     if messages is not None:

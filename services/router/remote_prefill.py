@@ -19,9 +19,9 @@ import time
 
 import grpc
 
+from services.router import metrics
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
-from services.router import metrics
 
 log = logging.getLogger("tessera.router")
 
@@ -31,22 +31,28 @@ PREFILL_TIMEOUT_S = 60.0
 REMOTE_DECODE = {"do_remote_decode": True, "do_remote_prefill": False}
 
 
-def prefill_request(request_id: str, prompt_ids: list[int], resumed: list[int], sampling: pb.SamplingParams,
-                    priority: int) -> worker_pb2.GenerateRequest:
+def prefill_request(
+    request_id: str, prompt_ids: list[int], resumed: list[int], sampling: pb.SamplingParams, priority: int
+) -> worker_pb2.GenerateRequest:
     """The prefill worker's request: the same prompt, one token, and the connector's remote-decode flag."""
     one = pb.SamplingParams()
     one.CopyFrom(sampling)
-    one.max_tokens = len(resumed) + 1   # the worker subtracts what was already produced
+    one.max_tokens = len(resumed) + 1  # the worker subtracts what was already produced
     one.ClearField("min_tokens")
     one.ClearField("stop")
-    request = worker_pb2.GenerateRequest(request_id=request_id, prompt_token_ids=prompt_ids, sampling=one,
-                                         priority=priority, resume_token_ids=resumed)
+    request = worker_pb2.GenerateRequest(
+        request_id=request_id, prompt_token_ids=prompt_ids, sampling=one, priority=priority, resume_token_ids=resumed
+    )
     request.kv_transfer.params.update(REMOTE_DECODE)
     return request
 
 
-async def remote_prefill(stub: worker_pb2_grpc.WorkerStub, placement: scheduler_pb2.Placement,
-                         request: worker_pb2.GenerateRequest, metadata: tuple = ()) -> pb.KVTransferParams | None:
+async def remote_prefill(
+    stub: worker_pb2_grpc.WorkerStub,
+    placement: scheduler_pb2.Placement,
+    request: worker_pb2.GenerateRequest,
+    metadata: tuple = (),
+) -> pb.KVTransferParams | None:
     """Run the prefill step; the parameters the decode worker needs, or None to prefill locally."""
     started = time.perf_counter()
     call = stub.Generate(request, metadata=metadata, timeout=PREFILL_TIMEOUT_S)
@@ -68,6 +74,10 @@ async def remote_prefill(stub: worker_pb2_grpc.WorkerStub, placement: scheduler_
         if not call.done():
             call.cancel()
     metrics.PREFILLS.labels("fallback").inc()
-    log.warning("request %s: prefill on %s failed (%s); the decode worker prefills it",
-                request.request_id, placement.worker_id, failure)
+    log.warning(
+        "request %s: prefill on %s failed (%s); the decode worker prefills it",
+        request.request_id,
+        placement.worker_id,
+        failure,
+    )
     return None

@@ -11,21 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+
 import grpc
 
+from services.router.errors import NoCapacity
 from tessera.runtime.etcd import keys
 from tessera.runtime.etcd.client import EtcdConnector
 from tessera.runtime.etcd.records import ServiceRecord
 from tessera.runtime.etcd.watch import PrefixMirror
 from tessera.runtime.rpc.server import channel
 from tessera.v1 import scheduler_pb2, scheduler_pb2_grpc
-from services.router.errors import NoCapacity
 
 log = logging.getLogger("tessera.router")
 
 PLACE_TIMEOUT_S = 2.0
-FAILOVER_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN,
-                  grpc.StatusCode.INTERNAL, grpc.StatusCode.CANCELLED}
+FAILOVER_CODES = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.CANCELLED,
+}
 
 
 class StreamBroken(ConnectionError):
@@ -50,7 +56,8 @@ class PlaceStream:
                 if future is not None and not future.done():
                     future.set_result(response)
         except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
-            error = StreamBroken(f"place stream broke: {getattr(exc, 'code', lambda: exc)()}")
+            why = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else "cancelled"
+            error = StreamBroken(f"place stream broke: {why}")
         self.broken = True
         for future in self._pending.values():
             if not future.done():
@@ -117,16 +124,18 @@ class SchedulerClient:
             stream = self._streams[address] = PlaceStream(self._stub(address))
         return stream
 
-    async def _place_on(self, address: str, request: scheduler_pb2.PlaceRequest,
-                        metadata: list[tuple[str, str]] | None) -> scheduler_pb2.PlaceResponse:
+    async def _place_on(
+        self, address: str, request: scheduler_pb2.PlaceRequest, metadata: list[tuple[str, str]] | None
+    ) -> scheduler_pb2.PlaceResponse:
         try:
             return await self._stream(address).place(request)
-        except (StreamBroken, asyncio.TimeoutError):
+        except (TimeoutError, StreamBroken):
             # The stream is gone (scheduler restarted?): the unary call says for sure.
             return await self._stub(address).Place(request, timeout=PLACE_TIMEOUT_S, metadata=metadata)
 
-    async def place(self, request: scheduler_pb2.PlaceRequest,
-                    metadata: list[tuple[str, str]] | None = None) -> scheduler_pb2.PlaceResponse:
+    async def place(
+        self, request: scheduler_pb2.PlaceRequest, metadata: list[tuple[str, str]] | None = None
+    ) -> scheduler_pb2.PlaceResponse:
         addresses = self.addresses
         if not addresses:
             raise NoCapacity("no scheduler is registered", retry_after=2)

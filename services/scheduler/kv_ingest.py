@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 
 from tessera.placement.block_hash import CANONICAL_BLOCK_TOKENS, token_block_hashes
-from tessera.v1 import common_pb2 as pb
 from tessera.placement.prefix_index import PrefixIndex
+from tessera.v1 import common_pb2 as pb
 
 log = logging.getLogger("tessera.scheduler.kv")
 
@@ -33,8 +33,12 @@ def apply_batch(index: PrefixIndex, worker_id: str, batch: pb.KVEventBatch, stat
         # Events went missing: what the index believes of this worker is unreliable. Forget it;
         # the worker's next stream starts with a full snapshot.
         state.gaps += 1
-        log.warning("KV events from %s: expected batch %d, got %d; forgetting its cache until it resyncs",
-                    worker_id, state.next_seq, batch.seq)
+        log.warning(
+            "KV events from %s: expected batch %d, got %d; forgetting its cache until it resyncs",
+            worker_id,
+            state.next_seq,
+            batch.seq,
+        )
         index.cleared(worker_id)
     state.next_seq = batch.seq + 1
     for ev in batch.events:
@@ -50,7 +54,7 @@ def apply_batch(index: PrefixIndex, worker_id: str, batch: pb.KVEventBatch, stat
 def _stored(index: PrefixIndex, worker_id: str, stored: pb.BlockStored) -> None:
     size = stored.block_size or CANONICAL_BLOCK_TOKENS
     if size % CANONICAL_BLOCK_TOKENS:
-        return   # engines with odd block sizes cannot be indexed canonically
+        return  # engines with odd block sizes cannot be indexed canonically
     parent_canonical = 0
     if stored.has_parent:
         keys = index.canonical_of(worker_id, stored.parent_block_hash)
@@ -59,7 +63,7 @@ def _stored(index: PrefixIndex, worker_id: str, stored: pb.BlockStored) -> None:
         parent_canonical = keys[-1]
     tokens = list(stored.token_ids)
     for i, engine_hash in enumerate(stored.block_hashes):
-        block = tokens[i * size:(i + 1) * size]
+        block = tokens[i * size : (i + 1) * size]
         if len(block) < size:
             return
         keys = token_block_hashes(block, CANONICAL_BLOCK_TOKENS, parent=parent_canonical)

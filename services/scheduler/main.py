@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import socket
@@ -12,6 +11,13 @@ import uuid
 
 from prometheus_client import REGISTRY
 
+from services.scheduler.metrics import ViewCollector
+from services.scheduler.profile_store import ProfileStore
+from services.scheduler.servicer import SchedulerServicer
+from services.scheduler.view import ClusterView
+from services.scheduler.worker_speed import speed_of
+from tessera.placement.pipeline import PROFILES_DIR, ProfileError, load_profile
+from tessera.placement.prefix_index import CANONICAL_BLOCK_TOKENS, PrefixIndex
 from tessera.runtime.etcd import keys
 from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.runtime.etcd.records import ServiceRecord, identity_from_json
@@ -22,13 +28,6 @@ from tessera.runtime.service import run_service, stop_event
 from tessera.runtime.telemetry.metrics import start_metrics_server
 from tessera.runtime.telemetry.tracing import shutdown_tracing
 from tessera.v1 import scheduler_pb2_grpc
-from services.scheduler.profile_store import ProfileStore
-from tessera.placement.prefix_index import CANONICAL_BLOCK_TOKENS, PrefixIndex
-from services.scheduler.worker_speed import speed_of
-from services.scheduler.metrics import ViewCollector
-from tessera.placement.pipeline import PROFILES_DIR, ProfileError, load_profile
-from services.scheduler.servicer import SchedulerServicer
-from services.scheduler.view import ClusterView
 
 log = logging.getLogger("tessera.scheduler")
 
@@ -59,7 +58,7 @@ async def run(args: argparse.Namespace) -> int:
     view = ClusterView(speed_of=speed_of)
     index = PrefixIndex()
 
-    def joined(identity) -> None:  # noqa: ANN001
+    def joined(identity) -> None:
         if identity.kv_block_size and identity.kv_block_size % CANONICAL_BLOCK_TOKENS == 0:
             index.add_worker(identity.id, identity.kv_block_size)
 
@@ -90,15 +89,23 @@ async def run(args: argparse.Namespace) -> int:
     store.start()
     server = await start_server(
         [ServiceBinding(scheduler_pb2_grpc.add_SchedulerServicer_to_server, servicer, "tessera.v1.Scheduler")],
-        host=args.host, port=args.port,
+        host=args.host,
+        port=args.port,
     )
     metrics_port = start_metrics_server(args.metrics_port, args.host)
     sid = args.scheduler_id or f"scheduler-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
-    record = ServiceRecord(id=sid, kind="scheduler", address=f"{args.host}:{server.port}",
-                           metrics_address=f"{args.host}:{metrics_port}", started_at_unix_ms=int(time.time() * 1000))
+    record = ServiceRecord(
+        id=sid,
+        kind="scheduler",
+        address=f"{args.host}:{server.port}",
+        metrics_address=f"{args.host}:{metrics_port}",
+        started_at_unix_ms=int(time.time() * 1000),
+    )
     registration = LeasedKey(connector, keys.service("scheduler", sid), record.to_json(), ttl=args.lease_ttl)
     registration.start()
-    log.info("scheduler %s serving on %s with profile %s (metrics :%d)", sid, record.address, default.name, metrics_port)
+    log.info(
+        "scheduler %s serving on %s with profile %s (metrics :%d)", sid, record.address, default.name, metrics_port
+    )
 
     stop = stop_event()
     await stop.wait()

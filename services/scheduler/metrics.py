@@ -6,18 +6,21 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from tessera.placement.prefix_index import PrefixIndex
 from services.scheduler.view import ClusterView
+from tessera.placement.prefix_index import PrefixIndex
 
 PLACEMENTS = Counter("tessera_scheduler_placements_total", "Placement decisions", ["profile", "result"])
 PLACEMENT_SECONDS = Histogram(
-    "tessera_scheduler_placement_duration_seconds", "Time of one placement decision",
+    "tessera_scheduler_placement_duration_seconds",
+    "Time of one placement decision",
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
 )
 REPORTS = Counter("tessera_scheduler_load_reports_total", "Load reports received")
 KV_EVENTS = Counter("tessera_scheduler_kv_events_total", "KV-cache events received from workers")
-EXPECTED_HIT_TOKENS = Counter("tessera_scheduler_expected_cached_tokens_total",
-                              "Prompt tokens the chosen workers were believed to hold (prefix index)")
+EXPECTED_HIT_TOKENS = Counter(
+    "tessera_scheduler_expected_cached_tokens_total",
+    "Prompt tokens the chosen workers were believed to hold (prefix index)",
+)
 
 
 class ViewCollector(Collector):
@@ -29,8 +32,9 @@ class ViewCollector(Collector):
 
     def collect(self):
         entries = list(self.view.workers.values())
-        workers = GaugeMetricFamily("tessera_scheduler_workers", "Workers known, by model and health",
-                                    labels=["model", "healthy"])
+        workers = GaugeMetricFamily(
+            "tessera_scheduler_workers", "Workers known, by model and health", labels=["model", "healthy"]
+        )
         counts: dict[tuple[str, str], int] = {}
         for e in entries:
             key = (e.identity.model, str(e.healthy).lower())
@@ -39,15 +43,28 @@ class ViewCollector(Collector):
             workers.add_metric([model, healthy], n)
         yield workers
         if self.index is not None:
-            blocks = GaugeMetricFamily("tessera_scheduler_prefix_index_blocks",
-                                       "16-token blocks in the prefix-cache index (distinct keys)")
+            blocks = GaugeMetricFamily(
+                "tessera_scheduler_prefix_index_blocks", "16-token blocks in the prefix-cache index (distinct keys)"
+            )
             blocks.add_metric([], float(len(self.index)))
             yield blocks
         figures = {
-            "tessera_scheduler_worker_num_requests_waiting": ("Requests waiting at a worker", lambda e: e.load.num_waiting),
-            "tessera_scheduler_worker_num_requests_running": ("Requests running at a worker", lambda e: e.load.num_running),
-            "tessera_scheduler_worker_kv_cache_usage_perc": ("KV-cache usage of a worker (0..1)", lambda e: e.load.kv_cache_usage),
-            "tessera_scheduler_worker_pending_placements": ("Placements not yet seen in a load report", lambda e: len(e.pending)),
+            "tessera_scheduler_worker_num_requests_waiting": (
+                "Requests waiting at a worker",
+                lambda e: e.load.num_waiting,
+            ),
+            "tessera_scheduler_worker_num_requests_running": (
+                "Requests running at a worker",
+                lambda e: e.load.num_running,
+            ),
+            "tessera_scheduler_worker_kv_cache_usage_perc": (
+                "KV-cache usage of a worker (0..1)",
+                lambda e: e.load.kv_cache_usage,
+            ),
+            "tessera_scheduler_worker_pending_placements": (
+                "Placements not yet seen in a load report",
+                lambda e: len(e.pending),
+            ),
         }
         for name, (doc, get) in figures.items():
             fam = GaugeMetricFamily(name, doc, labels=["worker", "model"])

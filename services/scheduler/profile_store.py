@@ -17,10 +17,10 @@ from pathlib import Path
 
 import yaml
 
+from tessera.placement.pipeline import Pipeline, ProfileError, build_pipeline
 from tessera.runtime.etcd import keys
 from tessera.runtime.etcd.client import EtcdConnector
 from tessera.runtime.etcd.watch import PrefixMirror
-from tessera.placement.pipeline import Pipeline, ProfileError, build_pipeline
 
 log = logging.getLogger("tessera.scheduler.profiles")
 
@@ -36,8 +36,13 @@ def parse_profile(text: bytes | str, seed: int | None = None) -> Pipeline:
 class ProfileStore:
     """`profiles` (name -> Pipeline) kept in step with etcd; `on_change(name)` after each reload."""
 
-    def __init__(self, connector: EtcdConnector, profiles: dict[str, Pipeline], builtin_dir: Path,
-                 on_change: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        connector: EtcdConnector,
+        profiles: dict[str, Pipeline],
+        builtin_dir: Path,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
         self.connector = connector
         self.profiles = profiles
         self.builtin_dir = builtin_dir
@@ -53,8 +58,9 @@ class ProfileStore:
             tx = client.transactions
             for path in sorted(self.builtin_dir.glob("*.yaml")):
                 key = keys.profile(path.stem).encode()
-                await client.transaction(compare=[tx.create(key) == 0], success=[tx.put(key, path.read_bytes())],
-                                         failure=[])
+                await client.transaction(
+                    compare=[tx.create(key) == 0], success=[tx.put(key, path.read_bytes())], failure=[]
+                )
         except Exception as exc:  # noqa: BLE001 - serving goes on with the built-ins in memory
             log.warning("could not store the built-in profiles in etcd: %s", exc)
         finally:
@@ -79,8 +85,9 @@ class ProfileStore:
             log.warning("profile %s in etcd refused (%s); keeping the previous version", name, exc)
             return
         if pipeline.name != name:
-            log.warning("profile under %s is named %r; it must match its key; keeping the previous version",
-                        key, pipeline.name)
+            log.warning(
+                "profile under %s is named %r; it must match its key; keeping the previous version", key, pipeline.name
+            )
             return
         old = self.profiles.get(name)
         self.profiles[name] = pipeline

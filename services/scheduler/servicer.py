@@ -9,25 +9,25 @@ from dataclasses import dataclass
 import grpc
 from opentelemetry import trace
 
+from services.scheduler import metrics
+from services.scheduler.kv_ingest import KVStreamState, apply_batch
+from services.scheduler.view import ClusterView
+from services.scheduler.worker_speed import kv_transfer_seconds
+from tessera.placement.pairing import place_pair
+from tessera.placement.pipeline import Pipeline
+from tessera.placement.prefix_index import PrefixIndex
+from tessera.placement.snapshot import RequestInfo, WorkerSnapshot
 from tessera.runtime.telemetry.tracing import incoming_context, tracer
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import scheduler_pb2, scheduler_pb2_grpc
-from services.scheduler import metrics
-from tessera.placement.pipeline import Pipeline
-from tessera.placement.pairing import place_pair
-from tessera.placement.snapshot import RequestInfo, WorkerSnapshot
-from services.scheduler.worker_speed import kv_transfer_seconds
-from services.scheduler.kv_ingest import KVStreamState, apply_batch
-from tessera.placement.prefix_index import PrefixIndex
-from services.scheduler.view import ClusterView
 
 log = logging.getLogger("tessera.scheduler")
 
 
 @dataclass(frozen=True)
 class _Choice:
-    worker: WorkerSnapshot | None    # the worker that decodes (and prefills, without `prefill`)
-    prefill: WorkerSnapshot | None   # a prefill worker the router runs the prompt on first
+    worker: WorkerSnapshot | None  # the worker that decodes (and prefills, without `prefill`)
+    prefill: WorkerSnapshot | None  # a prefill worker the router runs the prompt on first
     candidates: int
     reason: str
     saturated: bool
@@ -36,8 +36,9 @@ class _Choice:
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
-    def __init__(self, view: ClusterView, profiles: dict[str, Pipeline], default_profile: str,
-                 index: PrefixIndex | None = None) -> None:
+    def __init__(
+        self, view: ClusterView, profiles: dict[str, Pipeline], default_profile: str, index: PrefixIndex | None = None
+    ) -> None:
         self.view = view
         self.profiles = profiles
         self.default_profile = default_profile
@@ -60,8 +61,10 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             pipeline = self.profiles.get(request.profile or self.default_profile)
             if pipeline is None:
                 return scheduler_pb2.PlaceResponse(
-                    request_id=request.request_id, outcome=scheduler_pb2.PLACE_OUTCOME_UNKNOWN_PROFILE,
-                    reason=f"unknown profile {request.profile!r}; loaded: {', '.join(self.profiles)}")
+                    request_id=request.request_id,
+                    outcome=scheduler_pb2.PLACE_OUTCOME_UNKNOWN_PROFILE,
+                    reason=f"unknown profile {request.profile!r}; loaded: {', '.join(self.profiles)}",
+                )
             started = time.perf_counter()
             req = RequestInfo(
                 request_id=request.request_id,
@@ -76,13 +79,15 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             )
             choice = self._choose(pipeline, req)
             metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)
-            response = scheduler_pb2.PlaceResponse(request_id=request.request_id, profile=pipeline.name,
-                                                   candidates=choice.candidates)
+            response = scheduler_pb2.PlaceResponse(
+                request_id=request.request_id, profile=pipeline.name, candidates=choice.candidates
+            )
             if choice.worker is None:
                 metrics.PLACEMENTS.labels(pipeline.name, "saturated" if choice.saturated else "none").inc()
                 response.reason = choice.reason
-                response.outcome = (scheduler_pb2.PLACE_OUTCOME_SATURATED if choice.saturated
-                                    else scheduler_pb2.PLACE_OUTCOME_NO_WORKER)
+                response.outcome = (
+                    scheduler_pb2.PLACE_OUTCOME_SATURATED if choice.saturated else scheduler_pb2.PLACE_OUTCOME_NO_WORKER
+                )
                 span.set_attribute("tessera.placed", False)
                 return response
             worker, prefill = choice.worker, choice.prefill
@@ -116,11 +121,19 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             d = pipeline.place(req, workers, now, self.index)
             score = d.scores.get(d.worker.id, 0.0) if d.worker else 0.0
             return _Choice(d.worker, None, d.candidates, d.reason, d.saturated, d.prefix_hit_tokens, score)
-        p = place_pair(req, workers, pipeline, pipeline.prefill_pipeline, pipeline.disaggregation,
-                       kv_transfer_seconds(self.view.model_path(req.model)), now, self.index)
+        p = place_pair(
+            req,
+            workers,
+            pipeline,
+            pipeline.prefill_pipeline,
+            pipeline.disaggregation,
+            kv_transfer_seconds(self.view.model_path(req.model)),
+            now,
+            self.index,
+        )
         prefill = p.prefill
         if prefill is not None and p.decode is not None and p.decode.role != "decode":
-            prefill = None   # a mixed worker runs no KV connector: it prefills its own requests
+            prefill = None  # a mixed worker runs no KV connector: it prefills its own requests
         return _Choice(p.decode, prefill, p.candidates, p.reason, p.saturated, p.prefix_hit_tokens, 0.0)
 
     async def ReportLoad(self, request_iterator, context: grpc.aio.ServicerContext):

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tessera.engine_model.catalog.expert_parallel import pick_dp_rank
+from tessera.placement.snapshot import WorkerSnapshot
 from tessera.runtime.rpc.enums import role_name
 from tessera.v1 import common_pb2 as pb
-from tessera.placement.snapshot import WorkerSnapshot
 
 # A placement made this long before a load report was received is assumed to
 # be reflected in that report (the router calls the worker within a few ms).
@@ -35,15 +35,15 @@ class WorkerEntry:
     identity: pb.WorkerIdentity
     load: pb.LoadReport = field(default_factory=pb.LoadReport)
     registered: bool = False
-    streams: int = 0                 # open report streams (a reconnect can overlap)
-    stream_lost: bool = False        # a stream broke and none is open now
+    streams: int = 0  # open report streams (a reconnect can overlap)
+    stream_lost: bool = False  # a stream broke and none is open now
     last_report_monotonic: float = 0.0
     last_report_unix_ms: int = 0
     pending: deque = field(default_factory=deque)  # (monotonic time, tokens) of unreported placements
-    started_seen: int = -1           # the worker's requests_started in its last report (-1: none yet)
-    speed: dict[str, float] = field(default_factory=dict)   # from the performance model (worker_speed.py)
-    cached: WorkerSnapshot | None = None    # the snapshot, until anything it shows changes
-    rank_placements: deque = field(default_factory=deque)   # (monotonic time, DP rank) of recent placements
+    started_seen: int = -1  # the worker's requests_started in its last report (-1: none yet)
+    speed: dict[str, float] = field(default_factory=dict)  # from the performance model (worker_speed.py)
+    cached: WorkerSnapshot | None = None  # the snapshot, until anything it shows changes
+    rank_placements: deque = field(default_factory=deque)  # (monotonic time, DP rank) of recent placements
 
     @property
     def healthy(self) -> bool:
@@ -85,16 +85,16 @@ class WorkerEntry:
         )
 
 
-RANK_WINDOW_S = 10.0   # how long a placement counts towards its DP rank's load
+RANK_WINDOW_S = 10.0  # how long a placement counts towards its DP rank's load
 
 
 class ClusterView:
     def __init__(self, speed_of: Callable[[pb.WorkerIdentity], dict[str, float]] | None = None) -> None:
         self.workers: dict[str, WorkerEntry] = {}
         self._speed_of = speed_of
-        self._model_paths: dict[str, str] = {}   # served model -> the folder its workers load
-        self.on_joined: list[Callable[[pb.WorkerIdentity], None]] = []   # a worker appeared
-        self.on_left: list[Callable[[str], None]] = []                   # a worker is gone for good
+        self._model_paths: dict[str, str] = {}  # served model -> the folder its workers load
+        self.on_joined: list[Callable[[pb.WorkerIdentity], None]] = []  # a worker appeared
+        self.on_left: list[Callable[[str], None]] = []  # a worker is gone for good
 
     def _new_entry(self, identity: pb.WorkerIdentity) -> WorkerEntry:
         entry = self.workers[identity.id] = WorkerEntry(identity)
@@ -200,14 +200,17 @@ class ClusterView:
         while recent and now - recent[0][0] > RANK_WINDOW_S:
             recent.popleft()
         reported = {r.data_parallel_rank: r for r in entry.load.ranks}
-        lately = Counter(r for _, r in recent)    # one pass over the window, not one per rank
+        lately = Counter(r for _, r in recent)  # one pass over the window, not one per rank
         since = Counter(r for t, r in recent if not reported or t > entry.last_report_monotonic)
         loads = {}
         for rank in entry.identity.data_parallel_ranks:
             # The worker's per-rank figures, plus what this scheduler sent there since that report.
             base = reported.get(rank, pb.LoadReport())
-            loads[rank] = pb.LoadReport(num_running=base.num_running, num_waiting=base.num_waiting + since[rank],
-                                        kv_cache_usage=base.kv_cache_usage)
+            loads[rank] = pb.LoadReport(
+                num_running=base.num_running,
+                num_waiting=base.num_waiting + since[rank],
+                kv_cache_usage=base.kv_cache_usage,
+            )
         rank = pick_dp_rank(loads, recent=lately)
         recent.append((now, rank))
         return rank

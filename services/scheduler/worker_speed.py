@@ -14,8 +14,8 @@ from functools import lru_cache
 
 from tessera.engine_model.catalog import accelerators
 from tessera.engine_model.perf.efficiency import efficiency_for, efficiency_table, read_calibration_file
-from tessera.v1 import common_pb2 as pb
 from tessera.placement.snapshot import WorkerSnapshot
+from tessera.v1 import common_pb2 as pb
 
 log = logging.getLogger("tessera.scheduler")
 
@@ -35,13 +35,21 @@ def _speed(model_path: str, accelerator: str, tp: int) -> tuple[tuple[str, float
     try:
         accel = accelerators.find(accelerator)
         arch = resolve_arch(model_path, 4 if accel.vendor == "cpu" else None)  # CPU workers serve in float32
-        timer = step_timer(arch, InstanceSpec(accel, tp),
-                           efficiency_for(accel.name, efficiency_table(read_calibration_file())))
-        speed = {"prefill_tokens_per_s": timer.prefill_tokens_per_s(), "decode_base_s": timer.decode_base_s(),
-                 "decode_step_s": timer.decode_step_s()}
+        timer = step_timer(
+            arch, InstanceSpec(accel, tp), efficiency_for(accel.name, efficiency_table(read_calibration_file()))
+        )
+        speed = {
+            "prefill_tokens_per_s": timer.prefill_tokens_per_s(),
+            "decode_base_s": timer.decode_base_s(),
+            "decode_step_s": timer.decode_step_s(),
+        }
     except (ValueError, OSError, KeyError) as exc:
-        log.info("no performance model for %s on %s (%s): predicted-latency scorers see it as unknown",
-                 model_path or "?", accelerator or "?", exc)
+        log.info(
+            "no performance model for %s on %s (%s): predicted-latency scorers see it as unknown",
+            model_path or "?",
+            accelerator or "?",
+            exc,
+        )
         speed = UNKNOWN
     return tuple(speed.items())
 
@@ -54,6 +62,7 @@ def kv_transfer_seconds(model_path: str) -> Callable[[WorkerSnapshot, WorkerSnap
     performance model cannot read costs nothing to move (pairs are then
     chosen on compute and load alone), and says so once in the log.
     """
+
     def transfer_s(src: WorkerSnapshot, dst: WorkerSnapshot, tokens: int) -> float:
         estimate = _estimator(model_path, src.vendor == "cpu")
         return estimate(src, dst, tokens) if estimate is not None else 0.0
@@ -63,8 +72,8 @@ def kv_transfer_seconds(model_path: str) -> Callable[[WorkerSnapshot, WorkerSnap
 
 @lru_cache(maxsize=64)
 def _estimator(model_path: str, float32: bool) -> Callable[[WorkerSnapshot, WorkerSnapshot, int], float] | None:
-    from tessera.engine_model.perf.comm import kv_transfer_estimator
     from tessera.engine_model.build import resolve_arch
+    from tessera.engine_model.perf.comm import kv_transfer_estimator
 
     try:
         return kv_transfer_estimator(resolve_arch(model_path, 4 if float32 else None))

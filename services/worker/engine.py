@@ -42,7 +42,7 @@ class EngineLoad:
     kv_cache_usage: float = 0.0
     prefix_cache_queries: int = 0
     prefix_cache_hits: int = 0
-    data_parallel_rank: int = 0   # which rank's engine core stepped (DP instances have several)
+    data_parallel_rank: int = 0  # which rank's engine core stepped (DP instances have several)
 
 
 class Engine(Protocol):
@@ -57,7 +57,7 @@ class Engine(Protocol):
         sampling: pb.SamplingParams,
         kv_transfer_params: dict[str, Any] | None = None,
         priority: int = 0,
-        data_parallel_rank: int | None = None,   # DP instances: the rank the scheduler chose
+        data_parallel_rank: int | None = None,  # DP instances: the rank the scheduler chose
     ) -> AsyncIterator[Delta]: ...
 
     async def abort(self, request_id: str) -> None: ...

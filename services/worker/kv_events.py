@@ -56,7 +56,7 @@ Event = Stored | Removed | Cleared
 class KVEventRelay:
     def __init__(self, block_size: int) -> None:
         self.block_size = block_size
-        self._cached: dict[int, Stored] = {}          # insertion order: parents before children
+        self._cached: dict[int, Stored] = {}  # insertion order: parents before children
         self._queues: set[asyncio.Queue] = set()
         self._wakes: dict[int, asyncio.Event] = {}
         self.dropped_streams = 0
@@ -115,7 +115,7 @@ def to_batches(events: list[Event], block_size: int, seq_start: int) -> list[pb.
     now = time.time()
     for i in range(0, len(events), MAX_EVENTS_PER_BATCH):
         msg = pb.KVEventBatch(seq=seq_start + len(out), timestamp=now)
-        for ev in events[i:i + MAX_EVENTS_PER_BATCH]:
+        for ev in events[i : i + MAX_EVENTS_PER_BATCH]:
             if isinstance(ev, Stored):
                 stored = pb.BlockStored(block_hashes=[ev.block_hash], token_ids=ev.token_ids, block_size=block_size)
                 if ev.parent is not None:

@@ -23,14 +23,14 @@ from tessera.runtime.net import free_port, port_is_free
 # whole requests, and a connector costs start-up time and a side channel.
 KV_ROLES = {"prefill": "kv_producer", "decode": "kv_consumer"}
 NIXL_CONNECTORS = ("NixlConnector", "NixlPullConnector", "NixlPushConnector")
-SIDE_CHANNEL_PORTS = (20000, 32000)   # below Linux's ephemeral range (32768-60999)
+SIDE_CHANNEL_PORTS = (20000, 32000)  # below Linux's ephemeral range (32768-60999)
 
 
 @dataclass(frozen=True)
 class KVTransferSetup:
     connector: str
     kv_role: str
-    config: dict[str, Any]                       # KVTransferConfig fields
+    config: dict[str, Any]  # KVTransferConfig fields
     env: dict[str, str] = field(default_factory=dict)
 
     def engine_arg(self) -> dict[str, Any]:
@@ -70,8 +70,10 @@ def kv_transfer_setup(role: str, connector: str, host: str, side_channel_port: i
         config["kv_load_failure_policy"] = "recompute"
     env: dict[str, str] = {}
     if connector in NIXL_CONNECTORS:
-        env = {"VLLM_NIXL_SIDE_CHANNEL_HOST": host,
-               "VLLM_NIXL_SIDE_CHANNEL_PORT": str(side_channel_port or side_channel_port_for(host))}
+        env = {
+            "VLLM_NIXL_SIDE_CHANNEL_HOST": host,
+            "VLLM_NIXL_SIDE_CHANNEL_PORT": str(side_channel_port or side_channel_port_for(host)),
+        }
     return KVTransferSetup(connector, KV_ROLES[role], config, env)
 
 

@@ -13,15 +13,15 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from tessera.v1 import common_pb2 as pb
 from services.worker.engine import EngineLoad
+from tessera.v1 import common_pb2 as pb
 
 
 @dataclass
 class _Book:
     prompt_tokens: int
     generated: int = 0
-    rank: int | None = None   # the DP rank the request was pinned to, if any
+    rank: int | None = None  # the DP rank the request was pinned to, if any
 
 
 class LoadTracker:
@@ -32,7 +32,7 @@ class LoadTracker:
         self._active: dict[str, _Book] = {}
         self._started = 0
         self.ranks = list(ranks or [])
-        self._engines: dict[int, EngineLoad] = {}   # DP rank -> its engine core's latest step
+        self._engines: dict[int, EngineLoad] = {}  # DP rank -> its engine core's latest step
         self._hit_rate = 0.0
 
     def subscribe(self) -> asyncio.Event:
@@ -85,15 +85,20 @@ class LoadTracker:
     def report(self, seq: int) -> pb.LoadReport:
         books = list(self._active.values())
         engines = list(self._engines.values())
-        out = self._figures(books, sum(e.num_running for e in engines), sum(e.num_waiting for e in engines),
-                            sum(e.kv_cache_usage for e in engines) / len(engines) if engines else 0.0)
+        out = self._figures(
+            books,
+            sum(e.num_running for e in engines),
+            sum(e.num_waiting for e in engines),
+            sum(e.kv_cache_usage for e in engines) / len(engines) if engines else 0.0,
+        )
         out.seq, out.timestamp_unix_ms = seq, int(time.time() * 1000)
         out.prefix_cache_hit_rate, out.draining, out.requests_started = self._hit_rate, self.draining, self._started
         if len(self.ranks) > 1:
             for rank in self.ranks:
                 engine = self._engines.get(rank, EngineLoad())
-                part = self._figures([b for b in books if b.rank == rank], engine.num_running, engine.num_waiting,
-                                     engine.kv_cache_usage)
+                part = self._figures(
+                    [b for b in books if b.rank == rank], engine.num_running, engine.num_waiting, engine.kv_cache_usage
+                )
                 part.data_parallel_rank = rank
                 out.ranks.append(part)
         return out

@@ -13,7 +13,20 @@ from typing import Any
 
 import yaml
 
+from services.worker import metrics
+from services.worker.kv_events import KVEventRelay
+from services.worker.kv_transfer import kv_transfer_setup
+from services.worker.load import LoadTracker
+from services.worker.reporter import SchedulerReporter
+from services.worker.servicer import WorkerServicer
+from tessera.engine_model.catalog.expert_parallel import (
+    cpu_threads_bind,
+    dp_ranks,
+    expert_parallel_engine_args,
+    expert_parallel_env,
+)
 from tessera.engine_model.catalog.vendors import vendor_settings
+from tessera.runtime.devices import detect_accelerator, detect_vendor
 from tessera.runtime.etcd import keys
 from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.runtime.etcd.records import identity_to_json
@@ -26,15 +39,6 @@ from tessera.runtime.telemetry.metrics import start_metrics_server
 from tessera.runtime.telemetry.tracing import shutdown_tracing
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import worker_pb2_grpc
-from services.worker import metrics
-from services.worker.kv_events import KVEventRelay
-from services.worker.kv_transfer import kv_transfer_setup
-from tessera.engine_model.catalog.expert_parallel import (cpu_threads_bind, dp_ranks, expert_parallel_engine_args,
-                                             expert_parallel_env)
-from services.worker.load import LoadTracker
-from services.worker.reporter import SchedulerReporter
-from services.worker.servicer import WorkerServicer
-from tessera.runtime.devices import detect_accelerator, detect_vendor
 
 log = logging.getLogger("tessera.worker")
 
@@ -44,33 +48,62 @@ DRAIN_TIMEOUT_S = 30.0
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2", help="smollm2 | tiny | a model folder | a hub id")
     p.add_argument("--served-model-name", default=None, help="name clients use (default: from the model)")
-    p.add_argument("--etcd", default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT), help="etcd endpoints host:port[,host:port]")
+    p.add_argument(
+        "--etcd", default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT), help="etcd endpoints host:port[,host:port]"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind and advertise")
     p.add_argument("--port", type=int, default=0, help="gRPC port (0: any free port)")
     p.add_argument("--metrics-port", type=int, default=0, help="Prometheus port (0: any free port)")
-    p.add_argument("--http-port", type=int, default=0,
-                   help="vLLM's own OpenAI-compatible HTTP API on the engine (0: any free port, -1: off)")
+    p.add_argument(
+        "--http-port",
+        type=int,
+        default=0,
+        help="vLLM's own OpenAI-compatible HTTP API on the engine (0: any free port, -1: off)",
+    )
     p.add_argument("--worker-id", default=None)
     p.add_argument("--group", default="", help="desired-state group that launched this worker")
     p.add_argument("--role", default="mixed", choices=["mixed", "prefill", "decode"])
-    p.add_argument("--kv-connector", default="NixlConnector",
-                   help="prefill/decode roles: vLLM's KV connector that moves KV caches between them "
-                        "(NixlConnector on GPUs and CPUs alike; 'none' to run without)")
-    p.add_argument("--engine", default="vllm", choices=["vllm", "sim"],
-                   help="vllm: the real engine; sim: a simulated accelerator timed by the performance model")
-    p.add_argument("--accelerator", default="auto",
-                   help="sim: the catalog accelerator to behave like (h100, mi300x, cpu, ...)")
-    p.add_argument("--sim-arch", default=None,
-                   help="sim: time steps as this architecture (llama3-8b, ...; default: the served model's config)")
+    p.add_argument(
+        "--kv-connector",
+        default="NixlConnector",
+        help="prefill/decode roles: vLLM's KV connector that moves KV caches between them "
+        "(NixlConnector on GPUs and CPUs alike; 'none' to run without)",
+    )
+    p.add_argument(
+        "--engine",
+        default="vllm",
+        choices=["vllm", "sim"],
+        help="vllm: the real engine; sim: a simulated accelerator timed by the performance model",
+    )
+    p.add_argument(
+        "--accelerator", default="auto", help="sim: the catalog accelerator to behave like (h100, mi300x, cpu, ...)"
+    )
+    p.add_argument(
+        "--sim-arch",
+        default=None,
+        help="sim: time steps as this architecture (llama3-8b, ...; default: the served model's config)",
+    )
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--tensor-parallel-size", type=int, default=1)
-    p.add_argument("--data-parallel-size", type=int, default=1,
-                   help="MoE models: DP ranks behind this one instance (one engine process each; requests "
-                        "are pinned to a rank by the scheduler)")
-    p.add_argument("--expert-parallel", action="store_true",
-                   help="MoE models: shard the experts over the DP x TP ranks (the vendor's all-to-all backend)")
-    p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra vLLM engine argument (YAML value), repeatable; wins over the vendor table")
+    p.add_argument(
+        "--data-parallel-size",
+        type=int,
+        default=1,
+        help="MoE models: DP ranks behind this one instance (one engine process each; requests "
+        "are pinned to a rank by the scheduler)",
+    )
+    p.add_argument(
+        "--expert-parallel",
+        action="store_true",
+        help="MoE models: shard the experts over the DP x TP ranks (the vendor's all-to-all backend)",
+    )
+    p.add_argument(
+        "--engine-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra vLLM engine argument (YAML value), repeatable; wins over the vendor table",
+    )
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--lease-ttl", type=int, default=5)
     p.add_argument("--log-level", default="INFO")
@@ -86,12 +119,17 @@ def parse_pairs(items: list[str], what: str) -> dict[str, Any]:
     return out
 
 
-def vllm_engine_args(args: argparse.Namespace, vendor: str, model_path: str, served_name: str,
-                    dtype_by_vendor: dict[str, str]) -> dict[str, Any]:
+def vllm_engine_args(
+    args: argparse.Namespace, vendor: str, model_path: str, served_name: str, dtype_by_vendor: dict[str, str]
+) -> dict[str, Any]:
     """vLLM engine arguments: vendor table, then model needs, then the user's flags."""
     engine_args: dict[str, Any] = dict(vendor_settings(vendor).engine_args)
-    engine_args.update(model=model_path, tokenizer=model_path, served_model_name=served_name,
-                       tensor_parallel_size=args.tensor_parallel_size)
+    engine_args.update(
+        model=model_path,
+        tokenizer=model_path,
+        served_model_name=served_name,
+        tensor_parallel_size=args.tensor_parallel_size,
+    )
     if vendor in dtype_by_vendor:
         engine_args["dtype"] = dtype_by_vendor[vendor]
     if args.max_model_len:
@@ -107,17 +145,23 @@ async def run(args: argparse.Namespace) -> int:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local files: never ask a model hub
     worker_id = args.worker_id or f"{args.group or 'worker'}-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
     tracker = LoadTracker(dp_ranks(args.data_parallel_size) if args.data_parallel_size > 1 else None)
-    relay_box: list[KVEventRelay] = []   # the relay needs the engine's block size, known once it starts
+    relay_box: list[KVEventRelay] = []  # the relay needs the engine's block size, known once it starts
     t0 = time.monotonic()
     if args.engine == "sim":
         engine, model_path, vendor, accelerator, count = await _start_sim_engine(args, spec, tracker, relay_box)
     else:
-        engine, model_path, vendor, accelerator, count = await _start_vllm_engine(args, spec, tracker, worker_id,
-                                                                                  relay_box)
+        engine, model_path, vendor, accelerator, count = await _start_vllm_engine(
+            args, spec, tracker, worker_id, relay_box
+        )
     relay = relay_box[0] if relay_box else None
     assert engine.info is not None
-    log.info("engine ready in %.1fs: %d KV blocks of %d tokens, context %d",
-             time.monotonic() - t0, engine.info.kv_capacity_blocks, engine.info.kv_block_size, engine.info.max_model_len)
+    log.info(
+        "engine ready in %.1fs: %d KV blocks of %d tokens, context %d",
+        time.monotonic() - t0,
+        engine.info.kv_capacity_blocks,
+        engine.info.kv_block_size,
+        engine.info.max_model_len,
+    )
 
     metrics_port = start_metrics_server(args.metrics_port, args.host)
     identity = pb.WorkerIdentity(
@@ -128,10 +172,12 @@ async def run(args: argparse.Namespace) -> int:
         vendor=vendor,
         accelerator=accelerator,
         accelerator_count=count,
-        parallelism=pb.Parallelism(tensor_parallel=args.tensor_parallel_size, pipeline_parallel=1,
-                                   data_parallel=args.data_parallel_size,
-                                   expert_parallel=(args.data_parallel_size * args.tensor_parallel_size
-                                                    if args.expert_parallel else 1)),
+        parallelism=pb.Parallelism(
+            tensor_parallel=args.tensor_parallel_size,
+            pipeline_parallel=1,
+            data_parallel=args.data_parallel_size,
+            expert_parallel=(args.data_parallel_size * args.tensor_parallel_size if args.expert_parallel else 1),
+        ),
         data_parallel_ranks=dp_ranks(args.data_parallel_size) if args.data_parallel_size > 1 else [],
         kv_block_size=engine.info.kv_block_size,
         kv_capacity_blocks=engine.info.kv_capacity_blocks,
@@ -147,7 +193,8 @@ async def run(args: argparse.Namespace) -> int:
     servicer = WorkerServicer(engine, tracker, identity)
     server = await start_server(
         [ServiceBinding(worker_pb2_grpc.add_WorkerServicer_to_server, servicer, "tessera.v1.Worker")],
-        host=args.host, port=args.port,
+        host=args.host,
+        port=args.port,
     )
     identity.address = f"{args.host}:{server.port}"
     http = None
@@ -155,8 +202,9 @@ async def run(args: argparse.Namespace) -> int:
         from services.worker.openai_http import start_openai_server
 
         try:
-            http, http_task, http_port = await start_openai_server(engine.llm, model_path, spec.name, args.host,
-                                                                   args.http_port)
+            http, http_task, http_port = await start_openai_server(
+                engine.llm, model_path, spec.name, args.host, args.http_port
+            )
             identity.http_address = f"{args.host}:{http_port}"
         except Exception as exc:  # noqa: BLE001 - the gRPC API still serves
             log.warning("vLLM's OpenAI HTTP server did not start: %s", exc)
@@ -166,8 +214,9 @@ async def run(args: argparse.Namespace) -> int:
     registration.start()
     reporter = SchedulerReporter(connector, identity, tracker, relay)
     reporter.start()
-    log.info("serving on %s (OpenAI HTTP %s, metrics :%d)", identity.address, identity.http_address or "off",
-             metrics_port)
+    log.info(
+        "serving on %s (OpenAI HTTP %s, metrics :%d)", identity.address, identity.http_address or "off", metrics_port
+    )
 
     stop = stop_event()
     exit_code = 0
@@ -188,14 +237,15 @@ async def run(args: argparse.Namespace) -> int:
         http.should_exit = True
         await asyncio.gather(http_task, return_exceptions=True)
     await reporter.close()
-    await server.stop(5.0)   # let the last streams' final messages and status out
+    await server.stop(5.0)  # let the last streams' final messages and status out
     await engine.stop()
     shutdown_tracing()
     return exit_code
 
 
-async def _start_vllm_engine(args: argparse.Namespace, spec: Any, tracker: LoadTracker, worker_id: str,
-                             relay_box: list[KVEventRelay]):
+async def _start_vllm_engine(
+    args: argparse.Namespace, spec: Any, tracker: LoadTracker, worker_id: str, relay_box: list[KVEventRelay]
+):
     vendor = detect_vendor()
     settings = vendor_settings(vendor)
     for key, value in settings.env.items():
@@ -205,8 +255,9 @@ async def _start_vllm_engine(args: argparse.Namespace, spec: Any, tracker: LoadT
     if vendor == "cpu" and args.data_parallel_size > 1:
         # One core list per DP rank (vLLM's CPU build wants them |-separated), from the cores we were given.
         cores = sorted(os.sched_getaffinity(0))
-        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind(cores, args.data_parallel_size,
-                                                                   args.tensor_parallel_size)
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind(
+            cores, args.data_parallel_size, args.tensor_parallel_size
+        )
     from tessera.runtime.models.prepare import ensure_model  # needs torch: workers only
 
     model_path = await asyncio.to_thread(ensure_model, spec)
@@ -217,10 +268,14 @@ async def _start_vllm_engine(args: argparse.Namespace, spec: Any, tracker: LoadT
 
     transfer = kv_transfer_setup(args.role, args.kv_connector, args.host)
     if transfer is not None:
-        os.environ.update(transfer.env)   # read by the engine process it spawns
+        os.environ.update(transfer.env)  # read by the engine process it spawns
         engine_args.update(transfer.engine_arg())
-        log.info("KV transfer: %s as %s %s", transfer.connector, transfer.kv_role,
-                 " ".join(f"{k}={v}" for k, v in transfer.env.items()))
+        log.info(
+            "KV transfer: %s as %s %s",
+            transfer.connector,
+            transfer.kv_role,
+            " ".join(f"{k}={v}" for k, v in transfer.env.items()),
+        )
     engine = VllmEngine(engine_args, on_stats=tracker.engine_stats)
     if engine_args.get("enable_prefix_caching", True):
         from services.worker.vllm_kv_events import kv_events_engine_arg, open_subscriber, subscribe
@@ -235,28 +290,34 @@ async def _start_vllm_engine(args: argparse.Namespace, spec: Any, tracker: LoadT
     return engine, model_path, vendor, accelerator, count
 
 
-async def _start_sim_engine(args: argparse.Namespace, spec: Any, tracker: LoadTracker,
-                            relay_box: list[KVEventRelay]):
+async def _start_sim_engine(args: argparse.Namespace, spec: Any, tracker: LoadTracker, relay_box: list[KVEventRelay]):
     """A simulated accelerator: no weights, so the model folder only lends its tokenizer and config."""
     from services.worker.sim_engine import SimEngine, open_tokenizer
-    from tessera.runtime.models.prepare import ensure_model
     from tessera.engine_model.build import build_instances, context_length, resolve_arch
     from tessera.engine_model.catalog.accelerators import find as find_accelerator
     from tessera.engine_model.instance import InstanceSpec
+    from tessera.runtime.models.prepare import ensure_model
 
     model_path = await asyncio.to_thread(ensure_model, spec)
     accel = find_accelerator("cpu" if args.accelerator == "auto" else args.accelerator)
-    dtype = 4 if accel.vendor == "cpu" else None   # CPU workers serve in float32 (docs/smollm2-bf16.md)
+    dtype = 4 if accel.vendor == "cpu" else None  # CPU workers serve in float32 (docs/smollm2-bf16.md)
     arch = resolve_arch(args.sim_arch or model_path, dtype)
     instance = InstanceSpec(accel, args.tensor_parallel_size, args.role)
     max_len = args.max_model_len or context_length(model_path)
-    (_, config, timer), = build_instances(arch, [instance], max_len, env=os.environ,
-                                          engine_args=parse_pairs(args.engine_arg, "--engine-arg"))
+    ((_, config, timer),) = build_instances(
+        arch, [instance], max_len, env=os.environ, engine_args=parse_pairs(args.engine_arg, "--engine-arg")
+    )
     tokenizer = await asyncio.to_thread(open_tokenizer, model_path)
     relay = KVEventRelay(config.block_size)
     relay_box.append(relay)
-    engine = SimEngine(config, timer, tokenizer, f"tessera-sim {instance.label} as {arch.name}",
-                       on_stats=tracker.engine_stats, on_kv_events=relay.publish)
+    engine = SimEngine(
+        config,
+        timer,
+        tokenizer,
+        f"tessera-sim {instance.label} as {arch.name}",
+        on_stats=tracker.engine_stats,
+        on_kv_events=relay.publish,
+    )
     await engine.start()
     return engine, model_path, accel.vendor, accel.name, instance.devices
 

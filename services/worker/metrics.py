@@ -12,7 +12,11 @@ WAITING = Gauge("tessera_worker_num_requests_waiting", "Requests queued in the e
 KV_USAGE = Gauge("tessera_worker_kv_cache_usage_perc", "Fraction of KV-cache blocks in use (0..1)")
 TOKENS_IN_FLIGHT = Gauge("tessera_worker_tokens_in_flight", "Prompt plus generated tokens of unfinished requests")
 PROMPT_TOKENS = Counter("tessera_worker_prompt_tokens_total", "Prompt tokens received")
-CACHED_PROMPT_TOKENS = Counter("tessera_worker_cached_prompt_tokens_total", "Prompt tokens served from the prefix cache")
+CACHED_PROMPT_TOKENS = Counter(
+    "tessera_worker_cached_prompt_tokens_total", "Prompt tokens served from the prefix cache"
+)
 GENERATION_TOKENS = Counter("tessera_worker_generation_tokens_total", "Tokens generated")
-TTFT = Histogram("tessera_worker_time_to_first_token_seconds", "Engine-side time to first token", buckets=LATENCY_BUCKETS)
+TTFT = Histogram(
+    "tessera_worker_time_to_first_token_seconds", "Engine-side time to first token", buckets=LATENCY_BUCKETS
+)
 E2E = Histogram("tessera_worker_e2e_request_latency_seconds", "Engine-side request latency", buckets=LATENCY_BUCKETS)

@@ -22,11 +22,12 @@ import asyncio
 import time
 from typing import Any
 
-RANK_STATS_WAIT_S = 1.5   # per-rank stats reach the client with the next stats tick
+RANK_STATS_WAIT_S = 1.5  # per-rank stats reach the client with the next stats tick
 
 
-async def serve_and_check(engine_args: dict[str, Any], prompt_ids: list[int], max_tokens: int = 32,
-                          min_agree: int | None = None) -> dict[str, Any]:
+async def serve_and_check(
+    engine_args: dict[str, Any], prompt_ids: list[int], max_tokens: int = 32, min_agree: int | None = None
+) -> dict[str, Any]:
     """Start an AsyncLLM with ``engine_args``, run the checks, shut it down; a JSON-ready result.
 
     ``result["ok"]`` is True only if every check passed; ``result["failures"]``
@@ -35,10 +36,10 @@ async def serve_and_check(engine_args: dict[str, Any], prompt_ids: list[int], ma
     """
     from vllm import SamplingParams, TokensPrompt
     from vllm.engine.arg_utils import AsyncEngineArgs
-    from vllm.exceptions import VLLMValidationError   # not a ValueError in vLLM 0.32
+    from vllm.exceptions import VLLMValidationError  # not a ValueError in vLLM 0.32
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    seen: dict[int, int] = {}   # engine (DP rank) index -> most running requests it reported
+    seen: dict[int, int] = {}  # engine (DP rank) index -> most running requests it reported
     result: dict[str, Any] = {"engine_args": {k: str(v) if not _jsonable(v) else v for k, v in engine_args.items()}}
     failures: list[str] = []
     t0 = time.monotonic()
@@ -47,15 +48,19 @@ async def serve_and_check(engine_args: dict[str, Any], prompt_ids: list[int], ma
     try:
         parallel = llm.vllm_config.parallel_config
         dp_size = int(parallel.data_parallel_size)
-        result["parallel"] = {"data_parallel_size": dp_size, "enable_expert_parallel": bool(parallel.enable_expert_parallel),
-                              "all2all_backend": str(parallel.all2all_backend),
-                              "tensor_parallel_size": int(parallel.tensor_parallel_size)}
+        result["parallel"] = {
+            "data_parallel_size": dp_size,
+            "enable_expert_parallel": bool(parallel.enable_expert_parallel),
+            "all2all_backend": str(parallel.all2all_backend),
+            "tensor_parallel_size": int(parallel.tensor_parallel_size),
+        }
         params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
 
         async def one(request_id: str, rank: int | None) -> list[int]:
             tokens: list[int] = []
-            async for out in llm.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id,
-                                          data_parallel_rank=rank):
+            async for out in llm.generate(
+                TokensPrompt(prompt_token_ids=prompt_ids), params, request_id, data_parallel_rank=rank
+            ):
                 tokens = list(out.outputs[0].token_ids)
             return tokens
 
@@ -112,8 +117,9 @@ def _rank_logger(seen: dict[int, int]) -> Any:
         def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
             self.engine_index = engine_index
 
-        def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None,
-                   engine_idx: int = 0) -> None:
+        def record(
+            self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0
+        ) -> None:
             if scheduler_stats is not None and scheduler_stats.num_running_reqs:
                 seen[engine_idx] = max(seen.get(engine_idx, 0), scheduler_stats.num_running_reqs)
 

@@ -14,17 +14,25 @@ from typing import Any
 from tessera.runtime.http_server import EmbeddedUvicorn, start_http
 
 
-async def start_openai_server(llm: Any, model_path: str, served_name: str, host: str,
-                              port: int) -> tuple[EmbeddedUvicorn, asyncio.Task, int]:
+async def start_openai_server(
+    llm: Any, model_path: str, served_name: str, host: str, port: int
+) -> tuple[EmbeddedUvicorn, asyncio.Task, int]:
     from vllm.entrypoints.launchers.api_server.app_state import init_app_state
     from vllm.entrypoints.launchers.app import build_app
     from vllm.entrypoints.launchers.cli_args import make_arg_parser
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-    args = make_arg_parser(FlexibleArgumentParser()).parse_args([
-        "--model", model_path, "--served-model-name", served_name,
-        "--disable-uvicorn-access-log", "--disable-log-stats", "--disable-fastapi-docs",
-    ])
+    args = make_arg_parser(FlexibleArgumentParser()).parse_args(
+        [
+            "--model",
+            model_path,
+            "--served-model-name",
+            served_name,
+            "--disable-uvicorn-access-log",
+            "--disable-log-stats",
+            "--disable-fastapi-docs",
+        ]
+    )
     tasks = await llm.get_supported_tasks()
     app = build_app(args, tasks, llm.model_config)
     await init_app_state(llm, app.state, args, tasks)

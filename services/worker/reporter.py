@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from services.worker.kv_events import KVEventRelay, to_batches
+from services.worker.load import LoadTracker
 from tessera.runtime.etcd import keys
 from tessera.runtime.etcd.client import Backoff, EtcdConnector
 from tessera.runtime.etcd.records import ServiceRecord
@@ -24,8 +26,6 @@ from tessera.runtime.etcd.watch import PrefixMirror
 from tessera.runtime.rpc.server import channel
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import scheduler_pb2, scheduler_pb2_grpc
-from services.worker.kv_events import KVEventRelay, to_batches
-from services.worker.load import LoadTracker
 
 log = logging.getLogger("tessera.worker.reporter")
 
@@ -34,8 +34,13 @@ MIN_GAP_S = 0.01
 
 
 class SchedulerReporter:
-    def __init__(self, connector: EtcdConnector, identity: pb.WorkerIdentity, tracker: LoadTracker,
-                 kv_relay: KVEventRelay | None = None) -> None:
+    def __init__(
+        self,
+        connector: EtcdConnector,
+        identity: pb.WorkerIdentity,
+        tracker: LoadTracker,
+        kv_relay: KVEventRelay | None = None,
+    ) -> None:
         self.identity = identity
         self.tracker = tracker
         self.kv_relay = kv_relay
@@ -97,14 +102,14 @@ class SchedulerReporter:
                 while kv is not None and not kv.empty():
                     events = kv.get_nowait()
                     if events is None:
-                        return          # fell too far behind: end the stream; the next one resyncs
+                        return  # fell too far behind: end the stream; the next one resyncs
                     for batch in to_batches(events, self.identity.kv_block_size, kv_seq):
                         kv_seq += 1
                         yield scheduler_pb2.WorkerReport(worker_id=wid, kv_events=batch)
                 yield scheduler_pb2.WorkerReport(worker_id=wid, load=self.tracker.report(seq))
                 try:
                     await asyncio.wait_for(changed.wait(), REPORT_INTERVAL_S)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 gap = MIN_GAP_S - (time.monotonic() - last)
                 if gap > 0:

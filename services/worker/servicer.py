@@ -8,13 +8,13 @@ import time
 import grpc
 from opentelemetry import trace
 
-from tessera.runtime.telemetry.tracing import incoming_context, tracer
-from tessera.v1 import common_pb2 as pb
-from tessera.v1 import worker_pb2, worker_pb2_grpc
 from services.worker import metrics
 from services.worker.engine import Engine, EngineUnavailable, InvalidRequest
 from services.worker.kv_transfer import params_from_struct
 from services.worker.load import LoadTracker
+from tessera.runtime.telemetry.tracing import incoming_context, tracer
+from tessera.v1 import common_pb2 as pb
+from tessera.v1 import worker_pb2, worker_pb2_grpc
 
 log = logging.getLogger("tessera.worker")
 
@@ -50,15 +50,25 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             started = time.perf_counter()
             first = True
             generated = len(resumed)
-            self.tracker.started(request.request_id, len(prompt),
-                                 request.data_parallel_rank if request.HasField("data_parallel_rank") else None)
+            self.tracker.started(
+                request.request_id,
+                len(prompt),
+                request.data_parallel_rank if request.HasField("data_parallel_rank") else None,
+            )
             metrics.PROMPT_TOKENS.inc(len(request.prompt_token_ids))
             finish = None
             try:
                 async for chunk in self.engine.generate(
-                    request.request_id, prompt, sampling, kv_transfer_params=kv, priority=request.priority,
-                    **({"data_parallel_rank": request.data_parallel_rank}
-                       if request.HasField("data_parallel_rank") else {}),
+                    request.request_id,
+                    prompt,
+                    sampling,
+                    kv_transfer_params=kv,
+                    priority=request.priority,
+                    **(
+                        {"data_parallel_rank": request.data_parallel_rank}
+                        if request.HasField("data_parallel_rank")
+                        else {}
+                    ),
                 ):
                     if chunk.token_ids:
                         if first:

@@ -18,19 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tessera.engine_model.perf.step_timer import StepTimer
-from tessera.placement.block_hash import token_block_hashes
-from tessera.engine_model.block_pool import KVEvents
-from tessera.engine_model.batching import EngineConfig, BatchingEngine, EngineRequest
-from tessera.v1 import common_pb2 as pb
-from tessera.runtime.rpc.delta import Delta
 from services.worker.engine import EngineInfo, EngineLoad, EngineUnavailable, InvalidRequest
 from services.worker.kv_events import Event, Removed, Stored
+from tessera.engine_model.batching import BatchingEngine, EngineConfig, EngineRequest
+from tessera.engine_model.block_pool import KVEvents
+from tessera.engine_model.perf.step_timer import StepTimer
+from tessera.placement.block_hash import token_block_hashes
+from tessera.runtime.rpc.delta import Delta
+from tessera.v1 import common_pb2 as pb
 
 log = logging.getLogger("tessera.worker.sim")
 
-FILLER = ("The simulated engine answers with this sentence, repeated as often as the request asks, "
-          "so that clients receive real text at the speed the performance model predicts. ")
+FILLER = (
+    "The simulated engine answers with this sentence, repeated as often as the request asks, "
+    "so that clients receive real text at the speed the performance model predicts. "
+)
 # How far the engine may fall behind its own schedule before it stops catching up
 # (a paused event loop should not be followed by a burst of instant steps).
 MAX_CATCH_UP_S = 0.05
@@ -40,23 +42,30 @@ MAX_CATCH_UP_S = 0.05
 class _Stream:
     req: EngineRequest
     output_ids: list[int]
-    token_ids: list[int]   # prompt + output: the content of the request's KV blocks
+    token_ids: list[int]  # prompt + output: the content of the request's KV blocks
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
-    sent: int = 0          # output tokens already handed to the client
+    sent: int = 0  # output tokens already handed to the client
     text_sent: str = ""
 
 
 class SimEngine:
-    def __init__(self, config: EngineConfig, timer: StepTimer, tokenizer: Any | None, description: str,
-                 on_stats: Callable[[EngineLoad], None] | None = None,
-                 on_kv_events: Callable[[list[Event]], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        timer: StepTimer,
+        tokenizer: Any | None,
+        description: str,
+        on_stats: Callable[[EngineLoad], None] | None = None,
+        on_kv_events: Callable[[list[Event]], None] | None = None,
+    ) -> None:
         self.config = config
         self.timer = timer
         self.tokenizer = tokenizer
         self.model = BatchingEngine(config)
         self.model.pool.record_events = on_kv_events is not None
-        self.info = EngineInfo("sim", description, config.block_size, config.num_blocks, config.max_model_len,
-                               config.max_num_seqs)
+        self.info = EngineInfo(
+            "sim", description, config.block_size, config.num_blocks, config.max_model_len, config.max_num_seqs
+        )
         self._on_stats = on_stats
         self._on_kv_events = on_kv_events
         self._streams: dict[str, _Stream] = {}
@@ -66,7 +75,7 @@ class SimEngine:
         self.dead = False
         self.steps = 0
         self._reported = (0, 0)
-        self.llm = None   # no vLLM underneath: the worker serves no vLLM HTTP app
+        self.llm = None  # no vLLM underneath: the worker serves no vLLM HTTP app
 
     async def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="sim-engine")
@@ -79,9 +88,15 @@ class SimEngine:
             stream.queue.put_nowait(None)
 
     # -- requests ----------------------------------------------------------------------------
-    async def generate(self, request_id: str, prompt_token_ids: list[int], sampling: pb.SamplingParams,
-                       kv_transfer_params: dict[str, Any] | None = None, priority: int = 0,
-                       data_parallel_rank: int | None = None) -> AsyncIterator[Delta]:
+    async def generate(
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        sampling: pb.SamplingParams,
+        kv_transfer_params: dict[str, Any] | None = None,
+        priority: int = 0,
+        data_parallel_rank: int | None = None,
+    ) -> AsyncIterator[Delta]:
         if self.dead:
             raise EngineUnavailable("the simulated engine has stopped")
         prompt = len(prompt_token_ids)
@@ -90,8 +105,10 @@ class SimEngine:
         if prompt == 0:
             raise InvalidRequest("the prompt is empty")
         if prompt + max_tokens > limit:
-            raise InvalidRequest(f"This model's maximum context length is {limit} tokens. However, you requested "
-                                 f"{prompt + max_tokens} tokens ({prompt} in the messages, {max_tokens} in the completion).")
+            raise InvalidRequest(
+                f"This model's maximum context length is {limit} tokens. However, you requested "
+                f"{prompt + max_tokens} tokens ({prompt} in the messages, {max_tokens} in the completion)."
+            )
         if max_tokens <= 0:
             raise InvalidRequest("max_tokens must be at least 1")
         filler = self._filler_ids
@@ -157,7 +174,7 @@ class SimEngine:
                 self._publish_stats()
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - a bug here must not hang every client
+        except Exception:
             log.exception("the simulated engine failed")
             self.dead = True
             for stream in self._streams.values():
@@ -171,7 +188,7 @@ class SimEngine:
             stream = self._streams.get(req.request_id)
             if stream is None:
                 continue
-            out.append(Stored(block_hash, parent, tuple(stream.token_ids[b * bs:(b + 1) * bs])))
+            out.append(Stored(block_hash, parent, tuple(stream.token_ids[b * bs : (b + 1) * bs])))
         out.extend(Removed(h) for h in events.removed)
         return out
 
@@ -179,21 +196,27 @@ class SimEngine:
         stream = self._streams.get(req.request_id)
         if stream is None:
             return
-        new_ids = stream.output_ids[stream.sent:req.num_output]
+        new_ids = stream.output_ids[stream.sent : req.num_output]
         stream.sent = req.num_output
         text = self._detokenize(stream)
         done = req.num_output >= req.max_tokens
-        stream.queue.put_nowait(Delta(new_ids, text, finish_reason="length" if done else None,
-                                      cached_prompt_tokens=max(0, req.cached_prompt_tokens)))
+        stream.queue.put_nowait(
+            Delta(
+                new_ids,
+                text,
+                finish_reason="length" if done else None,
+                cached_prompt_tokens=max(0, req.cached_prompt_tokens),
+            )
+        )
 
     def _detokenize(self, stream: _Stream) -> str:
         """New text since the last chunk (decodes a short window, as vLLM's incremental detokenizer does)."""
         if self.tokenizer is None:
             return ""
         start = max(0, stream.sent - 8)
-        window = self.tokenizer.decode(stream.output_ids[start:stream.sent])
-        before = self.tokenizer.decode(stream.output_ids[start:stream.sent - 1]) if stream.sent > 1 else ""
-        return window[len(before):] if window.startswith(before) else window[-1:]
+        window = self.tokenizer.decode(stream.output_ids[start : stream.sent])
+        before = self.tokenizer.decode(stream.output_ids[start : stream.sent - 1]) if stream.sent > 1 else ""
+        return window[len(before) :] if window.startswith(before) else window[-1:]
 
     def _publish_stats(self) -> None:
         """The engine's figures, with prefix-cache lookups since the last report (as vLLM's stats are)."""

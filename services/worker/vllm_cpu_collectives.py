@@ -42,16 +42,17 @@ WORKER_EXTENSION = "services.worker.vllm_cpu_collectives.CpuCollectivesInstalled
 
 
 def install() -> bool:
-    """Add the two collectives to vLLM's CpuCommunicator and the expert map to its MoE kernel; True if anything changed."""
+    """Add the two collectives to vLLM's CpuCommunicator and the expert map to its MoE kernel; True if
+    anything changed."""
     from vllm.distributed.device_communicators.base_device_communicator import DeviceCommunicatorBase
     from vllm.distributed.device_communicators.cpu_communicator import CpuCommunicator
 
     added = False
     if CpuCommunicator.all_gatherv is DeviceCommunicatorBase.all_gatherv:
-        CpuCommunicator.all_gatherv = _all_gatherv   # type: ignore[method-assign]
+        CpuCommunicator.all_gatherv = _all_gatherv  # type: ignore[method-assign]
         added = True
     if CpuCommunicator.reduce_scatterv is DeviceCommunicatorBase.reduce_scatterv:
-        CpuCommunicator.reduce_scatterv = _reduce_scatterv   # type: ignore[method-assign]
+        CpuCommunicator.reduce_scatterv = _reduce_scatterv  # type: ignore[method-assign]
         added = True
     added = _install_expert_map() or added
     if added:
@@ -67,19 +68,44 @@ def _install_expert_map() -> bool:
         return False
     original = CPUUnquantizedExperts.apply
 
-    def apply(self: Any, output: Any, hidden_states: Any, w1: Any, w2: Any, topk_weights: Any, topk_ids: Any,
-              activation: Any, global_num_experts: int, expert_map: Any, *rest: Any, **kwargs: Any) -> None:
+    def apply(
+        self: Any,
+        output: Any,
+        hidden_states: Any,
+        w1: Any,
+        w2: Any,
+        topk_weights: Any,
+        topk_ids: Any,
+        activation: Any,
+        global_num_experts: int,
+        expert_map: Any,
+        *rest: Any,
+        **kwargs: Any,
+    ) -> None:
         if expert_map is None:
-            return original(self, output, hidden_states, w1, w2, topk_weights, topk_ids, activation,
-                            global_num_experts, expert_map, *rest, **kwargs)
+            return original(
+                self,
+                output,
+                hidden_states,
+                w1,
+                w2,
+                topk_weights,
+                topk_ids,
+                activation,
+                global_num_experts,
+                expert_map,
+                *rest,
+                **kwargs,
+            )
         weights, ids, dropped = localize_experts(topk_weights, topk_ids, expert_map)
-        original(self, output, hidden_states, w1, w2, weights, ids, activation, global_num_experts, None,
-                 *rest, **kwargs)
+        original(
+            self, output, hidden_states, w1, w2, weights, ids, activation, global_num_experts, None, *rest, **kwargs
+        )
         output[dropped] = 0
         return None
 
     setattr(apply, _MARK, True)
-    CPUUnquantizedExperts.apply = apply   # type: ignore[method-assign]
+    CPUUnquantizedExperts.apply = apply  # type: ignore[method-assign]
     return True
 
 
@@ -102,8 +128,7 @@ def localize_experts(topk_weights: Any, topk_ids: Any, expert_map: Any) -> tuple
     """
     local_ids = expert_map[topk_ids.long()]
     elsewhere = local_ids < 0
-    return (topk_weights.masked_fill(elsewhere, 0), local_ids.clamp(min=0).to(topk_ids.dtype),
-            elsewhere.all(dim=1))
+    return (topk_weights.masked_fill(elsewhere, 0), local_ids.clamp(min=0).to(topk_ids.dtype), elsewhere.all(dim=1))
 
 
 def _all_gatherv(self: Any, input_: Any, dim: int = 0, sizes: list[int] | None = None) -> Any:
@@ -127,7 +152,7 @@ def _gatherv_one(self: Any, tensor: Any, sizes: list[int] | None) -> Any:
     padded = tensor.new_zeros((rows,) + tuple(tensor.shape[1:]))
     padded[: tensor.shape[0]] = tensor
     gathered = self.all_gather(padded.contiguous(), dim=0)
-    return torch.cat([gathered[r * rows: r * rows + sizes[r]] for r in range(world)], dim=0)
+    return torch.cat([gathered[r * rows : r * rows + sizes[r]] for r in range(world)], dim=0)
 
 
 def _reduce_scatterv(self: Any, input_: Any, dim: int = -1, sizes: list[int] | None = None) -> Any:
@@ -143,7 +168,7 @@ def _reduce_scatterv(self: Any, input_: Any, dim: int = -1, sizes: list[int] | N
     assert len(sizes) == world and sum(sizes) == total, (sizes, total)
     summed = self.all_reduce(rows_first.clone())
     start = sum(sizes[: self.rank_in_group])
-    return summed[start: start + sizes[self.rank_in_group]].movedim(0, dim).contiguous()
+    return summed[start : start + sizes[self.rank_in_group]].movedim(0, dim).contiguous()
 
 
 class CpuCollectivesInstalled:

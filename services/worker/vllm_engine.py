@@ -13,10 +13,10 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from services.worker.engine import EngineInfo, EngineLoad, EngineUnavailable, InvalidRequest
+from tessera.runtime.rpc.delta import Delta
 from tessera.runtime.tasks import cancel_and_wait
 from tessera.v1 import common_pb2 as pb
-from tessera.runtime.rpc.delta import Delta
-from services.worker.engine import EngineInfo, EngineLoad, EngineUnavailable, InvalidRequest
 
 log = logging.getLogger("tessera.worker.vllm")
 
@@ -35,8 +35,16 @@ def to_vllm_sampling(sp: pb.SamplingParams, kv_transfer_params: dict[str, Any] |
         "frequency_penalty": sp.frequency_penalty,
         "include_stop_str_in_output": sp.include_stop_str_in_output,
     }
-    for name in ("max_tokens", "temperature", "top_p", "top_k", "seed", "min_tokens",
-                 "repetition_penalty", "skip_special_tokens"):
+    for name in (
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "seed",
+        "min_tokens",
+        "repetition_penalty",
+        "skip_special_tokens",
+    ):
         if sp.HasField(name):
             kwargs[name] = getattr(sp, name)
     if kv_transfer_params:
@@ -56,7 +64,7 @@ class VllmEngine:
         self.info: EngineInfo | None = None
         self._llm = None
         self._priority_enabled = engine_args.get("scheduling_policy") == "priority"
-        self.background: list[asyncio.Task] = []   # helpers that live and die with the engine (KV events)
+        self.background: list[asyncio.Task] = []  # helpers that live and die with the engine (KV events)
 
     async def start(self) -> None:
         import vllm
@@ -86,19 +94,22 @@ class VllmEngine:
             def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
                 pass
 
-            def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None,
-                       engine_idx: int = 0) -> None:
+            def record(
+                self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0
+            ) -> None:
                 if scheduler_stats is None:
                     return
                 pcs = scheduler_stats.prefix_cache_stats
-                on_stats(EngineLoad(
-                    num_running=scheduler_stats.num_running_reqs,
-                    num_waiting=scheduler_stats.num_waiting_reqs + scheduler_stats.num_skipped_waiting_reqs,
-                    kv_cache_usage=float(scheduler_stats.kv_cache_usage),
-                    prefix_cache_queries=int(getattr(pcs, "queries", 0)),
-                    prefix_cache_hits=int(getattr(pcs, "hits", 0)),
-                    data_parallel_rank=int(engine_idx),
-                ))
+                on_stats(
+                    EngineLoad(
+                        num_running=scheduler_stats.num_running_reqs,
+                        num_waiting=scheduler_stats.num_waiting_reqs + scheduler_stats.num_skipped_waiting_reqs,
+                        kv_cache_usage=float(scheduler_stats.kv_cache_usage),
+                        prefix_cache_queries=int(getattr(pcs, "queries", 0)),
+                        prefix_cache_hits=int(getattr(pcs, "hits", 0)),
+                        data_parallel_rank=int(engine_idx),
+                    )
+                )
 
             def log_engine_initialized(self) -> None:
                 pass
@@ -125,7 +136,8 @@ class VllmEngine:
         if len(prompt_token_ids) >= self.info.max_model_len:
             raise InvalidRequest(
                 f"the prompt has {len(prompt_token_ids)} tokens; this model's context is "
-                f"{self.info.max_model_len} tokens")
+                f"{self.info.max_model_len} tokens"
+            )
         params = to_vllm_sampling(sampling, kv_transfer_params)
         stream = self._llm.generate(
             TokensPrompt(prompt_token_ids=prompt_token_ids),

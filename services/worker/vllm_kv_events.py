@@ -8,7 +8,6 @@ its token ids, to the KVEventRelay that streams them to the schedulers.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -23,8 +22,11 @@ def kv_events_engine_arg(port: int) -> dict[str, Any]:
     """The engine argument that makes vLLM publish its KV-cache events on 127.0.0.1:`port`."""
     from vllm.config import KVEventsConfig
 
-    return {"kv_events_config": KVEventsConfig(enable_kv_cache_events=True, publisher="zmq",
-                                               endpoint=f"tcp://127.0.0.1:{port}", topic=TOPIC)}
+    return {
+        "kv_events_config": KVEventsConfig(
+            enable_kv_cache_events=True, publisher="zmq", endpoint=f"tcp://127.0.0.1:{port}", topic=TOPIC
+        )
+    }
 
 
 def convert(batch: Any) -> list[Event]:
@@ -40,7 +42,7 @@ def convert(batch: Any) -> list[Event]:
             parent = None if ev.parent_block_hash is None else hash64(ev.parent_block_hash)
             for i, h in enumerate(ev.block_hashes):
                 block = hash64(h)
-                out.append(Stored(block, parent, tuple(ev.token_ids[i * size:(i + 1) * size])))
+                out.append(Stored(block, parent, tuple(ev.token_ids[i * size : (i + 1) * size])))
                 parent = block
         elif isinstance(ev, BlockRemoved):
             if ev.medium not in (None, "GPU"):

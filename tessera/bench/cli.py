@@ -27,8 +27,11 @@ from tessera.bench.runner import run_load
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="openai", choices=["openai", "tessera-grpc", "worker-grpc"])
-    p.add_argument("--base-url", default=None,
-                   help="http://host:port for openai (default http://127.0.0.1:8000); host:port for the gRPC backends")
+    p.add_argument(
+        "--base-url",
+        default=None,
+        help="http://host:port for openai (default http://127.0.0.1:8000); host:port for the gRPC backends",
+    )
     p.add_argument("--endpoint", default="/v1/completions", choices=["/v1/completions", "/v1/chat/completions"])
     p.add_argument("--model", required=True, help="served model name")
     p.add_argument("--tokenizer", default=None, help="model folder whose tokenizer draws the random prompts")
@@ -50,9 +53,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--percentiles", default="50,90,99")
     p.add_argument("--goodput", nargs="*", default=[], metavar="KEY:MS", help="SLOs for goodput, e.g. ttft:500 tpot:50")
     p.add_argument("--warmup", type=int, default=2, help="requests sent (and discarded) before measuring")
-    p.add_argument("--policy", default=None,
-                   help="placement profiles to compare, comma-separated (openai backend: sent as x-tessera-profile); "
-                        "each gets its own prompts of the same shape, so no run warms the caches for the next")
+    p.add_argument(
+        "--policy",
+        default=None,
+        help="placement profiles to compare, comma-separated (openai backend: sent as x-tessera-profile); "
+        "each gets its own prompts of the same shape, so no run warms the caches for the next",
+    )
     p.add_argument("--label", default=None)
     p.add_argument("--save-result", action="store_true")
     p.add_argument("--result-dir", default="benchmarks/results")
@@ -82,11 +88,19 @@ def build_requests(args: argparse.Namespace, tok: Any) -> list:
     vocab = [i for i in range(tok.tokenizer.get_vocab_size()) if i not in special]
     n = args.num_prompts + args.warmup
     if args.dataset == "random":
-        return random_requests(n, args.random_input_len, args.random_output_len, vocab, args.seed,
-                               args.random_range_ratio)
-    reqs = shared_prefix_requests(args.shared_prefix_groups, args.prompts_per_group, args.shared_prefix_len,
-                                  args.question_len, args.random_output_len, vocab, args.seed)
-    return reqs[:args.warmup] + reqs
+        return random_requests(
+            n, args.random_input_len, args.random_output_len, vocab, args.seed, args.random_range_ratio
+        )
+    reqs = shared_prefix_requests(
+        args.shared_prefix_groups,
+        args.prompts_per_group,
+        args.shared_prefix_len,
+        args.question_len,
+        args.random_output_len,
+        vocab,
+        args.seed,
+    )
+    return reqs[: args.warmup] + reqs
 
 
 async def bench(args: argparse.Namespace, policy: str = "", seed_offset: int = 0) -> dict[str, Any]:
@@ -94,12 +108,18 @@ async def bench(args: argparse.Namespace, policy: str = "", seed_offset: int = 0
 
     tok = ModelTokenizer(_tokenizer_path(args))
     requests = build_requests(argparse.Namespace(**{**vars(args), "seed": args.seed + seed_offset}), tok)
-    warmup, measured = requests[:args.warmup], requests[args.warmup:]
+    warmup, measured = requests[: args.warmup], requests[args.warmup :]
     ignore_eos = not args.no_ignore_eos
     if args.backend == "openai":
-        client = OpenAIClient(args.base_url or "http://127.0.0.1:8000", args.model, args.endpoint,
-                              args.temperature, ignore_eos, decode=tok.decode,
-                              headers={"x-tessera-profile": policy} if policy else None)
+        client = OpenAIClient(
+            args.base_url or "http://127.0.0.1:8000",
+            args.model,
+            args.endpoint,
+            args.temperature,
+            ignore_eos,
+            decode=tok.decode,
+            headers={"x-tessera-profile": policy} if policy else None,
+        )
     elif args.backend == "tessera-grpc":
         client = RouterGrpcClient(args.base_url or "127.0.0.1:50051", args.model, args.temperature, ignore_eos)
     else:
@@ -110,8 +130,9 @@ async def bench(args: argparse.Namespace, policy: str = "", seed_offset: int = 0
     try:
         if warmup:
             await run_load(client, warmup, label=f"{label}-warmup", progress=False)
-        outcomes, duration = await run_load(client, measured, args.request_rate, args.burstiness,
-                                            args.max_concurrency, args.seed, label)
+        outcomes, duration = await run_load(
+            client, measured, args.request_rate, args.burstiness, args.max_concurrency, args.seed, label
+        )
     finally:
         await client.close()
     goodput = {k: float(v) for k, v in (item.split(":") for item in args.goodput)} or None
@@ -142,8 +163,13 @@ def print_summary(r: dict[str, Any]) -> None:
     print(f"{'Request throughput (req/s):':<40} {r['request_throughput']:.2f}")
     print(f"{'Output token throughput (tok/s):':<40} {r['output_throughput']:.2f}")
     for name, title in (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2el", "E2E latency")):
-        keys = [k for k in r if k.endswith(f"_{name}_ms") and k.split("_")[0] in ("mean", "median") or
-                (k.startswith("p") and k.endswith(f"_{name}_ms"))]
+        keys = [
+            k
+            for k in r
+            if k.endswith(f"_{name}_ms")
+            and k.split("_")[0] in ("mean", "median")
+            or (k.startswith("p") and k.endswith(f"_{name}_ms"))
+        ]
         print(f"{title:-^60}")
         for k in keys:
             print(f"{k:<40} {r[k]:.3f}")
@@ -175,6 +201,8 @@ def run_main(args: argparse.Namespace) -> int:
 def print_comparison(results: list[dict[str, Any]]) -> None:
     print(f"\n{'policy':<14}{'TTFT p50':>10}{'p90':>9}{'TPOT p50':>10}{'p90':>8}{'req/s':>8}{'hit':>8}{'failed':>8}")
     for r in results:
-        print(f"{r['policy']:<14}{r['median_ttft_ms']:>10.1f}{r['p90_ttft_ms']:>9.1f}{r['median_tpot_ms']:>10.1f}"
-              f"{r['p90_tpot_ms']:>8.1f}{r['request_throughput']:>8.2f}{r['prefix_cache_hit_rate']:>8.1%}"
-              f"{r['failed']:>8}")
+        print(
+            f"{r['policy']:<14}{r['median_ttft_ms']:>10.1f}{r['p90_ttft_ms']:>9.1f}{r['median_tpot_ms']:>10.1f}"
+            f"{r['p90_tpot_ms']:>8.1f}{r['request_throughput']:>8.2f}{r['prefix_cache_hit_rate']:>8.1%}"
+            f"{r['failed']:>8}"
+        )

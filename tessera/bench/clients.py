@@ -51,19 +51,34 @@ class _DeltaClock:
 
 
 class OpenAIClient:
-    def __init__(self, base_url: str, model: str, endpoint: str = "/v1/completions", temperature: float = 0.0,
-                 ignore_eos: bool = True, decode=None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        endpoint: str = "/v1/completions",
+        temperature: float = 0.0,
+        ignore_eos: bool = True,
+        decode=None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.url = base_url.rstrip("/") + endpoint
         self.headers = dict(headers or {})
         self.chat = "chat" in endpoint
         self.model, self.temperature, self.ignore_eos, self.decode = model, temperature, ignore_eos, decode
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=6 * 3600),
-                                             connector=aiohttp.TCPConnector(limit=0))
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=6 * 3600), connector=aiohttp.TCPConnector(limit=0)
+        )
 
     async def send(self, req: BenchRequest, request_id: str) -> Outcome:
         o = Outcome(prompt_len=len(req.prompt_ids))
-        payload: dict = {"model": self.model, "max_tokens": req.output_len, "temperature": self.temperature,
-                         "stream": True, "stream_options": {"include_usage": True}, "ignore_eos": self.ignore_eos}
+        payload: dict = {
+            "model": self.model,
+            "max_tokens": req.output_len,
+            "temperature": self.temperature,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "ignore_eos": self.ignore_eos,
+        }
         if self.chat:
             payload["messages"] = [{"role": "user", "content": self.decode(req.prompt_ids)}]
         else:
@@ -71,8 +86,9 @@ class OpenAIClient:
         clock = _DeltaClock(o)
         text = []
         try:
-            async with self.session.post(self.url, json=payload,
-                                         headers={**self.headers, "x-request-id": request_id}) as resp:
+            async with self.session.post(
+                self.url, json=payload, headers={**self.headers, "x-request-id": request_id}
+            ) as resp:
                 if resp.status != 200:
                     o.error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
                     return o
@@ -136,9 +152,14 @@ class RouterGrpcClient(_GrpcStreamClient):
 
     async def send(self, req: BenchRequest, request_id: str) -> Outcome:
         o = Outcome(prompt_len=len(req.prompt_ids))
-        call = self.stub.Generate(router_pb2.RouterGenerateRequest(
-            model=self.model, token_ids=router_pb2.TokenIds(ids=req.prompt_ids), request_id=request_id,
-            sampling=_sampling(req, self.temperature, self.ignore_eos)))
+        call = self.stub.Generate(
+            router_pb2.RouterGenerateRequest(
+                model=self.model,
+                token_ids=router_pb2.TokenIds(ids=req.prompt_ids),
+                request_id=request_id,
+                sampling=_sampling(req, self.temperature, self.ignore_eos),
+            )
+        )
         return await self._consume(call, o)
 
 
@@ -150,7 +171,11 @@ class WorkerGrpcClient(_GrpcStreamClient):
 
     async def send(self, req: BenchRequest, request_id: str) -> Outcome:
         o = Outcome(prompt_len=len(req.prompt_ids))
-        call = self.stub.Generate(worker_pb2.GenerateRequest(
-            request_id=request_id, prompt_token_ids=req.prompt_ids,
-            sampling=_sampling(req, self.temperature, self.ignore_eos)))
+        call = self.stub.Generate(
+            worker_pb2.GenerateRequest(
+                request_id=request_id,
+                prompt_token_ids=req.prompt_ids,
+                sampling=_sampling(req, self.temperature, self.ignore_eos),
+            )
+        )
         return await self._consume(call, o)

@@ -24,14 +24,18 @@ class Outcome:
     start_time: float = 0.0
     generated_text: str = ""
     error: str = ""
-    cached_tokens: int = 0      # prompt tokens served from a prefix cache (usage.prompt_tokens_details)
+    cached_tokens: int = 0  # prompt tokens served from a prefix cache (usage.prompt_tokens_details)
 
 
 PERCENTILE_METRICS = ("ttft", "tpot", "itl", "e2el")
 
 
-def summarize(outcomes: list[Outcome], duration: float, percentiles: tuple[float, ...] = (50, 90, 99),
-              goodput_ms: dict[str, float] | None = None) -> dict[str, Any]:
+def summarize(
+    outcomes: list[Outcome],
+    duration: float,
+    percentiles: tuple[float, ...] = (50, 90, 99),
+    goodput_ms: dict[str, float] | None = None,
+) -> dict[str, Any]:
     ok = [o for o in outcomes if o.success]
     ttfts = [o.ttft for o in ok]
     e2els = [o.latency for o in ok]

@@ -13,9 +13,16 @@ from tessera.bench.datasets import BenchRequest
 from tessera.bench.results import Outcome
 
 
-async def run_load(client: Client, requests: list[BenchRequest], request_rate: float = math.inf,
-                   burstiness: float = 1.0, max_concurrency: int | None = None, seed: int = 0,
-                   label: str = "bench", progress: bool = True) -> tuple[list[Outcome], float]:
+async def run_load(
+    client: Client,
+    requests: list[BenchRequest],
+    request_rate: float = math.inf,
+    burstiness: float = 1.0,
+    max_concurrency: int | None = None,
+    seed: int = 0,
+    label: str = "bench",
+    progress: bool = True,
+) -> tuple[list[Outcome], float]:
     """Return the outcomes (in request order) and the wall-clock duration."""
     rng = random.Random(seed)
     limit = asyncio.Semaphore(max_concurrency) if max_concurrency else None
@@ -35,8 +42,11 @@ async def run_load(client: Client, requests: list[BenchRequest], request_rate: f
         while True:
             await asyncio.sleep(2.0)
             failed = sum(1 for o in outcomes if o is not None and not o.success)
-            print(f"[{label}] {done}/{len(requests)} done, {failed} failed, {time.perf_counter() - start:.0f}s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[{label}] {done}/{len(requests)} done, {failed} failed, {time.perf_counter() - start:.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     start = time.perf_counter()
     reporter = asyncio.create_task(report()) if progress else None

@@ -23,8 +23,7 @@ def add_arguments(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--etcd", default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT))
 
 
-async def _run(args: argparse.Namespace, what: str, prefix: str, name_of: Callable[[bytes], str],
-               readers: str) -> int:
+async def _run(args: argparse.Namespace, what: str, prefix: str, name_of: Callable[[bytes], str], readers: str) -> int:
     """`name_of(text)` parses a document and returns the name it is stored under; ValueError if bad."""
     from tessera.runtime.etcd.client import EtcdConnector
 
@@ -36,8 +35,10 @@ async def _run(args: argparse.Namespace, what: str, prefix: str, name_of: Callab
                 print(kv.key.decode().removeprefix(prefix))
             return 0
         if not args.target:
-            print(f"tessera {args.command} {args.action}: name the {'YAML file' if args.action == 'put' else what}",
-                  file=sys.stderr)
+            print(
+                f"tessera {args.command} {args.action}: name the {'YAML file' if args.action == 'put' else what}",
+                file=sys.stderr,
+            )
             return 2
         if args.action in ("show", "delete"):
             got = await client.get((prefix + args.target).encode())
@@ -52,7 +53,7 @@ async def _run(args: argparse.Namespace, what: str, prefix: str, name_of: Callab
             return 0
         text = Path(args.target).read_bytes()
         try:
-            name = name_of(text)     # refuse here what every reader would refuse
+            name = name_of(text)  # refuse here what every reader would refuse
         except ValueError as exc:
             print(f"{args.target}: {exc}", file=sys.stderr)
             return 2

@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _name(text: bytes) -> str:
     from services.scheduler.profile_store import parse_profile
 
-    return parse_profile(text).name   # ProfileError is a ValueError
+    return parse_profile(text).name  # ProfileError is a ValueError
 
 
 def run_main(args: argparse.Namespace) -> int:

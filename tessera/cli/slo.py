@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _name(text: bytes) -> str:
     from tessera.planning.slo_policy import parse_slo_policy
 
-    return parse_slo_policy(text.decode()).served_model   # SloPolicyError is a ValueError
+    return parse_slo_policy(text.decode()).served_model  # SloPolicyError is a ValueError
 
 
 def run_main(args: argparse.Namespace) -> int:

@@ -29,8 +29,10 @@ async def gather_status(etcd: str) -> dict[str, Any]:
     connector = EtcdConnector(etcd)
     client = await connector.connect()
     try:
-        workers = {kv.key.decode().rsplit("/", 1)[-1]: identity_from_json(kv.value)
-                   for kv in await client.get_prefix(keys.WORKERS.encode())}
+        workers = {
+            kv.key.decode().rsplit("/", 1)[-1]: identity_from_json(kv.value)
+            for kv in await client.get_prefix(keys.WORKERS.encode())
+        }
         services = [ServiceRecord.from_json(kv.value) for kv in await client.get_prefix(keys.SERVICES.encode())]
     finally:
         await connector.discard(client)
@@ -63,31 +65,34 @@ async def gather_status(etcd: str) -> dict[str, Any]:
     for wid, ident in sorted(workers.items()):
         state = loads.get(wid)
         load = state.load if state else None
-        rows.append({
-            "id": wid,
-            "model": ident.model,
-            "role": role_name(ident.role),
-            "vendor": ident.vendor or "cpu",
-            "accelerator": ident.accelerator,
-            "accelerator_count": ident.accelerator_count,
-            "data_parallel_ranks": list(ident.data_parallel_ranks),
-            "engine": ident.engine,
-            "kv_block_size": ident.kv_block_size,
-            "kv_capacity_blocks": ident.kv_capacity_blocks,
-            "address": ident.address,
-            "http_address": ident.http_address,
-            "metrics_address": ident.metrics_address,
-            "group": ident.group,
-            "healthy": state.healthy if state else None,
-            "num_waiting": load.num_waiting if load else None,
-            "num_running": load.num_running if load else None,
-            "kv_cache_usage": round(load.kv_cache_usage, 4) if load else None,
-            "tokens_in_flight": load.tokens_in_flight if load else None,
-        })
+        rows.append(
+            {
+                "id": wid,
+                "model": ident.model,
+                "role": role_name(ident.role),
+                "vendor": ident.vendor or "cpu",
+                "accelerator": ident.accelerator,
+                "accelerator_count": ident.accelerator_count,
+                "data_parallel_ranks": list(ident.data_parallel_ranks),
+                "engine": ident.engine,
+                "kv_block_size": ident.kv_block_size,
+                "kv_capacity_blocks": ident.kv_capacity_blocks,
+                "address": ident.address,
+                "http_address": ident.http_address,
+                "metrics_address": ident.metrics_address,
+                "group": ident.group,
+                "healthy": state.healthy if state else None,
+                "num_waiting": load.num_waiting if load else None,
+                "num_running": load.num_running if load else None,
+                "kv_cache_usage": round(load.kv_cache_usage, 4) if load else None,
+                "tokens_in_flight": load.tokens_in_flight if load else None,
+            }
+        )
     return {
         "etcd": etcd,
-        "services": [{"kind": s.kind, "id": s.id, "address": s.address, "http_address": s.http_address}
-                     for s in services],
+        "services": [
+            {"kind": s.kind, "id": s.id, "address": s.address, "http_address": s.http_address} for s in services
+        ],
         "workers": rows,
         "plan": json_format.MessageToDict(plan, preserving_proto_field_name=True) if plan else None,
     }
@@ -99,15 +104,22 @@ def render(status: dict[str, Any]) -> str:
         extra = f" http {s['http_address']}" if s["http_address"] else ""
         lines.append(f"  {s['kind']:<10} {s['id']:<40} grpc {s['address']}{extra}")
     lines.append("")
-    header = f"{'WORKER':<34} {'MODEL':<24} {'ROLE':<7} {'ACCEL':<10} {'ENGINE':<6} {'ADDRESS':<21} {'WAIT':>4} {'RUN':>4} {'KV%':>6} {'TOKENS':>7}  HEALTHY"
+    header = (
+        f"{'WORKER':<34} {'MODEL':<24} {'ROLE':<7} {'ACCEL':<10} {'ENGINE':<6} {'ADDRESS':<21} "
+        f"{'WAIT':>4} {'RUN':>4} {'KV%':>6} {'TOKENS':>7}  HEALTHY"
+    )
     lines.append(header)
     for w in status["workers"]:
+
         def fmt(v: Any, spec: str = "") -> str:
             return "-" if v is None else format(v, spec)
+
         kv = None if w["kv_cache_usage"] is None else 100 * w["kv_cache_usage"]
-        lines.append(f"{w['id']:<34} {w['model']:<24} {w['role']:<7} {w['accelerator']:<10} {w['engine']:<6} {w['address']:<21} "
-                     f"{fmt(w['num_waiting']):>4} {fmt(w['num_running']):>4} {fmt(kv, '.1f'):>6} "
-                     f"{fmt(w['tokens_in_flight']):>7}  {fmt(w['healthy'])}")
+        lines.append(
+            f"{w['id']:<34} {w['model']:<24} {w['role']:<7} {w['accelerator']:<10} {w['engine']:<6} {w['address']:<21} "
+            f"{fmt(w['num_waiting']):>4} {fmt(w['num_running']):>4} {fmt(kv, '.1f'):>6} "
+            f"{fmt(w['tokens_in_flight']):>7}  {fmt(w['healthy'])}"
+        )
     if not status["workers"]:
         lines.append("(no workers registered)")
     plan = status.get("plan")
@@ -116,8 +128,10 @@ def render(status: dict[str, Any]) -> str:
         lines.append(f"autoscaler plan (leader {plan.get('leader_id', '?')}):")
         for g in plan.get("groups", []):
             name = g["name"]
-            lines.append(f"  {name}: {g.get('replicas', 0)} x {g['model']} wanted, "
-                         f"{plan.get('ready', {}).get(name, 0)} ready, {plan.get('pending', {}).get(name, 0)} starting")
+            lines.append(
+                f"  {name}: {g.get('replicas', 0)} x {g['model']} wanted, "
+                f"{plan.get('ready', {}).get(name, 0)} ready, {plan.get('pending', {}).get(name, 0)} starting"
+            )
         for line in plan.get("explanation", []):
             lines.append(f"  {line}")
         for d in plan.get("recent_decisions", [])[-5:]:
@@ -129,8 +143,10 @@ def run_main(args: argparse.Namespace) -> int:
     try:
         status = asyncio.run(asyncio.wait_for(gather_status(args.etcd), 10))
     except Exception as exc:  # noqa: BLE001 - one line for the user
-        print(f"tessera status: cannot read the cluster from etcd {args.etcd}: {type(exc).__name__}: {exc}",
-              file=sys.stderr)
+        print(
+            f"tessera status: cannot read the cluster from etcd {args.etcd}: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
         return 1
     try:
         print(json.dumps(status, indent=2) if args.json else render(status))

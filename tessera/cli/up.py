@@ -33,23 +33,42 @@ MAX_SERVICE_RESTARTS = 5
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2", help="smollm2 (default) | tiny | a model folder | a hub id")
     p.add_argument("--workers", type=int, default=1, help="number of workers")
-    p.add_argument("--engine", default="vllm", choices=["vllm", "sim"],
-                   help="sim: simulated accelerators from the catalog, timed by the performance model")
-    p.add_argument("--accelerators", default="cpu:1",
-                   help="sim: KIND[xTP]:DEVICES,... e.g. h100:8,mi300x:8 (one worker per instance)")
-    p.add_argument("--sim-arch", default=None,
-                   help="sim: time steps as this architecture (llama3-8b, llama3-70b, ...; default: the model's own)")
+    p.add_argument(
+        "--engine",
+        default="vllm",
+        choices=["vllm", "sim"],
+        help="sim: simulated accelerators from the catalog, timed by the performance model",
+    )
+    p.add_argument(
+        "--accelerators",
+        default="cpu:1",
+        help="sim: KIND[xTP]:DEVICES,... e.g. h100:8,mi300x:8 (one worker per instance)",
+    )
+    p.add_argument(
+        "--sim-arch",
+        default=None,
+        help="sim: time steps as this architecture (llama3-8b, llama3-70b, ...; default: the model's own)",
+    )
     p.add_argument("--port", type=int, default=8000, help="OpenAI-compatible HTTP port of the router")
     p.add_argument("--grpc-port", type=int, default=50051, help="Router gRPC port")
     p.add_argument("--host", default="127.0.0.1", help="address the router listens on")
     p.add_argument("--etcd", default=None, help="use this etcd (host:port[,host:port]) instead of starting one")
     p.add_argument("--desired", default=None, help="YAML file of worker groups (instead of --model/--workers)")
-    p.add_argument("--slo-policy", action="append", default=[], metavar="FILE",
-                   help="an SLO policy (deploy/slo-policies/): the autoscaler sizes that model's fleet to it, "
-                        "from zero (repeatable; instead of --model/--workers)")
+    p.add_argument(
+        "--slo-policy",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an SLO policy (deploy/slo-policies/): the autoscaler sizes that model's fleet to it, "
+        "from zero (repeatable; instead of --model/--workers)",
+    )
     p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE", help="extra vLLM engine argument")
-    p.add_argument("--ttft-slo-ms", type=float, default=0.0,
-                   help="router admission control: refuse (429) what would wait past this time to first token")
+    p.add_argument(
+        "--ttft-slo-ms",
+        type=float,
+        default=0.0,
+        help="router admission control: refuse (429) what would wait past this time to first token",
+    )
     p.add_argument("--profile", default="tessera", help="placement profile (see tessera/placement/profiles)")
     p.add_argument("--log-dir", default=None, help="where worker and etcd logs go (default: a temp dir)")
     p.add_argument("--log-level", default="INFO")
@@ -99,16 +118,25 @@ def _sim_desired(args: argparse.Namespace, log_dir: Path) -> tuple[str, int]:
     import yaml
 
     from tessera.engine_model.build import resolve_arch
-    from tessera.runtime.models.registry import resolve
     from tessera.engine_model.instance import parse_cluster
+    from tessera.runtime.models.registry import resolve
 
     arch = resolve_arch(args.sim_arch or resolve(args.model).path)
     groups: dict[str, dict] = {}
     for spec in parse_cluster(args.accelerators, arch):
         name = "sim-" + spec.label.replace(":", "-")
-        g = groups.setdefault(name, {"name": name, "model": args.model, "replicas": 0, "role": spec.role,
-                                     "engine": "sim", "accelerator": spec.accelerator.name,
-                                     "engine_args": {"tensor_parallel_size": spec.tp}})
+        g = groups.setdefault(
+            name,
+            {
+                "name": name,
+                "model": args.model,
+                "replicas": 0,
+                "role": spec.role,
+                "engine": "sim",
+                "accelerator": spec.accelerator.name,
+                "engine_args": {"tensor_parallel_size": spec.tp},
+            },
+        )
         if args.sim_arch:
             g["engine_args"]["sim_arch"] = args.sim_arch
         for item in args.engine_arg:
@@ -126,8 +154,8 @@ def _sim_desired(args: argparse.Namespace, log_dir: Path) -> tuple[str, int]:
 
 def _store_slo_policies(paths: list[str], endpoint: str) -> int:
     """Store each policy in etcd (refusing a bad one here); the instances they keep warm (min)."""
-    from tessera.planning.slo_policy import parse_slo_policy
     from tessera.cli.etcd_documents import store
+    from tessera.planning.slo_policy import parse_slo_policy
     from tessera.runtime.etcd import keys
 
     warm = 0
@@ -139,9 +167,18 @@ def _store_slo_policies(paths: list[str], endpoint: str) -> int:
             raise ValueError(f"{path}: {exc}") from None
         store(endpoint, keys.SLO_POLICIES, policy.served_model, text)
         warm += policy.min_instances
-        log.info("SLO policy for %s: %s p%g <= %g ms, %s p%g <= %g ms, %d to %d instances", policy.served_model,
-                 "TTFT", policy.targets.ttft.percentile, policy.targets.ttft.ms, "TPOT",
-                 policy.targets.tpot.percentile, policy.targets.tpot.ms, policy.min_instances, policy.max_instances)
+        log.info(
+            "SLO policy for %s: %s p%g <= %g ms, %s p%g <= %g ms, %d to %d instances",
+            policy.served_model,
+            "TTFT",
+            policy.targets.ttft.percentile,
+            policy.targets.ttft.ms,
+            "TPOT",
+            policy.targets.tpot.percentile,
+            policy.targets.tpot.ms,
+            policy.min_instances,
+            policy.max_instances,
+        )
     return warm
 
 
@@ -164,7 +201,7 @@ def run_main(args: argparse.Namespace) -> int:
         return 2
     stop_requested = False
 
-    def on_signal(signum, frame):  # noqa: ANN001
+    def on_signal(signum, frame):
         nonlocal stop_requested
         stop_requested = True
 
@@ -204,22 +241,40 @@ def run_main(args: argparse.Namespace) -> int:
         if args.desired:
             autoscaler_cmd += ["--desired", args.desired]
         elif args.slo_policy:
-            pass   # the planner makes the groups
+            pass  # the planner makes the groups
         else:
             autoscaler_cmd += ["--model", args.model, "--workers", str(args.workers)]
-        for item in ([] if args.engine == "sim" else args.engine_arg):   # sim groups carry them in the file
+        for item in [] if args.engine == "sim" else args.engine_arg:  # sim groups carry them in the file
             autoscaler_cmd += ["--engine-arg", item]
         services = [
             Service("scheduler", [*py, "scheduler", *common, "--port", str(scheduler_port), "--profile", args.profile]),
             Service("autoscaler", autoscaler_cmd),
-            Service("router", [*py, "router", *common, "--host", args.host, "--port", str(args.port),
-                               "--grpc-port", str(grpc_port), "--ttft-slo-ms", str(args.ttft_slo_ms)]),
+            Service(
+                "router",
+                [
+                    *py,
+                    "router",
+                    *common,
+                    "--host",
+                    args.host,
+                    "--port",
+                    str(args.port),
+                    "--grpc-port",
+                    str(grpc_port),
+                    "--ttft-slo-ms",
+                    str(args.ttft_slo_ms),
+                ],
+            ),
         ]
         for s in services:
             s.start()
         url = f"http://{args.host}:{args.port}"
-        log.info("etcd %s; logs in %s; waiting for %s worker(s) to load their model...",
-                 endpoint, log_dir, "the" if args.desired else args.workers)
+        log.info(
+            "etcd %s; logs in %s; waiting for %s worker(s) to load their model...",
+            endpoint,
+            log_dir,
+            "the" if args.desired else args.workers,
+        )
         announced = False
         started = time.monotonic()
         last_progress = 0.0
@@ -238,16 +293,28 @@ def run_main(args: argparse.Namespace) -> int:
                 total = sum(ready.values())
                 if (total and total >= expected) or (args.slo_policy and not expected):
                     model = next(iter(ready), "the models of the SLO policies")
-                    log.info("ready in %.0fs: %s", time.monotonic() - started, ", ".join(f"{m} x{n}" for m, n in ready.items()))
-                    print(f"\nTessera is serving {model} at {url}/v1\n\n"
-                          f"  curl {url}/v1/chat/completions -H 'Content-Type: application/json' \\\n"
-                          f"    -d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"What is the capital of France?\"}}], \"temperature\": 0}}'\n\n"
-                          f"  tessera status --etcd {endpoint}\n\nCtrl-C stops everything.\n", flush=True)
+                    log.info(
+                        "ready in %.0fs: %s",
+                        time.monotonic() - started,
+                        ", ".join(f"{m} x{n}" for m, n in ready.items()),
+                    )
+                    print(
+                        f"\nTessera is serving {model} at {url}/v1\n\n"
+                        f"  curl {url}/v1/chat/completions -H 'Content-Type: application/json' \\\n"
+                        f'    -d \'{{"model": "{model}", "messages": [{{"role": "user", '
+                        f'"content": "What is the capital of France?"}}], "temperature": 0}}\'\n\n'
+                        f"  tessera status --etcd {endpoint}\n\nCtrl-C stops everything.\n",
+                        flush=True,
+                    )
                     announced = True
                 elif time.monotonic() - last_progress > 15:
                     last_progress = time.monotonic()
-                    log.info("waiting for workers: %d of %s registered (%.0fs)", total,
-                             expected or "?", time.monotonic() - started)
+                    log.info(
+                        "waiting for workers: %d of %s registered (%.0fs)",
+                        total,
+                        expected or "?",
+                        time.monotonic() - started,
+                    )
             time.sleep(0.5)
         log.info("stopping")
         return 0

@@ -64,16 +64,16 @@ class EngineRequest:
     max_tokens: int
     block_hashes: Sequence[int] = ()
     priority: int = 0
-    remote_kv: bool = False          # the prompt's KV comes from a prefill instance, not from computing it
+    remote_kv: bool = False  # the prompt's KV comes from a prefill instance, not from computing it
     # state, owned by the engine model
     status: str = WAITING
     num_computed: int = 0
     num_output: int = 0
     blocks: list[int] = field(default_factory=list)
-    num_registered_blocks: int = 0   # leading blocks already offered to the prefix cache
-    cached_prompt_tokens: int = -1   # prefix-cache hit on first admission (-1: not admitted yet)
+    num_registered_blocks: int = 0  # leading blocks already offered to the prefix cache
+    cached_prompt_tokens: int = -1  # prefix-cache hit on first admission (-1: not admitted yet)
     num_preemptions: int = 0
-    remote_tokens: int = 0           # prompt tokens whose KV had to be copied in (the rest was cached here)
+    remote_tokens: int = 0  # prompt tokens whose KV had to be copied in (the rest was cached here)
 
     @property
     def num_tokens(self) -> int:
@@ -93,7 +93,7 @@ class ScheduledStep:
     new_tokens: list[int] = field(default_factory=list)
     computed_before: list[int] = field(default_factory=list)
     preempted: list[EngineRequest] = field(default_factory=list)
-    loading: list[EngineRequest] = field(default_factory=list)   # blocks allocated, KV copy starts now
+    loading: list[EngineRequest] = field(default_factory=list)  # blocks allocated, KV copy starts now
 
     @property
     def empty(self) -> bool:
@@ -117,7 +117,7 @@ class ScheduledStep:
 class StepOutcome:
     """What a completed step produced."""
 
-    emitted: list[EngineRequest] = field(default_factory=list)   # one new token each
+    emitted: list[EngineRequest] = field(default_factory=list)  # one new token each
     finished: list[EngineRequest] = field(default_factory=list)
     kv_events: KVEvents = field(default_factory=KVEvents)
 
@@ -128,11 +128,11 @@ class BatchingEngine:
         self.pool = BlockPool(config.num_blocks, config.enable_prefix_caching)
         self.waiting: deque[EngineRequest] = deque()
         self.running: list[EngineRequest] = []
-        self.loading: dict[str, EngineRequest] = {}   # remote-KV requests holding blocks, copy in flight
+        self.loading: dict[str, EngineRequest] = {}  # remote-KV requests holding blocks, copy in flight
         self._by_id: dict[str, EngineRequest] = {}
-        self.pending_prefill_tokens = 0   # tokens to compute before requests' next outputs (prefill and recompute)
-        self.prefix_queries = 0     # prompt tokens looked up in the prefix cache (every admission)
-        self.prefix_hits = 0        # of which were found
+        self.pending_prefill_tokens = 0  # tokens to compute before requests' next outputs (prefill and recompute)
+        self.prefix_queries = 0  # prompt tokens looked up in the prefix cache (every admission)
+        self.prefix_hits = 0  # of which were found
         self._on_admit = on_admit
 
     # -- requests --------------------------------------------------------------------------
@@ -142,8 +142,10 @@ class BatchingEngine:
         if req.prompt_tokens <= 0 or req.max_tokens <= 0:
             raise ValueError("a request needs a prompt and at least one output token")
         if req.prompt_tokens + req.max_tokens > self.config.max_model_len:
-            raise ValueError(f"{req.prompt_tokens} prompt + {req.max_tokens} output tokens exceed the "
-                             f"context of {self.config.max_model_len}")
+            raise ValueError(
+                f"{req.prompt_tokens} prompt + {req.max_tokens} output tokens exceed the "
+                f"context of {self.config.max_model_len}"
+            )
         if self._blocks_for(req.prompt_tokens + req.max_tokens - 1) > self.config.num_blocks:
             raise ValueError(f"request needs more KV blocks than the engine has ({self.config.num_blocks})")
         self._by_id[req.request_id] = req
@@ -210,13 +212,13 @@ class BatchingEngine:
                 continue
             need = self._blocks_for(req.num_computed + n) - len(req.blocks)
             while need > self.pool.num_free:
-                victim = self.running.pop()          # the newest admitted goes first
+                victim = self.running.pop()  # the newest admitted goes first
                 self._preempt(victim)
                 step.preempted.append(victim)
                 if victim is req:
                     break
             if req.status != RUNNING:
-                continue                              # preempted itself; running[i] is the next one now
+                continue  # preempted itself; running[i] is the next one now
             if need > 0:
                 req.blocks.extend(self.pool.allocate(need))
             self._schedule(step, req, n)
@@ -225,7 +227,7 @@ class BatchingEngine:
 
         while not step.preempted and self.waiting and budget > 0 and len(self.running) < cfg.max_num_seqs:
             req = self.waiting[0]
-            if req.blocks:                            # its KV arrived: the last prompt token is left
+            if req.blocks:  # its KV arrived: the last prompt token is left
                 n = min(req.num_tokens - req.num_computed, budget)
                 if not self._claim(req, req.blocks, req.num_computed + n):
                     break
@@ -235,14 +237,14 @@ class BatchingEngine:
             # Longest cached prefix, but at least one token must be computed to produce logits.
             hit_blocks = self.pool.cached_prefix(req.block_hashes, (req.num_tokens - 1) // cfg.block_size)
             hit_tokens = len(hit_blocks) * cfg.block_size
-            if req.remote_kv:                         # blocks for the whole prompt, then the copy
+            if req.remote_kv:  # blocks for the whole prompt, then the copy
                 if not self._claim(req, hit_blocks, req.prompt_tokens):
                     break
                 self._start_loading(step, req, hit_tokens)
                 continue
             n = min(req.num_tokens - hit_tokens, budget)
             if not self._claim(req, hit_blocks, hit_tokens + n):
-                break                                 # head of the queue waits for room (FCFS)
+                break  # head of the queue waits for room (FCFS)
             self.pending_prefill_tokens -= _to_prefill(req)
             req.num_computed = hit_tokens
             self.pending_prefill_tokens += _to_prefill(req)
@@ -305,7 +307,7 @@ class BatchingEngine:
         bs = self.config.block_size
         for req, n in zip(step.requests, step.new_tokens):
             if req.status != RUNNING:
-                continue                               # aborted while the step ran
+                continue  # aborted while the step ran
             self.pending_prefill_tokens -= _to_prefill(req)
             req.num_computed += n
             full = min(req.num_computed // bs, len(req.block_hashes))
@@ -315,7 +317,7 @@ class BatchingEngine:
             req.num_registered_blocks = max(req.num_registered_blocks, full)
             if req.num_computed < req.num_tokens:
                 self.pending_prefill_tokens += _to_prefill(req)
-                continue                               # mid-prefill chunk: no token yet
+                continue  # mid-prefill chunk: no token yet
             req.num_output += 1
             out.emitted.append(req)
             if req.num_output >= req.max_tokens:

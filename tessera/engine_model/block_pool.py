@@ -25,7 +25,7 @@ class KVEvents:
     # (block hash, parent hash, origin): origin is what the engine passed along, e.g. (request, block index),
     # so a consumer can recover the block's tokens or content.
     stored: list[tuple[int, int | None, object]] = field(default_factory=list)
-    removed: list[int] = field(default_factory=list)                     # block hashes evicted
+    removed: list[int] = field(default_factory=list)  # block hashes evicted
 
     def __bool__(self) -> bool:
         return bool(self.stored or self.removed)
@@ -37,12 +37,12 @@ class BlockPool:
             raise ValueError("a KV cache needs at least one block")
         self.num_blocks = num_blocks
         self.enable_prefix_caching = enable_prefix_caching
-        self._never_used = num_blocks           # blocks 0.._never_used-1 handed out lazily
+        self._never_used = num_blocks  # blocks 0.._never_used-1 handed out lazily
         self._next_fresh = 0
-        self._free: OrderedDict[int, None] = OrderedDict()   # freed blocks, least recently freed first
-        self._ref: dict[int, int] = {}           # block -> requests holding it (absent: 0)
-        self._hash_of: dict[int, int] = {}       # cached block -> its hash
-        self._block_of: dict[int, int] = {}      # hash -> cached block
+        self._free: OrderedDict[int, None] = OrderedDict()  # freed blocks, least recently freed first
+        self._ref: dict[int, int] = {}  # block -> requests holding it (absent: 0)
+        self._hash_of: dict[int, int] = {}  # cached block -> its hash
+        self._block_of: dict[int, int] = {}  # hash -> cached block
         self.events = KVEvents()
         self.record_events = False
 

@@ -11,20 +11,21 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from tessera.engine_model.batching import EngineConfig
 from tessera.engine_model.catalog.vendors import vendor_settings
+from tessera.engine_model.instance import InstanceSpec, engine_config, step_timer
 from tessera.engine_model.perf.efficiency import efficiency_for, efficiency_table, read_calibration_file
 from tessera.engine_model.perf.model_arch import ModelArch, arch_named
 from tessera.engine_model.perf.step_timer import StepTimer
-from tessera.engine_model.batching import EngineConfig
-from tessera.engine_model.instance import InstanceSpec, engine_config, step_timer
 
 
 def resolve_arch(name_or_folder: str, dtype_bytes: int | None = None) -> ModelArch:
     """A known architecture name (llama3-8b, ...) or a model folder holding a HuggingFace config.json."""
     path = Path(name_or_folder).expanduser()
     if (path / "config.json").is_file():
-        return ModelArch.from_hf_config(json.loads((path / "config.json").read_text()), name=path.name,
-                                        dtype_bytes=dtype_bytes)
+        return ModelArch.from_hf_config(
+            json.loads((path / "config.json").read_text()), name=path.name, dtype_bytes=dtype_bytes
+        )
     arch = arch_named(name_or_folder)
     return replace(arch, dtype_bytes=dtype_bytes) if dtype_bytes else arch
 
@@ -39,9 +40,13 @@ def context_length(model_folder: str) -> int | None:
     return int(value) if value else None
 
 
-def build_instances(arch: ModelArch, specs: list[InstanceSpec], max_model_len: int | None = None,
-                    env: Mapping[str, str] | None = None, engine_args: Mapping[str, object] | None = None,
-                    ) -> list[tuple[InstanceSpec, EngineConfig, StepTimer]]:
+def build_instances(
+    arch: ModelArch,
+    specs: list[InstanceSpec],
+    max_model_len: int | None = None,
+    env: Mapping[str, str] | None = None,
+    engine_args: Mapping[str, object] | None = None,
+) -> list[tuple[InstanceSpec, EngineConfig, StepTimer]]:
     """Engine limits and a step timer per instance; instances of one kind share the timer's cache.
 
     `env` overrides the vendor table's engine environment (a worker passes its own, as

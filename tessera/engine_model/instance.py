@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from tessera.engine_model.batching import EngineConfig
 from tessera.engine_model.catalog import accelerators
 from tessera.engine_model.catalog.accelerators import Accelerator
 from tessera.engine_model.perf.efficiency import Efficiency
@@ -19,7 +20,6 @@ from tessera.engine_model.perf.memory import kv_bytes_per_token_per_device, kv_c
 from tessera.engine_model.perf.model_arch import ModelArch
 from tessera.engine_model.perf.operators import Parallelism
 from tessera.engine_model.perf.step_timer import StepTimer
-from tessera.engine_model.batching import EngineConfig
 
 ROLES = ("mixed", "prefill", "decode")
 # vLLM's defaults where the vendor table says nothing (v1, OpenAI server on a GPU).
@@ -79,8 +79,9 @@ def parse_cluster(text: str, arch: ModelArch) -> list[InstanceSpec]:
     for part in (p.strip() for p in text.split(",") if p.strip()):
         m = _GROUP.match(part.lower())
         if not m:
-            raise ClusterSpecError(f"bad cluster entry {part!r}: expected KIND[xTP]:COUNT[:ROLE], e.g. h100:8 or "
-                                   "mi300x:4:prefill")
+            raise ClusterSpecError(
+                f"bad cluster entry {part!r}: expected KIND[xTP]:COUNT[:ROLE], e.g. h100:8 or mi300x:4:prefill"
+            )
         accel = find_accelerator(m["kind"])
         tp = int(m["tp"]) if m["tp"] else smallest_tp(arch, accel)
         count, role = int(m["count"]), m["role"] or "mixed"
@@ -94,8 +95,13 @@ def parse_cluster(text: str, arch: ModelArch) -> list[InstanceSpec]:
     return out
 
 
-def engine_config(arch: ModelArch, spec: InstanceSpec, vendor_engine_args: dict[str, Any],
-                  vendor_env: dict[str, str], max_model_len: int | None = None) -> EngineConfig:
+def engine_config(
+    arch: ModelArch,
+    spec: InstanceSpec,
+    vendor_engine_args: dict[str, Any],
+    vendor_env: dict[str, str],
+    max_model_len: int | None = None,
+) -> EngineConfig:
     """The engine limits vLLM would run with on this instance: block size and batch limits from the
     vendor table, KV blocks from the memory left after the weights (on `cpu`, vLLM's
     VLLM_CPU_KVCACHE_SPACE GiB instead)."""

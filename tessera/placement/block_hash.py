@@ -32,13 +32,14 @@ def token_block_hashes(token_ids: Sequence[int], block_size: int, parent: int = 
     h = parent
     ids = list(token_ids)
     for start in range(0, len(ids) - block_size + 1, block_size):
-        h = hash((h, *ids[start:start + block_size])) & _MASK
+        h = hash((h, *ids[start : start + block_size])) & _MASK
         out.append(h)
     return out
 
 
-def content_block_hashes(content_ids: Sequence[int], content_block_tokens: int, total_tokens: int,
-                         block_size: int) -> list[int]:
+def content_block_hashes(
+    content_ids: Sequence[int], content_block_tokens: int, total_tokens: int, block_size: int
+) -> list[int]:
     """Engine-block hashes for a sequence described by prefix-identifying content ids.
 
     `content_ids[j]` names tokens [j*G, (j+1)*G) *and everything before them*

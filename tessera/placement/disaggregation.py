@@ -28,8 +28,13 @@ PREFILL_ROLE = "prefill"
 # predicted prefill (queued prompt work plus this prompt's uncached part, at the worker's own speed,
 # so cache hits and compute speed weigh in one unit), never a worker with its batch slots full.
 DEFAULT_PREFILL_PROFILE: dict[str, Any] = {
-    "filters": ["model", "health", "exclude", "context_fits",
-                {"name": "saturation", "max_waiting": 16, "max_kv_usage": 0.98}],
+    "filters": [
+        "model",
+        "health",
+        "exclude",
+        "context_fits",
+        {"name": "saturation", "max_waiting": 16, "max_kv_usage": 0.98},
+    ],
     "scorers": [{"name": "predicted_ttft", "weight": 4.0}, {"name": "kv_cache_usage", "weight": 0.2}],
     "picker": "max_score",
 }
@@ -40,9 +45,9 @@ class DisaggConfig:
     """A profile's `disaggregation:` section (every key optional)."""
 
     enabled: bool = True
-    min_prompt_tokens: int = 512      # shorter (uncached) prompts are prefilled where they decode
+    min_prompt_tokens: int = 512  # shorter (uncached) prompts are prefilled where they decode
     max_cached_fraction: float = 0.5  # prompts mostly cached on the chosen decode worker skip disaggregation
-    transfer_weight: float = 1.0      # how much predicted KV transfer seconds count against a pair
+    transfer_weight: float = 1.0  # how much predicted KV transfer seconds count against a pair
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> DisaggConfig:

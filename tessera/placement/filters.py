@@ -37,7 +37,8 @@ def context_fits(req: RequestInfo, workers: list[WorkerSnapshot]) -> list[Worker
     """The prompt and its output fit the worker's context and whole KV cache."""
     need, prompt = req.prompt_tokens + req.max_tokens, req.prompt_tokens
     return [
-        w for w in workers
+        w
+        for w in workers
         if (not w.max_model_len or need <= w.max_model_len)
         and (not w.kv_capacity_blocks or prompt <= w.kv_block_size * w.kv_capacity_blocks)
     ]
@@ -50,8 +51,9 @@ def serves_whole_requests(req: RequestInfo, workers: list[WorkerSnapshot]) -> li
 
 
 @FILTERS.register("load_guard")
-def load_guard(req: RequestInfo, workers: list[WorkerSnapshot], max_queue_gap: int = 4,
-               max_kv_usage: float = 0.95) -> list[WorkerSnapshot]:
+def load_guard(
+    req: RequestInfo, workers: list[WorkerSnapshot], max_queue_gap: int = 4, max_kv_usage: float = 0.95
+) -> list[WorkerSnapshot]:
     """Not the workers far more queued than the least-queued one, nor those with a nearly full KV
     cache: however well their cache matches, piling a popular prefix onto one instance makes its
     queue, not its prefill, the bottleneck. Never empties the list."""
@@ -61,8 +63,9 @@ def load_guard(req: RequestInfo, workers: list[WorkerSnapshot], max_queue_gap: i
 
 
 @FILTERS.register("saturation")
-def saturation(req: RequestInfo, workers: list[WorkerSnapshot], max_waiting: int = 8,
-               max_kv_usage: float = 0.98) -> list[WorkerSnapshot]:
+def saturation(
+    req: RequestInfo, workers: list[WorkerSnapshot], max_waiting: int = 8, max_kv_usage: float = 0.98
+) -> list[WorkerSnapshot]:
     """Not the workers that cannot start more work now: every batch slot (max_num_seqs) taken by
     running or queued requests (a request sent there waits for one to finish, which no latency
     model here predicts), more than `max_waiting` queued where the slots are unknown, the KV cache
@@ -71,7 +74,11 @@ def saturation(req: RequestInfo, workers: list[WorkerSnapshot], max_waiting: int
     control), in deadline order, rather than piling it onto engine queues in arrival order."""
     # Placements not yet seen in a load report count towards batch slots but not towards the
     # engine's queue: a burst to a fast worker would otherwise look saturated until its next report.
-    return [w for w in workers if w.num_waiting - w.pending <= max_waiting and w.kv_cache_usage < max_kv_usage
-            and (not w.max_num_seqs or w.num_running + w.num_waiting < w.max_num_seqs)
-            and (not req.ttft_slo_s or not w.prefill_tokens_per_s
-                 or predicted_ttft_seconds(req, w, 0) <= req.ttft_slo_s)]
+    return [
+        w
+        for w in workers
+        if w.num_waiting - w.pending <= max_waiting
+        and w.kv_cache_usage < max_kv_usage
+        and (not w.max_num_seqs or w.num_running + w.num_waiting < w.max_num_seqs)
+        and (not req.ttft_slo_s or not w.prefill_tokens_per_s or predicted_ttft_seconds(req, w, 0) <= req.ttft_slo_s)
+    ]

@@ -25,18 +25,25 @@ TransferSeconds = Callable[[WorkerSnapshot, WorkerSnapshot, int], float]
 class PairDecision:
     """Where one request runs: a decode worker, and a prefill worker unless it prefills locally."""
 
-    decode: WorkerSnapshot | None    # None: nothing can serve (see reason / saturated)
-    prefill: WorkerSnapshot | None   # None: prefill locally on `decode`
-    transfer_s: float                # predicted KV transfer time for the pair (0 when local)
-    prefix_hit_tokens: int           # cached tokens on the prefill side (or decode side when local)
-    reason: str = ""                 # why local, or why nothing
-    saturated: bool = False          # no decode worker, because every one is saturated: queue it
-    candidates: int = 0              # decode workers left after the decode pipeline's filters
+    decode: WorkerSnapshot | None  # None: nothing can serve (see reason / saturated)
+    prefill: WorkerSnapshot | None  # None: prefill locally on `decode`
+    transfer_s: float  # predicted KV transfer time for the pair (0 when local)
+    prefix_hit_tokens: int  # cached tokens on the prefill side (or decode side when local)
+    reason: str = ""  # why local, or why nothing
+    saturated: bool = False  # no decode worker, because every one is saturated: queue it
+    candidates: int = 0  # decode workers left after the decode pipeline's filters
 
 
-def place_pair(req: RequestInfo, workers: list[WorkerSnapshot], decode_pipeline: Pipeline,
-               prefill_pipeline: Pipeline, config: DisaggConfig, transfer_s: TransferSeconds,
-               now: float = 0.0, index: Any = None) -> PairDecision:
+def place_pair(
+    req: RequestInfo,
+    workers: list[WorkerSnapshot],
+    decode_pipeline: Pipeline,
+    prefill_pipeline: Pipeline,
+    config: DisaggConfig,
+    transfer_s: TransferSeconds,
+    now: float = 0.0,
+    index: Any = None,
+) -> PairDecision:
     """Choose the decode worker, then whether the prompt is worth prefilling elsewhere, and where.
 
     The decode side comes first, among decode and mixed workers, by `decode_pipeline` (its load and
@@ -56,8 +63,9 @@ def place_pair(req: RequestInfo, workers: list[WorkerSnapshot], decode_pipeline:
     decision = decode_pipeline.place(req, decode_workers, now, index)
     dec = decision.worker
     if dec is None:
-        return PairDecision(None, None, 0.0, 0, decision.reason or "no decode worker", decision.saturated,
-                            decision.candidates)
+        return PairDecision(
+            None, None, 0.0, 0, decision.reason or "no decode worker", decision.saturated, decision.candidates
+        )
     local_hit = decision.prefix_hit_tokens
 
     def local(reason: str) -> PairDecision:
@@ -69,7 +77,7 @@ def place_pair(req: RequestInfo, workers: list[WorkerSnapshot], decode_pipeline:
     if not prefill_workers:
         return local("no prefill workers")
     if dec.role != "decode":
-        return local("a mixed worker prefills its own requests")   # it runs no KV connector
+        return local("a mixed worker prefills its own requests")  # it runs no KV connector
     uncached = req.prompt_tokens - local_hit
     if uncached < config.min_prompt_tokens:
         return local(f"{uncached} uncached prompt tokens < {config.min_prompt_tokens}")
@@ -82,9 +90,17 @@ def place_pair(req: RequestInfo, workers: list[WorkerSnapshot], decode_pipeline:
     return PairDecision(dec, chosen.worker, moved_s, chosen.prefix_hit_tokens, "", False, decision.candidates)
 
 
-def _choose_prefill(req: RequestInfo, prefill_workers: list[WorkerSnapshot], dec: WorkerSnapshot,
-                    dec_hit: int, pipeline: Pipeline, config: DisaggConfig, transfer_s: TransferSeconds, now: float,
-                    index: Any) -> tuple[PlacementDecision, float] | str:
+def _choose_prefill(
+    req: RequestInfo,
+    prefill_workers: list[WorkerSnapshot],
+    dec: WorkerSnapshot,
+    dec_hit: int,
+    pipeline: Pipeline,
+    config: DisaggConfig,
+    transfer_s: TransferSeconds,
+    now: float,
+    index: Any,
+) -> tuple[PlacementDecision, float] | str:
     """The prefill worker and its predicted transfer, or why none (every one filtered out)."""
     # The prefill side runs the prompt alone, for one token (vLLM's max_tokens=1 with a KV connector).
     prompt_only = dataclasses.replace(req, max_tokens=1)
@@ -96,12 +112,12 @@ def _choose_prefill(req: RequestInfo, prefill_workers: list[WorkerSnapshot], dec
     moved = max(0, req.prompt_tokens - dec_hit)
     transfers = [transfer_s(w, dec, moved) for w in scored.candidates]
     transfer_of = {w.id: x for w, x in zip(scored.candidates, transfers)}
-    ready = [predicted_ttft_seconds(prompt_only, w, hits.get(w.id, 0)) + x
-             for w, x in zip(scored.candidates, transfers)]
+    ready = [
+        predicted_ttft_seconds(prompt_only, w, hits.get(w.id, 0)) + x for w, x in zip(scored.candidates, transfers)
+    ]
     soonest, cheapest = min(ready), min(transfers)
     scale = config.transfer_weight / soonest if soonest > 0 else 0.0
     adjusted = [t - scale * (x - cheapest) for t, x in zip(scored.totals, transfers)]
     chosen = pipeline.picker(prompt_only, scored.candidates, adjusted, scored.ctx)
     decision = pipeline.commit(prompt_only, scored, chosen, now)
     return decision, transfer_of[chosen.id]
-

@@ -13,7 +13,7 @@ from tessera.placement.registry import Registry
 from tessera.placement.snapshot import PlacementContext, RequestInfo, WorkerSnapshot
 
 Picker = Callable[[RequestInfo, Sequence[WorkerSnapshot], Sequence[float], PlacementContext], WorkerSnapshot]
-PickerFactory = Callable[..., Picker]   # (seed, **the profile's parameters) -> a picker
+PickerFactory = Callable[..., Picker]  # (seed, **the profile's parameters) -> a picker
 
 # By the name profiles use; other packages add theirs under this entry-point group (registry.py).
 PICKERS: Registry[PickerFactory] = Registry("picker", "tessera.placement.pickers")
@@ -31,8 +31,9 @@ class MaxScorePicker:
     def __init__(self, seed: int | None = None, **_: object) -> None:
         self._rng = random.Random(seed)
 
-    def __call__(self, req: RequestInfo, workers: Sequence[WorkerSnapshot], scores: Sequence[float],
-                 ctx: PlacementContext) -> WorkerSnapshot:
+    def __call__(
+        self, req: RequestInfo, workers: Sequence[WorkerSnapshot], scores: Sequence[float], ctx: PlacementContext
+    ) -> WorkerSnapshot:
         best = max(scores)
         top = [w for w, s in zip(workers, scores) if s >= best - 1e-9]
         return top[0] if len(top) == 1 else self._rng.choice(top)
@@ -93,8 +94,14 @@ class CacheAwarePicker:
     (theirs: first in registry order). See docs/peer-routing-policies.md.
     """
 
-    def __init__(self, seed: int | None = None, cache_threshold: float = 0.3, balance_abs_threshold: int = 64,
-                 balance_rel_threshold: float = 1.5, **_: object) -> None:
+    def __init__(
+        self,
+        seed: int | None = None,
+        cache_threshold: float = 0.3,
+        balance_abs_threshold: int = 64,
+        balance_rel_threshold: float = 1.5,
+        **_: object,
+    ) -> None:
         self._rng = random.Random(seed)
         self.cache_threshold = cache_threshold
         self.balance_abs_threshold = balance_abs_threshold

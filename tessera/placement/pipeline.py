@@ -15,9 +15,9 @@ import yaml
 from tessera.placement.disaggregation import DEFAULT_PREFILL_PROFILE, DisaggConfig
 from tessera.placement.filters import FILTERS, Filter
 from tessera.placement.pickers import PICKERS, Picker
-from tessera.placement.scorers import SCORERS, Scorer
-from tessera.placement.snapshot import PlacementDecision, PlacementContext, RequestInfo, WorkerSnapshot
 from tessera.placement.prefix_index import CANONICAL_BLOCK_TOKENS, PrefixIndex
+from tessera.placement.scorers import SCORERS, Scorer
+from tessera.placement.snapshot import PlacementContext, PlacementDecision, RequestInfo, WorkerSnapshot
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 INDEX_MODES = ("precise", "approximate", "hybrid")
@@ -44,7 +44,7 @@ class IndexSpec:
     mode: str
     ttl_s: float = 600.0
     capacity_blocks: int = 0
-    max_blocks: int = 0      # match at most this many leading blocks (llm-d hashes 256); 0: all
+    max_blocks: int = 0  # match at most this many leading blocks (llm-d hashes 256); 0: all
 
 
 @dataclass
@@ -77,15 +77,17 @@ class Pipeline:
     disaggregation: DisaggConfig | None = None
     prefill_pipeline: Pipeline | None = None
 
-    def place(self, req: RequestInfo, workers: list[WorkerSnapshot], now: float = 0.0,
-              shared_index: PrefixIndex | None = None) -> PlacementDecision:
+    def place(
+        self, req: RequestInfo, workers: list[WorkerSnapshot], now: float = 0.0, shared_index: PrefixIndex | None = None
+    ) -> PlacementDecision:
         scored = self.score(req, workers, now, shared_index)
         if isinstance(scored, PlacementDecision):
             return scored
         return self.commit(req, scored, self.picker(req, scored.candidates, scored.totals, scored.ctx), now)
 
-    def score(self, req: RequestInfo, workers: list[WorkerSnapshot], now: float = 0.0,
-              shared_index: PrefixIndex | None = None) -> Scored | PlacementDecision:
+    def score(
+        self, req: RequestInfo, workers: list[WorkerSnapshot], now: float = 0.0, shared_index: PrefixIndex | None = None
+    ) -> Scored | PlacementDecision:
         """Filters, prefix hits and weighted scores, without choosing or recording anything: a caller
         that weighs more than this profile knows (the KV transfer of a prefill/decode pair) adjusts
         the totals, picks, then commits. A PlacementDecision without a worker when the filters left none."""
@@ -93,12 +95,16 @@ class Pipeline:
         for name, flt in self.filters:
             candidates = flt(req, candidates)
             if not candidates:
-                return PlacementDecision(worker=None, candidates=0, reason=f"no worker passed the {name} filter",
-                                saturated=name == "saturation")
+                return PlacementDecision(
+                    worker=None,
+                    candidates=0,
+                    reason=f"no worker passed the {name} filter",
+                    saturated=name == "saturation",
+                )
         ctx = PlacementContext(now=now, session_worker=self.sessions.get(req.session_id, "") if req.session_id else "")
         spec = self.index_spec
         own = self.own_index
-        hashes = req.block_hashes[:spec.max_blocks] if spec is not None and spec.max_blocks else req.block_hashes
+        hashes = req.block_hashes[: spec.max_blocks] if spec is not None and spec.max_blocks else req.block_hashes
         if spec is not None and hashes:
             # Hits are looked up over every indexed worker; scorers only read the candidates' entries.
             if spec.mode != "approximate" and shared_index is not None:
@@ -135,8 +141,12 @@ class Pipeline:
             prefix_hit_tokens=scored.ctx.prefix_hits.get(chosen.id, 0),
         )
 
-    def _sample(self, candidates: list[WorkerSnapshot], hits: dict[str, int], session_worker: str,
-                ) -> list[WorkerSnapshot]:
+    def _sample(
+        self,
+        candidates: list[WorkerSnapshot],
+        hits: dict[str, int],
+        session_worker: str,
+    ) -> list[WorkerSnapshot]:
         """The workers holding part of the prompt (and the session's), topped up at random to `sample`."""
         keep = [w for w in candidates if w.id in hits or w.id == session_worker]
         if len(keep) >= self.sample:
@@ -221,8 +231,9 @@ def build_pipeline(spec: dict[str, Any], seed: int | None = None) -> Pipeline:
         sample = int(spec.get("sample", 0))
     except (TypeError, ValueError):
         raise ProfileError("sample must be a whole number of candidates") from None
-    pipeline = Pipeline(spec["name"], filters, scorers, picker, spec, index_spec, own, sample=sample,
-                        rng=random.Random(seed))
+    pipeline = Pipeline(
+        spec["name"], filters, scorers, picker, spec, index_spec, own, sample=sample, rng=random.Random(seed)
+    )
     if spec.get("disaggregation") is not None:
         pipeline.disaggregation, pipeline.prefill_pipeline = _disaggregation(spec, seed)
     return pipeline
@@ -234,8 +245,9 @@ def _disaggregation(spec: dict[str, Any], seed: int | None) -> tuple[DisaggConfi
     prefix index, so both sides read cache hits the same way)."""
     raw = spec["disaggregation"]
     if not isinstance(raw, dict):
-        raise ProfileError("disaggregation: a mapping (enabled, min_prompt_tokens, max_cached_fraction, "
-                           "transfer_weight, prefill)")
+        raise ProfileError(
+            "disaggregation: a mapping (enabled, min_prompt_tokens, max_cached_fraction, transfer_weight, prefill)"
+        )
     raw = dict(raw)
     prefill = raw.pop("prefill", None)
     try:

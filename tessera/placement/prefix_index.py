@@ -30,13 +30,13 @@ __all__ = ["CANONICAL_BLOCK_TOKENS", "PrefixIndex"]
 
 class PrefixIndex:
     def __init__(self) -> None:
-        self._holders: dict[int, int] = {}             # canonical hash -> bitmask of worker slots
-        self._slot: dict[str, int] = {}                # worker id -> slot
-        self._worker_at: dict[int, str] = {}           # slot -> worker id
+        self._holders: dict[int, int] = {}  # canonical hash -> bitmask of worker slots
+        self._slot: dict[str, int] = {}  # worker id -> slot
+        self._worker_at: dict[int, str] = {}  # slot -> worker id
         self._free_slots: list[int] = []
         self._next_slot = 0
-        self._blocks: dict[str, dict[int, tuple[int, ...]]] = {}   # worker -> engine hash -> canonical keys
-        self._refs: dict[str, dict[int, int]] = {}     # worker -> canonical key -> engine blocks holding it
+        self._blocks: dict[str, dict[int, tuple[int, ...]]] = {}  # worker -> engine hash -> canonical keys
+        self._refs: dict[str, dict[int, int]] = {}  # worker -> canonical key -> engine blocks holding it
         self._block_tokens: dict[str, int] = {}
         # approximate mode: worker -> canonical key -> expiry, oldest first
         self._routed: dict[str, OrderedDict[int, float]] = {}
@@ -134,8 +134,9 @@ class PrefixIndex:
             self._holders.pop(key, None)
 
     # -- approximate: what was routed where ---------------------------------------------------
-    def routed(self, worker_id: str, canonical: Sequence[int], now: float, ttl_s: float,
-               capacity_keys: int = 0) -> None:
+    def routed(
+        self, worker_id: str, canonical: Sequence[int], now: float, ttl_s: float, capacity_keys: int = 0
+    ) -> None:
         """Assume the worker caches what it was just sent, until `now + ttl_s`, keeping at most
         `capacity_keys` keys per worker (its KV capacity), oldest dropped first."""
         if worker_id not in self._slot:
@@ -169,7 +170,7 @@ class PrefixIndex:
                 s = slots.get(w)
                 if s is not None:
                     alive |= 1 << s
-        depth: dict[int, int] = {}       # slot -> canonical blocks matched
+        depth: dict[int, int] = {}  # slot -> canonical blocks matched
         i = 0
         holders = self._holders
         for i, key in enumerate(canonical):
@@ -178,7 +179,7 @@ class PrefixIndex:
             mask = holders.get(key, 0)
             dropped = alive & ~mask
             if dropped:
-                if i:                          # a worker dropping at the first block matched nothing
+                if i:  # a worker dropping at the first block matched nothing
                     self._record(dropped, i, depth)
                 alive &= mask
         else:

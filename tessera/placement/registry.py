@@ -30,18 +30,20 @@ class Registry(Generic[T]):
     """Name -> implementation for one kind of profile part, with entry points as the extension point."""
 
     def __init__(self, kind: str, group: str) -> None:
-        self.kind = kind          # "filter", "scorer", "picker": for messages
-        self.group = group        # the entry-point group other packages register under
+        self.kind = kind  # "filter", "scorer", "picker": for messages
+        self.group = group  # the entry-point group other packages register under
         self._parts: dict[str, T] = {}
         self._entry_points_read = False
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: make `part` available to profiles under `name`."""
+
         def add(part: T) -> T:
             if name in self._parts:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._parts[name] = part
             return part
+
         return add
 
     def get(self, name: str) -> T | None:
@@ -64,8 +66,9 @@ class Registry(Generic[T]):
         self._entry_points_read = True
         for ep in entry_points(group=self.group):
             if ep.name in self._parts:
-                log.warning("%s %r from %s ignored: a built-in %s has that name", self.kind, ep.name, ep.value,
-                            self.kind)
+                log.warning(
+                    "%s %r from %s ignored: a built-in %s has that name", self.kind, ep.name, ep.value, self.kind
+                )
                 continue
             try:
                 self._parts[ep.name] = ep.load()

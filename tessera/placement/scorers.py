@@ -58,8 +58,9 @@ def in_flight_tokens(req: RequestInfo, workers: Sequence[WorkerSnapshot], ctx: P
 
 
 @SCORERS.register("prefix_cache")
-def prefix_cache(req: RequestInfo, workers: Sequence[WorkerSnapshot], ctx: PlacementContext,
-                 max_prefix_tokens: int = 0) -> list[float]:
+def prefix_cache(
+    req: RequestInfo, workers: Sequence[WorkerSnapshot], ctx: PlacementContext, max_prefix_tokens: int = 0
+) -> list[float]:
     """Share of the prompt already cached on the worker (llm-d's prefix-cache scorer); with
     max_prefix_tokens, a share of at most that many leading tokens (llm-d hashes 256 blocks)."""
     total = min(req.prompt_tokens, max_prefix_tokens) if max_prefix_tokens else req.prompt_tokens
@@ -110,8 +111,9 @@ def predicted_tpot(req: RequestInfo, workers: Sequence[WorkerSnapshot], ctx: Pla
 
 
 @SCORERS.register("prefill_interference")
-def prefill_interference(req: RequestInfo, workers: Sequence[WorkerSnapshot], ctx: PlacementContext,
-                         min_tokens: int = PREFILL_CHUNK_TOKENS) -> list[float]:
+def prefill_interference(
+    req: RequestInfo, workers: Sequence[WorkerSnapshot], ctx: PlacementContext, min_tokens: int = PREFILL_CHUNK_TOKENS
+) -> list[float]:
     """Least decode time stolen from others scores 1; others best/theirs.
 
     A long prompt prefilled on a worker stalls every decode running there for
@@ -142,8 +144,9 @@ def session_affinity(req: RequestInfo, workers: Sequence[WorkerSnapshot], ctx: P
 
 
 @SCORERS.register("dynamo_kv_cost")
-def dynamo_kv_cost(req: RequestInfo, workers: Sequence[WorkerSnapshot], ctx: PlacementContext,
-                   prefill_load_scale: float = 1.0) -> list[float]:
+def dynamo_kv_cost(
+    req: RequestInfo, workers: Sequence[WorkerSnapshot], ctx: PlacementContext, prefill_load_scale: float = 1.0
+) -> list[float]:
     """Dynamo's KV router cost with its defaults (docs/peer-routing-policies.md):
 
         prefill_load_scale x max(0, (queued prefill tokens + prompt) / block - overlap blocks)

@@ -43,12 +43,12 @@ from tessera.planning.load import LoadMix
 from tessera.planning.queueing import count_at_percentile, erlang_c, wait_at_percentile, z_score
 from tessera.planning.slo_policy import SloTargets
 
-StepTime = Callable[..., float]   # StepTimer: (prefill=[(new, cached)], decode=[context]) -> seconds
+StepTime = Callable[..., float]  # StepTimer: (prefill=[(new, cached)], decode=[context]) -> seconds
 
 # why one more request per second would break the SLO, in the order they are reported
 TTFT, TPOT, KV, MAX_SEQS, SATURATED = "ttft", "tpot", "kv_cache", "max_num_seqs", "saturated"
 _ORDER = (SATURATED, KV, MAX_SEQS, TTFT, TPOT)
-_GRID = math.log(1.02)   # request shapes are quantised to 2% steps for the cache
+_GRID = math.log(1.02)  # request shapes are quantised to 2% steps for the cache
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,8 +71,8 @@ class Prediction:
     rate_rps: float
     ttft_s: float
     tpot_s: float
-    batch: float            # mean concurrent decodes
-    prefill_busy: float     # share of time the prompt server is busy (0 on decode instances)
+    batch: float  # mean concurrent decodes
+    prefill_busy: float  # share of time the prompt server is busy (0 on decode instances)
     violations: tuple[str, ...]
 
     @property
@@ -96,14 +96,14 @@ class Capacity:
 class _Shape:
     """The request shape as the formulas use it (tokens)."""
 
-    new: float          # mean prompt tokens computed (not found in the prefix cache)
+    new: float  # mean prompt tokens computed (not found in the prefix cache)
     cached: float
-    new_q: float        # prompt tokens computed for the prompt at the TTFT percentile
+    new_q: float  # prompt tokens computed for the prompt at the TTFT percentile
     cached_q: float
     output: float
-    context: float      # mean decode context
-    footprint: float    # KV tokens one sequence holds at its end
-    scv: float          # squared coefficient of variation of prompt work
+    context: float  # mean decode context
+    footprint: float  # KV tokens one sequence holds at its end
+    scv: float  # squared coefficient of variation of prompt work
 
     @property
     def new_sq(self) -> float:
@@ -111,13 +111,20 @@ class _Shape:
         return self.new * (1.0 + self.scv)
 
     @classmethod
-    def of(cls, load: LoadMix, targets: SloTargets) -> "_Shape":
+    def of(cls, load: LoadMix, targets: SloTargets) -> _Shape:
         reuse = load.prefix_reuse
         q = max(load.input_quantile(targets.ttft.percentile), load.input_mean)
         new, new_q = max(1.0, load.input_mean * (1 - reuse)), max(1.0, q * (1 - reuse))
-        return cls(new, max(load.input_mean - new, 0.0), new_q, max(q - new_q, 0.0),
-                   load.output_mean, load.input_mean + load.output_mean / 2, load.input_mean + load.output_mean,
-                   load.input_scv())
+        return cls(
+            new,
+            max(load.input_mean - new, 0.0),
+            new_q,
+            max(q - new_q, 0.0),
+            load.output_mean,
+            load.input_mean + load.output_mean / 2,
+            load.input_mean + load.output_mean,
+            load.input_scv(),
+        )
 
 
 class _Steps:
@@ -205,8 +212,9 @@ def _decode_batch(rate: float, steps: _Steps, busy: Callable[[float], float]) ->
     return m
 
 
-def _limits(rate: float, steps: _Steps, batch_p: float, full_step_s: float, percentile: float
-            ) -> list[tuple[str, bool]]:
+def _limits(
+    rate: float, steps: _Steps, batch_p: float, full_step_s: float, percentile: float
+) -> list[tuple[str, bool]]:
     """vLLM's limits on running sequences: the KV cache must hold the percentile batch, and at the
     TTFT percentile no request may wait for one of the max_num_seqs slots. Slots are M/M/c servers
     (Erlang C) held for a request's whole decode, priced at the full batch's step (waits happen
@@ -216,8 +224,11 @@ def _limits(rate: float, steps: _Steps, batch_p: float, full_step_s: float, perc
     (the discrete-event simulator's knee sits ~3% below the plain Erlang C bound on H100)."""
     slots = steps.e.max_num_seqs
     offered = rate * steps.shape.output * full_step_s
-    return [(MAX_SEQS, erlang_c(slots, offered) > (1.0 - percentile / 100.0) / 2.0),
-            (KV, batch_p * steps.shape.footprint > steps.e.kv_tokens), (SATURATED, steps.room(batch_p) < 1)]
+    return [
+        (MAX_SEQS, erlang_c(slots, offered) > (1.0 - percentile / 100.0) / 2.0),
+        (KV, batch_p * steps.shape.footprint > steps.e.kv_tokens),
+        (SATURATED, steps.room(batch_p) < 1),
+    ]
 
 
 def predict_decode(rate: float, steps: _Steps, targets: SloTargets) -> Prediction:
@@ -300,8 +311,9 @@ def quantise(load: LoadMix) -> LoadMix:
     """The request shape on the cache's 2% grid (the rate is not part of a capacity)."""
     p90 = _quantised(load.input_p90) if load.input_p90 > 0 else 0.0
     p99 = _quantised(load.input_p99) if load.input_p99 > 0 else 0.0
-    return LoadMix(0.0, _quantised(load.input_mean), p90, _quantised(load.output_mean), round(load.prefix_reuse, 2),
-                   p99)
+    return LoadMix(
+        0.0, _quantised(load.input_mean), p90, _quantised(load.output_mean), round(load.prefix_reuse, 2), p99
+    )
 
 
 class CapacityModel:
@@ -318,8 +330,14 @@ class CapacityModel:
     def engine(self, itype: InstanceType) -> PlannedEngine | None:
         return self.engines.get((itype.accelerator, itype.tp))
 
-    def predict(self, itype: InstanceType, load: LoadMix, targets: SloTargets, factors: Factors = Factors(),
-                handoff_s: float = 0.0) -> Prediction:
+    def predict(
+        self,
+        itype: InstanceType,
+        load: LoadMix,
+        targets: SloTargets,
+        factors: Factors = Factors(),
+        handoff_s: float = 0.0,
+    ) -> Prediction:
         """Latency percentiles of one instance of `itype` carrying `load.rate_rps` (what corrections compare
         with observations). `handoff_s`: KV transfer + first decode step, for prefill instances."""
         engine = self.engine(itype)
@@ -332,8 +350,14 @@ class CapacityModel:
             return predict_prefill(load.rate_rps, steps, targets, handoff_s)
         return predict_mixed(load.rate_rps, steps, targets)
 
-    def capacity(self, itype: InstanceType, load: LoadMix, targets: SloTargets, factors: Factors = Factors(),
-                 handoff_s: float = 0.0) -> Capacity:
+    def capacity(
+        self,
+        itype: InstanceType,
+        load: LoadMix,
+        targets: SloTargets,
+        factors: Factors = Factors(),
+        handoff_s: float = 0.0,
+    ) -> Capacity:
         """The largest per-instance rate whose prediction breaks nothing (bisection on a monotone
         predicate), for the request shape of `load` (its rate is ignored)."""
         shape = quantise(load)
@@ -343,8 +367,9 @@ class CapacityModel:
             self._cache[key] = self._search(itype, shape, targets, factors, round(handoff_s, 4))
         return self._cache[key]
 
-    def _search(self, itype: InstanceType, shape: LoadMix, targets: SloTargets, factors: Factors,
-                handoff_s: float) -> Capacity:
+    def _search(
+        self, itype: InstanceType, shape: LoadMix, targets: SloTargets, factors: Factors, handoff_s: float
+    ) -> Capacity:
         engine = self.engine(itype)
         if engine is None or engine.kv_tokens <= 0:
             return Capacity(itype, 0.0, "fit", None, "the model does not fit (no room for a KV cache)")
@@ -354,8 +379,13 @@ class CapacityModel:
 
         idle = at(1e-9)
         if not idle.ok:
-            return Capacity(itype, 0.0, idle.violations[0], idle,
-                            f"{_explain(idle.violations[0], idle, targets, engine)} even when idle")
+            return Capacity(
+                itype,
+                0.0,
+                idle.violations[0],
+                idle,
+                f"{_explain(idle.violations[0], idle, targets, engine)} even when idle",
+            )
         lo, hi = 0.0, 1.0
         while at(hi).ok:
             lo, hi = hi, hi * 4.0

@@ -21,16 +21,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-StepTime = Callable[..., float]   # StepTimer: (prefill=[(new, cached)], decode=[context]) -> seconds
+StepTime = Callable[..., float]  # StepTimer: (prefill=[(new, cached)], decode=[context]) -> seconds
 
-CHUNK_ARG = "max_num_batched_tokens"   # the vLLM engine argument that sets the budget
-CHUNK_GRANULE = 512     # budgets are multiples of this (and so of every block size in use)
-DECODES_BESIDE = 32     # decodes a full step carries beside the chunk (a busy instance's batch)
-CONTEXT_BESIDE = 2048   # their context length (tokens)
+CHUNK_ARG = "max_num_batched_tokens"  # the vLLM engine argument that sets the budget
+CHUNK_GRANULE = 512  # budgets are multiples of this (and so of every block size in use)
+DECODES_BESIDE = 32  # decodes a full step carries beside the chunk (a busy instance's batch)
+CONTEXT_BESIDE = 2048  # their context length (tokens)
 
 
-def prefill_chunk(step_time: StepTime, default_tokens: int, tpot_s: float,
-                  decodes: int = DECODES_BESIDE, context: int = CONTEXT_BESIDE) -> int:
+def prefill_chunk(
+    step_time: StepTime,
+    default_tokens: int,
+    tpot_s: float,
+    decodes: int = DECODES_BESIDE,
+    context: int = CONTEXT_BESIDE,
+) -> int:
     """The largest token budget, a multiple of CHUNK_GRANULE no larger than `default_tokens`, whose
     step (a chunk of that many new prompt tokens beside `decodes` decodes of `context` tokens)
     stays within `tpot_s`. The default itself when it already does; CHUNK_GRANULE (or the default,
@@ -44,7 +49,7 @@ def prefill_chunk(step_time: StepTime, default_tokens: int, tpot_s: float,
 
     if step(default_tokens) <= tpot_s:
         return default_tokens
-    lo, hi = 1, default_tokens // CHUNK_GRANULE      # step(lo * granule) may break too: then lo
+    lo, hi = 1, default_tokens // CHUNK_GRANULE  # step(lo * granule) may break too: then lo
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if step(mid * CHUNK_GRANULE) <= tpot_s else (lo, mid)

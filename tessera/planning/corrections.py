@@ -50,8 +50,15 @@ class CorrectionState:
         return dict(self.factors).get(label, Factors())
 
 
-def observe(state: CorrectionState, label: str, metric: str, predicted_s: float, observed_s: float,
-            samples: int, params: CorrectionParams = CorrectionParams()) -> CorrectionState:
+def observe(
+    state: CorrectionState,
+    label: str,
+    metric: str,
+    predicted_s: float,
+    observed_s: float,
+    samples: int,
+    params: CorrectionParams = CorrectionParams(),
+) -> CorrectionState:
     """The state after comparing one interval's observed percentile with the corrected model's prediction."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, not {metric!r}")
@@ -59,7 +66,7 @@ def observe(state: CorrectionState, label: str, metric: str, predicted_s: float,
         return state
     ratio = min(max(observed_s / predicted_s, 1.0 / params.max_step_ratio), params.max_step_ratio)
     current = state.for_label(label)
-    value = getattr(current, metric) * ratio ** params.alpha
+    value = getattr(current, metric) * ratio**params.alpha
     value = min(max(value, params.minimum), params.maximum)
     table = dict(state.factors)
     table[label] = replace(current, **{metric: value})

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from tessera.engine_model.catalog import accelerators
 from tessera.engine_model.build import build_instances, resolve_arch
+from tessera.engine_model.catalog import accelerators
 from tessera.engine_model.catalog.vendors import vendor_settings
 from tessera.engine_model.instance import DEFAULT_MAX_NUM_BATCHED_TOKENS, ClusterSpecError, InstanceSpec
 from tessera.planning.capacity import PlannedEngine
@@ -24,8 +24,9 @@ from tessera.planning.chunking import CHUNK_ARG, prefill_chunk
 from tessera.planning.slo_policy import SloPolicy
 
 
-def planned_engines(model: str, pairs: Iterable[tuple[str, int]], tpot_s: float | None = None,
-                  chunk: int | None = None) -> dict[tuple[str, int], PlannedEngine]:
+def planned_engines(
+    model: str, pairs: Iterable[tuple[str, int]], tpot_s: float | None = None, chunk: int | None = None
+) -> dict[tuple[str, int], PlannedEngine]:
     """PlannedEngine per (catalog accelerator name, tp); pairs the model does not fit on are left out.
 
     `chunk`: every engine's max_num_batched_tokens; else, with `tpot_s`, the largest that keeps a
@@ -39,18 +40,24 @@ def planned_engines(model: str, pairs: Iterable[tuple[str, int]], tpot_s: float 
         except ClusterSpecError:
             continue
         # The budget changes nothing else of the engine (not its timer, KV cache or limits).
-        budget = chunk or (prefill_chunk(timer, cfg.max_num_batched_tokens, tpot_s) if tpot_s
-                           else cfg.max_num_batched_tokens)
-        out[(accel.name, tp)] = PlannedEngine(accel, tp, arch, timer, cfg.num_blocks * cfg.block_size,
-                                            cfg.max_num_seqs, budget)
+        budget = chunk or (
+            prefill_chunk(timer, cfg.max_num_batched_tokens, tpot_s) if tpot_s else cfg.max_num_batched_tokens
+        )
+        out[(accel.name, tp)] = PlannedEngine(
+            accel, tp, arch, timer, cfg.num_blocks * cfg.block_size, cfg.max_num_seqs, budget
+        )
     return out
 
 
 def engines_for(policy: SloPolicy) -> dict[tuple[str, int], PlannedEngine]:
     """The engine models every instance type of `policy` needs, each with its prefill chunk."""
     fixed = policy.deployment.engine_args.get(CHUNK_ARG)
-    return planned_engines(policy.model, {(t.accelerator, t.tp) for t in policy.instance_types()},
-                         policy.targets.tpot.seconds, int(fixed) if fixed else None)
+    return planned_engines(
+        policy.model,
+        {(t.accelerator, t.tp) for t in policy.instance_types()},
+        policy.targets.tpot.seconds,
+        int(fixed) if fixed else None,
+    )
 
 
 def chunk_args(engine: PlannedEngine) -> dict[str, int]:

@@ -78,7 +78,7 @@ def observe(state: ForecastState, stats: IntervalStats, params: ForecastParams =
     else:
         level = params.alpha * rate + (1.0 - params.alpha) * (state.level + state.trend)
         trend = params.beta * (level - state.level) + (1.0 - params.beta) * state.trend
-    recent = (state.recent + (rate,))[-max(params.burst_window, 1):]
+    recent = (state.recent + (rate,))[-max(params.burst_window, 1) :]
     idle = 0.0 if stats.requests > 0 else state.idle_s + stats.duration_s
     shape = _smoothed_shape(state, stats, params.length_alpha)
     return ForecastState(level, trend, recent, shape, idle, state.intervals + 1)
@@ -94,21 +94,30 @@ def _smoothed_shape(state: ForecastState, stats: IntervalStats, weight: float) -
         return prev if new is None else (1.0 - w) * prev + w * new
 
     input_mean = mix(old.input_mean, stats.input_mean)
-    p90_seen = stats.input_p90 if stats.input_p90 is not None else (
-        None if stats.input_mean is None else stats.input_mean * old.input_p90 / old.input_mean)
-    if stats.input_p99 is not None:   # the first measured p99 is taken as is, later ones smoothed
+    p90_seen = (
+        stats.input_p90
+        if stats.input_p90 is not None
+        else (None if stats.input_mean is None else stats.input_mean * old.input_p90 / old.input_mean)
+    )
+    if stats.input_p99 is not None:  # the first measured p99 is taken as is, later ones smoothed
         p99 = stats.input_p99 if old.input_p99 <= 0 else mix(old.input_p99, stats.input_p99)
     elif old.input_p99 > 0 and stats.input_mean is not None:
         p99 = mix(old.input_p99, stats.input_mean * old.input_p99 / old.input_mean)
     else:
         p99 = old.input_p99
-    return LoadMix(0.0, input_mean=max(input_mean, 1.0), input_p90=max(mix(old.input_p90, p90_seen), 0.0),
-                   output_mean=max(mix(old.output_mean, stats.output_mean), 1.0),
-                   prefix_reuse=min(max(mix(old.prefix_reuse, stats.prefix_reuse), 0.0), 0.99), input_p99=max(p99, 0.0))
+    return LoadMix(
+        0.0,
+        input_mean=max(input_mean, 1.0),
+        input_p90=max(mix(old.input_p90, p90_seen), 0.0),
+        output_mean=max(mix(old.output_mean, stats.output_mean), 1.0),
+        prefix_reuse=min(max(mix(old.prefix_reuse, stats.prefix_reuse), 0.0), 0.99),
+        input_p99=max(p99, 0.0),
+    )
 
 
-def forecast(state: ForecastState, params: ForecastParams = ForecastParams(),
-             interval_s: float | None = None) -> LoadMix:
+def forecast(
+    state: ForecastState, params: ForecastParams = ForecastParams(), interval_s: float | None = None
+) -> LoadMix:
     """The load to plan for: max(Holt's level + horizon*trend, the recent peak), with the smoothed shape.
 
     Zero when every interval in the burst window was empty and the trend expects under half a

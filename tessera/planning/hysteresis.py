@@ -65,16 +65,21 @@ def _frozen(counts: Counts) -> tuple[tuple[InstanceType, int], ...]:
     return tuple(nonzero(counts).items())
 
 
-def step(state: FleetState, target: Counts, now_s: float, params: HysteresisParams = HysteresisParams(),
-         free_devices: Mapping[str, int] | None = None, serves: Callable[[Counts], bool] | None = None,
-         ) -> tuple[FleetState, FleetDecision]:
+def step(
+    state: FleetState,
+    target: Counts,
+    now_s: float,
+    params: HysteresisParams = HysteresisParams(),
+    free_devices: Mapping[str, int] | None = None,
+    serves: Callable[[Counts], bool] | None = None,
+) -> tuple[FleetState, FleetDecision]:
     """The fleet after this interval's plan `target`.
 
     free_devices: devices of each kind this model may hold (its own included), to swap at once
     where the old and new fleet do not both fit. serves(counts): whether a fleet meets the
     plan's demand (Plan.serves), so that a fleet still good enough is not grown."""
     current = state.as_dict()
-    history = (state.targets + (_frozen(target),))[-max(params.scale_down_stable_intervals, 1):]
+    history = (state.targets + (_frozen(target),))[-max(params.scale_down_stable_intervals, 1) :]
     plans = [dict(h) for h in history]
     new = dict(current)
     reasons: list[str] = []
@@ -101,25 +106,35 @@ def step(state: FleetState, target: Counts, now_s: float, params: HysteresisPara
             if used > free_devices.get(kind, 0):
                 for itype in [t for t in set(new) | set(target) if t.accelerator == kind]:
                     new[itype] = target.get(itype, 0)
-                reasons.append(f"swap {kind} at once: old and new instances need {used} devices, "
-                               f"{free_devices.get(kind, 0)} free")
+                reasons.append(
+                    f"swap {kind} at once: old and new instances need {used} devices, {free_devices.get(kind, 0)} free"
+                )
     new = {} if to_zero else nonzero(new)
     changed = new != nonzero(current)
     state = FleetState(_frozen(new), history, now_s if changed else state.last_change_s)
     return state, FleetDecision(new, changed, tuple(reasons))
 
 
-def _scaled_down(itype: InstanceType, have: int, plans: list[dict[InstanceType, int]], since_change_s: float,
-                 params: HysteresisParams, reasons: list[str]) -> int:
+def _scaled_down(
+    itype: InstanceType,
+    have: int,
+    plans: list[dict[InstanceType, int]],
+    since_change_s: float,
+    params: HysteresisParams,
+    reasons: list[str],
+) -> int:
     """How many of `itype` to keep when the plan wants fewer than `have`."""
     stable = sum(1 for p in plans if p.get(itype, 0) < have)
     if stable < params.scale_down_stable_intervals:
-        reasons.append(f"hold {itype.label} at {have}: fewer wanted for {stable}/"
-                       f"{params.scale_down_stable_intervals} intervals")
+        reasons.append(
+            f"hold {itype.label} at {have}: fewer wanted for {stable}/{params.scale_down_stable_intervals} intervals"
+        )
         return have
     if since_change_s < params.scale_down_cooldown_s:
-        reasons.append(f"hold {itype.label} at {have}: cooldown, last change {since_change_s:.0f} s ago "
-                       f"< {params.scale_down_cooldown_s:.0f} s")
+        reasons.append(
+            f"hold {itype.label} at {have}: cooldown, last change {since_change_s:.0f} s ago "
+            f"< {params.scale_down_cooldown_s:.0f} s"
+        )
         return have
     keep = max(p.get(itype, 0) for p in plans)
     limit = have - max(1, math.floor(params.max_scale_down_fraction * have))

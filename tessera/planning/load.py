@@ -75,6 +75,6 @@ class LoadMix:
         """Squared coefficient of variation of prompt length (the lognormal's exp(sigma^2) - 1)."""
         return math.expm1(self.input_sigma() ** 2)
 
-    def scaled(self, rate_rps: float) -> "LoadMix":
+    def scaled(self, rate_rps: float) -> LoadMix:
         """The same request shape at another rate."""
         return LoadMix(rate_rps, self.input_mean, self.input_p90, self.output_mean, self.prefix_reuse, self.input_p99)

@@ -37,9 +37,9 @@ import numpy as np
 
 from tessera.planning.fleet import InstanceType
 
-TIE_BREAK = 1e-4          # $/h per instance: fewer instances win among equal-cost fleets (HiGHS's
-                          # absolute gap is 1e-6, so a smaller one would not be honoured)
-COVER_SLACK = 1e-9        # relative: demand met to within this counts as met
+TIE_BREAK = 1e-4  # $/h per instance: fewer instances win among equal-cost fleets (HiGHS's
+# absolute gap is 1e-6, so a smaller one would not be honoured)
+COVER_SLACK = 1e-9  # relative: demand met to within this counts as met
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,15 @@ def _upper(c: Candidate, free: Mapping[str, int]) -> int:
     return free.get(c.itype.accelerator, 0) // c.itype.tp
 
 
-def solve(cands: Sequence[Candidate], demand_rps: float, free: Mapping[str, int], min_instances: int = 0,
-          max_instances: int | None = None, prefer: Mapping[InstanceType, int] | None = None,
-          keep: Mapping[InstanceType, int] | None = None) -> dict[InstanceType, int] | None:
+def solve(
+    cands: Sequence[Candidate],
+    demand_rps: float,
+    free: Mapping[str, int],
+    min_instances: int = 0,
+    max_instances: int | None = None,
+    prefer: Mapping[InstanceType, int] | None = None,
+    keep: Mapping[InstanceType, int] | None = None,
+) -> dict[InstanceType, int] | None:
     """The least-cost counts serving `demand_rps`, or None when no fleet within the limits can.
     `keep`: at least these counts of these types (None when one is not a candidate)."""
     from scipy.optimize import Bounds, LinearConstraint, milp  # scipy is slow to import; only the solver needs it
@@ -91,10 +97,17 @@ def solve(cands: Sequence[Candidate], demand_rps: float, free: Mapping[str, int]
     total = np.append(np.ones(n), 0.0)
     cap = max_instances if max_instances is not None else np.inf
     constraints = [LinearConstraint(rows, lower, upper), LinearConstraint(total[None, :], min_instances, cap)]
-    bounds = Bounds(np.array([min(keep.get(c.itype, 0), _upper(c, free)) for c in cands] + [0.0], float),
-                    np.array([_upper(c, free) for c in cands] + [max(demand_rps, 0.0)], float))
-    res = milp(cost, integrality=np.append(np.ones(n), 0), bounds=bounds, constraints=constraints,
-               options={"mip_rel_gap": 0.0, "time_limit": 10.0})
+    bounds = Bounds(
+        np.array([min(keep.get(c.itype, 0), _upper(c, free)) for c in cands] + [0.0], float),
+        np.array([_upper(c, free) for c in cands] + [max(demand_rps, 0.0)], float),
+    )
+    res = milp(
+        cost,
+        integrality=np.append(np.ones(n), 0),
+        bounds=bounds,
+        constraints=constraints,
+        options={"mip_rel_gap": 0.0, "time_limit": 10.0},
+    )
     if res.x is None or res.status not in (0, 1):
         return None
     counts = {c.itype: int(round(v)) for c, v in zip(cands, res.x[:n]) if round(v) > 0}
@@ -110,8 +123,9 @@ def served(cands: Sequence[Candidate], counts: Mapping[InstanceType, int]) -> fl
     return by_role["mixed"] + min(by_role["prefill"], by_role["decode"])
 
 
-def max_servable(cands: Sequence[Candidate], free: Mapping[str, int], max_instances: int | None = None,
-                 limit_rps: float = math.inf) -> float:
+def max_servable(
+    cands: Sequence[Candidate], free: Mapping[str, int], max_instances: int | None = None, limit_rps: float = math.inf
+) -> float:
     """The most requests/s any fleet within the inventory and instance cap serves (at most limit_rps)."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
@@ -121,7 +135,7 @@ def max_servable(cands: Sequence[Candidate], free: Mapping[str, int], max_instan
     n = len(cands)
     rows, kinds = _rows(cands, free)
     rows = np.hstack([rows, np.zeros((rows.shape[0], 1))])
-    rows[0, n + 1] = -1.0                                   # cover row: mixed + y - s >= 0
+    rows[0, n + 1] = -1.0  # cover row: mixed + y - s >= 0
     lower = np.array([0.0, 0.0, 0.0] + [-np.inf] * len(kinds))
     upper = np.array([np.inf, np.inf, np.inf] + [float(free[k]) for k in kinds])
     total = np.append(np.ones(n), [0.0, 0.0])
@@ -130,7 +144,11 @@ def max_servable(cands: Sequence[Candidate], free: Mapping[str, int], max_instan
     s_max = min(limit_rps, top)
     bounds = Bounds(np.zeros(n + 2), np.array([_upper(c, free) for c in cands] + [top, s_max], float))
     objective = np.append(np.zeros(n + 1), -1.0)
-    res = milp(objective, integrality=np.append(np.ones(n), [0, 0]), bounds=bounds,
-               constraints=[LinearConstraint(rows, lower, upper), LinearConstraint(total[None, :], 0, cap)],
-               options={"mip_rel_gap": 0.0, "time_limit": 10.0})
+    res = milp(
+        objective,
+        integrality=np.append(np.ones(n), [0, 0]),
+        bounds=bounds,
+        constraints=[LinearConstraint(rows, lower, upper), LinearConstraint(total[None, :], 0, cap)],
+        options={"mip_rel_gap": 0.0, "time_limit": 10.0},
+    )
     return max(float(-res.fun), 0.0) if res.x is not None else 0.0

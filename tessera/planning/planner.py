@@ -23,7 +23,7 @@ from tessera.planning.load import LoadMix
 from tessera.planning.milp import Candidate, max_servable, served, solve
 from tessera.planning.slo_policy import SloPolicy
 
-KEEP_WARM_RPS = 1e-3   # an idle model not yet past its idle time keeps the smallest fleet that serves one request
+KEEP_WARM_RPS = 1e-3  # an idle model not yet past its idle time keeps the smallest fleet that serves one request
 # When no fleet meets the SLOs, the best effort serves at least this share of the most the
 # inventory could serve, at the least cost. The last few percent are the dearest: in the
 # bursts-on-tight-inventory benchmark, 8 x A100-tp2 at $29/h added 1.4 of 39 req/s to a
@@ -32,7 +32,13 @@ KEEP_WARM_RPS = 1e-3   # an idle model not yet past its idle time keeps the smal
 BEST_EFFORT_SHARE = 0.95
 
 LOAD, INVENTORY, MAX_INSTANCES, MIN_INSTANCES, SLO, IDLE = (
-    "load", "inventory", "instances.max", "instances.min", "slo", "idle")
+    "load",
+    "inventory",
+    "instances.max",
+    "instances.min",
+    "slo",
+    "idle",
+)
 
 
 @dataclass(frozen=True)
@@ -58,11 +64,11 @@ class Plan:
     forecast: LoadMix
     demand_rps: float
     cost_per_hour: float
-    mixed_rps: float            # demand routed to mixed instances
-    disaggregated_rps: float    # demand routed through the prefill -> decode pool
-    binding: str                # LOAD, INVENTORY, MAX_INSTANCES, MIN_INSTANCES, SLO or IDLE
+    mixed_rps: float  # demand routed to mixed instances
+    disaggregated_rps: float  # demand routed through the prefill -> decode pool
+    binding: str  # LOAD, INVENTORY, MAX_INSTANCES, MIN_INSTANCES, SLO or IDLE
     reasons: tuple[str, ...]
-    capacities: Mapping[InstanceType, float] = field(default_factory=dict)   # req/s per instance, every type
+    capacities: Mapping[InstanceType, float] = field(default_factory=dict)  # req/s per instance, every type
 
     def serves(self, counts: Counts) -> bool:
         """Whether a fleet (the running one, say) meets this plan's demand: what hysteresis asks."""
@@ -80,22 +86,34 @@ class Plan:
     @property
     def prefill_decode(self) -> tuple[int, int]:
         """(prefill instances, decode instances): the P:D ratio the plan chose."""
-        return (sum(e.count for e in self.entries if e.itype.role == "prefill"),
-                sum(e.count for e in self.entries if e.itype.role == "decode"))
+        return (
+            sum(e.count for e in self.entries if e.itype.role == "prefill"),
+            sum(e.count for e in self.entries if e.itype.role == "decode"),
+        )
 
     def summary(self) -> str:
         """A few lines for logs and `tessera status`."""
         head = "plan" if self.feasible else "best effort (SLO not met)"
-        lines = [f"{head}: {describe(self.counts)} at ${self.cost_per_hour:.2f}/h for {self.demand_rps:.3g} req/s "
-                 f"(binding: {self.binding})"]
-        lines += [f"  {e.count} x {e.itype.label}: {e.capacity_rps:.3g} req/s each, {e.utilisation:.0%} used, "
-                  f"capped by {e.binding}" for e in self.entries]
+        lines = [
+            f"{head}: {describe(self.counts)} at ${self.cost_per_hour:.2f}/h for {self.demand_rps:.3g} req/s "
+            f"(binding: {self.binding})"
+        ]
+        lines += [
+            f"  {e.count} x {e.itype.label}: {e.capacity_rps:.3g} req/s each, {e.utilisation:.0%} used, "
+            f"capped by {e.binding}"
+            for e in self.entries
+        ]
         lines += [f"  why: {r}" for r in self.reasons]
         return "\n".join(lines)
 
 
-def handoff_seconds(policy: SloPolicy, load: LoadMix, capacity: CapacityModel, prefill: InstanceType,
-                    decodes: Mapping[InstanceType, Capacity]) -> float:
+def handoff_seconds(
+    policy: SloPolicy,
+    load: LoadMix,
+    capacity: CapacityModel,
+    prefill: InstanceType,
+    decodes: Mapping[InstanceType, Capacity],
+) -> float:
     """What a prefill instance must leave of the TTFT budget: the KV transfer of the percentile
     prompt to the slowest-linked decode type on offer, plus that type's first step at its
     capacity. The worst pair, because the router may pair any prefill with any decode."""
@@ -108,14 +126,22 @@ def handoff_seconds(policy: SloPolicy, load: LoadMix, capacity: CapacityModel, p
         dst = capacity.engine(dtype)
         if dst is None or cap.rate_rps <= 0 or cap.at_capacity is None:
             continue
-        move = kv_transfer_time(engine.arch, tokens, engine.accelerator, dst.accelerator, network=SCALE_OUT,
-                                src_devices=prefill.tp, dst_devices=dtype.tp)
+        move = kv_transfer_time(
+            engine.arch,
+            tokens,
+            engine.accelerator,
+            dst.accelerator,
+            network=SCALE_OUT,
+            src_devices=prefill.tp,
+            dst_devices=dtype.tp,
+        )
         worst = max(worst, move + cap.at_capacity.tpot_s)
     return worst
 
 
-def capacities(policy: SloPolicy, load: LoadMix, capacity: CapacityModel,
-               corrections: CorrectionState = CorrectionState()) -> dict[InstanceType, Capacity]:
+def capacities(
+    policy: SloPolicy, load: LoadMix, capacity: CapacityModel, corrections: CorrectionState = CorrectionState()
+) -> dict[InstanceType, Capacity]:
     """Per-instance capacity of every instance type the policy allows (decode first: prefill needs them)."""
     types = policy.instance_types()
     out: dict[InstanceType, Capacity] = {}
@@ -123,15 +149,19 @@ def capacities(policy: SloPolicy, load: LoadMix, capacity: CapacityModel,
         factors = corrections.for_label(itype.label)
         handoff = 0.0
         if itype.role == "prefill":
-            handoff = handoff_seconds(policy, load, capacity,
-                                      itype, {t: c for t, c in out.items() if t.role == "decode"})
+            handoff = handoff_seconds(
+                policy, load, capacity, itype, {t: c for t, c in out.items() if t.role == "decode"}
+            )
         out[itype] = capacity.capacity(itype, load, policy.targets, factors, handoff)
     return out
 
 
 def _candidates(policy: SloPolicy, caps: Mapping[InstanceType, Capacity]) -> list[Candidate]:
-    return [Candidate(t, c.rate_rps, t.tp * policy.cost_per_device_hour(t.accelerator))
-            for t, c in sorted(caps.items()) if c.rate_rps > 0]
+    return [
+        Candidate(t, c.rate_rps, t.tp * policy.cost_per_device_hour(t.accelerator))
+        for t, c in sorted(caps.items())
+        if c.rate_rps > 0
+    ]
 
 
 def _cost(cands: list[Candidate], counts: Counts) -> float:
@@ -139,8 +169,15 @@ def _cost(cands: list[Candidate], counts: Counts) -> float:
     return sum(n * price[t] for t, n in counts.items())
 
 
-def plan(policy: SloPolicy, load: LoadMix, capacity: CapacityModel, *, idle_s: float = 0.0,
-         corrections: CorrectionState = CorrectionState(), current: Counts | None = None) -> Plan:
+def plan(
+    policy: SloPolicy,
+    load: LoadMix,
+    capacity: CapacityModel,
+    *,
+    idle_s: float = 0.0,
+    corrections: CorrectionState = CorrectionState(),
+    current: Counts | None = None,
+) -> Plan:
     """The least-cost fleet for `load` (a forecast) under `policy`.
 
     idle_s: seconds since the last request (ForecastState.idle_s); current: the running fleet,
@@ -149,9 +186,20 @@ def plan(policy: SloPolicy, load: LoadMix, capacity: CapacityModel, *, idle_s: f
     would have to stop before their replacements are up (a start-up's outage of that capacity):
     then the cheapest fleet that keeps them is planned instead, if one serves the load."""
     if load.rate_rps == 0 and idle_s >= policy.scale_to_zero_idle_s and policy.min_instances == 0:
-        return Plan(True, (), load, 0.0, 0.0, 0.0, 0.0, IDLE,
-                    (f"no request for {idle_s:.0f} s >= scale_to_zero_idle_s {policy.scale_to_zero_idle_s:g} s: "
-                     "scale to zero",))
+        return Plan(
+            True,
+            (),
+            load,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            IDLE,
+            (
+                f"no request for {idle_s:.0f} s >= scale_to_zero_idle_s {policy.scale_to_zero_idle_s:g} s: "
+                "scale to zero",
+            ),
+        )
     demand = max(load.rate_rps * (1.0 + policy.headroom), KEEP_WARM_RPS)
     caps = capacities(policy, load, capacity, corrections)
     cands = _candidates(policy, caps)
@@ -165,9 +213,11 @@ def plan(policy: SloPolicy, load: LoadMix, capacity: CapacityModel, *, idle_s: f
         keep = {t: n for t, n in (current or {}).items() if t.accelerator in crowded}
         kept = solve(cands, demand, free, policy.min_instances, policy.max_instances, current, keep)
         if kept is not None:
-            kept_why = [f"keeps the running {describe(keep)}: the cheapest fleet ({describe(counts)}, "
-                        f"${_cost(cands, counts):.2f}/h) leaves no room for them beside it on "
-                        f"{', '.join(crowded)}, so they would stop before its instances are up"]
+            kept_why = [
+                f"keeps the running {describe(keep)}: the cheapest fleet ({describe(counts)}, "
+                f"${_cost(cands, counts):.2f}/h) leaves no room for them beside it on "
+                f"{', '.join(crowded)}, so they would stop before its instances are up"
+            ]
             counts = kept
     binding, why = _binding(policy, demand, cands, counts)
     return _assemble(True, load, demand, caps, cands, counts, binding, why + kept_why)
@@ -181,23 +231,31 @@ def _binding(policy: SloPolicy, demand: float, cands: list[Candidate], counts: C
     if relaxed is not None and _cost(cands, relaxed) < cost - 1e-6:
         used = devices_by_kind(counts)
         smallest = {k: min(c.itype.tp for c in cands if c.itype.accelerator == k) for k in used}
-        full = [f"{k} ({used[k]} of {policy.free_devices()[k]} devices)" for k in sorted(used)
-                if used[k] + smallest[k] > policy.free_devices()[k]]
-        return INVENTORY, [f"inventory runs out: {', '.join(full) or 'a cheaper kind'}; with more free devices "
-                           f"{describe(relaxed)} would cost ${_cost(cands, relaxed):.2f}/h"]
+        full = [
+            f"{k} ({used[k]} of {policy.free_devices()[k]} devices)"
+            for k in sorted(used)
+            if used[k] + smallest[k] > policy.free_devices()[k]
+        ]
+        return INVENTORY, [
+            f"inventory runs out: {', '.join(full) or 'a cheaper kind'}; with more free devices "
+            f"{describe(relaxed)} would cost ${_cost(cands, relaxed):.2f}/h"
+        ]
     if policy.min_instances and sum(counts.values()) <= policy.min_instances:
         fewer = solve(cands, demand, policy.free_devices(), 0, policy.max_instances)
         if fewer is not None and _cost(cands, fewer) < cost - 1e-6:
             return MIN_INSTANCES, [f"instances.min = {policy.min_instances} keeps more than the load needs"]
     more = solve(cands, demand, policy.free_devices(), policy.min_instances, None)
     if more is not None and _cost(cands, more) < cost - 1e-6:
-        return MAX_INSTANCES, [f"instances.max = {policy.max_instances}: more, cheaper instances "
-                               f"({describe(more)}, ${_cost(cands, more):.2f}/h) would do"]
+        return MAX_INSTANCES, [
+            f"instances.max = {policy.max_instances}: more, cheaper instances "
+            f"({describe(more)}, ${_cost(cands, more):.2f}/h) would do"
+        ]
     return LOAD, [f"the forecast needs {demand:.3g} req/s (headroom {policy.headroom:.0%} included)"]
 
 
-def _best_effort(policy: SloPolicy, load: LoadMix, demand: float, caps: Mapping[InstanceType, Capacity],
-                 cands: list[Candidate]) -> Plan:
+def _best_effort(
+    policy: SloPolicy, load: LoadMix, demand: float, caps: Mapping[InstanceType, Capacity], cands: list[Candidate]
+) -> Plan:
     """No fleet meets the SLOs: say which limit stops it, and return the cheapest fleet that serves
     nearly the most (BEST_EFFORT_SHARE of it)."""
     free = policy.free_devices()
@@ -205,28 +263,42 @@ def _best_effort(policy: SloPolicy, load: LoadMix, demand: float, caps: Mapping[
     if uncapped <= 0:
         why = [f"{t.label}: {c.detail}" for t, c in caps.items() if c.rate_rps <= 0] or ["no instance type is on offer"]
         fallback = _unreachable_fallback(policy, caps)
-        why = ["cannot meet SLO with inventory: no instance type on offer (or no prefill and decode "
-               "pair) meets the SLOs even when idle"] + why[:6]
+        why = [
+            "cannot meet SLO with inventory: no instance type on offer (or no prefill and decode "
+            "pair) meets the SLOs even when idle"
+        ] + why[:6]
         if fallback:
-            (itype, n), = fallback.items()
+            ((itype, n),) = fallback.items()
             why.append(f"running {n} x {itype.label} anyway: a late answer beats none")
             cands = cands + [Candidate(itype, 0.0, itype.tp * policy.cost_per_device_hour(itype.accelerator))]
         return _assemble(False, load, demand, caps, cands, fallback, SLO, why)
     most = max_servable(cands, free, policy.max_instances, demand)
     if uncapped < demand * (1 - 1e-6):
         offer = ", ".join(f"{k} {n}" for k, n in sorted(free.items()))
-        binding, why = INVENTORY, [f"cannot meet SLO with inventory: the free devices ({offer}) serve at most "
-                                   f"{uncapped:.3g} req/s within TTFT p{policy.targets.ttft.percentile:g} "
-                                   f"{policy.targets.ttft.ms:g} ms and TPOT p{policy.targets.tpot.percentile:g} "
-                                   f"{policy.targets.tpot.ms:g} ms; the forecast with headroom needs {demand:.3g} req/s"]
+        binding, why = (
+            INVENTORY,
+            [
+                f"cannot meet SLO with inventory: the free devices ({offer}) serve at most "
+                f"{uncapped:.3g} req/s within TTFT p{policy.targets.ttft.percentile:g} "
+                f"{policy.targets.ttft.ms:g} ms and TPOT p{policy.targets.tpot.percentile:g} "
+                f"{policy.targets.tpot.ms:g} ms; the forecast with headroom needs {demand:.3g} req/s"
+            ],
+        )
     elif most < demand * (1 - 1e-6):
-        binding, why = MAX_INSTANCES, [f"cannot meet SLO within instances.max = {policy.max_instances}: at most "
-                                       f"{most:.3g} req/s; the forecast with headroom needs {demand:.3g} req/s"]
+        binding, why = (
+            MAX_INSTANCES,
+            [
+                f"cannot meet SLO within instances.max = {policy.max_instances}: at most "
+                f"{most:.3g} req/s; the forecast with headroom needs {demand:.3g} req/s"
+            ],
+        )
     else:
         binding, why = MIN_INSTANCES, [f"instances.min = {policy.min_instances} does not fit the inventory"]
     counts = solve(cands, most * BEST_EFFORT_SHARE, free, 0, policy.max_instances) or {}
-    why.append(f"best effort: the cheapest fleet serving {served(cands, counts):.3g} req/s, at least "
-               f"{BEST_EFFORT_SHARE:.0%} of the {most:.3g} the inventory could")
+    why.append(
+        f"best effort: the cheapest fleet serving {served(cands, counts):.3g} req/s, at least "
+        f"{BEST_EFFORT_SHARE:.0%} of the {most:.3g} the inventory could"
+    )
     return _assemble(False, load, demand, caps, cands, counts, binding, why)
 
 
@@ -234,44 +306,86 @@ def _unreachable_fallback(policy: SloPolicy, caps: Mapping[InstanceType, Capacit
     """When no type can meet the SLOs at all: instances.min (at least one) of the cheapest mixed type
     the model fits on, so requests are served late rather than not at all (and the online corrections
     get observations to learn from). Nothing when no mixed type fits or the inventory has no room."""
-    fits = [t for t, c in caps.items() if t.role == "mixed" and c.binding != "fit"
-            and policy.free_devices().get(t.accelerator, 0) >= t.tp]
+    fits = [
+        t
+        for t, c in caps.items()
+        if t.role == "mixed" and c.binding != "fit" and policy.free_devices().get(t.accelerator, 0) >= t.tp
+    ]
     if not fits:
         return {}
     cheapest = min(fits, key=lambda t: (t.tp * policy.cost_per_device_hour(t.accelerator), t))
     return {cheapest: max(1, min(policy.min_instances, policy.free_devices()[cheapest.accelerator] // cheapest.tp))}
 
 
-def _assemble(feasible: bool, load: LoadMix, demand: float, caps: Mapping[InstanceType, Capacity],
-              cands: list[Candidate], counts: Counts, binding: str, why: list[str]) -> Plan:
+def _assemble(
+    feasible: bool,
+    load: LoadMix,
+    demand: float,
+    caps: Mapping[InstanceType, Capacity],
+    cands: list[Candidate],
+    counts: Counts,
+    binding: str,
+    why: list[str],
+) -> Plan:
     """The Plan record: costs, the load split between mixed and P/D (in proportion to what each
     serves, so both run equally close to their SLO limits), per-type utilisation."""
     counts = nonzero(counts)
-    by_role = {role: sum(n * caps[t].rate_rps for t, n in counts.items() if t.role == role)
-               for role in ("mixed", "prefill", "decode")}
+    by_role = {
+        role: sum(n * caps[t].rate_rps for t, n in counts.items() if t.role == role)
+        for role in ("mixed", "prefill", "decode")
+    }
     pool = min(by_role["prefill"], by_role["decode"])
     total = served(cands, counts)
     carried = min(demand, total)
     pd_rps = carried * pool / total if total > 0 else 0.0
     role_load = {"mixed": carried - pd_rps, "prefill": pd_rps, "decode": pd_rps}
     entries = tuple(
-        PlanEntry(t, n, caps[t].rate_rps, _cost(cands, {t: 1}),
-                  role_load[t.role] / by_role[t.role] if by_role[t.role] > 0 else 0.0, caps[t].binding, caps[t].detail)
-        for t, n in counts.items())
+        PlanEntry(
+            t,
+            n,
+            caps[t].rate_rps,
+            _cost(cands, {t: 1}),
+            role_load[t.role] / by_role[t.role] if by_role[t.role] > 0 else 0.0,
+            caps[t].binding,
+            caps[t].detail,
+        )
+        for t, n in counts.items()
+    )
     reasons = list(why)
     reasons += [f"{e.itype.label}: {e.capacity_rps:.3g} req/s per instance; {e.detail}" for e in entries]
-    return Plan(feasible, entries, load, demand, _cost(cands, counts), carried - pd_rps, pd_rps, binding,
-                tuple(reasons), {t: c.rate_rps for t, c in caps.items()})
+    return Plan(
+        feasible,
+        entries,
+        load,
+        demand,
+        _cost(cands, counts),
+        carried - pd_rps,
+        pd_rps,
+        binding,
+        tuple(reasons),
+        {t: c.rate_rps for t, c in caps.items()},
+    )
 
 
-def plan_homogeneous(policy: SloPolicy, load: LoadMix, capacity: CapacityModel, *, accelerator: str | None = None,
-                     idle_s: float = 0.0, corrections: CorrectionState = CorrectionState()) -> Plan:
+def plan_homogeneous(
+    policy: SloPolicy,
+    load: LoadMix,
+    capacity: CapacityModel,
+    *,
+    accelerator: str | None = None,
+    idle_s: float = 0.0,
+    corrections: CorrectionState = CorrectionState(),
+) -> Plan:
     """The cheapest fleet of a single accelerator kind (`accelerator`, or the best kind on offer):
     the baseline a heterogeneous plan is compared against. Infeasible kinds lose to feasible ones;
     among infeasible ones the one serving most wins."""
     items = [i for i in policy.inventory if accelerator is None or i.accelerator == accelerator]
     if not items:
         raise ValueError(f"{accelerator!r} is not in the policy's inventory")
-    plans = [plan(replace(policy, inventory=(item,)), load, capacity, idle_s=idle_s, corrections=corrections)
-             for item in items]
-    return min(plans, key=lambda p: (not p.feasible, p.cost_per_hour if p.feasible else -p.mixed_rps - p.disaggregated_rps))
+    plans = [
+        plan(replace(policy, inventory=(item,)), load, capacity, idle_s=idle_s, corrections=corrections)
+        for item in items
+    ]
+    return min(
+        plans, key=lambda p: (not p.feasible, p.cost_per_hour if p.feasible else -p.mixed_rps - p.disaggregated_rps)
+    )

@@ -82,8 +82,8 @@ class InventoryItem:
 class Deployment:
     """How the live autoscaler turns a plan's instance types into worker groups."""
 
-    served_model: str = ""      # "": the policy's model
-    worker_model: str = ""      # "": the policy's model
+    served_model: str = ""  # "": the policy's model
+    worker_model: str = ""  # "": the policy's model
     engine: str = "vllm"
     engine_args: dict[str, Any] = field(default_factory=dict)
 
@@ -115,8 +115,9 @@ class SloPolicy:
 
     def __post_init__(self) -> None:
         if ("prefill" in self.roles) != ("decode" in self.roles):
-            raise SloPolicyError("roles: prefill and decode go together (a prefill instance hands its requests "
-                                 "to a decode instance)")
+            raise SloPolicyError(
+                "roles: prefill and decode go together (a prefill instance hands its requests to a decode instance)"
+            )
         if self.min_instances > self.max_instances:
             raise SloPolicyError(f"instances.min ({self.min_instances}) exceeds instances.max ({self.max_instances})")
         kinds = [item.accelerator for item in self.inventory]
@@ -125,8 +126,13 @@ class SloPolicy:
 
     def instance_types(self) -> list[InstanceType]:
         """Every (accelerator, tp, role) the planner may choose, before asking which ones fit."""
-        return [InstanceType(item.accelerator, tp, role) for item in self.inventory for tp in self.tp
-                for role in self.roles if tp <= item.free]
+        return [
+            InstanceType(item.accelerator, tp, role)
+            for item in self.inventory
+            for tp in self.tp
+            for role in self.roles
+            if tp <= item.free
+        ]
 
     def free_devices(self) -> dict[str, int]:
         return {item.accelerator: item.free for item in self.inventory}
@@ -138,10 +144,13 @@ class SloPolicy:
         """The canonical document: catalog names resolved, every default written out."""
         return {
             "model": self.model,
-            "targets": {name: {"percentile": _plain(t.percentile), "ms": _plain(t.ms)}
-                        for name, t in (("ttft", self.targets.ttft), ("tpot", self.targets.tpot))},
-            "inventory": {i.accelerator: {"free": i.free, "cost_per_hour": _plain(i.cost_per_hour)}
-                          for i in self.inventory},
+            "targets": {
+                name: {"percentile": _plain(t.percentile), "ms": _plain(t.ms)}
+                for name, t in (("ttft", self.targets.ttft), ("tpot", self.targets.tpot))
+            },
+            "inventory": {
+                i.accelerator: {"free": i.free, "cost_per_hour": _plain(i.cost_per_hour)} for i in self.inventory
+            },
             "roles": list(self.roles),
             "tp": list(self.tp),
             "instances": {"min": self.min_instances, "max": self.max_instances},
@@ -165,8 +174,21 @@ def _plain(x: float) -> float | int:
 
 # ---- parsing ----------------------------------------------------------------------------------
 
-_TOP = ("model", "targets", "inventory", "roles", "tp", "instances", "headroom", "interval_s",
-        "scale_to_zero_idle_s", "hysteresis", "forecast", "corrections", "deployment")
+_TOP = (
+    "model",
+    "targets",
+    "inventory",
+    "roles",
+    "tp",
+    "instances",
+    "headroom",
+    "interval_s",
+    "scale_to_zero_idle_s",
+    "hysteresis",
+    "forecast",
+    "corrections",
+    "deployment",
+)
 # (low, high, low is open, integer) per knob of the nested sections
 _KNOBS: dict[str, tuple[float, float, bool, bool]] = {
     "scale_down_stable_intervals": (1, 1000, False, True),
@@ -201,8 +223,9 @@ def _join(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
-def _number(value: Any, path: str, low: float, high: float, low_open: bool = False,
-            integer: bool = False) -> float | int:
+def _number(
+    value: Any, path: str, low: float, high: float, low_open: bool = False, integer: bool = False
+) -> float | int:
     kind = "a whole number" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
         raise SloPolicyError(f"{path}: expected {kind}, got {value!r}")
@@ -215,8 +238,10 @@ def _number(value: Any, path: str, low: float, high: float, low_open: bool = Fal
 
 def _target(value: Any, path: str) -> LatencyTarget:
     data = _mapping(value, path, ("percentile", "ms"), ("percentile", "ms"))
-    return LatencyTarget(_number(data["percentile"], f"{path}.percentile", 0, 99.99, low_open=True),
-                         _number(data["ms"], f"{path}.ms", 0, 3.6e6, low_open=True))
+    return LatencyTarget(
+        _number(data["percentile"], f"{path}.percentile", 0, 99.99, low_open=True),
+        _number(data["ms"], f"{path}.ms", 0, 3.6e6, low_open=True),
+    )
 
 
 def _inventory(value: Any) -> tuple[InventoryItem, ...]:
@@ -232,8 +257,13 @@ def _inventory(value: Any) -> tuple[InventoryItem, ...]:
         row = {"free": row} if not isinstance(row, dict) else row
         data = _mapping(row, path, ("free", "cost_per_hour"), ("free",))
         cost = data.get("cost_per_hour", accel.cost_per_hour_usd)
-        items.append(InventoryItem(accel.name, int(_number(data["free"], f"{path}.free", 0, 1e6, integer=True)),
-                                   _number(cost, f"{path}.cost_per_hour", 0, 1e4)))
+        items.append(
+            InventoryItem(
+                accel.name,
+                int(_number(data["free"], f"{path}.free", 0, 1e6, integer=True)),
+                _number(cost, f"{path}.cost_per_hour", 0, 1e4),
+            )
+        )
     return tuple(items)
 
 
@@ -273,7 +303,7 @@ class _UniqueKeys(yaml.SafeLoader):
 def parse_slo_policy(text: str) -> SloPolicy:
     """The policy in `text` (YAML), or SloPolicyError naming the first bad key."""
     try:
-        data = yaml.load(text, Loader=_UniqueKeys)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeys)
     except yaml.YAMLError as exc:
         raise SloPolicyError(f"not YAML: {exc}") from None
     data = _mapping(data, "", _TOP, ("model", "targets", "inventory"))
@@ -293,8 +323,9 @@ def parse_slo_policy(text: str) -> SloPolicy:
         max_instances=int(_number(instances.get("max", defaults.max_instances), "instances.max", 1, 1e5, integer=True)),
         headroom=_number(data.get("headroom", defaults.headroom), "headroom", 0, 10),
         interval_s=_number(data.get("interval_s", defaults.interval_s), "interval_s", 0, 86400, low_open=True),
-        scale_to_zero_idle_s=_number(data.get("scale_to_zero_idle_s", defaults.scale_to_zero_idle_s),
-                                     "scale_to_zero_idle_s", 0, 1e7),
+        scale_to_zero_idle_s=_number(
+            data.get("scale_to_zero_idle_s", defaults.scale_to_zero_idle_s), "scale_to_zero_idle_s", 0, 1e7
+        ),
         hysteresis=_knobs(data.get("hysteresis"), "hysteresis", HysteresisParams),
         forecast=_knobs(data.get("forecast"), "forecast", ForecastParams),
         corrections=_knobs(data.get("corrections"), "corrections", CorrectionParams),
@@ -313,6 +344,6 @@ def _deployment(value: Any) -> Deployment:
     args = data.get("engine_args") or {}
     if not isinstance(args, dict):
         raise SloPolicyError("deployment.engine_args: expected a mapping of vLLM engine arguments")
-    if CHUNK_ARG in args:   # the planner prices engines with it (planning/engines.py)
+    if CHUNK_ARG in args:  # the planner prices engines with it (planning/engines.py)
         _number(args[CHUNK_ARG], f"deployment.engine_args.{CHUNK_ARG}", 1, 1e7, integer=True)
     return Deployment(data.get("served_model", ""), data.get("worker_model", ""), engine, dict(args))

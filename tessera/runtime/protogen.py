@@ -20,8 +20,9 @@ PACKAGE_DIR = Path("tessera") / "v1"
 
 def generate(out_dir: Path) -> list[Path]:
     """Run protoc (from grpcio-tools) over every .proto; return the files written."""
-    from grpc_tools import protoc  # dev dependency, imported only here
     import importlib.resources
+
+    from grpc_tools import protoc  # dev dependency, imported only here
 
     protos = sorted((PROTO_ROOT / PACKAGE_DIR).glob("*.proto"))
     well_known = str(importlib.resources.files("grpc_tools") / "_proto")

@@ -11,8 +11,9 @@ from tessera.runtime.telemetry.logging import setup_logging
 from tessera.runtime.telemetry.tracing import setup_tracing
 
 
-def run_service(name: str, args: argparse.Namespace, run: Callable[[argparse.Namespace], Awaitable[int]],
-                tracing: bool = True) -> int:
+def run_service(
+    name: str, args: argparse.Namespace, run: Callable[[argparse.Namespace], Awaitable[int]], tracing: bool = True
+) -> int:
     """Set up logging (and OTLP tracing when configured), then run ``run(args)`` on uvloop."""
     import uvloop
 
@@ -29,4 +30,3 @@ def stop_event() -> asyncio.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     return stop
-

@@ -35,7 +35,7 @@ from tessera.planning.slo_policy import SloPolicy
 from tessera.sim import hpa
 
 AUTOSCALERS = ("static", "hpa", "homogeneous", "tessera")
-LEARN_ABOVE = 0.5   # learn corrections only from intervals a type ran at >= this share of its capacity
+LEARN_ABOVE = 0.5  # learn corrections only from intervals a type ran at >= this share of its capacity
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,9 @@ class Observation:
     now_s: float
     interval_s: float
     arrivals: fc.IntervalStats
-    queued: int                                    # held at the router (nothing could take them)
+    queued: int  # held at the router (nothing could take them)
     fleet: Mapping[InstanceType, TypeObservation] = field(default_factory=dict)
-    arrival_times: tuple[float, ...] = ()          # of the interval's arrivals (for burst rates)
+    arrival_times: tuple[float, ...] = ()  # of the interval's arrivals (for burst rates)
 
     def peak_rps(self, window_s: float) -> float:
         """The highest arrival rate over `window_s` windows of the interval (its mean if longer)."""
@@ -84,7 +84,7 @@ class ScalingDecision:
     reasons: tuple[str, ...] = ()
     forecast_rps: float | None = None
     plan: str = ""
-    factors: dict[str, tuple[float, float]] = field(default_factory=dict)   # learnt (ttft, tpot) per type
+    factors: dict[str, tuple[float, float]] = field(default_factory=dict)  # learnt (ttft, tpot) per type
 
 
 class Autoscaler:
@@ -96,7 +96,7 @@ class Autoscaler:
     name = "autoscaler"
     interval_s = 30.0
     initial: dict[InstanceType, int] = {}
-    peak_counts: dict[InstanceType, int] = {}   # its own provisioning for the peak (the warm start)
+    peak_counts: dict[InstanceType, int] = {}  # its own provisioning for the peak (the warm start)
 
     def start(self, counts: Mapping[InstanceType, int]) -> None:
         """The fleet running at t=0, before the first decision."""
@@ -131,7 +131,9 @@ class Hpa(Autoscaler):
         current = seen.requested or self.params.min_replicas
         self.state, desired = hpa.step(self.state, obs.now_s, current, seen.busy, seen.starting, self.params)
         util = float(np.mean(seen.busy)) if seen.busy else 0.0
-        why = f"{self.itype.label}: {util:.0%} busy (target {self.params.target_utilisation:.0%}), {current} -> {desired}"
+        why = (
+            f"{self.itype.label}: {util:.0%} busy (target {self.params.target_utilisation:.0%}), {current} -> {desired}"
+        )
         return ScalingDecision({self.itype: desired}, (why,))
 
 
@@ -143,8 +145,16 @@ class PlannerLoop(Autoscaler):
     learn per-type correction factors where the model predicted the SLOs would hold but the
     observed percentiles say otherwise."""
 
-    def __init__(self, name: str, policy: SloPolicy, capacity: CapacityModel, plan_fn: PlanFn,
-                 free_devices: Mapping[str, int], learn: bool = True, burst_window_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        policy: SloPolicy,
+        capacity: CapacityModel,
+        plan_fn: PlanFn,
+        free_devices: Mapping[str, int],
+        learn: bool = True,
+        burst_window_s: float = 0.0,
+    ) -> None:
         self.name, self.policy, self.capacity, self.plan_fn = name, policy, capacity, plan_fn
         self.free, self.learn, self.interval_s = dict(free_devices), learn, policy.interval_s
         self.burst_window_s = burst_window_s
@@ -160,17 +170,17 @@ class PlannerLoop(Autoscaler):
         self.forecast_state = fc.observe(self.forecast_state, self._arrivals(obs), p.forecast)
         load = fc.forecast(self.forecast_state, p.forecast, p.interval_s)
         idle_s = self.forecast_state.idle_s
-        if obs.queued:   # requests held at the router are demand too: a fleet scaled to zero comes back
+        if obs.queued:  # requests held at the router are demand too: a fleet scaled to zero comes back
             load, idle_s = load.scaled(max(load.rate_rps, obs.queued / obs.interval_s)), 0.0
         if self.learn:
             self.corrections = learn_corrections(self.corrections, obs, load, p, self.capacity)
         current = self.fleet_state.as_dict()
         chosen = self.plan_fn(load, idle_s, with_prior(self.corrections, p.instance_types()), current)
-        self.fleet_state, d = hysteresis.step(self.fleet_state, chosen.counts, obs.now_s, p.hysteresis, self.free,
-                                              chosen.serves)
+        self.fleet_state, d = hysteresis.step(
+            self.fleet_state, chosen.counts, obs.now_s, p.hysteresis, self.free, chosen.serves
+        )
         factors = {label: (round(f.ttft, 3), round(f.tpot, 3)) for label, f in self.corrections.factors}
         return ScalingDecision(d.counts, d.reasons, load.rate_rps, chosen.summary().splitlines()[0], factors)
-
 
     def _arrivals(self, obs: Observation) -> fc.IntervalStats:
         """The interval as the forecaster sees it: with a burst window, at its peak rate over such
@@ -184,8 +194,14 @@ class PlannerLoop(Autoscaler):
         return replace(stats, requests=max(stats.requests, round(peak * stats.duration_s)))
 
 
-def learn_corrections(state: CorrectionState, obs: Observation, load: LoadMix, policy: SloPolicy,
-                      capacity: CapacityModel, learn_above: float = LEARN_ABOVE) -> CorrectionState:
+def learn_corrections(
+    state: CorrectionState,
+    obs: Observation,
+    load: LoadMix,
+    policy: SloPolicy,
+    capacity: CapacityModel,
+    learn_above: float = LEARN_ABOVE,
+) -> CorrectionState:
     """Compare each type's observed TTFT/TPOT percentiles with the corrected model's prediction at
     the per-instance rate it carried, and update its factors (corrections.observe).
 
@@ -205,8 +221,9 @@ def learn_corrections(state: CorrectionState, obs: Observation, load: LoadMix, p
         handoff = 0.0
         if itype.role == "prefill":
             caps = caps or capacities(policy, load, capacity, state)
-            handoff = handoff_seconds(policy, load, capacity, itype,
-                                      {t: c for t, c in caps.items() if t.role == "decode"})
+            handoff = handoff_seconds(
+                policy, load, capacity, itype, {t: c for t, c in caps.items() if t.role == "decode"}
+            )
         try:
             predicted = capacity.predict(itype, load.scaled(rate), targets, factors, handoff)
         except KeyError:
@@ -215,8 +232,10 @@ def learn_corrections(state: CorrectionState, obs: Observation, load: LoadMix, p
             continue
         if rate < learn_above * capacity.capacity(itype, load, targets, factors, handoff).rate_rps:
             continue
-        for metric, values, pred, target in (("ttft", seen.ttft_s, predicted.ttft_s, targets.ttft),
-                                             ("tpot", seen.tpot_s, predicted.tpot_s, targets.tpot)):
+        for metric, values, pred, target in (
+            ("ttft", seen.ttft_s, predicted.ttft_s, targets.ttft),
+            ("tpot", seen.tpot_s, predicted.tpot_s, targets.tpot),
+        ):
             if len(values) >= policy.corrections.min_samples and math.isfinite(pred) and pred > 0:
                 observed = float(np.percentile(values, target.percentile))
                 state = corr.observe(state, itype.label, metric, pred, observed, len(values), policy.corrections)
@@ -233,13 +252,16 @@ def with_prior(state: CorrectionState, types: list[InstanceType]) -> CorrectionS
     seen = dict(state.factors)
     if not seen:
         return state
-    prior = corr.Factors(float(np.exp(np.mean([math.log(f.ttft) for f in seen.values()]))),
-                         float(np.exp(np.mean([math.log(f.tpot) for f in seen.values()]))))
+    prior = corr.Factors(
+        float(np.exp(np.mean([math.log(f.ttft) for f in seen.values()]))),
+        float(np.exp(np.mean([math.log(f.tpot) for f in seen.values()]))),
+    )
     table = {t.label: seen.get(t.label, prior) for t in types} | seen
     return CorrectionState(tuple(sorted(table.items())))
 
 
 # -- building them --------------------------------------------------------------------------------
+
 
 def peak_load(arrivals: list[float], prompts: list[int], outputs: list[int], window_s: float = 60.0) -> LoadMix:
     """The highest request rate over any `window_s` window, with the whole workload's request shape
@@ -249,8 +271,13 @@ def peak_load(arrivals: list[float], prompts: list[int], outputs: list[int], win
     times = np.sort(np.asarray(arrivals))
     ends = np.searchsorted(times, times + window_s, side="left")
     peak = float(np.max(ends - np.arange(len(times)))) / window_s
-    return LoadMix(peak, float(np.mean(prompts)), float(np.percentile(prompts, 90)), float(np.mean(outputs)),
-                   input_p99=float(np.percentile(prompts, 99)))
+    return LoadMix(
+        peak,
+        float(np.mean(prompts)),
+        float(np.percentile(prompts, 90)),
+        float(np.mean(outputs)),
+        input_p99=float(np.percentile(prompts, 99)),
+    )
 
 
 def _homogeneous_kind(policy: SloPolicy, peak: LoadMix, capacity: CapacityModel) -> str:
@@ -260,9 +287,15 @@ def _homogeneous_kind(policy: SloPolicy, peak: LoadMix, capacity: CapacityModel)
     return best.entries[0].itype.accelerator
 
 
-def build_autoscaler(name: str, policy: SloPolicy, capacity: CapacityModel, peak: LoadMix,
-                     hpa_params: hpa.HpaParams | None = None, burst_window_s: float = 0.0,
-                     warm_start: bool = True) -> Autoscaler:
+def build_autoscaler(
+    name: str,
+    policy: SloPolicy,
+    capacity: CapacityModel,
+    peak: LoadMix,
+    hpa_params: hpa.HpaParams | None = None,
+    burst_window_s: float = 0.0,
+    warm_start: bool = True,
+) -> Autoscaler:
     """One of AUTOSCALERS for `policy`; `peak` (peak_load) sizes static and picks the homogeneous kind;
     `burst_window_s` makes the planner loops plan for each interval's peak rate over such windows.
 
@@ -275,12 +308,19 @@ def build_autoscaler(name: str, policy: SloPolicy, capacity: CapacityModel, peak
     return autoscaler
 
 
-def _build(name: str, policy: SloPolicy, capacity: CapacityModel, peak: LoadMix, hpa_params: hpa.HpaParams | None,
-           burst_window_s: float) -> Autoscaler:
+def _build(
+    name: str,
+    policy: SloPolicy,
+    capacity: CapacityModel,
+    peak: LoadMix,
+    hpa_params: hpa.HpaParams | None,
+    burst_window_s: float,
+) -> Autoscaler:
     if name == "static":
         chosen = plan(policy, peak, capacity)
-        static = Static(chosen.counts, policy.interval_s,
-                        f"peak {peak.rate_rps:.3g} req/s: {chosen.summary().splitlines()[0]}")
+        static = Static(
+            chosen.counts, policy.interval_s, f"peak {peak.rate_rps:.3g} req/s: {chosen.summary().splitlines()[0]}"
+        )
         static.peak_counts = chosen.counts
         return static
     if name == "hpa":
@@ -300,16 +340,24 @@ def _build(name: str, policy: SloPolicy, capacity: CapacityModel, peak: LoadMix,
         def homogeneous(load: LoadMix, idle_s: float, corrections: CorrectionState, current) -> Plan:
             return plan_homogeneous(policy, load, capacity, accelerator=kind, idle_s=idle_s, corrections=corrections)
 
-        loop = PlannerLoop("homogeneous", policy, capacity, homogeneous, {kind: policy.free_devices()[kind]},
-                           burst_window_s=burst_window_s)
+        loop = PlannerLoop(
+            "homogeneous",
+            policy,
+            capacity,
+            homogeneous,
+            {kind: policy.free_devices()[kind]},
+            burst_window_s=burst_window_s,
+        )
         loop.peak_counts = plan_homogeneous(policy, peak, capacity, accelerator=kind).counts
         return loop
     if name == "tessera":
+
         def heterogeneous(load: LoadMix, idle_s: float, corrections: CorrectionState, current) -> Plan:
             return plan(policy, load, capacity, idle_s=idle_s, corrections=corrections, current=current)
 
-        loop = PlannerLoop("tessera", policy, capacity, heterogeneous, policy.free_devices(),
-                           burst_window_s=burst_window_s)
+        loop = PlannerLoop(
+            "tessera", policy, capacity, heterogeneous, policy.free_devices(), burst_window_s=burst_window_s
+        )
         loop.peak_counts = plan(policy, peak, capacity).counts
         return loop
     raise ValueError(f"unknown autoscaler {name!r}; known: {', '.join(AUTOSCALERS)}")

@@ -27,30 +27,49 @@ def plot_autoscaling(summaries: dict[str, dict[str, Any]], path: Path, title: st
     t = np.array(first["t"])
     step = float(t[1] - t[0]) if len(t) > 1 else 1.0
     ax = axes[0]
-    ax.step(t[:len(first["arrival_rps"])], first["arrival_rps"][:len(t)], where="post", color="black",
-            label="arrivals")
+    ax.step(
+        t[: len(first["arrival_rps"])], first["arrival_rps"][: len(t)], where="post", color="black", label="arrivals"
+    )
     for name in names:
         changes = summaries[name].get("fleet_changes") or []
         ticks = [c for c in changes if c.get("forecast_rps") is not None]
         if ticks:
-            ax.plot([c["t"] for c in ticks], [c["forecast_rps"] for c in ticks], ".", ms=3,
-                    label=f"{name}: planned-for rate, at fleet changes")
+            ax.plot(
+                [c["t"] for c in ticks],
+                [c["forecast_rps"] for c in ticks],
+                ".",
+                ms=3,
+                label=f"{name}: planned-for rate, at fleet changes",
+            )
     ax.set_ylabel(f"req/s ({step:g} s bins)")
     ax.set_title("load")
     ax.legend(loc="upper right", fontsize=7)
 
     labels = sorted({label for s in summaries.values() for label in s["timeseries"]["instances"]})
     colors = {label: plt.cm.tab20(i % 20) for i, label in enumerate(labels)}
-    for ax, name in zip(axes[1:1 + len(names)], names):
+    for ax, name in zip(axes[1 : 1 + len(names)], names):
         series = summaries[name]["timeseries"]
-        ts = np.array(series["t"])          # runs end when their last request does: each its own axis
+        ts = np.array(series["t"])  # runs end when their last request does: each its own axis
         present = [label for label in labels if label in series["instances"]]
         if present:
-            ax.stackplot(ts, *[series["instances"][lb] for lb in present], step="post", labels=present,
-                         colors=[colors[lb] for lb in present], alpha=0.85)
+            ax.stackplot(
+                ts,
+                *[series["instances"][lb] for lb in present],
+                step="post",
+                labels=present,
+                colors=[colors[lb] for lb in present],
+                alpha=0.85,
+            )
         if series["starting"]:
-            ax.step(ts, np.sum([series["starting"][lb] for lb in series["starting"]], axis=0), where="post",
-                    color="grey", ls="--", lw=0.8, label="starting")
+            ax.step(
+                ts,
+                np.sum([series["starting"][lb] for lb in series["starting"]], axis=0),
+                where="post",
+                color="grey",
+                ls="--",
+                lw=0.8,
+                label="starting",
+            )
         ax.set_ylabel("instances")
         s = summaries[name]
         ax.set_title(f"{name}: ${s['cost_usd']:.2f}, {s['slo_attainment']:.2%} within SLOs", fontsize=9)
@@ -68,7 +87,7 @@ def plot_autoscaling(summaries: dict[str, dict[str, Any]], path: Path, title: st
     for name in names:
         series = summaries[name]["timeseries"]
         att = [np.nan if v is None else v for v in series["slo_attainment"]]
-        ax.step(series["t"][:len(att)], att[:len(series["t"])], where="post", label=name)
+        ax.step(series["t"][: len(att)], att[: len(series["t"])], where="post", label=name)
     ax.axhline(0.99, color="red", lw=0.8, ls=":", label="99%")
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("within SLOs")

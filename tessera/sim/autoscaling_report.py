@@ -44,15 +44,17 @@ def _overlap(a0: float, a1: float | None, b0: float, b1: float, end_s: float) ->
 
 def fleet_series(lifetimes: list[Lifetime], end_s: float, bin_s: float) -> dict[str, Any]:
     """Per bin: mean instances of each label ready / starting / draining, and $ per hour."""
-    edges = np.arange(max(1, math.ceil(end_s / bin_s)) + 1) * bin_s   # the bins request_series uses
+    edges = np.arange(max(1, math.ceil(end_s / bin_s)) + 1) * bin_s  # the bins request_series uses
     states: dict[str, dict[str, list[float]]] = {"ready": {}, "starting": {}, "draining": {}}
     cost = [0.0] * (len(edges) - 1)
     for life in lifetimes:
         label = life.itype.label
         stop = life.stopped_s if life.stopped_s is not None else end_s
-        spans = {"starting": (life.requested_s, min(life.ready_s, stop)),
-                 "ready": (min(life.ready_s, stop), life.drain_s if life.drain_s is not None else stop),
-                 "draining": (life.drain_s if life.drain_s is not None else stop, stop)}
+        spans = {
+            "starting": (life.requested_s, min(life.ready_s, stop)),
+            "ready": (min(life.ready_s, stop), life.drain_s if life.drain_s is not None else stop),
+            "draining": (life.drain_s if life.drain_s is not None else stop, stop),
+        }
         for i, (b0, b1) in enumerate(zip(edges[:-1], edges[1:])):
             for state, (s0, s1) in spans.items():
                 seconds = _overlap(s0, s1, b0, b1, end_s)
@@ -60,14 +62,21 @@ def fleet_series(lifetimes: list[Lifetime], end_s: float, bin_s: float) -> dict[
                     series = states[state].setdefault(label, [0.0] * (len(edges) - 1))
                     series[i] += seconds / bin_s
             cost[i] += billed_hours(life, b0, b1) * life.price_per_device_hour * 3600.0 / bin_s
-    rounded = {s: {label: [round(v, 3) for v in vals] for label, vals in sorted(by.items())} for s, by in states.items()}
-    return {"t": [round(float(x), 1) for x in edges[:-1]], "instances": rounded["ready"],
-            "starting": rounded["starting"], "draining": rounded["draining"],
-            "cost_per_hour": [round(c, 3) for c in cost]}
+    rounded = {
+        s: {label: [round(v, 3) for v in vals] for label, vals in sorted(by.items())} for s, by in states.items()
+    }
+    return {
+        "t": [round(float(x), 1) for x in edges[:-1]],
+        "instances": rounded["ready"],
+        "starting": rounded["starting"],
+        "draining": rounded["draining"],
+        "cost_per_hour": [round(c, 3) for c in cost],
+    }
 
 
-def request_series(records: list[RequestRecord], slo: dict[str, tuple[float, float]], end_s: float,
-                   bin_s: float) -> dict[str, list]:
+def request_series(
+    records: list[RequestRecord], slo: dict[str, tuple[float, float]], end_s: float, bin_s: float
+) -> dict[str, list]:
     """Per bin of arrival time: the arrival rate and the share meeting each bound and both."""
     n = max(1, math.ceil(end_s / bin_s))
     arrivals = [0] * n
@@ -85,8 +94,12 @@ def request_series(records: list[RequestRecord], slo: dict[str, tuple[float, flo
     def share(values: list[int]) -> list[float | None]:
         return [round(g / a, 4) if a else None for g, a in zip(values, arrivals)]
 
-    return {"arrival_rps": [round(a / bin_s, 3) for a in arrivals], "slo_attainment": share(good["both"]),
-            "ttft_attainment": share(good["ttft"]), "tpot_attainment": share(good["tpot"])}
+    return {
+        "arrival_rps": [round(a / bin_s, 3) for a in arrivals],
+        "slo_attainment": share(good["both"]),
+        "ttft_attainment": share(good["ttft"]),
+        "tpot_attainment": share(good["tpot"]),
+    }
 
 
 def attainment_by_metric(records: list[RequestRecord], slo: dict[str, tuple[float, float]]) -> dict[str, float]:

@@ -24,15 +24,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tessera.planning.fleet import InstanceType
-from tessera.planning.forecast import IntervalStats
-from tessera.placement.pipeline import Pipeline
-from tessera.engine_model.perf.model_arch import ModelArch
-from tessera.sim.autoscalers import Observation, TypeObservation
 from tessera.engine_model.build import build_instances
 from tessera.engine_model.instance import InstanceSpec, find_accelerator
+from tessera.engine_model.perf.model_arch import ModelArch
+from tessera.placement.pipeline import Pipeline
+from tessera.planning.fleet import InstanceType
+from tessera.planning.forecast import IntervalStats
+from tessera.sim.autoscalers import Observation, TypeObservation
 from tessera.sim.report import request_metrics_ms
-from tessera.sim.simulator import DRAINING, READY, STARTING, RequestRecord, SimInstance, Simulator
+from tessera.sim.simulator import READY, STARTING, RequestRecord, SimInstance, Simulator
 
 DEFAULT_STARTUP_S = 60.0
 
@@ -51,13 +51,20 @@ class Lifetime:
 
 
 class ElasticFleet:
-    def __init__(self, sim: Simulator, arch: ModelArch, prices: Mapping[str, float], startup_s: float,
-                 mixed_pipeline: Pipeline, disagg_pipeline: Pipeline | None = None,
-                 engine_args: Mapping[tuple[str, int], Mapping[str, object]] | None = None) -> None:
+    def __init__(
+        self,
+        sim: Simulator,
+        arch: ModelArch,
+        prices: Mapping[str, float],
+        startup_s: float,
+        mixed_pipeline: Pipeline,
+        disagg_pipeline: Pipeline | None = None,
+        engine_args: Mapping[tuple[str, int], Mapping[str, object]] | None = None,
+    ) -> None:
         self.sim, self.arch, self.prices, self.startup_s = sim, arch, dict(prices), startup_s
-        self.engine_args = dict(engine_args or {})    # per (accelerator, tp): e.g. the planner's prefill chunk
+        self.engine_args = dict(engine_args or {})  # per (accelerator, tp): e.g. the planner's prefill chunk
         self.mixed_pipeline, self.disagg_pipeline = mixed_pipeline, disagg_pipeline
-        self.types: dict[str, InstanceType] = {}       # instance id -> type
+        self.types: dict[str, InstanceType] = {}  # instance id -> type
         self.lifetimes: dict[str, Lifetime] = {}
         self._built: dict[InstanceType, tuple] = {}
         self._last_tick = 0.0
@@ -76,9 +83,10 @@ class ElasticFleet:
             for _ in range(want - len(have)):
                 self._start(itype, None if ready_now else now + self.startup_s)
             if want < len(have):
-                order = sorted(have, key=lambda i: (i.state != STARTING, len(i.records) + i.incoming,
-                                                    -i.requested_s, i.id))
-                for inst in order[:len(have) - want]:
+                order = sorted(
+                    have, key=lambda i: (i.state != STARTING, len(i.records) + i.incoming, -i.requested_s, i.id)
+                )
+                for inst in order[: len(have) - want]:
                     self.lifetimes[inst.id].drain_s = now
                     self.sim.drain_instance(inst)
                     self._note_stop(inst)
@@ -87,8 +95,9 @@ class ElasticFleet:
     def _start(self, itype: InstanceType, ready_s: float | None) -> None:
         if itype not in self._built:
             spec = InstanceSpec(find_accelerator(itype.accelerator), itype.tp, itype.role)
-            [(spec, cfg, timer)] = build_instances(self.arch, [spec],
-                                                   engine_args=self.engine_args.get((spec.accelerator.name, itype.tp)))
+            [(spec, cfg, timer)] = build_instances(
+                self.arch, [spec], engine_args=self.engine_args.get((spec.accelerator.name, itype.tp))
+            )
             self._built[itype] = (spec, cfg, timer)
         inst = self.sim.add_instance(*self._built[itype], ready_s=ready_s)
         self.types[inst.id] = itype
@@ -119,7 +128,7 @@ class ElasticFleet:
         """What the last interval looked like (the first call sees an empty interval of interval_s)."""
         sim, now = self.sim, self.sim.now
         span = now - self._last_tick if now > self._last_tick else interval_s
-        arrived = sim.records[self._next_record:]
+        arrived = sim.records[self._next_record :]
         self._next_record = len(sim.records)
         self._open.extend(arrived)
         finished = [r for r in self._open if r.done or r.error]
@@ -129,8 +138,9 @@ class ElasticFleet:
                 self.lifetimes[inst.id].stopped_s = inst.stopped_s
         fleet = self._type_observations(finished, span)
         self._last_tick = now
-        return Observation(now, span, _arrival_stats(arrived, finished, span), sim.queued, fleet,
-                           tuple(r.arrival_s for r in arrived))
+        return Observation(
+            now, span, _arrival_stats(arrived, finished, span), sim.queued, fleet, tuple(r.arrival_s for r in arrived)
+        )
 
     def _type_observations(self, finished: list[RequestRecord], span: float) -> dict[InstanceType, TypeObservation]:
         now = self.sim.now
@@ -160,9 +170,17 @@ class ElasticFleet:
             if len(rec.token_times) > 1:
                 tpot.setdefault(decoder, []).append(m["tpot"] / 1e3)
         types = set(ready) | set(starting) | set(served)
-        return {t: TypeObservation(len(ready.get(t, ())), starting.get(t, 0), tuple(ready.get(t, ())),
-                                   served.get(t, 0), tuple(ttft.get(t, ())), tuple(tpot.get(t, ())))
-                for t in sorted(types)}
+        return {
+            t: TypeObservation(
+                len(ready.get(t, ())),
+                starting.get(t, 0),
+                tuple(ready.get(t, ())),
+                served.get(t, 0),
+                tuple(ttft.get(t, ())),
+                tuple(tpot.get(t, ())),
+            )
+            for t in sorted(types)
+        }
 
     def close(self, end_s: float) -> None:
         """Settle lifetimes at the end of the run (instances still up are billed to end_s)."""
@@ -182,5 +200,12 @@ def _arrival_stats(arrived: list[RequestRecord], finished: list[RequestRecord], 
     done = [r for r in finished if r.done and not r.error]
     total = sum(r.request.prompt_tokens for r in done)
     reuse = sum(r.cached_prompt_tokens for r in done) / total if total else None
-    return IntervalStats(span, len(arrived), float(prompts.mean()), float(np.percentile(prompts, 90)),
-                         float(np.mean(outputs)), reuse, float(np.percentile(prompts, 99)))
+    return IntervalStats(
+        span,
+        len(arrived),
+        float(prompts.mean()),
+        float(np.percentile(prompts, 90)),
+        float(np.mean(outputs)),
+        reuse,
+        float(np.percentile(prompts, 99)),
+    )

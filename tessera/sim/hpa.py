@@ -55,7 +55,7 @@ def recommend(current: int, ready_utilisation: Sequence[float], unready: int, pa
         if abs(1.0 - ratio) <= params.tolerance:
             return current
         return math.ceil(ratio * len(ready_utilisation))
-    if ratio <= 1.0:          # scaling down ignores unready pods (and there are no missing ones here)
+    if ratio <= 1.0:  # scaling down ignores unready pods (and there are no missing ones here)
         if abs(1.0 - ratio) <= params.tolerance:
             return current
         return min(current, math.ceil(ratio * len(ready_utilisation)))
@@ -67,8 +67,14 @@ def recommend(current: int, ready_utilisation: Sequence[float], unready: int, pa
     return current if desired < current else desired
 
 
-def step(state: HpaState, now_s: float, current: int, ready_utilisation: Sequence[float], unready: int,
-         params: HpaParams = HpaParams()) -> tuple[HpaState, int]:
+def step(
+    state: HpaState,
+    now_s: float,
+    current: int,
+    ready_utilisation: Sequence[float],
+    unready: int,
+    params: HpaParams = HpaParams(),
+) -> tuple[HpaState, int]:
     """One sync period: the recommendation, stabilised (down) and rate-limited (up), within min..max."""
     raw = recommend(current, ready_utilisation, unready, params)
     raw = min(max(raw, params.min_replicas), params.max_replicas)

@@ -10,7 +10,9 @@ from tessera.sim.report import request_metrics_ms
 from tessera.sim.simulator import SimResult
 
 
-def plot_simulation(result: SimResult, path: Path, title: str = "", slo: dict[str, tuple[float, float]] | None = None) -> Path:
+def plot_simulation(
+    result: SimResult, path: Path, title: str = "", slo: dict[str, tuple[float, float]] | None = None
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -33,8 +33,10 @@ def parse_slo(text: str | None) -> dict[str, tuple[float, float]]:
                 raise ValueError
             out[metric] = (float(pct) if pct else 100.0, float(value))
         except ValueError:
-            raise SloError(f"bad SLO {part!r}: expected METRIC_pPCT=MS with METRIC one of "
-                           f"{', '.join(SLO_METRICS)}, e.g. ttft_p90=500") from None
+            raise SloError(
+                f"bad SLO {part!r}: expected METRIC_pPCT=MS with METRIC one of "
+                f"{', '.join(SLO_METRICS)}, e.g. ttft_p90=500"
+            ) from None
     return out
 
 
@@ -75,16 +77,32 @@ def slo_attainment(records: list[RequestRecord], slo: dict[str, tuple[float, flo
     return good / len(records)
 
 
-def summarize_sim(result: SimResult, slo: dict[str, tuple[float, float]] | None = None,
-                  percentiles: tuple[float, ...] = (50, 90, 99), details: bool = True) -> dict[str, Any]:
+def summarize_sim(
+    result: SimResult,
+    slo: dict[str, tuple[float, float]] | None = None,
+    percentiles: tuple[float, ...] = (50, 90, 99),
+    details: bool = True,
+) -> dict[str, Any]:
     slo = slo or {}
     outcomes = [_outcome(r) for r in result.records]
     duration = result.duration_s or 1e-9
-    summary = summarize(outcomes, duration, percentiles,
-                        goodput_ms={k: b for k, (_, b) in slo.items() if k in ("ttft", "tpot", "e2el")} or None)
+    summary = summarize(
+        outcomes,
+        duration,
+        percentiles,
+        goodput_ms={k: b for k, (_, b) in slo.items() if k in ("ttft", "tpot", "e2el")} or None,
+    )
     if not details:
-        for key in ("input_lens", "output_lens", "ttfts", "itls", "latencies", "start_times",
-                    "generated_texts", "errors"):
+        for key in (
+            "input_lens",
+            "output_lens",
+            "ttfts",
+            "itls",
+            "latencies",
+            "start_times",
+            "generated_texts",
+            "errors",
+        ):
             summary.pop(key, None)
     done = [r for r in result.records if r.done and not r.error]
     prompt = sum(r.request.prompt_tokens for r in done)
@@ -114,8 +132,9 @@ def cluster_figures(result: SimResult) -> dict[str, Any]:
         k["busy_s"] += inst.busy_s
         k["steps"] += inst.steps
         cost += inst.spec.devices * inst.spec.accelerator.cost_per_hour_usd * duration / 3600.0
-    utilization = {kind: (v["busy_s"] / (v["instances"] * duration) if duration else 0.0)
-                   for kind, v in by_kind.items()}
+    utilization = {
+        kind: (v["busy_s"] / (v["instances"] * duration) if duration else 0.0) for kind, v in by_kind.items()
+    }
     return {
         "utilization": utilization,
         "instances": {kind: int(v["instances"]) for kind, v in by_kind.items()},

@@ -32,17 +32,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tessera.placement.pairing import place_pair
-from tessera.placement.pipeline import Pipeline
-from tessera.placement.snapshot import RequestInfo, WorkerSnapshot
+from tessera.engine_model.batching import BatchingEngine, EngineConfig, EngineRequest, ScheduledStep
+from tessera.engine_model.instance import InstanceSpec
 from tessera.engine_model.perf.comm import kv_transfer_estimator
 from tessera.engine_model.perf.model_arch import ModelArch
 from tessera.engine_model.perf.step_timer import StepTimer
 from tessera.placement.block_hash import content_block_hashes
-from tessera.engine_model.batching import EngineConfig, BatchingEngine, EngineRequest, ScheduledStep
-from tessera.engine_model.instance import InstanceSpec
-from tessera.sim.workloads import SimRequest
+from tessera.placement.pairing import place_pair
+from tessera.placement.pipeline import Pipeline
 from tessera.placement.prefix_index import CANONICAL_BLOCK_TOKENS, PrefixIndex
+from tessera.placement.snapshot import RequestInfo, WorkerSnapshot
+from tessera.sim.workloads import SimRequest
 
 _ARRIVAL, _STEP_DONE, _SAMPLE, _KV_ARRIVED, _CALL = 0, 1, 2, 3, 4
 # An instance's life: billed from its request, placeable once ready, no new work while draining.
@@ -55,10 +55,10 @@ class RequestRecord:
 
     request: SimRequest
     arrival_s: float
-    instance: str = ""                 # where it decoded (and prefilled, unless prefill_instance says otherwise)
-    prefill_instance: str = ""         # where its prompt was prefilled, when disaggregated
-    prefill_done_s: float = -1.0       # the prefill instance finished the prompt
-    kv_transfer_s: float = 0.0         # the KV copy to the decode instance
+    instance: str = ""  # where it decoded (and prefilled, unless prefill_instance says otherwise)
+    prefill_instance: str = ""  # where its prompt was prefilled, when disaggregated
+    prefill_done_s: float = -1.0  # the prefill instance finished the prompt
+    kv_transfer_s: float = 0.0  # the KV copy to the decode instance
     first_token_s: float = -1.0
     finish_s: float = -1.0
     token_times: list[float] = field(default_factory=list)
@@ -78,8 +78,8 @@ class Sample:
     t: float
     running: int
     waiting: int
-    kv_usage: float                      # mean over instances
-    busy_by_kind: dict[str, float]       # fraction of instances of a kind that are mid-step
+    kv_usage: float  # mean over instances
+    busy_by_kind: dict[str, float]  # fraction of instances of a kind that are mid-step
 
 
 @dataclass
@@ -96,11 +96,11 @@ class SimInstance:
     steps: int = 0
     tokens_in_flight: int = 0
     records: dict[str, RequestRecord] = field(default_factory=dict)
-    incoming: int = 0   # placed here to decode, still prefilling elsewhere: queued as far as placement goes
+    incoming: int = 0  # placed here to decode, still prefilling elsewhere: queued as far as placement goes
     state: str = READY
-    requested_s: float = 0.0            # asked for (billing starts)
-    ready_s: float = 0.0                # takes placements from here on
-    stopped_s: float | None = None      # drained and gone (billing stops)
+    requested_s: float = 0.0  # asked for (billing starts)
+    ready_s: float = 0.0  # takes placements from here on
+    stopped_s: float | None = None  # drained and gone (billing stops)
 
     @property
     def idle(self) -> bool:
@@ -108,17 +108,31 @@ class SimInstance:
 
     def snapshot(self) -> WorkerSnapshot:
         e = self.engine
-        return _replace_load(self.snapshot_base, e.num_waiting + self.incoming, self.incoming, e.num_running,
-                             e.kv_usage, self.tokens_in_flight, e.pending_prefill_tokens)
+        return _replace_load(
+            self.snapshot_base,
+            e.num_waiting + self.incoming,
+            self.incoming,
+            e.num_running,
+            e.kv_usage,
+            self.tokens_in_flight,
+            e.pending_prefill_tokens,
+        )
 
 
-def _replace_load(base: WorkerSnapshot, waiting: int, pending: int, running: int, kv: float, tokens: int,
-                  prefill: int) -> WorkerSnapshot:
+def _replace_load(
+    base: WorkerSnapshot, waiting: int, pending: int, running: int, kv: float, tokens: int, prefill: int
+) -> WorkerSnapshot:
     # dataclasses.replace is ~3x slower; this runs once per instance per arrival.
     s = object.__new__(WorkerSnapshot)
     s.__dict__.update(base.__dict__)
-    s.__dict__.update(num_waiting=waiting, pending=pending, num_running=running, kv_cache_usage=kv,
-                      tokens_in_flight=tokens, prefill_tokens_waiting=prefill)
+    s.__dict__.update(
+        num_waiting=waiting,
+        pending=pending,
+        num_running=running,
+        kv_cache_usage=kv,
+        tokens_in_flight=tokens,
+        prefill_tokens_waiting=prefill,
+    )
     return s
 
 
@@ -132,9 +146,16 @@ class SimResult:
 
 
 class Simulator:
-    def __init__(self, arch: ModelArch, model_name: str, instances: list[tuple[InstanceSpec, EngineConfig, StepTimer]],
-                 pipeline: Pipeline, sample_interval_s: float = 1.0, on_progress: Callable[[float, int], None] | None = None,
-                 kv_transfer: Callable[[WorkerSnapshot, WorkerSnapshot, int], float] | None = None):
+    def __init__(
+        self,
+        arch: ModelArch,
+        model_name: str,
+        instances: list[tuple[InstanceSpec, EngineConfig, StepTimer]],
+        pipeline: Pipeline,
+        sample_interval_s: float = 1.0,
+        on_progress: Callable[[float, int], None] | None = None,
+        kv_transfer: Callable[[WorkerSnapshot, WorkerSnapshot, int], float] | None = None,
+    ):
         """kv_transfer(prefill, decode, tokens) -> seconds: the KV copy of a disaggregated pair, for
         placement and for the copy itself (default: the catalog's scale-out links, per instance TP)."""
         self.arch = arch
@@ -147,30 +168,40 @@ class Simulator:
         spec_mode = pipeline.index_spec.mode if pipeline.index_spec else None
         self.index: PrefixIndex | None = PrefixIndex() if spec_mode in ("precise", "hybrid") else None
         self._canonical: dict[str, list[int]] = {}
-        self._router_queue: deque[RequestRecord] = deque()   # admission control: saturated, waiting
+        self._router_queue: deque[RequestRecord] = deque()  # admission control: saturated, waiting
         self._heap: list[tuple[float, int, int, Any]] = []
         self._seq = itertools.count()
         self.now = 0.0
         self._hash_cache: dict[tuple[int, int], list[int]] = {}
         self._by_id: dict[str, SimInstance] = {}
-        self._devices: dict[str, int] = {}      # by instance id, for KV transfers (grows with the fleet)
+        self._devices: dict[str, int] = {}  # by instance id, for KV transfers (grows with the fleet)
         self._ids = itertools.count()
         self.retired: list[SimInstance] = []
         self.records: list[RequestRecord] = []
-        self.pending = 0                        # requests (later turns included) not yet finished or failed
+        self.pending = 0  # requests (later turns included) not yet finished or failed
         for spec, cfg, timer in instances:
             self.add_instance(spec, cfg, timer)
         self.kv_transfer = kv_transfer or kv_transfer_estimator(arch, self._devices)
 
     # -- the fleet -----------------------------------------------------------------------------
-    def add_instance(self, spec: InstanceSpec, cfg: EngineConfig, timer: StepTimer,
-                     ready_s: float | None = None) -> SimInstance:
+    def add_instance(
+        self, spec: InstanceSpec, cfg: EngineConfig, timer: StepTimer, ready_s: float | None = None
+    ) -> SimInstance:
         """A new instance, requested now; it takes placements from `ready_s` (default: at once)."""
         iid = f"{spec.label}-{next(self._ids)}"
-        base = WorkerSnapshot(id=iid, address=iid, model=self.model_name, role=spec.role,
-                              vendor=spec.accelerator.vendor, accelerator=spec.accelerator.name,
-                              kv_block_size=cfg.block_size, kv_capacity_blocks=cfg.num_blocks,
-                              max_model_len=cfg.max_model_len, max_num_seqs=cfg.max_num_seqs, **_speeds(timer))
+        base = WorkerSnapshot(
+            id=iid,
+            address=iid,
+            model=self.model_name,
+            role=spec.role,
+            vendor=spec.accelerator.vendor,
+            accelerator=spec.accelerator.name,
+            kv_block_size=cfg.block_size,
+            kv_capacity_blocks=cfg.num_blocks,
+            max_model_len=cfg.max_model_len,
+            max_num_seqs=cfg.max_num_seqs,
+            **_speeds(timer),
+        )
         inst = SimInstance(iid, spec, BatchingEngine(cfg), timer, base, requested_s=self.now, ready_s=self.now)
         self.instances.append(inst)
         self._by_id[iid] = inst
@@ -258,23 +289,36 @@ class Simulator:
         rec = RequestRecord(req, self.now)
         if self._router_queue or not self._place(rec):
             if not rec.error:
-                self._router_queue.append(rec)   # saturated: waits at the router, in arrival order
+                self._router_queue.append(rec)  # saturated: waits at the router, in arrival order
         return rec
 
     def _place(self, rec: RequestRecord) -> bool:
         """Place one request; False when every instance is saturated (it should wait), or it failed (rec.error)."""
         req = rec.request
         canonical = self._canonical.get(req.request_id) or self._canonical_hashes(req)
-        info = RequestInfo(request_id=req.request_id, model=self.model_name, prompt_tokens=req.prompt_tokens,
-                           max_tokens=req.output_tokens, session_id=req.session_id,
-                           block_hashes=tuple(canonical[:req.prompt_tokens // CANONICAL_BLOCK_TOKENS]))
+        info = RequestInfo(
+            request_id=req.request_id,
+            model=self.model_name,
+            prompt_tokens=req.prompt_tokens,
+            max_tokens=req.output_tokens,
+            session_id=req.session_id,
+            block_hashes=tuple(canonical[: req.prompt_tokens // CANONICAL_BLOCK_TOKENS]),
+        )
         snapshots = [inst.snapshot() for inst in self.instances if inst.state == READY]
         if not snapshots:
-            return False          # nothing ready (scaled to zero, or still starting): wait at the router
+            return False  # nothing ready (scaled to zero, or still starting): wait at the router
         pipe = self.pipeline
         if pipe.disaggregation is not None and pipe.prefill_pipeline is not None:
-            pair = place_pair(info, snapshots, pipe, pipe.prefill_pipeline, pipe.disaggregation, self.kv_transfer,
-                              self.now, self.index)
+            pair = place_pair(
+                info,
+                snapshots,
+                pipe,
+                pipe.prefill_pipeline,
+                pipe.disaggregation,
+                self.kv_transfer,
+                self.now,
+                self.index,
+            )
             worker, prefill, saturated, reason = pair.decode, pair.prefill, pair.saturated, pair.reason
         else:
             decision = pipe.place(info, snapshots, self.now, self.index)
@@ -286,12 +330,23 @@ class Simulator:
         inst = self._by_id[worker.id]
         rec.instance = inst.id
         if prefill is None:
-            return self._admit(inst, rec, EngineRequest(req.request_id, req.prompt_tokens, req.output_tokens,
-                                                        self._hashes(req, inst.engine.config.block_size)))
+            return self._admit(
+                inst,
+                rec,
+                EngineRequest(
+                    req.request_id,
+                    req.prompt_tokens,
+                    req.output_tokens,
+                    self._hashes(req, inst.engine.config.block_size),
+                ),
+            )
         pre = self._by_id[prefill.id]
         rec.prefill_instance = pre.id
-        if not self._admit(pre, rec, EngineRequest(req.request_id, req.prompt_tokens, 1,
-                                                   self._hashes(req, pre.engine.config.block_size))):
+        if not self._admit(
+            pre,
+            rec,
+            EngineRequest(req.request_id, req.prompt_tokens, 1, self._hashes(req, pre.engine.config.block_size)),
+        ):
             return False
         inst.incoming += 1
         return True
@@ -321,16 +376,22 @@ class Simulator:
         dec = self._by_id[rec.instance]
         dec.incoming -= 1
         req = rec.request
-        ereq = EngineRequest(req.request_id, req.prompt_tokens, req.output_tokens,
-                             self._hashes(req, dec.engine.config.block_size), remote_kv=True)
+        ereq = EngineRequest(
+            req.request_id,
+            req.prompt_tokens,
+            req.output_tokens,
+            self._hashes(req, dec.engine.config.block_size),
+            remote_kv=True,
+        )
         return 0 if self._admit(dec, rec, ereq) else 1
 
     def _start_transfer(self, dec: SimInstance, ereq: EngineRequest) -> None:
         """Blocks are allocated on the decode instance: the KV copy from the prefill instance starts."""
         rec = dec.records[ereq.request_id]
         src = self._by_id[rec.prefill_instance]
-        rec.kv_transfer_s = self.kv_transfer(src.snapshot_base, dec.snapshot_base, ereq.remote_tokens) \
-            if ereq.remote_tokens else 0.0
+        rec.kv_transfer_s = (
+            self.kv_transfer(src.snapshot_base, dec.snapshot_base, ereq.remote_tokens) if ereq.remote_tokens else 0.0
+        )
         self._push(self.now + rec.kv_transfer_s, _KV_ARRIVED, (dec, ereq.request_id))
 
     def _drain_router_queue(self) -> int:
@@ -350,8 +411,9 @@ class Simulator:
             return []
         if req.request_id in self._canonical:
             return self._canonical[req.request_id]
-        hashes = content_block_hashes(req.content_ids, req.content_block_tokens, req.prompt_tokens + req.output_tokens,
-                                      CANONICAL_BLOCK_TOKENS)
+        hashes = content_block_hashes(
+            req.content_ids, req.content_block_tokens, req.prompt_tokens + req.output_tokens, CANONICAL_BLOCK_TOKENS
+        )
         if self.index is not None:
             self._canonical[req.request_id] = hashes
         return hashes
@@ -361,7 +423,7 @@ class Simulator:
         for block_hash, _, origin in events.stored:
             ereq, b = origin
             canonical = self._canonical.get(ereq.request_id, ())
-            keys = canonical[b * per:(b + 1) * per]
+            keys = canonical[b * per : (b + 1) * per]
             if len(keys) == per:
                 self.index.stored(inst.id, block_hash, keys)
         if events.removed:
@@ -400,7 +462,7 @@ class Simulator:
             rec = inst.records[ereq.request_id]
             inst.tokens_in_flight += 1
             if rec.prefill_instance == inst.id:
-                continue                  # the prefill side's token: the decode instance emits the user's first
+                continue  # the prefill side's token: the decode instance emits the user's first
             if rec.first_token_s < 0:
                 rec.first_token_s = self.now
                 if not rec.prefill_instance:
@@ -418,7 +480,7 @@ class Simulator:
             nxt = rec.request.next_turn
             if nxt is not None:
                 self._push(self.now + rec.request.think_time_s, _ARRIVAL, nxt)
-                finished -= 1   # the session goes on: its next turn is now pending instead
+                finished -= 1  # the session goes on: its next turn is now pending instead
         self._start_step(inst)
         self._retire_if_idle(inst)
         return finished
@@ -434,13 +496,17 @@ class Simulator:
             b = busy.setdefault(inst.spec.label, [0, 0])
             b[0] += inst.step is not None
             b[1] += 1
-        return Sample(self.now, running, waiting, kv / max(1, len(self.instances)),
-                      {k: v[0] / v[1] for k, v in busy.items()})
+        return Sample(
+            self.now, running, waiting, kv / max(1, len(self.instances)), {k: v[0] / v[1] for k, v in busy.items()}
+        )
 
 
 def _speeds(timer: StepTimer) -> dict[str, float]:
     try:
-        return {"prefill_tokens_per_s": timer.prefill_tokens_per_s(), "decode_base_s": timer.decode_base_s(),
-                "decode_step_s": timer.decode_step_s()}
-    except (AttributeError, ZeroDivisionError):   # a stand-in timer (tests) without the performance model
+        return {
+            "prefill_tokens_per_s": timer.prefill_tokens_per_s(),
+            "decode_base_s": timer.decode_base_s(),
+            "decode_step_s": timer.decode_step_s(),
+        }
+    except (AttributeError, ZeroDivisionError):  # a stand-in timer (tests) without the performance model
         return {}

@@ -77,7 +77,9 @@ def azure_csv(path: str | Path) -> list[SimRequest]:
                 try:
                     rows.append((_parse_time(row["TIMESTAMP"]), int(row["ContextTokens"]), int(row["GeneratedTokens"])))
                 except (KeyError, ValueError) as exc:
-                    raise WorkloadError(f"{path}: line {i + 2}: expected TIMESTAMP,ContextTokens,GeneratedTokens ({exc})") from None
+                    raise WorkloadError(
+                        f"{path}: line {i + 2}: expected TIMESTAMP,ContextTokens,GeneratedTokens ({exc})"
+                    ) from None
     except OSError as exc:
         raise WorkloadError(f"cannot read {path}: {exc}") from None
     if not rows:
@@ -97,9 +99,16 @@ def mooncake_jsonl(path: str | Path) -> list[SimRequest]:
                     continue
                 try:
                     row = json.loads(line)
-                    out.append(SimRequest(f"mooncake-{i}", float(row["timestamp"]) / 1000.0,
-                                          max(1, int(row["input_length"])), max(1, int(row["output_length"])),
-                                          tuple(int(h) for h in row.get("hash_ids", ())), MOONCAKE_BLOCK_TOKENS))
+                    out.append(
+                        SimRequest(
+                            f"mooncake-{i}",
+                            float(row["timestamp"]) / 1000.0,
+                            max(1, int(row["input_length"])),
+                            max(1, int(row["output_length"])),
+                            tuple(int(h) for h in row.get("hash_ids", ())),
+                            MOONCAKE_BLOCK_TOKENS,
+                        )
+                    )
                 except (KeyError, ValueError, TypeError) as exc:
                     raise WorkloadError(f"{path}: line {i + 1}: {exc}") from None
     except OSError as exc:
@@ -138,9 +147,15 @@ def _ids(tag: object, count: int) -> tuple[int, ...]:
     return tuple(hash((tag, j)) for j in range(count))
 
 
-def shared_prefix(groups: int = 32, prompts_per_group: int = 32, prefix_tokens: int = 2048,
-                  question_tokens: int = 256, output_tokens: int = 256, rate: float = 10.0,
-                  seed: int = 0) -> list[SimRequest]:
+def shared_prefix(
+    groups: int = 32,
+    prompts_per_group: int = 32,
+    prefix_tokens: int = 2048,
+    question_tokens: int = 256,
+    output_tokens: int = 256,
+    rate: float = 10.0,
+    seed: int = 0,
+) -> list[SimRequest]:
     """Groups sharing a system prompt, interleaved at random, Poisson arrivals at `rate` req/s."""
     rng = random.Random(seed)
     g_tok = SYNTHETIC_BLOCK_TOKENS
@@ -156,9 +171,16 @@ def shared_prefix(groups: int = 32, prompts_per_group: int = 32, prefix_tokens: 
     return out
 
 
-def multi_turn(sessions: int = 64, turns: int = 5, system_tokens: int = 512, user_tokens: int = 128,
-               output_tokens: int = 128, think_time_s: float = 5.0, rate: float = 1.0,
-               seed: int = 0) -> list[SimRequest]:
+def multi_turn(
+    sessions: int = 64,
+    turns: int = 5,
+    system_tokens: int = 512,
+    user_tokens: int = 128,
+    output_tokens: int = 128,
+    think_time_s: float = 5.0,
+    rate: float = 1.0,
+    seed: int = 0,
+) -> list[SimRequest]:
     """Chat sessions: each turn's prompt is the conversation so far plus a new user message.
 
     All sessions share one system prompt; a session's history (its messages
@@ -175,10 +197,20 @@ def multi_turn(sessions: int = 64, turns: int = 5, system_tokens: int = 512, use
         for k in range(turns):
             prompt = history + user_tokens
             total = prompt + output_tokens
-            ids = tuple(hash(("system", seed, j)) if (j + 1) * g_tok <= system_tokens
-                        else hash(("session", seed, s, j)) for j in range(math.ceil(total / g_tok)))
-            req = SimRequest(f"chat-{s}-{k}", t0, prompt, output_tokens, ids, g_tok,
-                             session_id=f"session-{s}", think_time_s=think_time_s)
+            ids = tuple(
+                hash(("system", seed, j)) if (j + 1) * g_tok <= system_tokens else hash(("session", seed, s, j))
+                for j in range(math.ceil(total / g_tok))
+            )
+            req = SimRequest(
+                f"chat-{s}-{k}",
+                t0,
+                prompt,
+                output_tokens,
+                ids,
+                g_tok,
+                session_id=f"session-{s}",
+                think_time_s=think_time_s,
+            )
             if prev is None:
                 head = req
             else:
@@ -190,8 +222,9 @@ def multi_turn(sessions: int = 64, turns: int = 5, system_tokens: int = 512, use
     return out
 
 
-def rescale(requests: list[SimRequest], rate_scale: float = 1.0, time_scale: float = 1.0,
-            seed: int = 0) -> list[SimRequest]:
+def rescale(
+    requests: list[SimRequest], rate_scale: float = 1.0, time_scale: float = 1.0, seed: int = 0
+) -> list[SimRequest]:
     """Change a trace's load without changing its shape.
 
     time_scale stretches the timeline (0.5 replays an hour in 30 minutes: the same
@@ -215,8 +248,9 @@ def rescale(requests: list[SimRequest], rate_scale: float = 1.0, time_scale: flo
     return out
 
 
-def limit(requests: list[SimRequest], max_requests: int | None = None,
-          duration_s: float | None = None) -> list[SimRequest]:
+def limit(
+    requests: list[SimRequest], max_requests: int | None = None, duration_s: float | None = None
+) -> list[SimRequest]:
     """The first `max_requests` requests and/or those arriving within `duration_s`."""
     out = requests if duration_s is None else [r for r in requests if r.arrival_s < duration_s]
     return out[:max_requests] if max_requests else out

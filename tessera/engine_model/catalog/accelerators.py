@@ -18,8 +18,15 @@ import yaml
 
 from tessera.engine_model.catalog.vendors import vendor_names
 
-_REQUIRED = ("vendor", "bf16_tflops", "memory_gb", "memory_bw_tb_s", "scale_up_gb_s", "scale_out_gb_s",
-             "cost_per_hour_usd")
+_REQUIRED = (
+    "vendor",
+    "bf16_tflops",
+    "memory_gb",
+    "memory_bw_tb_s",
+    "scale_up_gb_s",
+    "scale_out_gb_s",
+    "cost_per_hour_usd",
+)
 
 
 @dataclass(frozen=True)
@@ -91,8 +98,9 @@ def _row_to_accelerator(name: str, row: dict[str, Any], vendors: set[str]) -> Ac
     if missing:
         raise ValueError(f"accelerator {name!r}: missing {', '.join(missing)}")
     if row["vendor"] not in vendors:
-        raise ValueError(f"accelerator {name!r}: vendor {row['vendor']!r} is not in vendors.yaml "
-                         f"({', '.join(sorted(vendors))})")
+        raise ValueError(
+            f"accelerator {name!r}: vendor {row['vendor']!r} is not in vendors.yaml ({', '.join(sorted(vendors))})"
+        )
     fp8, fp32 = row.get("fp8_tflops"), row.get("fp32_tflops")
     return Accelerator(
         name=name,

@@ -36,11 +36,11 @@ def expert_parallel_engine_args(vendor: str, dp_size: int, ep: bool, role: str =
     if settings is None:
         raise ValueError(f"vendor {vendor!r} runs no expert/data-parallel MoE instances")
     if role not in settings.all2all_backend:
-        raise ValueError(f"no all2all backend for role {role!r} on {vendor!r}; "
-                         f"known: {', '.join(settings.all2all_backend)}")
+        raise ValueError(
+            f"no all2all backend for role {role!r} on {vendor!r}; known: {', '.join(settings.all2all_backend)}"
+        )
     args: dict[str, Any] = dict(settings.engine_args)
-    args.update(data_parallel_size=dp_size, enable_expert_parallel=ep,
-                all2all_backend=settings.all2all_backend[role])
+    args.update(data_parallel_size=dp_size, enable_expert_parallel=ep, all2all_backend=settings.all2all_backend[role])
     return args
 
 
@@ -83,7 +83,7 @@ def cpu_threads_bind(cores: Sequence[int], dp_size: int, tp_size: int = 1) -> st
     groups, at = [], 0
     for i in range(ranks):
         n = per + (1 if i < extra else 0)
-        groups.append(",".join(str(c) for c in cores[at:at + n]))
+        groups.append(",".join(str(c) for c in cores[at : at + n]))
         at += n
     return "|".join(groups)
 
@@ -110,8 +110,11 @@ class RankLoad(Protocol):
     kv_cache_usage: float
 
 
-def pick_dp_rank(loads: Mapping[int, RankLoad], cached_tokens: Mapping[int, int] | None = None,
-                 recent: Mapping[int, int] | None = None) -> int:
+def pick_dp_rank(
+    loads: Mapping[int, RankLoad],
+    cached_tokens: Mapping[int, int] | None = None,
+    recent: Mapping[int, int] | None = None,
+) -> int:
     """The DP rank to pin a request to: most prefix-cache hits first, then least loaded.
 
     The load score is vLLM's own DP balancer's (``DPLBAsyncMPClient``:

@@ -20,17 +20,17 @@ class VendorSettings:
     package: str
     env: dict[str, str] = field(default_factory=dict)
     engine_args: dict[str, Any] = field(default_factory=dict)
-    expert_parallel: ExpertParallelSettings | None = None   # None: the vendor runs no EP
+    expert_parallel: ExpertParallelSettings | None = None  # None: the vendor runs no EP
 
 
 @dataclass(frozen=True)
 class ExpertParallelSettings:
     """How one vendor runs MoE models with expert and data parallelism (vendors.yaml)."""
 
-    all2all_backend: dict[str, str]   # role -> vLLM all2all_backend
+    all2all_backend: dict[str, str]  # role -> vLLM all2all_backend
     engine_args: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
-    requires: tuple[str, ...] = ()    # Python packages the non-default backends import
+    requires: tuple[str, ...] = ()  # Python packages the non-default backends import
 
 
 @cache

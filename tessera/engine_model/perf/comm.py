@@ -19,26 +19,37 @@ SCALE_UP = "scale_up"
 SCALE_OUT = "scale_out"
 
 
-def all_reduce_time(nbytes: float, devices: int, link_bytes_s: float, link_efficiency: float,
-                    latency_s: float) -> float:
+def all_reduce_time(
+    nbytes: float, devices: int, link_bytes_s: float, link_efficiency: float, latency_s: float
+) -> float:
     """Ring all-reduce of `nbytes` per device: 2(n-1)/n of the data crosses each link, plus a fixed cost."""
     if devices <= 1 or nbytes <= 0:
         return 0.0
     return latency_s + 2.0 * (devices - 1) / devices * nbytes / (link_bytes_s * link_efficiency)
 
 
-def all_to_all_time(nbytes: float, devices: int, link_bytes_s: float, link_efficiency: float,
-                    latency_s: float) -> float:
+def all_to_all_time(
+    nbytes: float, devices: int, link_bytes_s: float, link_efficiency: float, latency_s: float
+) -> float:
     """All-to-all where each device sends `nbytes` in total, (n-1)/n of it off-device."""
     if devices <= 1 or nbytes <= 0:
         return 0.0
     return latency_s + (devices - 1) / devices * nbytes / (link_bytes_s * link_efficiency)
 
 
-def kv_transfer_time(arch: ModelArch, tokens: int, src: Accelerator, dst: Accelerator, *,
-                     network: str = SCALE_OUT, src_devices: int = 1, dst_devices: int = 1,
-                     latency_s: float = 50e-6, link_efficiency: float = 0.8,
-                     kv_dtype_bytes: int | None = None) -> float:
+def kv_transfer_time(
+    arch: ModelArch,
+    tokens: int,
+    src: Accelerator,
+    dst: Accelerator,
+    *,
+    network: str = SCALE_OUT,
+    src_devices: int = 1,
+    dst_devices: int = 1,
+    latency_s: float = 50e-6,
+    link_efficiency: float = 0.8,
+    kv_dtype_bytes: int | None = None,
+) -> float:
     """Seconds to move the KV cache of `tokens` tokens from one instance to another.
 
     Each device's shard travels over its own link, so min(src_devices, dst_devices)
@@ -65,9 +76,13 @@ class _Placed(Protocol):
     accelerator: str
 
 
-def kv_transfer_estimator(arch: ModelArch, devices: Mapping[str, int] | None = None, *,
-                          network: str = SCALE_OUT, default: str = "cpu",
-                          ) -> Callable[[_Placed, _Placed, int], float]:
+def kv_transfer_estimator(
+    arch: ModelArch,
+    devices: Mapping[str, int] | None = None,
+    *,
+    network: str = SCALE_OUT,
+    default: str = "cpu",
+) -> Callable[[_Placed, _Placed, int], float]:
     """`transfer_s(prefill_worker, decode_worker, tokens)` for the pairing policy, from the catalog.
 
     The policy is pure and never reads the catalog; this binds kv_transfer_time to one model and
@@ -85,10 +100,17 @@ def kv_transfer_estimator(arch: ModelArch, devices: Mapping[str, int] | None = N
                 rows[name] = accelerators.find(default)
         return rows[name]
 
-    sizes = devices if devices is not None else {}   # the caller may add workers to it later
+    sizes = devices if devices is not None else {}  # the caller may add workers to it later
 
     def transfer_s(src: _Placed, dst: _Placed, tokens: int) -> float:
-        return kv_transfer_time(arch, tokens, row(src.accelerator), row(dst.accelerator), network=network,
-                                src_devices=sizes.get(src.id, 1), dst_devices=sizes.get(dst.id, 1))
+        return kv_transfer_time(
+            arch,
+            tokens,
+            row(src.accelerator),
+            row(dst.accelerator),
+            network=network,
+            src_devices=sizes.get(src.id, 1),
+            dst_devices=sizes.get(dst.id, 1),
+        )
 
     return transfer_s

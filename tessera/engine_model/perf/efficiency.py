@@ -54,9 +54,9 @@ class Efficiency:
     attention_compute: float = 0.50
     attention_memory: float = 0.70
     # communication and framework
-    link: float = 0.80                  # fraction of scale-up bandwidth an all-reduce achieves
+    link: float = 0.80  # fraction of scale-up bandwidth an all-reduce achieves
     collective_latency_s: float = 10e-6  # fixed cost per collective (launch + synchronisation)
-    step_overhead_s: float = 1.5e-3     # scheduler, sampling, input preparation per engine step
+    step_overhead_s: float = 1.5e-3  # scheduler, sampling, input preparation per engine step
 
     def gemm_compute(self, rows: float) -> float:
         """Fraction of peak FLOP/s a GEMM with `rows` rows reaches."""
@@ -65,11 +65,13 @@ class Efficiency:
 
     def memory_kernel(self, kind: str) -> tuple[float, float]:
         """(fraction of HBM bandwidth, fixed seconds) of a memory-bound kernel of `kind`."""
-        table = {NORM: (self.norm_memory, self.norm_overhead_s),
-                 ACTIVATION: (self.activation_memory, self.activation_overhead_s),
-                 ROPE: (self.rope_memory, self.rope_overhead_s),
-                 RESIDUAL_ADD: (self.residual_add_memory, self.residual_add_overhead_s),
-                 EMBEDDING: (self.embedding_memory, self.embedding_overhead_s)}
+        table = {
+            NORM: (self.norm_memory, self.norm_overhead_s),
+            ACTIVATION: (self.activation_memory, self.activation_overhead_s),
+            ROPE: (self.rope_memory, self.rope_overhead_s),
+            RESIDUAL_ADD: (self.residual_add_memory, self.residual_add_overhead_s),
+            EMBEDDING: (self.embedding_memory, self.embedding_overhead_s),
+        }
         return table[kind]
 
 

@@ -25,8 +25,14 @@ def kv_bytes_per_token_per_device(arch: ModelArch, par: Parallelism, kv_dtype_by
     return 2 * arch.layers * kv * arch.head_dim * (kv_dtype_bytes or arch.dtype_bytes)
 
 
-def kv_capacity_tokens(arch: ModelArch, accel: Accelerator, par: Parallelism | None = None, *,
-                       reserve_fraction: float = 0.10, kv_dtype_bytes: int | None = None) -> int:
+def kv_capacity_tokens(
+    arch: ModelArch,
+    accel: Accelerator,
+    par: Parallelism | None = None,
+    *,
+    reserve_fraction: float = 0.10,
+    kv_dtype_bytes: int | None = None,
+) -> int:
     """Tokens of KV cache per instance; 0 when the weights do not fit.
 
     reserve_fraction: share of device memory kept for activations and workspace

@@ -11,13 +11,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-_DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2,
-                "float8_e4m3fn": 1, "float8_e5m2": 1, "fp8": 1, "int8": 1}
+_DTYPE_BYTES = {
+    "float32": 4,
+    "float": 4,
+    "bfloat16": 2,
+    "float16": 2,
+    "half": 2,
+    "float8_e4m3fn": 1,
+    "float8_e5m2": 1,
+    "fp8": 1,
+    "int8": 1,
+}
 
 # Families whose MLP is up -> activation -> down (two matrices); everything else here is
 # gated (SwiGLU/GeGLU: gate, up, down).
-_UNGATED_MLP_MODEL_TYPES = frozenset({"gpt2", "gpt_neox", "gptj", "opt", "falcon", "bloom", "phi",
-                                      "gpt_bigcode", "starcoder2"})
+_UNGATED_MLP_MODEL_TYPES = frozenset(
+    {"gpt2", "gpt_neox", "gptj", "opt", "falcon", "bloom", "phi", "gpt_bigcode", "starcoder2"}
+)
 
 
 @dataclass(frozen=True)
@@ -73,8 +83,10 @@ class ModelArch:
     def mlp_params_per_layer(self) -> int:
         """All MLP weights of one layer (every expert for MoE, plus the router)."""
         if self.is_moe:
-            return self.num_experts * self.mlp_matrices * self.hidden * self.expert_intermediate \
+            return (
+                self.num_experts * self.mlp_matrices * self.hidden * self.expert_intermediate
                 + self.hidden * self.num_experts
+            )
         return self.mlp_matrices * self.hidden * self.intermediate
 
     def param_count(self) -> int:
@@ -93,37 +105,83 @@ class ModelArch:
 
     @classmethod
     def llama2_7b(cls) -> ModelArch:
-        return cls("Llama-2-7b-hf", layers=32, hidden=4096, heads=32, kv_heads=32, head_dim=128,
-                   intermediate=11008, vocab=32000)
+        return cls(
+            "Llama-2-7b-hf",
+            layers=32,
+            hidden=4096,
+            heads=32,
+            kv_heads=32,
+            head_dim=128,
+            intermediate=11008,
+            vocab=32000,
+        )
 
     @classmethod
     def llama2_70b(cls) -> ModelArch:
-        return cls("Llama-2-70b-hf", layers=80, hidden=8192, heads=64, kv_heads=8, head_dim=128,
-                   intermediate=28672, vocab=32000)
+        return cls(
+            "Llama-2-70b-hf",
+            layers=80,
+            hidden=8192,
+            heads=64,
+            kv_heads=8,
+            head_dim=128,
+            intermediate=28672,
+            vocab=32000,
+        )
 
     @classmethod
     def smollm2_135m(cls) -> ModelArch:
-        return cls("SmolLM2-135M", layers=30, hidden=576, heads=9, kv_heads=3, head_dim=64,
-                   intermediate=1536, vocab=49152, tied_embeddings=True)
+        return cls(
+            "SmolLM2-135M",
+            layers=30,
+            hidden=576,
+            heads=9,
+            kv_heads=3,
+            head_dim=64,
+            intermediate=1536,
+            vocab=49152,
+            tied_embeddings=True,
+        )
 
     @classmethod
     def llama3_8b(cls) -> ModelArch:
-        return cls("Llama-3.1-8B", layers=32, hidden=4096, heads=32, kv_heads=8, head_dim=128,
-                   intermediate=14336, vocab=128256)
+        return cls(
+            "Llama-3.1-8B", layers=32, hidden=4096, heads=32, kv_heads=8, head_dim=128, intermediate=14336, vocab=128256
+        )
 
     @classmethod
     def llama3_70b(cls) -> ModelArch:
-        return cls("Llama-3.1-70B", layers=80, hidden=8192, heads=64, kv_heads=8, head_dim=128,
-                   intermediate=28672, vocab=128256)
+        return cls(
+            "Llama-3.1-70B",
+            layers=80,
+            hidden=8192,
+            heads=64,
+            kv_heads=8,
+            head_dim=128,
+            intermediate=28672,
+            vocab=128256,
+        )
 
     @classmethod
     def qwen3_30b_a3b(cls) -> ModelArch:
-        return cls("Qwen3-30B-A3B", layers=48, hidden=2048, heads=32, kv_heads=4, head_dim=128,
-                   intermediate=6144, vocab=151936, num_experts=128, top_k=8, expert_intermediate=768)
+        return cls(
+            "Qwen3-30B-A3B",
+            layers=48,
+            hidden=2048,
+            heads=32,
+            kv_heads=4,
+            head_dim=128,
+            intermediate=6144,
+            vocab=151936,
+            num_experts=128,
+            top_k=8,
+            expert_intermediate=768,
+        )
 
     @classmethod
-    def from_hf_config(cls, config: dict[str, Any], name: str | None = None,
-                       dtype_bytes: int | None = None) -> ModelArch:
+    def from_hf_config(
+        cls, config: dict[str, Any], name: str | None = None, dtype_bytes: int | None = None
+    ) -> ModelArch:
         """Build from a parsed HuggingFace config.json (Llama, Mistral, Qwen, Mixtral, DeepSeek-style keys).
 
         Multimodal configs keep the language model under `text_config`; that part is used.
@@ -170,5 +228,7 @@ def arch_named(name: str) -> ModelArch:
     try:
         return KNOWN_ARCHS[name.lower()]()
     except KeyError:
-        raise ValueError(f"unknown model architecture {name!r}; known: {', '.join(KNOWN_ARCHS)} "
-                         "(or give a folder with a config.json)") from None
+        raise ValueError(
+            f"unknown model architecture {name!r}; known: {', '.join(KNOWN_ARCHS)} "
+            "(or give a folder with a config.json)"
+        ) from None

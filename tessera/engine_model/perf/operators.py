@@ -124,9 +124,11 @@ def mlp_ops(arch: ModelArch, tokens: int, par: Parallelism) -> list[OpCost]:
         width = math.ceil(arch.intermediate / par.tp)
         up = (2 if arch.gated_mlp else 1) * width
         act_bytes = d * t * width * (3 if arch.gated_mlp else 2)
-        return [gemm("mlp_up_gate", t, h, up, d, L),
-                OpCost("mlp_act", ACTIVATION, 4.0 * t * width, act_bytes, L),
-                gemm("mlp_down", t, width, h, d, L)]
+        return [
+            gemm("mlp_up_gate", t, h, up, d, L),
+            OpCost("mlp_act", ACTIVATION, 4.0 * t * width, act_bytes, L),
+            gemm("mlp_down", t, width, h, d, L),
+        ]
     return moe_ops(arch, tokens, par)
 
 
@@ -143,7 +145,7 @@ def moe_ops(arch: ModelArch, tokens: int, par: Parallelism) -> list[OpCost]:
     width = math.ceil(arch.expert_intermediate / tp_split)
     local_experts = e / ep
     active = local_experts * (1.0 - (1.0 - k / e) ** t)
-    routed = t * k / ep                       # token-expert pairs computed on this device
+    routed = t * k / ep  # token-expert pairs computed on this device
     flops = 2.0 * routed * h * width * mats
     weight_bytes = active * mats * h * width * d
     act_bytes = d * routed * (2 * h + (mats + 1) * width)

@@ -18,8 +18,16 @@ from tessera.engine_model.perf.efficiency import Efficiency, efficiency_for, eff
 from tessera.engine_model.perf.model_arch import ModelArch
 from tessera.engine_model.perf.operators import ATTENTION, GEMM, Batch, OpCost, Parallelism, step_ops
 
-__all__ = ["StepTime", "op_time", "op_bound", "communication_time", "step_time",
-           "efficiency_for", "efficiency_from_dict", "efficiency_table"]
+__all__ = [
+    "StepTime",
+    "op_time",
+    "op_bound",
+    "communication_time",
+    "step_time",
+    "efficiency_for",
+    "efficiency_from_dict",
+    "efficiency_table",
+]
 
 
 @dataclass(frozen=True)
@@ -31,7 +39,7 @@ class StepTime:
     communication_s: float
     overhead_s: float
     by_op: dict[str, float] = field(default_factory=dict)
-    memory_bound_s: float = 0.0      # share of compute_s spent in memory-bound operators
+    memory_bound_s: float = 0.0  # share of compute_s spent in memory-bound operators
 
     @property
     def memory_bound_fraction(self) -> float:
@@ -42,11 +50,9 @@ def _roofs(op: OpCost, accel: Accelerator, eff: Efficiency, dtype_bytes: int) ->
     """One execution's (compute-limited time, memory-limited time, fixed kernel cost)."""
     peak, bw = accel.peak_flops(dtype_bytes), accel.memory_bw_bytes_s
     if op.kind == GEMM:
-        return (op.flops / (peak * eff.gemm_compute(op.rows)), op.bytes / (bw * eff.gemm_memory),
-                eff.gemm_overhead_s)
+        return (op.flops / (peak * eff.gemm_compute(op.rows)), op.bytes / (bw * eff.gemm_memory), eff.gemm_overhead_s)
     if op.kind == ATTENTION:
-        return (op.flops / (peak * eff.attention_compute), op.bytes / (bw * eff.attention_memory),
-                eff.gemm_overhead_s)
+        return (op.flops / (peak * eff.attention_compute), op.bytes / (bw * eff.attention_memory), eff.gemm_overhead_s)
     # norms, activations, rope, adds, embedding: their FLOPs are negligible next to the bytes
     fraction, overhead = eff.memory_kernel(op.kind)
     return 0.0, op.bytes / (bw * fraction), overhead
@@ -64,8 +70,7 @@ def op_bound(op: OpCost, accel: Accelerator, eff: Efficiency, dtype_bytes: int =
     return "compute" if tc > tm else "memory"
 
 
-def communication_time(arch: ModelArch, batch: Batch, accel: Accelerator, par: Parallelism,
-                       eff: Efficiency) -> float:
+def communication_time(arch: ModelArch, batch: Batch, accel: Accelerator, par: Parallelism, eff: Efficiency) -> float:
     """Collectives per step: two TP all-reduces of the hidden states per layer (after o_proj
     and after the MLP); under EP the MLP's all-reduce becomes a dispatch and a combine all-to-all."""
     t = batch.tokens
@@ -80,8 +85,9 @@ def communication_time(arch: ModelArch, batch: Batch, accel: Accelerator, par: P
     return arch.layers * 2.0 * ar
 
 
-def step_time(arch: ModelArch, batch: Batch, accel: Accelerator, par: Parallelism | None = None,
-              eff: Efficiency | None = None) -> StepTime:
+def step_time(
+    arch: ModelArch, batch: Batch, accel: Accelerator, par: Parallelism | None = None, eff: Efficiency | None = None
+) -> StepTime:
     """Predicted wall time of one engine step that runs `batch` on one instance."""
     par = par or Parallelism()
     eff = eff or Efficiency()

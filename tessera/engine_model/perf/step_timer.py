@@ -22,8 +22,9 @@ from tessera.engine_model.perf.roofline import communication_time, op_time
 class StepTimer:
     """step time of (prefill chunks, decode contexts) for one model on one accelerator instance."""
 
-    def __init__(self, arch: ModelArch, accel: Accelerator, par: Parallelism | None = None,
-                 eff: Efficiency | None = None) -> None:
+    def __init__(
+        self, arch: ModelArch, accel: Accelerator, par: Parallelism | None = None, eff: Efficiency | None = None
+    ) -> None:
         self.arch, self.accel = arch, accel
         self.par = par or Parallelism()
         self.eff = eff or Efficiency()
@@ -46,8 +47,9 @@ class StepTimer:
         if tokens == 0:
             return 0.0
         batch = Batch(prefill=tuple(prefill), decode=tuple(decode))
-        attention = sum(op_time(op, self.accel, self.eff, self.arch.dtype_bytes)
-                        for op in attention_ops(self.arch, batch, self.par))
+        attention = sum(
+            op_time(op, self.accel, self.eff, self.arch.dtype_bytes) for op in attention_ops(self.arch, batch, self.par)
+        )
         return self._tokens_time(tokens, len(prefill) + len(decode)) + attention + self.eff.step_overhead_s
 
     def prefill_tokens_per_s(self, tokens: int = 4096) -> float:

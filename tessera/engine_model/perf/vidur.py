@@ -32,9 +32,17 @@ VIDUR_OPS: dict[str, str] = {
 def arch_from_vidur_row(row: dict[str, Any], name: str = "vidur") -> ModelArch:
     """The architecture Vidur profiled, from the shape columns every row carries."""
     heads, hidden = int(row["n_head"]), int(row["n_embd"])
-    return ModelArch(name=name, layers=1, hidden=hidden, heads=heads, kv_heads=int(row["n_kv_head"]),
-                     head_dim=hidden // heads, intermediate=int(row["n_expanded_embd"]),
-                     vocab=int(row["vocab_size"]), gated_mlp=str(row["use_gated_mlp"]).lower() == "true")
+    return ModelArch(
+        name=name,
+        layers=1,
+        hidden=hidden,
+        heads=heads,
+        kv_heads=int(row["n_kv_head"]),
+        head_dim=hidden // heads,
+        intermediate=int(row["n_expanded_embd"]),
+        vocab=int(row["vocab_size"]),
+        gated_mlp=str(row["use_gated_mlp"]).lower() == "true",
+    )
 
 
 def vidur_op_costs(row: dict[str, Any], arch: ModelArch) -> dict[str, OpCost]:

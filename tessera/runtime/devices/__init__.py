@@ -30,8 +30,11 @@ FALLBACK = "cpu"
 @cache
 def probes() -> dict[str, ModuleType]:
     """Vendor name -> its probe module, in the order they are tried."""
-    found = [importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__)
-             if not m.name.startswith("_")]
+    found = [
+        importlib.import_module(f"{__name__}.{m.name}")
+        for m in pkgutil.iter_modules(__path__)
+        if not m.name.startswith("_")
+    ]
     return {m.__name__.rsplit(".", 1)[-1]: m for m in sorted(found, key=lambda m: (m.ORDER, m.__name__))}
 
 

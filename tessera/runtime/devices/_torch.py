@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def gpu_runtime() -> str:
-    """"cuda", "hip" or "" (no GPU visible, or no torch)."""
+    """ "cuda", "hip" or "" (no GPU visible, or no torch)."""
     try:
         import torch
     except ImportError:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 ORDER = 10
 DEVICES = Path("/dev/tenstorrent")
-VISIBLE_DEVICES_ENV = ""   # tt-metal picks devices itself; the local actuator does not split them
+VISIBLE_DEVICES_ENV = ""  # tt-metal picks devices itself; the local actuator does not split them
 
 
 def present() -> bool:

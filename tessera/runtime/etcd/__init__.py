@@ -1,1 +1,2 @@
-"""etcd at the edges: the key layout, a resilient client, leased registration, watches, leader election, and a local etcd server."""
+"""etcd at the edges: the key layout, a resilient client, leased registration, watches, leader election,
+and a local etcd server."""

@@ -28,7 +28,7 @@ def parse_endpoints(spec: str) -> list[tuple[str, int]]:
             continue
         for scheme in ("http://", "https://"):
             if item.startswith(scheme):
-                item = item[len(scheme):]
+                item = item[len(scheme) :]
         host, _, port = item.rstrip("/").rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"bad etcd endpoint {item!r}: expected host:port")
@@ -87,8 +87,12 @@ class OutageLog:
 
     def failed(self, exc: BaseException) -> None:
         if not self.down:
-            log.warning("%s: etcd unreachable (%s: %s); keeping last state and retrying",
-                        self.what, type(exc).__name__, exc or "no detail")
+            log.warning(
+                "%s: etcd unreachable (%s: %s); keeping last state and retrying",
+                self.what,
+                type(exc).__name__,
+                exc or "no detail",
+            )
             self.down = True
 
     def ok(self) -> None:

@@ -9,7 +9,7 @@ CONFIG = PREFIX + "config/"
 DESIRED = PREFIX + "desired/"
 ELECTION = PREFIX + "election/"
 PROFILES = PREFIX + "profiles/"
-SLO_POLICIES = CONFIG + "slo-policies/"   # one YAML SLO policy per served model (the autoscaler plans from it)
+SLO_POLICIES = CONFIG + "slo-policies/"  # one YAML SLO policy per served model (the autoscaler plans from it)
 
 
 def worker(worker_id: str) -> str:

@@ -13,9 +13,9 @@ from tessera.v1 import common_pb2 as pb
 @dataclass
 class ServiceRecord:
     id: str
-    kind: str                 # "router" | "scheduler" | "autoscaler"
-    address: str = ""         # gRPC host:port
-    http_address: str = ""    # HTTP host:port, if any
+    kind: str  # "router" | "scheduler" | "autoscaler"
+    address: str = ""  # gRPC host:port
+    http_address: str = ""  # HTTP host:port, if any
     metrics_address: str = ""
     started_at_unix_ms: int = 0
     extra: dict[str, str] = field(default_factory=dict)
@@ -24,7 +24,7 @@ class ServiceRecord:
         return json.dumps(asdict(self)).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes) -> "ServiceRecord":
+    def from_json(cls, raw: bytes) -> ServiceRecord:
         data = json.loads(raw)
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 

@@ -67,7 +67,7 @@ class LeasedKey:
         while not self._stopping:
             try:
                 await asyncio.wait_for(self._changed.wait(), self.ttl / 3)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             if self._changed.is_set():
                 self._changed.clear()

@@ -50,18 +50,25 @@ class LocalEtcd:
     def endpoint(self) -> str:
         return f"{self.host}:{self.client_port}"
 
-    def start(self, timeout: float = 20.0) -> "LocalEtcd":
+    def start(self, timeout: float = 20.0) -> LocalEtcd:
         client_url = f"http://{self.host}:{self.client_port}"
         peer_url = f"http://{self.host}:{self.peer_port}"
         cmd = [
             etcd_binary(),
-            "--name", "tessera",
-            "--data-dir", self.data_dir,
-            "--listen-client-urls", client_url,
-            "--advertise-client-urls", client_url,
-            "--listen-peer-urls", peer_url,
-            "--initial-advertise-peer-urls", peer_url,
-            "--initial-cluster", f"tessera={peer_url}",
+            "--name",
+            "tessera",
+            "--data-dir",
+            self.data_dir,
+            "--listen-client-urls",
+            client_url,
+            "--advertise-client-urls",
+            client_url,
+            "--listen-peer-urls",
+            peer_url,
+            "--initial-advertise-peer-urls",
+            peer_url,
+            "--initial-cluster",
+            f"tessera={peer_url}",
             "--logger=zap",
             "--log-level=warn",
         ]

@@ -31,8 +31,13 @@ ChangeHandler = Callable[[str, bytes | None], Awaitable[None] | None]
 class PrefixMirror:
     """``items`` holds key -> value for everything under ``prefix``."""
 
-    def __init__(self, connector: EtcdConnector, prefix: str, on_change: ChangeHandler | None = None,
-                 resync_grace_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        connector: EtcdConnector,
+        prefix: str,
+        on_change: ChangeHandler | None = None,
+        resync_grace_s: float = 10.0,
+    ) -> None:
         self.connector = connector
         self.prefix = prefix
         self.items: dict[str, bytes] = {}

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tessera.runtime.models.registry import ModelSpec, model_cache_dir
+from tessera.runtime.models.registry import ModelSpec
 
 log = logging.getLogger("tessera.runtime.models")
 
@@ -169,25 +169,41 @@ def _build_tiny_tokenizer(out: Path) -> TinyTokenIds:
     )
     tok.train_from_iterator([TINY_CORPUS] * 8, trainer=trainer)
     tok.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": None,
-        "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>",
-        "unk_token": "<|endoftext|>",
-        "model_max_length": 2048,
-        "add_bos_token": False,
-        "chat_template": CHATML_TEMPLATE,
-        "added_tokens_decoder": {
-            str(tok.token_to_id(t)): {"content": t, "special": True, "lstrip": False, "rstrip": False,
-                                      "normalized": False, "single_word": False}
-            for t in special
-        },
-    }, indent=2))
-    (out / "special_tokens_map.json").write_text(json.dumps({
-        "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}, indent=2))
-    return TinyTokenIds(vocab_size=tok.get_vocab_size(), bos=tok.token_to_id("<|im_start|>"),
-                        eos=tok.token_to_id("<|im_end|>"), pad=tok.token_to_id("<|endoftext|>"))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": None,
+                "eos_token": "<|im_end|>",
+                "pad_token": "<|endoftext|>",
+                "unk_token": "<|endoftext|>",
+                "model_max_length": 2048,
+                "add_bos_token": False,
+                "chat_template": CHATML_TEMPLATE,
+                "added_tokens_decoder": {
+                    str(tok.token_to_id(t)): {
+                        "content": t,
+                        "special": True,
+                        "lstrip": False,
+                        "rstrip": False,
+                        "normalized": False,
+                        "single_word": False,
+                    }
+                    for t in special
+                },
+            },
+            indent=2,
+        )
+    )
+    (out / "special_tokens_map.json").write_text(
+        json.dumps({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}, indent=2)
+    )
+    return TinyTokenIds(
+        vocab_size=tok.get_vocab_size(),
+        bos=tok.token_to_id("<|im_start|>"),
+        eos=tok.token_to_id("<|im_end|>"),
+        pad=tok.token_to_id("<|endoftext|>"),
+    )
 
 
 def _tiny_config_fields(ids: TinyTokenIds) -> dict[str, Any]:
@@ -235,7 +251,7 @@ def _build_tiny_moe(out: Path) -> None:
 
     ids = _build_tiny_tokenizer(out)
     config = Qwen3MoeConfig(
-        intermediate_size=256,           # dense MLP size (unused: every layer is sparse)
+        intermediate_size=256,  # dense MLP size (unused: every layer is sparse)
         moe_intermediate_size=64,
         num_experts=8,
         num_experts_per_tok=2,

@@ -30,8 +30,8 @@ class ModelSpec:
     turns into a folder on first use.
     """
 
-    name: str                 # served model name, what clients put in "model"
-    source: str               # folder, hub id or recipe name
+    name: str  # served model name, what clients put in "model"
+    source: str  # folder, hub id or recipe name
     recipe: str | None = None  # built-in recipe that prepares the folder
     # Per-vendor dtype overrides. The CPU build of vLLM serves SmolLM2 in
     # float32: see docs/smollm2-bf16.md for why bfloat16 goes wrong there.
@@ -55,8 +55,12 @@ BUILTIN = {
     "tiny": ModelSpec(name="tiny-llama", source="tiny", recipe="tiny"),
     "tiny-moe": ModelSpec(name="tiny-qwen3-moe", source="tiny-moe", recipe="tiny-moe"),
 }
-ALIASES = {"SmolLM2-135M-Instruct": "smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2", "tiny-llama": "tiny",
-           "tiny-qwen3-moe": "tiny-moe"}
+ALIASES = {
+    "SmolLM2-135M-Instruct": "smollm2",
+    "HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2",
+    "tiny-llama": "tiny",
+    "tiny-qwen3-moe": "tiny-moe",
+}
 
 
 def resolve(model: str, served_name: str | None = None) -> ModelSpec:

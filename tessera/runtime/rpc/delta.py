@@ -20,21 +20,27 @@ from tessera.v1 import worker_pb2
 class Delta:
     token_ids: list[int]
     text: str
-    finish_reason: str | None = None      # "stop" | "length" | "abort" | "error"; None while running
-    stop_reason: str = ""                 # the stop string that matched, if any
-    cached_prompt_tokens: int = 0         # prompt tokens found in a prefix cache or moved by a KV transfer
-    kv_transfer_params: dict[str, Any] | None = None   # what a prefill hands to its decode worker (last delta)
-    worker_id: str = ""                   # set by the router: the worker that produced it
+    finish_reason: str | None = None  # "stop" | "length" | "abort" | "error"; None while running
+    stop_reason: str = ""  # the stop string that matched, if any
+    cached_prompt_tokens: int = 0  # prompt tokens found in a prefix cache or moved by a KV transfer
+    kv_transfer_params: dict[str, Any] | None = None  # what a prefill hands to its decode worker (last delta)
+    worker_id: str = ""  # set by the router: the worker that produced it
 
     def to_response(self, request_id: str, prompt_tokens: int, completion_tokens: int) -> worker_pb2.GenerateResponse:
         """The worker's message for this delta; usage (the request's totals so far) on the last one only."""
-        response = worker_pb2.GenerateResponse(request_id=request_id,
-                                               delta=pb.TokenDelta(token_ids=self.token_ids, text=self.text))
+        response = worker_pb2.GenerateResponse(
+            request_id=request_id, delta=pb.TokenDelta(token_ids=self.token_ids, text=self.text)
+        )
         if self.finish_reason:
             response.finish_reason = finish_reason_value(self.finish_reason)
             response.stop_reason = self.stop_reason
-            response.usage.CopyFrom(pb.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                             cached_prompt_tokens=self.cached_prompt_tokens))
+            response.usage.CopyFrom(
+                pb.Usage(
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    cached_prompt_tokens=self.cached_prompt_tokens,
+                )
+            )
             if self.kv_transfer_params:
                 response.kv_transfer.params.update(self.kv_transfer_params)
         return response
@@ -43,5 +49,11 @@ class Delta:
     def from_response(cls, response: worker_pb2.GenerateResponse, worker_id: str) -> Delta:
         """A worker's message as the router forwards it."""
         finish = finish_reason_name(response.finish_reason)
-        return cls(list(response.delta.token_ids), response.delta.text, finish, response.stop_reason,
-                   response.usage.cached_prompt_tokens if finish else 0, worker_id=worker_id)
+        return cls(
+            list(response.delta.token_ids),
+            response.delta.text,
+            finish,
+            response.stop_reason,
+            response.usage.cached_prompt_tokens if finish else 0,
+            worker_id=worker_id,
+        )

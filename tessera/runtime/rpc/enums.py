@@ -8,8 +8,12 @@ from __future__ import annotations
 from tessera.v1 import common_pb2 as pb
 
 ROLES = {"mixed": pb.ROLE_MIXED, "prefill": pb.ROLE_PREFILL, "decode": pb.ROLE_DECODE}
-FINISH_REASONS = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH,
-                  "abort": pb.FINISH_REASON_ABORT, "error": pb.FINISH_REASON_ERROR}
+FINISH_REASONS = {
+    "stop": pb.FINISH_REASON_STOP,
+    "length": pb.FINISH_REASON_LENGTH,
+    "abort": pb.FINISH_REASON_ABORT,
+    "error": pb.FINISH_REASON_ERROR,
+}
 
 
 def role_value(name: str) -> int:
@@ -31,4 +35,3 @@ def finish_reason_value(name: str) -> int:
 def finish_reason_name(value: int) -> str | None:
     """The enum to OpenAI's string; None while a stream is unfinished."""
     return next((k for k, v in FINISH_REASONS.items() if v == value), None)
-

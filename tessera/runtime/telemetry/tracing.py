@@ -46,8 +46,9 @@ def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
 
 
-def outgoing_metadata(extra: Iterable[tuple[str, str]] = (),
-                      context: otel_context.Context | None = None) -> list[tuple[str, str]]:
+def outgoing_metadata(
+    extra: Iterable[tuple[str, str]] = (), context: otel_context.Context | None = None
+) -> list[tuple[str, str]]:
     """gRPC metadata carrying a span context (default: the current one) to the callee."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=context)
