@@ -118,7 +118,7 @@ class KubernetesActuator(ReplicaCountActuator):
             "list deployments", self.apps.list_namespaced_deployment, self.namespace, label_selector=wanted
         )
         return worker_labels.only_match(
-            [d.metadata.name for d in found.items],
+            [d.metadata.name for d in found.items if d.metadata is not None and d.metadata.name],
             group,
             f"no Deployment in namespace {self.namespace} is labelled {wanted}: apply "
             f"deploy/k8s (an overlay with group {group.name}'s model and role)",
@@ -131,7 +131,7 @@ class KubernetesActuator(ReplicaCountActuator):
 
     async def replicas(self, group: WorkerGroup) -> int:
         scale = await self._read_scale(await self.deployment_for(group))
-        return scale.spec.replicas or 0
+        return _replicas(scale)
 
     async def scale(self, group: WorkerGroup, replicas: int) -> None:
         if replicas < 0:
@@ -139,11 +139,13 @@ class KubernetesActuator(ReplicaCountActuator):
         name = await self.deployment_for(group)
         for attempt in range(self.conflict_retries + 1):
             current = await self._read_scale(name)
-            if (current.spec.replicas or 0) == replicas:
+            if _replicas(current) == replicas:
                 return
             body = client.V1Scale(
                 metadata=client.V1ObjectMeta(
-                    name=name, namespace=self.namespace, resource_version=current.metadata.resource_version
+                    name=name,
+                    namespace=self.namespace,
+                    resource_version=current.metadata.resource_version if current.metadata else None,
                 ),
                 spec=client.V1ScaleSpec(replicas=replicas),
             )
@@ -163,7 +165,7 @@ class KubernetesActuator(ReplicaCountActuator):
                     _status_message(exc),
                 )
                 continue
-            log.info("k8s: deployment %s scaled from %s to %d", name, current.spec.replicas, replicas)
+            log.info("k8s: deployment %s scaled from %d to %d", name, _replicas(current), replicas)
             return
         raise ScalingError(
             f"deployment {name} kept changing under us: {self.conflict_retries + 1} writes "
@@ -172,6 +174,11 @@ class KubernetesActuator(ReplicaCountActuator):
 
     async def close(self) -> None:
         await asyncio.to_thread(self.api_client.close)
+
+
+def _replicas(scale: client.V1Scale) -> int:
+    """The count a scale subresource holds (an absent spec or count is 0)."""
+    return (scale.spec.replicas if scale.spec is not None else 0) or 0
 
 
 def _status_message(exc: ApiException) -> str:

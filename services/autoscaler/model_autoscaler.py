@@ -20,6 +20,7 @@ from tessera.planning import hysteresis
 from tessera.planning.capacity import CapacityModel
 from tessera.planning.engines import chunk_args, engines_for
 from tessera.planning.fleet import InstanceType
+from tessera.planning.load import LoadMix
 from tessera.planning.planner import Plan, plan
 from tessera.planning.slo_policy import SloPolicy
 
@@ -77,7 +78,7 @@ class ModelAutoscaler:
     corrections: corr.CorrectionState = field(default_factory=corr.CorrectionState)
     last_plan: Plan | None = None
     reasons: tuple[str, ...] = ()
-    last_load: fc.LoadMix | None = None
+    last_load: LoadMix | None = None
 
     @classmethod
     def for_policy(cls, policy: SloPolicy, previous: ModelAutoscaler | None = None) -> ModelAutoscaler:

@@ -23,11 +23,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from services.router import metrics
 from services.router.errors import ApiError
 
 log = logging.getLogger("tessera.router.admission")
+
+T = TypeVar("T")  # what a placement attempt returns (the scheduler's PlaceResponse)
 
 TICK_S = 0.025
 RATE_HALF_LIFE_S = 5.0
@@ -115,8 +118,8 @@ class AdmissionControl:
         return len(q.heap) if q else 0
 
     async def admit(
-        self, model: str, priority: int, place: Callable[[], Awaitable[object]], slo_s: float | None = None
-    ) -> object:
+        self, model: str, priority: int, place: Callable[[], Awaitable[T]], slo_s: float | None = None
+    ) -> T:
         """A placement for the request, now or after waiting its turn; Overloaded if it cannot be in time."""
         q = self._queues.setdefault(model, _ModelQueue())
         now = time.monotonic()

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -130,7 +130,7 @@ class RequestFlow:
         self.admission = admission or AdmissionControl()
         self._tracer = tracer("tessera.router")
 
-    async def stream(self, gen: Generation, stats: FlowStats) -> AsyncIterator[Delta]:
+    async def stream(self, gen: Generation, stats: FlowStats) -> AsyncGenerator[Delta, None]:
         metrics.RECEIVED.labels(gen.model.name).inc()
         produced: list[int] = []
         excluded: list[str] = []
@@ -145,7 +145,7 @@ class RequestFlow:
 
     async def _attempts(
         self, gen: Generation, stats: FlowStats, produced: list[int], excluded: list[str], max_tokens: int
-    ) -> AsyncIterator[Delta]:
+    ) -> AsyncGenerator[Delta, None]:
         while True:
             stats.attempts += 1
             placement = await self.admission.admit(

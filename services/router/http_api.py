@@ -11,7 +11,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import prometheus_client
@@ -201,7 +201,7 @@ class Endpoint:
         stats: FlowStats,
         timing: Timing,
         first: Delta,
-        deltas: AsyncIterator[Delta],
+        deltas: AsyncGenerator[Delta, None],
         include_usage: bool,
         model: str,
     ) -> AsyncIterator[bytes]:
@@ -253,7 +253,7 @@ class _ClientGone(Exception):
 
 
 async def _collect_unless_disconnected(
-    request: Request, deltas: AsyncIterator[Delta], timing: Timing
+    request: Request, deltas: AsyncGenerator[Delta, None], timing: Timing
 ) -> tuple[str, str | None, str]:
     """Gather a whole completion, abandoning it (and aborting the worker) if the client hangs up."""
 
@@ -340,5 +340,5 @@ def build_app(state: RouterState) -> Starlette:
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: http_error},  # type: ignore[dict-item]  # Starlette passes its own
     )

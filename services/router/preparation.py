@@ -74,17 +74,20 @@ async def tokenize_chat(tok: ModelTokenizer, messages: list[dict[str, Any]], add
 def tokenize_prompt(tok: ModelTokenizer, prompt: str | list[int] | list[str] | list[list[int]]) -> list[int]:
     """A completion prompt: text, token ids, or a batch of one of either."""
     started = time.perf_counter()
+    one: str | list[int]
     if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
         if len(prompt) != 1:
             raise BadRequest("batched prompts are not supported; send one request per prompt", param="prompt")
-        prompt = prompt[0]
-    if isinstance(prompt, str):
-        ids = tok.encode(prompt, add_special_tokens=True)
+        one = prompt[0]  # a batch of one: its only prompt, text or ids
+    else:
+        one = prompt  # type: ignore[assignment]  # not a batch: text, or ids
+    if isinstance(one, str):
+        ids = tok.encode(one, add_special_tokens=True)
     else:
         vocab = tok.tokenizer.get_vocab_size()
-        if any(not (0 <= t < vocab) for t in prompt):
+        if any(not (0 <= t < vocab) for t in one):
             raise BadRequest(f"prompt token ids must be in [0, {vocab})", param="prompt")
-        ids = list(prompt)
+        ids = list(one)
     if not ids:
         raise BadRequest("the prompt is empty", param="prompt")
     metrics.TOKENIZE_SECONDS.observe(time.perf_counter() - started)

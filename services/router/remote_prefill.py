@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 import grpc
 
@@ -51,7 +52,7 @@ async def remote_prefill(
     stub: worker_pb2_grpc.WorkerStub,
     placement: scheduler_pb2.Placement,
     request: worker_pb2.GenerateRequest,
-    metadata: tuple = (),
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> pb.KVTransferParams | None:
     """Run the prefill step; the parameters the decode worker needs, or None to prefill locally."""
     started = time.perf_counter()

@@ -12,7 +12,8 @@ class Timing:
     """Client-visible latencies of one request, recorded into the router's histograms."""
 
     def __init__(self, model: str, arrived: float) -> None:
-        self.model, self.arrived, self.last = model, arrived, None
+        self.model, self.arrived = model, arrived
+        self.last: float | None = None  # when the latest token came
         self._itl = metrics.ITL.labels(model)  # looked up once, observed per token
 
     def delta(self, has_tokens: bool) -> None:

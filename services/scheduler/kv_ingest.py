@@ -66,6 +66,6 @@ def _stored(index: PrefixIndex, worker_id: str, stored: pb.BlockStored) -> None:
         block = tokens[i * size : (i + 1) * size]
         if len(block) < size:
             return
-        keys = token_block_hashes(block, CANONICAL_BLOCK_TOKENS, parent=parent_canonical)
-        index.stored(worker_id, engine_hash, keys)
-        parent_canonical = keys[-1]
+        block_keys = token_block_hashes(block, CANONICAL_BLOCK_TOKENS, parent=parent_canonical)
+        index.stored(worker_id, engine_hash, block_keys)
+        parent_canonical = block_keys[-1]

@@ -111,7 +111,7 @@ class KVEventRelay:
 
 def to_batches(events: list[Event], block_size: int, seq_start: int) -> list[pb.KVEventBatch]:
     """Events as protobuf batches of at most MAX_EVENTS_PER_BATCH, numbered from seq_start."""
-    out = []
+    out: list[pb.KVEventBatch] = []
     now = time.time()
     for i in range(0, len(events), MAX_EVENTS_PER_BATCH):
         msg = pb.KVEventBatch(seq=seq_start + len(out), timestamp=now)

@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from services.worker.engine import EngineInfo, EngineLoad, EngineUnavailable, InvalidRequest
 from services.worker.kv_events import Event, Removed, Stored
@@ -184,7 +184,8 @@ class SimEngine:
         """The engine model's events with each stored block's token ids, as vLLM publishes them."""
         out: list[Event] = []
         bs = self.config.block_size
-        for block_hash, parent, (req, b) in events.stored:
+        for block_hash, parent, origin in events.stored:
+            req, b = cast(tuple[EngineRequest, int], origin)  # what the engine model passes along
             stream = self._streams.get(req.request_id)
             if stream is None:
                 continue

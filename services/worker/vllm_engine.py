@@ -62,7 +62,7 @@ class VllmEngine:
         self.engine_args = engine_args
         self.on_stats = on_stats
         self.info: EngineInfo | None = None
-        self._llm = None
+        self._llm: Any = None  # vLLM's AsyncLLM once started (vLLM is imported only then)
         self._priority_enabled = engine_args.get("scheduling_policy") == "priority"
         self.background: list[asyncio.Task] = []  # helpers that live and die with the engine (KV events)
 

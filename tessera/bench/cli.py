@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tessera.bench.clients import OpenAIClient, RouterGrpcClient, WorkerGrpcClient
+from tessera.bench.clients import Client, OpenAIClient, RouterGrpcClient, WorkerGrpcClient
 from tessera.bench.datasets import random_requests, shared_prefix_requests
 from tessera.bench.results import summarize
 from tessera.bench.runner import run_load
@@ -111,7 +111,7 @@ async def bench(args: argparse.Namespace, policy: str = "", seed_offset: int = 0
     warmup, measured = requests[: args.warmup], requests[args.warmup :]
     ignore_eos = not args.no_ignore_eos
     if args.backend == "openai":
-        client = OpenAIClient(
+        client: Client = OpenAIClient(
             args.base_url or "http://127.0.0.1:8000",
             args.model,
             args.endpoint,

@@ -48,8 +48,8 @@ def summarize(
         good = 0
         for o in ok:
             tpot = (o.latency - o.ttft) / (o.output_tokens - 1) if o.output_tokens > 1 else 0.0
-            values = {"ttft": o.ttft, "tpot": tpot, "e2el": o.latency}
-            if all(values[k] * 1000 <= limit for k, limit in goodput_ms.items()):
+            seconds = {"ttft": o.ttft, "tpot": tpot, "e2el": o.latency}
+            if all(seconds[k] * 1000 <= limit for k, limit in goodput_ms.items()):
                 good += 1
     result: dict[str, Any] = {
         "duration": duration,

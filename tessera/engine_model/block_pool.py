@@ -14,6 +14,7 @@ Blocks are small ints; nothing here knows about time or requests.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -62,7 +63,7 @@ class BlockPool:
         return len(self._block_of)
 
     # -- prefix cache --------------------------------------------------------------------
-    def cached_prefix(self, hashes: list[int] | tuple[int, ...], max_blocks: int) -> list[int]:
+    def cached_prefix(self, hashes: Sequence[int], max_blocks: int) -> list[int]:
         """The blocks holding the longest cached prefix of `hashes` (at most `max_blocks`)."""
         if not self.enable_prefix_caching:
             return []

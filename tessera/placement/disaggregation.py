@@ -17,7 +17,7 @@ the decision itself (which pair, or local prefill) is `pairing.place_pair`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +56,12 @@ class DisaggConfig:
         unknown = sorted(set(raw) - set(known))
         if unknown:
             raise ValueError(f"unknown keys {', '.join(unknown)}; known: {', '.join(known)}, prefill")
-        cast = {"enabled": _as_bool, "min_prompt_tokens": int, "max_cached_fraction": float, "transfer_weight": float}
+        cast: dict[str, Callable[[Any], Any]] = {
+            "enabled": _as_bool,
+            "min_prompt_tokens": int,
+            "max_cached_fraction": float,
+            "transfer_weight": float,
+        }
         try:
             cfg = cls(**{k: cast[k](v) for k, v in raw.items()})
         except (TypeError, ValueError) as exc:

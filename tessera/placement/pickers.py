@@ -46,7 +46,9 @@ class RandomPicker:
     def __init__(self, seed: int | None = None, **_: object) -> None:
         self._rng = random.Random(seed)
 
-    def __call__(self, req, workers, scores, ctx) -> WorkerSnapshot:
+    def __call__(
+        self, req: RequestInfo, workers: Sequence[WorkerSnapshot], scores: Sequence[float], ctx: PlacementContext
+    ) -> WorkerSnapshot:
         return self._rng.choice(list(workers))
 
 
@@ -57,7 +59,9 @@ class RoundRobinPicker:
     def __init__(self, seed: int | None = None, **_: object) -> None:
         self._last = ""
 
-    def __call__(self, req, workers, scores, ctx) -> WorkerSnapshot:
+    def __call__(
+        self, req: RequestInfo, workers: Sequence[WorkerSnapshot], scores: Sequence[float], ctx: PlacementContext
+    ) -> WorkerSnapshot:
         ordered = sorted(workers, key=lambda w: w.id)
         for w in ordered:
             if w.id > self._last:
@@ -74,7 +78,9 @@ class PowerOfTwoPicker:
     def __init__(self, seed: int | None = None, **_: object) -> None:
         self._rng = random.Random(seed)
 
-    def __call__(self, req, workers, scores, ctx) -> WorkerSnapshot:
+    def __call__(
+        self, req: RequestInfo, workers: Sequence[WorkerSnapshot], scores: Sequence[float], ctx: PlacementContext
+    ) -> WorkerSnapshot:
         if len(workers) == 1:
             return workers[0]
         a, b = self._rng.sample(list(workers), 2)
@@ -111,7 +117,9 @@ class CacheAwarePicker:
         lo = min(_load(w) for w in workers)
         return self._rng.choice([w for w in workers if _load(w) == lo])
 
-    def __call__(self, req, workers, scores, ctx) -> WorkerSnapshot:
+    def __call__(
+        self, req: RequestInfo, workers: Sequence[WorkerSnapshot], scores: Sequence[float], ctx: PlacementContext
+    ) -> WorkerSnapshot:
         loads = [_load(w) for w in workers]
         hi, lo = max(loads), min(loads)
         if hi - lo > self.balance_abs_threshold and hi > lo * self.balance_rel_threshold:

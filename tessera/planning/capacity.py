@@ -325,7 +325,8 @@ class CapacityModel:
 
     def __init__(self, engines: Mapping[tuple[str, int], PlannedEngine]) -> None:
         self.engines = dict(engines)
-        self._cache: dict[tuple, Capacity] = {}
+        # (type, quantised shape, targets, factors, handoff) -> its capacity
+        self._cache: dict[tuple[InstanceType, LoadMix, SloTargets, Factors, float], Capacity] = {}
 
     def engine(self, itype: InstanceType) -> PlannedEngine | None:
         return self.engines.get((itype.accelerator, itype.tp))

@@ -84,7 +84,7 @@ def observe(state: ForecastState, stats: IntervalStats, params: ForecastParams =
     return ForecastState(level, trend, recent, shape, idle, state.intervals + 1)
 
 
-def _smoothed_shape(state: ForecastState, stats: IntervalStats, weight: float) -> LoadMix:
+def _smoothed_shape(state: ForecastState, stats: IntervalStats, weight: float) -> LoadMix | None:
     if stats.requests <= 0:
         return state.shape
     old = state.shape or LoadMix(0.0)

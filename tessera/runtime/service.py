@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from tessera.runtime.telemetry.logging import setup_logging
 from tessera.runtime.telemetry.tracing import setup_tracing
 
 
 def run_service(
-    name: str, args: argparse.Namespace, run: Callable[[argparse.Namespace], Awaitable[int]], tracing: bool = True
+    name: str,
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
+    tracing: bool = True,
 ) -> int:
     """Set up logging (and OTLP tracing when configured), then run ``run(args)`` on uvloop."""
     import uvloop

@@ -24,9 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tessera.engine_model.batching import EngineConfig
 from tessera.engine_model.build import build_instances
 from tessera.engine_model.instance import InstanceSpec, find_accelerator
 from tessera.engine_model.perf.model_arch import ModelArch
+from tessera.engine_model.perf.step_timer import StepTimer
 from tessera.placement.pipeline import Pipeline
 from tessera.planning.fleet import InstanceType
 from tessera.planning.forecast import IntervalStats
@@ -66,7 +68,7 @@ class ElasticFleet:
         self.mixed_pipeline, self.disagg_pipeline = mixed_pipeline, disagg_pipeline
         self.types: dict[str, InstanceType] = {}  # instance id -> type
         self.lifetimes: dict[str, Lifetime] = {}
-        self._built: dict[InstanceType, tuple] = {}
+        self._built: dict[InstanceType, tuple[InstanceSpec, EngineConfig, StepTimer]] = {}
         self._last_tick = 0.0
         self._next_record = 0
         self._open: list[RequestRecord] = []

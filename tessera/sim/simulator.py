@@ -30,9 +30,10 @@ import itertools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from tessera.engine_model.batching import BatchingEngine, EngineConfig, EngineRequest, ScheduledStep
+from tessera.engine_model.block_pool import KVEvents
 from tessera.engine_model.instance import InstanceSpec
 from tessera.engine_model.perf.comm import kv_transfer_estimator
 from tessera.engine_model.perf.model_arch import ModelArch
@@ -189,6 +190,7 @@ class Simulator:
     ) -> SimInstance:
         """A new instance, requested now; it takes placements from `ready_s` (default: at once)."""
         iid = f"{spec.label}-{next(self._ids)}"
+        speeds = _speeds(timer)
         base = WorkerSnapshot(
             id=iid,
             address=iid,
@@ -200,7 +202,9 @@ class Simulator:
             kv_capacity_blocks=cfg.num_blocks,
             max_model_len=cfg.max_model_len,
             max_num_seqs=cfg.max_num_seqs,
-            **_speeds(timer),
+            prefill_tokens_per_s=speeds.get("prefill_tokens_per_s", 0.0),
+            decode_base_s=speeds.get("decode_base_s", 0.0),
+            decode_step_s=speeds.get("decode_step_s", 0.0),
         )
         inst = SimInstance(iid, spec, BatchingEngine(cfg), timer, base, requested_s=self.now, ready_s=self.now)
         self.instances.append(inst)
@@ -418,16 +422,19 @@ class Simulator:
             self._canonical[req.request_id] = hashes
         return hashes
 
-    def _apply_kv_events(self, inst: SimInstance, events) -> None:
+    def _apply_kv_events(self, inst: SimInstance, events: KVEvents) -> None:
+        index = self.index
+        if index is None:
+            return
         per = inst.engine.config.block_size // CANONICAL_BLOCK_TOKENS
         for block_hash, _, origin in events.stored:
-            ereq, b = origin
+            ereq, b = cast(tuple[EngineRequest, int], origin)  # what the engine model passes along
             canonical = self._canonical.get(ereq.request_id, ())
             keys = canonical[b * per : (b + 1) * per]
             if len(keys) == per:
-                self.index.stored(inst.id, block_hash, keys)
+                index.stored(inst.id, block_hash, keys)
         if events.removed:
-            self.index.removed(inst.id, events.removed)
+            index.removed(inst.id, events.removed)
 
     def _hashes(self, req: SimRequest, block_size: int) -> list[int]:
         if not req.content_ids:

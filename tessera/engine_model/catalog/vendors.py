@@ -36,7 +36,8 @@ class ExpertParallelSettings:
 @cache
 def _table() -> dict[str, dict[str, Any]]:
     text = resources.files("tessera.engine_model.catalog").joinpath("vendors.yaml").read_text()
-    return yaml.safe_load(text)
+    table: dict[str, dict[str, Any]] = yaml.safe_load(text)
+    return table
 
 
 def vendor_names() -> list[str]:

@@ -72,8 +72,11 @@ def kv_transfer_time(
 class _Placed(Protocol):
     """What a transfer estimate needs of a worker: its id and its catalog accelerator's name."""
 
-    id: str
-    accelerator: str
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def accelerator(self) -> str: ...
 
 
 def kv_transfer_estimator(

@@ -61,7 +61,7 @@ class Efficiency:
     def gemm_compute(self, rows: float) -> float:
         """Fraction of peak FLOP/s a GEMM with `rows` rows reaches."""
         m = max(rows, 1e-9)
-        return self.gemm_compute_max / (1.0 + (self.gemm_half_rows / m) ** self.gemm_rows_exponent)
+        return float(self.gemm_compute_max / (1.0 + (self.gemm_half_rows / m) ** self.gemm_rows_exponent))
 
     def memory_kernel(self, kind: str) -> tuple[float, float]:
         """(fraction of HBM bandwidth, fixed seconds) of a memory-bound kernel of `kind`."""

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from tessera.v1 import common_pb2 as pb
 
-ROLES = {"mixed": pb.ROLE_MIXED, "prefill": pb.ROLE_PREFILL, "decode": pb.ROLE_DECODE}
-FINISH_REASONS = {
+ROLES: dict[str, pb.Role] = {"mixed": pb.ROLE_MIXED, "prefill": pb.ROLE_PREFILL, "decode": pb.ROLE_DECODE}
+FINISH_REASONS: dict[str, pb.FinishReason] = {
     "stop": pb.FINISH_REASON_STOP,
     "length": pb.FINISH_REASON_LENGTH,
     "abort": pb.FINISH_REASON_ABORT,
@@ -16,7 +16,7 @@ FINISH_REASONS = {
 }
 
 
-def role_value(name: str) -> int:
+def role_value(name: str) -> pb.Role:
     try:
         return ROLES[name]
     except KeyError:
@@ -27,7 +27,7 @@ def role_name(value: int) -> str:
     return next((k for k, v in ROLES.items() if v == value), "mixed")
 
 
-def finish_reason_value(name: str) -> int:
+def finish_reason_value(name: str) -> pb.FinishReason:
     """OpenAI's finish_reason string to the enum; unknown reasons count as a stop."""
     return FINISH_REASONS.get(name, pb.FINISH_REASON_STOP)
 
