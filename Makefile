@@ -14,11 +14,12 @@ WORKERS ?= 2
 PORT ?= 8000
 PROTO_SRC := $(wildcard protos/tessera/v1/*.proto)
 STAMP := $(VENV)/.tessera-installed
-# docker-compose 1.29, the strictest checker of deploy/compose (tests/test_deploy_manifests.py), in a
-# venv of its own: it pins PyYAML<6, which the project cannot share, and PyYAML 5.4 builds only with Cython<3.
+# docker-compose 1.29, the strictest checker of deploy/compose (tests/deploy/), in a venv of its own,
+# built only for the deploy tests: it pins PyYAML<6, which the project cannot share, and PyYAML 5.4
+# builds only with Cython<3.
 COMPOSE_V1 := $(VENV)/compose/bin/docker-compose
 
-.PHONY: setup up test test-slow protos check-protos bench clean-venv model
+.PHONY: setup up lint test test-unit test-integration test-deploy test-slow protos check-protos bench clean-venv model
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,8 +51,29 @@ protos: setup
 check-protos: setup
 	$(PY) -m tessera.runtime.protogen --check
 
-test: setup check-protos $(COMPOSE_V1)
+# Lint and types: ruff (lint and format), mypy (strict on the pure layers), and the layer contract
+# (import-linter, [tool.importlinter] in pyproject.toml). `ruff format .` fixes what the check finds.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+# Everything (what CI runs): lint, fresh stubs, then every test but the slow ones.
+test: setup lint check-protos $(COMPOSE_V1)
 	$(BIN)/pytest -q
+
+# Pure code and in-process servers only: no processes, seconds.
+test-unit: setup
+	$(BIN)/pytest -q tests/unit
+
+# Real etcd, services as processes, vLLM and sim workers (most of the suite's time).
+test-integration: setup
+	$(BIN)/pytest -q tests/integration
+
+# The deployment files, checked by docker-compose 1.29 and kubectl/kubernetes-validate.
+test-deploy: setup $(COMPOSE_V1)
+	$(BIN)/pytest -q tests/deploy
 
 # Tests that need the machine to themselves: real engines started under a load step (3-4 min).
 test-slow: setup

@@ -18,8 +18,9 @@ import pytest
 from services.autoscaler.actuator import Actuator, ScalingError
 from services.autoscaler.compose_actuator import ComposeActuator, worker_services
 from services.autoscaler.desired import WorkerGroup, load_desired
+from tests.support.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 COMPOSE = ROOT / "deploy/compose/docker-compose.yaml"
 NVIDIA = ROOT / "deploy/compose/docker-compose.nvidia.yaml"
 

@@ -9,8 +9,8 @@ import uuid
 
 import httpx
 
-from tests.conftest import CLUSTER_MODELS, TINY
-from tests.harness import wait_for
+from tests.support.harness import wait_for
+from tests.support.models import CLUSTER_MODELS, TINY
 
 
 def status(cluster) -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,9 +29,10 @@ from tessera.engine_model.perf.model_arch import ModelArch
 from tessera.engine_model.perf.operators import GEMM, Batch, Parallelism, step_ops
 from tessera.engine_model.perf.roofline import op_time, step_time
 from tessera.engine_model.perf.vidur import VIDUR_OPS, arch_from_vidur_row, measured_seconds, vidur_op_costs
+from tests.support.paths import REPO, SHARED
 
-PROFILES = Path(__file__).resolve().parents[2] / "shared" / "data" / "profiles"
-CPU_STEPS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu_engine_steps.csv"
+PROFILES = SHARED / "data" / "profiles"
+CPU_STEPS = REPO / "benchmarks" / "results" / "cpu_engine_steps.csv"
 LLAMA7 = ModelArch.llama2_7b()
 LLAMA70 = ModelArch.llama2_70b()
 

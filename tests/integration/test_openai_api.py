@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import SMOLLM2, TINY
+from tests.support.models import SMOLLM2, TINY
 
 HELLO = [{"role": "user", "content": "Hello! Please count to five."}]
 

@@ -17,7 +17,7 @@ from tessera.engine_model.catalog import accelerators
 from tessera.engine_model.perf.efficiency import efficiency_for, efficiency_table, read_calibration_file
 from tessera.engine_model.perf.model_arch import ModelArch
 from tessera.engine_model.perf.step_timer import StepTimer
-from tests.harness import tessera_up
+from tests.support.harness import tessera_up
 
 
 @pytest.fixture(scope="module")

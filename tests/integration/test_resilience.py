@@ -15,8 +15,8 @@ import pytest
 
 from tessera.runtime.net import split_host_port
 from tessera.v1 import autoscaler_pb2, autoscaler_pb2_grpc
-from tests.conftest import CLUSTER_MODELS, SMOLLM2, TINY
-from tests.harness import ServiceProcess, kill_worker_group, pid_listening_on, wait_for
+from tests.support.harness import ServiceProcess, kill_worker_group, pid_listening_on, wait_for
+from tests.support.models import CLUSTER_MODELS, SMOLLM2, TINY
 
 pytestmark = pytest.mark.disruptive
 

@@ -17,19 +17,9 @@ from kubernetes import client
 from services.autoscaler.actuator import Actuator, ScalingError
 from services.autoscaler.desired import WorkerGroup
 from services.autoscaler.k8s_actuator import KubernetesActuator
-from tests.fake_kube_api import FakeKubeApi, write_kubeconfig
+from tests.support.fake_kube_api import FakeKubeApi, worker_labels, write_kubeconfig
 
 NS = "tessera"
-
-
-def worker_labels(model: str, role: str, accelerator: str, vendor: str) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/component": "worker",
-        "tessera.ai/model": model,
-        "tessera.ai/role": role,
-        "tessera.ai/accelerator": accelerator,
-        "tessera.ai/vendor": vendor,
-    }
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import SMOLLM2
+from tests.support.models import SMOLLM2
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 

@@ -16,7 +16,7 @@ import time
 
 import httpx
 
-from tests.harness import tessera_up, wait_for
+from tests.support.harness import tessera_up, wait_for
 
 MODEL = "smollm2-sim"
 POLICY = f"""

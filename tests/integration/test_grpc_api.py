@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from tessera.v1 import common_pb2, router_pb2, router_pb2_grpc
-from tests.conftest import TINY
+from tests.support.models import TINY
 
 
 @pytest.fixture(scope="module")

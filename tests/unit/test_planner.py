@@ -32,6 +32,7 @@ from tessera.planning.planner import (
     plan_homogeneous,
 )
 from tessera.planning.slo_policy import LatencyTarget, SloPolicyError, parse_slo_policy
+from tests.support.paths import REPO
 
 POLICY = """
 model: llama3-8b
@@ -471,9 +472,8 @@ def test_policy_round_trips_and_fills_catalog_prices(policy):
 
 
 def test_example_policy_file_parses():
-    from pathlib import Path
 
-    p = parse_slo_policy((Path(__file__).parents[1] / "deploy/slo-policies/llama3-8b.yaml").read_text())
+    p = parse_slo_policy((REPO / "deploy/slo-policies/llama3-8b.yaml").read_text())
     assert p.model == "llama3-8b" and p.targets.tpot.ms == 50
 
 

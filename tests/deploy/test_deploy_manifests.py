@@ -21,8 +21,9 @@ from services.autoscaler import worker_labels
 from services.autoscaler.compose_actuator import worker_services
 from services.autoscaler.desired import WorkerGroup
 from services.autoscaler.drain import DEFAULT_TIMEOUT_S
+from tests.support.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 COMPOSE_DIR = ROOT / "deploy/compose"
 COMPOSE_SETS = [
     ["docker-compose.yaml"],
@@ -224,7 +225,7 @@ async def test_the_autoscalers_role_allows_exactly_what_the_kubernetes_actuator_
     from kubernetes import client
 
     from services.autoscaler.k8s_actuator import KubernetesActuator
-    from tests.fake_kube_api import FakeKubeApi
+    from tests.support.fake_kube_api import FakeKubeApi
 
     docs = render("nvidia")
     (role,) = of_kind(docs, "Role")

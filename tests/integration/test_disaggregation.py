@@ -17,8 +17,8 @@ import urllib.request
 import pytest
 
 from tessera.runtime.net import split_host_port
-from tests.conftest import TINY, TINY_PD
-from tests.harness import kill_worker_group, pid_listening_on, wait_for
+from tests.support.harness import kill_worker_group, pid_listening_on, wait_for
+from tests.support.models import TINY, TINY_PD
 
 DISAGG = {"x-tessera-profile": "tessera_disagg"}
 

@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from tests.harness import tessera_up
+from tests.support.harness import tessera_up
 
 MOE = "tiny-qwen3-moe"
 

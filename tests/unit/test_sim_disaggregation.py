@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 import yaml
 
@@ -18,7 +14,7 @@ from tessera.placement.pipeline import PROFILES_DIR, build_pipeline, load_profil
 from tessera.sim import workloads as wl
 from tessera.sim.report import parse_slo, summarize_sim
 from tessera.sim.simulator import Simulator
-from tests.test_simulator import ROOT, TRACES, ConstantTimer
+from tests.support.sim import ConstantTimer
 
 
 def pair_sim(budget: int = 256, decode_blocks: int = 1000, kv_transfer=None, policy: str = "tessera_disagg"):
@@ -129,39 +125,3 @@ def test_mixed_cluster_is_unchanged_by_the_disaggregation_section():
         return [(r.instance, r.token_times) for r in sim.run(reqs).records]
 
     assert run(with_section) == run(without)
-
-
-@pytest.mark.skipif(not (TRACES / "azure2023_code.csv").exists(), reason="needs ../shared/data/traces")
-def test_tessera_sim_command_with_prefill_and_decode_roles(tmp_path):
-    out = tmp_path / "pd.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tessera.cli",
-            "sim",
-            "--workload",
-            str(TRACES / "azure2023_code.csv"),
-            "--max-requests",
-            "300",
-            "--cluster",
-            "h100:2:prefill,a100:2:decode",
-            "--model",
-            "llama3-8b",
-            "--policy",
-            "tessera_disagg",
-            "--slo",
-            "ttft_p90=1000,tpot_p90=50",
-            "--out",
-            str(out),
-            "--no-plot",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads(out.read_text())
-    assert data["completed"] == 300 and data["failed"] == 0
-    assert data["utilization"]["h100-sxm:prefill"] > 0 and data["utilization"]["a100-80gb-sxm:decode"] > 0

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from tessera.engine_model.batching import EngineConfig
@@ -16,31 +11,7 @@ from tessera.placement.pipeline import load_profile
 from tessera.sim import workloads as wl
 from tessera.sim.report import SloError, parse_slo, summarize_sim
 from tessera.sim.simulator import Simulator
-
-ROOT = Path(__file__).resolve().parents[1]
-TRACES = ROOT.parent / "shared" / "data" / "traces"
-
-
-class ConstantTimer:
-    """Every step takes `seconds`, whatever it holds: makes the timeline computable by hand."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    def __call__(self, prefill=(), decode=()) -> float:
-        return self.seconds if (prefill or decode) else 0.0
-
-
-def make_sim(n: int = 1, step_s: float = 0.01, budget: int = 8192, blocks: int = 1000, policy: str = "least_loaded"):
-    spec = InstanceSpec(find_accelerator("h100"))
-    cfg = EngineConfig(num_blocks=blocks, block_size=16, max_num_batched_tokens=budget)
-    return Simulator(
-        ModelArch.llama3_8b(),
-        "m",
-        [(spec, cfg, ConstantTimer(step_s)) for _ in range(n)],
-        load_profile(policy, seed=0),
-        sample_interval_s=0.05,
-    )
+from tests.support.sim import ConstantTimer, make_sim
 
 
 def test_one_request_timeline_by_hand():
@@ -160,64 +131,6 @@ def test_cluster_and_slo_parsing():
     assert parse_slo("ttft_p90=500,tpot_p99=50") == {"ttft": (90.0, 500.0), "tpot": (99.0, 50.0)}
     with pytest.raises(SloError):
         parse_slo("latency=5")
-
-
-@pytest.mark.skipif(not (TRACES / "azure2023_code.csv").exists(), reason="needs ../shared/data/traces")
-def test_tessera_sim_command_writes_vllm_bench_json_and_a_plot(tmp_path):
-    out = tmp_path / "azure.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tessera.cli",
-            "sim",
-            "--workload",
-            str(TRACES / "azure2023_code.csv"),
-            "--duration",
-            "300",
-            "--cluster",
-            "h100:2,a100:2",
-            "--model",
-            "llama3-8b",
-            "--slo",
-            "ttft_p90=500,tpot_p90=50",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads(out.read_text())
-    for key in (
-        "p50_ttft_ms",
-        "p90_ttft_ms",
-        "p99_ttft_ms",
-        "p90_tpot_ms",
-        "p99_itl_ms",
-        "p90_e2el_ms",
-        "request_throughput",
-        "output_throughput",
-        "completed",
-        "ttfts",
-        "itls",
-    ):
-        assert key in data
-    assert data["completed"] > 500 and data["failed"] == 0
-    assert 0.0 <= data["slo_attainment"] <= 1.0
-    assert set(data["utilization"]) == {"h100-sxm", "a100-80gb-sxm"}
-    assert data["cost_usd"] > 0
-    assert out.with_suffix(".png").stat().st_size > 10_000
-    bad = subprocess.run(
-        [sys.executable, "-m", "tessera.cli", "sim", "--cluster", "h100:x"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert bad.returncode == 2 and "bad cluster entry" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_saturated_instances_leave_requests_waiting_at_the_router(tmp_path):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 import urllib.request
 
-from tests.conftest import TINY
-from tests.harness import wait_for
+from tests.support.harness import wait_for
+from tests.support.models import TINY
 
 
 def _metric(text: str, name: str) -> float:

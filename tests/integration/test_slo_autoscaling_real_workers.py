@@ -12,8 +12,8 @@ import asyncio
 
 import pytest
 
-from tests.harness import tessera_up, wait_for
-from tests.test_slo_autoscaling_live import offer, workers
+from tests.integration.test_slo_autoscaling_live import offer, workers
+from tests.support.harness import tessera_up, wait_for
 
 MODEL = "SmolLM2-135M-Instruct"
 POLICY = f"""

@@ -12,7 +12,7 @@ import httpx
 import psutil
 
 from tessera.runtime.net import free_port
-from tests.harness import RUN_ID, wait_for
+from tests.support.harness import RUN_ID, wait_for
 
 UP_RUN = RUN_ID + "-up"  # its own marker: only this cluster's processes are checked for leftovers
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from pathlib import Path
 
 from services.scheduler.profile_store import ProfileStore
 from tessera.placement.pipeline import PROFILES_DIR, load_profile
 from tessera.runtime.etcd.client import EtcdConnector
+from tests.support.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 
 def _cli(*args: str, etcd: str) -> subprocess.CompletedProcess:

@@ -4,12 +4,8 @@ follows Kubernetes' formula."""
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -26,24 +22,9 @@ from tessera.sim.elastic import Lifetime
 from tessera.sim.report import request_metrics_ms
 from tessera.sim.simulator import DRAINING, GONE
 from tessera.sim.workloads import SimRequest
-from tests.test_simulator import ConstantTimer, make_sim
+from tests.support.sim import POLICY, ConstantTimer, make_sim
 
-ROOT = Path(__file__).resolve().parents[1]
 H100 = InstanceType("h100-sxm")
-
-POLICY = """
-model: llama3-8b
-targets:
-  ttft: {percentile: 90, ms: 1000}
-  tpot: {percentile: 90, ms: 100}
-inventory:
-  h100: {free: 8, cost_per_hour: 2.0}
-roles: [mixed]
-interval_s: 10
-scale_to_zero_idle_s: 60
-headroom: 0.1
-hysteresis: {scale_down_stable_intervals: 3, scale_down_cooldown_s: 30, max_scale_down_fraction: 1}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -214,71 +195,6 @@ def test_hpa_in_the_sim_scales_its_one_type(policy, capacity):
     assert {life.itype for life in run.lifetimes} == {H100}
     assert max(sum(t.counts.values()) for t in run.ticks) > 1
     assert all(r.done for r in run.result.records)
-
-
-def test_cli_runs_autoscalers_side_by_side(tmp_path):
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
-    trace = tmp_path / "trace.csv"
-    rows = ["TIMESTAMP,ContextTokens,GeneratedTokens"]
-    rng = random.Random(1)
-    t = 0.0
-    while t < 120:
-        t += rng.expovariate(4.0 if t < 60 else 0.5)
-        rows.append(f"2023-11-16 18:{int(t // 60):02d}:{t % 60:09.6f},{rng.randint(200, 2000)},{rng.randint(5, 60)}")
-    trace.write_text("\n".join(rows) + "\n")
-    out = tmp_path / "res.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tessera.cli",
-            "sim",
-            "--workload",
-            str(trace),
-            "--autoscaler",
-            "static,tessera",
-            "--slo-policy",
-            str(policy),
-            "--startup-s",
-            "20",
-            "--out",
-            str(out),
-            "--no-details",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    both = json.loads(out.read_text())
-    assert set(both) == {"static", "tessera"}
-    for s in both.values():
-        assert 0 < s["slo_attainment"] <= 1 and s["cost_usd"] > 0
-        series = s["timeseries"]
-        assert len(series["t"]) == len(series["arrival_rps"]) == len(series["slo_attainment"])
-        assert series["instances"]
-    assert out.with_suffix(".png").stat().st_size > 0
-    assert (tmp_path / "res-tessera.json").exists()
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tessera.cli",
-            "sim",
-            "--workload",
-            str(trace),
-            "--autoscaler",
-            "kubernetes",
-            "--slo-policy",
-            str(policy),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert bad.returncode == 2 and "static, hpa, homogeneous, tessera" in bad.stderr
 
 
 def test_the_planned_prefill_chunk_keeps_answers_within_tpot_through_a_clump_of_long_prompts():

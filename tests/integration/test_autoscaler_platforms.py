@@ -10,9 +10,8 @@ import pytest
 
 pytest.importorskip("kubernetes", reason="the Kubernetes client is in the dev and k8s extras")
 
-from tests.fake_kube_api import FakeKubeApi, write_kubeconfig
-from tests.harness import ServiceProcess, wait_for
-from tests.test_k8s_actuator import worker_labels
+from tests.support.fake_kube_api import FakeKubeApi, worker_labels, write_kubeconfig
+from tests.support.harness import ServiceProcess, wait_for
 
 
 def test_the_autoscaler_scales_worker_deployments_to_the_desired_counts(local_etcd, tmp_path):

@@ -296,3 +296,14 @@ contexts: [{{name: ctx, context: {{cluster: fake, user: me, namespace: {namespac
 current-context: ctx
 """)
     return str(path)
+
+
+def worker_labels(model: str, role: str, accelerator: str, vendor: str) -> dict[str, str]:
+    """The labels deploy/k8s puts on a worker Deployment (services/autoscaler/worker_labels.py)."""
+    return {
+        "app.kubernetes.io/component": "worker",
+        "tessera.ai/model": model,
+        "tessera.ai/role": role,
+        "tessera.ai/accelerator": accelerator,
+        "tessera.ai/vendor": vendor,
+    }

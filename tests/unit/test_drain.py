@@ -8,32 +8,14 @@ the tracker says so, and finish when the test says so.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
-
-import grpc
-import pytest
 
 from services.autoscaler.actuator import Actuator
 from services.autoscaler.desired import WorkerGroup
 from services.autoscaler.drain import drain_worker
 from services.autoscaler.local_actuator import LocalActuator
 from services.autoscaler.local_processes import Instance
-from services.worker.load import LoadTracker
-from services.worker.servicer import WorkerServicer
 from tessera.v1 import common_pb2 as pb
-from tessera.v1 import worker_pb2_grpc
-
-
-@pytest.fixture
-async def worker():
-    tracker = LoadTracker()
-    server = grpc.aio.server()
-    worker_pb2_grpc.add_WorkerServicer_to_server(WorkerServicer(None, tracker, pb.WorkerIdentity(id="w1")), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    yield f"127.0.0.1:{port}", tracker
-    await server.stop(0)
 
 
 async def test_drain_stops_new_requests_and_waits_for_in_flight_ones(worker):
@@ -60,21 +42,6 @@ async def test_drain_gives_up_after_its_timeout_and_says_what_is_left(worker):
 
 async def test_an_unreachable_worker_counts_as_drained():
     assert await drain_worker("127.0.0.1:9", timeout_s=5) == 0
-
-
-async def test_the_prestop_command_exits_0_once_drained(worker):
-    address, tracker = worker
-    tracker.started("a", 10)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.autoscaler.drain", address, "--timeout", "20"
-    )
-    for _ in range(200):  # the command needs a moment to start and call Drain
-        if tracker.draining:
-            break
-        await asyncio.sleep(0.05)
-    assert tracker.draining and proc.returncode is None
-    tracker.finished("a")
-    assert await asyncio.wait_for(proc.wait(), 10) == 0
 
 
 class FakeProcesses:

@@ -1,0 +1,1 @@
+"""Integration tests: real etcd, services as processes, vLLM and sim workers, the official clients."""
