@@ -92,7 +92,7 @@ KIND_CODES = {GEMM: 0, ATTENTION: 1, **{k: 2 for k in MEMORY_KINDS}}
 FIT_GEMM = (
     ("gemm_compute_max", 0.1, 1.0, 1.0),
     ("gemm_half_rows", -1.0, 3.0, "log10"),
-    # <= 1: a GEMM's compute time, 2MKN / (peak * e(M)), must not fall as M grows (tests/test_perf_invariants.py);
+    # <= 1: a GEMM's compute time, 2MKN / (peak * e(M)), must not fall as M grows (tests/unit/test_perf_invariants.py);
     # with an exponent above 1 it would at small M, where on this CPU the compute roof is the binding one
     ("gemm_rows_exponent", 0.3, 1.0, 1.0),
     ("gemm_memory", 0.1, 1.0, 1.0),

@@ -1,7 +1,7 @@
 """The autoscaler service on a platform that owns its workers: it holds each group's replica count there.
 
 `tessera autoscaler --actuator k8s` runs for real (etcd leader election, the
-official Kubernetes client) against the fake API server of tests/fake_kube_api.py.
+official Kubernetes client) against the fake API server of tests/support/fake_kube_api.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The Kubernetes actuator, through the official client, against the documented API behaviour.
 
-The API server is tests/fake_kube_api.py (there is no kube-apiserver here);
+The API server is tests/support/fake_kube_api.py (there is no kube-apiserver here);
 what is asserted is what an operator notices: the Deployment's replicas
 change, a concurrent write is retried and ours wins, and a missing Deployment
 or a missing permission gives an error that says what to fix.

@@ -5,7 +5,7 @@ simulation takes hundreds of thousands of steps. Everything in a step except
 attention depends only on how many tokens and sequences it carries, so that
 part is computed once per (tokens, sequences) and kept; attention is costed
 from the batch each time. The result equals step_time(...).total_s exactly
-(tests/test_perf_model.py checks it), it is just cheaper to ask for.
+(tests/unit/test_perf_model.py checks it), it is just cheaper to ask for.
 """
 
 from __future__ import annotations

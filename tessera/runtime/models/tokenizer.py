@@ -6,7 +6,7 @@ folder's ``tokenizer.json`` with the Rust ``tokenizers`` library and renders
 the chat template with Jinja2 configured exactly as transformers'
 ``apply_chat_template`` configures it (sandboxed, trim_blocks, lstrip_blocks,
 loopcontrols, ``raise_exception``, ``strftime_now``, a non-escaping
-``tojson``). tests/test_tokenizer.py checks both against transformers.
+``tojson``). tests/integration/test_tokenizer.py checks both against transformers.
 """
 
 from __future__ import annotations
