@@ -84,6 +84,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                         messages=messages,
                         max_tokens=max_tokens,
                         session_id=request.session_id,
+                        tokenizing=self.state.tokenizing,
                     )
                 elif which == "text":
                     gen = await prepare(
@@ -93,6 +94,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                         prompt=request.text,
                         max_tokens=max_tokens,
                         session_id=request.session_id,
+                        tokenizing=self.state.tokenizing,
                     )
                 elif which == "token_ids":
                     gen = await prepare(
@@ -102,6 +104,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                         prompt=list(request.token_ids.ids),
                         max_tokens=max_tokens,
                         session_id=request.session_id,
+                        tokenizing=self.state.tokenizing,
                     )
                 else:
                     raise BadRequest("one of text, chat or token_ids is required", param="prompt")

@@ -7,6 +7,7 @@ so every error, malformed JSON included, comes back in OpenAI's shape.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import logging
 import time
@@ -27,6 +28,8 @@ from services.router import metrics
 from services.router.api_types import ChatCompletionRequest, CompletionRequest
 from services.router.errors import ApiError, BadRequest
 from services.router.flow import FlowStats, Generation
+from services.router.limits import BodyLimit, Limits, header, parse_json, slo_header
+from services.router.openapi import openapi_document
 from services.router.preparation import prepare
 from services.router.state import RouterState
 from services.router.timing import Timing
@@ -37,40 +40,23 @@ log = logging.getLogger("tessera.router")
 _tracer = tracer("tessera.router")
 
 
-def _slo_header(value: str | None) -> float | None:
-    """x-slo-ttft-ms: the client's own time-to-first-token objective, in milliseconds."""
-    if value is None:
-        return None
-    try:
-        ms = float(value)
-    except ValueError:
-        raise BadRequest(f"x-slo-ttft-ms must be a number of milliseconds, not {value!r}") from None
-    if ms <= 0:
-        raise BadRequest("x-slo-ttft-ms must be positive")
-    return ms / 1000.0
-
-
 def error_response(exc: ApiError) -> JSONResponse:
     headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"Invalid JSON body: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object")
-    return body
+async def _json_body(request: Request, limits: Limits) -> dict[str, Any]:
+    return parse_json(await request.body(), limits.max_json_depth)
 
 
 def _validate(model: type[BaseModel], body: dict[str, Any]) -> Any:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        errors = exc.errors()
+        # A union (content: str | list of parts) reports one error per branch: the one a
+        # validator of ours raised says what is wrong; "should be a valid string" does not.
+        err = next((e for e in errors if e["type"] == "value_error"), errors[0])
         loc = ".".join(str(p) for p in err["loc"]) or "body"
         msg = err["msg"].removeprefix("Value error, ")
         raise BadRequest(f"{loc}: {msg}", param=str(err["loc"][0]) if err["loc"] else None) from None
@@ -89,8 +75,8 @@ def _usage(gen: Generation, stats: FlowStats) -> dict[str, Any]:
 class Endpoint:
     """One of the two generation endpoints; they differ only in request and response shapes."""
 
-    def __init__(self, state: RouterState, chat: bool) -> None:
-        self.state, self.chat = state, chat
+    def __init__(self, state: RouterState, chat: bool, limits: Limits) -> None:
+        self.state, self.chat, self.limits = state, chat, limits
         self.path = "/v1/chat/completions" if chat else "/v1/completions"
         self.object = "chat.completion" if chat else "text_completion"
         self.prefix = "chatcmpl-" if chat else "cmpl-"
@@ -124,11 +110,14 @@ class Endpoint:
             with _tracer.start_as_current_span(
                 f"router.{self.path.strip('/').replace('/', '.')}", kind=trace.SpanKind.SERVER
             ) as span:
-                body = await _json_body(request)
+                body = await _json_body(request, self.limits)
                 fields = _validate(ChatCompletionRequest if self.chat else CompletionRequest, body)
-                request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+                cap = self.limits.max_header_chars
+                request_id = header(request.headers, "x-request-id", cap) or uuid.uuid4().hex
                 span.set_attribute("tessera.request_id", request_id)
-                session = request.headers.get("x-session-id", "")
+                session = header(request.headers, "x-session-id", cap) or ""
+                slo_s = slo_header(header(request.headers, "x-slo-ttft-ms", cap))
+                profile = header(request.headers, "x-tessera-profile", cap) or ""
                 if self.chat:
                     gen = await prepare(
                         self.state.catalog,
@@ -138,6 +127,7 @@ class Endpoint:
                         max_tokens=fields.effective_max_tokens(),
                         add_generation_prompt=fields.add_generation_prompt,
                         session_id=session,
+                        tokenizing=self.state.tokenizing,
                     )
                 else:
                     gen = await prepare(
@@ -147,10 +137,11 @@ class Endpoint:
                         prompt=fields.prompt,
                         max_tokens=fields.max_tokens,
                         session_id=session,
+                        tokenizing=self.state.tokenizing,
                     )
                 model_label = gen.model.name
-                gen.ttft_slo_s = _slo_header(request.headers.get("x-slo-ttft-ms"))
-                gen.profile = request.headers.get("x-tessera-profile", "")
+                gen.ttft_slo_s = slo_s
+                gen.profile = profile
                 span.set_attribute("tessera.prompt_tokens", len(gen.prompt_ids))
                 stats = FlowStats()
                 timing = Timing(model_label, arrived)
@@ -290,7 +281,10 @@ async def _collect_unless_disconnected(
     raise _ClientGone()
 
 
-def build_app(state: RouterState) -> Starlette:
+def build_app(state: RouterState, limits: Limits | None = None) -> BodyLimit:
+    """The router's ASGI app: the endpoints behind a body cap (413 before the body is read)."""
+    limits = limits or Limits()
+
     async def models(request: Request) -> Response:
         data = [
             {
@@ -315,6 +309,11 @@ def build_app(state: RouterState) -> Starlette:
             }
         )
 
+    document = openapi_document(_version())
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
     async def metrics_endpoint(request: Request) -> Response:
         return Response(prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST)
 
@@ -332,13 +331,35 @@ def build_app(state: RouterState) -> Starlette:
             status_code=exc.status_code,
         )
 
-    return Starlette(
+    app = Starlette(
         routes=[
-            Route("/v1/chat/completions", Endpoint(state, chat=True).handle, methods=["POST"]),
-            Route("/v1/completions", Endpoint(state, chat=False).handle, methods=["POST"]),
+            Route("/v1/chat/completions", Endpoint(state, chat=True, limits=limits).handle, methods=["POST"]),
+            Route("/v1/completions", Endpoint(state, chat=False, limits=limits).handle, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error},  # type: ignore[dict-item]  # Starlette passes its own
     )
+    return BodyLimit(app, limits.max_body_bytes, _refuse)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("tessera")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
+async def _refuse(scope: Any, send: Any, exc: ApiError) -> None:
+    """Answer an ApiError from outside the app (the body cap), closing the connection: the rest of
+    an oversized body is never read."""
+    response = error_response(exc)
+    response.headers["Connection"] = "close"
+    metrics.REQUESTS.labels("unknown", scope.get("path", ""), str(exc.status)).inc()
+    await response(scope, _no_receive, send)
+
+
+async def _no_receive() -> dict[str, Any]:
+    return {"type": "http.disconnect"}

@@ -17,6 +17,7 @@ from services.router.admission import AdmissionControl
 from services.router.flow import RequestFlow, WorkerChannels
 from services.router.grpc_api import RouterServicer
 from services.router.http_api import build_app
+from services.router.limits import DEFAULT_MAX_BODY_BYTES, Limits
 from services.router.model_catalog import ModelCatalog
 from services.router.scheduler_client import SchedulerClient
 from services.router.state import RouterState
@@ -63,6 +64,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="how long a request for a model whose workers are all gone waits for one to start "
         "(the autoscaler starts one when it sees the request held); 0: answer 503 at once",
     )
+    p.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="largest request body accepted; larger ones get 413 before they are read",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=4096,
+        help="open HTTP connections and requests at once; past it new ones get 503 (uvicorn's limit_concurrency)",
+    )
     p.add_argument("--router-id", default=None)
     p.add_argument("--lease-ttl", type=int, default=5)
     p.add_argument("--log-level", default="INFO")
@@ -103,7 +116,13 @@ async def run(args: argparse.Namespace) -> int:
     )
     try:
         http, http_task, _ = await start_http(
-            build_app(state), args.host, args.port, http="httptools", timeout_graceful_shutdown=30
+            build_app(state, Limits(max_body_bytes=args.max_request_bytes)),
+            args.host,
+            args.port,
+            http="httptools",
+            timeout_graceful_shutdown=30,
+            limit_concurrency=args.max_connections,
+            timeout_keep_alive=15,  # an idle client holds a connection this long at most
         )
     except OSError as exc:
         log.error("HTTP server could not start on %s:%d: %s", args.host, args.port, exc)
@@ -133,6 +152,7 @@ async def run(args: argparse.Namespace) -> int:
     await workers.close()
     await schedulers.close()
     await channels.close()
+    state.tokenizing.close()
     shutdown_tracing()
     return 0
 

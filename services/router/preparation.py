@@ -1,12 +1,22 @@
 """From a validated client request to a Generation: tokenize once, check the context, fix sampling.
 
 Shared by the HTTP (OpenAI) and gRPC front ends so both apply the same rules.
+
+Tokenizing a long prompt takes seconds (about 0.5 s per MB of text), so it
+never runs on the event loop: a text that cannot fit the context whatever
+its tokens is refused from its length alone, short texts are tokenized in
+place (well under a millisecond), and the rest in a small pool of threads
+(the tokenizer releases the GIL), where a flood of long prompts waits for
+its turn without holding up anyone else's request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
 
@@ -17,6 +27,48 @@ from services.router.flow import Generation
 from services.router.model_catalog import ModelCatalog, ModelEntry
 from tessera.runtime.models.tokenizer import ChatTemplateError, ModelTokenizer
 from tessera.v1 import common_pb2 as pb
+
+INLINE_CHARS = 4096  # texts this short are tokenized on the event loop: cheaper than a thread hop
+_R = TypeVar("_R")
+
+
+class Tokenizing:
+    """Where tokenizing runs: in place for short texts, in a bounded pool of threads otherwise."""
+
+    def __init__(self, threads: int = 2) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize")
+
+    async def run(self, chars: int, fn: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
+        if chars <= INLINE_CHARS:
+            return fn(*args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _text_chars(value: Any) -> int:
+    """Characters of text in a prompt or a list of chat messages (token-id prompts count 0)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_text_chars(v) for v in value)
+    if isinstance(value, dict):
+        return _text_chars(value.get("content"))
+    return 0
+
+
+def precheck_length(entry: ModelEntry, tok: ModelTokenizer, chars: int, what: str) -> None:
+    """Refuse, without tokenizing, a text that holds more tokens than the context whatever they are."""
+    limit = entry.max_model_len
+    at_least = tok.min_tokens(chars)
+    if limit and at_least >= limit:
+        raise BadRequest(
+            f"This model's maximum context length is {limit} tokens. However, your request has at least "
+            f"{at_least} input tokens ({chars} characters). Please reduce the length of the input {what}.",
+            param="messages" if what == "messages" else "prompt",
+            code="context_length_exceeded",
+        )
 
 
 def sampling_from_fields(f: SamplingFields, max_tokens: int) -> pb.SamplingParams:
@@ -61,17 +113,30 @@ def check_context(entry: ModelEntry, prompt_tokens: int, max_tokens: int | None,
     return max_tokens
 
 
-async def tokenize_chat(tok: ModelTokenizer, messages: list[dict[str, Any]], add_generation_prompt: bool) -> list[int]:
+async def tokenize_chat(
+    tok: ModelTokenizer,
+    messages: list[dict[str, Any]],
+    add_generation_prompt: bool,
+    tokenizing: Tokenizing | None = None,
+    chars: int = 0,
+) -> list[int]:
     started = time.perf_counter()
     try:
-        ids = tok.encode_chat(messages, add_generation_prompt=add_generation_prompt)
+        if tokenizing is None:
+            ids = tok.encode_chat(messages, add_generation_prompt=add_generation_prompt)
+        else:
+            ids = await tokenizing.run(chars, tok.encode_chat, messages, add_generation_prompt=add_generation_prompt)
     except ChatTemplateError as exc:
         raise BadRequest(str(exc), param="messages") from None
     metrics.TOKENIZE_SECONDS.observe(time.perf_counter() - started)
     return ids
 
 
-def tokenize_prompt(tok: ModelTokenizer, prompt: str | list[int] | list[str] | list[list[int]]) -> list[int]:
+async def tokenize_prompt(
+    tok: ModelTokenizer,
+    prompt: str | list[int] | list[str] | list[list[int]],
+    tokenizing: Tokenizing | None = None,
+) -> list[int]:
     """A completion prompt: text, token ids, or a batch of one of either."""
     started = time.perf_counter()
     one: str | list[int]
@@ -82,7 +147,10 @@ def tokenize_prompt(tok: ModelTokenizer, prompt: str | list[int] | list[str] | l
     else:
         one = prompt  # type: ignore[assignment]  # not a batch: text, or ids
     if isinstance(one, str):
-        ids = tok.encode(one, add_special_tokens=True)
+        if tokenizing is None:
+            ids = tok.encode(one, add_special_tokens=True)
+        else:
+            ids = await tokenizing.run(len(one), tok.encode, one, add_special_tokens=True)
     else:
         vocab = tok.tokenizer.get_vocab_size()
         if any(not (0 <= t < vocab) for t in one):
@@ -104,16 +172,23 @@ async def prepare(
     max_tokens: int | None = None,
     add_generation_prompt: bool = True,
     session_id: str = "",
+    tokenizing: Tokenizing | None = None,
 ) -> Generation:
     entry = catalog.get(fields.model)
     tok = await catalog.tokenizer(entry)
+    what = "messages" if messages is not None else "prompt"
+    chars = _text_chars(messages if messages is not None else prompt)
+    precheck_length(entry, tok, chars, what)
     if messages is not None:
-        ids = await tokenize_chat(tok, messages, add_generation_prompt)
-        what = "messages"
+        ids = await tokenize_chat(tok, messages, add_generation_prompt, tokenizing, chars)
     else:
-        ids = tokenize_prompt(tok, prompt)
-        what = "prompt"
+        ids = await tokenize_prompt(tok, prompt, tokenizing)
+    vocab = tok.tokenizer.get_vocab_size()
+    if fields.stop_token_ids and max(fields.stop_token_ids) >= vocab:
+        raise BadRequest(f"stop_token_ids must be in [0, {vocab})", param="stop_token_ids")
     final_max = check_context(entry, len(ids), max_tokens, what)
+    if fields.min_tokens and fields.min_tokens > final_max:
+        raise BadRequest(f"min_tokens ({fields.min_tokens}) is more than max_tokens ({final_max})", param="min_tokens")
     return Generation(
         request_id=request_id,
         model=entry,

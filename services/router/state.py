@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.router.flow import RequestFlow
 from services.router.model_catalog import ModelCatalog
+from services.router.preparation import Tokenizing
 from services.router.scheduler_client import SchedulerClient
 
 
@@ -17,3 +18,4 @@ class RouterState:
     flow: RequestFlow
     schedulers: SchedulerClient
     started_at: float
+    tokenizing: Tokenizing = field(default_factory=Tokenizing)

@@ -74,6 +74,13 @@ class ModelTokenizer:
             self.chat_template = tmpl
         self.bos_token = _token_text(self.config.get("bos_token"))
         self.eos_token = _token_text(self.config.get("eos_token"))
+        # The longest token's text: a text of n characters holds at least n / this many tokens,
+        # which lets a caller refuse an over-long prompt without tokenizing it.
+        self.max_token_chars = max((len(t) for t in self.tokenizer.get_vocab(with_added_tokens=True)), default=1)
+
+    def min_tokens(self, text_chars: int) -> int:
+        """A lower bound on the tokens of any text of this many characters (without special tokens)."""
+        return text_chars // max(1, self.max_token_chars)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
