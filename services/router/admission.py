@@ -12,16 +12,24 @@ tick; its depth, waits and refusals are metrics.
 The expected wait is the number of requests ahead divided by the recent rate
 at which this router has admitted requests of the model (an EWMA), which
 tracks what the fleet actually absorbs without a model of it.
+
+Nobody waits behind a request that cannot be placed for reasons of its own:
+each model's queue is worked by its own task, so one model's slow placement
+holds up no other model; a waiter whose client left is taken out at once;
+and when the head is still saturated, up to MAX_PROBES waiters with other
+placement signatures (profile, objective, excluded workers) are tried
+behind it in the same pass.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -34,6 +42,7 @@ T = TypeVar("T")  # what a placement attempt returns (the scheduler's PlaceRespo
 
 TICK_S = 0.025
 RATE_HALF_LIFE_S = 5.0
+MAX_PROBES = 4  # saturated placement attempts per queue per pass (the head and three behind it)
 
 
 class Overloaded(ApiError):
@@ -57,6 +66,7 @@ class _Waiter:
     future: asyncio.Future = field(compare=False)
     deadline: float = field(compare=False)
     enqueued: float = field(compare=False)
+    signature: Hashable = field(compare=False, default=None)  # requests alike in where they may be placed
 
 
 class _ModelQueue:
@@ -95,14 +105,16 @@ class AdmissionControl:
         self._kick = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._placers: dict[int, Callable[[], Awaitable[object]]] = {}
+        self._draining: dict[str, asyncio.Task] = {}  # model -> the task working its queue now
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._work(), name="admission")
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [t for t in (self._task, *self._draining.values()) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for q in self._queues.values():
             for w in q.heap:
                 if not w.future.done():
@@ -118,7 +130,12 @@ class AdmissionControl:
         return len(q.heap) if q else 0
 
     async def admit(
-        self, model: str, priority: int, place: Callable[[], Awaitable[T]], slo_s: float | None = None
+        self,
+        model: str,
+        priority: int,
+        place: Callable[[], Awaitable[T]],
+        slo_s: float | None = None,
+        signature: Hashable = None,
     ) -> T:
         """A placement for the request, now or after waiting its turn; Overloaded if it cannot be in time."""
         q = self._queues.setdefault(model, _ModelQueue())
@@ -145,7 +162,7 @@ class AdmissionControl:
                 wait,
             )
         future = asyncio.get_running_loop().create_future()
-        waiter = _Waiter((-priority, deadline, next(self._seq)), future, deadline, now)
+        waiter = _Waiter((-priority, deadline, next(self._seq)), future, deadline, now, signature)
         self._placers[id(future)] = place
         heapq.heappush(q.heap, waiter)
         metrics.QUEUE_DEPTH.labels(model).set(len(q.heap))
@@ -158,7 +175,9 @@ class AdmissionControl:
             self._placers.pop(id(future), None)
             if not future.done():
                 future.cancel()
-            # a cancelled client leaves the heap lazily (skipped when popped)
+            if future.cancelled():  # the client left: it no longer counts against max_queue
+                _remove(q, waiter)
+                metrics.QUEUE_DEPTH.labels(model).set(len(q.heap))
 
     async def _work(self) -> None:
         while True:
@@ -168,41 +187,69 @@ class AdmissionControl:
                 pass
             self._kick.clear()
             for model, q in self._queues.items():
-                await self._drain(model, q)
+                if q.heap and model not in self._draining:
+                    task = asyncio.create_task(self._drain(model, q), name=f"admission:{model}")
+                    self._draining[model] = task
+                    task.add_done_callback(functools.partial(self._drained, model))
+
+    def _drained(self, model: str, _task: asyncio.Task) -> None:
+        self._draining.pop(model, None)
 
     async def _drain(self, model: str, q: _ModelQueue) -> None:
-        while q.heap:
-            head = q.heap[0]
+        """Admit what can be placed now, in queue order, trying past a saturated head."""
+        saturated: set[Hashable] = set()  # signatures found saturated in this pass
+        probes = 0
+        for waiter in sorted(q.heap):
+            if probes >= MAX_PROBES:
+                break
             now = time.monotonic()
-            if head.future.done():
-                heapq.heappop(q.heap)
+            if waiter.future.done():
+                _remove(q, waiter)
                 continue
-            if now > head.deadline:
-                heapq.heappop(q.heap)
+            if now > waiter.deadline:
+                _remove(q, waiter)
                 metrics.REJECTED.labels(model, "deadline").inc()
-                head.future.set_exception(
+                waiter.future.set_exception(
                     Overloaded(
                         f"{model} stayed saturated past this request's time-to-first-token objective",
                         q.expected_wait(len(q.heap)),
                     )
                 )
                 continue
-            place = self._placers.get(id(head.future))
+            if waiter.signature is not None and waiter.signature in saturated:
+                continue  # placed alike to one that just found no room
+            place = self._placers.get(id(waiter.future))
             if place is None:
-                heapq.heappop(q.heap)
+                _remove(q, waiter)
                 continue
+            probes += 1
             try:
                 result = await place()
             except Saturated:
-                break  # still full: wait for a release or the next tick
-            except Exception as exc:  # noqa: BLE001 - the waiting request gets the error, not the loop
-                heapq.heappop(q.heap)
-                if not head.future.done():
-                    head.future.set_exception(exc)
+                if waiter.signature is None:
+                    break  # nothing says the others would fare better
+                saturated.add(waiter.signature)
                 continue
-            heapq.heappop(q.heap)
+            except Exception as exc:  # noqa: BLE001 - the waiting request gets the error, not the loop
+                _remove(q, waiter)
+                if not waiter.future.done():
+                    waiter.future.set_exception(exc)
+                continue
+            _remove(q, waiter)
             q.note_admitted(time.monotonic())
-            metrics.QUEUE_WAIT.labels(model).observe(time.monotonic() - head.enqueued)
-            if not head.future.done():
-                head.future.set_result(result)
+            metrics.QUEUE_WAIT.labels(model).observe(time.monotonic() - waiter.enqueued)
+            if not waiter.future.done():
+                waiter.future.set_result(result)
+            probes -= 1  # a placement is progress, not a probe
         metrics.QUEUE_DEPTH.labels(model).set(len(q.heap))
+
+
+def _remove(q: _ModelQueue, waiter: _Waiter) -> None:
+    """Take a waiter out of its queue wherever it stands (O(n): queues are short, removals rare)."""
+    for i, w in enumerate(q.heap):
+        if w is waiter:
+            q.heap[i] = q.heap[-1]
+            q.heap.pop()
+            if i < len(q.heap):
+                heapq.heapify(q.heap)
+            return

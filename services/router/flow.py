@@ -5,6 +5,18 @@
 - A worker that fails mid-stream: the request resumes on another worker from
   the tokens already produced (they are appended to the prompt), so the
   client's stream simply continues.
+- A worker stream silent for longer than the silence deadline (no token and
+  no heartbeat: workers send one every second while their engine is alive)
+  counts as a failed worker, and the request resumes elsewhere.
+- Retries are bounded three ways: at most MAX_ATTEMPTS workers; an input
+  that failed on POISON_FAILURES workers that had accepted it is refused,
+  not tried on a third (it may be what kills them); and a router-wide
+  budget (as Envoy's retry budget) lets at most a fifth of the requests in
+  flight be retrying at once, so a failing fleet is not hit twice as hard.
+  Each retry waits a short jittered backoff.
+- A request for a model with no worker at all is held (bounded per model)
+  until one registers; it waits outside the admission queue, so it never
+  holds up requests that can be placed.
 - The client going away cancels the worker stream, which aborts the request in
   the engine.
 """
@@ -13,9 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 import grpc
@@ -38,6 +51,11 @@ from tessera.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
 log = logging.getLogger("tessera.router")
 
 MAX_ATTEMPTS = 3
+POISON_FAILURES = 2  # workers that accepted the request and then failed: the input is refused
+RETRY_BUDGET_SHARE = 0.2  # of the requests in flight, how many may be retrying at once
+MIN_RETRY_CONCURRENCY = 3  # retries always allowed at once, however few requests are in flight
+BACKOFF_BASE_S, BACKOFF_CAP_S = 0.025, 0.25
+DEFAULT_SILENCE_S = 15.0  # a worker stream with no message for this long has failed
 HOLD_POLL_S = 0.5  # how often a request held for a model's first worker asks the scheduler again
 CLOSE_GRACE_S = 120.0  # longer than a worker's drain (30 s): its last streams are not cut
 
@@ -85,6 +103,30 @@ class FlowStats:
     prefill_worker: str = ""  # the worker that prefilled a disaggregated request, if any
 
 
+class NoWorker(Exception):
+    """No worker serves the model at all (scaled to zero, or every one restarting)."""
+
+
+class RetryBudget:
+    """How many requests may be retrying at once: a share of those in flight, with a floor."""
+
+    def __init__(self, share: float = RETRY_BUDGET_SHARE, floor: int = MIN_RETRY_CONCURRENCY) -> None:
+        self.share, self.floor = share, floor
+        self.in_flight = 0
+        self.retrying = 0
+
+    def try_retry(self) -> bool:
+        if self.retrying >= max(self.floor, int(self.share * self.in_flight)):
+            return False
+        self.retrying += 1
+        return True
+
+
+def backoff_s(retry: int) -> float:
+    """Full jitter (uniform up to an exponential cap): retries of many requests do not line up."""
+    return random.uniform(0.0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** max(0, retry - 1)))
+
+
 class WorkerChannels:
     """One gRPC channel per worker address, reused across requests."""
 
@@ -121,10 +163,17 @@ class RequestFlow:
         profile: str = "",
         admission: AdmissionControl | None = None,
         hold_s: float = 0.0,
+        silence_s: float = DEFAULT_SILENCE_S,
+        max_held: int = 1024,
     ) -> None:
-        """hold_s: how long a request for a model with no worker at all waits for one (scale from zero)."""
+        """hold_s: how long a request for a model with no worker at all waits for one (scale from zero);
+        max_held: how many may wait so per model; silence_s: the worker stream's silence deadline."""
         self.schedulers = schedulers
         self.hold_s = hold_s
+        self.silence_s = silence_s
+        self.max_held = max_held
+        self.budget = RetryBudget()
+        self._held: dict[str, int] = {}
         self.channels = channels
         self.profile = profile
         self.admission = admission or AdmissionControl()
@@ -136,92 +185,161 @@ class RequestFlow:
         excluded: list[str] = []
         max_tokens = gen.sampling.max_tokens
         attempts = self._attempts(gen, stats, produced, excluded, max_tokens)
+        self.budget.in_flight += 1
         try:
             async for delta in attempts:
                 yield delta
         finally:
+            self.budget.in_flight -= 1
             await attempts.aclose()  # a client that left aborts the worker's stream now, not at GC
             self.admission.released()
 
     async def _attempts(
         self, gen: Generation, stats: FlowStats, produced: list[int], excluded: list[str], max_tokens: int
     ) -> AsyncGenerator[Delta, None]:
-        while True:
-            stats.attempts += 1
-            placement = await self.admission.admit(
-                gen.model.name, gen.priority, lambda: self._place(gen, excluded, len(produced)), gen.ttft_slo_s
-            )
-            worker_id, address = placement.worker.worker_id, placement.worker.address
-            stats.workers.append(worker_id)
-            request = worker_pb2.GenerateRequest(
-                request_id=f"{gen.internal_id}-{stats.attempts}",
-                prompt_token_ids=gen.prompt_ids,
-                sampling=gen.sampling,
-                priority=gen.priority,
-                resume_token_ids=produced,
-            )
-            if placement.worker.HasField("data_parallel_rank"):
-                request.data_parallel_rank = placement.worker.data_parallel_rank
-            if placement.prefill.worker_id:
-                kv = await self._prefill(gen, placement.prefill, request, stats)
-                if kv is not None:
-                    request.kv_transfer.CopyFrom(kv)
-            # Spans are started and ended explicitly: this is a generator whose
-            # steps may run in different tasks, where "current span" contexts break.
-            span = self._tracer.start_span(
-                "router.worker_stream", context=gen.trace_context, kind=trace.SpanKind.CLIENT
-            )
-            span.set_attribute("tessera.worker_id", worker_id)
-            span.set_attribute("tessera.attempt", stats.attempts)
-            call = self.channels.stub(address).Generate(
-                request, metadata=outgoing_metadata(context=trace.set_span_in_context(span, gen.trace_context))
-            )
-            failure = ""
-            try:
-                async for resp in call:
-                    delta = Delta.from_response(resp, worker_id)
-                    produced.extend(delta.token_ids)
-                    stats.completion_tokens = len(produced)
-                    if delta.finish_reason:
-                        stats.cached_prompt_tokens = delta.cached_prompt_tokens
-                    yield delta
-                    if delta.finish_reason:
-                        return
-                failure = "stream ended without a finish"
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                    raise BadRequest(exc.details() or "invalid request") from None
-                failure = f"{exc.code().name}: {exc.details()}"
-            except asyncio.CancelledError:
-                # grpc-aio reports a stream the *worker* cancelled (its server stopping) as
-                # CancelledError too: that is a worker failure to recover from, unless this
-                # task itself is being cancelled (the client left).
-                current = asyncio.current_task()
-                if current is None or current.cancelling():
-                    raise
-                failure = "CANCELLED: the worker ended the stream (it is shutting down)"
-            finally:
-                if not call.done():
-                    call.cancel()  # the client left or we are retrying: abort at the worker
-                span.end()
-            # The worker failed. Retry elsewhere, resuming from what was produced.
-            excluded.append(worker_id)
-            reason = "before_first_token" if not produced else "mid_stream"
-            metrics.RETRIES.labels(reason).inc()
-            log.warning(
-                "request %s: worker %s failed %s (%s); attempt %d of %d",
-                gen.request_id,
-                worker_id,
-                reason.replace("_", " "),
-                failure,
-                stats.attempts,
-                MAX_ATTEMPTS,
-            )
-            if stats.attempts >= MAX_ATTEMPTS:
-                raise UpstreamFailed(f"the request failed on {stats.attempts} workers; last error: {failure}")
-            if max_tokens and len(produced) >= max_tokens:
-                yield Delta([], "", "length", worker_id=worker_id)
-                return
+        held = False
+        hold_deadline = 0.0
+        failed_on_input = 0  # workers that accepted this request and then failed
+        retrying = False
+        try:
+            while True:
+                stats.attempts += 1
+                try:
+                    placement = await self.admission.admit(
+                        gen.model.name,
+                        gen.priority,
+                        lambda: self._place(gen, excluded, len(produced)),
+                        gen.ttft_slo_s,
+                        signature=(gen.profile, gen.ttft_slo_s, tuple(excluded)),
+                    )
+                except NoWorker:
+                    stats.attempts -= 1
+                    if not held:
+                        self._hold_start(gen)
+                        held, hold_deadline = True, time.monotonic() + self.hold_s
+                    await self._wait_for_a_worker(gen, hold_deadline)
+                    continue
+                if held:
+                    self._hold_end(gen)
+                    held = False
+                worker_id = placement.worker.worker_id
+                stats.workers.append(worker_id)
+                failure, accepted = "", False
+                attempt = self._stream_from(gen, stats, placement, produced)
+                try:
+                    async for delta in attempt:
+                        if delta is None:
+                            accepted = True
+                            continue
+                        if isinstance(delta, str):
+                            failure = delta
+                            break
+                        yield delta
+                        if delta.finish_reason:
+                            return
+                finally:
+                    await attempt.aclose()  # cancels the worker's stream now, not when collected
+                # The worker failed. Retry elsewhere, resuming from what was produced.
+                excluded.append(worker_id)
+                reason = "before_first_token" if not produced else "mid_stream"
+                metrics.RETRIES.labels(reason).inc()
+                failed_on_input += accepted
+                log.warning(
+                    "request %s: worker %s failed %s (%s); attempt %d of %d",
+                    gen.request_id,
+                    worker_id,
+                    reason.replace("_", " "),
+                    failure,
+                    stats.attempts,
+                    MAX_ATTEMPTS,
+                )
+                if max_tokens and len(produced) >= max_tokens:
+                    yield Delta([], "", "length", worker_id=worker_id)
+                    return
+                if failed_on_input >= POISON_FAILURES:
+                    raise UpstreamFailed(
+                        f"the request failed on {failed_on_input} workers that had accepted it; it is not tried "
+                        f"on another (last error: {failure})"
+                    )
+                if stats.attempts >= MAX_ATTEMPTS:
+                    raise UpstreamFailed(f"the request failed on {stats.attempts} workers; last error: {failure}")
+                if not retrying:
+                    if not self.budget.try_retry():
+                        metrics.RETRIES.labels("over_budget").inc()
+                        raise UpstreamFailed(f"too many requests are being retried; last error: {failure}")
+                    retrying = True
+                await asyncio.sleep(backoff_s(stats.attempts))
+        finally:
+            if held:
+                self._hold_end(gen)
+            if retrying:
+                self.budget.retrying -= 1
+
+    async def _stream_from(
+        self, gen: Generation, stats: FlowStats, placement: scheduler_pb2.PlaceResponse, produced: list[int]
+    ) -> AsyncGenerator[Delta | str | None, None]:
+        """One attempt: the worker's deltas; None once the worker accepted the request; a string (why)
+        as the last item if the attempt failed in a way another worker may not."""
+        worker_id, address = placement.worker.worker_id, placement.worker.address
+        request = worker_pb2.GenerateRequest(
+            request_id=f"{gen.internal_id}-{stats.attempts}",
+            prompt_token_ids=gen.prompt_ids,
+            sampling=gen.sampling,
+            priority=gen.priority,
+            resume_token_ids=produced,
+        )
+        if placement.worker.HasField("data_parallel_rank"):
+            request.data_parallel_rank = placement.worker.data_parallel_rank
+        if placement.prefill.worker_id:
+            kv = await self._prefill(gen, placement.prefill, request, stats)
+            if kv is not None:
+                request.kv_transfer.CopyFrom(kv)
+        # Spans are started and ended explicitly: this is a generator whose
+        # steps may run in different tasks, where "current span" contexts break.
+        span = self._tracer.start_span("router.worker_stream", context=gen.trace_context, kind=trace.SpanKind.CLIENT)
+        span.set_attribute("tessera.worker_id", worker_id)
+        span.set_attribute("tessera.attempt", stats.attempts)
+        call = self.channels.stub(address).Generate(
+            request, metadata=outgoing_metadata(context=trace.set_span_in_context(span, gen.trace_context))
+        )
+        messages = call.__aiter__()
+        try:
+            while True:
+                try:
+                    resp = await asyncio.wait_for(anext(messages), self.silence_s)
+                except StopAsyncIteration:
+                    yield "stream ended without a finish"
+                    return
+                except TimeoutError:
+                    yield f"silent for {self.silence_s:.0f} s (no token, no heartbeat)"
+                    return
+                if Delta.is_heartbeat(resp):
+                    yield None
+                    continue
+                delta = Delta.from_response(resp, worker_id)
+                produced.extend(delta.token_ids)
+                stats.completion_tokens = len(produced)
+                if delta.finish_reason:
+                    stats.cached_prompt_tokens = delta.cached_prompt_tokens
+                yield delta
+                if delta.finish_reason:
+                    return
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise BadRequest(exc.details() or "invalid request") from None
+            yield f"{exc.code().name}: {exc.details()}"
+        except asyncio.CancelledError:
+            # grpc-aio reports a stream the *worker* cancelled (its server stopping) as
+            # CancelledError too: that is a worker failure to recover from, unless this
+            # task itself is being cancelled (the client left).
+            current = asyncio.current_task()
+            if current is None or current.cancelling():
+                raise
+            yield "CANCELLED: the worker ended the stream (it is shutting down)"
+        finally:
+            if not call.done():
+                call.cancel()  # the client left or we are retrying: abort at the worker
+            span.end()
 
     async def _prefill(
         self, gen: Generation, prefill: scheduler_pb2.Placement, request: worker_pb2.GenerateRequest, stats: FlowStats
@@ -257,31 +375,35 @@ class RequestFlow:
         finally:
             span.end()
 
-    async def _hold_for_a_worker(
-        self, gen: Generation, place: Callable[[], Awaitable[scheduler_pb2.PlaceResponse]]
-    ) -> scheduler_pb2.PlaceResponse:
-        """No worker can serve the model (scaled to zero, or every one restarting): wait for one.
+    def _hold_start(self, gen: Generation) -> None:
+        """No worker can serve the model (scaled to zero, or every one restarting): the request waits
+        for one. Held requests are demand the autoscaler sees (tessera_router_held_requests) and starts
+        an instance for; the client waits for an engine start instead of getting 503 at once."""
+        model = gen.model.name
+        if self.hold_s <= 0:
+            raise NoCapacity(f"no worker serves {model} now", retry_after=10)
+        if self._held.get(model, 0) >= self.max_held:
+            raise NoCapacity(f"{self.max_held} requests already wait for a worker of {model} to start", retry_after=10)
+        self._held[model] = self._held.get(model, 0) + 1
+        metrics.HELD.labels(model).inc()
 
-        The held request is demand the autoscaler sees (tessera_router_held_requests) and starts an
-        instance for; the client waits for an engine start instead of getting 503 at once.
-        """
-        metrics.HELD.labels(gen.model.name).inc()
-        deadline = time.monotonic() + self.hold_s
+    def _hold_end(self, gen: Generation) -> None:
+        self._held[gen.model.name] -= 1
+        metrics.HELD.labels(gen.model.name).dec()
+
+    async def _wait_for_a_worker(self, gen: Generation, deadline: float) -> None:
+        """Until a worker of the model registers (then a moment for the scheduler to hear of it too),
+        or HOLD_POLL_S; NoCapacity past the deadline."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise NoCapacity(
+                f"no worker serves {gen.model.name} and none started within {self.hold_s:.0f} s", retry_after=10
+            )
         try:
-            while time.monotonic() < deadline:
-                try:  # a worker registering wakes us at once; otherwise ask again every HOLD_POLL_S
-                    await asyncio.wait_for(gen.model.serving.wait(), HOLD_POLL_S)
-                    await asyncio.sleep(HOLD_POLL_S)  # the scheduler hears of it a moment after us
-                except TimeoutError:
-                    pass
-                response = await place()
-                if response.outcome != scheduler_pb2.PLACE_OUTCOME_NO_WORKER or response.candidates:
-                    return response
-        finally:
-            metrics.HELD.labels(gen.model.name).dec()
-        raise NoCapacity(
-            f"no worker serves {gen.model.name} and none started within {self.hold_s:.0f} s", retry_after=10
-        )
+            await asyncio.wait_for(gen.model.serving.wait(), min(HOLD_POLL_S, left))
+            await asyncio.sleep(HOLD_POLL_S)  # the scheduler hears of it a moment after us
+        except TimeoutError:
+            pass
 
     async def _place(self, gen: Generation, excluded: list[str], produced: int) -> scheduler_pb2.PlaceResponse:
         request = scheduler_pb2.PlaceRequest(
@@ -300,7 +422,7 @@ class RequestFlow:
         response = await self._ask(request, gen)
         nobody = response.outcome == scheduler_pb2.PLACE_OUTCOME_NO_WORKER and not response.candidates
         if nobody and not excluded and self.hold_s > 0:
-            response = await self._hold_for_a_worker(gen, lambda: self._ask(request, gen))
+            raise NoWorker(response.reason)
         if response.outcome == scheduler_pb2.PLACE_OUTCOME_PLACED:
             return response
         if response.outcome == scheduler_pb2.PLACE_OUTCOME_UNKNOWN_PROFILE:

@@ -14,7 +14,7 @@ import time
 import uuid
 
 from services.router.admission import AdmissionControl
-from services.router.flow import RequestFlow, WorkerChannels
+from services.router.flow import DEFAULT_SILENCE_S, RequestFlow, WorkerChannels
 from services.router.grpc_api import RouterServicer
 from services.router.http_api import build_app
 from services.router.limits import DEFAULT_MAX_BODY_BYTES, Limits
@@ -56,7 +56,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "request that would wait past it is refused with 429 (0: queue without a deadline); "
         "clients may send their own in the x-slo-ttft-ms header",
     )
-    p.add_argument("--max-queue", type=int, default=1024, help="requests that may wait per saturated model")
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=1024,
+        help="requests that may wait per saturated model (and, apart, per model waiting for its first worker)",
+    )
     p.add_argument(
         "--scale-from-zero-wait-s",
         type=float,
@@ -75,6 +80,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=4096,
         help="open HTTP connections and requests at once; past it new ones get 503 (uvicorn's limit_concurrency)",
+    )
+    p.add_argument(
+        "--stream-silence-s",
+        type=float,
+        default=DEFAULT_SILENCE_S,
+        help="a worker stream with no token and no heartbeat for this long has failed: the request resumes "
+        "on another worker (workers send a heartbeat every second while their engine is alive)",
     )
     p.add_argument("--router-id", default=None)
     p.add_argument("--lease-ttl", type=int, default=5)
@@ -104,7 +116,15 @@ async def run(args: argparse.Namespace) -> int:
     admission.start()
     state = RouterState(
         catalog,
-        RequestFlow(schedulers, channels, args.profile, admission, hold_s=args.scale_from_zero_wait_s),
+        RequestFlow(
+            schedulers,
+            channels,
+            args.profile,
+            admission,
+            hold_s=args.scale_from_zero_wait_s,
+            silence_s=args.stream_silence_s,
+            max_held=args.max_queue,
+        ),
         schedulers,
         time.time(),
     )

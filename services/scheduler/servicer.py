@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -75,7 +76,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 session_id=request.session_id,
                 priority=request.priority,
                 block_hashes=tuple(request.prompt_block_hashes),
-                ttft_slo_s=request.ttft_slo_s,
+                # Not a finite positive number: no objective. A NaN deadline would fail every
+                # worker's saturation check and leave the request "saturated" forever.
+                ttft_slo_s=request.ttft_slo_s if math.isfinite(request.ttft_slo_s) and request.ttft_slo_s > 0 else 0.0,
             )
             choice = self._choose(pipeline, req)
             metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)

@@ -47,6 +47,8 @@ class WorkerEntry:
 
     @property
     def healthy(self) -> bool:
+        if self.load.stalled:  # the worker says its engine is hung: nothing new goes there
+            return False
         return self.streams > 0 or (self.registered and not self.stream_lost)
 
     def prune_pending(self, now: float) -> None:

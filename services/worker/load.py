@@ -25,8 +25,13 @@ class _Book:
 
 
 class LoadTracker:
-    def __init__(self, ranks: list[int] | None = None) -> None:
-        """ranks: the DP ranks of a data-parallel instance, reported one by one as well as summed."""
+    def __init__(self, ranks: list[int] | None = None, stall_s: float = 0.0) -> None:
+        """ranks: the DP ranks of a data-parallel instance, reported one by one as well as summed.
+        stall_s: how long the engine may hold requests without producing a token before the
+        worker calls it hung (0: never)."""
+        self.stall_s = stall_s
+        self._last_progress = time.monotonic()
+        self._stuck = False  # found hung: stays so until the engine produces a token again
         self._subscribers: set[asyncio.Event] = set()
         self.draining = False
         self._active: dict[str, _Book] = {}
@@ -44,12 +49,18 @@ class LoadTracker:
     def unsubscribe(self, event: asyncio.Event) -> None:
         self._subscribers.discard(event)
 
+    def notify(self) -> None:
+        """Send a report now (something the schedulers must hear of changed)."""
+        self._notify()
+
     def _notify(self) -> None:
         for event in self._subscribers:
             event.set()
 
     # -- the worker's book ---------------------------------------------------
     def started(self, request_id: str, prompt_tokens: int, rank: int | None = None) -> None:
+        if not self._active:
+            self._last_progress = time.monotonic()  # an idle engine owes nothing yet
         self._active[request_id] = _Book(prompt_tokens, rank=rank)
         self._started += 1
         self._notify()
@@ -58,6 +69,12 @@ class LoadTracker:
         book = self._active.get(request_id)
         if book is not None:
             book.generated += new_tokens
+        self.engine_progressed()
+
+    def engine_progressed(self) -> None:
+        """The engine produced a token (for a request, or for the watchdog's probe)."""
+        self._last_progress = time.monotonic()
+        self._stuck = False
 
     def finished(self, request_id: str) -> None:
         if self._active.pop(request_id, None) is not None:
@@ -66,6 +83,20 @@ class LoadTracker:
     @property
     def in_flight(self) -> int:
         return len(self._active)
+
+    def stalled(self, now: float | None = None) -> bool:
+        """The engine held requests and produced no token for any of them for stall_s: hung, until
+        it produces one again (the routers' cancelled streams leave it idle, not mended)."""
+        if self._stuck:
+            return True
+        if not self.stall_s or not self._active:
+            return False
+        if (time.monotonic() if now is None else now) - self._last_progress > self.stall_s:
+            self._stuck = True
+        return self._stuck
+
+    def seconds_since_progress(self) -> float:
+        return time.monotonic() - self._last_progress
 
     # -- the engine's figures ------------------------------------------------
     def engine_stats(self, stats: EngineLoad) -> None:
@@ -93,6 +124,7 @@ class LoadTracker:
         )
         out.seq, out.timestamp_unix_ms = seq, int(time.time() * 1000)
         out.prefix_cache_hit_rate, out.draining, out.requests_started = self._hit_rate, self.draining, self._started
+        out.stalled = self.stalled()
         if len(self.ranks) > 1:
             for rank in self.ranks:
                 engine = self._engines.get(rank, EngineLoad())

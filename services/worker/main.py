@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import socket
 import time
 import uuid
@@ -33,7 +34,7 @@ from tessera.runtime.etcd.records import identity_to_json
 from tessera.runtime.etcd.registration import LeasedKey
 from tessera.runtime.models.registry import resolve
 from tessera.runtime.rpc.enums import role_value
-from tessera.runtime.rpc.server import ServiceBinding, start_server
+from tessera.runtime.rpc.server import RunningServer, ServiceBinding, start_server
 from tessera.runtime.service import run_service, stop_event
 from tessera.runtime.telemetry.metrics import start_metrics_server
 from tessera.runtime.telemetry.tracing import shutdown_tracing
@@ -105,6 +106,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="extra vLLM engine argument (YAML value), repeatable; wins over the vendor table",
     )
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--stall-timeout-s",
+        type=float,
+        default=60.0,
+        help="an engine that holds requests and produces no token for this long is hung: the worker reports "
+        "itself stalled (no new placements, health NOT_SERVING) and its streams stop their heartbeats, so "
+        "routers resume them elsewhere (0: never); set it above the longest prefill",
+    )
     p.add_argument("--lease-ttl", type=int, default=5)
     p.add_argument("--log-level", default="INFO")
 
@@ -144,7 +153,9 @@ async def run(args: argparse.Namespace) -> int:
     if spec.recipe or os.path.isdir(spec.path):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local files: never ask a model hub
     worker_id = args.worker_id or f"{args.group or 'worker'}-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
-    tracker = LoadTracker(dp_ranks(args.data_parallel_size) if args.data_parallel_size > 1 else None)
+    tracker = LoadTracker(
+        dp_ranks(args.data_parallel_size) if args.data_parallel_size > 1 else None, stall_s=args.stall_timeout_s
+    )
     relay_box: list[KVEventRelay] = []  # the relay needs the engine's block size, known once it starts
     t0 = time.monotonic()
     if args.engine == "sim":
@@ -219,8 +230,10 @@ async def run(args: argparse.Namespace) -> int:
     )
 
     stop = stop_event()
+    if hasattr(engine, "toggle_frozen"):  # the simulated engine: SIGUSR1 hangs it, for chaos tests
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, engine.toggle_frozen)
     exit_code = 0
-    watchdog = asyncio.create_task(_watch_engine(engine, tracker, stop))
+    watchdog = asyncio.create_task(_watch_engine(engine, tracker, stop, server))
     await stop.wait()
     if engine.dead:
         log.error("engine died; exiting so the actuator restarts this worker")
@@ -322,9 +335,34 @@ async def _start_sim_engine(args: argparse.Namespace, spec: Any, tracker: LoadTr
     return engine, model_path, accel.vendor, accel.name, instance.devices
 
 
-async def _watch_engine(engine: Any, tracker: LoadTracker, stop: asyncio.Event) -> None:
-    """Publish gauges, and stop the worker if its engine dies."""
+async def _watch_engine(engine: Any, tracker: LoadTracker, stop: asyncio.Event, server: RunningServer) -> None:
+    """Publish gauges, stop the worker if its engine dies, and say when it hangs.
+
+    A hung engine (requests held, no token for --stall-timeout-s) keeps the
+    worker's process and gRPC alive, so nothing else notices: the worker
+    reports itself stalled (schedulers stop placing on it), turns its health
+    NOT_SERVING, and its streams stop their heartbeats (routers resume them
+    elsewhere). It serves again as soon as a token comes out.
+    """
+    was_stalled = False
+    probe: asyncio.Task | None = None
     while not stop.is_set():
+        stalled = tracker.stalled()
+        if stalled and not tracker.in_flight and (probe is None or probe.done()):
+            probe = asyncio.create_task(_probe_engine(engine, tracker))
+        if stalled != was_stalled:
+            if stalled:
+                log.error(
+                    "engine stalled: no token for %.0f s with %d request(s) in flight; refusing new requests",
+                    tracker.seconds_since_progress(),
+                    tracker.in_flight,
+                )
+            else:
+                log.warning("engine recovered: producing tokens again")
+            was_stalled = stalled
+            tracker.notify()
+            await server.set_serving(not stalled)
+        metrics.STALLED.set(1 if stalled else 0)
         report = tracker.report(0)
         metrics.RUNNING.set(report.num_running)
         metrics.WAITING.set(report.num_waiting)
@@ -333,6 +371,23 @@ async def _watch_engine(engine: Any, tracker: LoadTracker, stop: asyncio.Event) 
         if engine.dead:
             stop.set()
         await asyncio.sleep(0.5)
+
+
+async def _probe_engine(engine: Any, tracker: LoadTracker) -> None:
+    """One token from the engine, asked for directly: the way a stalled engine with no request left
+    shows it works again (then the worker serves again)."""
+    request_id = f"stall-probe-{uuid.uuid4().hex[:8]}"
+    chunks = engine.generate(request_id, [0], pb.SamplingParams(max_tokens=1, ignore_eos=True))
+    try:
+        async with asyncio.timeout(max(1.0, tracker.stall_s)):
+            async for chunk in chunks:
+                if chunk.token_ids:
+                    tracker.engine_progressed()
+                    return
+    except Exception as exc:  # noqa: BLE001 - a failed probe only means: still stalled
+        log.debug("stall probe: %s", exc)
+    finally:
+        await chunks.aclose()
 
 
 def pin_to_assigned_cores() -> None:

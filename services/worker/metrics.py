@@ -20,3 +20,6 @@ TTFT = Histogram(
     "tessera_worker_time_to_first_token_seconds", "Engine-side time to first token", buckets=LATENCY_BUCKETS
 )
 E2E = Histogram("tessera_worker_e2e_request_latency_seconds", "Engine-side request latency", buckets=LATENCY_BUCKETS)
+STALLED = Gauge(
+    "tessera_worker_engine_stalled", "1 while the engine holds requests but has produced no token for the stall timeout"
+)

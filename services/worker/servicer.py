@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import grpc
 from opentelemetry import trace
@@ -17,6 +20,46 @@ from tessera.v1 import common_pb2 as pb
 from tessera.v1 import worker_pb2, worker_pb2_grpc
 
 log = logging.getLogger("tessera.worker")
+
+HEARTBEAT_S = 1.0  # a stream with nothing to say sends a heartbeat this often, while the engine is alive
+_T = TypeVar("_T")
+
+
+async def with_heartbeats(
+    items: AsyncIterator[_T], interval: float, alive: Callable[[], bool]
+) -> AsyncIterator[_T | None]:
+    """The items, with a None each `interval` seconds without one, as long as `alive()` says so.
+
+    A hung engine gets no heartbeats: its streams fall silent, and the router's
+    silence deadline moves them to another worker.
+    """
+    pending: asyncio.Future[_T] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(items))
+            done, _ = await asyncio.wait({pending}, timeout=interval)
+            if not done:
+                if alive():
+                    yield None
+                continue
+            try:
+                item = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield item
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()  # the engine's generator sees the cancellation and aborts the request
+            await asyncio.gather(pending, return_exceptions=True)
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _rank(request: worker_pb2.GenerateRequest) -> int | None:
+    return request.data_parallel_rank if request.HasField("data_parallel_rank") else None
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServicer):
@@ -43,6 +86,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                 if sampling.max_tokens <= len(resumed):
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "resume_token_ids already reach max_tokens")
                 sampling.max_tokens -= len(resumed)
+            if resumed and sampling.HasField("min_tokens"):
+                # what was produced before the resume counts towards the minimum
+                sampling.min_tokens = max(0, sampling.min_tokens - len(resumed))
             prompt = list(request.prompt_token_ids) + resumed
             kv = params_from_struct(request.kv_transfer.params) if request.HasField("kv_transfer") else None
             span.set_attribute("tessera.prompt_tokens", len(prompt))
@@ -57,19 +103,24 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             )
             metrics.PROMPT_TOKENS.inc(len(request.prompt_token_ids))
             finish = None
+            chunks = self.engine.generate(
+                request.request_id,
+                prompt,
+                sampling,
+                kv_transfer_params=kv,
+                priority=request.priority,
+                **(
+                    {"data_parallel_rank": request.data_parallel_rank} if request.HasField("data_parallel_rank") else {}
+                ),
+            )
+            # An empty first message says the worker accepted the request: from here on, a failure is
+            # this request's (the router counts it against the input), not an unreachable worker's.
+            yield worker_pb2.GenerateResponse(request_id=request.request_id)
             try:
-                async for chunk in self.engine.generate(
-                    request.request_id,
-                    prompt,
-                    sampling,
-                    kv_transfer_params=kv,
-                    priority=request.priority,
-                    **(
-                        {"data_parallel_rank": request.data_parallel_rank}
-                        if request.HasField("data_parallel_rank")
-                        else {}
-                    ),
-                ):
+                async for chunk in with_heartbeats(chunks, HEARTBEAT_S, lambda: not self.tracker.stalled()):
+                    if chunk is None:
+                        yield worker_pb2.GenerateResponse(request_id=request.request_id)  # a heartbeat
+                        continue
                     if chunk.token_ids:
                         if first:
                             metrics.TTFT.observe(time.perf_counter() - started)

@@ -73,12 +73,21 @@ class SimEngine:
         self._loop_task: asyncio.Task | None = None
         self._filler_ids: list[int] = tokenizer.encode(FILLER, add_special_tokens=False).ids if tokenizer else [0]
         self.dead = False
+        self.frozen = False  # fault injection: a hung engine (SIGUSR1 toggles it; see services/worker/main.py)
+        self._thaw = asyncio.Event()
         self.steps = 0
         self._reported = (0, 0)
         self.llm = None  # no vLLM underneath: the worker serves no vLLM HTTP app
 
     async def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="sim-engine")
+
+    def toggle_frozen(self) -> None:
+        """Fault injection for chaos tests: stop stepping (every request hangs, gRPC stays up), or go on."""
+        self.frozen = not self.frozen
+        if not self.frozen:
+            self._thaw.set()
+        log.warning("simulated engine %s (fault injection)", "frozen" if self.frozen else "thawed")
 
     async def stop(self) -> None:
         if self._loop_task:
@@ -152,6 +161,10 @@ class SimEngine:
         step_end = loop.time()
         try:
             while True:
+                if self.frozen:
+                    self._thaw.clear()
+                    await self._thaw.wait()
+                    step_end = loop.time()
                 step = self.model.schedule()
                 if step.empty:
                     self._wake.clear()

@@ -84,3 +84,61 @@ async def test_a_full_queue_refuses_and_a_cancelled_waiter_leaves_it():
     fleet.release(ac)
     assert await asyncio.wait_for(waiting[1], 2.0) == "1"
     await ac.close()
+
+
+async def test_a_client_that_leaves_stops_counting_against_the_queue_at_once():
+    ac = AdmissionControl(max_queue=2)
+    fleet = Fleet(free=0)
+    waiting = [asyncio.create_task(ac.admit("m", 0, fleet.placer(str(i)))) for i in range(2)]
+    await asyncio.sleep(0.01)
+    waiting[0].cancel()
+    waiting[1].cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    assert ac.depth("m") == 0  # not lazily, when they would have reached the head
+    late = asyncio.create_task(ac.admit("m", 0, fleet.placer("late")))
+    await asyncio.sleep(0.01)
+    assert not late.done()  # queued, not refused as "already waiting"
+    fleet.release(ac)
+    assert await asyncio.wait_for(late, 2.0) == "late"
+    await ac.close()
+
+
+async def test_a_head_that_cannot_be_placed_does_not_hold_up_requests_that_can():
+    ac = AdmissionControl()
+    fleet = Fleet(free=0)
+
+    async def never():  # e.g. a request whose own objective no worker can meet
+        raise Saturated("no worker meets this request's objective")
+
+    head = asyncio.create_task(ac.admit("m", 5, never, signature="strict"))
+    await asyncio.sleep(0.01)
+    behind = asyncio.create_task(ac.admit("m", 0, fleet.placer("behind"), signature="plain"))
+    await asyncio.sleep(0.01)
+    fleet.release(ac)
+    assert await asyncio.wait_for(behind, 2.0) == "behind"
+    assert not head.done() and ac.depth("m") == 1
+    head.cancel()
+    await ac.close()
+
+
+async def test_one_models_slow_placement_does_not_hold_up_another_model():
+    ac = AdmissionControl()
+    slow_fleet, fast_fleet = Fleet(free=0), Fleet(free=0)
+    gate = asyncio.Event()
+
+    async def slow():
+        await gate.wait()  # a placement that takes long (a scheduler slow to answer)
+        return "slow"
+
+    blocked = [asyncio.create_task(ac.admit("a", 0, slow_fleet.placer("a0")))]
+    await asyncio.sleep(0.01)
+    blocked.append(asyncio.create_task(ac.admit("a", 0, slow)))
+    fast = asyncio.create_task(ac.admit("b", 0, fast_fleet.placer("b0")))
+    await asyncio.sleep(0.01)
+    slow_fleet.release(ac)  # model a's queue now works on a head that takes long
+    await asyncio.sleep(0.05)
+    fast_fleet.release(ac)
+    assert await asyncio.wait_for(fast, 1.0) == "b0"
+    gate.set()
+    assert await asyncio.wait_for(asyncio.gather(*blocked), 2.0) == ["a0", "slow"]
+    await ac.close()

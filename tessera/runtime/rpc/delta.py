@@ -45,6 +45,16 @@ class Delta:
                 response.kv_transfer.params.update(self.kv_transfer_params)
         return response
 
+    @staticmethod
+    def is_heartbeat(response: worker_pb2.GenerateResponse) -> bool:
+        """A message that carries nothing: the worker's "accepted" or "still alive" (see worker.proto)."""
+        return not (
+            response.HasField("delta")
+            or response.finish_reason
+            or response.HasField("usage")
+            or response.HasField("kv_transfer")
+        )
+
     @classmethod
     def from_response(cls, response: worker_pb2.GenerateResponse, worker_id: str) -> Delta:
         """A worker's message as the router forwards it."""
