@@ -331,6 +331,9 @@ def build_app(state: RouterState, limits: Limits | None = None) -> BodyLimit:
             status_code=exc.status_code,
         )
 
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return error_response(exc)
+
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", Endpoint(state, chat=True, limits=limits).handle, methods=["POST"]),
@@ -340,7 +343,8 @@ def build_app(state: RouterState, limits: Limits | None = None) -> BodyLimit:
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
-        exception_handlers={HTTPException: http_error},  # type: ignore[dict-item]  # Starlette passes its own
+        # ApiError outside an endpoint's own handling (a body over the cap on any route): OpenAI-shaped too.
+        exception_handlers={HTTPException: http_error, ApiError: api_error},  # type: ignore[dict-item]
     )
     return BodyLimit(app, limits.max_body_bytes, _refuse)
 

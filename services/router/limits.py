@@ -73,32 +73,18 @@ class BodyLimit:
                     await self.on_refuse(scope, send, BodyTooLarge(self.limit))
                     return
         seen = 0
-        answered = False
 
         async def counted_receive() -> Message:
+            """The body as it arrives; BodyTooLarge (answered 413 by the app) once past the cap."""
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _Overflow()
+                    raise BodyTooLarge(self.limit)
             return message
 
-        async def tracked_send(message: Message) -> None:
-            nonlocal answered
-            if message["type"] == "http.response.start":
-                answered = True
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, tracked_send)
-        except _Overflow:
-            if not answered:
-                await self.on_refuse(scope, send, BodyTooLarge(self.limit))
-
-
-class _Overflow(Exception):
-    """The body passed the cap while being read."""
+        await self.app(scope, counted_receive, send)
 
 
 def _refuse_constant(name: str) -> float:

@@ -36,15 +36,24 @@ class Tokenizing:
     """Where tokenizing runs: in place for short texts, in a bounded pool of threads otherwise."""
 
     def __init__(self, threads: int = 2) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize")
+        self._pool: ThreadPoolExecutor | None = (
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize") if threads else None
+        )
+
+    @classmethod
+    def inline(cls) -> Tokenizing:
+        """Everything on the caller's thread (tests and tools without an event loop to protect)."""
+        return cls(threads=0)
 
     async def run(self, chars: int, fn: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
-        if chars <= INLINE_CHARS:
+        if chars <= INLINE_CHARS or self._pool is None:
             return fn(*args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        pool = self._pool
+        return await asyncio.get_running_loop().run_in_executor(pool, lambda: fn(*args, **kwargs))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _text_chars(value: Any) -> int:
@@ -119,13 +128,13 @@ async def tokenize_chat(
     add_generation_prompt: bool,
     tokenizing: Tokenizing | None = None,
     chars: int = 0,
-) -> list[int]:
+    limit: int = 0,
+) -> list[int] | int:
+    """The ids, or only their number when over `limit` (the request will be refused)."""
     started = time.perf_counter()
+    tokenizing = tokenizing or Tokenizing.inline()
     try:
-        if tokenizing is None:
-            ids = tok.encode_chat(messages, add_generation_prompt=add_generation_prompt)
-        else:
-            ids = await tokenizing.run(chars, tok.encode_chat, messages, add_generation_prompt=add_generation_prompt)
+        ids = await tokenizing.run(chars, tok.count_or_encode_chat, messages, add_generation_prompt, limit)
     except ChatTemplateError as exc:
         raise BadRequest(str(exc), param="messages") from None
     metrics.TOKENIZE_SECONDS.observe(time.perf_counter() - started)
@@ -136,8 +145,10 @@ async def tokenize_prompt(
     tok: ModelTokenizer,
     prompt: str | list[int] | list[str] | list[list[int]],
     tokenizing: Tokenizing | None = None,
-) -> list[int]:
-    """A completion prompt: text, token ids, or a batch of one of either."""
+    limit: int = 0,
+) -> list[int] | int:
+    """A completion prompt: text, token ids, or a batch of one of either. The ids, or only their
+    number when over `limit` (the request will be refused)."""
     started = time.perf_counter()
     one: str | list[int]
     if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
@@ -146,11 +157,9 @@ async def tokenize_prompt(
         one = prompt[0]  # a batch of one: its only prompt, text or ids
     else:
         one = prompt  # type: ignore[assignment]  # not a batch: text, or ids
+    ids: list[int] | int
     if isinstance(one, str):
-        if tokenizing is None:
-            ids = tok.encode(one, add_special_tokens=True)
-        else:
-            ids = await tokenizing.run(len(one), tok.encode, one, add_special_tokens=True)
+        ids = await (tokenizing or Tokenizing.inline()).run(len(one), tok.count_or_encode, one, True, limit)
     else:
         vocab = tok.tokenizer.get_vocab_size()
         if any(not (0 <= t < vocab) for t in one):
@@ -180,9 +189,12 @@ async def prepare(
     chars = _text_chars(messages if messages is not None else prompt)
     precheck_length(entry, tok, chars, what)
     if messages is not None:
-        ids = await tokenize_chat(tok, messages, add_generation_prompt, tokenizing, chars)
+        ids = await tokenize_chat(tok, messages, add_generation_prompt, tokenizing, chars, entry.max_model_len)
     else:
-        ids = await tokenize_prompt(tok, prompt, tokenizing)
+        ids = await tokenize_prompt(tok, prompt, tokenizing, entry.max_model_len)
+    if isinstance(ids, int):  # longer than the context: only counted
+        check_context(entry, ids, max_tokens, what)
+        raise BadRequest(f"the {what} hold {ids} tokens, more than the context", param=what)
     vocab = tok.tokenizer.get_vocab_size()
     if fields.stop_token_ids and max(fields.stop_token_ids) >= vocab:
         raise BadRequest(f"stop_token_ids must be in [0, {vocab})", param="stop_token_ids")

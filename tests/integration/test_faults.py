@@ -7,120 +7,29 @@ scheduler and router; the router's silence deadline and the workers' stall timeo
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
-import grpc
 import pytest
 
-from tessera.runtime.etcd.server import LocalEtcd
-from tessera.runtime.net import free_port
-from tessera.v1 import common_pb2, router_pb2, router_pb2_grpc
-from tests.support.harness import ServiceProcess, wait_for
-from tests.support.models import TINY
+from tests.support.harness import wait_for
+from tests.support.sim_cluster import SimCluster
 
 SILENCE_S = 3
 STALL_S = 2
 MAX_TOKENS = 600  # about 5 s of decode at the simulated speed: long enough to fault mid-stream
 
 
-class FaultCluster:
-    def __init__(self, log_dir) -> None:
-        self.log_dir = log_dir
-        self.etcd = LocalEtcd(
-            client_port=free_port(), data_dir=str(log_dir / "etcd"), log_path=str(log_dir / "etcd.log")
-        ).start()
-        common = ["--etcd", self.etcd.endpoint, "--lease-ttl", "3"]
-        self.scheduler = ServiceProcess("scheduler", ["scheduler", *common, "--port", "0"], log_dir).start()
-        self.grpc_port = free_port()
-        self.router = ServiceProcess(
-            "router",
-            [
-                "router",
-                *common,
-                "--port",
-                str(free_port()),
-                "--grpc-port",
-                str(self.grpc_port),
-                "--stream-silence-s",
-                str(SILENCE_S),
-            ],
-            log_dir,
-        ).start()
-        self.workers = {
-            wid: ServiceProcess(
-                wid,
-                [
-                    "worker",
-                    *common,
-                    "--engine",
-                    "sim",
-                    "--model",
-                    "tiny",
-                    "--accelerator",
-                    "h100",
-                    "--sim-arch",
-                    "llama3-8b",
-                    "--worker-id",
-                    wid,
-                    "--http-port",
-                    "-1",
-                    "--stall-timeout-s",
-                    str(STALL_S),
-                ],
-                log_dir,
-            ).start()
-            for wid in ("w1", "w2")
-        }
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
-        self.stub = router_pb2_grpc.RouterStub(self.channel)
-
-    def status(self) -> dict:
-        out = subprocess.run(
-            [sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", self.etcd.endpoint],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        return json.loads(out.stdout)
-
-    def healthy(self) -> set[str]:
-        return {w["id"] for w in self.status()["workers"] if w["healthy"]}
-
-    def stream(self, max_tokens: int = MAX_TOKENS, request_id: str = ""):
-        return self.stub.Generate(
-            router_pb2.RouterGenerateRequest(
-                model=TINY,
-                text="hello " * 50,
-                request_id=request_id,
-                sampling=common_pb2.SamplingParams(max_tokens=max_tokens, ignore_eos=True),
-            ),
-            timeout=120,
-        )
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.log_tail(30)}" for p in (self.router, self.scheduler, *self.workers.values())
-        )
-
-    def close(self) -> None:
-        self.channel.close()
-        for p in (*self.workers.values(), self.router, self.scheduler):
-            if p.proc is not None and p.proc.poll() is None:
-                os.killpg(p.proc.pid, signal.SIGCONT)  # a stopped process cannot handle SIGTERM
-            p.stop()
-        self.etcd.stop(wipe=True)
-
-
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory):
-    c = FaultCluster(tmp_path_factory.mktemp("faults"))
+    c = SimCluster(
+        tmp_path_factory.mktemp("faults"),
+        router_args=("--stream-silence-s", str(SILENCE_S)),
+        worker_args=("--stall-timeout-s", str(STALL_S)),
+    )
     try:
-        wait_for(lambda: c.healthy() == {"w1", "w2"}, 90, interval=0.5, what="two simulated workers")
+        c.wait_ready()
         yield c
     except BaseException:
         print(c.logs())
@@ -129,7 +38,7 @@ def faults(tmp_path_factory):
         c.close()
 
 
-def _faulted_stream(c: FaultCluster, fault: int) -> tuple[int, list[str], float, str]:
+def _faulted_stream(c: SimCluster, fault: int) -> tuple[int, list[str], float, str]:
     """Stream a request, apply `fault` (a signal) to its worker after 50 tokens; tokens, workers, largest gap."""
     tokens, workers, gaps = 0, [], [0.0]
     victim = ""
@@ -172,3 +81,12 @@ def test_a_frozen_worker_process_is_left_mid_stream(faults):
     finally:
         os.kill(faults.workers[victim].proc.pid, signal.SIGCONT)
     wait_for(lambda: faults.healthy() == {"w1", "w2"}, 30, what="the resumed worker to serve again")
+
+
+def test_a_killed_worker_is_left_mid_stream_at_once(faults):
+    """Last: the victim stays dead (its lease expires; nothing restarts it here)."""
+    tokens, workers, gap, victim = _faulted_stream(faults, signal.SIGKILL)
+    assert tokens == MAX_TOKENS, (tokens, faults.logs())
+    assert len(workers) == 2 and workers[0] == victim, workers
+    assert gap < 2.0, gap  # a broken connection is seen at once, not after the silence deadline
+    wait_for(lambda: victim not in faults.healthy(), 15, what="the killed worker to leave")

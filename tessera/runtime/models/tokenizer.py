@@ -83,7 +83,16 @@ class ModelTokenizer:
         return text_chars // max(1, self.max_token_chars)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+        # encode_batch, not encode: it lets go of the GIL while it works, so a long text tokenized
+        # in a thread does not hold up the caller's event loop (encode holds it throughout).
+        return self.tokenizer.encode_batch([text], add_special_tokens=add_special_tokens)[0].ids
+
+    def count_or_encode(self, text: str, add_special_tokens: bool, limit: int) -> list[int] | int:
+        """The ids, or only their number when there are more than `limit` (a request to refuse:
+        turning millions of ids into a Python list would hold the GIL for nothing)."""
+        encoding = self.tokenizer.encode_batch([text], add_special_tokens=add_special_tokens)[0]
+        n = len(encoding)
+        return n if limit and n > limit else encoding.ids
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
@@ -111,3 +120,10 @@ class ModelTokenizer:
         return self.encode(
             self.render_chat(messages, add_generation_prompt, **template_kwargs), add_special_tokens=False
         )
+
+    def count_or_encode_chat(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool, limit: int, **template_kwargs: Any
+    ) -> list[int] | int:
+        """encode_chat, or only the number of tokens when over `limit` (see count_or_encode)."""
+        text = self.render_chat(messages, add_generation_prompt, **template_kwargs)
+        return self.count_or_encode(text, False, limit)
