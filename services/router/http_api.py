@@ -25,7 +25,8 @@ from starlette.routing import Route
 
 from services.router import metrics
 from services.router.api_types import ChatCompletionRequest, CompletionRequest
-from services.router.errors import ApiError, BadRequest
+from services.router.auth import PROFILE_HEADER, SLO_HEADER
+from services.router.errors import ApiError, BadRequest, Unauthenticated
 from services.router.flow import FlowStats, Generation
 from services.router.preparation import prepare
 from services.router.state import RouterState
@@ -124,8 +125,17 @@ class Endpoint:
             with _tracer.start_as_current_span(
                 f"router.{self.path.strip('/').replace('/', '.')}", kind=trace.SpanKind.SERVER
             ) as span:
+                gate = self.state.gate
+                principal = await gate.authenticate(request.headers.get("authorization"))
                 body = await _json_body(request)
                 fields = _validate(ChatCompletionRequest if self.chat else CompletionRequest, body)
+                gate.authorize(
+                    principal,
+                    fields.model,
+                    fields.priority,
+                    SLO_HEADER in request.headers,
+                    PROFILE_HEADER in request.headers,
+                )
                 request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
                 span.set_attribute("tessera.request_id", request_id)
                 session = request.headers.get("x-session-id", "")
@@ -149,6 +159,8 @@ class Endpoint:
                         session_id=session,
                     )
                 model_label = gen.model.name
+                gen.tenant = principal.tenant
+                await gate.charge(principal, len(gen.prompt_ids) + gen.sampling.max_tokens)
                 gen.ttft_slo_s = _slo_header(request.headers.get("x-slo-ttft-ms"))
                 gen.profile = request.headers.get("x-tessera-profile", "")
                 span.set_attribute("tessera.prompt_tokens", len(gen.prompt_ids))
@@ -292,6 +304,10 @@ async def _collect_unless_disconnected(
 
 def build_app(state: RouterState) -> Starlette:
     async def models(request: Request) -> Response:
+        try:
+            principal = await state.gate.authenticate(request.headers.get("authorization"))
+        except ApiError as exc:
+            return error_response(exc)
         data = [
             {
                 "id": m.name,
@@ -303,6 +319,7 @@ def build_app(state: RouterState) -> Starlette:
                 "workers": len(m.workers),
             }
             for m in state.catalog.models.values()
+            if principal.may_use(m.name)
         ]
         return JSONResponse({"object": "list", "data": data})
 
@@ -316,6 +333,8 @@ def build_app(state: RouterState) -> Starlette:
         )
 
     async def metrics_endpoint(request: Request) -> Response:
+        if not state.gate.metrics_allowed(request.headers.get("authorization")):
+            return error_response(Unauthenticated("/metrics needs the metrics API key (Authorization: Bearer KEY)."))
         return Response(prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:

@@ -14,12 +14,15 @@ import time
 import uuid
 
 from services.router.admission import AdmissionControl
+from services.router.auth import RequestGate
 from services.router.flow import RequestFlow, WorkerChannels
 from services.router.grpc_api import RouterServicer
 from services.router.http_api import build_app
 from services.router.model_catalog import ModelCatalog
+from services.router.rate_limits import RateLimiter
 from services.router.scheduler_client import SchedulerClient
 from services.router.state import RouterState
+from services.router.tenants import TenantDirectory
 from tessera.runtime.etcd import keys
 from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.runtime.etcd.records import ServiceRecord, identity_from_json
@@ -63,6 +66,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="how long a request for a model whose workers are all gone waits for one to start "
         "(the autoscaler starts one when it sees the request held); 0: answer 503 at once",
     )
+    p.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="require Authorization: Bearer KEY on /v1 (repeatable; also TESSERA_API_KEY); such a key runs as "
+        "the unlimited tenant 'default'. Tenants stored with `tessera tenant put` need keys too. With neither, "
+        "the router is open",
+    )
+    p.add_argument(
+        "--metrics-api-key",
+        default=os.environ.get("TESSERA_METRICS_API_KEY", ""),
+        metavar="KEY",
+        help="require Authorization: Bearer KEY on /metrics (default: /metrics is open; /health always is)",
+    )
     p.add_argument("--router-id", default=None)
     p.add_argument("--lease-ttl", type=int, default=5)
     p.add_argument("--log-level", default="INFO")
@@ -89,11 +107,16 @@ async def run(args: argparse.Namespace) -> int:
     schedulers.start()
     admission = AdmissionControl(args.ttft_slo_ms / 1000.0, args.max_queue)
     admission.start()
+    tenants = TenantDirectory(connector)
+    tenants.start()
+    api_keys = args.api_key or [k for k in [os.environ.get("TESSERA_API_KEY", "")] if k]
+    gate = RequestGate(api_keys, tenants, RateLimiter(connector), metrics_api_key=args.metrics_api_key)
     state = RouterState(
         catalog,
         RequestFlow(schedulers, channels, args.profile, admission, hold_s=args.scale_from_zero_wait_s),
         schedulers,
         time.time(),
+        gate,
     )
 
     grpc_server = await start_server(
@@ -122,6 +145,8 @@ async def run(args: argparse.Namespace) -> int:
     registration = LeasedKey(connector, keys.service("router", rid), record.to_json(), ttl=args.lease_ttl)
     registration.start()
     log.info("router %s: OpenAI API on http://%s:%d/v1, gRPC on %s", rid, args.host, args.port, record.address)
+    if api_keys:
+        log.info("API keys required: %d --api-key key(s), and the tenants in etcd", len(api_keys))
 
     stop = stop_event()
     await asyncio.wait({asyncio.ensure_future(stop.wait()), http_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -130,6 +155,7 @@ async def run(args: argparse.Namespace) -> int:
     http.should_exit = True
     await asyncio.gather(http_task, grpc_server.stop(10.0), return_exceptions=True)
     await admission.close()
+    await gate.close()
     await workers.close()
     await schedulers.close()
     await channels.close()
