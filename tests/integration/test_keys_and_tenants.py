@@ -21,6 +21,7 @@ import httpx
 import openai
 import pytest
 
+from services.autoscaler.load_observer import RouterScraper
 from services.router.rate_limits import seconds_to_window_end
 from tessera.runtime.etcd import keys
 from tessera.runtime.etcd.client import EtcdConnector
@@ -163,6 +164,17 @@ def test_http_needs_a_key_and_answers_401_in_openai_shape(routers):
     metrics = httpx.get(routers.url(0) + "/metrics", headers={"Authorization": f"Bearer {METRICS_KEY}"}, timeout=10)
     assert metrics.status_code == 200 and "tessera_router" in metrics.text
     assert httpx.get(routers.url(1) + "/metrics", timeout=10).status_code == 200
+
+    # the autoscaler's scraper sends the metrics key (TESSERA_METRICS_API_KEY by default), or counts nothing
+    async def scrape(key: str):
+        scraper = RouterScraper(key)
+        try:
+            return (await scraper.scrape([f"127.0.0.1:{routers.http[0]}"]))[f"127.0.0.1:{routers.http[0]}"]
+        finally:
+            await scraper.close()
+
+    assert asyncio.run(scrape(METRICS_KEY)).received[TINY] >= 1
+    assert not asyncio.run(scrape("")).received
 
 
 def _grpc_generate(routers: Routers, i: int, key: str | None, priority: int = 0):
