@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ log = logging.getLogger("tessera.router")
 WINDOW_S = 60.0
 # A reservation takes this share of what is left in the window (at least what is needed now).
 RESERVE_FRACTION = 1 / 16
-MAX_CAS_ATTEMPTS = 8
+MAX_CAS_ATTEMPTS = 40  # lost compare-and-swaps (other routers reserving) before giving up with 503
 
 
 def window_of(now: float, window_s: float = WINDOW_S) -> int:
@@ -149,7 +150,9 @@ class RateLimiter:
             client = self._client = self._client or await self.connector.connect()
             tx = client.transactions
             current = await client.get(key)
-            for _ in range(MAX_CAS_ATTEMPTS):
+            for attempt in range(MAX_CAS_ATTEMPTS):
+                if attempt:
+                    await asyncio.sleep(random.uniform(0, 0.002 * min(attempt, 10)))  # spread the contenders out
                 reserved = int(current.value) if current else 0
                 revision = current.mod_revision if current else 0
                 grant = reservation_size(limit, reserved, short, self.fraction)
