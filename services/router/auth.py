@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 
-from services.router.errors import Forbidden, NoCapacity, Unauthenticated
+from services.router.errors import Forbidden, TenantsUnavailable, Unauthenticated
 from services.router.rate_limits import RateLimiter
 from services.router.tenants import ANONYMOUS, DEFAULT, Principal, TenantDirectory
 from tessera.runtime.etcd.records import hash_api_key
@@ -76,7 +76,7 @@ class RequestGate:
                 await asyncio.wait_for(tenants.mirror.synced.wait(), self.sync_wait_s)
             except TimeoutError:
                 if not self._static:
-                    raise NoCapacity("The router cannot read its tenants from etcd yet; retry shortly.") from None
+                    raise TenantsUnavailable() from None
         if self.open:
             return ANONYMOUS
         token = bearer_token(authorization)

@@ -103,3 +103,18 @@ class LimiterUnavailable(ApiError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, code="rate_limiter_unavailable", retry_after=1.0)
+
+
+class TenantsUnavailable(ApiError):
+    """The router has not read the tenants from etcd yet, so it cannot tell whether a key is needed."""
+
+    status = 503
+    type = "service_unavailable"
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The router cannot read its tenants from etcd yet; retry shortly.",
+            code="tenants_unavailable",
+            retry_after=1.0,
+        )

@@ -9,10 +9,12 @@ import random
 import pytest
 
 from services.router.auth import RequestGate, bearer_token
-from services.router.errors import Forbidden, Unauthenticated
+from services.router.errors import Forbidden, TenantsUnavailable, Unauthenticated
 from services.router.rate_limits import reservation_size, retry_after_s, seconds_to_window_end, window_of
-from services.router.tenants import ANONYMOUS, DEFAULT, principal_of
+from services.router.tenants import ANONYMOUS, DEFAULT, TenantDirectory, principal_of
+from tessera.runtime.etcd.client import EtcdConnector
 from tessera.runtime.etcd.records import TenantRecord, hash_api_key, new_api_key
+from tessera.runtime.net import free_port
 
 # --- windows ---------------------------------------------------------------------------------------
 
@@ -141,3 +143,18 @@ def test_tenant_rights_are_refused_naming_the_field():
     gate.authorize(q, "any", 5, slo_header=True, profile_header=False)
     with pytest.raises(Forbidden, match="above 5"):
         gate.authorize(q, "any", 6, slo_header=False, profile_header=False)
+
+
+async def test_before_the_tenants_are_read_the_router_is_not_open():
+    """etcd unreachable at start: no tenant list yet, so no request runs as ANONYMOUS by accident."""
+    tenants = TenantDirectory(EtcdConnector(f"127.0.0.1:{free_port()}"))  # nothing listens there
+    tenants.start()
+    try:
+        with pytest.raises(TenantsUnavailable):
+            await RequestGate(tenants=tenants, sync_wait_s=0.2).authenticate(None)
+        keyed = RequestGate(api_keys=["sk-one"], tenants=tenants, sync_wait_s=0.2)
+        assert await keyed.authenticate("Bearer sk-one") is DEFAULT  # --api-key keys need no etcd
+        with pytest.raises(Unauthenticated):
+            await keyed.authenticate(None)
+    finally:
+        await tenants.close()
