@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import re
 import subprocess
 import sys
 import time
@@ -175,6 +177,25 @@ def test_http_needs_a_key_and_answers_401_in_openai_shape(routers):
 
     assert asyncio.run(scrape(METRICS_KEY)).received[TINY] >= 1
     assert not asyncio.run(scrape("")).received
+
+
+def test_tessera_bench_sends_the_key(routers):
+    def bench(*key: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "tessera.cli", "bench", "--base-url", routers.url(0), "--model", TINY]
+            + ["--num-prompts", "3", "--warmup", "0", "--random-input-len", "8", "--random-output-len", "4", *key],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+            env={**os.environ, "OPENAI_API_KEY": ""},
+        )
+
+    keyed = bench("--api-key", ADMIN_KEY)
+    assert keyed.returncode == 0, keyed.stderr
+    assert re.search(r"Successful requests:\s+3\b", keyed.stdout), keyed.stdout
+    anonymous = bench()  # every request refused with 401: counted as failed
+    assert re.search(r"Failed requests:\s+3\b", anonymous.stdout), anonymous.stdout
 
 
 def _grpc_generate(routers: Routers, i: int, key: str | None, priority: int = 0):
