@@ -55,7 +55,9 @@ class RequestGate:
         limiter: RateLimiter | None = None,
         metrics_api_key: str = "",
         sync_wait_s: float = 5.0,
+        require_key: bool = False,
     ) -> None:
+        self.require_key = require_key  # never open, even with no --api-key and no tenant
         self._static = [hash_api_key(k) for k in api_keys or [] if k]
         self.tenants = tenants
         self.limiter = limiter
@@ -64,8 +66,11 @@ class RequestGate:
 
     @property
     def open(self) -> bool:
-        """No key is needed: no --api-key, and no tenant in etcd (as far as this router knows)."""
-        return not self._static and (self.tenants is None or (self.tenants.synced and not self.tenants.configured))
+        """No key is needed: no --api-key, no --require-api-key, and no tenant in etcd (as far as this router
+        knows)."""
+        if self.require_key or self._static:
+            return False
+        return self.tenants is None or (self.tenants.synced and not self.tenants.configured)
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The caller's Principal from its Authorization value; Unauthenticated (401) if it has none."""

@@ -76,6 +76,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "the router is open",
     )
     p.add_argument(
+        "--require-api-key",
+        action="store_true",
+        help="never serve /v1 without a key, even while no --api-key is given and no tenant exists (else the "
+        "router is open then: deleting the last tenant, or an etcd that lost its data, would open it)",
+    )
+    p.add_argument(
         "--metrics-api-key",
         default=os.environ.get("TESSERA_METRICS_API_KEY", ""),
         metavar="KEY",
@@ -110,7 +116,13 @@ async def run(args: argparse.Namespace) -> int:
     tenants = TenantDirectory(connector)
     tenants.start()
     api_keys = args.api_key or [k for k in [os.environ.get("TESSERA_API_KEY", "")] if k]
-    gate = RequestGate(api_keys, tenants, RateLimiter(connector), metrics_api_key=args.metrics_api_key)
+    gate = RequestGate(
+        api_keys,
+        tenants,
+        RateLimiter(connector),
+        metrics_api_key=args.metrics_api_key,
+        require_key=args.require_api_key,
+    )
     state = RouterState(
         catalog,
         RequestFlow(schedulers, channels, args.profile, admission, hold_s=args.scale_from_zero_wait_s),

@@ -121,6 +121,9 @@ async def test_an_open_router_lets_everyone_in_and_a_keyed_one_only_its_keys():
     with pytest.raises(Unauthenticated, match="Incorrect API key") as wrong:
         await gate.authenticate("Bearer sk-three-wrong")
     assert "sk-three-wrong" not in wrong.value.message and wrong.value.status == 401
+    # --require-api-key: closed even with no key and no tenant at all (nobody can get in until one exists)
+    with pytest.raises(Unauthenticated):
+        await RequestGate(require_key=True).authenticate("Bearer anything")
 
 
 def test_tenant_rights_are_refused_naming_the_field():
