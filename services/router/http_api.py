@@ -127,6 +127,7 @@ class Endpoint:
             ) as span:
                 gate = self.state.gate
                 principal = await gate.authenticate(request.headers.get("authorization"))
+                span.set_attribute("tessera.tenant", principal.tenant)
                 body = await _json_body(request)
                 fields = _validate(ChatCompletionRequest if self.chat else CompletionRequest, body)
                 gate.authorize(

@@ -251,6 +251,9 @@ def test_tenant_cli_shows_a_key_once_and_stores_only_its_hash(routers):
     record = json.loads(_tenant(routers, "show", "acme").stdout)
     assert (record["rpm"], record["tpm"], len(record["key_sha256"])) == (100, 5000, 1)
     assert "acme" in _tenant(routers, "list").stdout
+    refused = _tenant(routers, "put", "acme", "--rpm", "-1")
+    assert refused.returncode == 2 and "rpm" in refused.stderr
+    assert json.loads(_tenant(routers, "show", "acme").stdout)["rpm"] == 100  # nothing stored
     wait_for(lambda: _complete(routers, 1, key).choices[0].text, 15, what="router B to accept acme's key")
 
     # deleting the tenant stops its key on every router
