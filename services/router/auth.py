@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 
-from services.router.errors import Forbidden, TenantsUnavailable, Unauthenticated
+from services.router import metrics
+from services.router.errors import ApiError, Forbidden, LimiterUnavailable, TenantsUnavailable, Unauthenticated
 from services.router.rate_limits import RateLimiter
 from services.router.tenants import ANONYMOUS, DEFAULT, Principal, TenantDirectory
 from tessera.runtime.etcd.records import hash_api_key
@@ -86,6 +87,7 @@ class RequestGate:
             return ANONYMOUS
         token = bearer_token(authorization)
         if token is None:
+            metrics.TENANT_REFUSED.labels("", "unauthenticated").inc()
             raise Unauthenticated(
                 "You didn't provide an API key. You need to provide your API key in an Authorization header "
                 "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
@@ -96,6 +98,7 @@ class RequestGate:
         if found is None and tenants is not None:
             found = tenants.by_key_hash.get(digest)
         if found is None:
+            metrics.TENANT_REFUSED.labels("", "unauthenticated").inc()
             raise Unauthenticated(f"Incorrect API key provided: {_masked(token)}.")
         return found
 
@@ -103,6 +106,15 @@ class RequestGate:
         self, principal: Principal, model: str, priority: int, slo_header: bool, profile_header: bool
     ) -> None:
         """Forbidden (403, naming the field) if the tenant may not ask for this."""
+        try:
+            self._authorize(principal, model, priority, slo_header, profile_header)
+        except Forbidden:
+            metrics.TENANT_REFUSED.labels(principal.tenant, "forbidden").inc()
+            raise
+
+    def _authorize(
+        self, principal: Principal, model: str, priority: int, slo_header: bool, profile_header: bool
+    ) -> None:
         who = f"Tenant `{principal.tenant}`"
         if not principal.may_use(model):
             raise Forbidden(f"{who} may not use the model `{model}`.", param="model", code="model_not_allowed")
@@ -124,7 +136,13 @@ class RequestGate:
     async def charge(self, principal: Principal, tokens: int) -> None:
         """Count one request of `tokens` tokens against the tenant's limits: RateLimited (429) if over."""
         if principal.limited and self.limiter is not None:
-            await self.limiter.admit(principal.tenant, principal.rpm, principal.tpm, tokens)
+            try:
+                await self.limiter.admit(principal.tenant, principal.rpm, principal.tpm, tokens)
+            except ApiError as exc:
+                reason = "limiter_unavailable" if isinstance(exc, LimiterUnavailable) else "rate_limited"
+                metrics.TENANT_REFUSED.labels(principal.tenant, reason).inc()
+                raise
+            metrics.TENANT_CHARGED_TOKENS.labels(principal.tenant).inc(tokens)
 
     def metrics_allowed(self, authorization: str | None) -> bool:
         """/metrics: open unless --metrics-api-key was given."""

@@ -330,6 +330,9 @@ def test_requests_per_minute_hold_across_two_routers(routers):
     with pytest.raises(grpc.RpcError) as refused_grpc:
         _grpc_generate(routers, 1, key)
     assert refused_grpc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # operators see whom the limits refused (router B: an HTTP and a gRPC refusal)
+    exported = httpx.get(routers.url(1) + "/metrics", timeout=10).text
+    assert 'tessera_router_tenant_refused_total{reason="rate_limited",tenant="rpm6"} 2.0' in exported
     # another tenant is not affected
     assert _complete(routers, 0, ADMIN_KEY).choices
 
