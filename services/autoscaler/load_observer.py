@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -151,10 +152,16 @@ def interval(
 
 
 class RouterScraper:
-    """Scrapes every router's /metrics; a router that does not answer counts as an empty scrape."""
+    """Scrapes every router's /metrics; a router that does not answer counts as an empty scrape.
 
-    def __init__(self) -> None:
-        self._client = httpx.AsyncClient(timeout=SCRAPE_TIMEOUT_S)
+    Routers whose /metrics needs a key (``tessera router --metrics-api-key``) are sent
+    ``metrics_api_key``, by default TESSERA_METRICS_API_KEY, the variable that flag defaults to.
+    """
+
+    def __init__(self, metrics_api_key: str | None = None) -> None:
+        key = os.environ.get("TESSERA_METRICS_API_KEY", "") if metrics_api_key is None else metrics_api_key
+        headers = {"Authorization": f"Bearer {key}"} if key else None
+        self._client = httpx.AsyncClient(timeout=SCRAPE_TIMEOUT_S, headers=headers)
         self._failing: set[str] = set()
 
     async def scrape(self, addresses: list[str]) -> dict[str, Scrape]:

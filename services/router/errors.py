@@ -59,3 +59,62 @@ class UpstreamFailed(ApiError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, code="upstream_failed", retry_after=1.0)
+
+
+class Unauthenticated(ApiError):
+    """No API key, or one the router does not know (OpenAI answers 401 invalid_api_key)."""
+
+    status = 401
+    type = "invalid_request_error"
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="invalid_api_key")
+
+
+class Forbidden(ApiError):
+    """A known key asking for something its tenant may not use: a model, a priority, a header."""
+
+    status = 403
+    type = "permission_error"
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+
+    def __init__(self, message: str, param: str | None = None, code: str = "permission_denied") -> None:
+        super().__init__(message, param=param, code=code)
+
+
+class RateLimited(ApiError):
+    """The tenant's requests or tokens per minute are spent until the window ends (Retry-After)."""
+
+    status = 429
+    type = "rate_limit_error"
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, code="rate_limit_exceeded", retry_after=retry_after)
+
+
+class LimiterUnavailable(ApiError):
+    """etcd, which holds the shared rate-limit counters, cannot be reached: tenants with limits are refused."""
+
+    status = 503
+    type = "service_unavailable"
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="rate_limiter_unavailable", retry_after=1.0)
+
+
+class TenantsUnavailable(ApiError):
+    """The router has not read the tenants from etcd yet, so it cannot tell whether a key is needed."""
+
+    status = 503
+    type = "service_unavailable"
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The router cannot read its tenants from etcd yet; retry shortly.",
+            code="tenants_unavailable",
+            retry_after=1.0,
+        )

@@ -72,6 +72,7 @@ class Generation:
     priority: int = 0
     ttft_slo_s: float | None = None  # the client's time-to-first-token objective (x-slo-ttft-ms); None: the router's
     profile: str = ""  # placement profile the client asked for (x-tessera-profile); "": the router's
+    tenant: str = ""  # the authenticated tenant (services/router/auth.py); "": an open router, no keys
     # The client request's span context: flow spans hang under it even when the
     # stream is consumed from another task (Starlette streams from its own task).
     trace_context: otel_context.Context | None = None

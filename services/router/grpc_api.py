@@ -56,6 +56,14 @@ def _fields(request: router_pb2.RouterGenerateRequest) -> SamplingFields:
         raise BadRequest(f"{loc}: {error['msg']}") from None
 
 
+def _authorization(context: grpc.aio.ServicerContext) -> str | None:
+    """The `authorization` metadata ("Bearer KEY"), as the HTTP API reads the Authorization header."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
 class RouterServicer(router_pb2_grpc.RouterServicer):
     def __init__(self, state: RouterState) -> None:
         self.state = state
@@ -69,7 +77,10 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         metrics.IN_FLIGHT.inc()
         try:
             with self._tracer.start_as_current_span("router.grpc_generate", context=parent, kind=trace.SpanKind.SERVER):
+                gate = self.state.gate
+                principal = await gate.authenticate(_authorization(context))
                 fields = _fields(request)
+                gate.authorize(principal, fields.model, fields.priority, slo_header=False, profile_header=False)
                 request_id = request.request_id or uuid.uuid4().hex
                 max_tokens = request.sampling.max_tokens if request.sampling.HasField("max_tokens") else None
                 which = request.WhichOneof("prompt")
@@ -109,6 +120,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 else:
                     raise BadRequest("one of text, chat or token_ids is required", param="prompt")
                 model_label = gen.model.name
+                gen.tenant = principal.tenant
+                await gate.charge(principal, len(gen.prompt_ids) + gen.sampling.max_tokens)
                 stats = FlowStats()
                 timing = Timing(model_label, arrived)
                 async for delta in self.state.flow.stream(gen, stats):
@@ -139,9 +152,14 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             metrics.REQUESTS.labels(model_label, "grpc:Generate", status).inc()
 
     async def ListModels(self, request: router_pb2.ListModelsRequest, context: grpc.aio.ServicerContext):
+        try:
+            principal = await self.state.gate.authenticate(_authorization(context))
+        except ApiError as exc:
+            await context.abort(exc.grpc_code, exc.message)
         return router_pb2.ListModelsResponse(
             models=[
                 router_pb2.ModelInfo(id=m.name, max_model_len=m.max_model_len, workers=len(m.workers))
                 for m in self.state.catalog.models.values()
+                if principal.may_use(m.name)
             ]
         )

@@ -26,7 +26,8 @@ from starlette.routing import Route
 
 from services.router import metrics
 from services.router.api_types import ChatCompletionRequest, CompletionRequest
-from services.router.errors import ApiError, BadRequest
+from services.router.auth import PROFILE_HEADER, SLO_HEADER
+from services.router.errors import ApiError, BadRequest, Unauthenticated
 from services.router.flow import FlowStats, Generation
 from services.router.limits import BodyLimit, Limits, header, parse_json, slo_header
 from services.router.openapi import openapi_document
@@ -110,8 +111,18 @@ class Endpoint:
             with _tracer.start_as_current_span(
                 f"router.{self.path.strip('/').replace('/', '.')}", kind=trace.SpanKind.SERVER
             ) as span:
+                gate = self.state.gate
+                principal = await gate.authenticate(request.headers.get("authorization"))
+                span.set_attribute("tessera.tenant", principal.tenant)
                 body = await _json_body(request, self.limits)
                 fields = _validate(ChatCompletionRequest if self.chat else CompletionRequest, body)
+                gate.authorize(
+                    principal,
+                    fields.model,
+                    fields.priority,
+                    SLO_HEADER in request.headers,
+                    PROFILE_HEADER in request.headers,
+                )
                 cap = self.limits.max_header_chars
                 request_id = header(request.headers, "x-request-id", cap) or uuid.uuid4().hex
                 span.set_attribute("tessera.request_id", request_id)
@@ -140,6 +151,8 @@ class Endpoint:
                         tokenizing=self.state.tokenizing,
                     )
                 model_label = gen.model.name
+                gen.tenant = principal.tenant
+                await gate.charge(principal, len(gen.prompt_ids) + gen.sampling.max_tokens)
                 gen.ttft_slo_s = slo_s
                 gen.profile = profile
                 span.set_attribute("tessera.prompt_tokens", len(gen.prompt_ids))
@@ -286,6 +299,10 @@ def build_app(state: RouterState, limits: Limits | None = None) -> BodyLimit:
     limits = limits or Limits()
 
     async def models(request: Request) -> Response:
+        try:
+            principal = await state.gate.authenticate(request.headers.get("authorization"))
+        except ApiError as exc:
+            return error_response(exc)
         data = [
             {
                 "id": m.name,
@@ -297,6 +314,7 @@ def build_app(state: RouterState, limits: Limits | None = None) -> BodyLimit:
                 "workers": len(m.workers),
             }
             for m in state.catalog.models.values()
+            if principal.may_use(m.name)
         ]
         return JSONResponse({"object": "list", "data": data})
 
@@ -315,6 +333,8 @@ def build_app(state: RouterState, limits: Limits | None = None) -> BodyLimit:
         return JSONResponse(document)
 
     async def metrics_endpoint(request: Request) -> Response:
+        if not state.gate.metrics_allowed(request.headers.get("authorization")):
+            return error_response(Unauthenticated("/metrics needs the metrics API key (Authorization: Bearer KEY)."))
         return Response(prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:

@@ -14,13 +14,16 @@ import time
 import uuid
 
 from services.router.admission import AdmissionControl
+from services.router.auth import RequestGate
 from services.router.flow import DEFAULT_SILENCE_S, RequestFlow, WorkerChannels
 from services.router.grpc_api import RouterServicer
 from services.router.http_api import build_app
 from services.router.limits import DEFAULT_MAX_BODY_BYTES, Limits
 from services.router.model_catalog import ModelCatalog
+from services.router.rate_limits import RateLimiter
 from services.router.scheduler_client import SchedulerClient
 from services.router.state import RouterState
+from services.router.tenants import TenantDirectory
 from tessera.runtime.etcd import keys
 from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.runtime.etcd.records import ServiceRecord, identity_from_json
@@ -88,6 +91,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="a worker stream with no token and no heartbeat for this long has failed: the request resumes "
         "on another worker (workers send a heartbeat every second while their engine is alive)",
     )
+    p.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="require Authorization: Bearer KEY on /v1 (repeatable; also TESSERA_API_KEY); such a key runs as "
+        "the unlimited tenant 'default'. Tenants stored with `tessera tenant put` need keys too. With neither, "
+        "the router is open",
+    )
+    p.add_argument(
+        "--require-api-key",
+        action="store_true",
+        help="never serve /v1 without a key, even while no --api-key is given and no tenant exists (else the "
+        "router is open then: deleting the last tenant, or an etcd that lost its data, would open it)",
+    )
+    p.add_argument(
+        "--metrics-api-key",
+        default=os.environ.get("TESSERA_METRICS_API_KEY", ""),
+        metavar="KEY",
+        help="require Authorization: Bearer KEY on /metrics (default: /metrics is open; /health always is)",
+    )
     p.add_argument("--router-id", default=None)
     p.add_argument("--lease-ttl", type=int, default=5)
     p.add_argument("--log-level", default="INFO")
@@ -114,6 +138,16 @@ async def run(args: argparse.Namespace) -> int:
     schedulers.start()
     admission = AdmissionControl(args.ttft_slo_ms / 1000.0, args.max_queue)
     admission.start()
+    tenants = TenantDirectory(connector)
+    tenants.start()
+    api_keys = args.api_key or [k for k in [os.environ.get("TESSERA_API_KEY", "")] if k]
+    gate = RequestGate(
+        api_keys,
+        tenants,
+        RateLimiter(connector),
+        metrics_api_key=args.metrics_api_key,
+        require_key=args.require_api_key,
+    )
     state = RouterState(
         catalog,
         RequestFlow(
@@ -127,6 +161,7 @@ async def run(args: argparse.Namespace) -> int:
         ),
         schedulers,
         time.time(),
+        gate=gate,
     )
 
     grpc_server = await start_server(
@@ -161,6 +196,8 @@ async def run(args: argparse.Namespace) -> int:
     registration = LeasedKey(connector, keys.service("router", rid), record.to_json(), ttl=args.lease_ttl)
     registration.start()
     log.info("router %s: OpenAI API on http://%s:%d/v1, gRPC on %s", rid, args.host, args.port, record.address)
+    if api_keys:
+        log.info("API keys required: %d --api-key key(s), and the tenants in etcd", len(api_keys))
 
     stop = stop_event()
     await asyncio.wait({asyncio.ensure_future(stop.wait()), http_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -169,6 +206,7 @@ async def run(args: argparse.Namespace) -> int:
     http.should_exit = True
     await asyncio.gather(http_task, grpc_server.stop(10.0), return_exceptions=True)
     await admission.close()
+    await gate.close()
     await workers.close()
     await schedulers.close()
     await channels.close()

@@ -73,3 +73,15 @@ HELD = Gauge(
     "Requests waiting for a model's first worker (scale from zero): demand the autoscaler plans for",
     ["model"],
 )
+# Keys, tenants and limits (services/router/auth.py); tenant "" is a caller without a valid key.
+TENANT_REFUSED = Counter(
+    "tessera_router_tenant_refused_total",
+    "Requests refused at the gate, by tenant and reason (unauthenticated, forbidden, rate_limited, "
+    "limiter_unavailable)",
+    ["tenant", "reason"],
+)
+TENANT_CHARGED_TOKENS = Counter(
+    "tessera_router_tenant_charged_tokens_total",
+    "Tokens charged to tenants with limits at admission (prompt + max_tokens)",
+    ["tenant"],
+)

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import sys
 import urllib.request
 from datetime import datetime
@@ -34,6 +35,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--endpoint", default="/v1/completions", choices=["/v1/completions", "/v1/chat/completions"])
     p.add_argument("--model", required=True, help="served model name")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("OPENAI_API_KEY", ""),
+        help="openai backend: sent as Authorization: Bearer KEY (default: OPENAI_API_KEY; none if unset)",
+    )
     p.add_argument("--tokenizer", default=None, help="model folder whose tokenizer draws the random prompts")
     p.add_argument("--dataset", default="random", choices=["random", "shared-prefix"])
     p.add_argument("--num-prompts", type=int, default=100)
@@ -76,7 +82,9 @@ def _tokenizer_path(args: argparse.Namespace) -> str:
             return spec.path
     if args.backend == "openai":
         base = args.base_url or "http://127.0.0.1:8000"
-        with urllib.request.urlopen(base.rstrip("/") + "/v1/models", timeout=5) as resp:
+        auth = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+        models = urllib.request.Request(base.rstrip("/") + "/v1/models", headers=auth)
+        with urllib.request.urlopen(models, timeout=5) as resp:
             for m in json.loads(resp.read())["data"]:
                 if m["id"] == args.model and m.get("root") and Path(m["root"]).is_dir():
                     return m["root"]
@@ -118,7 +126,8 @@ async def bench(args: argparse.Namespace, policy: str = "", seed_offset: int = 0
             args.temperature,
             ignore_eos,
             decode=tok.decode,
-            headers={"x-tessera-profile": policy} if policy else None,
+            headers=({"x-tessera-profile": policy} if policy else {})
+            | ({"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}),
         )
     elif args.backend == "tessera-grpc":
         client = RouterGrpcClient(args.base_url or "127.0.0.1:50051", args.model, args.temperature, ignore_eos)

@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         "sim": ("tessera.cli.sim", "simulate a workload on a cluster of catalog accelerators, in virtual time"),
         "profile": ("tessera.cli.profile", "list, show or store placement profiles (hot-reloaded by schedulers)"),
         "slo": ("tessera.cli.slo", "list, show or store per-model SLO policies (the autoscaler plans from them)"),
+        "tenant": ("tessera.cli.tenant", "list, show, store or delete tenants: API keys, models, rate limits"),
         "prepare-model": ("tessera.cli.prepare_model", "prepare a built-in model folder"),
     }
     # Only build the parser of the subcommand asked for: importing every

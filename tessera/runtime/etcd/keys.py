@@ -10,6 +10,8 @@ DESIRED = PREFIX + "desired/"
 ELECTION = PREFIX + "election/"
 PROFILES = PREFIX + "profiles/"
 SLO_POLICIES = CONFIG + "slo-policies/"  # one YAML SLO policy per served model (the autoscaler plans from it)
+TENANTS = CONFIG + "tenants/"  # one TenantRecord (JSON) per tenant; routers authenticate API keys against them
+RATE_LIMITS = PREFIX + "ratelimits/"  # per-tenant per-window quota counters, shared by every router
 
 
 def worker(worker_id: str) -> str:
@@ -39,3 +41,13 @@ def profile(name: str) -> str:
 def election(name: str) -> str:
     """Leader-election key: whoever holds it under a live lease leads."""
     return ELECTION + name
+
+
+def tenant(name: str) -> str:
+    """A tenant: its API key hashes, allowed models and limits (records.TenantRecord as JSON)."""
+    return TENANTS + name
+
+
+def rate_window(tenant_name: str, kind: str, window: int) -> str:
+    """Units (requests or tokens, `kind` "rpm" | "tpm") of one tenant's window that routers have reserved."""
+    return f"{RATE_LIMITS}{tenant_name}/{kind}/{window}"
