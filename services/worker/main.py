@@ -32,6 +32,7 @@ from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.runtime.etcd.records import identity_to_json
 from tessera.runtime.etcd.registration import LeasedKey
 from tessera.runtime.models.registry import resolve
+from tessera.runtime.rpc import tls
 from tessera.runtime.rpc.enums import role_value
 from tessera.runtime.rpc.server import ServiceBinding, start_server
 from tessera.runtime.service import run_service, stop_event
@@ -107,6 +108,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--lease-ttl", type=int, default=5)
     p.add_argument("--log-level", default="INFO")
+    tls.add_arguments(p)
 
 
 def parse_pairs(items: list[str], what: str) -> dict[str, Any]:
