@@ -71,6 +71,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--profile", default="tessera", help="placement profile (see tessera/placement/profiles)")
     p.add_argument("--log-dir", default=None, help="where worker and etcd logs go (default: a temp dir)")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="mTLS between the services: a throwaway CA and one certificate per role in <log dir>/tls",
+    )
     p.add_argument("--log-level", default="INFO")
 
 
@@ -182,6 +187,22 @@ def _store_slo_policies(paths: list[str], endpoint: str) -> int:
     return warm
 
 
+def _make_certs(directory: Path) -> dict[str, list[str]]:
+    """A throwaway CA and a certificate per role; each service's TLS flags (the autoscaler's name its workers' too)."""
+    from tessera.runtime.rpc.certs import make_cluster_certs
+
+    certs = make_cluster_certs(directory)
+    flags = {role: files.flags() for role, files in certs.items()}
+    flags["autoscaler"] += [
+        "--tls-worker-cert",
+        str(certs["worker"].cert),
+        "--tls-worker-key",
+        str(certs["worker"].key),
+    ]
+    log.info("mTLS between the services: CA and certificates in %s", directory)
+    return flags
+
+
 def _ready_workers(url: str) -> dict[str, int]:
     try:
         with urllib.request.urlopen(url + "/health", timeout=2) as resp:
@@ -235,9 +256,19 @@ def run_main(args: argparse.Namespace) -> int:
                 return 2
         py = [sys.executable, "-m", "tessera.cli"]
         common = ["--etcd", endpoint, "--log-level", args.log_level]
+        tls_flags: dict[str, list[str]] = {name: [] for name in ("scheduler", "autoscaler", "router", "cli")}
+        if args.tls:
+            tls_flags = _make_certs(log_dir / "tls")
         scheduler_port = 50052 if port_is_free(50052) else free_port()
         grpc_port = args.grpc_port if port_is_free(args.grpc_port, args.host) else free_port(args.host)
-        autoscaler_cmd = [*py, "autoscaler", *common, "--worker-log-dir", str(log_dir / "workers")]
+        autoscaler_cmd = [
+            *py,
+            "autoscaler",
+            *common,
+            *tls_flags["autoscaler"],
+            "--worker-log-dir",
+            str(log_dir / "workers"),
+        ]
         if args.desired:
             autoscaler_cmd += ["--desired", args.desired]
         elif args.slo_policy:
@@ -247,7 +278,19 @@ def run_main(args: argparse.Namespace) -> int:
         for item in [] if args.engine == "sim" else args.engine_arg:  # sim groups carry them in the file
             autoscaler_cmd += ["--engine-arg", item]
         services = [
-            Service("scheduler", [*py, "scheduler", *common, "--port", str(scheduler_port), "--profile", args.profile]),
+            Service(
+                "scheduler",
+                [
+                    *py,
+                    "scheduler",
+                    *common,
+                    *tls_flags["scheduler"],
+                    "--port",
+                    str(scheduler_port),
+                    "--profile",
+                    args.profile,
+                ],
+            ),
             Service("autoscaler", autoscaler_cmd),
             Service(
                 "router",
@@ -255,6 +298,7 @@ def run_main(args: argparse.Namespace) -> int:
                     *py,
                     "router",
                     *common,
+                    *tls_flags["router"],
                     "--host",
                     args.host,
                     "--port",
@@ -303,7 +347,8 @@ def run_main(args: argparse.Namespace) -> int:
                         f"  curl {url}/v1/chat/completions -H 'Content-Type: application/json' \\\n"
                         f'    -d \'{{"model": "{model}", "messages": [{{"role": "user", '
                         f'"content": "What is the capital of France?"}}], "temperature": 0}}\'\n\n'
-                        f"  tessera status --etcd {endpoint}\n\nCtrl-C stops everything.\n",
+                        f"  tessera status --etcd {endpoint}{' ' + ' '.join(tls_flags['cli']) if args.tls else ''}"
+                        "\n\nCtrl-C stops everything.\n",
                         flush=True,
                     )
                     announced = True
