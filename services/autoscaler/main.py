@@ -21,6 +21,7 @@ from services.autoscaler.local_processes import LocalProcesses
 from services.autoscaler.registered import RegisteredWorkers
 from services.autoscaler.slo_autoscaling import SloAutoscaling
 from tessera.runtime.etcd import keys
+from tessera.runtime.etcd import tls as etcd_tls
 from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.runtime.etcd.election import LeaderElection
 from tessera.runtime.etcd.records import ServiceRecord
@@ -70,6 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lease-ttl", type=int, default=5)
     p.add_argument("--log-level", default="INFO")
     tls.add_arguments(p)
+    etcd_tls.add_arguments(p)
     p.add_argument(
         "--tls-worker-cert",
         default=os.environ.get("TESSERA_TLS_WORKER_CERT", ""),
@@ -116,11 +118,17 @@ def worker_tls_args(args: argparse.Namespace) -> list[str]:
     Workers get a certificate of their own, not ours: the autoscaler's role may drain workers,
     a worker's may only report to schedulers.
     """
+    out = []
+    if args.etcd_ca:  # etcd accepts any certificate of its CA: the worker's own when there is one
+        cert, key = (
+            (args.tls_worker_cert, args.tls_worker_key) if args.tls_worker_cert else (args.etcd_cert, args.etcd_key)
+        )
+        out += etcd_tls.flags(etcd_tls.EtcdTLS(args.etcd_ca, cert, key))
     if not args.tls_ca:
-        return []
+        return out
     if not (args.tls_worker_cert and args.tls_worker_key):
         raise ScalingError("with TLS, the local actuator needs --tls-worker-cert and --tls-worker-key for its workers")
-    out = ["--tls-ca", args.tls_ca, "--tls-cert", args.tls_worker_cert, "--tls-key", args.tls_worker_key]
+    out += ["--tls-ca", args.tls_ca, "--tls-cert", args.tls_worker_cert, "--tls-key", args.tls_worker_key]
     return out + (["--tls-server-name", args.tls_server_name] if args.tls_server_name else [])
 
 

@@ -21,6 +21,7 @@ from services.router.model_catalog import ModelCatalog
 from services.router.scheduler_client import SchedulerClient
 from services.router.state import RouterState
 from tessera.runtime.etcd import keys
+from tessera.runtime.etcd import tls as etcd_tls
 from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.runtime.etcd.records import ServiceRecord, identity_from_json
 from tessera.runtime.etcd.registration import LeasedKey
@@ -68,6 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lease-ttl", type=int, default=5)
     p.add_argument("--log-level", default="INFO")
     tls.add_arguments(p)
+    etcd_tls.add_arguments(p)
 
 
 async def run(args: argparse.Namespace) -> int:

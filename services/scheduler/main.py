@@ -19,6 +19,7 @@ from services.scheduler.worker_speed import speed_of
 from tessera.placement.pipeline import PROFILES_DIR, ProfileError, load_profile
 from tessera.placement.prefix_index import CANONICAL_BLOCK_TOKENS, PrefixIndex
 from tessera.runtime.etcd import keys
+from tessera.runtime.etcd import tls as etcd_tls
 from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.runtime.etcd.records import ServiceRecord, identity_from_json
 from tessera.runtime.etcd.registration import LeasedKey
@@ -45,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lease-ttl", type=int, default=5)
     p.add_argument("--log-level", default="INFO")
     tls.add_arguments(p)
+    etcd_tls.add_arguments(p)
 
 
 async def run(args: argparse.Namespace) -> int:

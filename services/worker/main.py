@@ -28,6 +28,7 @@ from tessera.engine_model.catalog.expert_parallel import (
 from tessera.engine_model.catalog.vendors import vendor_settings
 from tessera.runtime.devices import detect_accelerator, detect_vendor
 from tessera.runtime.etcd import keys
+from tessera.runtime.etcd import tls as etcd_tls
 from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.runtime.etcd.records import identity_to_json
 from tessera.runtime.etcd.registration import LeasedKey
@@ -109,6 +110,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lease-ttl", type=int, default=5)
     p.add_argument("--log-level", default="INFO")
     tls.add_arguments(p)
+    etcd_tls.add_arguments(p)
 
 
 def parse_pairs(items: list[str], what: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import grpc
 from google.protobuf import json_format
 
 from tessera.runtime.etcd import keys
+from tessera.runtime.etcd import tls as etcd_tls
 from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.runtime.etcd.records import ServiceRecord, identity_from_json
 from tessera.runtime.rpc import tls
@@ -25,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--etcd", default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT))
     p.add_argument("--json", action="store_true", help="machine-readable output")
     tls.add_arguments(p)  # with TLS: a certificate naming the cli role
+    etcd_tls.add_arguments(p)
 
 
 async def gather_status(etcd: str) -> dict[str, Any]:
@@ -144,7 +146,8 @@ def render(status: dict[str, Any]) -> str:
 def run_main(args: argparse.Namespace) -> int:
     try:
         tls.configure(args)
-    except tls.TLSConfigError as exc:
+        etcd_tls.configure(args)
+    except (tls.TLSConfigError, etcd_tls.EtcdTLSError) as exc:
         print(f"tessera status: {exc}", file=sys.stderr)
         return 2
     try:

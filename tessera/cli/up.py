@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tessera.runtime.net import free_port, port_is_free
+from tessera.runtime.rpc.certs import CertFiles
 
 log = logging.getLogger("tessera.up")
 
@@ -187,20 +188,17 @@ def _store_slo_policies(paths: list[str], endpoint: str) -> int:
     return warm
 
 
-def _make_certs(directory: Path) -> dict[str, list[str]]:
-    """A throwaway CA and a certificate per role; each service's TLS flags (the autoscaler's name its workers' too)."""
+def _make_certs(directory: Path, own_etcd: bool) -> tuple[dict[str, list[str]], dict[str, CertFiles]]:
+    """A throwaway CA and a certificate per role; each service's TLS flags (the autoscaler's name its
+    workers' too), for etcd as well when we start it; and the certificates, by role."""
     from tessera.runtime.rpc.certs import make_cluster_certs
 
     certs = make_cluster_certs(directory)
-    flags = {role: files.flags() for role, files in certs.items()}
-    flags["autoscaler"] += [
-        "--tls-worker-cert",
-        str(certs["worker"].cert),
-        "--tls-worker-key",
-        str(certs["worker"].key),
-    ]
-    log.info("mTLS between the services: CA and certificates in %s", directory)
-    return flags
+    flags = {role: files.flags() + (files.etcd_flags() if own_etcd else []) for role, files in certs.items()}
+    worker = certs["worker"]
+    flags["autoscaler"] += ["--tls-worker-cert", str(worker.cert), "--tls-worker-key", str(worker.key)]
+    log.info("mTLS between the services%s: CA and certificates in %s", " and etcd" if own_etcd else "", directory)
+    return flags, certs
 
 
 def _ready_workers(url: str) -> dict[str, int]:
@@ -229,13 +227,23 @@ def run_main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
+    tls_flags: dict[str, list[str]] = {name: [] for name in ("scheduler", "autoscaler", "router", "cli")}
+    etcd_server_tls = None
+    if args.tls:
+        from tessera.runtime.etcd import tls as etcd_tls
+
+        tls_flags, certs = _make_certs(log_dir / "tls", own_etcd=not args.etcd)
+        if not args.etcd:
+            etcd_server_tls = etcd_tls.EtcdTLS(str(certs["etcd"].ca), str(certs["etcd"].cert), str(certs["etcd"].key))
+            cli = certs["cli"]  # this process stores SLO policies in etcd itself
+            etcd_tls.set_active(etcd_tls.EtcdTLS(str(cli.ca), str(cli.cert), str(cli.key)))
     etcd = None
     if args.etcd:
         endpoint = args.etcd
     else:
         from tessera.runtime.etcd.server import LocalEtcd
 
-        etcd = LocalEtcd(client_port=2379, log_path=str(log_dir / "etcd.log")).start()
+        etcd = LocalEtcd(client_port=2379, log_path=str(log_dir / "etcd.log"), tls=etcd_server_tls).start()
         endpoint = etcd.endpoint
     services: list[Service] = []
     try:
@@ -256,9 +264,6 @@ def run_main(args: argparse.Namespace) -> int:
                 return 2
         py = [sys.executable, "-m", "tessera.cli"]
         common = ["--etcd", endpoint, "--log-level", args.log_level]
-        tls_flags: dict[str, list[str]] = {name: [] for name in ("scheduler", "autoscaler", "router", "cli")}
-        if args.tls:
-            tls_flags = _make_certs(log_dir / "tls")
         scheduler_port = 50052 if port_is_free(50052) else free_port()
         grpc_port = args.grpc_port if port_is_free(args.grpc_port, args.host) else free_port(args.host)
         autoscaler_cmd = [

@@ -9,6 +9,7 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from tessera.runtime.etcd import tls as etcd_tls
 from tessera.runtime.rpc import tls
 from tessera.runtime.telemetry.logging import setup_logging
 from tessera.runtime.telemetry.tracing import setup_tracing
@@ -31,7 +32,8 @@ def run_service(
     setup_logging(name, args.log_level)
     try:
         tls.configure(args, args.host if internal else None)
-    except tls.TLSConfigError as exc:
+        etcd_tls.configure(args)
+    except (tls.TLSConfigError, etcd_tls.EtcdTLSError) as exc:
         logging.getLogger(f"tessera.{name}").error("%s", exc)
         return 2
     if tracing:

@@ -9,10 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aetcd
+import aetcd.exceptions
 import grpc
 import httpx
 import pytest
 
+from tessera.runtime.etcd import keys
+from tessera.runtime.etcd.tls import EtcdTLS, TLSClient
 from tessera.runtime.rpc.certs import CertFiles, LocalCA
 from tessera.runtime.rpc.tls import ENV_CA, ENV_CERT, ENV_KEY
 from tessera.v1 import common_pb2 as pb
@@ -24,9 +28,15 @@ def _files(tls_dir: Path, role: str) -> CertFiles:
     return CertFiles(tls_dir / "ca.pem", tls_dir / f"{role}.pem", tls_dir / f"{role}-key.pem")
 
 
+def _flags(tls_dir: Path, role: str) -> list[str]:
+    """A command's flags for gRPC and etcd with ``role``'s certificate."""
+    return _files(tls_dir, role).flags() + _files(tls_dir, role).etcd_flags()
+
+
 @pytest.fixture(scope="module")
 def tls_cluster(tmp_path_factory):
-    """`tessera up --tls` with two simulated workers: (HTTP port, the directory of its CA and certificates, etcd)."""
+    """`tessera up --tls` with two simulated workers, etcd included: (HTTP port, the directory of its CA and
+    certificates, etcd's endpoint)."""
     log_dir = tmp_path_factory.mktemp("tls-up")
     with tessera_up(log_dir, "--tls", "--accelerators", "cpu:2") as (_, port, lines):
         etcd = next(line.split("--etcd")[1].split()[0] for line in lines if "tessera status --etcd" in line)
@@ -35,7 +45,7 @@ def tls_cluster(tmp_path_factory):
 
 def _status(tls_dir: Path, etcd: str, role: str = "cli") -> dict:
     out = subprocess.run(
-        [sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", etcd, *_files(tls_dir, role).flags()],
+        [sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", etcd, *_flags(tls_dir, role)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -171,3 +181,42 @@ def test_an_internal_service_without_tls_refuses_a_non_loopback_address(tmp_path
     assert out.returncode == 2
     errors = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
     assert len(errors) == 1 and "without TLS" in errors[0] and "--insecure" in errors[0], errors
+
+
+async def _etcd_workers(endpoint: str, credentials: grpc.ChannelCredentials | None) -> int:
+    """How many workers are registered, read by a client with these credentials (None: plaintext)."""
+    host, port = endpoint.rsplit(":", 1)
+    if credentials is None:
+        client = aetcd.Client(host=host, port=int(port), timeout=3)
+    else:
+        client = TLSClient(credentials, host=host, port=int(port), timeout=3)
+    await client.connect()
+    try:
+        return len(list(await client.get_prefix(keys.WORKERS.encode())))
+    finally:
+        await client.close()
+
+
+async def test_etcd_serves_registrations_to_certificates_of_the_cluster_only(tls_cluster, tmp_path):
+    _, tls_dir, etcd = tls_cluster
+    cli = _files(tls_dir, "cli")
+    assert await _etcd_workers(etcd, EtcdTLS(str(cli.ca), str(cli.cert), str(cli.key)).credentials()) == 2
+    with pytest.raises(aetcd.exceptions.ConnectionFailedError):  # plaintext: no TLS handshake
+        await _etcd_workers(etcd, None)
+    with pytest.raises(aetcd.exceptions.ConnectionFailedError):  # TLS without a client certificate
+        await _etcd_workers(etcd, grpc.ssl_channel_credentials(cli.ca.read_bytes()))
+    stranger = LocalCA(tmp_path / "stranger").issue("cli")
+    with pytest.raises(aetcd.exceptions.ConnectionFailedError):  # a certificate from another CA
+        await _etcd_workers(
+            etcd,
+            grpc.ssl_channel_credentials(cli.ca.read_bytes(), stranger.key.read_bytes(), stranger.cert.read_bytes()),
+        )
+    # The command line says so in one line, too.
+    out = subprocess.run(
+        [sys.executable, "-m", "tessera.cli", "status", "--etcd", etcd, *cli.flags()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("TESSERA_ETCD_")},
+    )
+    assert out.returncode == 1 and "cannot read the cluster from etcd" in out.stderr, out.stderr

@@ -34,7 +34,12 @@ class CertFiles:
     key: Path
 
     def flags(self) -> list[str]:
+        """The flags that make a service or command use these files for gRPC."""
         return ["--tls-ca", str(self.ca), "--tls-cert", str(self.cert), "--tls-key", str(self.key)]
+
+    def etcd_flags(self) -> list[str]:
+        """The flags that make it present this certificate to etcd."""
+        return ["--etcd-ca", str(self.ca), "--etcd-cert", str(self.cert), "--etcd-key", str(self.key)]
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
