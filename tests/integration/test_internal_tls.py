@@ -20,7 +20,7 @@ from tessera.runtime.etcd.tls import EtcdTLS, TLSClient
 from tessera.runtime.rpc.certs import CertFiles, LocalCA
 from tessera.runtime.rpc.tls import ENV_CA, ENV_CERT, ENV_KEY
 from tessera.v1 import common_pb2 as pb
-from tessera.v1 import scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc
+from tessera.v1 import router_pb2, router_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc
 from tests.support.harness import tessera_up, wait_for
 
 
@@ -220,3 +220,16 @@ async def test_etcd_serves_registrations_to_certificates_of_the_cluster_only(tls
         env={k: v for k, v in os.environ.items() if not k.startswith("TESSERA_ETCD_")},
     )
     assert out.returncode == 1 and "cannot read the cluster from etcd" in out.stderr, out.stderr
+
+
+def test_the_router_api_is_public_over_tls(tls_cluster):
+    """The front door: a client with only the CA (no certificate of its own) may call the Router API."""
+    _, tls_dir, etcd = tls_cluster
+    router = next(s["address"] for s in _status(tls_dir, etcd)["services"] if s["kind"] == "router")
+    with _channel(router, tls_dir, None) as ch:
+        models = router_pb2_grpc.RouterStub(ch).ListModels(router_pb2.ListModelsRequest(), timeout=10)
+    assert [m.id for m in models.models] == ["tiny-llama"]
+    with grpc.insecure_channel(router) as ch:  # but not in plaintext
+        assert _code(lambda: router_pb2_grpc.RouterStub(ch).ListModels(router_pb2.ListModelsRequest(), timeout=5)) == (
+            grpc.StatusCode.UNAVAILABLE
+        )
