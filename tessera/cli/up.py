@@ -75,7 +75,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tls",
         action="store_true",
-        help="mTLS between the services: a throwaway CA and one certificate per role in <log dir>/tls",
+        help="mTLS between the services and etcd: a throwaway CA and one certificate per role in <log dir>/tls "
+        "(and a key for the workers' vLLM HTTP APIs in <log dir>/tls/worker-http-key)",
     )
     p.add_argument("--log-level", default="INFO")
 
@@ -201,6 +202,18 @@ def _make_certs(directory: Path, own_etcd: bool) -> tuple[dict[str, list[str]], 
     return flags, certs
 
 
+def _worker_http_key(directory: Path) -> dict[str, str]:
+    """A random key for the workers' vLLM HTTP APIs (the autoscaler's workers inherit its environment),
+    kept in ``directory/worker-http-key`` for whoever calls them."""
+    import secrets
+
+    key = secrets.token_urlsafe(24)
+    path = directory / "worker-http-key"
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    return {"TESSERA_WORKER_HTTP_KEY": key}
+
+
 def _ready_workers(url: str) -> dict[str, int]:
     try:
         with urllib.request.urlopen(url + "/health", timeout=2) as resp:
@@ -296,7 +309,7 @@ def run_main(args: argparse.Namespace) -> int:
                     args.profile,
                 ],
             ),
-            Service("autoscaler", autoscaler_cmd),
+            Service("autoscaler", autoscaler_cmd, env=_worker_http_key(log_dir / "tls") if args.tls else {}),
             Service(
                 "router",
                 [

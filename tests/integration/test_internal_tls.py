@@ -83,6 +83,7 @@ def test_a_request_completes_end_to_end_over_mtls(tls_cluster):
     status = _status(tls_dir, etcd)  # the cli role may list workers and read the plan
     assert [w["healthy"] for w in status["workers"]] == [True, True]
     assert status["plan"] is not None
+    assert len((tls_dir / "worker-http-key").read_text().strip()) >= 32  # for the workers' vLLM HTTP APIs
 
 
 def test_the_report_stream_is_for_worker_certificates_only(tls_cluster):
