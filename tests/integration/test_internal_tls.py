@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tessera.runtime.etcd import keys
+from tessera.runtime.etcd.records import identity_to_json
 from tessera.runtime.etcd.tls import EtcdTLS, TLSClient
 from tessera.runtime.rpc.certs import CertFiles, LocalCA
 from tessera.runtime.rpc.tls import ENV_CA, ENV_CERT, ENV_KEY
@@ -234,3 +235,33 @@ def test_the_router_api_is_public_over_tls(tls_cluster):
         assert _code(lambda: router_pb2_grpc.RouterStub(ch).ListModels(router_pb2.ListModelsRequest(), timeout=5)) == (
             grpc.StatusCode.UNAVAILABLE
         )
+
+
+async def test_a_registration_in_etcd_alone_does_not_make_a_worker_placeable(tls_cluster):
+    """Anyone who can write to etcd could register a worker; with TLS the scheduler also wants its report stream."""
+    port, tls_dir, etcd = tls_cluster
+    cli = _files(tls_dir, "cli")
+    host, etcd_port = etcd.rsplit(":", 1)
+    client = TLSClient(EtcdTLS(str(cli.ca), str(cli.cert), str(cli.key)).credentials(), host=host, port=int(etcd_port))
+    await client.connect()
+    impostor = pb.WorkerIdentity(id="impostor-etcd", model="tiny-llama", address="127.0.0.1:9", engine="sim")
+    await client.put(keys.worker(impostor.id).encode(), identity_to_json(impostor))
+    try:
+        scheduler = next(s["address"] for s in _status(tls_dir, etcd)["services"] if s["kind"] == "scheduler")
+        seen = wait_for(
+            lambda: [w for w in _list_workers(scheduler, tls_dir) if w["identity"]["id"] == impostor.id],
+            30,
+            what="the scheduler to see the registration",
+        )
+        assert not seen[0].get("healthy") and seen[0].get("registered")
+        # Requests keep going to the real workers only (the impostor's address would refuse them).
+        async with httpx.AsyncClient(timeout=60) as http:
+            for _ in range(6):
+                r = await http.post(
+                    f"http://127.0.0.1:{port}/v1/completions",
+                    json={"model": "tiny-llama", "prompt": "who serves", "max_tokens": 2},
+                )
+                assert r.status_code == 200, r.text
+    finally:
+        await client.delete(keys.worker(impostor.id).encode())
+        await client.close()
