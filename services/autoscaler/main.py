@@ -21,10 +21,12 @@ from services.autoscaler.local_processes import LocalProcesses
 from services.autoscaler.registered import RegisteredWorkers
 from services.autoscaler.slo_autoscaling import SloAutoscaling
 from tessera.runtime.etcd import keys
+from tessera.runtime.etcd import tls as etcd_tls
 from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.runtime.etcd.election import LeaderElection
 from tessera.runtime.etcd.records import ServiceRecord
 from tessera.runtime.etcd.registration import LeasedKey
+from tessera.runtime.rpc import tls
 from tessera.runtime.rpc.server import ServiceBinding, start_server
 from tessera.runtime.service import run_service, stop_event
 from tessera.runtime.telemetry.metrics import start_metrics_server
@@ -68,6 +70,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--autoscaler-id", default=None)
     p.add_argument("--lease-ttl", type=int, default=5)
     p.add_argument("--log-level", default="INFO")
+    tls.add_arguments(p)
+    etcd_tls.add_arguments(p)
+    p.add_argument(
+        "--tls-worker-cert",
+        default=os.environ.get("TESSERA_TLS_WORKER_CERT", ""),
+        help="local actuator with TLS: the certificate (worker role) its workers present (env TESSERA_TLS_WORKER_CERT)",
+    )
+    p.add_argument(
+        "--tls-worker-key",
+        default=os.environ.get("TESSERA_TLS_WORKER_KEY", ""),
+        help="... and its key (env TESSERA_TLS_WORKER_KEY)",
+    )
 
 
 class AutoscalerServicer(autoscaler_pb2_grpc.AutoscalerServicer):
@@ -98,10 +112,30 @@ def desired_groups(args: argparse.Namespace) -> list[WorkerGroup]:
     return []
 
 
+def worker_tls_args(args: argparse.Namespace) -> list[str]:
+    """The TLS flags of the workers the local actuator starts: our CA, their own (worker) certificate.
+
+    Workers get a certificate of their own, not ours: the autoscaler's role may drain workers,
+    a worker's may only report to schedulers.
+    """
+    out = []
+    if args.etcd_ca:  # etcd accepts any certificate of its CA: the worker's own when there is one
+        cert, key = (
+            (args.tls_worker_cert, args.tls_worker_key) if args.tls_worker_cert else (args.etcd_cert, args.etcd_key)
+        )
+        out += etcd_tls.flags(etcd_tls.EtcdTLS(args.etcd_ca, cert, key))
+    if not args.tls_ca:
+        return out
+    if not (args.tls_worker_cert and args.tls_worker_key):
+        raise ScalingError("with TLS, the local actuator needs --tls-worker-cert and --tls-worker-key for its workers")
+    out += ["--tls-ca", args.tls_ca, "--tls-cert", args.tls_worker_cert, "--tls-key", args.tls_worker_key]
+    return out + (["--tls-server-name", args.tls_server_name] if args.tls_server_name else [])
+
+
 def make_actuator(args: argparse.Namespace, log_dir: str, workers: RegisteredWorkers) -> Actuator:
     """The actuator --actuator names: local processes, compose services or Kubernetes Deployments."""
     if args.actuator == "local":
-        local = LocalActuator(LocalProcesses(args.etcd, log_dir), workers.workers)
+        local = LocalActuator(LocalProcesses(args.etcd, log_dir, extra_args=worker_tls_args(args)), workers.workers)
         workers.listen(local.worker_registered)
         return local
     if args.actuator == "compose":

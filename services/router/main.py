@@ -25,11 +25,13 @@ from services.router.scheduler_client import SchedulerClient
 from services.router.state import RouterState
 from services.router.tenants import TenantDirectory
 from tessera.runtime.etcd import keys
+from tessera.runtime.etcd import tls as etcd_tls
 from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.runtime.etcd.records import ServiceRecord, identity_from_json
 from tessera.runtime.etcd.registration import LeasedKey
 from tessera.runtime.etcd.watch import PrefixMirror
 from tessera.runtime.http_server import start_http
+from tessera.runtime.rpc import tls
 from tessera.runtime.rpc.server import ServiceBinding, start_server
 from tessera.runtime.service import run_service, stop_event
 from tessera.runtime.telemetry.tracing import shutdown_tracing
@@ -115,6 +117,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--router-id", default=None)
     p.add_argument("--lease-ttl", type=int, default=5)
     p.add_argument("--log-level", default="INFO")
+    tls.add_arguments(p)
+    etcd_tls.add_arguments(p)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -168,6 +172,7 @@ async def run(args: argparse.Namespace) -> int:
         [ServiceBinding(router_pb2_grpc.add_RouterServicer_to_server, RouterServicer(state), "tessera.v1.Router")],
         host=args.host,
         port=args.grpc_port,
+        public=True,
     )
     try:
         http, http_task, _ = await start_http(
@@ -216,4 +221,4 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def run_main(args: argparse.Namespace) -> int:
-    return run_service("router", args, run)
+    return run_service("router", args, run, internal=False)

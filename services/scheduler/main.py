@@ -19,10 +19,12 @@ from services.scheduler.worker_speed import speed_of
 from tessera.placement.pipeline import PROFILES_DIR, ProfileError, load_profile
 from tessera.placement.prefix_index import CANONICAL_BLOCK_TOKENS, PrefixIndex
 from tessera.runtime.etcd import keys
+from tessera.runtime.etcd import tls as etcd_tls
 from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.runtime.etcd.records import ServiceRecord, identity_from_json
 from tessera.runtime.etcd.registration import LeasedKey
 from tessera.runtime.etcd.watch import PrefixMirror
+from tessera.runtime.rpc import tls
 from tessera.runtime.rpc.server import ServiceBinding, start_server
 from tessera.runtime.service import run_service, stop_event
 from tessera.runtime.telemetry.metrics import start_metrics_server
@@ -43,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler-id", default=None)
     p.add_argument("--lease-ttl", type=int, default=5)
     p.add_argument("--log-level", default="INFO")
+    tls.add_arguments(p)
+    etcd_tls.add_arguments(p)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -55,7 +59,8 @@ async def run(args: argparse.Namespace) -> int:
     except ProfileError as exc:
         log.error("%s", exc)
         return 2
-    view = ClusterView(speed_of=speed_of)
+    # With TLS only a worker certificate can open a report stream: require one as well as etcd's word.
+    view = ClusterView(speed_of=speed_of, require_stream=tls.active() is not None)
     index = PrefixIndex()
 
     def joined(identity) -> None:

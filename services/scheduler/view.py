@@ -7,6 +7,12 @@ kept while either says it exists, so an etcd outage or restart does not
 empty the view, and a dead worker stops receiving requests before its
 lease expires.
 
+With TLS (``require_stream``) a worker is placeable only while both say it
+exists: its etcd registration, and a report stream, which the scheduler's
+authorization lets only a worker certificate open. Anyone who can write to
+etcd, or holds some other cluster certificate, cannot add a worker that
+receives requests.
+
 Placements not yet visible in a load report are counted as pending load, so
 a burst of requests between two reports does not all land on the same worker.
 """
@@ -44,11 +50,14 @@ class WorkerEntry:
     speed: dict[str, float] = field(default_factory=dict)  # from the performance model (worker_speed.py)
     cached: WorkerSnapshot | None = None  # the snapshot, until anything it shows changes
     rank_placements: deque = field(default_factory=deque)  # (monotonic time, DP rank) of recent placements
+    require_stream: bool = False  # placeable only with both a registration and an open report stream
 
     @property
     def healthy(self) -> bool:
         if self.load.stalled:  # the worker says its engine is hung: nothing new goes there
             return False
+        if self.require_stream:
+            return self.registered and self.streams > 0
         return self.streams > 0 or (self.registered and not self.stream_lost)
 
     def prune_pending(self, now: float) -> None:
@@ -91,15 +100,20 @@ RANK_WINDOW_S = 10.0  # how long a placement counts towards its DP rank's load
 
 
 class ClusterView:
-    def __init__(self, speed_of: Callable[[pb.WorkerIdentity], dict[str, float]] | None = None) -> None:
+    def __init__(
+        self,
+        speed_of: Callable[[pb.WorkerIdentity], dict[str, float]] | None = None,
+        require_stream: bool = False,
+    ) -> None:
         self.workers: dict[str, WorkerEntry] = {}
+        self.require_stream = require_stream
         self._speed_of = speed_of
         self._model_paths: dict[str, str] = {}  # served model -> the folder its workers load
         self.on_joined: list[Callable[[pb.WorkerIdentity], None]] = []  # a worker appeared
         self.on_left: list[Callable[[str], None]] = []  # a worker is gone for good
 
     def _new_entry(self, identity: pb.WorkerIdentity) -> WorkerEntry:
-        entry = self.workers[identity.id] = WorkerEntry(identity)
+        entry = self.workers[identity.id] = WorkerEntry(identity, require_stream=self.require_stream)
         self._identity_changed(entry)
         return entry
 

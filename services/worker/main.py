@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from services.worker import metrics
+from services.worker import http_key, metrics
 from services.worker.kv_events import KVEventRelay
 from services.worker.kv_transfer import kv_transfer_setup
 from services.worker.load import LoadTracker
@@ -29,10 +29,12 @@ from tessera.engine_model.catalog.expert_parallel import (
 from tessera.engine_model.catalog.vendors import vendor_settings
 from tessera.runtime.devices import detect_accelerator, detect_vendor
 from tessera.runtime.etcd import keys
+from tessera.runtime.etcd import tls as etcd_tls
 from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.runtime.etcd.records import identity_to_json
 from tessera.runtime.etcd.registration import LeasedKey
 from tessera.runtime.models.registry import resolve
+from tessera.runtime.rpc import tls
 from tessera.runtime.rpc.enums import role_value
 from tessera.runtime.rpc.server import RunningServer, ServiceBinding, start_server
 from tessera.runtime.service import run_service, stop_event
@@ -60,6 +62,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         help="vLLM's own OpenAI-compatible HTTP API on the engine (0: any free port, -1: off)",
+    )
+    p.add_argument(
+        "--http-api-key",
+        default=os.environ.get(http_key.ENV_KEY, ""),
+        help=f"key every request to that HTTP API must send as 'Authorization: Bearer KEY' but /health "
+        f"(env {http_key.ENV_KEY}, better than the flag: argv is visible to every local user)",
     )
     p.add_argument("--worker-id", default=None)
     p.add_argument("--group", default="", help="desired-state group that launched this worker")
@@ -116,6 +124,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--lease-ttl", type=int, default=5)
     p.add_argument("--log-level", default="INFO")
+    tls.add_arguments(p)
+    etcd_tls.add_arguments(p)
 
 
 def parse_pairs(items: list[str], what: str) -> dict[str, Any]:
@@ -214,9 +224,11 @@ async def run(args: argparse.Namespace) -> int:
 
         try:
             http, http_task, http_port = await start_openai_server(
-                engine.llm, model_path, spec.name, args.host, args.http_port
+                engine.llm, model_path, spec.name, args.host, args.http_port, args.http_api_key
             )
             identity.http_address = f"{args.host}:{http_port}"
+            if not args.http_api_key and not tls.is_loopback(args.host):
+                log.warning("vLLM's HTTP API on %s takes requests without a key (--http-api-key)", args.host)
         except Exception as exc:  # noqa: BLE001 - the gRPC API still serves
             log.warning("vLLM's OpenAI HTTP server did not start: %s", exc)
 

@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "up": ("tessera.cli.up", "start etcd, scheduler, autoscaler, workers and router in the foreground"),
         "status": ("tessera.cli.status", "show the workers etcd knows, with their load"),
+        "drain": ("services.autoscaler.drain", "drain one worker: no new requests, wait for those in flight"),
         "router": ("services.router.main", "run the router (OpenAI HTTP + gRPC)"),
         "scheduler": ("services.scheduler.main", "run a scheduler"),
         "autoscaler": ("services.autoscaler.main", "run an autoscaler"),

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from tessera.runtime.etcd import tls as etcd_tls
 from tessera.runtime.etcd.client import DEFAULT_ENDPOINT
 
 
@@ -21,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("action", choices=["list", "show", "put", "delete"])
     p.add_argument("target", nargs="?", help=f"show, delete: a {what} name; put: a YAML file")
     p.add_argument("--etcd", default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT))
+    etcd_tls.add_arguments(p)
 
 
 async def _run(args: argparse.Namespace, what: str, prefix: str, name_of: Callable[[bytes], str], readers: str) -> int:
@@ -66,8 +68,9 @@ async def _run(args: argparse.Namespace, what: str, prefix: str, name_of: Callab
 
 def run(args: argparse.Namespace, what: str, prefix: str, name_of: Callable[[bytes], str], readers: str) -> int:
     try:
+        etcd_tls.configure(args)
         return asyncio.run(_run(args, what, prefix, name_of, readers))
-    except OSError as exc:
+    except (OSError, etcd_tls.EtcdTLSError) as exc:
         print(f"tessera {args.command}: {exc}", file=sys.stderr)
         return 1
 

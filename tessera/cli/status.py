@@ -13,8 +13,10 @@ import grpc
 from google.protobuf import json_format
 
 from tessera.runtime.etcd import keys
+from tessera.runtime.etcd import tls as etcd_tls
 from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.runtime.etcd.records import ServiceRecord, identity_from_json
+from tessera.runtime.rpc import tls
 from tessera.runtime.rpc.enums import role_name
 from tessera.runtime.rpc.server import channel
 from tessera.v1 import autoscaler_pb2, autoscaler_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
@@ -23,6 +25,8 @@ from tessera.v1 import autoscaler_pb2, autoscaler_pb2_grpc, scheduler_pb2, sched
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--etcd", default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT))
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    tls.add_arguments(p)  # with TLS: a certificate naming the cli role
+    etcd_tls.add_arguments(p)
 
 
 async def gather_status(etcd: str) -> dict[str, Any]:
@@ -140,6 +144,12 @@ def render(status: dict[str, Any]) -> str:
 
 
 def run_main(args: argparse.Namespace) -> int:
+    try:
+        tls.configure(args)
+        etcd_tls.configure(args)
+    except (tls.TLSConfigError, etcd_tls.EtcdTLSError) as exc:
+        print(f"tessera status: {exc}", file=sys.stderr)
+        return 2
     try:
         status = asyncio.run(asyncio.wait_for(gather_status(args.etcd), 10))
     except Exception as exc:  # noqa: BLE001 - one line for the user

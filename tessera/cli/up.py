@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tessera.runtime.net import free_port, port_is_free
+from tessera.runtime.rpc.certs import CertFiles
 
 log = logging.getLogger("tessera.up")
 
@@ -71,6 +72,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--profile", default="tessera", help="placement profile (see tessera/placement/profiles)")
     p.add_argument("--log-dir", default=None, help="where worker and etcd logs go (default: a temp dir)")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="mTLS between the services and etcd: a throwaway CA and one certificate per role in <log dir>/tls "
+        "(and a key for the workers' vLLM HTTP APIs in <log dir>/tls/worker-http-key)",
+    )
     p.add_argument("--log-level", default="INFO")
 
 
@@ -182,6 +189,31 @@ def _store_slo_policies(paths: list[str], endpoint: str) -> int:
     return warm
 
 
+def _make_certs(directory: Path, own_etcd: bool) -> tuple[dict[str, list[str]], dict[str, CertFiles]]:
+    """A throwaway CA and a certificate per role; each service's TLS flags (the autoscaler's name its
+    workers' too), for etcd as well when we start it; and the certificates, by role."""
+    from tessera.runtime.rpc.certs import make_cluster_certs
+
+    certs = make_cluster_certs(directory)
+    flags = {role: files.flags() + (files.etcd_flags() if own_etcd else []) for role, files in certs.items()}
+    worker = certs["worker"]
+    flags["autoscaler"] += ["--tls-worker-cert", str(worker.cert), "--tls-worker-key", str(worker.key)]
+    log.info("mTLS between the services%s: CA and certificates in %s", " and etcd" if own_etcd else "", directory)
+    return flags, certs
+
+
+def _worker_http_key(directory: Path) -> dict[str, str]:
+    """A random key for the workers' vLLM HTTP APIs (the autoscaler's workers inherit its environment),
+    kept in ``directory/worker-http-key`` for whoever calls them."""
+    import secrets
+
+    key = secrets.token_urlsafe(24)
+    path = directory / "worker-http-key"
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    return {"TESSERA_WORKER_HTTP_KEY": key}
+
+
 def _ready_workers(url: str) -> dict[str, int]:
     try:
         with urllib.request.urlopen(url + "/health", timeout=2) as resp:
@@ -208,13 +240,23 @@ def run_main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
+    tls_flags: dict[str, list[str]] = {name: [] for name in ("scheduler", "autoscaler", "router", "cli")}
+    etcd_server_tls = None
+    if args.tls:
+        from tessera.runtime.etcd import tls as etcd_tls
+
+        tls_flags, certs = _make_certs(log_dir / "tls", own_etcd=not args.etcd)
+        if not args.etcd:
+            etcd_server_tls = etcd_tls.EtcdTLS(str(certs["etcd"].ca), str(certs["etcd"].cert), str(certs["etcd"].key))
+            cli = certs["cli"]  # this process stores SLO policies in etcd itself
+            etcd_tls.set_active(etcd_tls.EtcdTLS(str(cli.ca), str(cli.cert), str(cli.key)))
     etcd = None
     if args.etcd:
         endpoint = args.etcd
     else:
         from tessera.runtime.etcd.server import LocalEtcd
 
-        etcd = LocalEtcd(client_port=2379, log_path=str(log_dir / "etcd.log")).start()
+        etcd = LocalEtcd(client_port=2379, log_path=str(log_dir / "etcd.log"), tls=etcd_server_tls).start()
         endpoint = etcd.endpoint
     services: list[Service] = []
     try:
@@ -237,7 +279,14 @@ def run_main(args: argparse.Namespace) -> int:
         common = ["--etcd", endpoint, "--log-level", args.log_level]
         scheduler_port = 50052 if port_is_free(50052) else free_port()
         grpc_port = args.grpc_port if port_is_free(args.grpc_port, args.host) else free_port(args.host)
-        autoscaler_cmd = [*py, "autoscaler", *common, "--worker-log-dir", str(log_dir / "workers")]
+        autoscaler_cmd = [
+            *py,
+            "autoscaler",
+            *common,
+            *tls_flags["autoscaler"],
+            "--worker-log-dir",
+            str(log_dir / "workers"),
+        ]
         if args.desired:
             autoscaler_cmd += ["--desired", args.desired]
         elif args.slo_policy:
@@ -247,14 +296,27 @@ def run_main(args: argparse.Namespace) -> int:
         for item in [] if args.engine == "sim" else args.engine_arg:  # sim groups carry them in the file
             autoscaler_cmd += ["--engine-arg", item]
         services = [
-            Service("scheduler", [*py, "scheduler", *common, "--port", str(scheduler_port), "--profile", args.profile]),
-            Service("autoscaler", autoscaler_cmd),
+            Service(
+                "scheduler",
+                [
+                    *py,
+                    "scheduler",
+                    *common,
+                    *tls_flags["scheduler"],
+                    "--port",
+                    str(scheduler_port),
+                    "--profile",
+                    args.profile,
+                ],
+            ),
+            Service("autoscaler", autoscaler_cmd, env=_worker_http_key(log_dir / "tls") if args.tls else {}),
             Service(
                 "router",
                 [
                     *py,
                     "router",
                     *common,
+                    *tls_flags["router"],
                     "--host",
                     args.host,
                     "--port",
@@ -303,7 +365,8 @@ def run_main(args: argparse.Namespace) -> int:
                         f"  curl {url}/v1/chat/completions -H 'Content-Type: application/json' \\\n"
                         f'    -d \'{{"model": "{model}", "messages": [{{"role": "user", '
                         f'"content": "What is the capital of France?"}}], "temperature": 0}}\'\n\n'
-                        f"  tessera status --etcd {endpoint}\n\nCtrl-C stops everything.\n",
+                        f"  tessera status --etcd {endpoint}{' ' + ' '.join(tls_flags['cli']) if args.tls else ''}"
+                        "\n\nCtrl-C stops everything.\n",
                         flush=True,
                     )
                     announced = True

@@ -13,6 +13,8 @@ import logging
 
 import aetcd
 
+from tessera.runtime.etcd import tls as etcd_tls
+
 log = logging.getLogger("tessera.runtime.etcd")
 
 DEFAULT_ENDPOINT = "127.0.0.1:2379"
@@ -49,7 +51,11 @@ class EtcdConnector:
     async def connect(self) -> aetcd.Client:
         host, port = self._endpoints[self._next % len(self._endpoints)]
         self._next += 1
-        client = aetcd.Client(host=host, port=port, timeout=CALL_TIMEOUT_S)
+        config = etcd_tls.active()
+        if config is None:
+            client = aetcd.Client(host=host, port=port, timeout=CALL_TIMEOUT_S)
+        else:  # read per connection: a renewed certificate is picked up at the next reconnect
+            client = etcd_tls.TLSClient(config.credentials(), host=host, port=port, timeout=CALL_TIMEOUT_S)
         await client.connect()
         return client
 

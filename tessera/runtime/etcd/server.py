@@ -9,12 +9,14 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
+from tessera.runtime.etcd.tls import EtcdTLS
 from tessera.runtime.net import free_port, port_is_free
 
 log = logging.getLogger("tessera.runtime.etcd")
@@ -35,10 +37,21 @@ def etcd_binary() -> str:
 
 
 class LocalEtcd:
-    """One etcd member on 127.0.0.1. ``start()`` returns once it answers /health."""
+    """One etcd member on 127.0.0.1. ``start()`` returns once it answers /health.
 
-    def __init__(self, client_port: int = 2379, data_dir: str | None = None, log_path: str | None = None) -> None:
+    With ``tls`` (its ``cert`` is etcd's own, valid for 127.0.0.1) clients must present a
+    certificate signed by ``tls.ca``.
+    """
+
+    def __init__(
+        self,
+        client_port: int = 2379,
+        data_dir: str | None = None,
+        log_path: str | None = None,
+        tls: EtcdTLS | None = None,
+    ) -> None:
         self.host = "127.0.0.1"
+        self.tls = tls
         self.client_port = client_port if client_port and port_is_free(client_port) else free_port()
         self.peer_port = free_port()
         self._own_data_dir = data_dir is None
@@ -51,7 +64,7 @@ class LocalEtcd:
         return f"{self.host}:{self.client_port}"
 
     def start(self, timeout: float = 20.0) -> LocalEtcd:
-        client_url = f"http://{self.host}:{self.client_port}"
+        client_url = f"{'https' if self.tls else 'http'}://{self.host}:{self.client_port}"
         peer_url = f"http://{self.host}:{self.peer_port}"
         cmd = [
             etcd_binary(),
@@ -72,6 +85,12 @@ class LocalEtcd:
             "--logger=zap",
             "--log-level=warn",
         ]
+        context = None
+        if self.tls is not None:
+            cmd += ["--cert-file", self.tls.cert, "--key-file", self.tls.key]
+            cmd += ["--client-cert-auth", "--trusted-ca-file", self.tls.ca]
+            context = ssl.create_default_context(cafile=self.tls.ca)
+            context.load_cert_chain(self.tls.cert, self.tls.key)
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -79,7 +98,7 @@ class LocalEtcd:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"etcd exited with code {self.proc.returncode}; see {self.log_path}")
             try:
-                with urllib.request.urlopen(f"{client_url}/health", timeout=1) as resp:
+                with urllib.request.urlopen(f"{client_url}/health", timeout=1, context=context) as resp:
                     if b'"health":"true"' in resp.read():
                         log.info("etcd ready at %s (data %s)", self.endpoint, self.data_dir)
                         return self

@@ -14,6 +14,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tessera.runtime.rpc import tls
+from tessera.runtime.rpc.authz import AuthorizationInterceptor
+
 # Large enough for long token-id prompts; the default 4 MiB is too tight for
 # 1M-token contexts of some models.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -52,16 +55,29 @@ class RunningServer:
         await self.server.stop(grace)
 
 
-async def start_server(bindings: Sequence[ServiceBinding], host: str = "127.0.0.1", port: int = 0) -> RunningServer:
-    """Start serving ``bindings`` plus health and reflection; ``port=0`` picks a free port."""
-    server = grpc.aio.server(options=OPTIONS)
+async def start_server(
+    bindings: Sequence[ServiceBinding], host: str = "127.0.0.1", port: int = 0, public: bool = False
+) -> RunningServer:
+    """Start serving ``bindings`` plus health and reflection; ``port=0`` picks a free port.
+
+    With TLS configured (``tls.configure``), an internal server requires a client certificate
+    and authorizes each call by the role it names (``authz.POLICY``); a ``public`` one (the
+    router's API, the front door for clients) serves TLS without asking for a certificate.
+    """
+    config = tls.active()
+    interceptors = [AuthorizationInterceptor()] if config is not None and not public else []
+    server = grpc.aio.server(options=OPTIONS, interceptors=interceptors)
     for b in bindings:
         b.add(b.servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [b.full_name for b in bindings]
     reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    if config is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, config.server_credentials(require_client_cert=not public))
     if bound == 0:
         raise OSError(f"cannot bind gRPC server to {host}:{port}")
     await server.start()
@@ -71,5 +87,9 @@ async def start_server(bindings: Sequence[ServiceBinding], host: str = "127.0.0.
 
 
 def channel(address: str) -> grpc.aio.Channel:
-    """A client channel with the same message limits and keepalive as our servers."""
-    return grpc.aio.insecure_channel(address, options=OPTIONS)
+    """A client channel with the same message limits and keepalive as our servers; over TLS,
+    presenting this process's certificate, when TLS is configured."""
+    config = tls.active()
+    if config is None:
+        return grpc.aio.insecure_channel(address, options=OPTIONS)
+    return grpc.aio.secure_channel(address, config.channel_credentials(), options=OPTIONS + config.channel_options())
