@@ -13,6 +13,14 @@ The expected wait is the number of requests ahead divided by the recent rate
 at which this router has admitted requests of the model (an EWMA), which
 tracks what the fleet actually absorbs without a model of it.
 
+Tenants share a priority class fairly (start-time fair queueing): each
+waiting request of a named tenant gets a virtual start tag, one past the
+later of the queue's virtual time and that tenant's last tag, and tags
+order the class before deadlines do. A tenant that floods the queue thus
+waits behind its own backlog, while a quiet tenant's next request goes to
+the front of its class. Requests without a tenant (an open router) keep
+pure deadline order.
+
 Nobody waits behind a request that cannot be placed for reasons of its own:
 each model's queue is worked by its own task, so one model's slow placement
 holds up no other model; a waiter whose client left is taken out at once;
@@ -62,7 +70,7 @@ class Saturated(Exception):
 
 @dataclass(order=True)
 class _Waiter:
-    key: tuple[int, float, int]
+    key: tuple[int, float, float, int]  # (-priority, fair-queueing tag, deadline, arrival)
     future: asyncio.Future = field(compare=False)
     deadline: float = field(compare=False)
     enqueued: float = field(compare=False)
@@ -74,6 +82,18 @@ class _ModelQueue:
         self.heap: list[_Waiter] = []
         self.admit_rate = 0.0  # requests admitted per second while saturated (EWMA)
         self.last_admit = 0.0
+        self.vtime = 0.0  # fair queueing: the tag of the last request admitted
+        self.tags: dict[str, float] = {}  # tenant -> the tag of its last request queued
+
+    def tag(self, tenant: str) -> float:
+        """The virtual start tag of a new request of `tenant` (0 without a tenant: deadline order)."""
+        if not tenant:
+            return 0.0
+        tag = max(self.vtime, self.tags.get(tenant, 0.0)) + 1.0
+        self.tags[tenant] = tag
+        if len(self.tags) > 4096:  # forget tenants that fell behind the virtual time
+            self.tags = {t: v for t, v in self.tags.items() if v > self.vtime}
+        return tag
 
     def note_admitted(self, now: float) -> None:
         if self.last_admit:
@@ -136,6 +156,7 @@ class AdmissionControl:
         place: Callable[[], Awaitable[T]],
         slo_s: float | None = None,
         signature: Hashable = None,
+        tenant: str = "",
     ) -> T:
         """A placement for the request, now or after waiting its turn; Overloaded if it cannot be in time."""
         q = self._queues.setdefault(model, _ModelQueue())
@@ -162,7 +183,7 @@ class AdmissionControl:
                 wait,
             )
         future = asyncio.get_running_loop().create_future()
-        waiter = _Waiter((-priority, deadline, next(self._seq)), future, deadline, now, signature)
+        waiter = _Waiter((-priority, q.tag(tenant), deadline, next(self._seq)), future, deadline, now, signature)
         self._placers[id(future)] = place
         heapq.heappush(q.heap, waiter)
         metrics.QUEUE_DEPTH.labels(model).set(len(q.heap))
@@ -236,6 +257,7 @@ class AdmissionControl:
                     waiter.future.set_exception(exc)
                 continue
             _remove(q, waiter)
+            q.vtime = max(q.vtime, waiter.key[1])
             q.note_admitted(time.monotonic())
             metrics.QUEUE_WAIT.labels(model).observe(time.monotonic() - waiter.enqueued)
             if not waiter.future.done():

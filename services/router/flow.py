@@ -212,6 +212,7 @@ class RequestFlow:
                         lambda: self._place(gen, excluded, len(produced)),
                         gen.ttft_slo_s,
                         signature=(gen.profile, gen.ttft_slo_s, tuple(excluded)),
+                        tenant=gen.tenant,
                     )
                 except NoWorker:
                     stats.attempts -= 1

@@ -142,3 +142,34 @@ async def test_one_models_slow_placement_does_not_hold_up_another_model():
     gate.set()
     assert await asyncio.wait_for(asyncio.gather(*blocked), 2.0) == ["a0", "slow"]
     await ac.close()
+
+
+async def test_a_quiet_tenant_is_not_starved_by_a_noisy_one_in_the_same_class():
+    ac = AdmissionControl()
+    fleet = Fleet(free=0)
+    noisy = [asyncio.create_task(ac.admit("m", 0, fleet.placer(f"noisy{i}"), tenant="noisy")) for i in range(20)]
+    await asyncio.sleep(0.01)
+    quiet = [asyncio.create_task(ac.admit("m", 0, fleet.placer(f"quiet{i}"), tenant="quiet")) for i in range(2)]
+    await asyncio.sleep(0.01)
+    for _ in range(6):
+        fleet.release(ac)
+        await asyncio.sleep(0.03)
+    # both quiet requests are among the first places: they alternate with the noisy backlog
+    assert set(fleet.order[:4]) >= {"quiet0", "quiet1"}, fleet.order
+    for t in noisy + quiet:
+        t.cancel()
+    await ac.close()
+
+
+async def test_without_tenants_the_order_is_by_deadline():
+    ac = AdmissionControl()
+    fleet = Fleet(free=0)
+    late = asyncio.create_task(ac.admit("m", 0, fleet.placer("late"), 50.0))
+    soon = asyncio.create_task(ac.admit("m", 0, fleet.placer("soon"), 5.0))
+    await asyncio.sleep(0.01)
+    for _ in range(2):
+        fleet.release(ac)
+        await asyncio.sleep(0.03)
+    assert fleet.order == ["soon", "late"]
+    await asyncio.gather(late, soon)
+    await ac.close()
