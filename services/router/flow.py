@@ -11,8 +11,9 @@
 - Retries are bounded three ways: at most MAX_ATTEMPTS workers; an input
   that failed on POISON_FAILURES workers that had accepted it is refused,
   not tried on a third (it may be what kills them); and a router-wide
-  budget (as Envoy's retry budget) lets at most a fifth of the requests in
-  flight be retrying at once, so a failing fleet is not hit twice as hard.
+  budget (as Envoy's retry budget) lets at most half the requests in flight,
+  or 10, be retrying at once, so a failing fleet is not hit twice as hard
+  (a fifth, with Envoy's floor of 3, failed the streams of one killed worker).
   Each retry waits a short jittered backoff.
 - A request for a model with no worker at all is held (bounded per model)
   until one registers; it waits outside the admission queue, so it never
@@ -52,8 +53,8 @@ log = logging.getLogger("tessera.router")
 
 MAX_ATTEMPTS = 3
 POISON_FAILURES = 2  # workers that accepted the request and then failed: the input is refused
-RETRY_BUDGET_SHARE = 0.2  # of the requests in flight, how many may be retrying at once
-MIN_RETRY_CONCURRENCY = 3  # retries always allowed at once, however few requests are in flight
+RETRY_BUDGET_SHARE = 0.5  # of the requests in flight, how many may be retrying at once
+MIN_RETRY_CONCURRENCY = 10  # retries always allowed at once: one dead worker's streams all resume
 BACKOFF_BASE_S, BACKOFF_CAP_S = 0.025, 0.25
 DEFAULT_SILENCE_S = 15.0  # a worker stream with no message for this long has failed
 HOLD_POLL_S = 0.5  # how often a request held for a model's first worker asks the scheduler again
