@@ -59,11 +59,13 @@ class LocalActuator:
         self._crashes: dict[str, int] = {}  # group -> consecutive exits before registering
         self._not_before: dict[str, float] = {}  # group -> no start before this time (crash backoff)
         self._seen_exit: set[str] = set()
+        self._ever_registered: set[str] = set()  # a worker that registered once is not "stuck" later
         self._stopping: set[asyncio.Task[None]] = set()  # stuck workers being stopped in the background
 
     def worker_registered(self, worker_id: str, identity: pb.WorkerIdentity | None) -> None:
         """A registration ends the group's crash streak (RegisteredWorkers.listen)."""
         if identity is not None:
+            self._ever_registered.add(worker_id)
             self._crashes.pop(identity.group, None)
 
     def observe(self, groups: list[WorkerGroup]) -> list[Observed]:
@@ -157,7 +159,10 @@ class LocalActuator:
     def _stop_stuck(self, now: float) -> list[Action]:
         actions = []
         for inst in self.processes.instances():
-            if inst.alive and inst.id not in self.registered and now - inst.started_at > START_TIMEOUT_S:
+            if inst.id in self.registered:
+                self._ever_registered.add(inst.id)
+            never = inst.id not in self.registered and inst.id not in self._ever_registered
+            if inst.alive and never and now - inst.started_at > START_TIMEOUT_S:
                 log.warning("worker %s did not register in %.0fs; replacing it", inst.id, START_TIMEOUT_S)
                 actions.append(Action("stop", inst.group, inst.id, "never registered"))
                 task = asyncio.create_task(self.processes.stop(inst.id))
