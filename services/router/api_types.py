@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 INT32_MAX = 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -25,6 +25,37 @@ MAX_MODEL_NAME_CHARS = 512
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     include_usage: bool = False
+
+
+# Fields of OpenAI's or vLLM's request schema that Tessera does not honour yet (issue 15): a
+# request that uses one is refused with a 400 naming it, never answered as if it were absent.
+# A value that asks for nothing (response_format text, tool_choice none, empty lists) passes.
+UNSUPPORTED_FIELDS = (
+    "tools",
+    "functions",
+    "function_call",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "structured_outputs",
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
+    "logit_bias",
+    "top_logprobs",
+    "chat_template_kwargs",
+    "suffix",
+)
+_NEUTRAL: tuple[Any, ...] = (None, "", "none", "auto", False, 0, [], {}, {"type": "text"})
+
+
+def refuse_unsupported(body: Any) -> Any:
+    if isinstance(body, dict):
+        for name in UNSUPPORTED_FIELDS:
+            if body.get(name) not in _NEUTRAL:
+                raise ValueError(f"{name} is not supported by this router yet; send the request without it")
+    return body
 
 
 class SamplingFields(BaseModel):
@@ -55,6 +86,11 @@ class SamplingFields(BaseModel):
     skip_special_tokens: bool | None = None
     include_stop_str_in_output: bool = False
     priority: int = Field(default=0, ge=-INT32_MAX, le=INT32_MAX)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported(cls, data: Any) -> Any:
+        return refuse_unsupported(data)
 
     @field_validator("stop")
     @classmethod
