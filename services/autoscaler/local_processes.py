@@ -64,6 +64,7 @@ WORKER_FLAGS = {
     "kv_connector": "--kv-connector",
     "data_parallel_size": "--data-parallel-size",
     "expert_parallel": "--expert-parallel",
+    "stall_timeout_s": "--stall-timeout-s",  # how long a hung engine keeps its streams (see worker --help)
 }
 
 

@@ -48,6 +48,24 @@ class _Stream:
     text_sent: str = ""
 
 
+def filler_run(prompt: list[int], filler: list[int]) -> int:
+    """How many filler tokens (from the filler's start) end the prompt: a resumed request's output so far.
+
+    A router resumes a broken stream by sending the tokens produced so far after the prompt; a
+    real model then continues its own text. The simulated one does the same by continuing the
+    filler where that run stops, so a resumed answer reads exactly as an unbroken one would
+    (which is what the chaos benchmark's checker verifies). At least one prompt token is kept
+    as the original prompt; the longest run wins.
+    """
+    n, period = len(prompt), len(filler)
+    for k in range(n - 1, 0, -1):
+        if prompt[-1] != filler[(k - 1) % period]:
+            continue
+        if all(prompt[n - 1 - j] == filler[(k - 1 - j) % period] for j in range(k)):
+            return k
+    return 0
+
+
 class SimEngine:
     def __init__(
         self,
@@ -121,7 +139,8 @@ class SimEngine:
         if max_tokens <= 0:
             raise InvalidRequest("max_tokens must be at least 1")
         filler = self._filler_ids
-        output = [filler[i % len(filler)] for i in range(max_tokens)]
+        start = filler_run(prompt_token_ids, filler)
+        output = [filler[(start + i) % len(filler)] for i in range(max_tokens)]
         hashes = token_block_hashes(list(prompt_token_ids) + output, self.config.block_size)
         # (the engine's own block hashes; schedulers re-hash the published token ids canonically)
         req = EngineRequest(request_id, prompt, max_tokens, hashes, priority)
