@@ -126,6 +126,10 @@ def test_two_concurrent_slo_puts_one_wins_the_other_is_told_and_nothing_is_lost(
     stale = tessera("slo", "put", str(shown), "--wait", "0", etcd=etcd)
     assert stale.returncode == 3 and "conflict" in stale.stderr
     assert "headroom: 0.2" in stored_body("slo", "cas-model", etcd)
+    # A delete pinned to an old revision is refused the same way.
+    stale_delete = tessera("slo", "delete", "cas-model", "--if-revision", str(read), etcd=etcd)
+    assert stale_delete.returncode == 3 and "conflict" in stale_delete.stderr
+    assert "headroom: 0.2" in stored_body("slo", "cas-model", etcd)
 
 
 def test_slo_put_reports_the_autoscalers_refusal(services, tmp_path):
