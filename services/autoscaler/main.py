@@ -22,6 +22,7 @@ from services.autoscaler.registered import RegisteredWorkers
 from services.autoscaler.slo_autoscaling import SloAutoscaling
 from tessera.runtime.etcd import keys
 from tessera.runtime.etcd import tls as etcd_tls
+from tessera.runtime.etcd.acks import Acknowledger
 from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.runtime.etcd.election import LeaderElection
 from tessera.runtime.etcd.records import ServiceRecord
@@ -167,7 +168,9 @@ async def run(args: argparse.Namespace) -> int:
     workers.start()
     controller = Controller(groups, actuator, workers, connector, election)
     loop_task = asyncio.create_task(controller.run())
-    slo = SloAutoscaling(connector, controller.set_planned_groups)
+    acks = Acknowledger(connector, "autoscaler", aid, ttl=args.lease_ttl)
+    acks.start()
+    slo = SloAutoscaling(connector, controller.set_planned_groups, acks)
     controller.explain = slo.status_lines
     slo_task = asyncio.create_task(slo.run())
 
@@ -201,6 +204,7 @@ async def run(args: argparse.Namespace) -> int:
     loop_task.cancel()
     slo_task.cancel()
     await slo.close()
+    await acks.close()
     await election.close()
     await actuator.close()  # local workers stop with the autoscaler; compose and Kubernetes ones outlive it
     await registration.close()

@@ -6,8 +6,10 @@ each model's loop decides its fleet (counting the interval at its peak arrival
 rate over the policy's peak window: routers are also scraped once a window), and the controller receives the worker
 groups (named auto-*) to reconcile through whichever actuator it has. A policy
 that does not parse is refused with one log line and the previous one stays in
-force; a deleted policy leaves its groups at their last counts (an operator
-scales them down on purpose, not by accident).
+force; either verdict is recorded for the policy's etcd revision
+(``tessera.runtime.etcd.acks``), which `tessera slo put` reports; a deleted
+policy leaves its groups at their last counts (an operator scales them down on
+purpose, not by accident).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from services.autoscaler.load_observer import RouterScraper, Scrape, interval
 from services.autoscaler.model_autoscaler import ModelAutoscaler, group_prefix, groups_for
 from tessera.planning.slo_policy import SloPolicyError, parse_slo_policy
 from tessera.runtime.etcd import keys
+from tessera.runtime.etcd.acks import Acknowledger
 from tessera.runtime.etcd.client import EtcdConnector
 from tessera.runtime.etcd.records import ServiceRecord
 from tessera.runtime.etcd.watch import PrefixMirror
@@ -33,9 +36,15 @@ DEFAULT_TICK_S = 30.0
 
 
 class SloAutoscaling:
-    def __init__(self, connector: EtcdConnector, on_groups: Callable[[list[WorkerGroup]], None]) -> None:
+    def __init__(
+        self,
+        connector: EtcdConnector,
+        on_groups: Callable[[list[WorkerGroup]], None],
+        acks: Acknowledger | None = None,
+    ) -> None:
         self.models: dict[str, ModelAutoscaler] = {}
         self.on_groups = on_groups
+        self.acks = acks
         self._texts: dict[str, bytes] = {}
         self._routers: dict[str, str] = {}  # router id -> metrics address
         self._groups: dict[str, WorkerGroup] = {}  # every auto group ever made (0 replicas once unused)
@@ -51,20 +60,30 @@ class SloAutoscaling:
                 log.info("SLO policy %s deleted; its worker groups keep their current counts", name)
             self._texts.pop(name, None)
             return
+        refusal = self._load(name, value)
+        if refusal:
+            log.warning("SLO policy %s refused (%s); keeping the previous version", name, refusal)
+        if self.acks is not None:
+            self.acks.record(key, self._policies.revisions.get(key, 0), not refusal, refusal)
+
+    def _load(self, name: str, value: bytes) -> str:
+        """Plan from this version of the policy; why not, or "" once it is in force."""
         if self._texts.get(name) == value:
-            return
+            return ""
         try:
             policy = parse_slo_policy(value.decode())
             if policy.served_model != name:
                 raise SloPolicyError(f"it is for model {policy.served_model!r}, stored under {name!r}")
             autoscaler = ModelAutoscaler.for_policy(policy, self.models.get(name))
-        except (SloPolicyError, ValueError, KeyError, OSError) as exc:
-            log.warning("SLO policy %s refused (%s); keeping the previous version", name, exc)
-            return
+        except KeyError as exc:  # str() of a KeyError is only the quoted key
+            return f"unknown {exc}"
+        except (SloPolicyError, ValueError, OSError) as exc:
+            return str(exc) or type(exc).__name__
         log.info("SLO policy %s %s", name, "reloaded" if name in self.models else "loaded")
         self.models[name] = autoscaler
         self._texts[name] = value
         self._wake.set()
+        return ""
 
     def _router_changed(self, key: str, value: bytes | None) -> None:
         rid = key.rsplit("/", 1)[-1]

@@ -20,6 +20,7 @@ from tessera.placement.pipeline import PROFILES_DIR, ProfileError, load_profile
 from tessera.placement.prefix_index import CANONICAL_BLOCK_TOKENS, PrefixIndex
 from tessera.runtime.etcd import keys
 from tessera.runtime.etcd import tls as etcd_tls
+from tessera.runtime.etcd.acks import Acknowledger
 from tessera.runtime.etcd.client import DEFAULT_ENDPOINT, EtcdConnector
 from tessera.runtime.etcd.records import ServiceRecord, identity_from_json
 from tessera.runtime.etcd.registration import LeasedKey
@@ -89,7 +90,10 @@ async def run(args: argparse.Namespace) -> int:
     mirror.start()
 
     servicer = SchedulerServicer(view, profiles, default.name, index)
-    store = ProfileStore(connector, profiles, PROFILES_DIR)
+    sid = args.scheduler_id or f"scheduler-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+    acks = Acknowledger(connector, "scheduler", sid, ttl=args.lease_ttl)
+    acks.start()
+    store = ProfileStore(connector, profiles, PROFILES_DIR, acks=acks)
     await store.seed_builtins()
     store.start()
     server = await start_server(
@@ -98,7 +102,6 @@ async def run(args: argparse.Namespace) -> int:
         port=args.port,
     )
     metrics_port = start_metrics_server(args.metrics_port, args.host)
-    sid = args.scheduler_id or f"scheduler-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
     record = ServiceRecord(
         id=sid,
         kind="scheduler",
@@ -116,6 +119,7 @@ async def run(args: argparse.Namespace) -> int:
     await stop.wait()
     await registration.close()
     await store.close()
+    await acks.close()
     await mirror.close()
     await server.stop(1.0)
     shutdown_tracing()

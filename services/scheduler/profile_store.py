@@ -4,9 +4,13 @@ Every scheduler watches /tessera/v1/profiles/: an operator (or `tessera
 profile put`) writes a profile's YAML there and every scheduler switches to
 it within a watch round trip, without a restart. A profile that does not
 parse or names unknown parts is refused with one log line and the previous
-version stays in force. Built-in profiles (tessera/placement/profiles) are
-written on start where the key does not exist yet, so the YAML in etcd is
-always the one source of truth a user can read back.
+version stays in force. Each verdict (loaded, or refused and why) is recorded
+for the profile's etcd revision (``tessera.runtime.etcd.acks``), which is how
+`tessera profile put` tells its user whether the schedulers took the edit.
+Built-in profiles (tessera/placement/profiles) are written on start only where
+the key does not exist yet (one create-only transaction each), so a restart
+never overwrites a customised built-in and the YAML in etcd is always the one
+source of truth a user can read back.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from pathlib import Path
 import yaml
 
 from tessera.placement.pipeline import Pipeline, ProfileError, build_pipeline
-from tessera.runtime.etcd import keys
+from tessera.runtime.etcd import documents, keys
+from tessera.runtime.etcd.acks import Acknowledger
 from tessera.runtime.etcd.client import EtcdConnector
 from tessera.runtime.etcd.watch import PrefixMirror
 
@@ -42,11 +47,13 @@ class ProfileStore:
         profiles: dict[str, Pipeline],
         builtin_dir: Path,
         on_change: Callable[[str], None] | None = None,
+        acks: Acknowledger | None = None,
     ) -> None:
         self.connector = connector
         self.profiles = profiles
         self.builtin_dir = builtin_dir
         self.on_change = on_change
+        self.acks = acks
         self.versions: dict[str, bytes] = {}
         self.mirror = PrefixMirror(connector, keys.PROFILES, on_change=self._changed)
 
@@ -55,12 +62,9 @@ class ProfileStore:
         client = None
         try:
             client = await self.connector.connect()
-            tx = client.transactions
             for path in sorted(self.builtin_dir.glob("*.yaml")):
-                key = keys.profile(path.stem).encode()
-                await client.transaction(
-                    compare=[tx.create(key) == 0], success=[tx.put(key, path.read_bytes())], failure=[]
-                )
+                if await documents.create(client, keys.profile(path.stem).encode(), path.read_bytes()):
+                    log.info("built-in profile %s stored in etcd", path.stem)
         except Exception as exc:  # noqa: BLE001 - serving goes on with the built-ins in memory
             log.warning("could not store the built-in profiles in etcd: %s", exc)
         finally:
@@ -77,21 +81,26 @@ class ProfileStore:
         if value is None:
             log.info("profile %s deleted from etcd; the loaded version stays until the scheduler restarts", name)
             return
+        refusal = self._load(key, name, value)
+        if refusal:
+            log.warning("profile %s in etcd refused (%s); keeping the previous version", name, refusal)
+        if self.acks is not None:
+            self.acks.record(key, self.mirror.revisions.get(key, 0), not refusal, refusal)
+
+    def _load(self, key: str, name: str, value: bytes) -> str:
+        """Switch to this version of the profile; why not, or "" once it is in force."""
         if self.versions.get(name) == value:
-            return
+            return ""
         try:
             pipeline = parse_profile(value)
         except ProfileError as exc:
-            log.warning("profile %s in etcd refused (%s); keeping the previous version", name, exc)
-            return
+            return str(exc)
         if pipeline.name != name:
-            log.warning(
-                "profile under %s is named %r; it must match its key; keeping the previous version", key, pipeline.name
-            )
-            return
+            return f"it is named {pipeline.name!r} but stored under {key}; the name must match the key"
         old = self.profiles.get(name)
         self.profiles[name] = pipeline
         self.versions[name] = value
         log.info("profile %s %s from etcd", name, "reloaded" if old is not None else "loaded")
         if self.on_change:
             self.on_change(name)
+        return ""

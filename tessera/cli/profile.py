@@ -20,4 +20,4 @@ def _name(text: bytes) -> str:
 def run_main(args: argparse.Namespace) -> int:
     from tessera.runtime.etcd import keys
 
-    return etcd_documents.run(args, "profile", keys.PROFILES, _name, "schedulers")
+    return etcd_documents.run(args, "profile", keys.PROFILES, _name, "scheduler")

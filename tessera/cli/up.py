@@ -189,12 +189,13 @@ def _store_slo_policies(paths: list[str], endpoint: str) -> int:
     return warm
 
 
-def _make_certs(directory: Path, own_etcd: bool) -> tuple[dict[str, list[str]], dict[str, CertFiles]]:
-    """A throwaway CA and a certificate per role; each service's TLS flags (the autoscaler's name its
-    workers' too), for etcd as well when we start it; and the certificates, by role."""
-    from tessera.runtime.rpc.certs import make_cluster_certs
+def _make_certs(directory: Path, own_etcd: bool, host: str) -> tuple[dict[str, list[str]], dict[str, CertFiles]]:
+    """A throwaway CA and a certificate per role, valid for the addresses the router's ``host`` is
+    reached by (and loopback); each service's TLS flags (the autoscaler's name its workers' too), for
+    etcd as well when we start it; and the certificates, by role."""
+    from tessera.runtime.rpc.certs import make_cluster_certs, server_hosts
 
-    certs = make_cluster_certs(directory)
+    certs = make_cluster_certs(directory, server_hosts(host))
     flags = {role: files.flags() + (files.etcd_flags() if own_etcd else []) for role, files in certs.items()}
     worker = certs["worker"]
     flags["autoscaler"] += ["--tls-worker-cert", str(worker.cert), "--tls-worker-key", str(worker.key)]
@@ -245,7 +246,7 @@ def run_main(args: argparse.Namespace) -> int:
     if args.tls:
         from tessera.runtime.etcd import tls as etcd_tls
 
-        tls_flags, certs = _make_certs(log_dir / "tls", own_etcd=not args.etcd)
+        tls_flags, certs = _make_certs(log_dir / "tls", own_etcd=not args.etcd, host=args.host)
         if not args.etcd:
             etcd_server_tls = etcd_tls.EtcdTLS(str(certs["etcd"].ca), str(certs["etcd"].cert), str(certs["etcd"].key))
             cli = certs["cli"]  # this process stores SLO policies in etcd itself

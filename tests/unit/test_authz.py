@@ -10,10 +10,11 @@ import pytest
 from services.scheduler.view import ClusterView
 from services.worker.load import LoadTracker
 from services.worker.servicer import WorkerServicer
+from tessera.runtime.rpc import certs as certs_module
 from tessera.runtime.rpc import tls
 from tessera.runtime.rpc.authz import POLICY, ROLES, allowed, role_from_pem, role_from_uris
-from tessera.runtime.rpc.certs import CertFiles, LocalCA, make_cluster_certs
-from tessera.runtime.rpc.server import ServiceBinding, start_server
+from tessera.runtime.rpc.certs import LOOPBACK_HOSTS, CertFiles, LocalCA, make_cluster_certs, server_hosts
+from tessera.runtime.rpc.server import ServiceBinding, channel, start_server
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import worker_pb2, worker_pb2_grpc
 
@@ -174,3 +175,62 @@ async def test_a_certificate_without_a_role_is_unauthenticated(tls_worker, certs
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await worker_pb2_grpc.WorkerStub(ch).GetInfo(worker_pb2.GetInfoRequest(), timeout=5)
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+# -- the client checks the server's address -----------------------------------------------------------------
+
+
+async def _get_info_as_router(address: str, router: CertFiles, server_name: str = "") -> grpc.StatusCode:
+    """GetInfo over the channel every service opens (``rpc.server.channel``), as the router."""
+    tls.set_active(tls.TLSConfig.from_files(str(router.ca), str(router.cert), str(router.key), server_name))
+    async with channel(address) as ch:
+        try:
+            await worker_pb2_grpc.WorkerStub(ch).GetInfo(worker_pb2.GetInfoRequest(), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+    return grpc.StatusCode.OK
+
+
+async def test_a_client_refuses_a_cluster_certificate_issued_for_another_address(tmp_path):
+    """A certificate of our own CA, naming the right role, but for another machine: stolen from a worker
+    elsewhere, it must not let this address pass for that worker. The server name is the escape hatch."""
+    ca = LocalCA(tmp_path / "ca")
+    router = ca.issue("router")
+    servers = []
+    try:
+        for hosts in (("10.0.0.7", "worker-7.tessera.internal"), ("127.0.0.1",)):
+            files = ca.issue("worker", hosts)
+            tls.set_active(tls.TLSConfig.from_files(str(files.ca), str(files.cert), str(files.key)))
+            servicer = WorkerServicer(None, LoadTracker(), pb.WorkerIdentity(id="w"))
+            servers.append(
+                await start_server([ServiceBinding(worker_pb2_grpc.add_WorkerServicer_to_server, servicer, "w")])
+            )
+        elsewhere, here = (f"127.0.0.1:{s.port}" for s in servers)
+        assert await _get_info_as_router(here, router) == grpc.StatusCode.OK  # the same call, the right address
+        assert await _get_info_as_router(elsewhere, router) == grpc.StatusCode.UNAVAILABLE  # handshake refused
+        assert await _get_info_as_router(elsewhere.replace("127.0.0.1", "localhost"), router) == (
+            grpc.StatusCode.UNAVAILABLE
+        )
+        # Pod IPs cannot be known when certificates are made: every server carries one name and
+        # channels check that instead (TESSERA_TLS_SERVER_NAME); a certificate without it still fails.
+        assert await _get_info_as_router(elsewhere, router, "worker-7.tessera.internal") == grpc.StatusCode.OK
+        assert await _get_info_as_router(here, router, "worker-7.tessera.internal") == grpc.StatusCode.UNAVAILABLE
+    finally:
+        for s in servers:
+            await s.stop(0)
+        tls.set_active(None)
+
+
+def test_certificates_name_the_addresses_servers_are_reached_by(monkeypatch):
+    assert server_hosts("127.0.0.1") == LOOPBACK_HOSTS
+    assert server_hosts("10.1.2.3") == (*LOOPBACK_HOSTS, "10.1.2.3")
+    assert server_hosts("[fd00::5]") == (*LOOPBACK_HOSTS, "fd00::5")
+    # Every interface: this machine's names and their addresses (the resolver faked: no lookup leaves the host).
+    monkeypatch.setattr(certs_module.socket, "gethostname", lambda: "gpu-7")
+    monkeypatch.setattr(certs_module.socket, "getfqdn", lambda: "gpu-7.lab.example")
+    monkeypatch.setattr(
+        certs_module.socket,
+        "getaddrinfo",
+        lambda name, port: [(0, 0, 0, "", ("192.0.2.7", 0))] if name == "gpu-7" else [],
+    )
+    assert server_hosts("0.0.0.0") == (*LOOPBACK_HOSTS, "gpu-7", "gpu-7.lab.example", "192.0.2.7")

@@ -12,6 +12,7 @@ PROFILES = PREFIX + "profiles/"
 SLO_POLICIES = CONFIG + "slo-policies/"  # one YAML SLO policy per served model (the autoscaler plans from it)
 TENANTS = CONFIG + "tenants/"  # one TenantRecord (JSON) per tenant; routers authenticate API keys against them
 RATE_LIMITS = PREFIX + "ratelimits/"  # per-tenant per-window quota counters, shared by every router
+ACKS = PREFIX + "acks/"  # services' leased verdicts on the documents they watch (profiles, SLO policies)
 
 
 def worker(worker_id: str) -> str:
@@ -51,3 +52,13 @@ def tenant(name: str) -> str:
 def rate_window(tenant_name: str, kind: str, window: int) -> str:
     """Units (requests or tokens, `kind` "rpm" | "tpm") of one tenant's window that routers have reserved."""
     return f"{RATE_LIMITS}{tenant_name}/{kind}/{window}"
+
+
+def acks_of(document_key: str) -> str:
+    """Prefix of every service's acknowledgement of one document (a profile, an SLO policy)."""
+    return ACKS + document_key.removeprefix(PREFIX) + "/"
+
+
+def ack(document_key: str, service_id: str) -> str:
+    """One service's verdict on one document (acks.Ack as JSON), under that service's lease."""
+    return acks_of(document_key) + service_id

@@ -1,9 +1,10 @@
-"""Keep a key alive in etcd under a lease for as long as the process lives.
+"""Keep keys alive in etcd under a lease for as long as the process lives.
 
-Workers and services register this way. When etcd restarts (with or without
-its data) or is briefly unreachable, the keep-alive fails; we then grant a new
-lease and put the key again, so membership catches up on its own within about
-one TTL of etcd coming back.
+Workers and services register this way, and services record their
+acknowledgements of documents this way (so a dead service's vanish with it).
+When etcd restarts (with or without its data) or is briefly unreachable, the
+keep-alive fails; we then grant a new lease and put the keys again, so
+membership catches up on its own within about one TTL of etcd coming back.
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ log = logging.getLogger("tessera.runtime.etcd")
 DEFAULT_TTL_S = 5
 
 
-class LeasedKey:
-    """``key = value`` under a lease of ``ttl`` seconds, refreshed every ttl/3."""
+class LeasedKeys:
+    """Any number of ``key = value`` under one lease of ``ttl`` seconds, refreshed every ttl/3."""
 
-    def __init__(self, connector: EtcdConnector, key: str, value: bytes, ttl: int = DEFAULT_TTL_S) -> None:
+    def __init__(self, connector: EtcdConnector, what: str, ttl: int = DEFAULT_TTL_S) -> None:
         self.connector = connector
-        self.key = key.encode()
-        self.value = value
+        self.what = what  # for log lines
         self.ttl = ttl
+        self.values: dict[bytes, bytes] = {}
+        self._dirty: set[bytes] = set()
         self._changed = asyncio.Event()
         self._stopping = False
         self._client: aetcd.Client | None = None
@@ -36,21 +38,24 @@ class LeasedKey:
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"lease:{self.key.decode()}")
+        self._task = asyncio.create_task(self._run(), name=f"lease:{self.what}")
 
-    def update(self, value: bytes) -> None:
-        """Change the value; written at once if etcd is reachable, else on reconnect."""
-        self.value = value
+    def set(self, key: str, value: bytes) -> None:
+        """Set ``key``; written at once if etcd is reachable, else on reconnect."""
+        self.values[key.encode()] = value
+        self._dirty.add(key.encode())
         self._changed.set()
 
     async def _run(self) -> None:
-        outage = OutageLog(f"registration {self.key.decode()}")
+        outage = OutageLog(f"registration {self.what}")
         backoff = Backoff()
         while not self._stopping:
             try:
                 self._client = await self.connector.connect()
                 self._lease = await self._client.lease(self.ttl)
-                await self._client.put(self.key, self.value, lease=self._lease)
+                self._dirty.clear()
+                for key, value in list(self.values.items()):
+                    await self._client.put(key, value, lease=self._lease)
                 outage.ok()
                 backoff.reset()
                 await self._keep_alive()
@@ -71,7 +76,9 @@ class LeasedKey:
                 pass
             if self._changed.is_set():
                 self._changed.clear()
-                await self._client.put(self.key, self.value, lease=self._lease)
+                dirty, self._dirty = self._dirty, set()
+                for key in dirty:
+                    await self._client.put(key, self.values[key], lease=self._lease)
             reply = await self._lease.refresh()
             # etcd answers TTL <= 0 when the lease is gone (expired during an
             # outage, or etcd lost its data): start over with a new lease.
@@ -79,12 +86,29 @@ class LeasedKey:
                 raise LookupError("lease expired")
 
     async def close(self) -> None:
-        """Stop refreshing and remove the key at once (revoking the lease)."""
+        """Stop refreshing and remove the keys at once (revoking the lease)."""
         self._stopping = True
         await cancel_and_wait(self._task)
         if self._client is not None and self._lease is not None:
             try:
                 await asyncio.wait_for(self._lease.revoke(), 2.0)
-            except Exception:  # noqa: BLE001 - the key expires with its lease anyway
+            except Exception:  # noqa: BLE001 - the keys expire with their lease anyway
                 pass
         await self.connector.discard(self._client)
+
+
+class LeasedKey(LeasedKeys):
+    """One ``key = value`` under its own lease: a registration."""
+
+    def __init__(self, connector: EtcdConnector, key: str, value: bytes, ttl: int = DEFAULT_TTL_S) -> None:
+        super().__init__(connector, key, ttl)
+        self.key = key.encode()
+        self.values[self.key] = value
+
+    @property
+    def value(self) -> bytes:
+        return self.values[self.key]
+
+    def update(self, value: bytes) -> None:
+        """Change the value; written at once if etcd is reachable, else on reconnect."""
+        self.set(self.key.decode(), value)

@@ -41,6 +41,7 @@ class PrefixMirror:
         self.connector = connector
         self.prefix = prefix
         self.items: dict[str, bytes] = {}
+        self.revisions: dict[str, int] = {}  # key -> mod_revision of the value in items, set before on_change
         self.on_change = on_change
         self.resync_grace_s = resync_grace_s
         self._expiring: dict[str, asyncio.Task] = {}
@@ -74,6 +75,7 @@ class PrefixMirror:
                 client = await self.connector.connect()
                 listing = await client.get_prefix(self.prefix.encode())
                 revision = listing.header.revision
+                self.revisions.update({kv.key.decode(): kv.mod_revision for kv in listing})
                 await self._replace_all({kv.key.decode(): kv.value for kv in listing})
                 self.synced.set()
                 outage.ok()
@@ -83,10 +85,12 @@ class PrefixMirror:
                     key = event.kv.key.decode()
                     if event.kind == EventKind.PUT:
                         self._cancel_expiry(key)
+                        self.revisions[key] = event.kv.mod_revision
                         if self.items.get(key) != event.kv.value:
                             self.items[key] = event.kv.value
                             await self._emit(key, event.kv.value)
                     elif self.items.pop(key, None) is not None:
+                        self.revisions.pop(key, None)
                         self._cancel_expiry(key)
                         await self._emit(key, None)
                 raise ConnectionError("watch stream ended")
@@ -103,6 +107,7 @@ class PrefixMirror:
         for key in [k for k in self.items if k not in fresh]:
             if first or self.resync_grace_s <= 0:
                 del self.items[key]
+                self.revisions.pop(key, None)
                 await self._emit(key, None)
             elif key not in self._expiring:
                 self._expiring[key] = asyncio.create_task(self._expire_later(key))
@@ -122,4 +127,5 @@ class PrefixMirror:
         await asyncio.sleep(self.resync_grace_s)
         self._expiring.pop(key, None)
         if self.items.pop(key, None) is not None:
+            self.revisions.pop(key, None)
             await self._emit(key, None)

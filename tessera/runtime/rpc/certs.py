@@ -4,13 +4,18 @@
 its own CA (cert-manager, SPIFFE, a corporate PKI) and only has to put
 ``spiffe://tessera/<role>`` in each certificate's subject alternative names.
 Every certificate is valid as both server and client (each service is both)
-for the host names and addresses given (loopback by default).
+for the host names and addresses given (loopback by default; ``server_hosts``
+adds those a server bound to a given address is reached by). Clients check
+them: a channel to ``10.0.0.5:50052`` accepts only a certificate listing
+10.0.0.5 (or, with ``--tls-server-name``, that one name), so a certificate of
+the cluster stolen from one machine cannot serve as another.
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +27,32 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from tessera.runtime.rpc.authz import ROLES, SPIFFE_PREFIX
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
 VALIDITY = datetime.timedelta(days=7)
+
+
+def server_hosts(bind_host: str) -> tuple[str, ...]:
+    """The names and addresses a server bound to ``bind_host`` is reached by, for its certificate's SANs.
+
+    Loopback always; a specific address or name as given; for a wildcard bind (every interface), this
+    machine's host name, fully qualified name and the addresses they resolve to.
+    """
+    hosts = list(LOOPBACK_HOSTS)
+    bind_host = bind_host.strip()
+    if bind_host in WILDCARD_HOSTS:
+        names = [socket.gethostname(), socket.getfqdn()]
+        for name in list(names):
+            try:
+                names += [info[4][0] for info in socket.getaddrinfo(name, None)]
+            except OSError:
+                continue
+        extra = names
+    else:
+        extra = [bind_host.strip("[]")]
+    for host in extra:
+        if host and host.split("%")[0] not in hosts:  # no IPv6 zone ids: a certificate cannot carry them
+            hosts.append(host.split("%")[0])
+    return tuple(hosts)
 
 
 @dataclass(frozen=True)
