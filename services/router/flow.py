@@ -45,7 +45,8 @@ from services.router.scheduler_client import SchedulerClient
 from tessera.placement.block_hash import CANONICAL_BLOCK_TOKENS, token_block_hashes
 from tessera.runtime.rpc.delta import Delta
 from tessera.runtime.rpc.server import channel
-from tessera.runtime.telemetry.tracing import outgoing_metadata, tracer
+from tessera.runtime.telemetry import genai
+from tessera.runtime.telemetry.tracing import outgoing_metadata, record_error, tracer
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
 
@@ -203,6 +204,7 @@ class RequestFlow:
         hold_deadline = 0.0
         failed_on_input = 0  # workers that accepted this request and then failed
         retrying = False
+        failover: tuple[str, str, int] | None = None  # the failed worker, why, tokens it had produced
         try:
             while True:
                 stats.attempts += 1
@@ -227,6 +229,11 @@ class RequestFlow:
                     held = False
                 worker_id = placement.worker.worker_id
                 stats.workers.append(worker_id)
+                if failover is not None:
+                    # On the request's span: the trace shows where and why it moved, and from which token.
+                    name, attrs = genai.failover_event(failover[0], worker_id, failover[1], failover[2], stats.attempts)
+                    trace.get_current_span(gen.trace_context).add_event(name, attrs)
+                    failover = None
                 failure, accepted = "", False
                 attempt = self._stream_from(gen, stats, placement, produced)
                 try:
@@ -245,6 +252,7 @@ class RequestFlow:
                 # The worker failed. Retry elsewhere, resuming from what was produced.
                 excluded.append(worker_id)
                 reason = "before_first_token" if not produced else "mid_stream"
+                failover = (worker_id, failure, len(produced))
                 metrics.RETRIES.labels(reason).inc()
                 failed_on_input += accepted
                 log.warning(
@@ -299,9 +307,16 @@ class RequestFlow:
                 request.kv_transfer.CopyFrom(kv)
         # Spans are started and ended explicitly: this is a generator whose
         # steps may run in different tasks, where "current span" contexts break.
-        span = self._tracer.start_span("router.worker_stream", context=gen.trace_context, kind=trace.SpanKind.CLIENT)
+        span = self._tracer.start_span(
+            "router.worker_stream",
+            context=gen.trace_context,
+            kind=trace.SpanKind.CLIENT,
+            attributes=genai.server_attributes(address),
+        )
         span.set_attribute("tessera.worker_id", worker_id)
         span.set_attribute("tessera.attempt", stats.attempts)
+        if produced:
+            span.set_attribute("tessera.resumed_tokens", len(produced))
         call = self.channels.stub(address).Generate(
             request, metadata=outgoing_metadata(context=trace.set_span_in_context(span, gen.trace_context))
         )
@@ -311,10 +326,10 @@ class RequestFlow:
                 try:
                     resp = await asyncio.wait_for(anext(messages), self.silence_s)
                 except StopAsyncIteration:
-                    yield "stream ended without a finish"
+                    yield _failed(span, "stream_ended", "stream ended without a finish")
                     return
                 except TimeoutError:
-                    yield f"silent for {self.silence_s:.0f} s (no token, no heartbeat)"
+                    yield _failed(span, "silent", f"silent for {self.silence_s:.0f} s (no token, no heartbeat)")
                     return
                 if Delta.is_heartbeat(resp):
                     yield None
@@ -330,7 +345,7 @@ class RequestFlow:
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise BadRequest(exc.details() or "invalid request") from None
-            yield f"{exc.code().name}: {exc.details()}"
+            yield _failed(span, exc.code().name, f"{exc.code().name}: {exc.details()}")
         except asyncio.CancelledError:
             # grpc-aio reports a stream the *worker* cancelled (its server stopping) as
             # CancelledError too: that is a worker failure to recover from, unless this
@@ -338,7 +353,7 @@ class RequestFlow:
             current = asyncio.current_task()
             if current is None or current.cancelling():
                 raise
-            yield "CANCELLED: the worker ended the stream (it is shutting down)"
+            yield _failed(span, "CANCELLED", "CANCELLED: the worker ended the stream (it is shutting down)")
         finally:
             if not call.done():
                 call.cancel()  # the client left or we are retrying: abort at the worker
@@ -433,3 +448,9 @@ class RequestFlow:
         if response.outcome == scheduler_pb2.PLACE_OUTCOME_SATURATED:
             raise Saturated(response.reason)
         raise NoCapacity(f"no worker can take this request now ({response.reason or 'no candidates'})")
+
+
+def _failed(span: trace.Span, error_type: str, why: str) -> str:
+    """An attempt failed: its span says why (the request itself may still succeed elsewhere)."""
+    record_error(span, error_type, why)
+    return why

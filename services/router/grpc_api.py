@@ -12,12 +12,13 @@ from pydantic import ValidationError
 from services.router import metrics
 from services.router.api_types import SamplingFields
 from services.router.errors import ApiError, BadRequest
-from services.router.flow import FlowStats
+from services.router.flow import FlowStats, Generation
 from services.router.preparation import prepare
 from services.router.state import RouterState
 from services.router.timing import Timing
 from tessera.runtime.rpc.enums import finish_reason_value
-from tessera.runtime.telemetry.tracing import incoming_context, tracer
+from tessera.runtime.telemetry import genai
+from tessera.runtime.telemetry.tracing import client_context, metadata_values, record_error, tracer
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import router_pb2, router_pb2_grpc
 
@@ -71,85 +72,110 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     async def Generate(self, request: router_pb2.RouterGenerateRequest, context: grpc.aio.ServicerContext):
         arrived = time.perf_counter()
-        parent = incoming_context(context.invocation_metadata())
+        # A child of the caller's span when the metadata carries a traceparent. Not made the
+        # current span: this generator may be finalised in another context, where detaching
+        # fails; the flow's spans hang under it through gen.trace_context.
+        parent = client_context(metadata_values(context.invocation_metadata()))
+        span = self._tracer.start_span("router.grpc_generate", context=parent, kind=trace.SpanKind.SERVER)
         status = "OK"
         model_label = "unknown"
+        gen: Generation | None = None
+        stats = FlowStats()
+        finish: str | None = None
         metrics.IN_FLIGHT.inc()
         try:
-            with self._tracer.start_as_current_span("router.grpc_generate", context=parent, kind=trace.SpanKind.SERVER):
-                gate = self.state.gate
-                principal = await gate.authenticate(_authorization(context))
-                fields = _fields(request)
-                gate.authorize(principal, fields.model, fields.priority, slo_header=False, profile_header=False)
-                request_id = request.request_id or uuid.uuid4().hex
-                max_tokens = request.sampling.max_tokens if request.sampling.HasField("max_tokens") else None
-                which = request.WhichOneof("prompt")
-                if which == "chat":
-                    messages = [{"role": m.role, "content": m.content} for m in request.chat.messages]
-                    if not messages:
-                        raise BadRequest("chat.messages is empty", param="messages")
-                    gen = await prepare(
-                        self.state.catalog,
-                        fields,
-                        request_id,
-                        messages=messages,
-                        max_tokens=max_tokens,
-                        session_id=request.session_id,
-                        tokenizing=self.state.tokenizing,
-                    )
-                elif which == "text":
-                    gen = await prepare(
-                        self.state.catalog,
-                        fields,
-                        request_id,
-                        prompt=request.text,
-                        max_tokens=max_tokens,
-                        session_id=request.session_id,
-                        tokenizing=self.state.tokenizing,
-                    )
-                elif which == "token_ids":
-                    gen = await prepare(
-                        self.state.catalog,
-                        fields,
-                        request_id,
-                        prompt=list(request.token_ids.ids),
-                        max_tokens=max_tokens,
-                        session_id=request.session_id,
-                        tokenizing=self.state.tokenizing,
-                    )
-                else:
-                    raise BadRequest("one of text, chat or token_ids is required", param="prompt")
-                model_label = gen.model.name
-                gen.tenant = principal.tenant
-                await gate.charge(principal, len(gen.prompt_ids) + gen.sampling.max_tokens)
-                stats = FlowStats()
-                timing = Timing(model_label, arrived)
-                async for delta in self.state.flow.stream(gen, stats):
-                    timing.delta(bool(delta.token_ids))
-                    out = router_pb2.RouterGenerateResponse(
-                        request_id=request_id,
-                        delta=pb.TokenDelta(token_ids=delta.token_ids, text=delta.text),
-                        worker_id=delta.worker_id,
-                    )
-                    if delta.finish_reason:
-                        out.finish_reason = finish_reason_value(delta.finish_reason)
-                        out.usage.CopyFrom(
-                            pb.Usage(
-                                prompt_tokens=len(gen.prompt_ids),
-                                completion_tokens=stats.completion_tokens,
-                                cached_prompt_tokens=stats.cached_prompt_tokens,
-                            )
+            gate = self.state.gate
+            principal = await gate.authenticate(_authorization(context))
+            fields = _fields(request)
+            gate.authorize(principal, fields.model, fields.priority, slo_header=False, profile_header=False)
+            request_id = request.request_id or uuid.uuid4().hex
+            max_tokens = request.sampling.max_tokens if request.sampling.HasField("max_tokens") else None
+            which = request.WhichOneof("prompt")
+            if which == "chat":
+                messages = [{"role": m.role, "content": m.content} for m in request.chat.messages]
+                if not messages:
+                    raise BadRequest("chat.messages is empty", param="messages")
+                gen = await prepare(
+                    self.state.catalog,
+                    fields,
+                    request_id,
+                    messages=messages,
+                    max_tokens=max_tokens,
+                    session_id=request.session_id,
+                    tokenizing=self.state.tokenizing,
+                )
+            elif which == "text":
+                gen = await prepare(
+                    self.state.catalog,
+                    fields,
+                    request_id,
+                    prompt=request.text,
+                    max_tokens=max_tokens,
+                    session_id=request.session_id,
+                    tokenizing=self.state.tokenizing,
+                )
+            elif which == "token_ids":
+                gen = await prepare(
+                    self.state.catalog,
+                    fields,
+                    request_id,
+                    prompt=list(request.token_ids.ids),
+                    max_tokens=max_tokens,
+                    session_id=request.session_id,
+                    tokenizing=self.state.tokenizing,
+                )
+            else:
+                raise BadRequest("one of text, chat or token_ids is required", param="prompt")
+            model_label = gen.model.name
+            gen.tenant = principal.tenant
+            gen.trace_context = trace.set_span_in_context(span, parent)
+            span.set_attribute("tessera.request_id", request_id)
+            span.set_attribute("tessera.tenant", principal.tenant)
+            operation = genai.CHAT if which == "chat" else genai.TEXT_COMPLETION
+            span.set_attributes(genai.request_attributes(operation, model_label, gen.sampling))
+            span.set_attribute(genai.REQUEST_STREAM, True)
+            await gate.charge(principal, len(gen.prompt_ids) + gen.sampling.max_tokens)
+            timing = Timing(model_label, arrived)
+            async for delta in self.state.flow.stream(gen, stats):
+                timing.delta(bool(delta.token_ids))
+                finish = delta.finish_reason or finish
+                out = router_pb2.RouterGenerateResponse(
+                    request_id=request_id,
+                    delta=pb.TokenDelta(token_ids=delta.token_ids, text=delta.text),
+                    worker_id=delta.worker_id,
+                )
+                if delta.finish_reason:
+                    out.finish_reason = finish_reason_value(delta.finish_reason)
+                    out.usage.CopyFrom(
+                        pb.Usage(
+                            prompt_tokens=len(gen.prompt_ids),
+                            completion_tokens=stats.completion_tokens,
+                            cached_prompt_tokens=stats.cached_prompt_tokens,
                         )
-                    yield out
-                timing.done(gen, stats)
+                    )
+                yield out
+            timing.done(gen, stats)
         except ApiError as exc:
             status = exc.grpc_code.name
+            record_error(span, status, exc.message, server_fault=exc.status >= 500)
             if exc.retry_after:
                 context.set_trailing_metadata((("retry-after", str(max(1, round(exc.retry_after)))),))
             await context.abort(exc.grpc_code, exc.message)
         finally:
             metrics.IN_FLIGHT.dec()
             metrics.REQUESTS.labels(model_label, "grpc:Generate", status).inc()
+            if gen is not None:
+                span.set_attributes(
+                    genai.response_attributes(
+                        gen.request_id,
+                        model_label,
+                        finish,
+                        len(gen.prompt_ids),
+                        stats.completion_tokens,
+                        stats.cached_prompt_tokens,
+                    )
+                )
+            span.end()
 
     async def ListModels(self, request: router_pb2.ListModelsRequest, context: grpc.aio.ServicerContext):
         try:

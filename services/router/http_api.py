@@ -35,10 +35,18 @@ from services.router.preparation import prepare
 from services.router.state import RouterState
 from services.router.timing import Timing
 from tessera.runtime.rpc.delta import Delta
-from tessera.runtime.telemetry.tracing import tracer
+from tessera.runtime.telemetry import genai
+from tessera.runtime.telemetry.tracing import client_context, record_error, tracer
 
 log = logging.getLogger("tessera.router")
 _tracer = tracer("tessera.router")
+_HTTP_STATUS = "http.response.status_code"
+
+
+def _server_attributes(request: Request) -> genai.Attributes:
+    """server.address/port: the socket the request came in on (not the client's Host header)."""
+    server = request.scope.get("server")
+    return genai.server_attributes(f"{server[0]}:{server[1]}") if server and server[1] else {}
 
 
 def error_response(exc: ApiError) -> JSONResponse:
@@ -81,6 +89,8 @@ class Endpoint:
         self.path = "/v1/chat/completions" if chat else "/v1/completions"
         self.object = "chat.completion" if chat else "text_completion"
         self.prefix = "chatcmpl-" if chat else "cmpl-"
+        self.operation = genai.CHAT if chat else genai.TEXT_COMPLETION
+        self.span_name = f"router.{self.path.strip('/').replace('/', '.')}"
 
     def _choice(self, text: str, finish: str | None, stop_reason: str, first: bool, stream: bool) -> dict[str, Any]:
         if not self.chat:
@@ -107,10 +117,20 @@ class Endpoint:
         status = 500
         metrics.IN_FLIGHT.inc()
         streaming = False
+        gen: Generation | None = None
+        stats = FlowStats()
+        finish: str | None = None
+        # A child of the caller's span when the request carries a traceparent. Ended when the
+        # response is complete: for a stream, after its last chunk (_sse), so that the span
+        # carries the usage and the finish reason.
+        span = _tracer.start_span(
+            self.span_name,
+            context=client_context(request.headers.getlist),
+            kind=trace.SpanKind.SERVER,
+            attributes=_server_attributes(request),
+        )
         try:
-            with _tracer.start_as_current_span(
-                f"router.{self.path.strip('/').replace('/', '.')}", kind=trace.SpanKind.SERVER
-            ) as span:
+            with trace.use_span(span, record_exception=False, set_status_on_exception=False):
                 gate = self.state.gate
                 principal = await gate.authenticate(request.headers.get("authorization"))
                 span.set_attribute("tessera.tenant", principal.tenant)
@@ -156,7 +176,9 @@ class Endpoint:
                 gen.ttft_slo_s = slo_s
                 gen.profile = profile
                 span.set_attribute("tessera.prompt_tokens", len(gen.prompt_ids))
-                stats = FlowStats()
+                span.set_attributes(genai.request_attributes(self.operation, model_label, gen.sampling))
+                if fields.stream:
+                    span.set_attribute(genai.REQUEST_STREAM, True)
                 timing = Timing(model_label, arrived)
                 deltas = self.state.flow.stream(gen, stats)
                 if fields.stream:
@@ -168,7 +190,7 @@ class Endpoint:
                     streaming = True
                     status = 200
                     return StreamingResponse(
-                        self._sse(gen, stats, timing, first, deltas, include_usage, model_label),
+                        self._sse(gen, stats, timing, first, deltas, include_usage, model_label, span),
                         media_type="text/event-stream",
                         headers={"X-Request-Id": request_id},
                     )
@@ -188,16 +210,32 @@ class Endpoint:
                 )
         except ApiError as exc:
             status = exc.status
+            record_error(span, str(exc.status), exc.message, exc.status >= 500)
             if exc.status >= 500:
                 log.warning("%s: %s %s", self.path, exc.status, exc.message)
             return error_response(exc)
         except _ClientGone:
             status = 499
+            record_error(span, "499", "the client closed the connection", server_fault=False)
             return Response(status_code=499)
         finally:
             if not streaming:
                 metrics.IN_FLIGHT.dec()
                 metrics.REQUESTS.labels(model_label, self.path, str(status)).inc()
+                if gen is not None:
+                    span.set_attributes(self._response_attributes(gen, stats, finish))
+                span.set_attribute(_HTTP_STATUS, status)
+                span.end()
+
+    def _response_attributes(self, gen: Generation, stats: FlowStats, finish: str | None) -> genai.Attributes:
+        return genai.response_attributes(
+            self.prefix + gen.request_id,
+            gen.model.name,
+            finish,
+            len(gen.prompt_ids),
+            stats.completion_tokens,
+            stats.cached_prompt_tokens,
+        )
 
     async def _sse(
         self,
@@ -208,11 +246,13 @@ class Endpoint:
         deltas: AsyncGenerator[Delta, None],
         include_usage: bool,
         model: str,
+        span: trace.Span,
     ) -> AsyncIterator[bytes]:
         rid = self.prefix + gen.request_id
         created = int(time.time())
         obj = self.object + ".chunk" if self.chat else self.object
         status = "200"
+        finish: str | None = None
 
         def chunk(payload: dict[str, Any]) -> bytes:
             return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
@@ -233,6 +273,7 @@ class Endpoint:
                     )
                     is_first = False
                 if delta.finish_reason:
+                    finish = delta.finish_reason
                     break
                 delta = await anext(deltas)
                 timing.delta(bool(delta.token_ids))
@@ -243,12 +284,18 @@ class Endpoint:
                 yield chunk(final)
         except ApiError as exc:
             status = str(exc.status)
+            record_error(span, status, exc.message, exc.status >= 500)
             log.warning("%s: stream of %s failed: %s", self.path, gen.request_id, exc.message)
             yield chunk(exc.body())
         finally:
-            await deltas.aclose()
-            metrics.IN_FLIGHT.dec()
-            metrics.REQUESTS.labels(model, self.path, status).inc()
+            try:
+                await deltas.aclose()
+            finally:
+                metrics.IN_FLIGHT.dec()
+                metrics.REQUESTS.labels(model, self.path, status).inc()
+                span.set_attributes(self._response_attributes(gen, stats, finish))
+                span.set_attribute(_HTTP_STATUS, 200)  # the status line went out before the stream
+                span.end()
         yield b"data: [DONE]\n\n"
 
 

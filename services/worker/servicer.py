@@ -15,7 +15,7 @@ from services.worker import metrics
 from services.worker.engine import Engine, EngineUnavailable, InvalidRequest
 from services.worker.kv_transfer import params_from_struct
 from services.worker.load import LoadTracker
-from tessera.runtime.telemetry.tracing import incoming_context, tracer
+from tessera.runtime.telemetry.tracing import incoming_context, record_error, tracer
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import worker_pb2, worker_pb2_grpc
 
@@ -73,10 +73,15 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         parent = incoming_context(context.invocation_metadata())
         # A span, not a current span: this async generator may be finalised in another context,
         # where detaching a context token fails (and OpenTelemetry logs an error).
+        # No gen_ai.* attributes here: the router's span is the request's GenAI span, and a
+        # second one per attempt would count its tokens twice in GenAI dashboards.
         span = self._tracer.start_span("worker.generate", context=parent, kind=trace.SpanKind.SERVER)
+        finish = None
         try:
             span.set_attribute("tessera.worker_id", self.identity.id)
             span.set_attribute("tessera.request_id", request.request_id)
+            span.set_attribute("tessera.model", self.identity.model)
+            span.set_attribute("tessera.engine", self.identity.engine)
             if self.tracker.draining:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"worker {self.identity.id} is draining")
             sampling = pb.SamplingParams()
@@ -92,6 +97,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             prompt = list(request.prompt_token_ids) + resumed
             kv = params_from_struct(request.kv_transfer.params) if request.HasField("kv_transfer") else None
             span.set_attribute("tessera.prompt_tokens", len(prompt))
+            if resumed:
+                span.set_attribute("tessera.resumed_tokens", len(resumed))
 
             started = time.perf_counter()
             first = True
@@ -102,7 +109,6 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                 request.data_parallel_rank if request.HasField("data_parallel_rank") else None,
             )
             metrics.PROMPT_TOKENS.inc(len(request.prompt_token_ids))
-            finish = None
             chunks = self.engine.generate(
                 request.request_id,
                 prompt,
@@ -125,6 +131,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                         if first:
                             metrics.TTFT.observe(time.perf_counter() - started)
                             metrics.CACHED_PROMPT_TOKENS.inc(chunk.cached_prompt_tokens)
+                            span.set_attribute("tessera.cached_prompt_tokens", chunk.cached_prompt_tokens)
                             first = False
                         generated += len(chunk.token_ids)
                         self.tracker.progressed(request.request_id, len(chunk.token_ids))
@@ -132,15 +139,18 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                     finish = chunk.finish_reason or finish
                     yield chunk.to_response(request.request_id, len(request.prompt_token_ids), generated)
             except InvalidRequest as exc:
+                record_error(span, "INVALID_ARGUMENT", str(exc), server_fault=False)
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except EngineUnavailable as exc:
                 log.warning("request %s failed: %s", request.request_id, exc)
+                record_error(span, "UNAVAILABLE", str(exc))
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
             finally:
                 self.tracker.finished(request.request_id)
                 metrics.REQUESTS.labels(finish or "cancelled").inc()
                 metrics.E2E.observe(time.perf_counter() - started)
                 span.set_attribute("tessera.completion_tokens", generated)
+                span.set_attribute("tessera.finish_reason", finish or "cancelled")
         finally:
             span.end()
 

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import threading
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1 import common_pb2
+
+
+@dataclass(frozen=True)
+class ReceivedEvent:
+    name: str
+    attributes: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -17,6 +25,20 @@ class ReceivedSpan:
     trace_id: str
     span_id: str
     parent_span_id: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+    events: tuple[ReceivedEvent, ...] = ()
+    status_code: int = 0  # 0 unset, 1 ok, 2 error (OTLP's Status.StatusCode)
+
+
+def _value(v: common_pb2.AnyValue) -> Any:
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(item) for item in v.array_value.values]
+    return getattr(v, kind) if kind else None
+
+
+def _attributes(kvs) -> dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in kvs}
 
 
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
@@ -31,7 +53,14 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
                     for span in ss.spans:
                         self.sink.append(
                             ReceivedSpan(
-                                service, span.name, span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex()
+                                service,
+                                span.name,
+                                span.trace_id.hex(),
+                                span.span_id.hex(),
+                                span.parent_span_id.hex(),
+                                _attributes(span.attributes),
+                                tuple(ReceivedEvent(e.name, _attributes(e.attributes)) for e in span.events),
+                                span.status.code,
                             )
                         )
         return trace_service_pb2.ExportTraceServiceResponse()

@@ -27,13 +27,15 @@ class SimCluster:
         workers: tuple[str, ...] = ("w1", "w2"),
         router_args: tuple[str, ...] = (),
         worker_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
+        """env: extra environment for every service (an OTLP endpoint, say)."""
         self.log_dir = log_dir
         self.etcd = LocalEtcd(
             client_port=free_port(), data_dir=str(log_dir / "etcd"), log_path=str(log_dir / "etcd.log")
         ).start()
         common = ["--etcd", self.etcd.endpoint, "--lease-ttl", "3"]
-        self.scheduler = ServiceProcess("scheduler", ["scheduler", *common, "--port", "0"], log_dir).start()
+        self.scheduler = ServiceProcess("scheduler", ["scheduler", *common, "--port", "0"], log_dir, env).start()
         self.grpc_port, self.http_port = free_port(), free_port()
         self.router = ServiceProcess(
             "router",
@@ -47,6 +49,7 @@ class SimCluster:
                 *router_args,
             ],
             log_dir,
+            env,
         ).start()
         self.workers = {
             wid: ServiceProcess(
@@ -69,6 +72,7 @@ class SimCluster:
                     *worker_args,
                 ],
                 log_dir,
+                env,
             ).start()
             for wid in workers
         }

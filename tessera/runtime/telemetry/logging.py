@@ -36,3 +36,7 @@ def setup_logging(service: str, level: str = "INFO") -> None:
     root.setLevel(level.upper())
     for noisy in ("aetcd", "grpc", "httpx", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # A client's malformed traceparent/tracestate is ignored (tracing.client_context), which is no
+    # problem of this service; OpenTelemetry's warning for each would let any client fill the log.
+    for parser in ("opentelemetry.trace.span", "opentelemetry.trace.propagation.tracecontext"):
+        logging.getLogger(parser).setLevel(logging.ERROR)
