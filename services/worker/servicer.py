@@ -50,8 +50,11 @@ async def with_heartbeats(
             pending = None
             yield item
     finally:
-        if pending is not None and not pending.done():
-            pending.cancel()  # the engine's generator sees the cancellation and aborts the request
+        if pending is not None:
+            if not pending.done():
+                pending.cancel()  # the engine's generator sees the cancellation and aborts the request
+            # Also when it is done: a stream closed just after its last item leaves the end of the
+            # iteration (StopAsyncIteration) in it, which asyncio would log as never retrieved.
             await asyncio.gather(pending, return_exceptions=True)
         aclose = getattr(items, "aclose", None)
         if aclose is not None:
