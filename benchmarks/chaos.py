@@ -48,11 +48,9 @@ import random
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -60,15 +58,9 @@ from typing import Any
 import grpc
 import httpx
 import psutil
-from bench_cluster import ROOT, TESSERA, run_async, sigterm_exits
+from bench_cluster import ROOT, run_async, sigterm_exits
+from sim_fleet import SimFleet
 
-from tessera.cli.status import gather_status
-from tessera.runtime.etcd.server import LocalEtcd
-from tessera.runtime.net import free_port
-from tessera.v1 import autoscaler_pb2, autoscaler_pb2_grpc
-
-MARKER = "TESSERA_CHAOS_RUN"  # every process of a run carries it, so the orphan check can find them all
-MODEL = "tiny"
 WORKERS = 4
 TOKEN_COUNTS = (32, 64, 128)
 WINDOW_S = 10.0  # "within 10 s of each fault"
@@ -87,160 +79,19 @@ FAULT_KINDS = (
 # -- the cluster --------------------------------------------------------------------------------
 
 
-class Service:
-    """A Tessera service process that can be killed and started again with the same arguments."""
-
-    def __init__(self, name: str, args: list[str], log_dir: Path, env: dict[str, str]) -> None:
-        self.name, self.args, self.log_dir, self.env = name, args, log_dir, env
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Service:
-        with open(self.log_dir / f"{self.name}.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [*TESSERA, *self.args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=ROOT,
-                start_new_session=True,
-            )
-        return self
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self, grace_s: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-
-class ChaosCluster:
-    """etcd, 2 schedulers, 2 autoscalers keeping WORKERS simulated workers, and a router."""
-
-    def __init__(self, work: Path, run_id: str, silence_s: float) -> None:
-        self.work = work
-        self.env = {**os.environ, MARKER: run_id, "HF_HUB_OFFLINE": "1"}
-        self.etcd = LocalEtcd(client_port=free_port(), data_dir=str(work / "etcd"), log_path=str(work / "etcd.log"))
-        common = ["--etcd", self.etcd.endpoint, "--lease-ttl", "3"]
-        desired = work / "desired.yaml"
-        desired.write_text(
-            "groups:\n"
-            f"  - {{name: sim, model: {MODEL}, engine: sim, accelerator: h100, replicas: {WORKERS},\n"
-            # A hung engine is declared stalled after 3 s without a token (the default, 60 s, is
-            # sized for real prefills): its streams' heartbeats stop and routers resume them.
-            "     engine_args: {sim_arch: llama3-8b, stall_timeout_s: 3}}\n"
-        )
-        self.http_port = free_port()
-        self.schedulers = [
-            Service(f"scheduler-{i}", ["scheduler", *common, "--port", "0"], work, self.env) for i in (1, 2)
-        ]
-        self.autoscalers = [
-            Service(
-                f"autoscaler-{x}",
-                [
-                    "autoscaler",
-                    *common,
-                    "--desired",
-                    str(desired),
-                    "--autoscaler-id",
-                    f"autoscaler-{x}",
-                    "--worker-log-dir",
-                    str(work / "workers"),
-                ],
-                work,
-                self.env,
-            )
-            for x in ("a", "b")
-        ]
-        self.router = Service(
-            "router",
-            [
-                "router",
-                *common,
-                "--port",
-                str(self.http_port),
-                "--grpc-port",
-                "0",
-                "--stream-silence-s",
-                str(silence_s),
-            ],
-            work,
-            self.env,
-        )
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def start(self) -> None:
-        self.etcd.start()
-        for s in (*self.schedulers, *self.autoscalers, self.router):
-            s.start()
-
-    def services(self) -> list[Service]:
-        return [*self.schedulers, *self.autoscalers, self.router]
-
-    def worker_processes(self) -> dict[str, psutil.Process]:
-        """The live worker processes of this run, by worker id (from their command lines)."""
-        run_id = self.env[MARKER]
-        out: dict[str, psutil.Process] = {}
-        for proc in psutil.process_iter(["cmdline"]):
-            cmd = proc.info["cmdline"] or []
-            if "worker" not in cmd or "--worker-id" not in cmd:
-                continue
-            try:
-                if proc.environ().get(MARKER) != run_id or proc.status() == psutil.STATUS_ZOMBIE:
-                    continue
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            out[cmd[cmd.index("--worker-id") + 1]] = proc
-        return out
-
-    async def status(self) -> dict[str, Any]:
-        return await asyncio.wait_for(gather_status(self.etcd.endpoint), 10)
-
-    async def leader(self) -> Service | None:
-        """The autoscaler that holds the leadership, asked over its own API."""
-        st = await self.status()
-        for svc in st["services"]:
-            if svc["kind"] != "autoscaler":
-                continue
-            async with grpc.aio.insecure_channel(svc["address"]) as ch:
-                with contextlib.suppress(grpc.aio.AioRpcError):
-                    plan = await autoscaler_pb2_grpc.AutoscalerStub(ch).GetPlan(
-                        autoscaler_pb2.GetPlanRequest(), timeout=2
-                    )
-                    if plan.this_is_leader:
-                        return next((a for a in self.autoscalers if a.name == plan.leader_id), None)
-        return None
-
-    def teardown(self) -> int:
-        """Stop everything; returns how many processes of the run had to be killed afterwards."""
-        for s in (self.router, *self.autoscalers, *self.schedulers):
-            with contextlib.suppress(Exception):
-                if s.proc is not None and s.proc.poll() is None:
-                    os.killpg(s.proc.pid, signal.SIGCONT)
-                s.stop()
-        leftovers = 0
-        for proc in self.worker_processes().values():
-            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
-                os.killpg(os.getpgid(proc.pid), signal.SIGCONT)
-                proc.terminate()
-        time.sleep(1)
-        for proc in psutil.process_iter():
-            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                if proc.environ().get(MARKER) == self.env[MARKER] and proc.pid != os.getpid():
-                    proc.kill()
-                    leftovers += 1
-        self.etcd.stop(wipe=True)
-        return leftovers
+def chaos_fleet(work: Path, silence_s: float) -> SimFleet:
+    """etcd, 2 schedulers, 2 autoscalers keeping WORKERS simulated H100s, and a router."""
+    return SimFleet(
+        work,
+        schedulers=2,
+        autoscalers=2,
+        workers=WORKERS,
+        accelerator="h100",
+        # A hung engine is declared stalled after 3 s without a token (the default, 60 s, is
+        # sized for real prefills): its streams' heartbeats stop and routers resume them.
+        engine_args={"stall_timeout_s": 3},
+        router_args=["--stream-silence-s", str(silence_s)],
+    )
 
 
 # -- the history --------------------------------------------------------------------------------
@@ -324,7 +175,7 @@ async def stream_one(client: httpx.AsyncClient, model: str, op: Op, timeout_s: f
 class Injector:
     """Carries out the fault schedule; every fault ends by itself (restart, SIGCONT, thaw)."""
 
-    def __init__(self, cluster: ChaosCluster, rng: random.Random) -> None:
+    def __init__(self, cluster: SimFleet, rng: random.Random) -> None:
         self.c = cluster
         self.rng = rng
         self.busy: set[int] = set()  # workers frozen or hung right now: left alone by other faults
@@ -486,36 +337,14 @@ def check(ops: list[Op], faults: list[Fault], reference: dict[int, str], end_sta
 # -- the run --------------------------------------------------------------------------------------
 
 
-async def fleet_ok(c: ChaosCluster) -> bool:
-    try:
-        st = await c.status()
-    except Exception:  # noqa: BLE001 - etcd may be down mid-fault: not restored yet
-        return False
-    healthy = [w for w in st["workers"] if w["healthy"]]
-    return len(healthy) == WORKERS and len(st["workers"]) == WORKERS
-
-
 async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    cluster = ChaosCluster(work, uuid.uuid4().hex, args.silence_s)
+    cluster = chaos_fleet(work, args.silence_s)
     cluster.start()
     ops: list[Op] = []
     faults: list[Fault] = []
     try:
-        deadline = time.monotonic() + 120
-        while not await fleet_ok(cluster):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the cluster did not come up in 120 s; logs in {work}")
-            await asyncio.sleep(1)
-        while True:  # the router has seen them too
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                models = httpx.get(cluster.base_url + "/v1/models", timeout=5).json()["data"]
-                if len(models) == 1 and models[0].get("workers", 0) >= WORKERS:
-                    served = models[0]["id"]  # the name the model's metadata gives it
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the router did not see the workers in 120 s; logs in {work}")
-            await asyncio.sleep(1)
+        served = await cluster.wait_ready()
         print(f"[chaos] cluster up: {WORKERS} simulated workers, 2 schedulers, 2 autoscalers, logs in {work}")
 
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
@@ -557,7 +386,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 while True:
                     await asyncio.sleep(1)
                     pending = [f for f in faults if f.fleet_restored is None]
-                    if pending and await fleet_ok(cluster):
+                    if pending and await cluster.fleet_ok():
                         now = time.time()
                         for f in pending:
                             if f.ended and now >= f.ended:
@@ -581,7 +410,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 await asyncio.wait(tasks, timeout=args.request_timeout_s + 5)
             # The cluster settles: every fault has been lifted; the autoscaler restores the fleet.
             deadline = time.monotonic() + args.settle_s
-            while time.monotonic() < deadline and not await fleet_ok(cluster):
+            while time.monotonic() < deadline and not await cluster.fleet_ok():
                 await asyncio.sleep(1)
             await asyncio.sleep(2)
             for h in helpers:
@@ -675,9 +504,11 @@ def main() -> None:
         if not args.keep_logs:
             shutil.rmtree(work, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "chaos.json").write_text(json.dumps(result, indent=1))
     with contextlib.suppress(ImportError):
         plot(result, args.out / "chaos.png")
+    # The whole history (every request) is the checker's input: kept beside the summary, not in git.
+    (args.out / "chaos_history.json").write_text(json.dumps(result.pop("history")))
+    (args.out / "chaos.json").write_text(json.dumps(result, indent=1))
     print()
     print(f"{'fault':<15} {'target':<22} {'at':>6} {'reqs':>5} {'ok':>5} {'recovery':>9} {'fleet back':>10}")
     for w in result["windows"]:
