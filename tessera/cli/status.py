@@ -95,7 +95,14 @@ async def gather_status(etcd: str) -> dict[str, Any]:
     return {
         "etcd": etcd,
         "services": [
-            {"kind": s.kind, "id": s.id, "address": s.address, "http_address": s.http_address} for s in services
+            {
+                "kind": s.kind,
+                "id": s.id,
+                "address": s.address,
+                "http_address": s.http_address,
+                "metrics_address": s.metrics_address,
+            }
+            for s in services
         ],
         "workers": rows,
         "plan": json_format.MessageToDict(plan, preserving_proto_field_name=True) if plan else None,

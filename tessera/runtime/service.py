@@ -11,6 +11,7 @@ from typing import Any
 
 from tessera.runtime.etcd import tls as etcd_tls
 from tessera.runtime.rpc import tls
+from tessera.runtime.telemetry.event_loop import watch_event_loop
 from tessera.runtime.telemetry.logging import setup_logging
 from tessera.runtime.telemetry.tracing import setup_tracing
 
@@ -38,7 +39,12 @@ def run_service(
         return 2
     if tracing:
         setup_tracing(f"tessera-{name}")
-    return uvloop.run(run(args))
+
+    async def main() -> int:
+        watch_event_loop()
+        return await run(args)
+
+    return uvloop.run(main())
 
 
 def stop_event() -> asyncio.Event:
