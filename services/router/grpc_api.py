@@ -123,7 +123,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 gen.tenant = principal.tenant
                 await gate.charge(principal, len(gen.prompt_ids) + gen.sampling.max_tokens)
                 stats = FlowStats()
-                timing = Timing(model_label, arrived)
+                timing = Timing.of(gen, self.state.flow, arrived)
                 async for delta in self.state.flow.stream(gen, stats):
                     timing.delta(bool(delta.token_ids))
                     out = router_pb2.RouterGenerateResponse(

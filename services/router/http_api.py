@@ -157,7 +157,7 @@ class Endpoint:
                 gen.profile = profile
                 span.set_attribute("tessera.prompt_tokens", len(gen.prompt_ids))
                 stats = FlowStats()
-                timing = Timing(model_label, arrived)
+                timing = Timing.of(gen, self.state.flow, arrived)
                 deltas = self.state.flow.stream(gen, stats)
                 if fields.stream:
                     # Wait for the first delta before answering 200, so a request that
