@@ -19,7 +19,7 @@ STAMP := $(VENV)/.tessera-installed
 # builds only with Cython<3.
 COMPOSE_V1 := $(VENV)/compose/bin/docker-compose
 
-.PHONY: setup up lint test test-unit test-integration test-deploy test-slow protos check-protos bench clean-venv model
+.PHONY: setup up lint test test-unit test-integration test-deploy test-slow protos check-protos bench clean-venv model prometheus
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ $(COMPOSE_V1):
 	$(VENV)/compose/bin/pip install --quiet "cython<3" wheel setuptools
 	$(VENV)/compose/bin/pip install --quiet --no-build-isolation "PyYAML==5.4.1"
 	$(VENV)/compose/bin/pip install --quiet docker-compose==1.29.2
+
+# Prometheus and promtool, Debian's package, for the observability tests (deploy/observability/): installed
+# when absent, without recommends (no node exporter); the tests run their own Prometheus, so the
+# package's system service is stopped again.
+prometheus:
+	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus && \
+		{ systemctl disable --now prometheus >/dev/null 2>&1 || true; }; \
+	fi
 
 model: setup
 	$(BIN)/tessera prepare-model $(MODEL)
@@ -60,7 +69,7 @@ lint: setup
 	$(BIN)/mypy
 
 # Everything (what CI runs): lint, fresh stubs, then every test but the slow ones.
-test: setup lint check-protos $(COMPOSE_V1)
+test: setup lint check-protos $(COMPOSE_V1) prometheus
 	$(BIN)/pytest -q
 
 # Pure code and in-process servers only: no processes, seconds.
@@ -68,11 +77,11 @@ test-unit: setup
 	$(BIN)/pytest -q tests/unit
 
 # Real etcd, services as processes, vLLM and sim workers (most of the suite's time).
-test-integration: setup
+test-integration: setup prometheus
 	$(BIN)/pytest -q tests/integration
 
 # The deployment files, checked by docker-compose 1.29 and kubectl/kubernetes-validate.
-test-deploy: setup $(COMPOSE_V1)
+test-deploy: setup $(COMPOSE_V1) prometheus
 	$(BIN)/pytest -q tests/deploy
 
 # Tests that need the machine to themselves: real engines started under a load step (3-4 min).

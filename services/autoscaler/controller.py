@@ -18,6 +18,7 @@ from collections.abc import Callable
 from services.autoscaler import metrics
 from services.autoscaler.actuator import Actuator, Converged
 from services.autoscaler.desired import WorkerGroup
+from services.autoscaler.fleet_view import GroupRow, group_rows
 from services.autoscaler.registered import RegisteredWorkers
 from tessera.runtime.etcd import keys
 from tessera.runtime.etcd.client import EtcdConnector
@@ -127,6 +128,13 @@ class Controller:
             if ident.group in ready:
                 ready[ident.group] += 1
         return {g: (n, max(0, self.held.get(g, 0) - n)) for g, n in ready.items()}
+
+    def fleet_rows(self) -> list[GroupRow]:
+        """Plan against what runs, per group (called from the metrics thread: it reads copies).
+        Only the leader's: a follower acts on nothing, and two copies would double the cost panels."""
+        if not self.election.is_leader:
+            return []
+        return group_rows(list(self.groups), list(self.registered.copy().values()), dict(self.held))
 
     def plan(self) -> autoscaler_pb2.Plan:
         plan = autoscaler_pb2.Plan(leader_id=self.election.leader_id, this_is_leader=self.election.is_leader)

@@ -78,9 +78,11 @@ def parse(text: str) -> Scrape:
             elif name == names.ROUTER_HELD:
                 out.held[model] += value
             elif name == names.bucket(names.TIME_TO_FIRST_TOKEN):
-                out.ttft[model][float(sample.labels["le"])] = value
+                le = float(sample.labels["le"])
+                out.ttft[model][le] = out.ttft[model].get(le, 0.0) + value  # summed over profiles
             elif name == names.bucket(names.INTER_TOKEN_LATENCY):
-                out.itl[model][float(sample.labels["le"])] = value
+                le = float(sample.labels["le"])
+                out.itl[model][le] = out.itl[model].get(le, 0.0) + value
             elif name == names.bucket(names.REQUEST_PROMPT_TOKENS):
                 out.prompt_length[model][float(sample.labels["le"])] = value
     return out

@@ -12,12 +12,14 @@ import time
 import uuid
 
 import grpc
+from prometheus_client import REGISTRY
 
 from services.autoscaler.actuator import Actuator, ScalingError
 from services.autoscaler.controller import Controller
 from services.autoscaler.desired import DesiredStateError, WorkerGroup, group_name_for, load_desired
 from services.autoscaler.local_actuator import LocalActuator
 from services.autoscaler.local_processes import LocalProcesses
+from services.autoscaler.metrics import FleetCollector
 from services.autoscaler.registered import RegisteredWorkers
 from services.autoscaler.slo_autoscaling import SloAutoscaling
 from tessera.runtime.etcd import keys
@@ -40,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--etcd", default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT))
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="gRPC port (0: any free port)")
-    p.add_argument("--metrics-port", type=int, default=0)
+    p.add_argument("--metrics-port", type=int, default=0, help="Prometheus port (0: any free port, registered in etcd)")
     p.add_argument("--desired", default=None, help="YAML file with the desired worker groups")
     p.add_argument("--model", default=None, help="shorthand for one group: this model ...")
     p.add_argument("--workers", type=int, default=1, help="... with this many replicas")
@@ -185,6 +187,7 @@ async def run(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
     )
+    REGISTRY.register(FleetCollector(controller.fleet_rows))
     metrics_port = start_metrics_server(args.metrics_port, args.host)
     record = ServiceRecord(
         id=aid,

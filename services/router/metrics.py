@@ -17,14 +17,38 @@ RECEIVED = Counter(
     ["model"],
 )
 IN_FLIGHT = Gauge("tessera_router_requests_in_flight", "Requests being served")
+# Latencies by model and placement profile ("default": the one the scheduler picks), as vLLM's
+# vllm:time_to_first_token_seconds, vllm:inter_token_latency_seconds,
+# vllm:request_time_per_output_token_seconds and vllm:e2e_request_latency_seconds, seen by the client.
 TTFT = Histogram(
-    names.TIME_TO_FIRST_TOKEN, "Time from request arrival to the first token", ["model"], buckets=LATENCY_BUCKETS
+    names.TIME_TO_FIRST_TOKEN,
+    "Time from request arrival to the first token",
+    ["model", "profile"],
+    buckets=LATENCY_BUCKETS,
 )
 ITL = Histogram(
-    names.INTER_TOKEN_LATENCY, "Time between consecutive streamed deltas", ["model"], buckets=LATENCY_BUCKETS
+    names.INTER_TOKEN_LATENCY,
+    "Time between consecutive streamed deltas",
+    ["model", "profile"],
+    buckets=LATENCY_BUCKETS,
+)
+TPOT = Histogram(
+    names.TIME_PER_OUTPUT_TOKEN,
+    "Per request: time from the first token to the last over the tokens after the first (TPOT)",
+    ["model", "profile"],
+    buckets=LATENCY_BUCKETS,
 )
 E2E = Histogram(
-    names.E2E_REQUEST_LATENCY, "Time from request arrival to its last token", ["model"], buckets=LATENCY_BUCKETS
+    names.E2E_REQUEST_LATENCY,
+    "Time from request arrival to its last token",
+    ["model", "profile"],
+    buckets=LATENCY_BUCKETS,
+)
+TTFT_SLO = Counter(
+    names.TTFT_SLO_REQUESTS,
+    "Requests with a time-to-first-token objective (x-slo-ttft-ms or --ttft-slo-ms) that got their first "
+    "token, by whether it came within the objective: SLO attainment and its error-budget burn",
+    ["model", "profile", "met"],
 )
 PROMPT_TOKENS = Counter(names.PROMPT_TOKENS, "Prompt tokens of served requests", ["model"])
 # Powers of 2^(1/4) from 16 to 2^17 tokens: the autoscaler reads the p90 and p99 prompt length from it
@@ -63,6 +87,8 @@ PREFILLS = Counter(
     "'fallback' (the prefill worker failed; the decode worker prefilled itself)",
     ["outcome"],
 )
+for _outcome in ("transferred", "fallback"):
+    PREFILLS.labels(_outcome)  # exported at 0 from the start: "none yet" is a value, not a missing series
 PREFILL_SECONDS = Histogram(
     "tessera_router_remote_prefill_seconds",
     "Time of the prefill step of disaggregated requests",
@@ -85,3 +111,20 @@ TENANT_CHARGED_TOKENS = Counter(
     "Tokens charged to tenants with limits at admission (prompt + max_tokens)",
     ["tenant"],
 )
+
+
+ADMISSION_REASONS = ("queue_full", "deadline")
+
+
+def model_seen(model: str) -> None:
+    """Export a model's queue and refusal series at 0 as soon as it is served.
+
+    A series that appears only with its first refusal makes ``rate()`` blind to that refusal
+    and leaves dashboards and alerts with "no data" when the truth is "none".
+    """
+    QUEUE_DEPTH.labels(model)
+    QUEUE_WAIT.labels(model)
+    HELD.labels(model)
+    RECEIVED.labels(model)
+    for reason in ADMISSION_REASONS:
+        REJECTED.labels(model, reason)

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.router import metrics
 from services.router.errors import ModelNotFound, NoCapacity
 from tessera.runtime.models.tokenizer import ModelTokenizer
 from tessera.v1 import common_pb2 as pb
@@ -41,6 +42,7 @@ class ModelCatalog:
         entry = self.models.get(identity.model)
         if entry is None:
             entry = self.models[identity.model] = ModelEntry(identity.model)
+            metrics.model_seen(identity.model)
             log.info("model %s is served (worker %s)", identity.model, identity.id)
         entry.workers[identity.id] = identity
         entry.serving.set()

@@ -28,7 +28,8 @@ from tessera.runtime.etcd.watch import PrefixMirror
 from tessera.runtime.rpc import tls
 from tessera.runtime.rpc.server import ServiceBinding, start_server
 from tessera.runtime.service import run_service, stop_event
-from tessera.runtime.telemetry.metrics import start_metrics_server
+from tessera.runtime.telemetry import service_discovery
+from tessera.runtime.telemetry.metrics import Route, start_metrics_server
 from tessera.runtime.telemetry.tracing import shutdown_tracing
 from tessera.v1 import scheduler_pb2_grpc
 
@@ -41,7 +42,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--etcd", default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT))
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="gRPC port (0: any free port)")
-    p.add_argument("--metrics-port", type=int, default=0)
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="Prometheus /metrics and service discovery (/sd) port (0: any free port, registered in etcd)",
+    )
     p.add_argument("--profile", default="tessera", help="default placement profile: a name or a YAML file")
     p.add_argument("--scheduler-id", default=None)
     p.add_argument("--lease-ttl", type=int, default=5)
@@ -88,6 +94,8 @@ async def run(args: argparse.Namespace) -> int:
 
     mirror = PrefixMirror(connector, keys.WORKERS, on_change=on_worker)
     mirror.start()
+    services = PrefixMirror(connector, keys.SERVICES)  # only for Prometheus' service discovery
+    services.start()
 
     servicer = SchedulerServicer(view, profiles, default.name, index)
     sid = args.scheduler_id or f"scheduler-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
@@ -101,7 +109,7 @@ async def run(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
     )
-    metrics_port = start_metrics_server(args.metrics_port, args.host)
+    metrics_port = start_metrics_server(args.metrics_port, args.host, routes=sd_routes(mirror, services))
     record = ServiceRecord(
         id=sid,
         kind="scheduler",
@@ -121,9 +129,28 @@ async def run(args: argparse.Namespace) -> int:
     await store.close()
     await acks.close()
     await mirror.close()
+    await services.close()
     await server.stop(1.0)
     shutdown_tracing()
     return 0
+
+
+def sd_routes(workers: PrefixMirror, services: PrefixMirror) -> dict[str, Route]:
+    """Prometheus HTTP service discovery on the metrics port: ``/sd`` (every process) and ``/sd/<kind>``.
+
+    The scheduler serves it because it already mirrors the worker registry, runs in every
+    deployment, and its metrics port is internal (like the rest of /metrics); the router's
+    public port would list the cluster's internal addresses to anyone.
+    """
+
+    def route(kind: str | None) -> Route:
+        # dict.copy() is atomic under the GIL: the mirrors change on the event loop, this runs on the HTTP thread
+        return lambda: (
+            service_discovery.document(workers.items.copy().values(), services.items.copy().values(), kind),
+            service_discovery.CONTENT_TYPE,
+        )
+
+    return {"/sd": route(None), **{f"/sd/{kind}": route(kind) for kind in service_discovery.KINDS}}
 
 
 def run_main(args: argparse.Namespace) -> int:

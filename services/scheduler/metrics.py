@@ -1,4 +1,8 @@
-"""The scheduler's Prometheus metrics: placements, and the queue and load it sees per worker."""
+"""The scheduler's Prometheus metrics: placements, and the queue and load it sees per worker.
+
+Per-worker series carry the worker's ``accelerator`` and ``vendor`` (as its own series do), so
+dashboards group the fleet by hardware without a join.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from prometheus_client.registry import Collector
 
 from services.scheduler.view import ClusterView
 from tessera.placement.prefix_index import PrefixIndex
+from tessera.runtime.rpc.enums import role_name
 
 PLACEMENTS = Counter("tessera_scheduler_placements_total", "Placement decisions", ["profile", "result"])
 PLACEMENT_SECONDS = Histogram(
@@ -33,14 +38,23 @@ class ViewCollector(Collector):
     def collect(self):
         entries = list(self.view.workers.values())
         workers = GaugeMetricFamily(
-            "tessera_scheduler_workers", "Workers known, by model and health", labels=["model", "healthy"]
+            "tessera_scheduler_workers",
+            "Workers known, by model, health, role, accelerator and vendor",
+            labels=["model", "healthy", "role", "accelerator", "vendor"],
         )
-        counts: dict[tuple[str, str], int] = {}
+        counts: dict[tuple[str, ...], int] = {}
         for e in entries:
-            key = (e.identity.model, str(e.healthy).lower())
+            ident = e.identity
+            key: tuple[str, ...] = (
+                ident.model,
+                str(e.healthy).lower(),
+                role_name(ident.role),
+                ident.accelerator,
+                ident.vendor,
+            )
             counts[key] = counts.get(key, 0) + 1
-        for (model, healthy), n in counts.items():
-            workers.add_metric([model, healthy], n)
+        for labels, n in counts.items():
+            workers.add_metric(list(labels), n)
         yield workers
         if self.index is not None:
             blocks = GaugeMetricFamily(
@@ -67,7 +81,8 @@ class ViewCollector(Collector):
             ),
         }
         for name, (doc, get) in figures.items():
-            fam = GaugeMetricFamily(name, doc, labels=["worker", "model"])
+            fam = GaugeMetricFamily(name, doc, labels=["worker", "model", "accelerator", "vendor"])
             for e in entries:
-                fam.add_metric([e.identity.id, e.identity.model], float(get(e)))
+                ident = e.identity
+                fam.add_metric([ident.id, ident.model, ident.accelerator, ident.vendor], float(get(e)))
             yield fam

@@ -184,7 +184,16 @@ async def run(args: argparse.Namespace) -> int:
         engine.info.max_model_len,
     )
 
-    metrics_port = start_metrics_server(args.metrics_port, args.host)
+    # Every series this worker exports (vLLM's own included) says which worker, and on what hardware.
+    metric_labels = {
+        "worker": worker_id,
+        "model": spec.name,
+        "role": args.role,
+        "accelerator": accelerator,
+        "vendor": vendor,
+    }
+    metrics.INFO.labels(engine.info.engine, str(count), str(args.tensor_parallel_size)).set(1)
+    metrics_port = start_metrics_server(args.metrics_port, args.host, labels=metric_labels)
     identity = pb.WorkerIdentity(
         id=worker_id,
         model=spec.name,

@@ -1,4 +1,9 @@
-"""The worker's Prometheus metrics (vLLM's own ``vllm:`` metrics are served alongside)."""
+"""The worker's Prometheus metrics (vLLM's own ``vllm:`` metrics are served alongside).
+
+Names follow vLLM's (``vllm:num_requests_running`` is ``tessera_worker_num_requests_running``).
+Labels common to every series (worker, model, role, accelerator, vendor) are added at exposition
+(``start_metrics_server(labels=...)``), not declared here.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,11 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from tessera.runtime.telemetry.metrics import LATENCY_BUCKETS
 
+INFO = Gauge(
+    "tessera_worker_info",
+    "1 per worker: its engine, devices and tensor parallelism (the fleet, counted by accelerator and vendor)",
+    ["engine", "accelerator_count", "tensor_parallel"],
+)
 REQUESTS = Counter("tessera_worker_requests_total", "Requests finished, by finish reason", ["finish_reason"])
 RUNNING = Gauge("tessera_worker_num_requests_running", "Requests in the engine's running batch")
 WAITING = Gauge("tessera_worker_num_requests_waiting", "Requests queued in the engine")

@@ -28,6 +28,7 @@ from tessera.runtime.rpc.certs import CertFiles
 log = logging.getLogger("tessera.up")
 
 SERVICE_STOP_GRACE_S = 40.0
+SD_PORT = 9400  # deploy/observability/prometheus.yml reads http://127.0.0.1:9400/sd/<kind>
 MAX_SERVICE_RESTARTS = 5
 
 
@@ -53,6 +54,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000, help="OpenAI-compatible HTTP port of the router")
     p.add_argument("--grpc-port", type=int, default=50051, help="Router gRPC port")
     p.add_argument("--host", default="127.0.0.1", help="address the router listens on")
+    p.add_argument(
+        "--scheduler-metrics-port",
+        type=int,
+        default=SD_PORT,
+        help=f"the scheduler's /metrics and Prometheus service discovery (/sd) port ({SD_PORT}; another free "
+        "port if taken; 0: any). Every other metrics port is found through /sd",
+    )
+    p.add_argument("--autoscaler-metrics-port", type=int, default=0, help="the autoscaler's /metrics port (0: any)")
     p.add_argument("--etcd", default=None, help="use this etcd (host:port[,host:port]) instead of starting one")
     p.add_argument("--desired", default=None, help="YAML file of worker groups (instead of --model/--workers)")
     p.add_argument(
@@ -279,12 +288,20 @@ def run_main(args: argparse.Namespace) -> int:
         py = [sys.executable, "-m", "tessera.cli"]
         common = ["--etcd", endpoint, "--log-level", args.log_level]
         scheduler_port = 50052 if port_is_free(50052) else free_port()
+        sd_port = args.scheduler_metrics_port
+        if sd_port and not port_is_free(sd_port):
+            sd_port = free_port()
+            log.warning(
+                "port %d is in use: the scheduler's metrics and /sd are on %d", args.scheduler_metrics_port, sd_port
+            )
         grpc_port = args.grpc_port if port_is_free(args.grpc_port, args.host) else free_port(args.host)
         autoscaler_cmd = [
             *py,
             "autoscaler",
             *common,
             *tls_flags["autoscaler"],
+            "--metrics-port",
+            str(args.autoscaler_metrics_port),
             "--worker-log-dir",
             str(log_dir / "workers"),
         ]
@@ -306,6 +323,8 @@ def run_main(args: argparse.Namespace) -> int:
                     *tls_flags["scheduler"],
                     "--port",
                     str(scheduler_port),
+                    "--metrics-port",
+                    str(sd_port),
                     "--profile",
                     args.profile,
                 ],
@@ -332,6 +351,8 @@ def run_main(args: argparse.Namespace) -> int:
         for s in services:
             s.start()
         url = f"http://{args.host}:{args.port}"
+        if sd_port:
+            log.info("Prometheus service discovery: http://127.0.0.1:%d/sd (deploy/observability/)", sd_port)
         log.info(
             "etcd %s; logs in %s; waiting for %s worker(s) to load their model...",
             endpoint,

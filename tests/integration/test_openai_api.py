@@ -170,7 +170,7 @@ def test_health_and_metrics(cluster, openai_client):
     ttft = [
         line
         for line in text.splitlines()
-        if line.startswith(f'tessera_time_to_first_token_seconds_count{{model="{TINY}"}}')
+        if line.startswith(f'tessera_time_to_first_token_seconds_count{{model="{TINY}",')  # then its profile
     ]
     assert ttft and float(ttft[0].split()[-1]) > 0
 

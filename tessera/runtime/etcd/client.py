@@ -12,6 +12,7 @@ import asyncio
 import logging
 
 import aetcd
+from prometheus_client import Gauge
 
 from tessera.runtime.etcd import tls as etcd_tls
 
@@ -84,12 +85,22 @@ class Backoff:
         self.delay = self.first
 
 
+# Loops of this process (watches, registrations, elections) that cannot reach etcd right now:
+# the alert "etcd lost" (deploy/observability/alerts.yml) fires on it, from every service at once.
+UNREACHABLE = Gauge(
+    "tessera_etcd_unreachable",
+    "This process's etcd loops (watch, registration, election) that cannot reach etcd now",
+    ["loop"],
+)
+
+
 class OutageLog:
-    """One log line when etcd goes away and one when it is back, not one per retry."""
+    """One log line when etcd goes away and one when it is back, not one per retry; and the gauge."""
 
     def __init__(self, what: str) -> None:
         self.what = what
         self.down = False
+        self._gauge = UNREACHABLE.labels(what.split(" ", 1)[0])  # the loop's kind: few series, whatever the keys
 
     def failed(self, exc: BaseException) -> None:
         if not self.down:
@@ -100,8 +111,10 @@ class OutageLog:
                 exc or "no detail",
             )
             self.down = True
+            self._gauge.inc()
 
     def ok(self) -> None:
         if self.down:
             log.info("%s: etcd reachable again", self.what)
             self.down = False
+            self._gauge.dec()

@@ -16,6 +16,8 @@ GENERATION_TOKENS = "tessera_generation_tokens_total"
 TIME_TO_FIRST_TOKEN = "tessera_time_to_first_token_seconds"
 INTER_TOKEN_LATENCY = "tessera_inter_token_latency_seconds"
 E2E_REQUEST_LATENCY = "tessera_e2e_request_latency_seconds"
+TIME_PER_OUTPUT_TOKEN = "tessera_request_time_per_output_token_seconds"
+TTFT_SLO_REQUESTS = "tessera_router_ttft_slo_requests_total"
 REQUEST_PROMPT_TOKENS = "tessera_request_prompt_tokens"
 
 
