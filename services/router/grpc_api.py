@@ -84,7 +84,6 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         finish: str | None = None
         metrics.IN_FLIGHT.inc()
         try:
-<<<<<<< HEAD
             gate = self.state.gate
             principal = await gate.authenticate(_authorization(context))
             fields = _fields(request)
@@ -136,7 +135,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             span.set_attributes(genai.request_attributes(operation, model_label, gen.sampling))
             span.set_attribute(genai.REQUEST_STREAM, True)
             await gate.charge(principal, len(gen.prompt_ids) + gen.sampling.max_tokens)
-            timing = Timing(model_label, arrived)
+            timing = Timing.of(gen, self.state.flow, arrived)
             async for delta in self.state.flow.stream(gen, stats):
                 timing.delta(bool(delta.token_ids))
                 finish = delta.finish_reason or finish
@@ -152,71 +151,6 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                             prompt_tokens=len(gen.prompt_ids),
                             completion_tokens=stats.completion_tokens,
                             cached_prompt_tokens=stats.cached_prompt_tokens,
-=======
-            with self._tracer.start_as_current_span("router.grpc_generate", context=parent, kind=trace.SpanKind.SERVER):
-                gate = self.state.gate
-                principal = await gate.authenticate(_authorization(context))
-                fields = _fields(request)
-                gate.authorize(principal, fields.model, fields.priority, slo_header=False, profile_header=False)
-                request_id = request.request_id or uuid.uuid4().hex
-                max_tokens = request.sampling.max_tokens if request.sampling.HasField("max_tokens") else None
-                which = request.WhichOneof("prompt")
-                if which == "chat":
-                    messages = [{"role": m.role, "content": m.content} for m in request.chat.messages]
-                    if not messages:
-                        raise BadRequest("chat.messages is empty", param="messages")
-                    gen = await prepare(
-                        self.state.catalog,
-                        fields,
-                        request_id,
-                        messages=messages,
-                        max_tokens=max_tokens,
-                        session_id=request.session_id,
-                        tokenizing=self.state.tokenizing,
-                    )
-                elif which == "text":
-                    gen = await prepare(
-                        self.state.catalog,
-                        fields,
-                        request_id,
-                        prompt=request.text,
-                        max_tokens=max_tokens,
-                        session_id=request.session_id,
-                        tokenizing=self.state.tokenizing,
-                    )
-                elif which == "token_ids":
-                    gen = await prepare(
-                        self.state.catalog,
-                        fields,
-                        request_id,
-                        prompt=list(request.token_ids.ids),
-                        max_tokens=max_tokens,
-                        session_id=request.session_id,
-                        tokenizing=self.state.tokenizing,
-                    )
-                else:
-                    raise BadRequest("one of text, chat or token_ids is required", param="prompt")
-                model_label = gen.model.name
-                gen.tenant = principal.tenant
-                await gate.charge(principal, len(gen.prompt_ids) + gen.sampling.max_tokens)
-                stats = FlowStats()
-                timing = Timing.of(gen, self.state.flow, arrived)
-                async for delta in self.state.flow.stream(gen, stats):
-                    timing.delta(bool(delta.token_ids))
-                    out = router_pb2.RouterGenerateResponse(
-                        request_id=request_id,
-                        delta=pb.TokenDelta(token_ids=delta.token_ids, text=delta.text),
-                        worker_id=delta.worker_id,
-                    )
-                    if delta.finish_reason:
-                        out.finish_reason = finish_reason_value(delta.finish_reason)
-                        out.usage.CopyFrom(
-                            pb.Usage(
-                                prompt_tokens=len(gen.prompt_ids),
-                                completion_tokens=stats.completion_tokens,
-                                cached_prompt_tokens=stats.cached_prompt_tokens,
-                            )
->>>>>>> observability
                         )
                     )
                 yield out

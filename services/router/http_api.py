@@ -176,15 +176,10 @@ class Endpoint:
                 gen.ttft_slo_s = slo_s
                 gen.profile = profile
                 span.set_attribute("tessera.prompt_tokens", len(gen.prompt_ids))
-<<<<<<< HEAD
                 span.set_attributes(genai.request_attributes(self.operation, model_label, gen.sampling))
                 if fields.stream:
                     span.set_attribute(genai.REQUEST_STREAM, True)
-                timing = Timing(model_label, arrived)
-=======
-                stats = FlowStats()
                 timing = Timing.of(gen, self.state.flow, arrived)
->>>>>>> observability
                 deltas = self.state.flow.stream(gen, stats)
                 if fields.stream:
                     # Wait for the first delta before answering 200, so a request that

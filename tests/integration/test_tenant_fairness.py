@@ -72,9 +72,7 @@ async def _ttft(client: httpx.AsyncClient, key: str, max_tokens: int) -> float:
     body = {"model": TINY, "prompt": PROMPT, "max_tokens": max_tokens, "stream": True, "ignore_eos": True}
     start = time.perf_counter()
     first = None
-    async with client.stream(
-        "POST", "/v1/completions", json=body, headers={"Authorization": f"Bearer {key}"}
-    ) as resp:
+    async with client.stream("POST", "/v1/completions", json=body, headers={"Authorization": f"Bearer {key}"}) as resp:
         assert resp.status_code == 200, (await resp.aread()).decode()
         async for line in resp.aiter_lines():
             if first is None and line.startswith("data: {") and '"text":""' not in line.replace(" ", ""):
@@ -112,7 +110,9 @@ def test_a_quiet_tenants_p99_ttft_holds_while_a_noisy_tenant_floods(fair):
     c, keys = fair
     alone, _ = asyncio.run(_quiet_p99(c, keys["quiet"], None))
     flooded, noisy_served = asyncio.run(_quiet_p99(c, keys["quiet"], keys["noisy"]))
-    print(f"quiet tenant p99 TTFT: alone {alone * 1000:.0f} ms, under the flood {flooded * 1000:.0f} ms "
-          f"({flooded / alone:.2f}x); noisy requests served meanwhile: {noisy_served}")
+    print(
+        f"quiet tenant p99 TTFT: alone {alone * 1000:.0f} ms, under the flood {flooded * 1000:.0f} ms "
+        f"({flooded / alone:.2f}x); noisy requests served meanwhile: {noisy_served}"
+    )
     assert noisy_served > 2 * NOISY_CONCURRENCY  # the flood really ran: the noisy tenant was served too
     assert flooded <= 1.5 * alone
