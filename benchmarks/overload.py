@@ -38,9 +38,9 @@ from bench_cluster import ROOT, run_async, sigterm_exits
 from sim_fleet import SimFleet
 
 PROMPT = "summarise the following meeting notes for the team " * 30  # about 300 tokens
-MAX_TOKENS = 32
+MAX_TOKENS = 48
 OBJECTIVE_S = 1.0
-SLOTS_PER_WORKER = 8
+SLOTS_PER_WORKER = 4
 WORKERS = 2
 
 

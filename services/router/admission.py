@@ -82,6 +82,7 @@ class _ModelQueue:
         self.heap: list[_Waiter] = []
         self.admit_rate = 0.0  # requests admitted per second while saturated (EWMA)
         self.last_admit = 0.0
+        self.service_s = 0.0  # placement to first token (EWMA): what an admitted request still needs
         self.vtime = 0.0  # fair queueing: the tag of the last request admitted
         self.tags: dict[str, float] = {}  # tenant -> the tag of its last request queued
 
@@ -104,6 +105,9 @@ class _ModelQueue:
                 weight = 1.0 - 0.5 ** (gap / RATE_HALF_LIFE_S)
                 self.admit_rate = (1 - weight) * self.admit_rate + weight * (1.0 / gap)
         self.last_admit = now
+
+    def note_service(self, seconds: float) -> None:
+        self.service_s = seconds if self.service_s == 0.0 else 0.8 * self.service_s + 0.2 * seconds
 
     def expected_wait(self, ahead: int) -> float:
         """Seconds until a request with `ahead` requests before it is admitted. Without a measured
@@ -140,6 +144,12 @@ class AdmissionControl:
                 if not w.future.done():
                     w.future.set_exception(Overloaded("the router is shutting down", 1.0))
 
+    def first_token(self, model: str, since_placed_s: float) -> None:
+        """How long a placed request of `model` took to its first token (feeds the wait budget)."""
+        q = self._queues.get(model)
+        if q is not None:
+            q.note_service(since_placed_s)
+
     def released(self) -> None:
         """A request finished: capacity may have opened."""
         if any(q.heap for q in self._queues.values()):
@@ -169,7 +179,10 @@ class AdmissionControl:
             except Saturated:
                 pass
         slo = self.ttft_slo_s if slo_s is None else slo_s
-        deadline = now + slo if slo > 0 else float("inf")
+        # The latest moment it can still be placed and meet its objective: after placement the
+        # request still needs its prefill and first token (measured), so waiting until the
+        # objective itself would admit requests only to miss it.
+        deadline = now + slo - q.service_s if slo > 0 else float("inf")
         ahead = sum(1 for w in q.heap if w.key[0] <= -priority)
         wait = q.expected_wait(ahead)
         if len(q.heap) >= self.max_queue:

@@ -227,6 +227,7 @@ class RequestFlow:
                 if held:
                     self._hold_end(gen)
                     held = False
+                placed_at = time.monotonic()
                 worker_id = placement.worker.worker_id
                 stats.workers.append(worker_id)
                 if failover is not None:
@@ -244,6 +245,8 @@ class RequestFlow:
                         if isinstance(delta, str):
                             failure = delta
                             break
+                        if stats.attempts == 1 and delta.token_ids and len(produced) == len(delta.token_ids):
+                            self.admission.first_token(gen.model.name, time.monotonic() - placed_at)
                         yield delta
                         if delta.finish_reason:
                             return

@@ -173,3 +173,27 @@ async def test_without_tenants_the_order_is_by_deadline():
     assert fleet.order == ["soon", "late"]
     await asyncio.gather(late, soon)
     await ac.close()
+
+
+async def test_the_wait_budget_leaves_room_for_the_time_to_first_token():
+    """With 0.6 s from placement to first token measured, a 1 s objective leaves 0.4 s to wait:
+    a request that must queue behind one other (about 0.2 s each at 5/s) is still taken, but one
+    behind three is refused at once rather than admitted to miss its objective."""
+    ac = AdmissionControl(ttft_slo_s=1.0)
+    fleet = Fleet(free=3)
+    for i in range(3):
+        await ac.admit("m", 0, fleet.placer(f"warm{i}"))
+        await asyncio.sleep(0.2)
+    ac.first_token("m", 0.6)
+    first = asyncio.create_task(ac.admit("m", 0, fleet.placer("q0")))
+    await asyncio.sleep(0.01)
+    assert ac.depth("m") == 1  # expected wait 2 / 5 per s = 0.4 s: just in time
+    second = asyncio.create_task(ac.admit("m", 0, fleet.placer("q1")))
+    await asyncio.sleep(0.01)
+    assert second.done()  # refused on arrival, not after waiting out its objective
+    with pytest.raises(Overloaded):
+        await second  # expected 0.6 s of waiting + 0.6 s to the first token > 1 s
+    assert ac.depth("m") == 1
+    fleet.release(ac)
+    assert await first == "q0"
+    await ac.close()
