@@ -35,6 +35,7 @@ from services.router.preparation import prepare
 from services.router.state import RouterState
 from services.router.timing import Timing
 from tessera.runtime.rpc.delta import Delta
+from tessera.runtime.telemetry.log_context import bind_request_id
 from tessera.runtime.telemetry.tracing import tracer
 
 log = logging.getLogger("tessera.router")
@@ -125,6 +126,7 @@ class Endpoint:
                 )
                 cap = self.limits.max_header_chars
                 request_id = header(request.headers, "x-request-id", cap) or uuid.uuid4().hex
+                bind_request_id(request_id, span)  # on this request's log lines (TESSERA_LOG_FORMAT=json)
                 span.set_attribute("tessera.request_id", request_id)
                 session = header(request.headers, "x-session-id", cap) or ""
                 slo_s = slo_header(header(request.headers, "x-slo-ttft-ms", cap))
@@ -195,6 +197,7 @@ class Endpoint:
             status = 499
             return Response(status_code=499)
         finally:
+            log.debug("%s %s: %d in %.1f ms", self.path, model_label, status, (time.perf_counter() - arrived) * 1e3)
             if not streaming:
                 metrics.IN_FLIGHT.dec()
                 metrics.REQUESTS.labels(model_label, self.path, str(status)).inc()
