@@ -30,7 +30,6 @@ import yaml
 
 from services.autoscaler.desired import WorkerGroup
 from tessera.runtime.devices import device_slots
-from tessera.runtime.lifetime import child_env
 
 log = logging.getLogger("tessera.autoscaler")
 
@@ -101,7 +100,7 @@ class LocalProcesses:
         simulated = group.engine == "sim"
         # A simulated worker holds no device and mostly sleeps: it takes no slot and is not pinned.
         slots = [] if simulated else self._take_slots(tp if self.device_var else self.cores_per_worker)
-        env = child_env()  # the worker ends with this autoscaler, even one killed outright
+        env = dict(os.environ)  # with TESSERA_LAUNCHER_PID, if any: the worker ends with `tessera up`
         if simulated:
             pass
         elif self.device_var:

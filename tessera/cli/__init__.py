@@ -59,9 +59,9 @@ def build_parser(chosen: str | None) -> tuple[argparse.ArgumentParser, dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tessera.runtime.lifetime import die_with_parent
+    from tessera.runtime.lifetime import end_with_launcher
 
-    die_with_parent()  # a process `tessera up` or an autoscaler started ends with it
+    end_with_launcher()  # a process `tessera up` started (workers included) ends with it
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = argv[0] if argv and argv[0] in COMMANDS else None
     parser, subparsers = build_parser(chosen)

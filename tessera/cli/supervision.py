@@ -66,6 +66,23 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         return ""
 
 
+def reap_orphans(own: set[int]) -> None:
+    """Reap the exited processes that became ours as a subreaper; ``own``: the pids our Popen objects
+    wait for themselves (reaping those here would lose their exit codes)."""
+    import os
+
+    try:
+        children = psutil.Process().children()
+    except psutil.Error:
+        return
+    for child in children:
+        try:
+            if child.pid not in own and child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
+        except (psutil.Error, ChildProcessError):
+            continue
+
+
 def descendants() -> set[psutil.Process]:
     """Every process under this one (workers and their engines included)."""
     try:

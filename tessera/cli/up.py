@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from tessera.cli import preflight
-from tessera.cli.supervision import WorkerStarts, descendants, kill_leftovers, log_tail
-from tessera.runtime.lifetime import child_env
+from tessera.cli.supervision import WorkerStarts, descendants, kill_leftovers, log_tail, reap_orphans
+from tessera.runtime.lifetime import become_subreaper, child_env
 from tessera.runtime.net import free_port, port_is_free
 from tessera.runtime.rpc.certs import CertFiles
 
@@ -354,6 +354,7 @@ def run_main(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    become_subreaper()  # a crashed autoscaler's workers stay in our tree, to be stopped with it
 
     tls_flags: dict[str, list[str]] = {name: [] for name in ("scheduler", "autoscaler", "router", "cli")}
     etcd_server_tls = None
@@ -470,6 +471,7 @@ def run_main(args: argparse.Namespace) -> int:
                     s.restarts += 1
                     log.warning("%s exited with code %s; restarting it", s.name, code)
                     s.start()
+            reap_orphans({s.proc.pid for s in services if s.proc} | ({etcd.proc.pid} if etcd and etcd.proc else set()))
             if not announced:
                 if _worker_start_failed(starts, autoscaler):
                     return 1

@@ -153,3 +153,36 @@ def test_a_worker_that_dies_at_start_has_its_error_printed(tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_workers_outlive_a_killed_autoscaler_which_up_restarts(tmp_path):
+    """Workers end with `up`, not with the autoscaler: the restarted one adopts them."""
+    proc, lines = _start_up(tmp_path)
+    procs: list[psutil.Process] = []
+    try:
+        _wait_serving(proc, lines)
+        tree = _tree(proc)
+        procs = [p for ps in tree.values() for p in ps]
+        (autoscaler,), workers = tree["autoscaler"], tree["worker"]
+        autoscaler.kill()
+        wait_for(lambda: any("autoscaler exited with code -9; restarting it" in line for line in lines), 10)
+        time.sleep(8)  # past the 5 s an orphaned process would get before its group is killed
+        assert len(_alive(workers)) == len(workers)
+        # still under up (its subreaper), adopted by the new autoscaler, none launched
+        assert {p.pid for p in _tree(proc)["worker"]} == {p.pid for p in workers}
+        procs = [p for ps in _tree(proc).values() for p in ps]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(STOP_TIMEOUT_S + 15) == 0
+        assert _alive(procs) == []  # the adopted workers too
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(STOP_TIMEOUT_S + 15)
+        _kill_all(procs + [p for ps in _tree_or_empty(proc).values() for p in ps])
+
+
+def _tree_or_empty(proc: subprocess.Popen) -> dict[str, list[psutil.Process]]:
+    try:
+        return _tree(proc)
+    except psutil.Error:
+        return {}
