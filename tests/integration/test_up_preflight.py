@@ -89,3 +89,14 @@ def test_config_file_with_an_unknown_key_is_refused_by_name(tmp_path):
     code, out, _ = _up(tmp_path, "--config", str(config))
     assert code == 2
     assert "unknown key 'workerz'" in out
+
+
+def test_engine_argument_names_come_from_vllm_without_importing_it():
+    code = (
+        "import sys, tessera.cli.up; from tessera.cli.engine_arg_names import engine_arg_names;"
+        "names, source = engine_arg_names();"
+        "print(len(names), 'block_size' in names, [m for m in ('torch', 'vllm') if m in sys.modules], source)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) > 40 and out[1] == "True"
+    assert out[2] == "[]"  # neither torch nor vLLM loaded: `up` stays a light launcher
