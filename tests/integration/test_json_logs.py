@@ -58,3 +58,28 @@ def test_router_writes_json_lines_with_the_request_and_trace_ids(tmp_path):
     lines = router.log_path.read_text().splitlines()
     assert len(lines) >= 3  # start, the request, the stop
     assert all(json.loads(line)["service"] == "router" for line in lines)
+
+
+def test_every_service_of_a_cluster_logs_json_lines(tmp_path, monkeypatch):
+    import re
+    import signal
+
+    from tests.support.harness import tessera_up
+
+    monkeypatch.setenv("TESSERA_LOG_FORMAT", "json")
+    with tessera_up(tmp_path, "--accelerators", "cpu:1") as (proc, port, lines):
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/v1/completions",
+            json={"model": "tiny-llama", "prompt": "hi", "max_tokens": 2},
+            timeout=30,
+        )
+        assert r.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert {r["service"] for r in records} >= {"up", "scheduler", "autoscaler", "router"}
+    text_lines = [line for line in lines if re.match(r"\d{4}-\d\d-\d\d \S+ (DEBUG|INFO|WARNING|ERROR) ", line)]
+    assert text_lines == []
+    (worker_log,) = (tmp_path / "workers").glob("*.log")
+    worker_lines = worker_log.read_text().splitlines()
+    assert worker_lines and all(json.loads(line)["service"] == "worker" for line in worker_lines)

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 
 import pytest
 
 from tessera.cli.config_file import ConfigFileError, config_defaults
 from tessera.cli.engine_arg_names import FALLBACK, fields_of_class
 from tessera.cli.preflight import PreflightError, check_engine_args, check_model, plan_gpus
-from tessera.runtime.telemetry.log_context import bind_request_id
-from tessera.runtime.telemetry.logging import JsonFormatter
 
 
 def test_workers_that_fit_the_gpus_keep_vllms_memory_share():
@@ -87,25 +83,3 @@ def test_config_file_mistakes_are_refused_by_name(tmp_path, text, error):
     path.write_text(text)
     with pytest.raises(ConfigFileError, match=error):
         config_defaults(_parser(), str(path))
-
-
-def test_json_log_lines_carry_the_request_id_of_the_task_that_wrote_them():
-    import asyncio
-
-    formatter = JsonFormatter("router")
-
-    def line(msg: str) -> dict:
-        return json.loads(formatter.format(logging.LogRecord("tessera.router", logging.INFO, "", 0, msg, (), None)))
-
-    async def handle(rid: str) -> dict:
-        bind_request_id(rid)
-        await asyncio.sleep(0)
-        return line(f"handling {rid}")
-
-    async def main() -> list[dict]:
-        return list(await asyncio.gather(handle("a"), handle("b")))
-
-    a, b = asyncio.run(main())
-    assert (a["request_id"], b["request_id"]) == ("a", "b")
-    assert "request_id" not in line("outside any request")
-    assert line("x")["service"] == "router" and line("x")["level"] == "INFO"

@@ -8,6 +8,8 @@ one.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 from opentelemetry import trace
@@ -26,6 +28,17 @@ def bind_request_id(request_id: str, span: trace.Span | None = None) -> None:
     _request_id.set(request_id)
     if span is not None:
         _trace_id.set(_hex(span.get_span_context()))
+
+
+@contextmanager
+def request_context(request_id: str) -> Iterator[None]:
+    """Log lines written inside carry ``request_id``: for a task that handles several requests in
+    turn (a gRPC stream of them), where :func:`bind_request_id` would leak one into the next."""
+    token = _request_id.set(request_id)
+    try:
+        yield
+    finally:
+        _request_id.reset(token)
 
 
 def current_request_id() -> str:
