@@ -71,10 +71,12 @@ def main(argv: list[str] | None = None) -> int:
 
         p = subparsers[args.command]
         try:
-            p.set_defaults(**config_defaults(p, args.config))
+            from_file = config_defaults(p, args.config)
         except ConfigFileError as exc:
             p.error(str(exc))
+        p.set_defaults(**from_file)
         args = parser.parse_args(argv)  # again: the command line wins over the file
+        args.config_keys = frozenset(from_file)  # which values came from the file
     return _module(args.command).run_main(args) or 0
 
 

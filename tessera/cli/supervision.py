@@ -18,9 +18,9 @@ log = logging.getLogger("tessera.up")
 LOG_TAIL_LINES = 25
 
 
-def worker_ids(parent_pid: int) -> dict[int, str]:
-    """pid -> worker id of the ``tessera worker`` processes ``parent_pid`` started."""
-    out: dict[int, str] = {}
+def workers_of(parent_pid: int) -> dict[int, tuple[psutil.Process, str]]:
+    """pid -> (process, worker id) of the ``tessera worker`` processes ``parent_pid`` started."""
+    out: dict[int, tuple[psutil.Process, str]] = {}
     try:
         children = psutil.Process(parent_pid).children()
     except psutil.Error:
@@ -33,25 +33,37 @@ def worker_ids(parent_pid: int) -> dict[int, str]:
         if "worker" in cmd and "--worker-id" in cmd:
             i = cmd.index("--worker-id")
             if i + 1 < len(cmd):
-                out[child.pid] = cmd[i + 1]
+                out[child.pid] = (child, cmd[i + 1])
     return out
 
 
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 class WorkerStarts:
-    """Notices the workers that vanish (die or are given up on) while the cluster is not serving yet."""
+    """Notices the workers that end (die or are given up on) while the cluster is not serving yet.
+
+    A worker counts once the autoscaler started it, and is followed by pid from then on: one that a
+    crashed autoscaler left behind (adopted by its successor) has not ended.
+    """
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
-        self._seen: dict[int, str] = {}
+        self._seen: dict[int, tuple[psutil.Process, str]] = {}
         self.failures: list[str] = []
 
     def poll(self, autoscaler_pid: int | None) -> list[str]:
-        """The ids of the workers gone since the last poll."""
-        now = worker_ids(autoscaler_pid) if autoscaler_pid else {}
-        gone = [wid for pid, wid in self._seen.items() if pid not in now]
-        self._seen = now
-        self.failures += gone
-        return gone
+        """The ids of the workers that ended since the last poll."""
+        if autoscaler_pid:
+            self._seen.update(workers_of(autoscaler_pid))
+        gone = [pid for pid, (p, _) in self._seen.items() if not _running(p)]
+        ids = [self._seen.pop(pid)[1] for pid in gone]
+        self.failures += ids
+        return ids
 
     def log_path(self, worker_id: str) -> Path:
         return self.log_dir / f"{worker_id}.log"
@@ -93,13 +105,7 @@ def descendants() -> set[psutil.Process]:
 
 def kill_leftovers(procs: set[psutil.Process], wait_s: float = 5.0) -> int:
     """SIGKILL those of ``procs`` still running (pid reuse is checked); how many there were."""
-    alive = []
-    for p in procs:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                alive.append(p)
-        except psutil.Error:
-            continue
+    alive = [p for p in procs if _running(p)]
     for p in alive:
         try:
             log.warning("pid %d (%s) outlived its service; killing it", p.pid, " ".join(p.cmdline()[:4]))

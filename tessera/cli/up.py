@@ -297,7 +297,8 @@ def _preflight(args: argparse.Namespace) -> dict[str, Any]:
     from tessera.runtime.devices import device_slots
 
     if args.model_positional is not None:
-        if args.model not in (args.model_positional, MODEL_DEFAULT):
+        from_file = "model" in getattr(args, "config_keys", ())  # a --config file's model gives way to MODEL
+        if args.model not in (args.model_positional, MODEL_DEFAULT) and not from_file:
             raise preflight.PreflightError(
                 f"two models: {args.model_positional} and --model {args.model}; name one (MODEL or --model)"
             )

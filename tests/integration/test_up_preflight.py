@@ -83,6 +83,15 @@ def test_config_file_options_with_the_command_line_winning(tmp_path):
     assert f"preflight passed: tiny, engine arguments {expected}" in out
 
 
+def test_model_positional_wins_over_the_config_file_but_not_over_model_flag(tmp_path):
+    config = tmp_path / "up.yaml"
+    config.write_text("model: tiny\nengine: sim\n")
+    code, out, _ = _up(tmp_path, "tiny-moe", "--config", str(config), "--check")
+    assert code == 0 and "preflight passed: tiny-moe" in out, out
+    code, out, _ = _up(tmp_path, "tiny-moe", "--model", "tiny", "--check")
+    assert code == 2 and "two models: tiny-moe and --model tiny" in out
+
+
 def test_config_file_with_an_unknown_key_is_refused_by_name(tmp_path):
     config = tmp_path / "up.yaml"
     config.write_text("model: tiny\nworkerz: 2\n")
