@@ -319,9 +319,13 @@ def _preflight(args: argparse.Namespace) -> dict[str, Any]:
     if args.engine == "vllm" and shorthand:
         device_var, gpus = device_slots()  # nvidia-smi / rocm-smi: no torch here
         if gpus:
-            plan = preflight.plan_gpus(
-                gpus, args.workers, int(engine_args.get("tensor_parallel_size", 1)), args.gpu_memory_utilization
-            )
+            tp, util = engine_args.get("tensor_parallel_size", 1), engine_args.get("gpu_memory_utilization")
+            if not isinstance(tp, int) or not (util is None or isinstance(util, int | float)):
+                raise preflight.PreflightError(
+                    "tensor_parallel_size must be a whole number, gpu_memory_utilization a fraction "
+                    f"(got {tp!r}, {util!r})"
+                )
+            plan = preflight.plan_gpus(gpus, args.workers, tp, util)
             if plan.gpu_memory_utilization is not None:
                 engine_args["gpu_memory_utilization"] = plan.gpu_memory_utilization
             log.info("GPUs (%s): %s", device_var, plan.note)
