@@ -61,6 +61,7 @@ WORKER_FLAGS = {
     "tensor_parallel_size": "--tensor-parallel-size",
     "sim_arch": "--sim-arch",
     "served_model_name": "--served-model-name",
+    "max_model_len": "--max-model-len",  # the simulated engine reads only the flag
     "kv_connector": "--kv-connector",
     "data_parallel_size": "--data-parallel-size",
     "expert_parallel": "--expert-parallel",
@@ -100,7 +101,7 @@ class LocalProcesses:
         simulated = group.engine == "sim"
         # A simulated worker holds no device and mostly sleeps: it takes no slot and is not pinned.
         slots = [] if simulated else self._take_slots(tp if self.device_var else self.cores_per_worker)
-        env = dict(os.environ)
+        env = dict(os.environ)  # with TESSERA_LAUNCHER_PID, if any: the worker ends with `tessera up`
         if simulated:
             pass
         elif self.device_var:

@@ -39,8 +39,12 @@ log = logging.getLogger("tessera.autoscaler")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--etcd", default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT))
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument(
+        "--etcd",
+        default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT),
+        help="etcd endpoints host:port[,host:port] (env TESSERA_ETCD)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind and advertise")
     p.add_argument("--port", type=int, default=0, help="gRPC port (0: any free port)")
     p.add_argument("--metrics-port", type=int, default=0, help="Prometheus port (0: any free port, registered in etcd)")
     p.add_argument("--desired", default=None, help="YAML file with the desired worker groups")
@@ -67,12 +71,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="compose: file(s) of the deployment (default: deploy/compose/docker-compose.yaml)",
     )
-    p.add_argument("--compose-project", default="tessera")
+    p.add_argument("--compose-project", default="tessera", help="compose: the project name of the deployment")
     p.add_argument("--k8s-namespace", default=None, help="k8s: namespace (default: the pod's, or the kubeconfig's)")
-    p.add_argument("--kubeconfig", default=None)
-    p.add_argument("--autoscaler-id", default=None)
-    p.add_argument("--lease-ttl", type=int, default=5)
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--kubeconfig", default=None, help="k8s: kubeconfig file (default: in-cluster, else ~/.kube/config)")
+    p.add_argument(
+        "--autoscaler-id", default=None, help="this autoscaler's id in the leader election (default: generated)"
+    )
+    p.add_argument("--lease-ttl", type=int, default=5, help="seconds its leadership outlives it if it dies")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     tls.add_arguments(p)
     etcd_tls.add_arguments(p)
     p.add_argument(

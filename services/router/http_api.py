@@ -36,6 +36,7 @@ from services.router.state import RouterState
 from services.router.timing import Timing
 from tessera.runtime.rpc.delta import Delta
 from tessera.runtime.telemetry import genai
+from tessera.runtime.telemetry.log_context import bind_request_id
 from tessera.runtime.telemetry.tracing import client_context, record_error, tracer
 
 log = logging.getLogger("tessera.router")
@@ -145,6 +146,7 @@ class Endpoint:
                 )
                 cap = self.limits.max_header_chars
                 request_id = header(request.headers, "x-request-id", cap) or uuid.uuid4().hex
+                bind_request_id(request_id, span)  # on this request's log lines (TESSERA_LOG_FORMAT=json)
                 span.set_attribute("tessera.request_id", request_id)
                 session = header(request.headers, "x-session-id", cap) or ""
                 slo_s = slo_header(header(request.headers, "x-slo-ttft-ms", cap))
@@ -219,6 +221,7 @@ class Endpoint:
             record_error(span, "499", "the client closed the connection", server_fault=False)
             return Response(status_code=499)
         finally:
+            log.debug("%s %s: %d in %.1f ms", self.path, model_label, status, (time.perf_counter() - arrived) * 1e3)
             if not streaming:
                 metrics.IN_FLIGHT.dec()
                 metrics.REQUESTS.labels(model_label, self.path, str(status)).inc()

@@ -41,7 +41,11 @@ log = logging.getLogger("tessera.router")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--etcd", default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT))
+    p.add_argument(
+        "--etcd",
+        default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT),
+        help="etcd endpoints host:port[,host:port] (env TESSERA_ETCD)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address for both APIs (0.0.0.0 to listen everywhere)")
     p.add_argument("--port", type=int, default=8000, help="OpenAI-compatible HTTP port")
     p.add_argument("--grpc-port", type=int, default=50051, help="Router gRPC port")
@@ -114,9 +118,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY",
         help="require Authorization: Bearer KEY on /metrics (default: /metrics is open; /health always is)",
     )
-    p.add_argument("--router-id", default=None)
-    p.add_argument("--lease-ttl", type=int, default=5)
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--router-id", default=None, help="this router's id in etcd (default: generated)")
+    p.add_argument("--lease-ttl", type=int, default=5, help="seconds its etcd registration outlives it if it dies")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     tls.add_arguments(p)
     etcd_tls.add_arguments(p)
 

@@ -39,8 +39,12 @@ DEFAULT_PORT = 50052
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--etcd", default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT))
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument(
+        "--etcd",
+        default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT),
+        help="etcd endpoints host:port[,host:port] (env TESSERA_ETCD)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind and advertise")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="gRPC port (0: any free port)")
     p.add_argument(
         "--metrics-port",
@@ -49,9 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="Prometheus /metrics and service discovery (/sd) port (0: any free port, registered in etcd)",
     )
     p.add_argument("--profile", default="tessera", help="default placement profile: a name or a YAML file")
-    p.add_argument("--scheduler-id", default=None)
-    p.add_argument("--lease-ttl", type=int, default=5)
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--scheduler-id", default=None, help="this scheduler's id in etcd (default: generated)")
+    p.add_argument("--lease-ttl", type=int, default=5, help="seconds its etcd registration outlives it if it dies")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     tls.add_arguments(p)
     etcd_tls.add_arguments(p)
 

@@ -18,6 +18,7 @@ from tessera.placement.pairing import place_pair
 from tessera.placement.pipeline import Pipeline
 from tessera.placement.prefix_index import PrefixIndex
 from tessera.placement.snapshot import RequestInfo, WorkerSnapshot
+from tessera.runtime.telemetry.log_context import request_context
 from tessera.runtime.telemetry.tracing import incoming_context, tracer
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import scheduler_pb2, scheduler_pb2_grpc
@@ -58,7 +59,10 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
     def _place(self, request: scheduler_pb2.PlaceRequest, parent) -> scheduler_pb2.PlaceResponse:
         """One placement decision, its outcome stated in the response."""
-        with self._tracer.start_as_current_span("scheduler.place", context=parent, kind=trace.SpanKind.SERVER) as span:
+        with (
+            self._tracer.start_as_current_span("scheduler.place", context=parent, kind=trace.SpanKind.SERVER) as span,
+            request_context(request.request_id),  # on its log lines (TESSERA_LOG_FORMAT=json)
+        ):
             pipeline = self.profiles.get(request.profile or self.default_profile)
             if pipeline is None:
                 return scheduler_pb2.PlaceResponse(

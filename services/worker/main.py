@@ -69,9 +69,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"key every request to that HTTP API must send as 'Authorization: Bearer KEY' but /health "
         f"(env {http_key.ENV_KEY}, better than the flag: argv is visible to every local user)",
     )
-    p.add_argument("--worker-id", default=None)
+    p.add_argument("--worker-id", default=None, help="this worker's id in etcd (default: GROUP-HOST-random)")
     p.add_argument("--group", default="", help="desired-state group that launched this worker")
-    p.add_argument("--role", default="mixed", choices=["mixed", "prefill", "decode"])
+    p.add_argument(
+        "--role",
+        default="mixed",
+        choices=["mixed", "prefill", "decode"],
+        help="mixed: whole requests; prefill/decode: one half of a disaggregated pair",
+    )
     p.add_argument(
         "--kv-connector",
         default="NixlConnector",
@@ -92,8 +97,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="sim: time steps as this architecture (llama3-8b, ...; default: the served model's config)",
     )
-    p.add_argument("--max-model-len", type=int, default=None)
-    p.add_argument("--tensor-parallel-size", type=int, default=1)
+    p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
+    p.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs this engine spans")
     p.add_argument(
         "--data-parallel-size",
         type=int,
@@ -113,7 +118,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="extra vLLM engine argument (YAML value), repeatable; wins over the vendor table",
     )
-    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label on this worker's registration, for placement profiles (repeatable)",
+    )
     p.add_argument(
         "--stall-timeout-s",
         type=float,
@@ -122,8 +133,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "itself stalled (no new placements, health NOT_SERVING) and its streams stop their heartbeats, so "
         "routers resume them elsewhere (0: never); set it above the longest prefill",
     )
-    p.add_argument("--lease-ttl", type=int, default=5)
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--lease-ttl", type=int, default=5, help="seconds its etcd registration outlives it if it dies")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     tls.add_arguments(p)
     etcd_tls.add_arguments(p)
 

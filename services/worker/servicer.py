@@ -15,6 +15,7 @@ from services.worker import metrics
 from services.worker.engine import Engine, EngineUnavailable, InvalidRequest
 from services.worker.kv_transfer import params_from_struct
 from services.worker.load import LoadTracker
+from tessera.runtime.telemetry.log_context import bind_request_id
 from tessera.runtime.telemetry.tracing import incoming_context, record_error, tracer
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import worker_pb2, worker_pb2_grpc
@@ -85,6 +86,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             span.set_attribute("tessera.request_id", request.request_id)
             span.set_attribute("tessera.model", self.identity.model)
             span.set_attribute("tessera.engine", self.identity.engine)
+            bind_request_id(request.request_id, span)  # on its log lines (TESSERA_LOG_FORMAT=json); own task
             if self.tracker.draining:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"worker {self.identity.id} is draining")
             sampling = pb.SamplingParams()

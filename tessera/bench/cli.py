@@ -27,13 +27,23 @@ from tessera.bench.runner import run_load
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default="openai", choices=["openai", "tessera-grpc", "worker-grpc"])
+    p.add_argument(
+        "--backend",
+        default="openai",
+        choices=["openai", "tessera-grpc", "worker-grpc"],
+        help="openai: the HTTP API; tessera-grpc: the router's gRPC API; worker-grpc: one worker",
+    )
     p.add_argument(
         "--base-url",
         default=None,
         help="http://host:port for openai (default http://127.0.0.1:8000); host:port for the gRPC backends",
     )
-    p.add_argument("--endpoint", default="/v1/completions", choices=["/v1/completions", "/v1/chat/completions"])
+    p.add_argument(
+        "--endpoint",
+        default="/v1/completions",
+        choices=["/v1/completions", "/v1/chat/completions"],
+        help="openai backend: the API to call",
+    )
     p.add_argument("--model", required=True, help="served model name")
     p.add_argument(
         "--api-key",
@@ -41,22 +51,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="openai backend: sent as Authorization: Bearer KEY (default: OPENAI_API_KEY; none if unset)",
     )
     p.add_argument("--tokenizer", default=None, help="model folder whose tokenizer draws the random prompts")
-    p.add_argument("--dataset", default="random", choices=["random", "shared-prefix"])
-    p.add_argument("--num-prompts", type=int, default=100)
-    p.add_argument("--random-input-len", type=int, default=128)
-    p.add_argument("--random-output-len", type=int, default=64)
-    p.add_argument("--random-range-ratio", type=float, default=0.0)
-    p.add_argument("--shared-prefix-groups", type=int, default=4)
-    p.add_argument("--prompts-per-group", type=int, default=8)
-    p.add_argument("--shared-prefix-len", type=int, default=512)
-    p.add_argument("--question-len", type=int, default=64)
+    p.add_argument(
+        "--dataset",
+        default="random",
+        choices=["random", "shared-prefix"],
+        help="random prompts, or groups sharing a prefix",
+    )
+    p.add_argument("--num-prompts", type=int, default=100, help="requests to send")
+    p.add_argument("--random-input-len", type=int, default=128, help="random: prompt tokens")
+    p.add_argument("--random-output-len", type=int, default=64, help="random: tokens to generate")
+    p.add_argument("--random-range-ratio", type=float, default=0.0, help="random: lengths vary by +- this fraction")
+    p.add_argument("--shared-prefix-groups", type=int, default=4, help="shared-prefix: groups")
+    p.add_argument("--prompts-per-group", type=int, default=8, help="shared-prefix: prompts per group")
+    p.add_argument("--shared-prefix-len", type=int, default=512, help="shared-prefix: tokens of each group's prefix")
+    p.add_argument("--question-len", type=int, default=64, help="shared-prefix: tokens after the prefix")
     p.add_argument("--request-rate", type=float, default=math.inf, help="requests/s (inf: all at once)")
     p.add_argument("--burstiness", type=float, default=1.0, help="gamma shape of arrivals; 1 is Poisson")
-    p.add_argument("--max-concurrency", type=int, default=None)
-    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument(
+        "--max-concurrency", type=int, default=None, help="most requests in flight at once (default: no limit)"
+    )
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature")
     p.add_argument("--no-ignore-eos", action="store_true", help="let requests stop at end-of-sequence")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--percentiles", default="50,90,99")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the prompts and arrivals")
+    p.add_argument("--percentiles", default="50,90,99", help="latency percentiles to report, comma-separated")
     p.add_argument("--goodput", nargs="*", default=[], metavar="KEY:MS", help="SLOs for goodput, e.g. ttft:500 tpot:50")
     p.add_argument("--warmup", type=int, default=2, help="requests sent (and discarded) before measuring")
     p.add_argument(
@@ -65,10 +82,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="placement profiles to compare, comma-separated (openai backend: sent as x-tessera-profile); "
         "each gets its own prompts of the same shape, so no run warms the caches for the next",
     )
-    p.add_argument("--label", default=None)
-    p.add_argument("--save-result", action="store_true")
-    p.add_argument("--result-dir", default="benchmarks/results")
-    p.add_argument("--result-filename", default=None)
+    p.add_argument("--label", default=None, help="a name for this run in the result")
+    p.add_argument("--save-result", action="store_true", help="write the result as JSON")
+    p.add_argument("--result-dir", default="benchmarks/results", help="where --save-result writes")
+    p.add_argument(
+        "--result-filename", default=None, help="file name of the result (default: from backend, model, time)"
+    )
 
 
 def _tokenizer_path(args: argparse.Namespace) -> str:

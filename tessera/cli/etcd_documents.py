@@ -39,9 +39,13 @@ REVISION_LINE = re.compile(rb"\A# revision: (\d+)[ \t]*\r?\n")
 
 
 def add_arguments(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("action", choices=["list", "show", "put", "delete"])
+    p.add_argument("action", choices=["list", "show", "put", "delete"], help="what to do")
     p.add_argument("target", nargs="?", help=f"show, delete: a {what} name; put: a YAML file")
-    p.add_argument("--etcd", default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT))
+    p.add_argument(
+        "--etcd",
+        default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT),
+        help="etcd endpoints host:port[,host:port] (env TESSERA_ETCD)",
+    )
     p.add_argument(
         "--if-revision",
         type=int,

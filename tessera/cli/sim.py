@@ -20,20 +20,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     w.add_argument("--rate-scale", type=float, default=1.0, help="x requests over the same timeline (thins or replays)")
     w.add_argument("--time-scale", type=float, default=1.0, help="stretch the timeline (0.5: twice as fast)")
-    w.add_argument("--max-requests", type=int, default=None)
+    w.add_argument("--max-requests", type=int, default=None, help="only the first N requests of the workload")
     w.add_argument("--duration", type=float, default=None, help="only requests arriving in the first N seconds")
     w.add_argument(
         "--rate", type=float, default=10.0, help="synthetic: arrivals per second (sessions/s for multi-turn)"
     )
     w.add_argument("--groups", type=int, default=32, help="shared-prefix: groups")
-    w.add_argument("--prompts-per-group", type=int, default=32)
+    w.add_argument("--prompts-per-group", type=int, default=32, help="shared-prefix: prompts per group")
     w.add_argument("--prefix-len", type=int, default=2048, help="shared-prefix: system prompt tokens")
-    w.add_argument("--question-len", type=int, default=256)
-    w.add_argument("--output-len", type=int, default=256)
+    w.add_argument("--question-len", type=int, default=256, help="shared-prefix: tokens after the prefix")
+    w.add_argument("--output-len", type=int, default=256, help="synthetic: tokens to generate per request")
     w.add_argument("--sessions", type=int, default=64, help="multi-turn: sessions")
-    w.add_argument("--turns", type=int, default=5)
-    w.add_argument("--system-len", type=int, default=512)
-    w.add_argument("--user-len", type=int, default=128)
+    w.add_argument("--turns", type=int, default=5, help="multi-turn: turns per session")
+    w.add_argument("--system-len", type=int, default=512, help="multi-turn: system prompt tokens")
+    w.add_argument("--user-len", type=int, default=128, help="multi-turn: tokens of each user turn")
     w.add_argument(
         "--think-time", type=float, default=5.0, help="multi-turn: seconds between an answer and the next turn"
     )
@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--cluster", default="h100:8", help="KIND[xTP]:DEVICES[:ROLE],... e.g. h100:32,a100:32")
     c.add_argument("--model", default="llama3-8b", help="architecture name or a model folder with config.json")
     c.add_argument("--dtype-bytes", type=int, default=None, help="weights/KV bytes per element (default: the model's)")
-    c.add_argument("--max-model-len", type=int, default=None)
+    c.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
     c.add_argument(
         "--policy",
         default="tessera",
@@ -50,10 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--slo", default="ttft_p90=2000,tpot_p90=100", help="e.g. ttft_p90=500,tpot_p90=50 (ms)")
     o.add_argument("--out", default=None, help="JSON result file (the plot goes next to it as .png)")
-    o.add_argument("--no-plot", action="store_true")
+    o.add_argument("--no-plot", action="store_true", help="write no plot")
     o.add_argument("--no-details", action="store_true", help="leave per-request lists out of the JSON")
-    o.add_argument("--seed", type=int, default=0)
-    o.add_argument("--quiet", action="store_true")
+    o.add_argument("--seed", type=int, default=0, help="random seed of the workload and the simulation")
+    o.add_argument("--quiet", action="store_true", help="print only the summary")
     from tessera.cli import sim_autoscaling
 
     sim_autoscaling.add_arguments(p)

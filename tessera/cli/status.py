@@ -23,7 +23,11 @@ from tessera.v1 import autoscaler_pb2, autoscaler_pb2_grpc, scheduler_pb2, sched
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--etcd", default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT))
+    p.add_argument(
+        "--etcd",
+        default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT),
+        help="etcd endpoints host:port[,host:port] (env TESSERA_ETCD)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     tls.add_arguments(p)  # with TLS: a certificate naming the cli role
     etcd_tls.add_arguments(p)

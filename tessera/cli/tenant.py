@@ -23,9 +23,13 @@ _FLAGS = {
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["list", "show", "put", "delete"])
+    p.add_argument("action", choices=["list", "show", "put", "delete"], help="what to do")
     p.add_argument("name", nargs="?", help="show, put, delete: the tenant's name")
-    p.add_argument("--etcd", default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT))
+    p.add_argument(
+        "--etcd",
+        default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT),
+        help="etcd endpoints host:port[,host:port] (env TESSERA_ETCD)",
+    )
     put = p.add_argument_group("put (fields not given keep their value; a new tenant starts unlimited, all off)")
     put.add_argument("--new-key", action="store_true", help="add a generated sk-... key and print it (only once)")
     put.add_argument("--revoke-keys", action="store_true", help="remove every key the tenant has (before --new-key)")

@@ -1,10 +1,14 @@
 """``tessera up``: a whole local cluster in the foreground.
 
-Starts etcd (unless --etcd points at one), a scheduler, an autoscaler (which
-launches and keeps N workers), and the router; prints the URL when the
-workers are ready; restarts a service that crashes; on Ctrl-C or SIGTERM
-stops everything in order: router, autoscaler (and its workers), scheduler,
-etcd.
+Checks first what can be checked without starting anything (the model folder,
+the engine arguments' names, the GPUs the workers need: tessera.cli.preflight).
+Then starts etcd (unless --etcd points at one), a scheduler, an autoscaler
+(which launches and keeps N workers), and the router; prints the URL when the
+workers are ready, or the end of the log of a worker that died before that;
+restarts a service that crashes; on Ctrl-C or SIGTERM stops everything in
+order within --stop-timeout: router, autoscaler (and its workers), scheduler,
+etcd, then kills whatever of the tree under it is left. Killed outright, it
+takes its children with it (tessera.runtime.lifetime).
 """
 
 from __future__ import annotations
@@ -21,25 +25,61 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from tessera.cli import preflight
+from tessera.cli.supervision import WorkerStarts, descendants, kill_leftovers, log_tail, reap_orphans
+from tessera.runtime.lifetime import become_subreaper, child_env
 from tessera.runtime.net import free_port, port_is_free
 from tessera.runtime.rpc.certs import CertFiles
 
 log = logging.getLogger("tessera.up")
 
+MODEL_DEFAULT = "smollm2"
+
 SERVICE_STOP_GRACE_S = 40.0
 SD_PORT = 9400  # deploy/observability/prometheus.yml reads http://127.0.0.1:9400/sd/<kind>
 MAX_SERVICE_RESTARTS = 5
+MAX_WORKER_START_FAILURES = 2  # workers that die before the cluster serves: then `up` gives up
+CONFIG_EXAMPLE = "keys are the long flag names: {model: tiny, workers: 2, max-model-len: 4096}; the command line wins"
+# The vLLM flags of `tessera up` -> their engine argument.
+ENGINE_FLAGS = ("tensor_parallel_size", "max_model_len", "served_model_name", "gpu_memory_utilization", "dtype")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="smollm2", help="smollm2 (default) | tiny | a model folder | a hub id")
+    p.add_argument(
+        "model_positional",
+        nargs="?",
+        default=None,
+        metavar="MODEL",
+        help="the model to serve, as with --model (vLLM's `vllm serve MODEL`)",
+    )
+    p.add_argument("--model", default=MODEL_DEFAULT, help="smollm2 | tiny | a model folder | a hub id")
+    p.add_argument("--config", default=None, metavar="FILE", help=f"YAML file of these options ({CONFIG_EXAMPLE})")
     p.add_argument("--workers", type=int, default=1, help="number of workers")
     p.add_argument(
         "--engine",
         default="vllm",
         choices=["vllm", "sim"],
         help="sim: simulated accelerators from the catalog, timed by the performance model",
+    )
+    vllm = p.add_argument_group("engine arguments (vLLM's flags, passed to every worker's engine)")
+    vllm.add_argument("-tp", "--tensor-parallel-size", type=int, default=None, help="GPUs per worker")
+    vllm.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
+    vllm.add_argument("--served-model-name", default=None, help="the name clients use (default: from the model)")
+    vllm.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        default=None,
+        help="fraction of each GPU's memory a worker takes (default: vLLM's, split between workers sharing a GPU)",
+    )
+    vllm.add_argument("--dtype", default=None, help="weights and activations: auto, bfloat16, float16, float32")
+    vllm.add_argument(
+        "--engine-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other vLLM engine argument (an EngineArgs field, YAML value; repeatable)",
     )
     p.add_argument(
         "--accelerators",
@@ -72,12 +112,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="an SLO policy (deploy/slo-policies/): the autoscaler sizes that model's fleet to it, "
         "from zero (repeatable; instead of --model/--workers)",
     )
-    p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE", help="extra vLLM engine argument")
     p.add_argument(
         "--ttft-slo-ms",
         type=float,
         default=0.0,
-        help="router admission control: refuse (429) what would wait past this time to first token",
+        help="router admission control: refuse (429) what would wait past this time to first token (0: off)",
     )
     p.add_argument("--profile", default="tessera", help="placement profile (see tessera/placement/profiles)")
     p.add_argument("--log-dir", default=None, help="where worker and etcd logs go (default: a temp dir)")
@@ -87,7 +126,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="mTLS between the services and etcd: a throwaway CA and one certificate per role in <log dir>/tls "
         "(and a key for the workers' vLLM HTTP APIs in <log dir>/tls/worker-http-key)",
     )
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=30.0,
+        help="seconds Ctrl-C or SIGTERM waits for the services to stop in order (requests in flight finish) "
+        "before killing what is left; etcd then gets up to 10 s more",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="run the preflight checks (model, engine arguments, GPUs for the workers), print the plan, start nothing",
+    )
+    p.add_argument(
+        "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (TESSERA_LOG_FORMAT=json: JSON lines)"
+    )
 
 
 @dataclass
@@ -99,8 +152,9 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
-        # Own session: Ctrl-C reaches only `tessera up`, which stops services in order.
-        self.proc = subprocess.Popen(self.cmd, start_new_session=True, env={**os.environ, **self.env})
+        # Own session: Ctrl-C reaches only `tessera up`, which stops services in order. child_env: the
+        # service ends with `up` even if `up` is killed outright (tessera.runtime.lifetime).
+        self.proc = subprocess.Popen(self.cmd, start_new_session=True, env=child_env({**os.environ, **self.env}))
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -129,7 +183,7 @@ def _prepare_model(model: str) -> None:
         subprocess.run([sys.executable, "-m", "tessera.cli", "prepare-model", model], check=True)
 
 
-def _sim_desired(args: argparse.Namespace, log_dir: Path) -> tuple[str, int]:
+def _sim_desired(args: argparse.Namespace, engine_args: dict[str, Any], log_dir: Path) -> tuple[str, int]:
     """A desired-state file with one sim group per --accelerators entry; returns (path, instances)."""
     import yaml
 
@@ -155,11 +209,7 @@ def _sim_desired(args: argparse.Namespace, log_dir: Path) -> tuple[str, int]:
         )
         if args.sim_arch:
             g["engine_args"]["sim_arch"] = args.sim_arch
-        for item in args.engine_arg:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"bad --engine-arg {item!r}: expected KEY=VALUE")
-            g["engine_args"][key.replace("-", "_")] = yaml.safe_load(value)
+        g["engine_args"].update(engine_args)
         g["replicas"] += 1
     path = log_dir / "desired-sim.yaml"
     path.write_text(yaml.safe_dump({"groups": list(groups.values())}, sort_keys=False))
@@ -232,10 +282,78 @@ def _ready_workers(url: str) -> dict[str, int]:
         return {}
 
 
+def engine_args_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The workers' engine arguments: each --engine-arg KEY=VALUE (a YAML value), then the vLLM flags."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in args.engine_arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise preflight.PreflightError(f"bad --engine-arg {item!r}: expected KEY=VALUE")
+        out[key.replace("-", "_")] = yaml.safe_load(value)
+    for name in ENGINE_FLAGS:
+        if getattr(args, name) is not None:
+            out[name] = getattr(args, name)
+    return out
+
+
+def _preflight(args: argparse.Namespace) -> dict[str, Any]:
+    """Check what can be checked before anything starts; the workers' engine arguments.
+
+    Sets ``args.model`` from the positional MODEL. Raises PreflightError with the user's message.
+    """
+    from tessera.cli.engine_arg_names import engine_arg_names
+    from tessera.runtime.devices import device_slots
+
+    if args.model_positional is not None:
+        from_file = "model" in getattr(args, "config_keys", ())  # a --config file's model gives way to MODEL
+        if args.model not in (args.model_positional, MODEL_DEFAULT) and not from_file:
+            raise preflight.PreflightError(
+                f"two models: {args.model_positional} and --model {args.model}; name one (MODEL or --model)"
+            )
+        args.model = args.model_positional
+    shorthand = not args.desired and not args.slo_policy  # the workers come from MODEL and --workers
+    if shorthand:
+        preflight.check_model(args.model)
+        if args.workers < 1:
+            raise preflight.PreflightError(f"--workers {args.workers}: at least one worker")
+    engine_args = engine_args_of(args)
+    if engine_args and not shorthand:
+        raise preflight.PreflightError(
+            f"engine arguments ({', '.join(engine_args)}) apply to MODEL and --workers; with --desired or "
+            "--slo-policy put them in the groups' or the policy's engine_args"
+        )
+    known, source = engine_arg_names()
+    preflight.check_engine_args(list(engine_args), known, source)
+    if args.engine == "vllm" and shorthand:
+        device_var, gpus = device_slots()  # nvidia-smi / rocm-smi: no torch here
+        if gpus:
+            tp, util = engine_args.get("tensor_parallel_size", 1), engine_args.get("gpu_memory_utilization")
+            if not isinstance(tp, int) or not (util is None or isinstance(util, int | float)):
+                raise preflight.PreflightError(
+                    "tensor_parallel_size must be a whole number, gpu_memory_utilization a fraction "
+                    f"(got {tp!r}, {util!r})"
+                )
+            plan = preflight.plan_gpus(gpus, args.workers, tp, util)
+            if plan.gpu_memory_utilization is not None:
+                engine_args["gpu_memory_utilization"] = plan.gpu_memory_utilization
+            log.info("GPUs (%s): %s", device_var, plan.note)
+    return engine_args
+
+
 def run_main(args: argparse.Namespace) -> int:
     from tessera.runtime.telemetry.logging import setup_logging
 
     setup_logging("up", args.log_level)
+    try:
+        engine_args = _preflight(args)
+    except preflight.PreflightError as exc:
+        log.error("%s", exc)
+        return 2
+    if args.check:
+        print(f"preflight passed: {args.model}, engine arguments {engine_args or '{}'}", flush=True)
+        return 0
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="tessera-up-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     if not port_is_free(args.port, args.host):
@@ -245,10 +363,13 @@ def run_main(args: argparse.Namespace) -> int:
 
     def on_signal(signum, frame):
         nonlocal stop_requested
+        if not stop_requested:
+            log.info("%s: stopping everything (at most %.0fs)", signal.Signals(signum).name, args.stop_timeout)
         stop_requested = True
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    become_subreaper()  # a crashed autoscaler's workers stay in our tree, to be stopped with it
 
     tls_flags: dict[str, list[str]] = {name: [] for name in ("scheduler", "autoscaler", "router", "cli")}
     etcd_server_tls = None
@@ -266,7 +387,10 @@ def run_main(args: argparse.Namespace) -> int:
     else:
         from tessera.runtime.etcd.server import LocalEtcd
 
-        etcd = LocalEtcd(client_port=2379, log_path=str(log_dir / "etcd.log"), tls=etcd_server_tls).start()
+        # die_with_parent: no thread runs in `up` yet, so etcd's preexec_fn is safe here.
+        etcd = LocalEtcd(
+            client_port=2379, log_path=str(log_dir / "etcd.log"), tls=etcd_server_tls, die_with_parent=True
+        ).start()
         endpoint = etcd.endpoint
     services: list[Service] = []
     try:
@@ -281,7 +405,7 @@ def run_main(args: argparse.Namespace) -> int:
             _prepare_model(args.model)
         if args.engine == "sim" and not args.desired and not args.slo_policy:
             try:
-                args.desired, expected = _sim_desired(args, log_dir)
+                args.desired, expected = _sim_desired(args, engine_args, log_dir)
             except ValueError as exc:
                 log.error("%s", exc)
                 return 2
@@ -311,8 +435,8 @@ def run_main(args: argparse.Namespace) -> int:
             pass  # the planner makes the groups
         else:
             autoscaler_cmd += ["--model", args.model, "--workers", str(args.workers)]
-        for item in [] if args.engine == "sim" else args.engine_arg:  # sim groups carry them in the file
-            autoscaler_cmd += ["--engine-arg", item]
+            for key, value in engine_args.items():  # sim groups carry them in the desired-state file
+                autoscaler_cmd += ["--engine-arg", f"{key}={_yaml_value(value)}"]
         services = [
             Service(
                 "scheduler",
@@ -362,6 +486,8 @@ def run_main(args: argparse.Namespace) -> int:
         announced = False
         started = time.monotonic()
         last_progress = 0.0
+        starts = WorkerStarts(log_dir / "workers")
+        autoscaler = services[1]
         while not stop_requested:
             for s in services:
                 if not s.alive() and not stop_requested:
@@ -372,7 +498,10 @@ def run_main(args: argparse.Namespace) -> int:
                     s.restarts += 1
                     log.warning("%s exited with code %s; restarting it", s.name, code)
                     s.start()
+            reap_orphans({s.proc.pid for s in services if s.proc} | ({etcd.proc.pid} if etcd and etcd.proc else set()))
             if not announced:
+                if _worker_start_failed(starts, autoscaler):
+                    return 1
                 ready = _ready_workers(url)
                 total = sum(ready.values())
                 if (total and total >= expected) or (args.slo_policy and not expected):
@@ -404,8 +533,42 @@ def run_main(args: argparse.Namespace) -> int:
         log.info("stopping")
         return 0
     finally:
-        for s in reversed(services):  # router, autoscaler (and its workers), scheduler
-            s.stop()
-        if etcd is not None:
-            etcd.stop()
-        log.info("stopped")
+        _stop_all(services, etcd, args.stop_timeout)
+
+
+def _worker_start_failed(starts: WorkerStarts, autoscaler: Service) -> bool:
+    """Print the end of the log of each worker that died before serving; True when `up` should give up."""
+    pid = autoscaler.proc.pid if autoscaler.alive() and autoscaler.proc else None
+    for worker_id in starts.poll(pid):
+        path = starts.log_path(worker_id)
+        log.error("worker %s exited before serving; the end of its log (%s):", worker_id, path)
+        print(log_tail(path).rstrip("\n") or "(empty)", file=sys.stderr, flush=True)
+    if len(starts.failures) >= MAX_WORKER_START_FAILURES:
+        log.error(
+            "%d workers exited before serving: giving up (fix what their logs above say; logs in %s)",
+            len(starts.failures),
+            starts.log_dir,
+        )
+        return True
+    return False
+
+
+def _stop_all(services: list[Service], etcd: Any, grace_s: float) -> None:
+    """Stop the services in order (router, autoscaler and its workers, scheduler), then etcd, within
+    ``grace_s`` (etcd gets up to 10 s more); then kill whatever of the tree under `up` is left."""
+    deadline = time.monotonic() + grace_s
+    tree = descendants()
+    for s in reversed(services):
+        tree |= descendants()  # workers the autoscaler started since
+        s.stop(max(1.0, deadline - time.monotonic()))
+    if etcd is not None:
+        etcd.stop()
+    kill_leftovers(tree)
+    log.info("stopped")
+
+
+def _yaml_value(value: Any) -> str:
+    """``value`` as the YAML the worker's --engine-arg KEY=VALUE reads back."""
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()

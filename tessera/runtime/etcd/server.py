@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from tessera.runtime.etcd.tls import EtcdTLS
+from tessera.runtime.lifetime import pdeathsig_preexec
 from tessera.runtime.net import free_port, port_is_free
 
 log = logging.getLogger("tessera.runtime.etcd")
@@ -49,9 +50,13 @@ class LocalEtcd:
         data_dir: str | None = None,
         log_path: str | None = None,
         tls: EtcdTLS | None = None,
+        die_with_parent: bool = False,
     ) -> None:
+        """``die_with_parent``: etcd gets SIGKILL when this process dies (tessera.runtime.lifetime); only
+        for a caller with no other threads when it calls ``start()`` (the flag forks through a preexec_fn)."""
         self.host = "127.0.0.1"
         self.tls = tls
+        self.die_with_parent = die_with_parent
         self.client_port = client_port if client_port and port_is_free(client_port) else free_port()
         self.peer_port = free_port()
         self._own_data_dir = data_dir is None
@@ -92,7 +97,13 @@ class LocalEtcd:
             context = ssl.create_default_context(cafile=self.tls.ca)
             context.load_cert_chain(self.tls.cert, self.tls.key)
         with open(self.log_path, "ab") as logf:
-            self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=pdeathsig_preexec() if self.die_with_parent else None,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

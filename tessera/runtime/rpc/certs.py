@@ -43,7 +43,7 @@ def server_hosts(bind_host: str) -> tuple[str, ...]:
         names = [socket.gethostname(), socket.getfqdn()]
         for name in list(names):
             try:
-                names += [info[4][0] for info in socket.getaddrinfo(name, None)]
+                names += [str(info[4][0]) for info in socket.getaddrinfo(name, None)]
             except OSError:
                 continue
         extra = names
