@@ -165,7 +165,7 @@ def render(group: WorkerGroup, template: Mapping[str, Any], namespace: str) -> d
         if kind in resources:
             resources[kind] = {k: str(v) for k, v in resources[kind].items()}
     node_label = knobs.get(NODE_LABEL)
-    if node_label:
+    if node_label and group.accelerator not in worker_labels.VENDORS:  # "nvidia": any part will do
         spec.setdefault("nodeSelector", {})[node_label] = worker_labels.label_value(group.accelerator)
 
     labels = labels_for(group, vendor)
