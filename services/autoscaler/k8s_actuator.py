@@ -14,7 +14,8 @@ a name stable for the shape) and then, per Deployment:
 - its rendered spec changed (a new template, image or argument): **update** it (``PUT`` with the
   ``resourceVersion`` just read; a rolling update, each old pod drained by its preStop hook);
 - fewer replicas than planned: **scale up**;
-- no longer planned (a group at 0, a shape replaced): drain all its pods, then **delete** it.
+- no longer planned (a group at 0, a shape replaced): drain all its pods, then **delete** it;
+  a replaced shape only once its successor's pods are all ready (make before break).
 
 Writes carry the ``resourceVersion`` just read, so a concurrent writer (``kubectl scale``, an
 HPA) makes the API answer 409 Conflict instead of one write silently losing; we read again and
@@ -176,9 +177,15 @@ class KubernetesActuator:
                 log.warning("k8s: group %s: %s", group.name, exc)
                 errors.append(f"{group.name}: {exc}")
 
+        replacing = {g.name: n for n, (g, _) in wanted.items()}  # group -> its current shape's Deployment
         for name, current in existing.items():
             group_name = (current["metadata"].get("annotations") or {}).get(wl.GROUP_ANNOTATION, "")
             if name in wanted or group_name in keep:
+                continue
+            successor = existing.get(replacing.get(group_name, ""))
+            if group_name in replacing and not _available(successor):
+                # Make before break: a reshaped group keeps its old pods until the new ones serve.
+                out.replicas[group_name] += int((current.get("spec") or {}).get("replicas") or 0)
                 continue
             try:
                 await self._remove(name, current, group_name)
@@ -332,6 +339,14 @@ class KubernetesActuator:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.api_client.close)
+
+
+def _available(deployment: Mapping[str, Any] | None) -> bool:
+    """All the Deployment's replicas are ready (as of the listing this round began with)."""
+    if deployment is None:
+        return False
+    want = int((deployment.get("spec") or {}).get("replicas") or 0)
+    return int((deployment.get("status") or {}).get("readyReplicas") or 0) >= want
 
 
 def _view(pod: Mapping[str, Any]) -> wl.PodView:

@@ -65,6 +65,7 @@ class FakeKubeApi:
     forbidden: set[tuple[str, str]] = field(default_factory=set)  # (verb, resource) answered with 403
     interfere: dict[str, int] = field(default_factory=dict)  # name -> writes by "someone else" to come
     vanish_after_list: set[str] = field(default_factory=set)  # deleted right after the next list
+    pods_ready: bool = True  # new pods become Ready at once (False: they stay starting)
     schema_check: bool = True  # validate written Deployments with kubernetes-validate when installed
     _rv: Any = field(default_factory=lambda: itertools.count(1000))
     _ips: Any = field(default_factory=lambda: itertools.count(2))
@@ -364,12 +365,24 @@ class FakeKubeApi:
 
             def rank(p: dict) -> tuple:
                 cost = int((p["metadata"].get("annotations") or {}).get(DELETION_COST, "0"))
-                return (True, cost, -int(p["_seq"]))  # every pod here is ready
+                return (_ready(p), cost, -int(p["_seq"]))
 
             for pod in sorted(pods, key=rank)[: len(pods) - want]:
                 self._terminate(namespace, pod)
-        ready = len(self.pods_of(name, namespace))
-        d["status"] = {"replicas": ready, "readyReplicas": ready, "observedGeneration": d["metadata"]["generation"]}
+        pods = self.pods_of(name, namespace)
+        d["status"] = {
+            "replicas": len(pods),
+            "readyReplicas": sum(1 for p in pods if _ready(p)),
+            "observedGeneration": d["metadata"]["generation"],
+        }
+
+    def make_ready(self) -> None:
+        """Every pod's engine finished loading: Ready, and counted so in its Deployment's status."""
+        with self._lock:
+            for pod in self.pods.values():
+                pod["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+            for (ns, _), d in self.deployments.items():
+                self._sync_pods(ns, d)
 
     def _new_pod(self, namespace: str, owner: str, template: dict, template_hash: str) -> None:
         seq = next(self._clock)
@@ -390,7 +403,11 @@ class FakeKubeApi:
                 "labels": {**(meta.get("labels") or {}), "pod-template-hash": template_hash},
             },
             "spec": copy.deepcopy(template.get("spec") or {}),
-            "status": {"phase": "Running", "podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]},
+            "status": {
+                "phase": "Running",
+                "podIP": ip,
+                "conditions": [{"type": "Ready", "status": "True" if self.pods_ready else "False"}],
+            },
             "_owner": owner,
             "_template_hash": template_hash,
             "_seq": seq,
@@ -465,6 +482,10 @@ class FakeKubeApi:
         d["metadata"]["resourceVersion"] = str(next(self._rv))
         self._sync_pods(namespace, d)
         return 200, _scale(d)
+
+
+def _ready(pod: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions") or [])
 
 
 def _requested(body: Any, content_type: str, d: dict) -> tuple[Any, str]:

@@ -209,9 +209,16 @@ async def test_new_engine_arguments_are_a_new_shape_and_a_template_edit_is_a_rol
     await act.converge([group])
     (old,) = ours(api)
     changed = WorkerGroup(**{**group.__dict__, "engine_args": {**group.engine_args, "max_num_batched_tokens": 4096}})
+    api.pods_ready = False  # the new shape's engine takes a while to load
     await act.converge([changed])
-    (new,) = ours(api)
-    assert new != old and new == wl.deployment_name(changed)
+    new = wl.deployment_name(changed)
+    assert set(ours(api)) == {old, new}  # make before break: the old pods serve until the new ones do
+    await act.converge([changed])
+    assert set(ours(api)) == {old, new}
+    api.make_ready()
+    api.pods_ready = True
+    done = await act.converge([changed])
+    assert set(ours(api)) == {new} and [(a.kind, a.instance) for a in done.actions] == [("stop", old)]
 
     template = api.podtemplates[(NS, "tessera-worker-nvidia")]
     template["template"]["spec"]["containers"][0]["image"] = "registry.example/tessera:gpu-2"
