@@ -15,7 +15,8 @@ a name stable for the shape) and then, per Deployment:
   ``resourceVersion`` just read; a rolling update, each old pod drained by its preStop hook);
 - fewer replicas than planned: **scale up**;
 - no longer planned (a group at 0, a shape replaced): drain all its pods, then **delete** it;
-  a replaced shape only once its successor's pods are all ready (make before break).
+  a replaced shape only once its successor's pods are all ready (make before break), or after
+  RESHAPE_GRACE_S if they cannot start beside it (a full cluster).
 
 Writes carry the ``resourceVersion`` just read, so a concurrent writer (``kubectl scale``, an
 HPA) makes the API answer 409 Conflict instead of one write silently losing; we read again and
@@ -34,6 +35,7 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,6 +52,9 @@ from services.autoscaler.drain import DEFAULT_TIMEOUT_S, drain_worker
 log = logging.getLogger("tessera.autoscaler")
 
 CONFLICT_RETRIES = 5
+# A reshaped group keeps its old pods until the new ones are ready, but not for ever: on a full
+# cluster the new pods wait for the old ones' devices (Pending), so after this the old ones go.
+RESHAPE_GRACE_S = 900.0
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 OURS = f"{wl.MANAGED_BY}={wl.MANAGER},{worker_labels.COMPONENT}={worker_labels.WORKER}"
 TEMPLATES = f"{worker_labels.COMPONENT}={wl.TEMPLATE_COMPONENT}"
@@ -72,6 +77,7 @@ class KubernetesActuator:
         conflict_retries: int = CONFLICT_RETRIES,
         drain_timeout_s: float = DEFAULT_TIMEOUT_S,
         drain: Drain = drain_worker,
+        reshape_grace_s: float = RESHAPE_GRACE_S,
     ) -> None:
         self.api_client = api_client
         self.apps = client.AppsV1Api(api_client)
@@ -80,6 +86,7 @@ class KubernetesActuator:
         self.conflict_retries = conflict_retries
         self.drain_timeout_s = drain_timeout_s
         self.drain = drain
+        self.reshape_grace_s = reshape_grace_s
 
     @classmethod
     def from_environment(
@@ -183,7 +190,7 @@ class KubernetesActuator:
             if name in wanted or group_name in keep:
                 continue
             successor = existing.get(replacing.get(group_name, ""))
-            if group_name in replacing and not _available(successor):
+            if group_name in replacing and not _available(successor) and _age_s(successor) < self.reshape_grace_s:
                 # Make before break: a reshaped group keeps its old pods until the new ones serve.
                 out.replicas[group_name] += int((current.get("spec") or {}).get("replicas") or 0)
                 continue
@@ -347,6 +354,15 @@ def _available(deployment: Mapping[str, Any] | None) -> bool:
         return False
     want = int((deployment.get("spec") or {}).get("replicas") or 0)
     return int((deployment.get("status") or {}).get("readyReplicas") or 0) >= want
+
+
+def _age_s(deployment: Mapping[str, Any] | None) -> float:
+    """Seconds since the Deployment was created (0 for one not listed yet: it was just created)."""
+    created = ((deployment or {}).get("metadata") or {}).get("creationTimestamp")
+    if not created:
+        return 0.0
+    when = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+    return (datetime.now(UTC) - when).total_seconds()
 
 
 def _view(pod: Mapping[str, Any]) -> wl.PodView:

@@ -542,8 +542,12 @@ def _list(kind: str, api_version: str, items: list[dict], rv: int) -> tuple[int,
     }
 
 
+_EPOCH = int(time.time())
+
+
 def _timestamp(seconds: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1735689600 + seconds))
+    """Creation times a second apart from when this module loaded (distinct, ordered, about now)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(_EPOCH + seconds))
 
 
 def _scale(d: dict) -> dict:

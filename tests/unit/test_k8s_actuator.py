@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -228,6 +229,23 @@ async def test_new_engine_arguments_are_a_new_shape_and_a_template_edit_is_a_rol
     assert worker(api.deployment(new))["image"] == "registry.example/tessera:gpu-2"
     assert {p["metadata"]["name"] for p in api.pods_of(new)}.isdisjoint(pods_before)
     assert ("PUT", "update", "deployments") in api.seen
+
+
+async def test_a_reshape_that_cannot_start_beside_the_old_pods_replaces_them_after_the_grace(cluster):
+    api, act, _ = cluster
+    (group,) = plan({MIXED: 1})
+    await act.converge([group])
+    (old,) = ours(api)
+    changed = WorkerGroup(**{**group.__dict__, "engine_args": {"max_model_len": 4096}})
+    api.pods_ready = False  # the new pods wait for devices the old ones hold
+    await act.converge([changed])
+    await act.converge([changed])
+    new = wl.deployment_name(changed)
+    assert set(ours(api)) == {old, new}
+    created = time.time() - act.reshape_grace_s - 60  # ... for longer than the grace
+    api.deployment(new)["metadata"]["creationTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+    done = await act.converge([changed])
+    assert set(ours(api)) == {new} and [(a.kind, a.instance) for a in done.actions] == [("stop", old)]
 
 
 async def test_a_concurrent_scale_is_retried_with_a_fresh_resource_version_and_ours_wins(cluster):
