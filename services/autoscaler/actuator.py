@@ -7,16 +7,18 @@ asks which kind of actuator it holds. Three implement it:
 - ``local`` (``local_actuator``): worker processes on this machine. The autoscaler starts
   and stops each one itself, so it also replaces a worker that dies at once, backs off a group
   whose workers crash before registering, and adopts workers a previous leader started.
-- ``compose`` (``compose_actuator``) and ``k8s`` (``k8s_actuator``): platforms that own their
-  instances. The autoscaler can only say "this group should have N" (``docker compose up
-  --scale``, a Deployment's scale subresource); the platform starts, restarts and removes
-  containers or pods. They share :class:`ReplicaCountActuator`, which converges by reading
-  and setting each group's count.
+- ``compose`` (``compose_actuator``): a platform that owns its instances. The autoscaler can
+  only say "this group should have N" (``docker compose up --scale``); the platform starts,
+  restarts and removes containers. It uses :class:`ReplicaCountActuator`, which converges by
+  reading and setting each group's count.
+- ``k8s`` (``k8s_actuator``): one Deployment per group's shape, which the actuator creates,
+  updates, scales and deletes; Kubernetes starts, restarts and places the pods.
 
 Draining on scale-down is part of the contract, not of the caller: an actuator that removes
 an instance makes sure it first stops taking requests and finishes those in flight (a Drain
-call and SIGTERM for local processes, SIGTERM plus a stop grace period for compose, a preStop
-hook plus terminationGracePeriodSeconds for Kubernetes).
+call and SIGTERM for local processes, SIGTERM plus a stop grace period for compose; for
+Kubernetes a Drain call on the pods it removes, marked for the ReplicaSet with a pod deletion
+cost, and a preStop hook for every other exit).
 """
 
 from __future__ import annotations

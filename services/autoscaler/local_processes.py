@@ -26,9 +26,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from services.autoscaler.desired import WorkerGroup
+from services.autoscaler.worker_command import shape_flags, tensor_parallel
 from tessera.runtime.devices import device_slots
 
 log = logging.getLogger("tessera.autoscaler")
@@ -54,19 +53,6 @@ class _Proc:
     instance: Instance
     popen: subprocess.Popen
     slots: list[int]
-
-
-# Group engine_args that are worker flags: the worker needs them too (its identity, its simulator).
-WORKER_FLAGS = {
-    "tensor_parallel_size": "--tensor-parallel-size",
-    "sim_arch": "--sim-arch",
-    "served_model_name": "--served-model-name",
-    "max_model_len": "--max-model-len",  # the simulated engine reads only the flag
-    "kv_connector": "--kv-connector",
-    "data_parallel_size": "--data-parallel-size",
-    "expert_parallel": "--expert-parallel",
-    "stall_timeout_s": "--stall-timeout-s",  # how long a hung engine keeps its streams (see worker --help)
-}
 
 
 class LocalProcesses:
@@ -97,7 +83,7 @@ class LocalProcesses:
 
     def launch(self, group: WorkerGroup) -> Instance:
         worker_id = f"{group.name}-{uuid.uuid4().hex[:6]}"
-        tp = int(group.engine_args.get("tensor_parallel_size", 1))
+        tp = tensor_parallel(group)
         simulated = group.engine == "sim"
         # A simulated worker holds no device and mostly sleeps: it takes no slot and is not pinned.
         slots = [] if simulated else self._take_slots(tp if self.device_var else self.cores_per_worker)
@@ -124,24 +110,9 @@ class LocalProcesses:
             worker_id,
             "--etcd",
             self.etcd,
-            "--role",
-            group.role,
-            "--engine",
-            group.engine,
+            *shape_flags(group),
             *self.extra_args,
         ]
-        if group.accelerator != "auto":
-            cmd += ["--accelerator", group.accelerator]
-        for key, value in group.engine_args.items():
-            if key in WORKER_FLAGS and isinstance(value, bool):  # a switch: present or not
-                cmd += [WORKER_FLAGS[key]] if value else []
-            elif key in WORKER_FLAGS:  # settings the worker itself reads, not only its engine
-                cmd += [WORKER_FLAGS[key], str(value)]
-            else:
-                cmd += [
-                    "--engine-arg",
-                    f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}",
-                ]
         log_path = self.log_dir / f"{worker_id}.log"
         with open(log_path, "ab") as logf:
             popen = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)

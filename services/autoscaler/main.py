@@ -63,7 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="local",
         choices=["local", "compose", "k8s"],
         help="local: worker processes on this machine; compose: scale the worker services of "
-        "deploy/compose; k8s: scale worker Deployments (found by their tessera.ai labels)",
+        "deploy/compose; k8s: one worker Deployment per group, from the worker PodTemplates of deploy/k8s/worker",
     )
     p.add_argument(
         "--compose-file",

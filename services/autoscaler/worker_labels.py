@@ -1,7 +1,8 @@
-"""The labels that tie a desired worker group to a compose service or a Kubernetes Deployment.
+"""The labels that tie a desired worker group to a compose service, and that Kubernetes workers carry.
 
-Both deployment targets label their worker units the same way, so one rule
-finds "the unit that runs this group" on either:
+The compose actuator finds "the service that runs this group" by these labels; the Kubernetes
+actuator creates its Deployments (services/autoscaler/k8s_workload.py) with the same labels, so
+dashboards and selectors read both alike:
 
 ===========================  ===================================================
 ``tessera.ai/model``         the model as groups name it (``smollm2``, ``tiny``)
