@@ -147,7 +147,7 @@ async def test_a_heterogeneous_plan_becomes_exactly_those_deployments(cluster):
         assert {x["metadata"]["labels"][wl.SHAPE] for x in found.values()} >= {selector[wl.SHAPE]}
         args = " ".join(container["args"])
         assert f"--role {itype.role}" in args and "--model=$(TESSERA_MODEL)" in args
-        assert "--engine-arg max_model_len=8192" in args
+        assert "--max-model-len 8192" in args  # a worker flag: the simulated engine reads it too
         assert ("--tensor-parallel-size 2" in args) == (itype.tp == 2)
         assert len(api.pods_of(name)) == group.replicas
     assert len({d["spec"]["selector"]["matchLabels"][wl.SHAPE] for d in found.values()}) == 3
