@@ -23,15 +23,8 @@ from tests.support.sim_cluster import SimCluster
 
 @pytest.fixture(scope="module")
 def cp(tmp_path_factory):
-    c = SimCluster(tmp_path_factory.mktemp("control-plane"))
-    try:
-        c.wait_ready()
+    with SimCluster.running(tmp_path_factory.mktemp("control-plane")) as c:
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.close()
 
 
 def _complete(c: SimCluster, max_tokens: int = 8) -> httpx.Response:

@@ -23,19 +23,12 @@ MAX_TOKENS = 600  # about 5 s of decode at the simulated speed: long enough to f
 
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory):
-    c = SimCluster(
+    with SimCluster.running(
         tmp_path_factory.mktemp("faults"),
         router_args=("--stream-silence-s", str(SILENCE_S)),
         worker_args=("--stall-timeout-s", str(STALL_S)),
-    )
-    try:
-        c.wait_ready()
+    ) as c:
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.close()
 
 
 def _faulted_stream(c: SimCluster, fault: int) -> tuple[int, list[str], float, str]:

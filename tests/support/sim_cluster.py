@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -117,6 +118,20 @@ class SimCluster:
         return "\n".join(
             f"--- {p.name}\n{p.log_tail(30)}" for p in (self.router, self.scheduler, *self.workers.values())
         )
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, log_dir: Path, **kwargs):
+        """A ready cluster for a fixture: its services' logs are printed if anything fails, and it is closed."""
+        c = cls(log_dir, **kwargs)
+        try:
+            c.wait_ready()
+            yield c
+        except BaseException:
+            print(c.logs())
+            raise
+        finally:
+            c.close()
 
     def close(self) -> None:
         self.channel.close()
