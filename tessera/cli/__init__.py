@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tessera.runtime.distribution import installed_version
+
 
 def _service(module: str, prog: str):
     def add(p: argparse.ArgumentParser) -> None:
@@ -23,6 +25,7 @@ def _service(module: str, prog: str):
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="tessera", description="Distributed LLM inference across mixed accelerators.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     commands = {
         "up": ("tessera.cli.up", "start etcd, scheduler, autoscaler, workers and router in the foreground"),
