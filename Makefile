@@ -1,6 +1,7 @@
 # Tessera: one Makefile for setup, running, tests and benchmarks.
-# `make up` on a fresh machine sets everything up and starts a local cluster;
-# `make test` runs the tests (CI runs it through .ci/run).
+# `make up` on a fresh machine installs what running needs (the control plane and the engine
+# extra) and starts a local cluster; `make test` adds the test and lint tools (the dev extra) and
+# runs the tests (CI runs it through .ci/run).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,25 +14,46 @@ MODEL ?= smollm2
 WORKERS ?= 2
 PORT ?= 8000
 PROTO_SRC := $(wildcard protos/tessera/v1/*.proto)
+# Two stamps: RUN_STAMP when the control plane and the engine extra are installed (make up),
+# STAMP when the dev extra is too (make setup, and every target that tests, lints or benchmarks).
+# A dev install touches both, so `make up` after `make test` installs nothing more.
+RUN_STAMP := $(VENV)/.tessera-run-installed
 STAMP := $(VENV)/.tessera-installed
 # docker-compose 1.29, the strictest checker of deploy/compose (tests/deploy/), in a venv of its own,
 # built only for the deploy tests: it pins PyYAML<6, which the project cannot share, and PyYAML 5.4
 # builds only with Cython<3.
 COMPOSE_V1 := $(VENV)/compose/bin/docker-compose
 
-.PHONY: setup up lint test test-unit test-integration test-deploy test-slow protos check-protos bench clean-venv model prometheus
+.PHONY: setup setup-run up lint test test-unit test-integration test-deploy test-slow protos check-protos bench clean-venv model prometheus
 
-$(STAMP): pyproject.toml
+comma := ,
+# install(EXTRAS): the editable install with those extras (comma-separated).
+# PyPI's torchvision/torchaudio/torchcodec come along with vLLM but do not
+# match the torch it runs on ("operator torchvision::nms does not exist"),
+# and nothing here needs them.
+define install
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[$(ENGINE_EXTRA),dev]"
-	# PyPI's torchvision/torchaudio/torchcodec come along with vLLM but do not
-	# match the torch it runs on ("operator torchvision::nms does not exist"),
-	# and nothing here needs them.
+	# The distribution was called "tessera" before (an unrelated project's name on PyPI); its
+	# editable install would claim the same files as tessera-inference's.
+	$(PY) -m pip uninstall --quiet -y tessera 2>/dev/null || true
+	$(PY) -m pip install --quiet -e ".[$(1)]"
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
-	touch $(STAMP)
+endef
 
+$(RUN_STAMP): pyproject.toml
+	$(call install,$(ENGINE_EXTRA))
+	touch $(RUN_STAMP)
+
+$(STAMP): pyproject.toml
+	$(call install,$(ENGINE_EXTRA)$(comma)dev)
+	touch $(RUN_STAMP) $(STAMP)
+
+# Everything: running, tests, lint, benchmarks (what it always was).
 setup: $(STAMP)
+
+# Only what running needs: the control plane and the engine extra.
+setup-run: $(RUN_STAMP)
 
 $(COMPOSE_V1):
 	$(PYTHON) -m venv $(VENV)/compose
@@ -48,10 +70,10 @@ prometheus:
 		{ systemctl disable --now prometheus >/dev/null 2>&1 || true; }; \
 	fi
 
-model: setup
+model: setup-run
 	$(BIN)/tessera prepare-model $(MODEL)
 
-up: setup
+up: setup-run
 	$(BIN)/tessera up --model $(MODEL) --workers $(WORKERS) --port $(PORT)
 
 protos: setup

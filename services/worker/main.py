@@ -179,12 +179,18 @@ async def run(args: argparse.Namespace) -> int:
     )
     relay_box: list[KVEventRelay] = []  # the relay needs the engine's block size, known once it starts
     t0 = time.monotonic()
-    if args.engine == "sim":
-        engine, model_path, vendor, accelerator, count = await _start_sim_engine(args, spec, tracker, relay_box)
-    else:
-        engine, model_path, vendor, accelerator, count = await _start_vllm_engine(
-            args, spec, tracker, worker_id, relay_box
-        )
+    from tessera.runtime.models.prepare import PrepareError
+
+    try:
+        if args.engine == "sim":
+            engine, model_path, vendor, accelerator, count = await _start_sim_engine(args, spec, tracker, relay_box)
+        else:
+            engine, model_path, vendor, accelerator, count = await _start_vllm_engine(
+                args, spec, tracker, worker_id, relay_box
+            )
+    except PrepareError as exc:
+        log.error("%s", exc)
+        return 2
     relay = relay_box[0] if relay_box else None
     assert engine.info is not None
     log.info(
@@ -343,7 +349,7 @@ async def _start_sim_engine(args: argparse.Namespace, spec: Any, tracker: LoadTr
     from tessera.engine_model.instance import InstanceSpec
     from tessera.runtime.models.prepare import ensure_model
 
-    model_path = await asyncio.to_thread(ensure_model, spec)
+    model_path = await asyncio.to_thread(ensure_model, spec, False)  # no weights: no torch
     accel = find_accelerator("cpu" if args.accelerator == "auto" else args.accelerator)
     dtype = 4 if accel.vendor == "cpu" else None  # CPU workers serve in float32 (docs/smollm2-bf16.md)
     arch = resolve_arch(args.sim_arch or model_path, dtype)

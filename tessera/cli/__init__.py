@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tessera.runtime.distribution import installed_version
+
 COMMANDS = {
     "up": ("tessera.cli.up", "start etcd, scheduler, autoscaler, workers and router in the foreground"),
     "status": ("tessera.cli.status", "show the workers etcd knows, with their load"),
@@ -48,6 +50,7 @@ def build_parser(chosen: str | None) -> tuple[argparse.ArgumentParser, dict[str,
     """
     description = "Distributed LLM inference across mixed accelerators."
     parser = argparse.ArgumentParser(prog="tessera", description=description, formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     subparsers = {}
     for name, (_, help_text) in COMMANDS.items():

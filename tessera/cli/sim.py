@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from tessera.cli.plotting import plots_unavailable
+
 DEFAULT_TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "traces"
 
 
@@ -50,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--slo", default="ttft_p90=2000,tpot_p90=100", help="e.g. ttft_p90=500,tpot_p90=50 (ms)")
     o.add_argument("--out", default=None, help="JSON result file (the plot goes next to it as .png)")
-    o.add_argument("--no-plot", action="store_true", help="write no plot")
+    o.add_argument("--no-plot", action="store_true", help="no PNG (plots need matplotlib: the plot extra)")
     o.add_argument("--no-details", action="store_true", help="leave per-request lists out of the JSON")
     o.add_argument("--seed", type=int, default=0, help="random seed of the workload and the simulation")
     o.add_argument("--quiet", action="store_true", help="print only the summary")
@@ -243,7 +245,10 @@ def _simulate(args, arch, specs, instances, pipeline, workload, slo, say, out: P
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(summary, indent=1))
         say(f"  wrote {out}")
-        if not args.no_plot:
+        missing = None if args.no_plot else plots_unavailable()
+        if missing:
+            say(f"  {missing}")
+        elif not args.no_plot:
             from tessera.sim.plots import plot_simulation
 
             png = plot_simulation(

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tessera.cli.plotting import plots_unavailable
+
 HEADLINE = (
     "autoscaler",
     "slo_attainment",
@@ -123,7 +125,10 @@ def run_main(args: argparse.Namespace, load_workload: Callable[[argparse.Namespa
         if len(names) > 1:
             out.write_text(json.dumps({n: side_by_side(s) for n, s in summaries.items()}, indent=1))
             say(f"wrote {out} (side by side; one JSON per autoscaler beside it)")
-        if not args.no_plot:
+        missing = None if args.no_plot else plots_unavailable()
+        if missing:
+            say(missing)
+        elif not args.no_plot:
             from tessera.sim.autoscaling_plots import plot_autoscaling
 
             png = plot_autoscaling(

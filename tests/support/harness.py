@@ -124,15 +124,21 @@ def pid_listening_on(port: int) -> int | None:
 
 
 @contextlib.contextmanager
-def tessera_up(log_dir, *up_args: str, ready_timeout: float = 120):
+def tessera_up(
+    log_dir,
+    *up_args: str,
+    ready_timeout: float = 120,
+    tessera: tuple[str, ...] = (sys.executable, "-m", "tessera.cli"),
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+):
     """`tessera up ...` (simulated tiny-model workers unless up_args say otherwise) in the background
-    until it serves; Ctrl-C on the way out."""
+    until it serves; Ctrl-C on the way out. ``tessera``, ``env`` and ``cwd``: another installation's
+    command, run in its own environment (tests/deploy/test_clean_install.py)."""
     port, grpc_port = free_port(), free_port()
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "tessera.cli",
+            *tessera,
             "up",
             "--engine",
             "sim",
@@ -149,7 +155,8 @@ def tessera_up(log_dir, *up_args: str, ready_timeout: float = 120):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "TESSERA_TEST_RUN": RUN_ID + "-up"},
+        env={**(os.environ if env is None else env), "TESSERA_TEST_RUN": RUN_ID + "-up"},
+        cwd=cwd,
         start_new_session=True,
     )
     lines: list[str] = []

@@ -9,13 +9,19 @@ Nothing is fetched from a model hub:
 - ``tiny-moe``: the same tokenizer with a random-weight two-layer Qwen3-MoE
   (8 experts, top-2), for the expert-parallel path.
 
-Workers and the CLI import this (it needs torch); the router never does.
+Simulated workers need no weights, only the tokenizer and config.json: ``ensure_model(spec,
+weights=False)`` gives them a full folder when one is there, else the tiny recipes' tokenizer and
+config alone (built without torch, so a control-plane install runs sim clusters).
+
+Workers and the CLI import this (the weights need torch and transformers, imported only to build
+them); the router never does.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.util
 import json
 import logging
 import shutil
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tessera.runtime.distribution import install_hint
 from tessera.runtime.models.registry import ModelSpec
 
 log = logging.getLogger("tessera.runtime.models")
@@ -47,22 +54,46 @@ CHATML_TEMPLATE = (
 DONE_MARKER = ".tessera-prepared"
 
 
-def ensure_model(spec: ModelSpec) -> str:
+class PrepareError(RuntimeError):
+    """A built-in model cannot be prepared here (its recipe needs what is not installed)."""
+
+
+def model_folder(spec: ModelSpec, weights: bool = True) -> Path:
+    """Where ``ensure_model(spec, weights)`` finds or puts the model's folder.
+
+    Without weights: the full folder when it is prepared (the same tokenizer and config), else
+    the weights-free one beside it (``<cache>/no-weights/<recipe>``, so its name, which the
+    simulator reports, stays the recipe's).
+    """
+    full = Path(spec.path)
+    if weights or not spec.recipe or spec.recipe not in CONFIG_ONLY_BUILDERS or (full / DONE_MARKER).exists():
+        return full
+    return full.parent / "no-weights" / spec.recipe
+
+
+def ensure_model(spec: ModelSpec, weights: bool = True) -> str:
     """Return a loadable path for ``spec``, preparing a built-in recipe if needed.
 
-    Safe to call from several processes at once: the first prepares under a
-    file lock, the others wait and reuse its folder.
+    ``weights=False``: what a simulated worker needs, the tokenizer and config.json (see
+    :func:`model_folder`). Safe to call from several processes at once: the first prepares under
+    a file lock, the others wait and reuse its folder.
     """
     if not spec.recipe:
         return spec.path
-    target = Path(spec.path)
+    target = model_folder(spec, weights)
     if (target / DONE_MARKER).exists():
         return str(target)
+    full = target == Path(spec.path)
+    if full and spec.recipe in NEEDS_TORCH and not _torch_installed():
+        raise PrepareError(
+            f"preparing {spec.name} needs torch and transformers, which the engine extra brings "
+            f"({install_hint('cpu')} or [gpu]); simulated workers need no weights: --engine sim --model tiny"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     with _file_lock(target.parent / f".{spec.recipe}.lock"):
         if (target / DONE_MARKER).exists():
             return str(target)
-        builder = BUILDERS[spec.recipe]
+        builder = BUILDERS[spec.recipe] if full else CONFIG_ONLY_BUILDERS[spec.recipe]
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{spec.recipe}-") as tmp:
             staging = Path(tmp) / "model"
             staging.mkdir()
@@ -73,6 +104,10 @@ def ensure_model(spec: ModelSpec) -> str:
                 shutil.rmtree(target)
             staging.rename(target)
     return str(target)
+
+
+def _torch_installed() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers"))
 
 
 @contextlib.contextmanager
@@ -220,6 +255,25 @@ def _tiny_config_fields(ids: TinyTokenIds) -> dict[str, Any]:
     )
 
 
+# The tiny recipes' architectures: what both builds write into config.json (the full build through
+# transformers' config class, which adds its defaults; the config-only build as these keys alone).
+TINY_LLAMA: tuple[str, str, dict[str, Any]] = ("llama", "LlamaForCausalLM", {"intermediate_size": 256})
+TINY_QWEN3_MOE: tuple[str, str, dict[str, Any]] = (
+    "qwen3_moe",
+    "Qwen3MoeForCausalLM",
+    {
+        "intermediate_size": 256,  # dense MLP size (unused: every layer is sparse)
+        "moe_intermediate_size": 64,
+        "num_experts": 8,
+        "num_experts_per_tok": 2,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [],
+        "norm_topk_prob": True,
+        "head_dim": 64,
+    },
+)
+
+
 def _save_random(model_cls: Any, config: Any, out: Path) -> None:
     """Seeded random weights, so a recipe gives the same model wherever it is built."""
     import torch
@@ -233,7 +287,7 @@ def _build_tiny(out: Path) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     ids = _build_tiny_tokenizer(out)
-    _save_random(LlamaForCausalLM, LlamaConfig(intermediate_size=256, **_tiny_config_fields(ids)), out)
+    _save_random(LlamaForCausalLM, LlamaConfig(**TINY_LLAMA[2], **_tiny_config_fields(ids)), out)
 
 
 def _build_tiny_moe(out: Path) -> None:
@@ -247,22 +301,30 @@ def _build_tiny_moe(out: Path) -> None:
     from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
 
     ids = _build_tiny_tokenizer(out)
-    config = Qwen3MoeConfig(
-        intermediate_size=256,  # dense MLP size (unused: every layer is sparse)
-        moe_intermediate_size=64,
-        num_experts=8,
-        num_experts_per_tok=2,
-        decoder_sparse_step=1,
-        mlp_only_layers=[],
-        norm_topk_prob=True,
-        head_dim=64,  # type: ignore[call-arg]  # a Qwen3MoeConfig field its signature leaves to **kwargs
-        **_tiny_config_fields(ids),
-    )
-    _save_random(Qwen3MoeForCausalLM, config, out)
+    _save_random(Qwen3MoeForCausalLM, Qwen3MoeConfig(**TINY_QWEN3_MOE[2], **_tiny_config_fields(ids)), out)
+
+
+def _config_only(arch: tuple[str, str, dict[str, Any]]) -> Callable[[Path], None]:
+    """A builder of a tiny recipe's tokenizer and config.json without weights (no torch, no transformers)."""
+    model_type, architecture, fields = arch
+
+    def build(out: Path) -> None:
+        ids = _build_tiny_tokenizer(out)
+        config = {"architectures": [architecture], "model_type": model_type, **fields, **_tiny_config_fields(ids)}
+        (out / "config.json").write_text(json.dumps(config, indent=2))
+
+    return build
 
 
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "smollm2": _build_smollm2,
     "tiny": _build_tiny,
     "tiny-moe": _build_tiny_moe,
+}
+NEEDS_TORCH = frozenset(BUILDERS)  # every full build saves weights with torch
+# What simulated workers get without weights. smollm2 has none: its tokenizer comes out of the GGUF
+# through transformers.
+CONFIG_ONLY_BUILDERS: dict[str, Callable[[Path], None]] = {
+    "tiny": _config_only(TINY_LLAMA),
+    "tiny-moe": _config_only(TINY_QWEN3_MOE),
 }
