@@ -11,61 +11,17 @@ from __future__ import annotations
 
 import copy
 import re
-from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.deploy.test_deploy_manifests import needs_kubectl, of_kind, render, worker_deployments
+from tests.support.crds import CRDS, validate
 
-jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is a dev dependency")
-
-SCHEMAS = Path(__file__).parent / "schemas"
-CRDS = {
-    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "gateway.networking.k8s.io_httproutes.yaml",
-    ("inference.networking.k8s.io/v1", "InferencePool"): "inference.networking.k8s.io_inferencepools.yaml",
-}
-
-
-def strict(schema: dict) -> dict:
-    """The schema with unknown fields refused wherever it lists the fields (structural schemas prune them)."""
-    schema = copy.deepcopy(schema)
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            if (
-                "properties" in node
-                and "additionalProperties" not in node
-                and not node.get("x-kubernetes-preserve-unknown-fields")
-            ):
-                node["additionalProperties"] = False
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(schema)
-    return schema
-
-
-def crd_validator(api_version: str, kind: str) -> jsonschema.Draft7Validator:
-    crd = yaml.safe_load((SCHEMAS / CRDS[(api_version, kind)]).read_text())
-    group, version = api_version.split("/")
-    assert crd["spec"]["group"] == group and crd["spec"]["names"]["kind"] == kind
-    (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version and v["served"]]
-    schema = strict(served["schema"]["openAPIV3Schema"])
-    schema["properties"]["metadata"] = {"type": "object"}  # ObjectMeta: checked by the API server, not the CRD
-    return jsonschema.Draft7Validator(schema)
-
-
-def validate(doc: dict) -> None:
-    errors = sorted(crd_validator(doc["apiVersion"], doc["kind"]).iter_errors(doc), key=lambda e: list(e.path))
-    assert not errors, [f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors]
+GATEWAY_KINDS = {k for k in CRDS if k[0].startswith(("gateway.", "inference."))}
 
 
 def gateway_objects() -> list[dict]:
-    return [d for d in render("examples/llama-3.1-8b") if (d["apiVersion"], d["kind"]) in CRDS]
+    return [d for d in render("examples/llama-3.1-8b") if (d["apiVersion"], d["kind"]) in GATEWAY_KINDS]
 
 
 @needs_kubectl
