@@ -14,6 +14,15 @@ MODEL ?= smollm2
 WORKERS ?= 2
 PORT ?= 8000
 PROTO_SRC := $(wildcard protos/tessera/v1/*.proto)
+# The TypeScript client (clients/node) and the Node tools the contract checks use (buf, from npm),
+# installed from its package-lock.json.
+NODE_CLIENT := clients/node
+NODE_STAMP := $(NODE_CLIENT)/node_modules/.tessera-installed
+BUF := $(NODE_CLIENT)/node_modules/.bin/buf
+# What `buf breaking` compares protos/ with: the latest release tag (v*) once there is one, else the
+# commit that first published the contract with buf.yaml and its language options (the first to add
+# protos/buf.yaml). Found by path, not by hash, so it survives a rebase or squash on merge.
+BUF_BASELINE ?= $(or $(shell git describe --tags --abbrev=0 --match 'v*' 2>/dev/null),$(shell git log --diff-filter=A --format=%H -- protos/buf.yaml 2>/dev/null | tail -n 1))
 # Two stamps: RUN_STAMP when the control plane and the engine extra are installed (make up),
 # STAMP when the dev extra is too (make setup, and every target that tests, lints or benchmarks).
 # A dev install touches both, so `make up` after `make test` installs nothing more.
@@ -24,7 +33,7 @@ STAMP := $(VENV)/.tessera-installed
 # builds only with Cython<3.
 COMPOSE_V1 := $(VENV)/compose/bin/docker-compose
 
-.PHONY: setup setup-run up lint test test-unit test-integration test-deploy test-slow protos check-protos bench clean-venv model prometheus
+.PHONY: setup setup-run up lint test test-unit test-integration test-deploy test-slow protos check-protos check-buf node-client bench clean-venv model prometheus
 
 comma := ,
 # install(EXTRAS): the editable install with those extras (comma-separated).
@@ -76,11 +85,35 @@ model: setup-run
 up: setup-run
 	$(BIN)/tessera up --model $(MODEL) --workers $(WORKERS) --port $(PORT)
 
-protos: setup
-	$(PY) -m tessera.runtime.protogen
+$(NODE_STAMP): $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
+	cd $(NODE_CLIENT) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
-check-protos: setup
+# The TypeScript client and its tests, compiled to clients/node/dist (what the Node tests run).
+node-client: $(NODE_STAMP)
+	cd $(NODE_CLIENT) && npm run --silent build
+
+# Every checked-in stub: Python (tessera/v1) and TypeScript (clients/node/src/gen).
+protos: setup $(NODE_STAMP)
+	$(PY) -m tessera.runtime.protogen
+	cd $(NODE_CLIENT) && rm -rf src/gen && npm run --silent generate
+
+check-protos: setup $(NODE_STAMP)
 	$(PY) -m tessera.runtime.protogen --check
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		(cd $(NODE_CLIENT) && npm run --silent generate -- -o "$$tmp") && \
+		diff -r "$$tmp/src/gen" $(NODE_CLIENT)/src/gen >/dev/null || \
+		{ echo "stale TypeScript stubs in $(NODE_CLIENT)/src/gen; run make protos" >&2; exit 1; }
+	@echo "TypeScript stubs are up to date"
+
+# The contract: buf lint (protos/buf.yaml), then no breaking change since BUF_BASELINE.
+check-buf: $(NODE_STAMP)
+	$(BUF) lint protos
+	@test -n "$(BUF_BASELINE)" || { echo "no baseline for buf breaking (no v* tag, no commit adding protos/buf.yaml)" >&2; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		git archive $(BUF_BASELINE) protos | tar -x -C "$$tmp" && \
+		echo "buf breaking protos --against $(BUF_BASELINE)" && \
+		$(BUF) breaking protos --against "$$tmp/protos"
 
 # Lint and types: ruff (lint and format), mypy (strict on the pure layers), and the layer contract
 # (import-linter, [tool.importlinter] in pyproject.toml). `ruff format .` fixes what the check finds.
@@ -90,8 +123,9 @@ lint: setup
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-# Everything (what CI runs): lint, fresh stubs, then every test but the slow ones.
-test: setup lint check-protos $(COMPOSE_V1) prometheus
+# Everything (what CI runs): lint, fresh stubs, the contract, then every test but the slow ones
+# (the Node client's among them: node-client builds it).
+test: setup lint check-protos check-buf node-client $(COMPOSE_V1) prometheus
 	$(BIN)/pytest -q
 
 # Pure code and in-process servers only: no processes, seconds.
@@ -99,7 +133,7 @@ test-unit: setup
 	$(BIN)/pytest -q tests/unit
 
 # Real etcd, services as processes, vLLM and sim workers (most of the suite's time).
-test-integration: setup prometheus
+test-integration: setup prometheus node-client
 	$(BIN)/pytest -q tests/integration
 
 # The deployment files, checked by docker-compose 1.29 and kubectl/kubernetes-validate.
