@@ -14,6 +14,7 @@ from services.autoscaler.desired import WorkerGroup
 WORKER_FLAGS = {
     "tensor_parallel_size": "--tensor-parallel-size",
     "sim_arch": "--sim-arch",
+    "sim_step_time_scale": "--sim-step-time-scale",
     "served_model_name": "--served-model-name",
     "max_model_len": "--max-model-len",  # the simulated engine reads only the flag
     "kv_connector": "--kv-connector",

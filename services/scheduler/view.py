@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tessera.engine_model.catalog.expert_parallel import pick_dp_rank
+from tessera.engine_model.perf.step_scale import corrected_speed
 from tessera.placement.snapshot import WorkerSnapshot
 from tessera.runtime.rpc.enums import role_name
 from tessera.v1 import common_pb2 as pb
@@ -92,7 +93,8 @@ class WorkerEntry:
             max_model_len=ident.max_model_len,
             max_num_seqs=ident.max_num_seqs,
             prefill_tokens_waiting=load.prefill_tokens_waiting + pending_tokens,
-            **self.speed,
+            # the model's speed for this hardware, corrected by what the worker learnt of its machine
+            **corrected_speed(self.speed, load.prefill_time_scale, load.decode_time_scale),
         )
 
 

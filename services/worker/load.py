@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from services.worker.engine import EngineLoad
+from services.worker.step_learning import StepObserver
 from tessera.v1 import common_pb2 as pb
 
 
@@ -39,6 +40,8 @@ class LoadTracker:
         self.ranks = list(ranks or [])
         self._engines: dict[int, EngineLoad] = {}  # DP rank -> its engine core's latest step
         self._hit_rate = 0.0
+        # Learns this machine's step times from the requests in the book (None: no performance model).
+        self.steps: StepObserver | None = None
 
     def subscribe(self) -> asyncio.Event:
         """An event set on every change of load; each report stream holds its own."""
@@ -63,12 +66,16 @@ class LoadTracker:
             self._last_progress = time.monotonic()  # an idle engine owes nothing yet
         self._active[request_id] = _Book(prompt_tokens, rank=rank)
         self._started += 1
+        if self.steps is not None:
+            self.steps.started(request_id, prompt_tokens)
         self._notify()
 
-    def progressed(self, request_id: str, new_tokens: int) -> None:
+    def progressed(self, request_id: str, new_tokens: int, cached_prompt_tokens: int = 0) -> None:
         book = self._active.get(request_id)
         if book is not None:
             book.generated += new_tokens
+        if self.steps is not None:
+            self.steps.tokens(request_id, new_tokens, cached_prompt_tokens)
         self.engine_progressed()
 
     def engine_progressed(self) -> None:
@@ -77,6 +84,8 @@ class LoadTracker:
         self._stuck = False
 
     def finished(self, request_id: str) -> None:
+        if self.steps is not None:
+            self.steps.finished(request_id)
         if self._active.pop(request_id, None) is not None:
             self._notify()
 
@@ -125,6 +134,9 @@ class LoadTracker:
         out.seq, out.timestamp_unix_ms = seq, int(time.time() * 1000)
         out.prefix_cache_hit_rate, out.draining, out.requests_started = self._hit_rate, self.draining, self._started
         out.stalled = self.stalled()
+        if self.steps is not None:
+            out.prefill_time_scale = self.steps.learner.learnt("prefill") or 0.0
+            out.decode_time_scale = self.steps.learner.learnt("decode") or 0.0
         if len(self.ranks) > 1:
             for rank in self.ranks:
                 engine = self._engines.get(rank, EngineLoad())

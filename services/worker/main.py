@@ -20,6 +20,7 @@ from services.worker.kv_transfer import kv_transfer_setup
 from services.worker.load import LoadTracker
 from services.worker.reporter import SchedulerReporter
 from services.worker.servicer import WorkerServicer
+from services.worker.step_learning import StepObserver, model_timer
 from tessera.engine_model.catalog.expert_parallel import (
     cpu_threads_bind,
     dp_ranks,
@@ -96,6 +97,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--sim-arch",
         default=None,
         help="sim: time steps as this architecture (llama3-8b, ...; default: the served model's config)",
+    )
+    p.add_argument(
+        "--sim-step-time-scale",
+        default="",
+        metavar="prefill=X,decode=Y",
+        help="sim: run prefill and decode steps X and Y times the performance model's time (a machine the "
+        "model does not know; or the correction a live worker learnt, see benchmarks/sim_fidelity.py)",
     )
     p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs this engine spans")
@@ -328,6 +336,9 @@ async def _start_vllm_engine(
             " ".join(f"{k}={v}" for k, v in transfer.env.items()),
         )
     engine = VllmEngine(engine_args, on_stats=tracker.engine_stats)
+    timer = await asyncio.to_thread(model_timer, model_path, accelerator, args.tensor_parallel_size)
+    # A decode worker's first tokens wait on KV pulled from a prefill worker: no prefill to learn from.
+    tracker.steps = StepObserver(timer, learn_prefill=args.role != "decode")
     if engine_args.get("enable_prefix_caching", True):
         from services.worker.vllm_kv_events import kv_events_engine_arg, open_subscriber, subscribe
 
@@ -347,7 +358,8 @@ async def _start_sim_engine(args: argparse.Namespace, spec: Any, tracker: LoadTr
     from tessera.engine_model.build import build_instances, context_length, resolve_arch
     from tessera.engine_model.catalog.accelerators import find as find_accelerator
     from tessera.engine_model.instance import InstanceSpec
-    from tessera.runtime.models.prepare import ensure_model
+    from tessera.engine_model.perf.step_scale import StepScale, scaled
+    from tessera.runtime.models.prepare import PrepareError, ensure_model
 
     model_path = await asyncio.to_thread(ensure_model, spec, False)  # no weights: no torch
     accel = find_accelerator("cpu" if args.accelerator == "auto" else args.accelerator)
@@ -358,6 +370,13 @@ async def _start_sim_engine(args: argparse.Namespace, spec: Any, tracker: LoadTr
     ((_, config, timer),) = build_instances(
         arch, [instance], max_len, env=os.environ, engine_args=parse_pairs(args.engine_arg, "--engine-arg")
     )
+    try:
+        truth = StepScale.parse(args.sim_step_time_scale)
+    except ValueError as exc:
+        raise PrepareError(f"--sim-step-time-scale: {exc}") from None
+    # learns against the model, unscaled, as a real engine is compared with it
+    tracker.steps = StepObserver(timer, learn_prefill=args.role != "decode")
+    timer = scaled(timer, truth)
     tokenizer = await asyncio.to_thread(open_tokenizer, model_path)
     relay = KVEventRelay(config.block_size)
     relay_box.append(relay)
@@ -406,6 +425,8 @@ async def _watch_engine(engine: Any, tracker: LoadTracker, stop: asyncio.Event, 
         metrics.WAITING.set(report.num_waiting)
         metrics.KV_USAGE.set(report.kv_cache_usage)
         metrics.TOKENS_IN_FLIGHT.set(report.tokens_in_flight)
+        metrics.STEP_TIME_SCALE.labels("prefill").set(report.prefill_time_scale)
+        metrics.STEP_TIME_SCALE.labels("decode").set(report.decode_time_scale)
         if engine.dead:
             stop.set()
         await asyncio.sleep(0.5)

@@ -30,6 +30,11 @@ TTFT = Histogram(
     "tessera_worker_time_to_first_token_seconds", "Engine-side time to first token", buckets=LATENCY_BUCKETS
 )
 E2E = Histogram("tessera_worker_e2e_request_latency_seconds", "Engine-side request latency", buckets=LATENCY_BUCKETS)
+STEP_TIME_SCALE = Gauge(
+    "tessera_worker_step_time_scale",
+    "Measured / predicted step time learnt from the requests served, by phase (0: not learnt yet)",
+    ["phase"],
+)
 STALLED = Gauge(
     "tessera_worker_engine_stalled", "1 while the engine holds requests but has produced no token for the stall timeout"
 )

@@ -139,7 +139,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                             span.set_attribute("tessera.cached_prompt_tokens", chunk.cached_prompt_tokens)
                             first = False
                         generated += len(chunk.token_ids)
-                        self.tracker.progressed(request.request_id, len(chunk.token_ids))
+                        self.tracker.progressed(request.request_id, len(chunk.token_ids), chunk.cached_prompt_tokens)
                         metrics.GENERATION_TOKENS.inc(len(chunk.token_ids))
                     finish = chunk.finish_reason or finish
                     yield chunk.to_response(request.request_id, len(request.prompt_token_ids), generated)

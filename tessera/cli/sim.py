@@ -45,6 +45,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--dtype-bytes", type=int, default=None, help="weights/KV bytes per element (default: the model's)")
     c.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
     c.add_argument(
+        "--step-time-scale",
+        default="",
+        metavar="prefill=X,decode=Y",
+        help="run steps X (prefill) and Y (decode) times the performance model's time: the correction live "
+        "workers learnt of their machine (tessera status shows it)",
+    )
+    c.add_argument(
         "--policy",
         default="tessera",
         help="placement profile name or YAML file; several, comma-separated, run side by side",
@@ -101,6 +108,7 @@ def load_workload(args: argparse.Namespace):
 def run_main(args: argparse.Namespace) -> int:
     from tessera.engine_model.build import build_instances, resolve_arch
     from tessera.engine_model.instance import ClusterSpecError, parse_cluster
+    from tessera.engine_model.perf.step_scale import StepScale, scaled
     from tessera.placement.pipeline import ProfileError, load_profile
     from tessera.sim.report import SloError, parse_slo
     from tessera.sim.workloads import WorkloadError
@@ -113,6 +121,7 @@ def run_main(args: argparse.Namespace) -> int:
     try:
         arch = resolve_arch(args.model, args.dtype_bytes)
         specs = parse_cluster(args.cluster, arch)
+        step_scale = StepScale.parse(args.step_time_scale)
         slo = parse_slo(args.slo)
         for policy in policies:
             load_profile(policy)  # every name is checked before anything runs
@@ -127,7 +136,7 @@ def run_main(args: argparse.Namespace) -> int:
     summaries = {}
     for policy in policies:
         # fresh instances per policy: each starts from empty caches and idle engines
-        instances = build_instances(arch, specs, args.max_model_len)
+        instances = [(s, c, scaled(t, step_scale)) for s, c, t in build_instances(arch, specs, args.max_model_len)]
         summaries[policy] = _simulate(
             args,
             arch,

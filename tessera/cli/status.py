@@ -94,6 +94,9 @@ async def gather_status(etcd: str) -> dict[str, Any]:
                 "num_running": load.num_running if load else None,
                 "kv_cache_usage": round(load.kv_cache_usage, 4) if load else None,
                 "tokens_in_flight": load.tokens_in_flight if load else None,
+                # measured / predicted step times the worker learnt of its machine (None: not yet)
+                "prefill_time_scale": round(load.prefill_time_scale, 3) if load and load.prefill_time_scale else None,
+                "decode_time_scale": round(load.decode_time_scale, 3) if load and load.decode_time_scale else None,
             }
         )
     return {

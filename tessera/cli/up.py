@@ -91,6 +91,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="sim: time steps as this architecture (llama3-8b, llama3-70b, ...; default: the model's own)",
     )
+    p.add_argument(
+        "--sim-step-time-scale",
+        default=None,
+        metavar="prefill=X,decode=Y",
+        help="sim: run steps X (prefill) and Y (decode) times the performance model's time, e.g. the "
+        "correction a real worker learnt (tessera status shows it)",
+    )
     p.add_argument("--port", type=int, default=8000, help="OpenAI-compatible HTTP port of the router")
     p.add_argument("--grpc-port", type=int, default=50051, help="Router gRPC port")
     p.add_argument("--host", default="127.0.0.1", help="address the router listens on")
@@ -219,6 +226,8 @@ def _sim_desired(args: argparse.Namespace, engine_args: dict[str, Any], log_dir:
         )
         if args.sim_arch:
             g["engine_args"]["sim_arch"] = args.sim_arch
+        if args.sim_step_time_scale:
+            g["engine_args"]["sim_step_time_scale"] = args.sim_step_time_scale
         g["engine_args"].update(engine_args)
         g["replicas"] += 1
     path = log_dir / "desired-sim.yaml"

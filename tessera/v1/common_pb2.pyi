@@ -98,7 +98,7 @@ class WorkerIdentity(_message.Message):
     def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., http_address: _Optional[str] = ..., metrics_address: _Optional[str] = ..., model: _Optional[str] = ..., model_path: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., accelerator: _Optional[str] = ..., accelerator_count: _Optional[int] = ..., parallelism: _Optional[_Union[Parallelism, _Mapping]] = ..., kv_block_size: _Optional[int] = ..., kv_capacity_blocks: _Optional[int] = ..., max_model_len: _Optional[int] = ..., engine: _Optional[str] = ..., engine_version: _Optional[str] = ..., group: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., started_at_unix_ms: _Optional[int] = ..., data_parallel_ranks: _Optional[_Iterable[int]] = ..., max_num_seqs: _Optional[int] = ..., vendor: _Optional[str] = ...) -> None: ...
 
 class LoadReport(_message.Message):
-    __slots__ = ("seq", "timestamp_unix_ms", "num_waiting", "num_running", "kv_cache_usage", "tokens_in_flight", "prefill_tokens_waiting", "prefix_cache_hit_rate", "draining", "data_parallel_rank", "requests_started", "ranks", "stalled")
+    __slots__ = ("seq", "timestamp_unix_ms", "num_waiting", "num_running", "kv_cache_usage", "tokens_in_flight", "prefill_tokens_waiting", "prefix_cache_hit_rate", "draining", "data_parallel_rank", "requests_started", "ranks", "stalled", "prefill_time_scale", "decode_time_scale")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     NUM_WAITING_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +112,8 @@ class LoadReport(_message.Message):
     REQUESTS_STARTED_FIELD_NUMBER: _ClassVar[int]
     RANKS_FIELD_NUMBER: _ClassVar[int]
     STALLED_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_TIME_SCALE_FIELD_NUMBER: _ClassVar[int]
+    DECODE_TIME_SCALE_FIELD_NUMBER: _ClassVar[int]
     seq: int
     timestamp_unix_ms: int
     num_waiting: int
@@ -125,7 +127,9 @@ class LoadReport(_message.Message):
     requests_started: int
     ranks: _containers.RepeatedCompositeFieldContainer[LoadReport]
     stalled: bool
-    def __init__(self, seq: _Optional[int] = ..., timestamp_unix_ms: _Optional[int] = ..., num_waiting: _Optional[int] = ..., num_running: _Optional[int] = ..., kv_cache_usage: _Optional[float] = ..., tokens_in_flight: _Optional[int] = ..., prefill_tokens_waiting: _Optional[int] = ..., prefix_cache_hit_rate: _Optional[float] = ..., draining: _Optional[bool] = ..., data_parallel_rank: _Optional[int] = ..., requests_started: _Optional[int] = ..., ranks: _Optional[_Iterable[_Union[LoadReport, _Mapping]]] = ..., stalled: _Optional[bool] = ...) -> None: ...
+    prefill_time_scale: float
+    decode_time_scale: float
+    def __init__(self, seq: _Optional[int] = ..., timestamp_unix_ms: _Optional[int] = ..., num_waiting: _Optional[int] = ..., num_running: _Optional[int] = ..., kv_cache_usage: _Optional[float] = ..., tokens_in_flight: _Optional[int] = ..., prefill_tokens_waiting: _Optional[int] = ..., prefix_cache_hit_rate: _Optional[float] = ..., draining: _Optional[bool] = ..., data_parallel_rank: _Optional[int] = ..., requests_started: _Optional[int] = ..., ranks: _Optional[_Iterable[_Union[LoadReport, _Mapping]]] = ..., stalled: _Optional[bool] = ..., prefill_time_scale: _Optional[float] = ..., decode_time_scale: _Optional[float] = ...) -> None: ...
 
 class BlockStored(_message.Message):
     __slots__ = ("block_hashes", "has_parent", "parent_block_hash", "token_ids", "block_size", "medium")

@@ -1,0 +1,106 @@
+"""The worker's side of learning its step times: request events in, (predicted, measured) pairs out.
+
+A worker does not see its engine's steps (vLLM runs them in its own process), but it sees when
+each request starts and when each of its tokens arrives. Two kinds of moments measure a step
+cleanly enough to learn from:
+
+- a prefill: a request's first token, when that request had the engine to itself from its start
+  (no other request in flight), is one prefill step of its uncached prompt;
+- a decode step: the gap between two tokens of a request, when every request in flight is past
+  its first token (no prefill shares the step) and none started or finished in between (the
+  batch is the one the model is asked about).
+
+Everything else (mixed steps, queueing) is skipped: those moments are fewer but unbiased, and
+a worker under steady load still yields hundreds of decode gaps a minute. The performance model
+predicts each measured moment from the worker's own identity (model, accelerator, TP), and
+StepScaleLearner keeps the median ratio; the worker reports it to the schedulers with its load.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tessera.engine_model.perf.step_scale import StepScaleLearner
+from tessera.engine_model.perf.step_timer import StepTimer
+
+log = logging.getLogger("tessera.worker")
+
+
+@dataclass
+class _Request:
+    prompt_tokens: int
+    started_s: float
+    alone: bool  # the engine has held only this request since it started
+    context: int = 0  # tokens in the sequence so far (prompt + generated)
+    last_token_s: float | None = None
+    epoch_at_last_token: int = -1
+
+
+class StepObserver:
+    def __init__(
+        self,
+        timer: StepTimer | None,
+        learner: StepScaleLearner | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        learn_prefill: bool = True,
+    ) -> None:
+        """timer: the performance model of this worker (None: nothing to learn against).
+        learn_prefill: False where first tokens do not time a prefill (a decode worker's wait on KV)."""
+        self.timer = timer
+        self.learn_prefill = learn_prefill
+        self.learner = learner or StepScaleLearner()
+        self._clock = clock
+        self._active: dict[str, _Request] = {}
+        self._epoch = 0  # changes whenever the batch's membership or phase changes
+
+    def started(self, request_id: str, prompt_tokens: int) -> None:
+        for other in self._active.values():
+            other.alone = False
+        self._active[request_id] = _Request(prompt_tokens, self._clock(), alone=not self._active, context=prompt_tokens)
+        self._epoch += 1
+
+    def tokens(self, request_id: str, count: int, cached_prompt_tokens: int = 0) -> None:
+        request = self._active.get(request_id)
+        if request is None or count <= 0 or self.timer is None:
+            return
+        now = self._clock()
+        if request.last_token_s is None:
+            if request.alone and self.learn_prefill:
+                new = max(1, request.prompt_tokens - cached_prompt_tokens)
+                predicted = self.timer(prefill=[(new, request.prompt_tokens - new)])
+                self.learner.observe("prefill", predicted, now - request.started_s)
+            self._epoch += 1  # this request moved from prefill to decode
+        elif request.epoch_at_last_token == self._epoch and self._all_decoding():
+            contexts = [r.context for r in self._active.values()]
+            self.learner.observe("decode", self.timer(decode=contexts), (now - request.last_token_s) / count)
+        request.context += count
+        request.last_token_s = now
+        request.epoch_at_last_token = self._epoch
+
+    def finished(self, request_id: str) -> None:
+        if self._active.pop(request_id, None) is not None:
+            self._epoch += 1
+
+    def _all_decoding(self) -> bool:
+        return all(r.last_token_s is not None for r in self._active.values())
+
+
+def model_timer(model_path: str, accelerator: str, tensor_parallel: int) -> StepTimer | None:
+    """The performance model of this worker's model on its accelerator (None where it cannot be
+    built: an unknown architecture or accelerator; the worker then learns nothing, and says so once)."""
+    from tessera.engine_model.build import resolve_arch
+    from tessera.engine_model.catalog import accelerators
+    from tessera.engine_model.instance import InstanceSpec, step_timer
+    from tessera.engine_model.perf.efficiency import efficiency_for, efficiency_table, read_calibration_file
+
+    try:
+        accel = accelerators.find(accelerator)
+        arch = resolve_arch(model_path, 4 if accel.vendor == "cpu" else None)  # CPU workers serve in float32
+        table = efficiency_table(read_calibration_file())
+        return step_timer(arch, InstanceSpec(accel, tensor_parallel), efficiency_for(accel.name, table))
+    except (ValueError, OSError, KeyError) as exc:
+        log.info("no performance model for %s on %s (%s): step times are not learnt", model_path, accelerator, exc)
+        return None
