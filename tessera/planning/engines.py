@@ -21,7 +21,7 @@ from tessera.engine_model.catalog.vendors import vendor_settings
 from tessera.engine_model.instance import DEFAULT_MAX_NUM_BATCHED_TOKENS, ClusterSpecError, InstanceSpec
 from tessera.planning.capacity import PlannedEngine
 from tessera.planning.chunking import CHUNK_ARG, prefill_chunk
-from tessera.planning.fleet import EngineKey
+from tessera.planning.fleet import EngineKey, InstanceType
 from tessera.planning.slo_policy import SloPolicy
 
 
@@ -84,3 +84,18 @@ def chunk_args(engine: PlannedEngine) -> dict[str, int]:
 def launch_args_by_type(engines: Mapping[EngineKey, PlannedEngine]) -> dict[EngineKey, dict[str, int]]:
     """The engine arguments an instance of each (accelerator, tp) launches with, so that it runs as priced."""
     return {key: chunk_args(e) for key, e in engines.items()}
+
+
+def shape_args(itype: InstanceType) -> dict[str, object]:
+    """The group engine args that make a worker the shape the planner priced: tensor_parallel_size;
+    for DP/EP shapes data_parallel_size and expert_parallel (worker flags: the worker adds its
+    vendor's all2all backend for its role, catalog.expert_parallel); for CP shapes vLLM's
+    prefill_context_parallel_size."""
+    args: dict[str, object] = {}
+    if itype.tp > 1:
+        args["tensor_parallel_size"] = itype.tp
+    if itype.dp > 1:
+        args.update(data_parallel_size=itype.dp, expert_parallel=True)
+    if itype.cp > 1:
+        args["prefill_context_parallel_size"] = itype.cp
+    return args

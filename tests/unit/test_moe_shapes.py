@@ -190,3 +190,21 @@ def test_sleep_mode_instances_are_kept_and_charged():
     assert warm.sleeping_cost_per_hour == pytest.approx(2.99)
     assert warm.cost_per_hour == pytest.approx(plain.cost_per_hour + 2.99)
     assert any("asleep" in r and "$2.99/h" in r for r in warm.reasons)
+
+
+def test_dp_and_cp_shapes_launch_as_their_own_worker_groups():
+    """The live autoscaler turns a DP/EP type into its own group with the worker's DP/EP flags, and a
+    CP type into one with vLLM's prefill_context_parallel_size, so neither collides with the plain type."""
+    from services.autoscaler.model_autoscaler import groups_for
+    from services.autoscaler.worker_command import shape_flags
+
+    policy = parse_slo_policy(DS_POLICY % "[1, 8]")
+    dp8, plain = InstanceType("mi300x", 1, "mixed", dp=8), InstanceType("mi300x", 1)
+    cp4 = InstanceType("mi300x", 2, "prefill", cp=4)
+    groups = {g.name: g for g in groups_for(policy, {dp8: 1, plain: 1, cp4: 1})}
+    assert len(groups) == 3
+    dp_group = next(g for g in groups.values() if "-dp8-" in g.name)
+    flags = shape_flags(dp_group)
+    assert flags[flags.index("--data-parallel-size") + 1] == "8" and "--expert-parallel" in flags
+    cp_group = next(g for g in groups.values() if "-cp4-" in g.name)
+    assert cp_group.engine_args == {"tensor_parallel_size": 2, "prefill_context_parallel_size": 4}
