@@ -143,9 +143,10 @@ def plans() -> list[dict]:
                     "type": e.itype.label,
                     "count": e.count,
                     "capacity_rps": round(e.capacity_rps, 2),
-                    "output_tok_s_per_node_at_capacity": round(
-                        e.capacity_rps * LOAD.output_mean / (e.itype.devices / 8)
-                    ),
+                    # a prefill instance's capacity is prompts, not output tokens
+                    "output_tok_s_per_node_at_capacity": None
+                    if e.itype.role == "prefill"
+                    else round(e.capacity_rps * LOAD.output_mean / (e.itype.devices / 8)),
                     "binding": e.binding,
                 }
                 for e in chosen.entries
@@ -161,7 +162,11 @@ def plans() -> list[dict]:
                 "plan_s": round(took, 2),
             }
             out.append(row)
-            per_node = ", ".join(f"{e['type']} {e['output_tok_s_per_node_at_capacity']} tok/s/node" for e in entries)
+            per_node = ", ".join(
+                f"{e['type']} {e['output_tok_s_per_node_at_capacity']} tok/s/node"
+                for e in entries
+                if e["output_tok_s_per_node_at_capacity"] is not None
+            )
             print(
                 f"  {rate:>3} req/s {'ok' if chosen.feasible else 'NO'} ${chosen.cost_per_hour:7.2f}/h  "
                 f"{row['plan']:<40} [{per_node}]"

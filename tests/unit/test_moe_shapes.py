@@ -117,11 +117,11 @@ roles: [mixed]
 tp: [1, 8]
 dp: %s
 """
-DS_LOAD = LoadMix(20.0, input_mean=2000, input_p90=3000, output_mean=1000)
+DS_LOAD = LoadMix(15.0, input_mean=2000, input_p90=3000, output_mean=1000)
 
 
 def test_planner_picks_the_dp_ep_shape_for_deepseek_where_it_is_cheaper():
-    """With DP/EP shapes on offer the planner serves 20 req/s of DeepSeek V3 on one 8 x MI300X DP 8
+    """With DP/EP shapes on offer the planner serves 15 req/s of DeepSeek V3 on one 8 x MI300X DP 8
     instance; with TP 8 (EP over the TP group) only it needs more nodes for the same load."""
     with_dp = parse_slo_policy(DS_POLICY % "[1, 8]")
     tp_only = parse_slo_policy(DS_POLICY % "[1]")
@@ -208,3 +208,32 @@ def test_dp_and_cp_shapes_launch_as_their_own_worker_groups():
     assert flags[flags.index("--data-parallel-size") + 1] == "8" and "--expert-parallel" in flags
     cp_group = next(g for g in groups.values() if "-cp4-" in g.name)
     assert cp_group.engine_args == {"tensor_parallel_size": 2, "prefill_context_parallel_size": 4}
+
+
+def test_simulated_instances_start_after_their_modelled_cold_start():
+    """startup_s=None (tessera sim --startup-s model): an H100 asked for at t=10 serves from t=10 plus
+    Llama-3.1-8B's 16 GB over 2 GB/s and NVIDIA's 40-s warm-up, not after a fixed 60 s; and it is
+    billed from the ask."""
+    from tessera.cli.sim_autoscaling import _startup_s
+    from tessera.sim.autoscalers import Autoscaler, Observation, ScalingDecision
+    from tessera.sim.autoscaling import run_autoscaled
+    from tessera.sim.workloads import SimRequest
+    from tests.support.sim import POLICY
+
+    h100 = InstanceType("h100-sxm")
+
+    class AskAtTen(Autoscaler):
+        name, interval_s = "ask-at-ten", 10.0
+
+        def decide(self, obs: Observation) -> ScalingDecision:
+            return ScalingDecision({h100: 1} if obs.now_s >= 10 else {})
+
+    arch = ModelArch.llama3_8b()
+    workload = [SimRequest("r0", 5.0, 256, 8), SimRequest("r1", 70.0, 256, 8)]
+    run = run_autoscaled(workload, parse_slo_policy(POLICY), AskAtTen(), arch, startup_s=None)
+    [life] = run.lifetimes
+    cold = instance_startup(arch, InstanceSpec(accelerators.get("h100-sxm"))).cold_s
+    assert cold == pytest.approx(arch.weight_bytes() / 2e9 + 40.0)
+    assert (life.requested_s, life.ready_s) == pytest.approx((10.0, 10.0 + cold))
+    assert all(r.done for r in run.result.records)
+    assert _startup_s("model") is None and _startup_s("30") == 30.0

@@ -120,11 +120,17 @@ def communication_time(arch: ModelArch, batch: Batch, accel: Accelerator, par: P
     return total
 
 
+def op_dtype_bytes(arch: ModelArch, op: OpCost) -> int:
+    """The element size that picks an operator's peak: attention runs in the KV cache's dtype (bf16
+    for an fp8 checkpoint such as DeepSeek V3's), everything else in the weights'."""
+    return arch.kv_element_bytes if op.kind == ATTENTION else arch.dtype_bytes
+
+
 def _rank_time(
     arch: ModelArch, rank: Batch, accel: Accelerator, par: Parallelism, eff: Efficiency
 ) -> tuple[float, list[OpCost]]:
     ops = [*rank_token_ops(arch, rank.tokens, rank.sequences, par), *attention_ops(arch, rank, par)]
-    return sum(op_time(op, accel, eff, arch.dtype_bytes) for op in ops), ops
+    return sum(op_time(op, accel, eff, op_dtype_bytes(arch, op)) for op in ops), ops
 
 
 def step_time(
@@ -141,9 +147,9 @@ def step_time(
     ranks = [_rank_time(arch, r, accel, par, eff) for r in rank_batches(batch, par.dp) if r.tokens]
     _, slowest = max(ranks, key=lambda r: r[0])
     for op in [*slowest, *expert_ops(arch, batch.tokens, par)]:
-        t = op_time(op, accel, eff, arch.dtype_bytes)
+        t = op_time(op, accel, eff, op_dtype_bytes(arch, op))
         by_op[op.name] = by_op.get(op.name, 0.0) + t
-        if op_bound(op, accel, eff, arch.dtype_bytes) == "memory":
+        if op_bound(op, accel, eff, op_dtype_bytes(arch, op)) == "memory":
             memory_bound += t
     compute = sum(by_op.values())
     comm = communication_time(arch, batch, accel, par, eff)

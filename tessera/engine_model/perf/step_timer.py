@@ -75,9 +75,8 @@ class StepTimer:
         return slowest + self._experts_time(tokens) + comm + self.eff.step_overhead_s
 
     def _rank_time(self, batch: Batch) -> float:
-        attention = sum(
-            op_time(op, self.accel, self.eff, self.arch.dtype_bytes) for op in attention_ops(self.arch, batch, self.par)
-        )
+        kv_bytes = self.arch.kv_element_bytes  # attention runs in the KV cache's dtype
+        attention = sum(op_time(op, self.accel, self.eff, kv_bytes) for op in attention_ops(self.arch, batch, self.par))
         return self._tokens_time(batch.tokens, batch.sequences) + attention
 
     def prefill_tokens_per_s(self, tokens: int = 4096) -> float:
