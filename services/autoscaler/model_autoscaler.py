@@ -18,7 +18,7 @@ from tessera.planning import corrections as corr
 from tessera.planning import forecast as fc
 from tessera.planning import hysteresis
 from tessera.planning.capacity import CapacityModel
-from tessera.planning.engines import chunk_args, engines_for
+from tessera.planning.engines import chunk_args, engines_for, shape_args
 from tessera.planning.fleet import InstanceType
 from tessera.planning.load import LoadMix
 from tessera.planning.planner import Plan, plan
@@ -37,7 +37,9 @@ def group_prefix(policy: SloPolicy) -> str:
 
 def group_name(policy: SloPolicy, itype: InstanceType) -> str:
     tp = f"-tp{itype.tp}" if itype.tp > 1 else ""
-    return f"{group_prefix(policy)}{itype.accelerator}{tp}-{itype.role}"
+    dp = f"-dp{itype.dp}" if itype.dp > 1 else ""  # DP/EP and CP shapes are groups of their own
+    cp = f"-cp{itype.cp}" if itype.cp > 1 else ""
+    return f"{group_prefix(policy)}{itype.accelerator}{tp}{dp}{cp}-{itype.role}"
 
 
 def groups_for(
@@ -51,8 +53,7 @@ def groups_for(
         engine = capacity.engine(itype) if capacity is not None else None
         if engine is not None:
             engine_args = {**chunk_args(engine), **engine_args}
-        if itype.tp > 1:
-            engine_args["tensor_parallel_size"] = itype.tp
+        engine_args.update(shape_args(itype))  # tensor_parallel_size, DP/EP and CP args
         if policy.served_model != policy.worker_model:
             engine_args["served_model_name"] = policy.served_model
         out.append(

@@ -44,9 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--slo-policy", default=None, help="SLO policy YAML (targets, inventory and prices, planner knobs)")
     a.add_argument(
         "--startup-s",
-        type=float,
+        type=_startup_s,
         default=60.0,
-        help="seconds from asking for an instance to its first request (billed from the ask)",
+        help="seconds from asking for an instance to its first request (billed from the ask), or 'model': "
+        "each type's cold start from its weights, load bandwidth and engine warm-up (tessera.engine_model.startup)",
     )
     a.add_argument("--hpa-target", type=float, default=0.6, help="hpa: target busy fraction per instance")
     a.add_argument("--peak-window", type=float, default=60.0, help="static: the window the peak rate is taken over")
@@ -135,7 +136,7 @@ def run_main(args: argparse.Namespace, load_workload: Callable[[argparse.Namespa
                 summaries,
                 out.with_suffix(".png"),
                 f"{args.workload} (rate x{args.rate_scale:g}, time x{args.time_scale:g}), "
-                f"{policy.model}, start-up {args.startup_s:g} s",
+                f"{policy.model}, start-up {_startup_label(args.startup_s)}",
             )
             say(f"wrote {png}")
     return 0
@@ -166,7 +167,7 @@ def _simulate(
     horizon = max((r.arrival_s for r in workload), default=0.0)
     say(
         f"simulating {len(workload)} requests over {horizon:.0f} s of {arch.name}, autoscaler {name}, "
-        f"start-up {args.startup_s:g} s"
+        f"start-up {_startup_label(args.startup_s)}"
     )
     wall0 = time.monotonic()
     run = run_autoscaled(
@@ -210,3 +211,20 @@ def _compare(summaries: dict[str, dict[str, Any]], say) -> None:
             f"{name:<13}{s['slo_attainment']:>8.2%}{s['ttft_attainment']:>8.2%}{s['tpot_attainment']:>8.2%}"
             f"{s['p99_ttft_ms']:>10.0f}{s['p99_tpot_ms']:>10.1f}{s['cost_usd']:>9.2f}{vs:>11}"
         )
+
+
+def _startup_s(text: str) -> float | None:
+    """--startup-s: seconds, or 'model' (None: each instance type's modelled cold start)."""
+    if text.strip().lower() == "model":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'model', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("start-up seconds must be >= 0")
+    return value
+
+
+def _startup_label(value: float | None) -> str:
+    return "from the model" if value is None else f"{value:g} s"

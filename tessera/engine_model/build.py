@@ -13,10 +13,11 @@ from pathlib import Path
 
 from tessera.engine_model.batching import EngineConfig
 from tessera.engine_model.catalog.vendors import vendor_settings
-from tessera.engine_model.instance import InstanceSpec, engine_config, step_timer
+from tessera.engine_model.instance import InstanceSpec, engine_config, parallelism, step_timer
 from tessera.engine_model.perf.efficiency import efficiency_for, efficiency_table, read_calibration_file
 from tessera.engine_model.perf.model_arch import ModelArch, arch_named
 from tessera.engine_model.perf.step_timer import StepTimer
+from tessera.engine_model.startup import StartupTimes, startup_times
 
 
 def resolve_arch(name_or_folder: str, dtype_bytes: int | None = None) -> ModelArch:
@@ -64,3 +65,10 @@ def build_instances(
             built[spec.label] = (cfg, step_timer(arch, spec, efficiency_for(spec.accelerator.name, table)))
         out.append((spec, *built[spec.label]))
     return out
+
+
+def instance_startup(arch: ModelArch, spec: InstanceSpec) -> StartupTimes:
+    """Cold-start and wake-up times of one instance: its weights over the catalog's load and host
+    links, plus its vendor's engine warm-up (vendors.yaml warmup_s)."""
+    warmup = vendor_settings(spec.accelerator.vendor).warmup_s
+    return startup_times(arch, spec.accelerator, parallelism(arch, spec), warmup)

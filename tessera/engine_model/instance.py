@@ -46,16 +46,20 @@ class InstanceSpec:
     accelerator: Accelerator
     tp: int = 1
     role: str = "mixed"
+    dp: int = 1  # data-parallel attention ranks (experts of an MoE spread over all dp x tp devices)
+    cp: int = 1  # prefill context-parallel ranks
 
     @property
     def devices(self) -> int:
-        return self.tp
+        return self.tp * self.dp * self.cp
 
     @property
     def label(self) -> str:
         tp = f"-tp{self.tp}" if self.tp > 1 else ""
+        dp = f"-dp{self.dp}" if self.dp > 1 else ""
+        cp = f"-cp{self.cp}" if self.cp > 1 else ""
         role = "" if self.role == "mixed" else f":{self.role}"
-        return f"{self.accelerator.name}{tp}{role}"
+        return f"{self.accelerator.name}{tp}{dp}{cp}{role}"
 
 
 _GROUP = re.compile(r"^(?P<kind>[a-z0-9-]+?)(?:x(?P<tp>\d+))?:(?P<count>\d+)(?::(?P<role>[a-z]+))?$")
@@ -115,18 +119,25 @@ def engine_config(
     blocks = tokens // block
     if blocks <= 0:
         raise ClusterSpecError(f"{arch.name} leaves no room for a KV cache on {spec.label}")
+    # each DP rank is its own vLLM engine core with its own scheduler limits
     return EngineConfig(
         num_blocks=blocks,
         block_size=block,
-        max_num_seqs=int(vendor_engine_args.get("max_num_seqs", DEFAULT_MAX_NUM_SEQS)),
-        max_num_batched_tokens=int(vendor_engine_args.get("max_num_batched_tokens", DEFAULT_MAX_NUM_BATCHED_TOKENS)),
+        max_num_seqs=int(vendor_engine_args.get("max_num_seqs", DEFAULT_MAX_NUM_SEQS)) * spec.dp,
+        max_num_batched_tokens=int(vendor_engine_args.get("max_num_batched_tokens", DEFAULT_MAX_NUM_BATCHED_TOKENS))
+        * spec.dp,
         max_model_len=min(max_model_len or 131072, blocks * block),
         enable_prefix_caching=bool(vendor_engine_args.get("enable_prefix_caching", True)),
     )
 
 
 def parallelism(arch: ModelArch, spec: InstanceSpec) -> Parallelism:
-    return Parallelism(tp=spec.tp, ep=spec.tp if arch.is_moe and spec.tp > 1 else 1)
+    """An MoE's experts go over every device of a multi-device instance (EP = DP x TP); DP
+    attention is only for MoE models (a dense model's DP ranks would just be separate instances)."""
+    if spec.dp > 1 and not arch.is_moe:
+        raise ClusterSpecError(f"{spec.label}: data-parallel attention is for MoE models, not {arch.name}")
+    shards = spec.tp * spec.dp
+    return Parallelism(tp=spec.tp, ep=shards if arch.is_moe and shards > 1 else 1, dp=spec.dp, cp=spec.cp)
 
 
 def step_timer(arch: ModelArch, spec: InstanceSpec, eff: Efficiency) -> StepTimer:

@@ -37,8 +37,9 @@ from dataclasses import dataclass
 
 from tessera.engine_model.catalog.accelerators import Accelerator
 from tessera.engine_model.perf.model_arch import ModelArch
+from tessera.engine_model.startup import StartupTimes
 from tessera.planning.corrections import Factors
-from tessera.planning.fleet import InstanceType
+from tessera.planning.fleet import EngineKey, InstanceType
 from tessera.planning.load import LoadMix
 from tessera.planning.queueing import count_at_percentile, erlang_c, wait_at_percentile, z_score
 from tessera.planning.slo_policy import SloTargets
@@ -62,6 +63,8 @@ class PlannedEngine:
     kv_tokens: int
     max_num_seqs: int
     max_num_batched_tokens: int
+    dp: int = 1  # DP ranks: max_num_seqs and max_num_batched_tokens are the ranks' together
+    startup: StartupTimes | None = None  # cold start and wake from sleep mode (None: not known)
 
 
 @dataclass(frozen=True)
@@ -319,17 +322,17 @@ def quantise(load: LoadMix) -> LoadMix:
 class CapacityModel:
     """Per-instance capacities for the instance types of one model, from its engine models; cached.
 
-    `engines` maps (accelerator name, tp) to an PlannedEngine; a pair it lacks (the model does
-    not fit, or no catalog row) has capacity 0.
+    `engines` maps InstanceType.engine_key ((accelerator name, tp), or with dp and cp) to a
+    PlannedEngine; a key it lacks (the model does not fit, or no catalog row) has capacity 0.
     """
 
-    def __init__(self, engines: Mapping[tuple[str, int], PlannedEngine]) -> None:
+    def __init__(self, engines: Mapping[EngineKey, PlannedEngine]) -> None:
         self.engines = dict(engines)
         # (type, quantised shape, targets, factors, handoff) -> its capacity
         self._cache: dict[tuple[InstanceType, LoadMix, SloTargets, Factors, float], Capacity] = {}
 
     def engine(self, itype: InstanceType) -> PlannedEngine | None:
-        return self.engines.get((itype.accelerator, itype.tp))
+        return self.engines.get(itype.engine_key)
 
     def predict(
         self,

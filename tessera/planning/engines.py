@@ -15,46 +15,58 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from tessera.engine_model.build import build_instances, resolve_arch
+from tessera.engine_model.build import build_instances, instance_startup, resolve_arch
 from tessera.engine_model.catalog import accelerators
 from tessera.engine_model.catalog.vendors import vendor_settings
 from tessera.engine_model.instance import DEFAULT_MAX_NUM_BATCHED_TOKENS, ClusterSpecError, InstanceSpec
 from tessera.planning.capacity import PlannedEngine
 from tessera.planning.chunking import CHUNK_ARG, prefill_chunk
+from tessera.planning.fleet import EngineKey, InstanceType
 from tessera.planning.slo_policy import SloPolicy
 
 
 def planned_engines(
-    model: str, pairs: Iterable[tuple[str, int]], tpot_s: float | None = None, chunk: int | None = None
-) -> dict[tuple[str, int], PlannedEngine]:
-    """PlannedEngine per (catalog accelerator name, tp); pairs the model does not fit on are left out.
+    model: str, pairs: Iterable[EngineKey], tpot_s: float | None = None, chunk: int | None = None
+) -> dict[EngineKey, PlannedEngine]:
+    """PlannedEngine per engine key ((catalog accelerator name, tp), or (name, tp, dp, cp) for DP/EP
+    and CP shapes); shapes the model does not fit on (or DP for a dense model) are left out.
 
-    `chunk`: every engine's max_num_batched_tokens; else, with `tpot_s`, the largest that keeps a
-    step within it (capped by the vendor default); else the vendor default."""
-    out: dict[tuple[str, int], PlannedEngine] = {}
-    for name, tp in sorted(set(pairs)):
+    `chunk`: every engine's max_num_batched_tokens (per DP rank); else, with `tpot_s`, the largest
+    that keeps a step within it (capped by the vendor default); else the vendor default."""
+    out: dict[EngineKey, PlannedEngine] = {}
+    for key in sorted(set(pairs)):
+        name, tp = key[0], key[1]
+        dp, cp = (key[2], key[3]) if len(key) == 4 else (1, 1)
         accel = accelerators.find(name)
         arch = resolve_arch(model, 4 if accel.vendor == "cpu" else None)
         try:
-            [(_, cfg, timer)] = build_instances(arch, [InstanceSpec(accel, tp)])
+            [(spec, cfg, timer)] = build_instances(arch, [InstanceSpec(accel, tp, dp=dp, cp=cp)])
         except ClusterSpecError:
             continue
         # The budget changes nothing else of the engine (not its timer, KV cache or limits).
-        budget = chunk or (
-            prefill_chunk(timer, cfg.max_num_batched_tokens, tpot_s) if tpot_s else cfg.max_num_batched_tokens
-        )
-        out[(accel.name, tp)] = PlannedEngine(
-            accel, tp, arch, timer, cfg.num_blocks * cfg.block_size, cfg.max_num_seqs, budget
+        # the budget is per DP rank (each rank schedules its own steps); a lone prompt takes one rank
+        default = cfg.max_num_batched_tokens // dp
+        per_rank = chunk or (prefill_chunk(timer, default, tpot_s) if tpot_s else default)
+        out[(accel.name, tp) if len(key) == 2 else (accel.name, tp, dp, cp)] = PlannedEngine(
+            accel,
+            tp,
+            arch,
+            timer,
+            cfg.num_blocks * cfg.block_size,
+            cfg.max_num_seqs,
+            per_rank * dp,
+            dp,
+            instance_startup(arch, spec),
         )
     return out
 
 
-def engines_for(policy: SloPolicy) -> dict[tuple[str, int], PlannedEngine]:
+def engines_for(policy: SloPolicy) -> dict[EngineKey, PlannedEngine]:
     """The engine models every instance type of `policy` needs, each with its prefill chunk."""
     fixed = policy.deployment.engine_args.get(CHUNK_ARG)
     return planned_engines(
         policy.model,
-        {(t.accelerator, t.tp) for t in policy.instance_types()},
+        {t.engine_key for t in policy.instance_types()},
         policy.targets.tpot.seconds,
         int(fixed) if fixed else None,
     )
@@ -65,9 +77,25 @@ def chunk_args(engine: PlannedEngine) -> dict[str, int]:
     default (what a worker must be launched with to run as priced), else nothing."""
     vendor = vendor_settings(engine.accelerator.vendor).engine_args
     default = int(vendor.get(CHUNK_ARG, DEFAULT_MAX_NUM_BATCHED_TOKENS))
-    return {} if engine.max_num_batched_tokens == default else {CHUNK_ARG: engine.max_num_batched_tokens}
+    per_rank = engine.max_num_batched_tokens // engine.dp
+    return {} if per_rank == default else {CHUNK_ARG: per_rank}
 
 
-def launch_args_by_type(engines: Mapping[tuple[str, int], PlannedEngine]) -> dict[tuple[str, int], dict[str, int]]:
+def launch_args_by_type(engines: Mapping[EngineKey, PlannedEngine]) -> dict[EngineKey, dict[str, int]]:
     """The engine arguments an instance of each (accelerator, tp) launches with, so that it runs as priced."""
     return {key: chunk_args(e) for key, e in engines.items()}
+
+
+def shape_args(itype: InstanceType) -> dict[str, object]:
+    """The group engine args that make a worker the shape the planner priced: tensor_parallel_size;
+    for DP/EP shapes data_parallel_size and expert_parallel (worker flags: the worker adds its
+    vendor's all2all backend for its role, catalog.expert_parallel); for CP shapes vLLM's
+    prefill_context_parallel_size."""
+    args: dict[str, object] = {}
+    if itype.tp > 1:
+        args["tensor_parallel_size"] = itype.tp
+    if itype.dp > 1:
+        args.update(data_parallel_size=itype.dp, expert_parallel=True)
+    if itype.cp > 1:
+        args["prefill_context_parallel_size"] = itype.cp
+    return args

@@ -15,28 +15,51 @@ ROLES = ("mixed", "prefill", "decode")
 
 @dataclass(frozen=True, order=True)
 class InstanceType:
-    """`tp` devices of catalog accelerator `accelerator` (canonical name) serving in `role`."""
+    """`tp` x `dp` x `cp` devices of catalog accelerator `accelerator` (canonical name) serving in `role`.
+
+    `dp` > 1: data-parallel attention ranks of `tp` devices each, with the experts of an MoE model
+    spread over all dp x tp devices (vLLM's DP + EP deployment). `cp` > 1: a prefill instance whose
+    prompts are split over `cp` ranks (vLLM's prefill context parallelism).
+    """
 
     accelerator: str
     tp: int = 1
     role: str = "mixed"
+    dp: int = 1
+    cp: int = 1
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, not {self.role!r}")
-        if self.tp < 1:
-            raise ValueError(f"tp must be >= 1, not {self.tp}")
+        if self.tp < 1 or self.dp < 1 or self.cp < 1:
+            raise ValueError(f"tp, dp and cp must be >= 1, not {self.tp}, {self.dp}, {self.cp}")
+        if self.cp > 1 and (self.role != "prefill" or self.dp > 1):
+            raise ValueError("context parallelism is a prefill instance's shape (and not with dp)")
 
     @property
     def label(self) -> str:
-        """As tessera.engine_model.instance.InstanceSpec labels it: h100-sxm, a100-80gb-sxm-tp2:decode."""
+        """As tessera.engine_model.instance.InstanceSpec labels it: h100-sxm, a100-80gb-sxm-tp2:decode,
+        mi300x-dp8:decode (DP attention + EP), a100-80gb-sxm-cp4:prefill."""
         tp = f"-tp{self.tp}" if self.tp > 1 else ""
+        dp = f"-dp{self.dp}" if self.dp > 1 else ""
+        cp = f"-cp{self.cp}" if self.cp > 1 else ""
         role = "" if self.role == "mixed" else f":{self.role}"
-        return f"{self.accelerator}{tp}{role}"
+        return f"{self.accelerator}{tp}{dp}{cp}{role}"
 
     @property
     def devices(self) -> int:
-        return self.tp
+        return self.tp * self.dp * self.cp
+
+    @property
+    def engine_key(self) -> EngineKey:
+        """The capacity model's key for this shape's engine: (accelerator, tp) for a plain shape,
+        (accelerator, tp, dp, cp) otherwise (the role does not change the engine)."""
+        if self.dp == 1 and self.cp == 1:
+            return (self.accelerator, self.tp)
+        return (self.accelerator, self.tp, self.dp, self.cp)
+
+
+EngineKey = tuple[str, int] | tuple[str, int, int, int]
 
 
 Counts = Mapping[InstanceType, int]
@@ -47,7 +70,7 @@ def devices_by_kind(counts: Counts) -> dict[str, int]:
     out: dict[str, int] = {}
     for itype, n in counts.items():
         if n:
-            out[itype.accelerator] = out.get(itype.accelerator, 0) + n * itype.tp
+            out[itype.accelerator] = out.get(itype.accelerator, 0) + n * itype.devices
     return out
 
 

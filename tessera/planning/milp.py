@@ -6,7 +6,7 @@ Formulation (one model, one request shape; capacities from capacity.py, per inst
     subject to  sum_{j mixed}   cap_j * x_j + y >= D     demand: mixed instances + the P/D pool
                 sum_{j prefill} cap_j * x_j - y >= 0     the pool's prompts fit its prefill instances
                 sum_{j decode}  cap_j * x_j - y >= 0     ... and its decodes fit its decode instances
-                sum_{j of kind k} tp_j * x_j   <= free_k  devices of each accelerator kind
+                sum_{j of kind k} dev_j * x_j  <= free_k  devices of each accelerator kind
                 min <= sum_j x_j <= max                  instance limits
                 x_j integer >= 0,  0 <= y <= D           y: requests/s served disaggregated
 
@@ -59,13 +59,13 @@ def _rows(cands: Sequence[Candidate], free: Mapping[str, int]) -> tuple[np.ndarr
     for j, c in enumerate(cands):
         role_row = {"mixed": 0, "prefill": 1, "decode": 2}[c.itype.role]
         rows[role_row, j] = c.rate_rps
-        rows[3 + kinds.index(c.itype.accelerator), j] = c.itype.tp
+        rows[3 + kinds.index(c.itype.accelerator), j] = c.itype.devices
     rows[0, n], rows[1, n], rows[2, n] = 1.0, -1.0, -1.0
     return rows, kinds
 
 
 def _upper(c: Candidate, free: Mapping[str, int]) -> int:
-    return free.get(c.itype.accelerator, 0) // c.itype.tp
+    return free.get(c.itype.accelerator, 0) // c.itype.devices
 
 
 def solve(

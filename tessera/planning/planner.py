@@ -69,6 +69,10 @@ class Plan:
     binding: str  # LOAD, INVENTORY, MAX_INSTANCES, MIN_INSTANCES, SLO or IDLE
     reasons: tuple[str, ...]
     capacities: Mapping[InstanceType, float] = field(default_factory=dict)  # req/s per instance, every type
+    # instances kept in vLLM's sleep mode (policy.sleep_mode): they serve nothing but wake in seconds
+    # where a cold start takes minutes; billed like running ones and included in cost_per_hour
+    sleeping: Mapping[InstanceType, int] = field(default_factory=dict)
+    sleeping_cost_per_hour: float = 0.0
 
     def serves(self, counts: Counts) -> bool:
         """Whether a fleet (the running one, say) meets this plan's demand: what hysteresis asks."""
@@ -132,8 +136,8 @@ def handoff_seconds(
             engine.accelerator,
             dst.accelerator,
             network=SCALE_OUT,
-            src_devices=prefill.tp,
-            dst_devices=dtype.tp,
+            src_devices=prefill.tp * prefill.cp,
+            dst_devices=dtype.tp * dtype.dp,
         )
         worst = max(worst, move + cap.at_capacity.tpot_s)
     return worst
@@ -158,7 +162,7 @@ def capacities(
 
 def _candidates(policy: SloPolicy, caps: Mapping[InstanceType, Capacity]) -> list[Candidate]:
     return [
-        Candidate(t, c.rate_rps, t.tp * policy.cost_per_device_hour(t.accelerator))
+        Candidate(t, c.rate_rps, t.devices * policy.cost_per_device_hour(t.accelerator))
         for t, c in sorted(caps.items())
         if c.rate_rps > 0
     ]
@@ -220,17 +224,55 @@ def plan(
             ]
             counts = kept
     binding, why = _binding(policy, demand, cands, counts)
-    return _assemble(True, load, demand, caps, cands, counts, binding, why + kept_why)
+    planned = _assemble(True, load, demand, caps, cands, counts, binding, why + kept_why)
+    return with_sleeping(planned, policy, capacity) if policy.sleep_mode else planned
+
+
+def with_sleeping(planned: Plan, policy: SloPolicy, capacity: CapacityModel) -> Plan:
+    """The plan plus one sleeping instance of each planned type whose wake-up beats its cold start,
+    where the inventory has the devices left: the next scale-up of that type then takes wake_s
+    instead of cold_s. A sleeping instance holds its devices, so its full price is added to the
+    plan's cost (and said in its reasons): keeping instances warm is paid for, not free."""
+    left = dict(policy.free_devices())
+    for kind, used in planned.devices.items():
+        left[kind] = left.get(kind, 0) - used
+    sleeping: dict[InstanceType, int] = {}
+    why: list[str] = []
+    cost = 0.0
+    for itype in planned.counts:
+        engine = capacity.engine(itype)
+        start = engine.startup if engine is not None else None
+        if start is None or start.wake_s >= start.cold_s or left.get(itype.accelerator, 0) < itype.devices:
+            continue
+        left[itype.accelerator] -= itype.devices
+        sleeping[itype] = 1
+        price = itype.devices * policy.cost_per_device_hour(itype.accelerator)
+        cost += price
+        why.append(
+            f"keeps 1 x {itype.label} asleep (vLLM sleep mode): wakes in {start.wake_s:.0f} s instead of a "
+            f"{start.cold_s:.0f}-s cold start, for ${price:.2f}/h"
+        )
+    if not sleeping:
+        return planned
+    return replace(
+        planned,
+        cost_per_hour=planned.cost_per_hour + cost,
+        reasons=planned.reasons + tuple(why),
+        sleeping=sleeping,
+        sleeping_cost_per_hour=cost,
+    )
 
 
 def _binding(policy: SloPolicy, demand: float, cands: list[Candidate], counts: Counts) -> tuple[str, list[str]]:
     """Which constraint decided the plan: re-solve without each limit and see whether it gets cheaper."""
     cost = _cost(cands, counts)
-    unlimited = {k: policy.max_instances * max(policy.tp) for k in policy.free_devices()}
+    unlimited = {
+        k: policy.max_instances * max(t.devices for t in policy.instance_types()) for k in policy.free_devices()
+    }
     relaxed = solve(cands, demand, unlimited, policy.min_instances, policy.max_instances)
     if relaxed is not None and _cost(cands, relaxed) < cost - 1e-6:
         used = devices_by_kind(counts)
-        smallest = {k: min(c.itype.tp for c in cands if c.itype.accelerator == k) for k in used}
+        smallest = {k: min(c.itype.devices for c in cands if c.itype.accelerator == k) for k in used}
         full = [
             f"{k} ({used[k]} of {policy.free_devices()[k]} devices)"
             for k in sorted(used)
@@ -270,7 +312,7 @@ def _best_effort(
         if fallback:
             ((itype, n),) = fallback.items()
             why.append(f"running {n} x {itype.label} anyway: a late answer beats none")
-            cands = cands + [Candidate(itype, 0.0, itype.tp * policy.cost_per_device_hour(itype.accelerator))]
+            cands = cands + [Candidate(itype, 0.0, itype.devices * policy.cost_per_device_hour(itype.accelerator))]
         return _assemble(False, load, demand, caps, cands, fallback, SLO, why)
     most = max_servable(cands, free, policy.max_instances, demand)
     if uncapped < demand * (1 - 1e-6):
@@ -309,12 +351,14 @@ def _unreachable_fallback(policy: SloPolicy, caps: Mapping[InstanceType, Capacit
     fits = [
         t
         for t, c in caps.items()
-        if t.role == "mixed" and c.binding != "fit" and policy.free_devices().get(t.accelerator, 0) >= t.tp
+        if t.role == "mixed" and c.binding != "fit" and policy.free_devices().get(t.accelerator, 0) >= t.devices
     ]
     if not fits:
         return {}
-    cheapest = min(fits, key=lambda t: (t.tp * policy.cost_per_device_hour(t.accelerator), t))
-    return {cheapest: max(1, min(policy.min_instances, policy.free_devices()[cheapest.accelerator] // cheapest.tp))}
+    cheapest = min(fits, key=lambda t: (t.devices * policy.cost_per_device_hour(t.accelerator), t))
+    return {
+        cheapest: max(1, min(policy.min_instances, policy.free_devices()[cheapest.accelerator] // cheapest.devices))
+    }
 
 
 def _assemble(

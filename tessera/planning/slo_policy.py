@@ -14,6 +14,9 @@ bad edit is refused with the key it is about rather than half-applied::
       l40s: 4                              # shorthand for {free: 4}
     roles: [mixed, prefill, decode]        # prefill and decode come together (a P/D pool)
     tp: [1, 2]                             # tensor-parallel degrees to consider
+    dp: [1, 8, 16]                         # MoE only: data-parallel attention ranks (EP over dp x tp devices)
+    cp: [1, 4]                             # prefill context-parallel ranks (prefill instances only)
+    sleep_mode: false                      # keep one sleeping instance per planned type warm (billed)
     instances: {min: 0, max: 32}
     headroom: 0.1                          # plan for forecast * (1 + headroom)
     interval_s: 30                         # planning interval
@@ -95,6 +98,9 @@ class SloPolicy:
     inventory: tuple[InventoryItem, ...]
     roles: tuple[str, ...] = ROLES
     tp: tuple[int, ...] = (1,)
+    dp: tuple[int, ...] = (1,)
+    cp: tuple[int, ...] = (1,)
+    sleep_mode: bool = False
     min_instances: int = 0
     max_instances: int = 64
     headroom: float = 0.1
@@ -125,13 +131,16 @@ class SloPolicy:
             raise SloPolicyError(f"inventory: an accelerator is listed twice ({', '.join(kinds)})")
 
     def instance_types(self) -> list[InstanceType]:
-        """Every (accelerator, tp, role) the planner may choose, before asking which ones fit."""
+        """Every (accelerator, tp, dp, cp, role) the planner may choose, before asking which ones fit
+        (DP shapes of a dense model have no engine and drop out there); CP only for prefill."""
         return [
-            InstanceType(item.accelerator, tp, role)
+            InstanceType(item.accelerator, tp, role, dp, cp)
             for item in self.inventory
             for tp in self.tp
+            for dp in self.dp
+            for cp in self.cp
             for role in self.roles
-            if tp <= item.free
+            if tp * dp * cp <= item.free and (cp == 1 or (role == "prefill" and dp == 1))
         ]
 
     def free_devices(self) -> dict[str, int]:
@@ -153,6 +162,9 @@ class SloPolicy:
             },
             "roles": list(self.roles),
             "tp": list(self.tp),
+            "dp": list(self.dp),
+            "cp": list(self.cp),
+            "sleep_mode": self.sleep_mode,
             "instances": {"min": self.min_instances, "max": self.max_instances},
             "headroom": _plain(self.headroom),
             "interval_s": _plain(self.interval_s),
@@ -180,6 +192,9 @@ _TOP = (
     "inventory",
     "roles",
     "tp",
+    "dp",
+    "cp",
+    "sleep_mode",
     "instances",
     "headroom",
     "interval_s",
@@ -313,12 +328,20 @@ def parse_slo_policy(text: str) -> SloPolicy:
     instances = _mapping(data.get("instances") or {}, "instances", ("min", "max"))
     defaults = SloPolicy(data["model"], SloTargets(LatencyTarget(90, 1), LatencyTarget(90, 1)), ())
     tps = tuple(sorted({int(_number(t, "tp", 1, 64, integer=True)) for t in _list(data.get("tp", [1]), "tp")}))
+    dps = tuple(sorted({int(_number(d, "dp", 1, 256, integer=True)) for d in _list(data.get("dp", [1]), "dp")}))
+    cps = tuple(sorted({int(_number(c, "cp", 1, 64, integer=True)) for c in _list(data.get("cp", [1]), "cp")}))
+    sleep = data.get("sleep_mode", False)
+    if not isinstance(sleep, bool):
+        raise SloPolicyError(f"sleep_mode: expected true or false, got {sleep!r}")
     return SloPolicy(
         model=data["model"],
         targets=SloTargets(_target(targets["ttft"], "targets.ttft"), _target(targets["tpot"], "targets.tpot")),
         inventory=_inventory(data["inventory"]),
         roles=_roles(data.get("roles", list(ROLES))),
         tp=tps,
+        dp=dps,
+        cp=cps,
+        sleep_mode=sleep,
         min_instances=int(_number(instances.get("min", defaults.min_instances), "instances.min", 0, 1e5, integer=True)),
         max_instances=int(_number(instances.get("max", defaults.max_instances), "instances.max", 1, 1e5, integer=True)),
         headroom=_number(data.get("headroom", defaults.headroom), "headroom", 0, 10),

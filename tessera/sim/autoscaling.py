@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from tessera.engine_model.perf.model_arch import ModelArch
 from tessera.placement.pipeline import load_profile
 from tessera.planning.engines import engines_for, launch_args_by_type
+from tessera.planning.fleet import EngineKey
 from tessera.planning.slo_policy import SloPolicy
 from tessera.sim.autoscalers import Autoscaler
 from tessera.sim.elastic import DEFAULT_STARTUP_S, ElasticFleet, Lifetime
@@ -40,7 +41,7 @@ class Tick:
 class AutoscaledRun:
     autoscaler: str
     policy: SloPolicy
-    startup_s: float
+    startup_s: float | None  # None: each type's cold start from the start-up model
     result: SimResult
     lifetimes: list[Lifetime]
     ticks: list[Tick] = field(default_factory=list)
@@ -53,13 +54,13 @@ def run_autoscaled(
     autoscaler: Autoscaler,
     arch: ModelArch,
     *,
-    startup_s: float = DEFAULT_STARTUP_S,
+    startup_s: float | None = DEFAULT_STARTUP_S,
     mixed_profile: str = "tessera",
     disagg_profile: str = "tessera_disagg",
     seed: int = 0,
     max_tail_s: float = 3600.0,
     sample_interval_s: float | None = None,
-    engine_args: Mapping[tuple[str, int], Mapping[str, object]] | None = None,
+    engine_args: Mapping[EngineKey, Mapping[str, object]] | None = None,
 ) -> AutoscaledRun:
     """Simulate `workload` with `autoscaler` sizing the fleet: from `autoscaler.initial`, ready at t=0,
     or from nothing (scale from zero: the first decision at t=0 starts instances, requests wait at

@@ -6,7 +6,9 @@ The mechanics the autoscalers' decisions meet, kept apart from the decisions the
   chunk the planner priced it with), so every autoscaler runs the same engines;
 - an instance asked for is billed from that moment and takes requests only after
   `startup_s` (a GPU vLLM engine loading an 8B model from local disk and capturing CUDA
-  graphs takes about a minute); a fleet running before the workload starts ready;
+  graphs takes about a minute), or, with `startup_s=None`, after its own cold start from
+  the model (tessera.engine_model.startup: weights over the load link plus the engine's
+  warm-up); a fleet running before the workload starts ready;
 - an instance no longer wanted drains: the router stops sending it work, its requests
   finish, then it stops and its billing with it. Starting instances are cancelled first,
   then the ready ones with the least work in flight, newest first (as a ReplicaSet does);
@@ -25,12 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from tessera.engine_model.batching import EngineConfig
-from tessera.engine_model.build import build_instances
+from tessera.engine_model.build import build_instances, instance_startup
 from tessera.engine_model.instance import InstanceSpec, find_accelerator
 from tessera.engine_model.perf.model_arch import ModelArch
 from tessera.engine_model.perf.step_timer import StepTimer
 from tessera.placement.pipeline import Pipeline
-from tessera.planning.fleet import InstanceType
+from tessera.planning.fleet import EngineKey, InstanceType
 from tessera.planning.forecast import IntervalStats
 from tessera.sim.autoscalers import Observation, TypeObservation
 from tessera.sim.report import request_metrics_ms
@@ -58,10 +60,10 @@ class ElasticFleet:
         sim: Simulator,
         arch: ModelArch,
         prices: Mapping[str, float],
-        startup_s: float,
+        startup_s: float | None,
         mixed_pipeline: Pipeline,
         disagg_pipeline: Pipeline | None = None,
-        engine_args: Mapping[tuple[str, int], Mapping[str, object]] | None = None,
+        engine_args: Mapping[EngineKey, Mapping[str, object]] | None = None,
     ) -> None:
         self.sim, self.arch, self.prices, self.startup_s = sim, arch, dict(prices), startup_s
         self.engine_args = dict(engine_args or {})  # per (accelerator, tp): e.g. the planner's prefill chunk
@@ -83,7 +85,7 @@ class ElasticFleet:
         for itype in sorted(set(counts) | set(live)):
             have, want = live.get(itype, []), counts.get(itype, 0)
             for _ in range(want - len(have)):
-                self._start(itype, None if ready_now else now + self.startup_s)
+                self._start(itype, None if ready_now else now + self.start_seconds(itype))
             if want < len(have):
                 order = sorted(
                     have, key=lambda i: (i.state != STARTING, len(i.records) + i.incoming, -i.requested_s, i.id)
@@ -94,11 +96,18 @@ class ElasticFleet:
                     self._note_stop(inst)
         self.refresh_pipeline()
 
+    def start_seconds(self, itype: InstanceType) -> float:
+        """The fixed start-up, or (startup_s None) this type's cold start from the start-up model."""
+        if self.startup_s is not None:
+            return self.startup_s
+        spec = InstanceSpec(find_accelerator(itype.accelerator), itype.tp, itype.role, itype.dp, itype.cp)
+        return instance_startup(self.arch, spec).cold_s
+
     def _start(self, itype: InstanceType, ready_s: float | None) -> None:
         if itype not in self._built:
-            spec = InstanceSpec(find_accelerator(itype.accelerator), itype.tp, itype.role)
+            spec = InstanceSpec(find_accelerator(itype.accelerator), itype.tp, itype.role, itype.dp, itype.cp)
             [(spec, cfg, timer)] = build_instances(
-                self.arch, [spec], engine_args=self.engine_args.get((spec.accelerator.name, itype.tp))
+                self.arch, [spec], engine_args=self.engine_args.get(itype.engine_key)
             )
             self._built[itype] = (spec, cfg, timer)
         inst = self.sim.add_instance(*self._built[itype], ready_s=ready_s)

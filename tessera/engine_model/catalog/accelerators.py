@@ -29,6 +29,18 @@ _REQUIRED = (
 )
 
 
+# How a node's devices reach each other: one switch (NVSwitch, a PCIe switch: any pair at the full
+# per-device rate), a full mesh of point-to-point links (AMD Infinity Fabric: a pair gets one link),
+# or a ring/torus of Ethernet links (Tenstorrent: traffic to non-neighbours takes several hops).
+TOPOLOGIES = ("switch", "mesh", "ring")
+# Cold-start weight loading, GB/s per device: safetensors read from node-local NVMe by all of a
+# node's devices at once. An estimate: one PCIe Gen4 NVMe drive reads ~7 GB/s sequentially, GPU
+# nodes carry 2-8 of them for 8 devices, and loaders rarely reach the drives' peak.
+DEFAULT_LOAD_GB_S = 2.0
+# Host-to-device copy, GB/s per direction (PCIe Gen4 x16), what a wake from sleep mode moves weights over.
+DEFAULT_HOST_LINK_GB_S = 32.0
+
+
 @dataclass(frozen=True)
 class Accelerator:
     """One accelerator model (per device as the engine sees it), in published units."""
@@ -47,6 +59,11 @@ class Accelerator:
     cost_source: str = ""
     sources: dict[str, str] = field(default_factory=dict)
     fp32_tflops: float | None = None
+    scale_up_topology: str = "switch"
+    scale_up_links: int = 1
+    devices_per_node: int = 8
+    load_gb_s: float = DEFAULT_LOAD_GB_S
+    host_link_gb_s: float = DEFAULT_HOST_LINK_GB_S
 
     @property
     def peak_bf16_flops(self) -> float:
@@ -92,6 +109,16 @@ class Accelerator:
         """Per direction, per device."""
         return self.scale_out_gb_s * 1e9
 
+    @property
+    def load_bytes_s(self) -> float:
+        """Cold-start weight loading, per device."""
+        return self.load_gb_s * 1e9
+
+    @property
+    def host_link_bytes_s(self) -> float:
+        """Host memory to device memory, per device (a wake from sleep mode)."""
+        return self.host_link_gb_s * 1e9
+
 
 def _row_to_accelerator(name: str, row: dict[str, Any], vendors: set[str]) -> Accelerator:
     missing = [k for k in _REQUIRED if row.get(k) is None]
@@ -102,6 +129,9 @@ def _row_to_accelerator(name: str, row: dict[str, Any], vendors: set[str]) -> Ac
             f"accelerator {name!r}: vendor {row['vendor']!r} is not in vendors.yaml ({', '.join(sorted(vendors))})"
         )
     fp8, fp32 = row.get("fp8_tflops"), row.get("fp32_tflops")
+    topology = str(row.get("scale_up_topology", "switch"))
+    if topology not in TOPOLOGIES:
+        raise ValueError(f"accelerator {name!r}: scale_up_topology must be one of {', '.join(TOPOLOGIES)}")
     return Accelerator(
         name=name,
         vendor=str(row["vendor"]),
@@ -117,6 +147,11 @@ def _row_to_accelerator(name: str, row: dict[str, Any], vendors: set[str]) -> Ac
         cost_source=str(row.get("cost_source", "")),
         sources={str(k): str(v) for k, v in (row.get("sources") or {}).items()},
         fp32_tflops=None if fp32 is None else float(fp32),
+        scale_up_topology=topology,
+        scale_up_links=int(row.get("scale_up_links", 1)),
+        devices_per_node=int(row.get("devices_per_node", 8)),
+        load_gb_s=float(row.get("load_gb_s", DEFAULT_LOAD_GB_S)),
+        host_link_gb_s=float(row.get("host_link_gb_s", DEFAULT_HOST_LINK_GB_S)),
     )
 
 

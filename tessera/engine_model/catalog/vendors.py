@@ -21,6 +21,7 @@ class VendorSettings:
     env: dict[str, str] = field(default_factory=dict)
     engine_args: dict[str, Any] = field(default_factory=dict)
     expert_parallel: ExpertParallelSettings | None = None  # None: the vendor runs no EP
+    warmup_s: float = 0.0  # engine start besides loading weights: imports, compile, graph capture, profiling
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ def vendor_settings(vendor: str) -> VendorSettings:
         env={k: str(v) for k, v in (row.get("env") or {}).items()},
         engine_args=dict(row.get("engine_args") or {}),
         expert_parallel=_expert_parallel(row.get("expert_parallel") or {}),
+        warmup_s=float(row.get("warmup_s", 0.0)),
     )
 
 

@@ -37,6 +37,43 @@ def all_to_all_time(
     return latency_s + (devices - 1) / devices * nbytes / (link_bytes_s * link_efficiency)
 
 
+def group_bandwidth(accel: Accelerator, group: int) -> float:
+    """Bytes/s one device can push to the other `group - 1` members of its node at once (an all-to-all).
+
+    switch (NVSwitch, a PCIe switch): the full per-device rate to any peers. mesh (Infinity Fabric,
+    one link per peer): only the links to peers in the group carry traffic, so EP 4 on an MI300X
+    uses 3 of its 7 links. ring (Tenstorrent Ethernet): each device's links reach its neighbours;
+    traffic to others is forwarded, each byte taking the ring's mean distance, n^2 / (4 (n - 1))
+    hops, shortened in proportion where a device has more than the ring's two links.
+    """
+    peers = max(group - 1, 1)
+    if accel.scale_up_topology == "switch":
+        return accel.scale_up_bytes_s
+    per_link = accel.scale_up_bytes_s / max(accel.scale_up_links, 1)
+    used = min(peers, accel.scale_up_links)
+    if accel.scale_up_topology == "mesh":
+        return per_link * used
+    hops = max(1.0, group * group / (4.0 * peers) * 2.0 / max(accel.scale_up_links, 2))
+    return per_link * used / hops
+
+
+def expert_all_to_all_time(
+    nbytes: float, group: int, accel: Accelerator, link_efficiency: float, latency_s: float
+) -> float:
+    """One dispatch (or combine) of an EP group of `group` devices, each sending `nbytes` in total.
+
+    Within a node, (group-1)/group of it leaves the device over the scale-up fabric (group_bandwidth);
+    a group larger than the catalog's devices_per_node sends the share bound for other nodes,
+    (group - node)/group, over the scale-out NIC, and the slower of the two paths sets the time.
+    """
+    if group <= 1 or nbytes <= 0:
+        return 0.0
+    node = min(group, accel.devices_per_node)
+    intra = nbytes * (node - 1) / group / (group_bandwidth(accel, node) * link_efficiency)
+    inter = nbytes * (group - node) / group / (accel.scale_out_bytes_s * link_efficiency) if group > node else 0.0
+    return latency_s * (2.0 if group > node else 1.0) + max(intra, inter)
+
+
 def kv_transfer_time(
     arch: ModelArch,
     tokens: int,

@@ -8,7 +8,9 @@ config.json (already parsed by the caller) or from the constructors below.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 _DTYPE_BYTES = {
@@ -35,8 +37,16 @@ class ModelArch:
     """Sizes of a (possibly mixture-of-experts) decoder-only transformer.
 
     `intermediate` is the dense MLP width; for MoE models `expert_intermediate`
-    is each routed expert's width and every layer is assumed to be an MoE layer
-    (shared experts and dense-first-layers are not modelled).
+    is each routed expert's width, the first `dense_layers` layers keep a dense MLP
+    (DeepSeek's first_k_dense_replace) and every MoE layer adds `shared_experts`
+    always-on experts of the same width.
+
+    Multi-head latent attention (MLA, DeepSeek V2/V3/R1) is on when `kv_lora_rank`
+    is set: the KV cache holds one compressed latent of kv_lora_rank +
+    qk_rope_head_dim values per token per layer, shared by every head, instead of
+    K and V per KV head; queries and keys have qk_nope + qk_rope dims, values
+    v_head_dim. `kv_dtype_bytes` (0: the weights' dtype) is the KV cache's element
+    size: an fp8 checkpoint (DeepSeek V3's) still keeps its KV cache in bf16.
     """
 
     name: str
@@ -53,16 +63,60 @@ class ModelArch:
     expert_intermediate: int = 0
     gated_mlp: bool = True
     tied_embeddings: bool = False
+    shared_experts: int = 0
+    dense_layers: int = 0
+    kv_lora_rank: int = 0
+    q_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    kv_dtype_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.heads % self.kv_heads:
             raise ValueError(f"{self.name}: heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
         if self.num_experts and not (0 < self.top_k <= self.num_experts and self.expert_intermediate > 0):
             raise ValueError(f"{self.name}: MoE needs 0 < top_k <= num_experts and expert_intermediate > 0")
+        if not 0 <= self.dense_layers <= self.layers:
+            raise ValueError(f"{self.name}: dense_layers must be within 0..layers")
+        if self.kv_lora_rank and not (self.qk_nope_head_dim and self.v_head_dim):
+            raise ValueError(f"{self.name}: MLA needs qk_nope_head_dim and v_head_dim")
 
     @property
     def is_moe(self) -> bool:
         return self.num_experts > 0
+
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    @property
+    def moe_layers(self) -> int:
+        """Layers whose MLP is routed experts (0 for a dense model)."""
+        return self.layers - self.dense_layers if self.is_moe else 0
+
+    @property
+    def mlp_layers(self) -> int:
+        """Layers with a dense MLP: all of a dense model's, the first `dense_layers` of an MoE."""
+        return self.dense_layers if self.is_moe else self.layers
+
+    @property
+    def latent_dim(self) -> int:
+        """MLA: values cached per token per layer (compressed KV + the decoupled RoPE key)."""
+        return self.kv_lora_rank + self.qk_rope_head_dim
+
+    @property
+    def qk_head_dim(self) -> int:
+        """Query/key width per head: head_dim, or nope + rope dims under MLA."""
+        return self.qk_nope_head_dim + self.qk_rope_head_dim if self.is_mla else self.head_dim
+
+    @property
+    def value_head_dim(self) -> int:
+        return self.v_head_dim if self.is_mla else self.head_dim
+
+    @property
+    def kv_element_bytes(self) -> int:
+        return self.kv_dtype_bytes or self.dtype_bytes
 
     @property
     def mlp_matrices(self) -> int:
@@ -71,35 +125,52 @@ class ModelArch:
 
     @property
     def q_dim(self) -> int:
-        return self.heads * self.head_dim
+        return self.heads * self.qk_head_dim
 
     @property
     def kv_dim(self) -> int:
         return self.kv_heads * self.head_dim
 
     def attention_params_per_layer(self) -> int:
+        if self.is_mla:
+            q = (
+                self.hidden * self.q_lora_rank + self.q_lora_rank * self.q_dim
+                if self.q_lora_rank
+                else self.hidden * self.q_dim
+            )
+            kv_down = self.hidden * self.latent_dim
+            kv_up = self.kv_lora_rank * self.heads * (self.qk_nope_head_dim + self.v_head_dim)
+            return q + kv_down + kv_up + self.heads * self.v_head_dim * self.hidden
         return self.hidden * (self.q_dim + 2 * self.kv_dim) + self.q_dim * self.hidden
 
-    def mlp_params_per_layer(self) -> int:
-        """All MLP weights of one layer (every expert for MoE, plus the router)."""
-        if self.is_moe:
-            return (
-                self.num_experts * self.mlp_matrices * self.hidden * self.expert_intermediate
-                + self.hidden * self.num_experts
-            )
+    def dense_mlp_params(self) -> int:
         return self.mlp_matrices * self.hidden * self.intermediate
 
+    def moe_params_per_layer(self) -> int:
+        """One MoE layer's MLP weights: every routed expert, the shared ones and the router."""
+        experts = self.num_experts + self.shared_experts
+        return experts * self.mlp_matrices * self.hidden * self.expert_intermediate + self.hidden * self.num_experts
+
+    def mlp_params_per_layer(self) -> int:
+        """All MLP weights of one MoE layer (every expert, plus the router), or a dense layer's."""
+        return self.moe_params_per_layer() if self.is_moe else self.dense_mlp_params()
+
     def param_count(self) -> int:
-        per_layer = self.attention_params_per_layer() + self.mlp_params_per_layer() + 2 * self.hidden
+        norms = 2 * self.hidden
+        mlp = self.moe_layers * self.moe_params_per_layer() + self.mlp_layers * self.dense_mlp_params()
         embeddings = self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
-        return self.layers * per_layer + embeddings + self.hidden
+        return self.layers * (self.attention_params_per_layer() + norms) + mlp + embeddings + self.hidden
 
     def weight_bytes(self) -> int:
         return self.param_count() * self.dtype_bytes
 
     def kv_bytes_per_token(self, kv_dtype_bytes: int | None = None) -> int:
-        """K and V of one token over all layers (whole model, before any TP split)."""
-        return 2 * self.layers * self.kv_dim * (kv_dtype_bytes or self.dtype_bytes)
+        """K and V of one token over all layers (whole model, before any TP split); under MLA the
+        one latent per layer (kv_lora_rank + qk_rope_head_dim values, all heads share it)."""
+        nbytes = kv_dtype_bytes or self.kv_element_bytes
+        if self.is_mla:
+            return self.layers * self.latent_dim * nbytes
+        return 2 * self.layers * self.kv_dim * nbytes
 
     # -- well-known models ---------------------------------------------------------------
 
@@ -189,9 +260,14 @@ class ModelArch:
         cfg = config.get("text_config") or config
         heads = int(cfg["num_attention_heads"])
         hidden = int(cfg["hidden_size"])
+        dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or config.get("torch_dtype") or "bfloat16")
+        activation_bytes = _DTYPE_BYTES.get(dtype.removeprefix("torch."), 2)
+        quant = str((cfg.get("quantization_config") or config.get("quantization_config") or {}).get("quant_method", ""))
         if dtype_bytes is None:
-            dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or config.get("torch_dtype") or "bfloat16")
-            dtype_bytes = _DTYPE_BYTES.get(dtype.removeprefix("torch."), 2)
+            # An fp8 checkpoint (DeepSeek V3's block-fp8) stores 1-byte weights; its KV cache stays
+            # in the activation dtype (vLLM's kv_cache_dtype "auto").
+            dtype_bytes = 1 if quant == "fp8" else activation_bytes
+        kv_bytes = activation_bytes if dtype_bytes != activation_bytes and quant == "fp8" else 0
         experts = int(cfg.get("num_local_experts") or cfg.get("num_experts") or cfg.get("n_routed_experts") or 0)
         intermediate = int(cfg.get("intermediate_size") or 0)
         return cls(
@@ -209,7 +285,21 @@ class ModelArch:
             expert_intermediate=int(cfg.get("moe_intermediate_size") or intermediate) if experts else 0,
             gated_mlp=cfg.get("model_type") not in _UNGATED_MLP_MODEL_TYPES,
             tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            shared_experts=int(cfg.get("n_shared_experts") or cfg.get("num_shared_experts") or 0) if experts else 0,
+            dense_layers=int(cfg.get("first_k_dense_replace") or 0) if experts else 0,
+            kv_lora_rank=int(cfg.get("kv_lora_rank") or 0),
+            q_lora_rank=int(cfg.get("q_lora_rank") or 0),
+            qk_nope_head_dim=int(cfg.get("qk_nope_head_dim") or 0),
+            qk_rope_head_dim=int(cfg.get("qk_rope_head_dim") or 0),
+            v_head_dim=int(cfg.get("v_head_dim") or 0),
+            kv_dtype_bytes=kv_bytes,
         )
+
+    @classmethod
+    def deepseek_v3(cls) -> ModelArch:
+        """DeepSeek V3 (and R1, same shape) from its config.json, kept in the catalog's models folder."""
+        text = resources.files("tessera.engine_model.catalog").joinpath("models/deepseek-v3.json").read_text()
+        return cls.from_hf_config(json.loads(text), name="DeepSeek-V3")
 
 
 # Architectures the simulator and the sim engine know by name (`--sim-model`).
@@ -219,6 +309,7 @@ KNOWN_ARCHS = {
     "llama3-8b": ModelArch.llama3_8b,
     "llama3-70b": ModelArch.llama3_70b,
     "qwen3-30b-a3b": ModelArch.qwen3_30b_a3b,
+    "deepseek-v3": ModelArch.deepseek_v3,
     "smollm2-135m": ModelArch.smollm2_135m,
 }
 
