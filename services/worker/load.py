@@ -13,6 +13,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from services.worker import metrics
 from services.worker.engine import EngineLoad
 from tessera.v1 import common_pb2 as pb
 
@@ -39,6 +40,7 @@ class LoadTracker:
         self.ranks = list(ranks or [])
         self._engines: dict[int, EngineLoad] = {}  # DP rank -> its engine core's latest step
         self._hit_rate = 0.0
+        self.kv_pulls_failed = 0  # since start, as the engine counted them (EngineLoad.kv_pulls_failed)
 
     def subscribe(self) -> asyncio.Event:
         """An event set on every change of load; each report stream holds its own."""
@@ -103,6 +105,10 @@ class LoadTracker:
         before = self._engines.get(stats.data_parallel_rank, EngineLoad())
         changed = (stats.num_running, stats.num_waiting) != (before.num_running, before.num_waiting)
         self._engines[stats.data_parallel_rank] = stats
+        if stats.kv_pulls_failed:
+            self.kv_pulls_failed += stats.kv_pulls_failed
+            metrics.KV_PULLS_FAILED.inc(stats.kv_pulls_failed)
+            changed = True
         if stats.prefix_cache_queries:
             rate = stats.prefix_cache_hits / stats.prefix_cache_queries
             self._hit_rate = 0.8 * self._hit_rate + 0.2 * rate
@@ -125,6 +131,7 @@ class LoadTracker:
         out.seq, out.timestamp_unix_ms = seq, int(time.time() * 1000)
         out.prefix_cache_hit_rate, out.draining, out.requests_started = self._hit_rate, self.draining, self._started
         out.stalled = self.stalled()
+        out.kv_pulls_failed = self.kv_pulls_failed
         if len(self.ranks) > 1:
             for rank in self.ranks:
                 engine = self._engines.get(rank, EngineLoad())
