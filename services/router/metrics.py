@@ -89,6 +89,11 @@ PREFILLS = Counter(
 )
 for _outcome in ("transferred", "fallback"):
     PREFILLS.labels(_outcome)  # exported at 0 from the start: "none yet" is a value, not a missing series
+PREFILLS_BY_WORKER = Counter(
+    "tessera_router_remote_prefills_by_worker_total",
+    "The same prefill steps by the prefill worker that ran them (which prefill workers the scheduler pairs)",
+    ["prefill_worker", "outcome"],
+)
 PREFILL_SECONDS = Histogram(
     "tessera_router_remote_prefill_seconds",
     "Time of the prefill step of disaggregated requests",

@@ -63,6 +63,7 @@ async def remote_prefill(
             if resp.finish_reason:
                 if resp.HasField("kv_transfer") and resp.kv_transfer.params.fields:
                     metrics.PREFILLS.labels("transferred").inc()
+                    metrics.PREFILLS_BY_WORKER.labels(placement.worker_id, "transferred").inc()
                     metrics.PREFILL_SECONDS.observe(time.perf_counter() - started)
                     return resp.kv_transfer
                 failure = "the prefill worker returned no KV-transfer parameters (is its KV connector on?)"
@@ -75,6 +76,7 @@ async def remote_prefill(
         if not call.done():
             call.cancel()
     metrics.PREFILLS.labels("fallback").inc()
+    metrics.PREFILLS_BY_WORKER.labels(placement.worker_id, "fallback").inc()
     log.warning(
         "request %s: prefill on %s failed (%s); the decode worker prefills it",
         request.request_id,

@@ -7,7 +7,7 @@ dashboards group the fleet by hardware without a join.
 from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from services.scheduler.view import ClusterView
@@ -80,6 +80,16 @@ class ViewCollector(Collector):
                 lambda e: len(e.pending),
             ),
         }
+        failed = CounterMetricFamily(
+            "tessera_scheduler_worker_kv_pulls_failed",
+            "KV pulls a decode worker says failed since it started (a refused handshake or transfer; the "
+            "prompt was recomputed): pairs that should not have formed",
+            labels=["worker", "model", "accelerator", "vendor"],
+        )
+        for e in entries:
+            ident = e.identity
+            failed.add_metric([ident.id, ident.model, ident.accelerator, ident.vendor], float(e.load.kv_pulls_failed))
+        yield failed
         for name, (doc, get) in figures.items():
             fam = GaugeMetricFamily(name, doc, labels=["worker", "model", "accelerator", "vendor"])
             for e in entries:

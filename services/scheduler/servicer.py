@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
 
 import grpc
 from opentelemetry import trace
@@ -14,27 +13,17 @@ from services.scheduler import metrics
 from services.scheduler.kv_ingest import KVStreamState, apply_batch
 from services.scheduler.view import ClusterView
 from services.scheduler.worker_speed import kv_transfer_seconds
-from tessera.placement.pairing import place_pair
+from tessera.placement.decision import place_request
+from tessera.placement.pairing import PairDecision
 from tessera.placement.pipeline import Pipeline
 from tessera.placement.prefix_index import PrefixIndex
-from tessera.placement.snapshot import RequestInfo, WorkerSnapshot
+from tessera.placement.snapshot import RequestInfo
 from tessera.runtime.telemetry.log_context import request_context
 from tessera.runtime.telemetry.tracing import incoming_context, tracer
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import scheduler_pb2, scheduler_pb2_grpc
 
 log = logging.getLogger("tessera.scheduler")
-
-
-@dataclass(frozen=True)
-class _Choice:
-    worker: WorkerSnapshot | None  # the worker that decodes (and prefills, without `prefill`)
-    prefill: WorkerSnapshot | None  # a prefill worker the router runs the prompt on first
-    candidates: int
-    reason: str
-    saturated: bool
-    hit_tokens: int
-    score: float
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
@@ -89,7 +78,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             response = scheduler_pb2.PlaceResponse(
                 request_id=request.request_id, profile=pipeline.name, candidates=choice.candidates
             )
-            if choice.worker is None:
+            if choice.decode is None:
                 metrics.PLACEMENTS.labels(pipeline.name, "saturated" if choice.saturated else "none").inc()
                 response.reason = choice.reason
                 response.outcome = (
@@ -97,16 +86,16 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 )
                 span.set_attribute("tessera.placed", False)
                 return response
-            worker, prefill = choice.worker, choice.prefill
+            worker, prefill = choice.decode, choice.prefill
             if prefill is not None:
-                self.view.placed(prefill.id, max(0, request.prompt_tokens - choice.hit_tokens))
+                self.view.placed(prefill.id, max(0, request.prompt_tokens - choice.prefix_hit_tokens))
                 self.view.placed(worker.id, 0)
                 response.prefill.worker_id = prefill.id
                 response.prefill.address = prefill.address
                 response.prefill.role = pb.ROLE_PREFILL
                 span.set_attribute("tessera.prefill_worker_id", prefill.id)
             else:
-                self.view.placed(worker.id, max(0, request.prompt_tokens - choice.hit_tokens))
+                self.view.placed(worker.id, max(0, request.prompt_tokens - choice.prefix_hit_tokens))
             metrics.PLACEMENTS.labels(pipeline.name, "disaggregated" if prefill else "placed").inc()
             response.outcome = scheduler_pb2.PLACE_OUTCOME_PLACED
             response.worker.worker_id = worker.id
@@ -115,33 +104,18 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             rank = self.view.choose_rank(worker.id)
             if rank is not None:
                 response.worker.data_parallel_rank = rank
-            response.expected_cached_tokens = choice.hit_tokens
-            metrics.EXPECTED_HIT_TOKENS.inc(choice.hit_tokens)
+            response.expected_cached_tokens = choice.prefix_hit_tokens
+            metrics.EXPECTED_HIT_TOKENS.inc(choice.prefix_hit_tokens)
             span.set_attribute("tessera.worker_id", worker.id)
-            span.set_attribute("tessera.expected_cached_tokens", choice.hit_tokens)
+            span.set_attribute("tessera.expected_cached_tokens", choice.prefix_hit_tokens)
             return response
 
-    def _choose(self, pipeline: Pipeline, req: RequestInfo) -> _Choice:
-        """The profile's decision: one worker, or (a profile with `disaggregation:`) a prefill/decode pair."""
-        workers, now = self.view.snapshots(req.model), time.monotonic()
-        if pipeline.disaggregation is None or pipeline.prefill_pipeline is None:
-            d = pipeline.place(req, workers, now, self.index)
-            score = d.scores.get(d.worker.id, 0.0) if d.worker else 0.0
-            return _Choice(d.worker, None, d.candidates, d.reason, d.saturated, d.prefix_hit_tokens, score)
-        p = place_pair(
-            req,
-            workers,
-            pipeline,
-            pipeline.prefill_pipeline,
-            pipeline.disaggregation,
-            kv_transfer_seconds(self.view.model_path(req.model)),
-            now,
-            self.index,
-        )
-        prefill = p.prefill
-        if prefill is not None and p.decode is not None and p.decode.role != "decode":
-            prefill = None  # a mixed worker runs no KV connector: it prefills its own requests
-        return _Choice(p.decode, prefill, p.candidates, p.reason, p.saturated, p.prefix_hit_tokens, 0.0)
+    def _choose(self, pipeline: Pipeline, req: RequestInfo) -> PairDecision:
+        """The profile's decision (tessera.placement.decision, as the simulator makes it): one worker,
+        or a prefill/decode pair."""
+        workers = self.view.snapshots(req.model)
+        transfer_s = kv_transfer_seconds(self.view.model_path(req.model))
+        return place_request(req, workers, pipeline, transfer_s, time.monotonic(), self.index)
 
     async def ReportLoad(self, request_iterator, context: grpc.aio.ServicerContext):
         worker_id = None

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from tessera.engine_model.catalog.expert_parallel import pick_dp_rank
 from tessera.engine_model.perf.step_scale import corrected_speed
+from tessera.placement.kv_compat import KVCompat
 from tessera.placement.snapshot import WorkerSnapshot
 from tessera.runtime.rpc.enums import role_name
 from tessera.v1 import common_pb2 as pb
@@ -52,6 +53,7 @@ class WorkerEntry:
     cached: WorkerSnapshot | None = None  # the snapshot, until anything it shows changes
     rank_placements: deque = field(default_factory=deque)  # (monotonic time, DP rank) of recent placements
     require_stream: bool = False  # placeable only with both a registration and an open report stream
+    kv_compat: KVCompat | None = None  # from the identity (kv_compat_of), what pairs it may join
 
     @property
     def healthy(self) -> bool:
@@ -93,9 +95,30 @@ class WorkerEntry:
             max_model_len=ident.max_model_len,
             max_num_seqs=ident.max_num_seqs,
             prefill_tokens_waiting=load.prefill_tokens_waiting + pending_tokens,
+            kv_compat=self.kv_compat,
             # the model's speed for this hardware, corrected by what the worker learnt of its machine
             **corrected_speed(self.speed, load.prefill_time_scale, load.decode_time_scale),
         )
+
+
+def kv_compat_of(identity: pb.WorkerIdentity) -> KVCompat | None:
+    """The worker's published KV format as placement reads it; None when it published none."""
+    if not identity.HasField("kv_compat"):
+        return None
+    c = identity.kv_compat
+    return KVCompat(
+        engine=c.engine,
+        engine_version=c.engine_version,
+        model=c.model,
+        dtype=c.dtype,
+        kv_cache_dtype=c.kv_cache_dtype,
+        block_size=c.block_size,
+        kv_layout=c.kv_layout,
+        attention_backend=c.attention_backend,
+        tensor_parallel=c.tensor_parallel,
+        kv_connector=c.kv_connector,
+        num_kv_heads=c.num_kv_heads,
+    )
 
 
 RANK_WINDOW_S = 10.0  # how long a placement counts towards its DP rank's load
@@ -121,6 +144,7 @@ class ClusterView:
 
     def _identity_changed(self, entry: WorkerEntry) -> None:
         entry.speed = self._speed_of(entry.identity) if self._speed_of else {}
+        entry.kv_compat = kv_compat_of(entry.identity)
         if entry.identity.model_path:
             self._model_paths[entry.identity.model] = entry.identity.model_path
         entry.cached = None

@@ -31,6 +31,7 @@ class EngineInfo:
     kv_capacity_blocks: int
     max_model_len: int
     max_num_seqs: int = 0
+    kv_compat: pb.KVCompatibility | None = None  # what a KV hand-off partner must match (kv_descriptor.py)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class EngineLoad:
     prefix_cache_queries: int = 0
     prefix_cache_hits: int = 0
     data_parallel_rank: int = 0  # which rank's engine core stepped (DP instances have several)
+    kv_pulls_failed: int = 0  # KV pulls from a prefill worker that failed in this step (handshake or transfer)
 
 
 class Engine(Protocol):

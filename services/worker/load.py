@@ -13,6 +13,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from services.worker import metrics
 from services.worker.engine import EngineLoad
 from services.worker.step_learning import StepObserver
 from tessera.v1 import common_pb2 as pb
@@ -42,6 +43,7 @@ class LoadTracker:
         self._hit_rate = 0.0
         # Learns this machine's step times from the requests in the book (None: no performance model).
         self.steps: StepObserver | None = None
+        self.kv_pulls_failed = 0  # since start, as the engine counted them (EngineLoad.kv_pulls_failed)
 
     def subscribe(self) -> asyncio.Event:
         """An event set on every change of load; each report stream holds its own."""
@@ -112,6 +114,10 @@ class LoadTracker:
         before = self._engines.get(stats.data_parallel_rank, EngineLoad())
         changed = (stats.num_running, stats.num_waiting) != (before.num_running, before.num_waiting)
         self._engines[stats.data_parallel_rank] = stats
+        if stats.kv_pulls_failed:
+            self.kv_pulls_failed += stats.kv_pulls_failed
+            metrics.KV_PULLS_FAILED.inc(stats.kv_pulls_failed)
+            changed = True
         if stats.prefix_cache_queries:
             rate = stats.prefix_cache_hits / stats.prefix_cache_queries
             self._hit_rate = 0.8 * self._hit_rate + 0.2 * rate
@@ -137,6 +143,7 @@ class LoadTracker:
         if self.steps is not None:
             out.prefill_time_scale = self.steps.learner.learnt("prefill") or 0.0
             out.decode_time_scale = self.steps.learner.learnt("decode") or 0.0
+        out.kv_pulls_failed = self.kv_pulls_failed
         if len(self.ranks) > 1:
             for rank in self.ranks:
                 engine = self._engines.get(rank, EngineLoad())

@@ -47,6 +47,7 @@ from tessera.v1 import worker_pb2_grpc
 log = logging.getLogger("tessera.worker")
 
 DRAIN_TIMEOUT_S = 30.0
+DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2}  # sim: --engine-arg dtype=
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -191,7 +192,9 @@ async def run(args: argparse.Namespace) -> int:
 
     try:
         if args.engine == "sim":
-            engine, model_path, vendor, accelerator, count = await _start_sim_engine(args, spec, tracker, relay_box)
+            engine, model_path, vendor, accelerator, count = await _start_sim_engine(
+                args, spec, tracker, relay_box, worker_id
+            )
         else:
             engine, model_path, vendor, accelerator, count = await _start_vllm_engine(
                 args, spec, tracker, worker_id, relay_box
@@ -245,6 +248,8 @@ async def run(args: argparse.Namespace) -> int:
         started_at_unix_ms=int(time.time() * 1000),
         metrics_address=f"{args.host}:{metrics_port}",
     )
+    if engine.info.kv_compat is not None:
+        identity.kv_compat.CopyFrom(engine.info.kv_compat)
     servicer = WorkerServicer(engine, tracker, identity)
     server = await start_server(
         [ServiceBinding(worker_pb2_grpc.add_WorkerServicer_to_server, servicer, "tessera.v1.Worker")],
@@ -352,23 +357,47 @@ async def _start_vllm_engine(
     return engine, model_path, vendor, accelerator, count
 
 
-async def _start_sim_engine(args: argparse.Namespace, spec: Any, tracker: LoadTracker, relay_box: list[KVEventRelay]):
-    """A simulated accelerator: no weights, so the model folder only lends its tokenizer and config."""
+async def _start_sim_engine(
+    args: argparse.Namespace, spec: Any, tracker: LoadTracker, relay_box: list[KVEventRelay], worker_id: str
+):
+    """A simulated accelerator: no weights, so the model folder only lends its tokenizer and config.
+    `--engine-arg dtype=float32` (or bfloat16) times it in that dtype, as vLLM's flag would serve in it."""
+    from services.worker.kv_descriptor import sim_descriptor
     from services.worker.sim_engine import SimEngine, open_tokenizer
     from tessera.engine_model.build import build_instances, context_length, resolve_arch
     from tessera.engine_model.catalog.accelerators import find as find_accelerator
     from tessera.engine_model.instance import InstanceSpec
+    from tessera.engine_model.perf.comm import kv_transfer_time
     from tessera.engine_model.perf.step_scale import StepScale, scaled
+    from tessera.runtime.distribution import installed_version
     from tessera.runtime.models.prepare import PrepareError, ensure_model
 
     model_path = await asyncio.to_thread(ensure_model, spec, False)  # no weights: no torch
     accel = find_accelerator("cpu" if args.accelerator == "auto" else args.accelerator)
+    engine_args = parse_pairs(args.engine_arg, "--engine-arg")
     dtype = 4 if accel.vendor == "cpu" else None  # CPU workers serve in float32 (docs/smollm2-bf16.md)
+    dtype_name = str(engine_args.pop("dtype", ""))
+    dtype = DTYPE_BYTES.get(dtype_name, dtype)
     arch = resolve_arch(args.sim_arch or model_path, dtype)
     instance = InstanceSpec(accel, args.tensor_parallel_size, args.role)
     max_len = args.max_model_len or context_length(model_path)
-    ((_, config, timer),) = build_instances(
-        arch, [instance], max_len, env=os.environ, engine_args=parse_pairs(args.engine_arg, "--engine-arg")
+    kv_cache_dtype = engine_args.pop("kv_cache_dtype", "auto")  # named in the descriptor; timed as the model's
+    ((_, config, timer),) = build_instances(arch, [instance], max_len, env=os.environ, engine_args=engine_args)
+    connector = args.kv_connector if args.role in ("prefill", "decode") and args.kv_connector != "none" else ""
+    kv_compat = sim_descriptor(
+        model_path,
+        installed_version(),
+        arch.dtype_bytes,
+        accel.vendor,
+        accel.name,
+        config.block_size,
+        args.tensor_parallel_size,
+        connector,
+        arch.kv_heads,
+        {
+            "kv_cache_dtype": kv_cache_dtype,
+            "dtype": {"half": "float16", "float": "float32"}.get(dtype_name, dtype_name),
+        },
     )
     try:
         truth = StepScale.parse(args.sim_step_time_scale)
@@ -387,6 +416,9 @@ async def _start_sim_engine(args: argparse.Namespace, spec: Any, tracker: LoadTr
         f"tessera-sim {instance.label} as {arch.name}",
         on_stats=tracker.engine_stats,
         on_kv_events=relay.publish,
+        kv_compat=kv_compat,
+        engine_id=worker_id,
+        transfer_s=lambda tokens: kv_transfer_time(arch, tokens, accel, accel),
     )
     await engine.start()
     return engine, model_path, accel.vendor, accel.name, instance.devices

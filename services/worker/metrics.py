@@ -38,3 +38,8 @@ STEP_TIME_SCALE = Gauge(
 STALLED = Gauge(
     "tessera_worker_engine_stalled", "1 while the engine holds requests but has produced no token for the stall timeout"
 )
+KV_PULLS_FAILED = Counter(
+    "tessera_worker_kv_pulls_failed_total",
+    "KV caches this (decode) worker could not pull from a prefill worker: a refused handshake or a failed "
+    "transfer; each prompt was recomputed here",
+)

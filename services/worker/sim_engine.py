@@ -18,12 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from google.protobuf.json_format import MessageToDict
+
 from services.worker.engine import EngineInfo, EngineLoad, EngineUnavailable, InvalidRequest
 from services.worker.kv_events import Event, Removed, Stored
 from tessera.engine_model.batching import BatchingEngine, EngineConfig, EngineRequest
 from tessera.engine_model.block_pool import KVEvents
 from tessera.engine_model.perf.step_timer import StepTimer
 from tessera.placement.block_hash import token_block_hashes
+from tessera.placement.kv_compat import KVCompat, incompatibility
 from tessera.runtime.rpc.delta import Delta
 from tessera.v1 import common_pb2 as pb
 
@@ -75,15 +78,29 @@ class SimEngine:
         description: str,
         on_stats: Callable[[EngineLoad], None] | None = None,
         on_kv_events: Callable[[list[Event]], None] | None = None,
+        kv_compat: pb.KVCompatibility | None = None,
+        engine_id: str = "",
+        transfer_s: Callable[[int], float] | None = None,
     ) -> None:
+        """kv_compat: this engine's published KV format; with it, the engine takes part in prefill/decode
+        hand-offs as vLLM's connector does (see `_remote`). transfer_s(tokens): a KV copy's seconds."""
         self.config = config
         self.timer = timer
         self.tokenizer = tokenizer
         self.model = BatchingEngine(config)
         self.model.pool.record_events = on_kv_events is not None
         self.info = EngineInfo(
-            "sim", description, config.block_size, config.num_blocks, config.max_model_len, config.max_num_seqs
+            "sim",
+            description,
+            config.block_size,
+            config.num_blocks,
+            config.max_model_len,
+            config.max_num_seqs,
+            kv_compat,
         )
+        self.engine_id = engine_id
+        self.transfer_s = transfer_s or (lambda tokens: 0.0)
+        self.kv_pulls_failed = 0  # hand-offs refused since the last stats (reported, then reset)
         self._on_stats = on_stats
         self._on_kv_events = on_kv_events
         self._streams: dict[str, _Stream] = {}
@@ -143,7 +160,8 @@ class SimEngine:
         output = [filler[(start + i) % len(filler)] for i in range(max_tokens)]
         hashes = token_block_hashes(list(prompt_token_ids) + output, self.config.block_size)
         # (the engine's own block hashes; schedulers re-hash the published token ids canonically)
-        req = EngineRequest(request_id, prompt, max_tokens, hashes, priority)
+        remote_kv, hand_off = self._remote(request_id, kv_transfer_params)
+        req = EngineRequest(request_id, prompt, max_tokens, hashes, priority, remote_kv=remote_kv)
         try:
             self.model.add(req)
         except ValueError as exc:
@@ -158,6 +176,8 @@ class SimEngine:
                 chunk = await stream.queue.get()
                 if chunk is None:
                     raise EngineUnavailable("the simulated engine stopped")
+                if chunk.finish_reason and hand_off is not None:
+                    chunk.kv_transfer_params = hand_off
                 yield chunk
                 if chunk.finish_reason:
                     finished = True
@@ -167,6 +187,51 @@ class SimEngine:
             if not finished:
                 self.model.abort(request_id)
                 self._publish_stats()
+
+    def _remote(self, request_id: str, params: dict[str, Any] | None) -> tuple[bool, dict[str, Any] | None]:
+        """A prefill/decode hand-off, as vLLM's NIXL connector runs it: (whether this request's prompt KV
+        is pulled from a prefill worker, the parameters a prefill hands to its decode worker).
+
+        Prefill side (do_remote_decode): the prompt is computed here and the answer carries where its
+        KV is, with this engine's descriptor (vLLM's handshake carries its compatibility hash). Decode
+        side (do_remote_prefill): the KV is "pulled" (the copy takes transfer_s) when the writer's
+        descriptor is one this engine can read (tessera.placement.kv_compat); otherwise the handshake
+        is refused, counted (kv_pulls_failed) and the prompt recomputed here, as vLLM's
+        kv_load_failure_policy=recompute does.
+        """
+        if not params or self.info.kv_compat is None:
+            return False, None
+        own = MessageToDict(self.info.kv_compat, preserving_proto_field_name=True)
+        if params.get("do_remote_decode"):
+            return False, {
+                "do_remote_prefill": True,
+                "do_remote_decode": False,
+                "remote_engine_id": self.engine_id,
+                "remote_request_id": request_id,
+                "tessera_kv_compat": own,
+            }
+        if params.get("do_remote_prefill"):
+            theirs = params.get("tessera_kv_compat")
+            why = (
+                incompatibility(kv_compat_from(theirs), kv_compat_from(own))
+                if isinstance(theirs, dict)
+                else "no descriptor"
+            )
+            if not why:
+                return True, None
+            self.kv_pulls_failed += 1
+            log.warning(
+                "request %s: KV from %s refused (%s); recomputing the prompt",
+                request_id,
+                params.get("remote_engine_id", "?"),
+                why,
+            )
+        return False, None
+
+    def _kv_arrived(self, request_id: str) -> None:
+        if request_id in self.model.loading:
+            self.model.kv_arrived(request_id)
+            self._wake.set()
 
     async def abort(self, request_id: str) -> None:
         stream = self._streams.pop(request_id, None)
@@ -185,6 +250,8 @@ class SimEngine:
                     await self._thaw.wait()
                     step_end = loop.time()
                 step = self.model.schedule()
+                for req in step.loading:  # blocks allocated for a pulled prompt: the copy starts
+                    loop.call_later(self.transfer_s(req.remote_tokens), self._kv_arrived, req.request_id)
                 if step.empty:
                     self._wake.clear()
                     await self._wake.wait()
@@ -257,7 +324,8 @@ class SimEngine:
             m = self.model
             queries, hits = m.prefix_queries - self._reported[0], m.prefix_hits - self._reported[1]
             self._reported = (m.prefix_queries, m.prefix_hits)
-            self._on_stats(EngineLoad(m.num_running, m.num_waiting, m.kv_usage, queries, hits))
+            failed, self.kv_pulls_failed = self.kv_pulls_failed, 0
+            self._on_stats(EngineLoad(m.num_running, m.num_waiting, m.kv_usage, queries, hits, kv_pulls_failed=failed))
 
 
 def open_tokenizer(model_path: str) -> Any | None:
@@ -268,3 +336,20 @@ def open_tokenizer(model_path: str) -> Any | None:
     from tokenizers import Tokenizer
 
     return Tokenizer.from_file(str(path))
+
+
+def kv_compat_from(fields: dict[str, Any]) -> KVCompat:
+    """A descriptor as a hand-off's parameters carry it (proto field names; numbers as they came)."""
+    return KVCompat(
+        engine=str(fields.get("engine", "")),
+        engine_version=str(fields.get("engine_version", "")),
+        model=str(fields.get("model", "")),
+        dtype=str(fields.get("dtype", "")),
+        kv_cache_dtype=str(fields.get("kv_cache_dtype", "")),
+        block_size=int(fields.get("block_size", 0)),
+        kv_layout=str(fields.get("kv_layout", "")),
+        attention_backend=str(fields.get("attention_backend", "")),
+        tensor_parallel=int(fields.get("tensor_parallel", 0)),
+        kv_connector=str(fields.get("kv_connector", "")),
+        num_kv_heads=int(fields.get("num_kv_heads", 0)),
+    )

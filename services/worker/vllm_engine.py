@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from services.worker.engine import EngineInfo, EngineLoad, EngineUnavailable, InvalidRequest
+from services.worker.kv_descriptor import failed_kv_pulls, vllm_descriptor
 from tessera.runtime.rpc.delta import Delta
 from tessera.runtime.tasks import cancel_and_wait
 from tessera.v1 import common_pb2 as pb
@@ -74,6 +75,11 @@ class VllmEngine:
         args = AsyncEngineArgs(**self.engine_args)
         self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[self._stat_logger_factory()])
         config = self._llm.vllm_config
+        from vllm.platforms import current_platform
+
+        kv_compat = vllm_descriptor(
+            config, vllm.__version__, str(current_platform.fp8_dtype()), str(current_platform.device_type)
+        )
         self.info = EngineInfo(
             engine="vllm",
             engine_version=vllm.__version__,
@@ -81,6 +87,7 @@ class VllmEngine:
             kv_capacity_blocks=int(config.cache_config.num_gpu_blocks or 0),
             max_model_len=int(config.model_config.max_model_len),
             max_num_seqs=int(config.scheduler_config.max_num_seqs),
+            kv_compat=kv_compat,
         )
 
     def _stat_logger_factory(self) -> Callable[..., Any]:
@@ -108,6 +115,7 @@ class VllmEngine:
                         prefix_cache_queries=int(getattr(pcs, "queries", 0)),
                         prefix_cache_hits=int(getattr(pcs, "hits", 0)),
                         data_parallel_rank=int(engine_idx),
+                        kv_pulls_failed=failed_kv_pulls(getattr(scheduler_stats, "kv_connector_stats", None)),
                     )
                 )
 

@@ -48,6 +48,10 @@ class DisaggConfig:
     min_prompt_tokens: int = 512  # shorter (uncached) prompts are prefilled where they decode
     max_cached_fraction: float = 0.5  # prompts mostly cached on the chosen decode worker skip disaggregation
     transfer_weight: float = 1.0  # how much predicted KV transfer seconds count against a pair
+    # Pair only when the pair's predicted seconds beat local prefill's (pairing.local_and_pair_seconds);
+    # off: every long enough, uncached prompt is paired (tessera_disagg).
+    only_when_it_pays: bool = False
+    interference_weight: float = 1.0  # decode seconds a local prefill steals from others, against its TTFT
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> DisaggConfig:
@@ -58,6 +62,8 @@ class DisaggConfig:
             raise ValueError(f"unknown keys {', '.join(unknown)}; known: {', '.join(known)}, prefill")
         cast: dict[str, Callable[[Any], Any]] = {
             "enabled": _as_bool,
+            "only_when_it_pays": _as_bool,
+            "interference_weight": float,
             "min_prompt_tokens": int,
             "max_cached_fraction": float,
             "transfer_weight": float,
@@ -66,8 +72,15 @@ class DisaggConfig:
             cfg = cls(**{k: cast[k](v) for k, v in raw.items()})
         except (TypeError, ValueError) as exc:
             raise ValueError(f"bad value: {exc}") from None
-        if cfg.min_prompt_tokens < 0 or not 0.0 <= cfg.max_cached_fraction <= 1.0 or cfg.transfer_weight < 0:
-            raise ValueError("min_prompt_tokens and transfer_weight must be >= 0, max_cached_fraction in [0, 1]")
+        if (
+            cfg.min_prompt_tokens < 0
+            or not 0.0 <= cfg.max_cached_fraction <= 1.0
+            or cfg.transfer_weight < 0
+            or cfg.interference_weight < 0
+        ):
+            raise ValueError(
+                "min_prompt_tokens, transfer_weight and interference_weight must be >= 0, max_cached_fraction in [0, 1]"
+            )
         return cfg
 
 

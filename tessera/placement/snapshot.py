@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tessera.placement.kv_compat import KVCompat
+
 
 @dataclass(frozen=True)
 class WorkerSnapshot:
@@ -32,6 +34,7 @@ class WorkerSnapshot:
     prefill_tokens_per_s: float = 0.0  # prefill throughput on a long prompt
     decode_base_s: float = 0.0  # one decode step of a single sequence (2k context)
     decode_step_s: float = 0.0  # one decode step of 16 sequences (2k context)
+    kv_compat: KVCompat | None = None  # its KV format: who it may pair with (kv_compat.py); None: nobody
 
     def step_seconds(self, sequences: int) -> float:
         """A decode step of `sequences` sequences, interpolated from the two measured points."""

@@ -39,7 +39,8 @@ from tessera.engine_model.perf.comm import kv_transfer_estimator
 from tessera.engine_model.perf.model_arch import ModelArch
 from tessera.engine_model.perf.step_timer import StepTimer
 from tessera.placement.block_hash import content_block_hashes
-from tessera.placement.pairing import place_pair
+from tessera.placement.decision import place_request
+from tessera.placement.kv_compat import DTYPE_NAMES, KVCompat
 from tessera.placement.pipeline import Pipeline
 from tessera.placement.prefix_index import CANONICAL_BLOCK_TOKENS, PrefixIndex
 from tessera.placement.snapshot import RequestInfo, WorkerSnapshot
@@ -205,6 +206,7 @@ class Simulator:
             prefill_tokens_per_s=speeds.get("prefill_tokens_per_s", 0.0),
             decode_base_s=speeds.get("decode_base_s", 0.0),
             decode_step_s=speeds.get("decode_step_s", 0.0),
+            kv_compat=self._kv_compat(spec, cfg),
         )
         inst = SimInstance(iid, spec, BatchingEngine(cfg), timer, base, requested_s=self.now, ready_s=self.now)
         self.instances.append(inst)
@@ -217,6 +219,25 @@ class Simulator:
             inst.state, inst.ready_s = STARTING, ready_s
             self.call_at(ready_s, lambda sim: sim._make_ready(inst))
         return inst
+
+    def _kv_compat(self, spec: InstanceSpec, cfg: EngineConfig) -> KVCompat:
+        """What a sim worker of this shape publishes (services/worker/sim_engine.py): every instance
+        of one simulation serves one model in one dtype, so pairs differ only in block size and TP,
+        where NIXL's rules apply (an operator pairing TP degrees sets a head-contiguous KV layout)."""
+        dtype = DTYPE_NAMES.get(self.arch.dtype_bytes, "bfloat16")
+        return KVCompat(
+            engine="sim",
+            engine_version="",
+            model=self.model_name,
+            dtype=dtype,
+            kv_cache_dtype=dtype,
+            block_size=cfg.block_size,
+            kv_layout="LBHNC",
+            attention_backend="sim",
+            tensor_parallel=spec.tp,
+            kv_connector="NixlConnector",
+            num_kv_heads=self.arch.kv_heads,
+        )
 
     def drain_instance(self, inst: SimInstance) -> None:
         """No new placements; the instance is retired when its last request is done (at once if idle
@@ -311,22 +332,8 @@ class Simulator:
         snapshots = [inst.snapshot() for inst in self.instances if inst.state == READY]
         if not snapshots:
             return False  # nothing ready (scaled to zero, or still starting): wait at the router
-        pipe = self.pipeline
-        if pipe.disaggregation is not None and pipe.prefill_pipeline is not None:
-            pair = place_pair(
-                info,
-                snapshots,
-                pipe,
-                pipe.prefill_pipeline,
-                pipe.disaggregation,
-                self.kv_transfer,
-                self.now,
-                self.index,
-            )
-            worker, prefill, saturated, reason = pair.decode, pair.prefill, pair.saturated, pair.reason
-        else:
-            decision = pipe.place(info, snapshots, self.now, self.index)
-            worker, prefill, saturated, reason = decision.worker, None, decision.saturated, decision.reason
+        decision = place_request(info, snapshots, self.pipeline, self.kv_transfer, self.now, self.index)
+        worker, prefill, saturated, reason = decision.decode, decision.prefill, decision.saturated, decision.reason
         if worker is None:
             if saturated:
                 return False

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tessera/v1/common.proto\x12\ntessera.v1\x1a\x1cgoogle/protobuf/struct.proto\"q\n\x0bParallelism\x12\x17\n\x0ftensor_parallel\x18\x01 \x01(\r\x12\x19\n\x11pipeline_parallel\x18\x02 \x01(\r\x12\x15\n\rdata_parallel\x18\x03 \x01(\r\x12\x17\n\x0f\x65xpert_parallel\x18\x04 \x01(\r\"\xca\x04\n\x0eWorkerIdentity\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x14\n\x0chttp_address\x18\x03 \x01(\t\x12\x17\n\x0fmetrics_address\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x12\n\nmodel_path\x18\x06 \x01(\t\x12\x1e\n\x04role\x18\x07 \x01(\x0e\x32\x10.tessera.v1.Role\x12\x13\n\x0b\x61\x63\x63\x65lerator\x18\t \x01(\t\x12\x19\n\x11\x61\x63\x63\x65lerator_count\x18\n \x01(\r\x12,\n\x0bparallelism\x18\x0b \x01(\x0b\x32\x17.tessera.v1.Parallelism\x12\x15\n\rkv_block_size\x18\x0c \x01(\r\x12\x1a\n\x12kv_capacity_blocks\x18\r \x01(\x04\x12\x15\n\rmax_model_len\x18\x0e \x01(\r\x12\x0e\n\x06\x65ngine\x18\x0f \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\x10 \x01(\t\x12\r\n\x05group\x18\x11 \x01(\t\x12\x36\n\x06labels\x18\x12 \x03(\x0b\x32&.tessera.v1.WorkerIdentity.LabelsEntry\x12\x1a\n\x12started_at_unix_ms\x18\x13 \x01(\x03\x12\x1b\n\x13\x64\x61ta_parallel_ranks\x18\x14 \x03(\r\x12\x14\n\x0cmax_num_seqs\x18\x15 \x01(\r\x12\x0e\n\x06vendor\x18\x16 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x08\x10\t\"\x86\x03\n\nLoadReport\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x19\n\x11timestamp_unix_ms\x18\x02 \x01(\x03\x12\x13\n\x0bnum_waiting\x18\x03 \x01(\r\x12\x13\n\x0bnum_running\x18\x04 \x01(\r\x12\x16\n\x0ekv_cache_usage\x18\x05 \x01(\x02\x12\x18\n\x10tokens_in_flight\x18\x06 \x01(\x04\x12\x1e\n\x16prefill_tokens_waiting\x18\x07 \x01(\x04\x12\x1d\n\x15prefix_cache_hit_rate\x18\x08 \x01(\x02\x12\x10\n\x08\x64raining\x18\t \x01(\x08\x12\x1a\n\x12\x64\x61ta_parallel_rank\x18\n \x01(\r\x12\x18\n\x10requests_started\x18\x0b \x01(\x04\x12%\n\x05ranks\x18\x0c \x03(\x0b\x32\x16.tessera.v1.LoadReport\x12\x0f\n\x07stalled\x18\r \x01(\x08\x12\x1a\n\x12prefill_time_scale\x18\x0e \x01(\x02\x12\x19\n\x11\x64\x65\x63ode_time_scale\x18\x0f \x01(\x02\"\x89\x01\n\x0b\x42lockStored\x12\x14\n\x0c\x62lock_hashes\x18\x01 \x03(\x04\x12\x12\n\nhas_parent\x18\x02 \x01(\x08\x12\x19\n\x11parent_block_hash\x18\x03 \x01(\x04\x12\x11\n\ttoken_ids\x18\x04 \x03(\r\x12\x12\n\nblock_size\x18\x05 \x01(\r\x12\x0e\n\x06medium\x18\x06 \x01(\t\"4\n\x0c\x42lockRemoved\x12\x14\n\x0c\x62lock_hashes\x18\x01 \x03(\x04\x12\x0e\n\x06medium\x18\x02 \x01(\t\"\x12\n\x10\x41llBlocksCleared\"\xa0\x01\n\x0cKVCacheEvent\x12)\n\x06stored\x18\x01 \x01(\x0b\x32\x17.tessera.v1.BlockStoredH\x00\x12+\n\x07removed\x18\x02 \x01(\x0b\x32\x18.tessera.v1.BlockRemovedH\x00\x12/\n\x07\x63leared\x18\x03 \x01(\x0b\x32\x1c.tessera.v1.AllBlocksClearedH\x00\x42\x07\n\x05\x65vent\"t\n\x0cKVEventBatch\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\ttimestamp\x18\x02 \x01(\x01\x12\x1a\n\x12\x64\x61ta_parallel_rank\x18\x03 \x01(\r\x12(\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x18.tessera.v1.KVCacheEvent\"\xe7\x03\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x04\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x16\n\x0estop_token_ids\x18\x07 \x03(\r\x12\x12\n\nignore_eos\x18\x08 \x01(\x08\x12\x17\n\nmin_tokens\x18\t \x01(\rH\x05\x88\x01\x01\x12\x18\n\x10presence_penalty\x18\n \x01(\x02\x12\x19\n\x11\x66requency_penalty\x18\x0b \x01(\x02\x12\x1f\n\x12repetition_penalty\x18\x0c \x01(\x02H\x06\x88\x01\x01\x12\"\n\x1ainclude_stop_str_in_output\x18\r \x01(\x08\x12 \n\x13skip_special_tokens\x18\x0e \x01(\x08H\x07\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seedB\r\n\x0b_min_tokensB\x15\n\x13_repetition_penaltyB\x16\n\x14_skip_special_tokens\"W\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\r\"-\n\nTokenDelta\x12\x11\n\ttoken_ids\x18\x01 \x03(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\";\n\x10KVTransferParams\x12\'\n\x06params\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct*O\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_MIXED\x10\x01\x12\x10\n\x0cROLE_PREFILL\x10\x02\x12\x0f\n\x0bROLE_DECODE\x10\x03*\x91\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x04\x42\x8e\x01\n\rio.tessera.v1B\x0b\x43ommonProtoP\x01Z@github.com/tessera-inference/tessera/gen/go/tessera/v1;tesserav1\xa2\x02\x03TVX\xaa\x02\nTessera.V1\xca\x02\nTessera\\V1\xea\x02\x0bTessera::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tessera/v1/common.proto\x12\ntessera.v1\x1a\x1cgoogle/protobuf/struct.proto\"q\n\x0bParallelism\x12\x17\n\x0ftensor_parallel\x18\x01 \x01(\r\x12\x19\n\x11pipeline_parallel\x18\x02 \x01(\r\x12\x15\n\rdata_parallel\x18\x03 \x01(\r\x12\x17\n\x0f\x65xpert_parallel\x18\x04 \x01(\r\"\xfa\x04\n\x0eWorkerIdentity\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x14\n\x0chttp_address\x18\x03 \x01(\t\x12\x17\n\x0fmetrics_address\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x12\n\nmodel_path\x18\x06 \x01(\t\x12\x1e\n\x04role\x18\x07 \x01(\x0e\x32\x10.tessera.v1.Role\x12\x13\n\x0b\x61\x63\x63\x65lerator\x18\t \x01(\t\x12\x19\n\x11\x61\x63\x63\x65lerator_count\x18\n \x01(\r\x12,\n\x0bparallelism\x18\x0b \x01(\x0b\x32\x17.tessera.v1.Parallelism\x12\x15\n\rkv_block_size\x18\x0c \x01(\r\x12\x1a\n\x12kv_capacity_blocks\x18\r \x01(\x04\x12\x15\n\rmax_model_len\x18\x0e \x01(\r\x12\x0e\n\x06\x65ngine\x18\x0f \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\x10 \x01(\t\x12\r\n\x05group\x18\x11 \x01(\t\x12\x36\n\x06labels\x18\x12 \x03(\x0b\x32&.tessera.v1.WorkerIdentity.LabelsEntry\x12\x1a\n\x12started_at_unix_ms\x18\x13 \x01(\x03\x12\x1b\n\x13\x64\x61ta_parallel_ranks\x18\x14 \x03(\r\x12\x14\n\x0cmax_num_seqs\x18\x15 \x01(\r\x12\x0e\n\x06vendor\x18\x16 \x01(\t\x12.\n\tkv_compat\x18\x17 \x01(\x0b\x32\x1b.tessera.v1.KVCompatibility\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x08\x10\t\"\xf6\x01\n\x0fKVCompatibility\x12\x0e\n\x06\x65ngine\x18\x01 \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\x16\n\x0ekv_cache_dtype\x18\x05 \x01(\t\x12\x12\n\nblock_size\x18\x06 \x01(\r\x12\x11\n\tkv_layout\x18\x07 \x01(\t\x12\x19\n\x11\x61ttention_backend\x18\x08 \x01(\t\x12\x17\n\x0ftensor_parallel\x18\t \x01(\r\x12\x14\n\x0ckv_connector\x18\n \x01(\t\x12\x14\n\x0cnum_kv_heads\x18\x0b \x01(\r\"\x9f\x03\n\nLoadReport\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x19\n\x11timestamp_unix_ms\x18\x02 \x01(\x03\x12\x13\n\x0bnum_waiting\x18\x03 \x01(\r\x12\x13\n\x0bnum_running\x18\x04 \x01(\r\x12\x16\n\x0ekv_cache_usage\x18\x05 \x01(\x02\x12\x18\n\x10tokens_in_flight\x18\x06 \x01(\x04\x12\x1e\n\x16prefill_tokens_waiting\x18\x07 \x01(\x04\x12\x1d\n\x15prefix_cache_hit_rate\x18\x08 \x01(\x02\x12\x10\n\x08\x64raining\x18\t \x01(\x08\x12\x1a\n\x12\x64\x61ta_parallel_rank\x18\n \x01(\r\x12\x18\n\x10requests_started\x18\x0b \x01(\x04\x12%\n\x05ranks\x18\x0c \x03(\x0b\x32\x16.tessera.v1.LoadReport\x12\x0f\n\x07stalled\x18\r \x01(\x08\x12\x1a\n\x12prefill_time_scale\x18\x0e \x01(\x02\x12\x19\n\x11\x64\x65\x63ode_time_scale\x18\x0f \x01(\x02\x12\x17\n\x0fkv_pulls_failed\x18\x10 \x01(\x04\"\x89\x01\n\x0b\x42lockStored\x12\x14\n\x0c\x62lock_hashes\x18\x01 \x03(\x04\x12\x12\n\nhas_parent\x18\x02 \x01(\x08\x12\x19\n\x11parent_block_hash\x18\x03 \x01(\x04\x12\x11\n\ttoken_ids\x18\x04 \x03(\r\x12\x12\n\nblock_size\x18\x05 \x01(\r\x12\x0e\n\x06medium\x18\x06 \x01(\t\"4\n\x0c\x42lockRemoved\x12\x14\n\x0c\x62lock_hashes\x18\x01 \x03(\x04\x12\x0e\n\x06medium\x18\x02 \x01(\t\"\x12\n\x10\x41llBlocksCleared\"\xa0\x01\n\x0cKVCacheEvent\x12)\n\x06stored\x18\x01 \x01(\x0b\x32\x17.tessera.v1.BlockStoredH\x00\x12+\n\x07removed\x18\x02 \x01(\x0b\x32\x18.tessera.v1.BlockRemovedH\x00\x12/\n\x07\x63leared\x18\x03 \x01(\x0b\x32\x1c.tessera.v1.AllBlocksClearedH\x00\x42\x07\n\x05\x65vent\"t\n\x0cKVEventBatch\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\ttimestamp\x18\x02 \x01(\x01\x12\x1a\n\x12\x64\x61ta_parallel_rank\x18\x03 \x01(\r\x12(\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x18.tessera.v1.KVCacheEvent\"\xe7\x03\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x04\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x16\n\x0estop_token_ids\x18\x07 \x03(\r\x12\x12\n\nignore_eos\x18\x08 \x01(\x08\x12\x17\n\nmin_tokens\x18\t \x01(\rH\x05\x88\x01\x01\x12\x18\n\x10presence_penalty\x18\n \x01(\x02\x12\x19\n\x11\x66requency_penalty\x18\x0b \x01(\x02\x12\x1f\n\x12repetition_penalty\x18\x0c \x01(\x02H\x06\x88\x01\x01\x12\"\n\x1ainclude_stop_str_in_output\x18\r \x01(\x08\x12 \n\x13skip_special_tokens\x18\x0e \x01(\x08H\x07\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seedB\r\n\x0b_min_tokensB\x15\n\x13_repetition_penaltyB\x16\n\x14_skip_special_tokens\"W\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\r\"-\n\nTokenDelta\x12\x11\n\ttoken_ids\x18\x01 \x03(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\";\n\x10KVTransferParams\x12\'\n\x06params\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct*O\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_MIXED\x10\x01\x12\x10\n\x0cROLE_PREFILL\x10\x02\x12\x0f\n\x0bROLE_DECODE\x10\x03*\x91\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x04\x42\x8e\x01\n\rio.tessera.v1B\x0b\x43ommonProtoP\x01Z@github.com/tessera-inference/tessera/gen/go/tessera/v1;tesserav1\xa2\x02\x03TVX\xaa\x02\nTessera.V1\xca\x02\nTessera\\V1\xea\x02\x0bTessera::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,34 +35,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\rio.tessera.v1B\013CommonProtoP\001Z@github.com/tessera-inference/tessera/gen/go/tessera/v1;tesserav1\242\002\003TVX\252\002\nTessera.V1\312\002\nTessera\\V1\352\002\013Tessera::V1'
   _globals['_WORKERIDENTITY_LABELSENTRY']._loaded_options = None
   _globals['_WORKERIDENTITY_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_ROLE']._serialized_start=2348
-  _globals['_ROLE']._serialized_end=2427
-  _globals['_FINISHREASON']._serialized_start=2430
-  _globals['_FINISHREASON']._serialized_end=2575
+  _globals['_ROLE']._serialized_start=2670
+  _globals['_ROLE']._serialized_end=2749
+  _globals['_FINISHREASON']._serialized_start=2752
+  _globals['_FINISHREASON']._serialized_end=2897
   _globals['_PARALLELISM']._serialized_start=69
   _globals['_PARALLELISM']._serialized_end=182
   _globals['_WORKERIDENTITY']._serialized_start=185
-  _globals['_WORKERIDENTITY']._serialized_end=771
-  _globals['_WORKERIDENTITY_LABELSENTRY']._serialized_start=720
-  _globals['_WORKERIDENTITY_LABELSENTRY']._serialized_end=765
-  _globals['_LOADREPORT']._serialized_start=774
-  _globals['_LOADREPORT']._serialized_end=1164
-  _globals['_BLOCKSTORED']._serialized_start=1167
-  _globals['_BLOCKSTORED']._serialized_end=1304
-  _globals['_BLOCKREMOVED']._serialized_start=1306
-  _globals['_BLOCKREMOVED']._serialized_end=1358
-  _globals['_ALLBLOCKSCLEARED']._serialized_start=1360
-  _globals['_ALLBLOCKSCLEARED']._serialized_end=1378
-  _globals['_KVCACHEEVENT']._serialized_start=1381
-  _globals['_KVCACHEEVENT']._serialized_end=1541
-  _globals['_KVEVENTBATCH']._serialized_start=1543
-  _globals['_KVEVENTBATCH']._serialized_end=1659
-  _globals['_SAMPLINGPARAMS']._serialized_start=1662
-  _globals['_SAMPLINGPARAMS']._serialized_end=2149
-  _globals['_USAGE']._serialized_start=2151
-  _globals['_USAGE']._serialized_end=2238
-  _globals['_TOKENDELTA']._serialized_start=2240
-  _globals['_TOKENDELTA']._serialized_end=2285
-  _globals['_KVTRANSFERPARAMS']._serialized_start=2287
-  _globals['_KVTRANSFERPARAMS']._serialized_end=2346
+  _globals['_WORKERIDENTITY']._serialized_end=819
+  _globals['_WORKERIDENTITY_LABELSENTRY']._serialized_start=768
+  _globals['_WORKERIDENTITY_LABELSENTRY']._serialized_end=813
+  _globals['_KVCOMPATIBILITY']._serialized_start=822
+  _globals['_KVCOMPATIBILITY']._serialized_end=1068
+  _globals['_LOADREPORT']._serialized_start=1071
+  _globals['_LOADREPORT']._serialized_end=1486
+  _globals['_BLOCKSTORED']._serialized_start=1489
+  _globals['_BLOCKSTORED']._serialized_end=1626
+  _globals['_BLOCKREMOVED']._serialized_start=1628
+  _globals['_BLOCKREMOVED']._serialized_end=1680
+  _globals['_ALLBLOCKSCLEARED']._serialized_start=1682
+  _globals['_ALLBLOCKSCLEARED']._serialized_end=1700
+  _globals['_KVCACHEEVENT']._serialized_start=1703
+  _globals['_KVCACHEEVENT']._serialized_end=1863
+  _globals['_KVEVENTBATCH']._serialized_start=1865
+  _globals['_KVEVENTBATCH']._serialized_end=1981
+  _globals['_SAMPLINGPARAMS']._serialized_start=1984
+  _globals['_SAMPLINGPARAMS']._serialized_end=2471
+  _globals['_USAGE']._serialized_start=2473
+  _globals['_USAGE']._serialized_end=2560
+  _globals['_TOKENDELTA']._serialized_start=2562
+  _globals['_TOKENDELTA']._serialized_end=2607
+  _globals['_KVTRANSFERPARAMS']._serialized_start=2609
+  _globals['_KVTRANSFERPARAMS']._serialized_end=2668
 # @@protoc_insertion_point(module_scope)

@@ -45,7 +45,7 @@ class Parallelism(_message.Message):
     def __init__(self, tensor_parallel: _Optional[int] = ..., pipeline_parallel: _Optional[int] = ..., data_parallel: _Optional[int] = ..., expert_parallel: _Optional[int] = ...) -> None: ...
 
 class WorkerIdentity(_message.Message):
-    __slots__ = ("id", "address", "http_address", "metrics_address", "model", "model_path", "role", "accelerator", "accelerator_count", "parallelism", "kv_block_size", "kv_capacity_blocks", "max_model_len", "engine", "engine_version", "group", "labels", "started_at_unix_ms", "data_parallel_ranks", "max_num_seqs", "vendor")
+    __slots__ = ("id", "address", "http_address", "metrics_address", "model", "model_path", "role", "accelerator", "accelerator_count", "parallelism", "kv_block_size", "kv_capacity_blocks", "max_model_len", "engine", "engine_version", "group", "labels", "started_at_unix_ms", "data_parallel_ranks", "max_num_seqs", "vendor", "kv_compat")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class WorkerIdentity(_message.Message):
     DATA_PARALLEL_RANKS_FIELD_NUMBER: _ClassVar[int]
     MAX_NUM_SEQS_FIELD_NUMBER: _ClassVar[int]
     VENDOR_FIELD_NUMBER: _ClassVar[int]
+    KV_COMPAT_FIELD_NUMBER: _ClassVar[int]
     id: str
     address: str
     http_address: str
@@ -95,10 +96,37 @@ class WorkerIdentity(_message.Message):
     data_parallel_ranks: _containers.RepeatedScalarFieldContainer[int]
     max_num_seqs: int
     vendor: str
-    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., http_address: _Optional[str] = ..., metrics_address: _Optional[str] = ..., model: _Optional[str] = ..., model_path: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., accelerator: _Optional[str] = ..., accelerator_count: _Optional[int] = ..., parallelism: _Optional[_Union[Parallelism, _Mapping]] = ..., kv_block_size: _Optional[int] = ..., kv_capacity_blocks: _Optional[int] = ..., max_model_len: _Optional[int] = ..., engine: _Optional[str] = ..., engine_version: _Optional[str] = ..., group: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., started_at_unix_ms: _Optional[int] = ..., data_parallel_ranks: _Optional[_Iterable[int]] = ..., max_num_seqs: _Optional[int] = ..., vendor: _Optional[str] = ...) -> None: ...
+    kv_compat: KVCompatibility
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., http_address: _Optional[str] = ..., metrics_address: _Optional[str] = ..., model: _Optional[str] = ..., model_path: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., accelerator: _Optional[str] = ..., accelerator_count: _Optional[int] = ..., parallelism: _Optional[_Union[Parallelism, _Mapping]] = ..., kv_block_size: _Optional[int] = ..., kv_capacity_blocks: _Optional[int] = ..., max_model_len: _Optional[int] = ..., engine: _Optional[str] = ..., engine_version: _Optional[str] = ..., group: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., started_at_unix_ms: _Optional[int] = ..., data_parallel_ranks: _Optional[_Iterable[int]] = ..., max_num_seqs: _Optional[int] = ..., vendor: _Optional[str] = ..., kv_compat: _Optional[_Union[KVCompatibility, _Mapping]] = ...) -> None: ...
+
+class KVCompatibility(_message.Message):
+    __slots__ = ("engine", "engine_version", "model", "dtype", "kv_cache_dtype", "block_size", "kv_layout", "attention_backend", "tensor_parallel", "kv_connector", "num_kv_heads")
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    KV_CACHE_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    KV_LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    ATTENTION_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_PARALLEL_FIELD_NUMBER: _ClassVar[int]
+    KV_CONNECTOR_FIELD_NUMBER: _ClassVar[int]
+    NUM_KV_HEADS_FIELD_NUMBER: _ClassVar[int]
+    engine: str
+    engine_version: str
+    model: str
+    dtype: str
+    kv_cache_dtype: str
+    block_size: int
+    kv_layout: str
+    attention_backend: str
+    tensor_parallel: int
+    kv_connector: str
+    num_kv_heads: int
+    def __init__(self, engine: _Optional[str] = ..., engine_version: _Optional[str] = ..., model: _Optional[str] = ..., dtype: _Optional[str] = ..., kv_cache_dtype: _Optional[str] = ..., block_size: _Optional[int] = ..., kv_layout: _Optional[str] = ..., attention_backend: _Optional[str] = ..., tensor_parallel: _Optional[int] = ..., kv_connector: _Optional[str] = ..., num_kv_heads: _Optional[int] = ...) -> None: ...
 
 class LoadReport(_message.Message):
-    __slots__ = ("seq", "timestamp_unix_ms", "num_waiting", "num_running", "kv_cache_usage", "tokens_in_flight", "prefill_tokens_waiting", "prefix_cache_hit_rate", "draining", "data_parallel_rank", "requests_started", "ranks", "stalled", "prefill_time_scale", "decode_time_scale")
+    __slots__ = ("seq", "timestamp_unix_ms", "num_waiting", "num_running", "kv_cache_usage", "tokens_in_flight", "prefill_tokens_waiting", "prefix_cache_hit_rate", "draining", "data_parallel_rank", "requests_started", "ranks", "stalled", "prefill_time_scale", "decode_time_scale", "kv_pulls_failed")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     NUM_WAITING_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +142,7 @@ class LoadReport(_message.Message):
     STALLED_FIELD_NUMBER: _ClassVar[int]
     PREFILL_TIME_SCALE_FIELD_NUMBER: _ClassVar[int]
     DECODE_TIME_SCALE_FIELD_NUMBER: _ClassVar[int]
+    KV_PULLS_FAILED_FIELD_NUMBER: _ClassVar[int]
     seq: int
     timestamp_unix_ms: int
     num_waiting: int
@@ -129,7 +158,8 @@ class LoadReport(_message.Message):
     stalled: bool
     prefill_time_scale: float
     decode_time_scale: float
-    def __init__(self, seq: _Optional[int] = ..., timestamp_unix_ms: _Optional[int] = ..., num_waiting: _Optional[int] = ..., num_running: _Optional[int] = ..., kv_cache_usage: _Optional[float] = ..., tokens_in_flight: _Optional[int] = ..., prefill_tokens_waiting: _Optional[int] = ..., prefix_cache_hit_rate: _Optional[float] = ..., draining: _Optional[bool] = ..., data_parallel_rank: _Optional[int] = ..., requests_started: _Optional[int] = ..., ranks: _Optional[_Iterable[_Union[LoadReport, _Mapping]]] = ..., stalled: _Optional[bool] = ..., prefill_time_scale: _Optional[float] = ..., decode_time_scale: _Optional[float] = ...) -> None: ...
+    kv_pulls_failed: int
+    def __init__(self, seq: _Optional[int] = ..., timestamp_unix_ms: _Optional[int] = ..., num_waiting: _Optional[int] = ..., num_running: _Optional[int] = ..., kv_cache_usage: _Optional[float] = ..., tokens_in_flight: _Optional[int] = ..., prefill_tokens_waiting: _Optional[int] = ..., prefix_cache_hit_rate: _Optional[float] = ..., draining: _Optional[bool] = ..., data_parallel_rank: _Optional[int] = ..., requests_started: _Optional[int] = ..., ranks: _Optional[_Iterable[_Union[LoadReport, _Mapping]]] = ..., stalled: _Optional[bool] = ..., prefill_time_scale: _Optional[float] = ..., decode_time_scale: _Optional[float] = ..., kv_pulls_failed: _Optional[int] = ...) -> None: ...
 
 class BlockStored(_message.Message):
     __slots__ = ("block_hashes", "has_parent", "parent_block_hash", "token_ids", "block_size", "medium")

@@ -25,7 +25,7 @@ def cluster(tmp_path_factory):
     with SimCluster.running(
         tmp_path_factory.mktemp("step-learning"),
         workers=("w1", "w2"),
-        args_of={"w1": ("--sim-step-time-scale", "prefill=2,decode=1.5")},
+        args_by_worker={"w1": ("--sim-step-time-scale", "prefill=2,decode=1.5")},
     ) as c:
         yield c
 

@@ -29,10 +29,10 @@ class SimCluster:
         router_args: tuple[str, ...] = (),
         worker_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
-        args_of: dict[str, tuple[str, ...]] | None = None,
+        args_by_worker: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
-        """env: extra environment for every service (an OTLP endpoint, say).
-        args_of: extra flags for one worker each, by id (after worker_args)."""
+        """env: extra environment for every service (an OTLP endpoint, say); args_by_worker: flags for
+        one worker only (its role, accelerator, engine arguments), after worker_args."""
         self.log_dir = log_dir
         self.etcd = LocalEtcd(
             client_port=free_port(), data_dir=str(log_dir / "etcd"), log_path=str(log_dir / "etcd.log")
@@ -73,7 +73,7 @@ class SimCluster:
                     "--http-port",
                     "-1",
                     *worker_args,
-                    *(args_of or {}).get(wid, ()),
+                    *(args_by_worker or {}).get(wid, ()),
                 ],
                 log_dir,
                 env,

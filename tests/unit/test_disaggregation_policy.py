@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import yaml
 
@@ -9,9 +11,13 @@ from tessera.engine_model.catalog import accelerators
 from tessera.engine_model.perf.comm import kv_transfer_estimator, kv_transfer_time
 from tessera.engine_model.perf.model_arch import ModelArch
 from tessera.placement.disaggregation import DisaggConfig
+from tessera.placement.kv_compat import KVCompat
 from tessera.placement.pairing import place_pair
 from tessera.placement.pipeline import PROFILES_DIR, ProfileError, build_pipeline, load_profile
 from tessera.placement.snapshot import RequestInfo, WorkerSnapshot
+
+# One engine build on every worker unless a test says otherwise: pairs may form.
+COMPAT = KVCompat("vllm", "0.32.0", "m", "bfloat16", "bfloat16", 16, "LBHNC", "FLASH_ATTN", 1, "NixlConnector", 8)
 
 
 def worker(wid: str, role: str, **kw) -> WorkerSnapshot:
@@ -27,6 +33,7 @@ def worker(wid: str, role: str, **kw) -> WorkerSnapshot:
         prefill_tokens_per_s=40_000.0,
         decode_base_s=0.008,
         decode_step_s=0.010,
+        kv_compat=COMPAT,
     )
     base.update(kw)
     return WorkerSnapshot(id=wid, **base)
@@ -220,3 +227,71 @@ def test_transfer_estimator_reads_the_catalog():
     # the slower end's link sets the pace; two lanes halve the time
     assert est(p, d, 8192) < kv_transfer_time(arch, 8192, h100, a100)
     assert est(worker("x", "prefill", accelerator="no-such-part"), d, 8192) > est(p, d, 8192)
+
+
+# -- the default profile pairs where it pays, and only with workers that can read each other's KV --------
+
+
+def test_default_profile_pairs_a_long_prompt_when_the_decode_worker_is_busy():
+    busy = worker("d", "decode", num_running=32)
+    d = pair(req(4000), [worker("p", "prefill"), busy], profile="tessera")
+    assert d.decode.id == "d" and d.prefill is not None and d.prefill.id == "p"
+
+
+def test_default_profile_prefills_locally_when_the_pair_would_only_add_the_copy():
+    # an idle decode worker prefills as fast as the prefill worker; the transfer and the extra step only add
+    d = pair(req(4000), [worker("p", "prefill"), worker("d", "decode")], profile="tessera")
+    assert d.decode.id == "d" and d.prefill is None and "local prefill predicted cheaper" in d.reason
+
+
+def test_the_pay_check_weighs_the_stall_of_running_decodes_against_the_copy():
+    from tessera.placement.pairing import local_and_pair_seconds
+
+    dec = worker("d", "decode", num_running=4)
+    local, paired = local_and_pair_seconds(req(4000), dec, 0, kv_ready_s=0.12, interference_weight=1.0)
+    # 4000 tokens at 40k tokens/s: 0.1 s, plus two steps of a 4-sequence batch; four streams stall 0.1 s each
+    assert local == pytest.approx(0.1 + 2 * dec.step_seconds(4) + 4 * 0.1)
+    assert paired == pytest.approx(0.12 + dec.step_seconds(5))
+    alone, _ = local_and_pair_seconds(req(4000), dec, 0, kv_ready_s=0.12, interference_weight=0.0)
+    assert alone < paired < local  # weighing only this request's TTFT, local wins
+
+
+def test_default_profile_on_mixed_workers_places_as_without_the_disaggregation_section():
+    spec = yaml.safe_load((PROFILES_DIR / "tessera.yaml").read_text())
+    assert spec["disaggregation"]["only_when_it_pays"] is True
+    plain = build_pipeline({k: v for k, v in spec.items() if k != "disaggregation"}, seed=3)
+    with_section = build_pipeline(spec, seed=3)
+    fleet = [worker(f"m{i}", "mixed", num_running=i * 5, num_waiting=i % 3, kv_cache_usage=i / 10) for i in range(6)]
+    for n, prompt in enumerate((100, 900, 3000, 12000, 40, 5000)):
+        r = req(prompt, request_id=f"r{n}")
+        a = plain.place(r, fleet)
+        b = place_pair(r, fleet, with_section, with_section.prefill_pipeline, with_section.disaggregation, flat())
+        assert b.prefill is None and b.decode.id == a.worker.id
+
+
+def test_prefill_workers_whose_kv_the_decode_worker_cannot_read_are_never_chosen():
+    fnuz = dataclasses.replace(COMPAT, kv_cache_dtype="float8_e4m3fnuz")
+    fn = dataclasses.replace(COMPAT, kv_cache_dtype="float8_e4m3fn")
+    f32 = dataclasses.replace(COMPAT, dtype="float32", kv_cache_dtype="float32")
+    dec = worker("d", "decode", kv_compat=fn)
+    fast_mi300 = worker("mi300", "prefill", kv_compat=fnuz, prefill_tokens_per_s=90_000.0)
+    fast_f32 = worker("f32", "prefill", kv_compat=f32, prefill_tokens_per_s=90_000.0)
+    slow_ok = worker("ok", "prefill", kv_compat=fn, prefill_tokens_per_s=20_000.0, num_waiting=3)
+    for i in range(20):
+        d = pair(req(4000, request_id=f"r{i}"), [fast_mi300, fast_f32, slow_ok, dec])
+        assert d.prefill is not None and d.prefill.id == "ok"
+    alone = pair(req(4000), [fast_mi300, fast_f32, dec])
+    assert alone.prefill is None and "can hand KV" in alone.reason and "differs" in alone.reason
+
+
+def test_one_decision_function_for_single_workers_and_pairs():
+    from tessera.placement.decision import place_request
+
+    single = load_profile("least_loaded", seed=0)
+    d = place_request(
+        req(4000), [worker("p", "prefill"), worker("a", "mixed", num_waiting=2), worker("b", "mixed")], single, flat()
+    )
+    assert d.decode.id == "b" and d.prefill is None and d.score > 0
+    paired = load_profile("tessera_disagg", seed=0)
+    d = place_request(req(4000), [worker("p", "prefill"), worker("d", "decode")], paired, flat())
+    assert d.decode.id == "d" and d.prefill.id == "p" and d.transfer_s == 0.01

@@ -125,3 +125,17 @@ def test_mixed_cluster_is_unchanged_by_the_disaggregation_section():
         return [(r.instance, r.token_times) for r in sim.run(reqs).records]
 
     assert run(with_section) == run(without)
+
+
+def test_the_default_profile_pairs_in_the_simulator_once_the_decode_instance_is_busy():
+    sim = pair_sim(policy="tessera")
+    first, second = sim.run(
+        [
+            wl.SimRequest("idle", 0.0, prompt_tokens=600, output_tokens=50),
+            wl.SimRequest("busy", 0.3, prompt_tokens=600, output_tokens=3),
+        ]
+    ).records
+    # alone on the decode instance, the prompt is prefilled there: a copy would only add to it
+    assert first.prefill_instance == "" and first.instance.startswith("a100-80gb-sxm:decode")
+    # with a stream decoding there, prefilling the next prompt among it would stall it: paired
+    assert second.prefill_instance.startswith("h100-sxm:prefill") and second.kv_transfer_s > 0

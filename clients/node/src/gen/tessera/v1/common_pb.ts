@@ -17,7 +17,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file tessera/v1/common.proto.
  */
 export const file_tessera_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("Chd0ZXNzZXJhL3YxL2NvbW1vbi5wcm90bxIKdGVzc2VyYS52MSJxCgtQYXJhbGxlbGlzbRIXCg90ZW5zb3JfcGFyYWxsZWwYASABKA0SGQoRcGlwZWxpbmVfcGFyYWxsZWwYAiABKA0SFQoNZGF0YV9wYXJhbGxlbBgDIAEoDRIXCg9leHBlcnRfcGFyYWxsZWwYBCABKA0iygQKDldvcmtlcklkZW50aXR5EgoKAmlkGAEgASgJEg8KB2FkZHJlc3MYAiABKAkSFAoMaHR0cF9hZGRyZXNzGAMgASgJEhcKD21ldHJpY3NfYWRkcmVzcxgEIAEoCRINCgVtb2RlbBgFIAEoCRISCgptb2RlbF9wYXRoGAYgASgJEh4KBHJvbGUYByABKA4yEC50ZXNzZXJhLnYxLlJvbGUSEwoLYWNjZWxlcmF0b3IYCSABKAkSGQoRYWNjZWxlcmF0b3JfY291bnQYCiABKA0SLAoLcGFyYWxsZWxpc20YCyABKAsyFy50ZXNzZXJhLnYxLlBhcmFsbGVsaXNtEhUKDWt2X2Jsb2NrX3NpemUYDCABKA0SGgoSa3ZfY2FwYWNpdHlfYmxvY2tzGA0gASgEEhUKDW1heF9tb2RlbF9sZW4YDiABKA0SDgoGZW5naW5lGA8gASgJEhYKDmVuZ2luZV92ZXJzaW9uGBAgASgJEg0KBWdyb3VwGBEgASgJEjYKBmxhYmVscxgSIAMoCzImLnRlc3NlcmEudjEuV29ya2VySWRlbnRpdHkuTGFiZWxzRW50cnkSGgoSc3RhcnRlZF9hdF91bml4X21zGBMgASgDEhsKE2RhdGFfcGFyYWxsZWxfcmFua3MYFCADKA0SFAoMbWF4X251bV9zZXFzGBUgASgNEg4KBnZlbmRvchgWIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBSgQICBAJIoYDCgpMb2FkUmVwb3J0EgsKA3NlcRgBIAEoBBIZChF0aW1lc3RhbXBfdW5peF9tcxgCIAEoAxITCgtudW1fd2FpdGluZxgDIAEoDRITCgtudW1fcnVubmluZxgEIAEoDRIWCg5rdl9jYWNoZV91c2FnZRgFIAEoAhIYChB0b2tlbnNfaW5fZmxpZ2h0GAYgASgEEh4KFnByZWZpbGxfdG9rZW5zX3dhaXRpbmcYByABKAQSHQoVcHJlZml4X2NhY2hlX2hpdF9yYXRlGAggASgCEhAKCGRyYWluaW5nGAkgASgIEhoKEmRhdGFfcGFyYWxsZWxfcmFuaxgKIAEoDRIYChByZXF1ZXN0c19zdGFydGVkGAsgASgEEiUKBXJhbmtzGAwgAygLMhYudGVzc2VyYS52MS5Mb2FkUmVwb3J0Eg8KB3N0YWxsZWQYDSABKAgSGgoScHJlZmlsbF90aW1lX3NjYWxlGA4gASgCEhkKEWRlY29kZV90aW1lX3NjYWxlGA8gASgCIokBCgtCbG9ja1N0b3JlZBIUCgxibG9ja19oYXNoZXMYASADKAQSEgoKaGFzX3BhcmVudBgCIAEoCBIZChFwYXJlbnRfYmxvY2tfaGFzaBgDIAEoBBIRCgl0b2tlbl9pZHMYBCADKA0SEgoKYmxvY2tfc2l6ZRgFIAEoDRIOCgZtZWRpdW0YBiABKAkiNAoMQmxvY2tSZW1vdmVkEhQKDGJsb2NrX2hhc2hlcxgBIAMoBBIOCgZtZWRpdW0YAiABKAkiEgoQQWxsQmxvY2tzQ2xlYXJlZCKgAQoMS1ZDYWNoZUV2ZW50EikKBnN0b3JlZBgBIAEoCzIXLnRlc3NlcmEudjEuQmxvY2tTdG9yZWRIABIrCgdyZW1vdmVkGAIgASgLMhgudGVzc2VyYS52MS5CbG9ja1JlbW92ZWRIABIvCgdjbGVhcmVkGAMgASgLMhwudGVzc2VyYS52MS5BbGxCbG9ja3NDbGVhcmVkSABCBwoFZXZlbnQidAoMS1ZFdmVudEJhdGNoEgsKA3NlcRgBIAEoBBIRCgl0aW1lc3RhbXAYAiABKAESGgoSZGF0YV9wYXJhbGxlbF9yYW5rGAMgASgNEigKBmV2ZW50cxgEIAMoCzIYLnRlc3NlcmEudjEuS1ZDYWNoZUV2ZW50IucDCg5TYW1wbGluZ1BhcmFtcxIXCgptYXhfdG9rZW5zGAEgASgNSACIAQESGAoLdGVtcGVyYXR1cmUYAiABKAJIAYgBARISCgV0b3BfcBgDIAEoAkgCiAEBEhIKBXRvcF9rGAQgASgFSAOIAQESEQoEc2VlZBgFIAEoA0gEiAEBEgwKBHN0b3AYBiADKAkSFgoOc3RvcF90b2tlbl9pZHMYByADKA0SEgoKaWdub3JlX2VvcxgIIAEoCBIXCgptaW5fdG9rZW5zGAkgASgNSAWIAQESGAoQcHJlc2VuY2VfcGVuYWx0eRgKIAEoAhIZChFmcmVxdWVuY3lfcGVuYWx0eRgLIAEoAhIfChJyZXBldGl0aW9uX3BlbmFsdHkYDCABKAJIBogBARIiChppbmNsdWRlX3N0b3Bfc3RyX2luX291dHB1dBgNIAEoCBIgChNza2lwX3NwZWNpYWxfdG9rZW5zGA4gASgISAeIAQFCDQoLX21heF90b2tlbnNCDgoMX3RlbXBlcmF0dXJlQggKBl90b3BfcEIICgZfdG9wX2tCBwoFX3NlZWRCDQoLX21pbl90b2tlbnNCFQoTX3JlcGV0aXRpb25fcGVuYWx0eUIWChRfc2tpcF9zcGVjaWFsX3Rva2VucyJXCgVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgNEhwKFGNhY2hlZF9wcm9tcHRfdG9rZW5zGAMgASgNIi0KClRva2VuRGVsdGESEQoJdG9rZW5faWRzGAEgAygNEgwKBHRleHQYAiABKAkiOwoQS1ZUcmFuc2ZlclBhcmFtcxInCgZwYXJhbXMYASABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Kk8KBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg4KClJPTEVfTUlYRUQQARIQCgxST0xFX1BSRUZJTEwQAhIPCgtST0xFX0RFQ09ERRADKpEBCgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKEkZJTklTSF9SRUFTT05fU1RPUBABEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAISFwoTRklOSVNIX1JFQVNPTl9BQk9SVBADEhcKE0ZJTklTSF9SRUFTT05fRVJST1IQBEKOAQoNaW8udGVzc2VyYS52MUILQ29tbW9uUHJvdG9QAVpAZ2l0aHViLmNvbS90ZXNzZXJhLWluZmVyZW5jZS90ZXNzZXJhL2dlbi9nby90ZXNzZXJhL3YxO3Rlc3NlcmF2MaICA1RWWKoCClRlc3NlcmEuVjHKAgpUZXNzZXJhXFYx6gILVGVzc2VyYTo6VjFiBnByb3RvMw", [file_google_protobuf_struct]);
+  fileDesc("Chd0ZXNzZXJhL3YxL2NvbW1vbi5wcm90bxIKdGVzc2VyYS52MSJxCgtQYXJhbGxlbGlzbRIXCg90ZW5zb3JfcGFyYWxsZWwYASABKA0SGQoRcGlwZWxpbmVfcGFyYWxsZWwYAiABKA0SFQoNZGF0YV9wYXJhbGxlbBgDIAEoDRIXCg9leHBlcnRfcGFyYWxsZWwYBCABKA0i+gQKDldvcmtlcklkZW50aXR5EgoKAmlkGAEgASgJEg8KB2FkZHJlc3MYAiABKAkSFAoMaHR0cF9hZGRyZXNzGAMgASgJEhcKD21ldHJpY3NfYWRkcmVzcxgEIAEoCRINCgVtb2RlbBgFIAEoCRISCgptb2RlbF9wYXRoGAYgASgJEh4KBHJvbGUYByABKA4yEC50ZXNzZXJhLnYxLlJvbGUSEwoLYWNjZWxlcmF0b3IYCSABKAkSGQoRYWNjZWxlcmF0b3JfY291bnQYCiABKA0SLAoLcGFyYWxsZWxpc20YCyABKAsyFy50ZXNzZXJhLnYxLlBhcmFsbGVsaXNtEhUKDWt2X2Jsb2NrX3NpemUYDCABKA0SGgoSa3ZfY2FwYWNpdHlfYmxvY2tzGA0gASgEEhUKDW1heF9tb2RlbF9sZW4YDiABKA0SDgoGZW5naW5lGA8gASgJEhYKDmVuZ2luZV92ZXJzaW9uGBAgASgJEg0KBWdyb3VwGBEgASgJEjYKBmxhYmVscxgSIAMoCzImLnRlc3NlcmEudjEuV29ya2VySWRlbnRpdHkuTGFiZWxzRW50cnkSGgoSc3RhcnRlZF9hdF91bml4X21zGBMgASgDEhsKE2RhdGFfcGFyYWxsZWxfcmFua3MYFCADKA0SFAoMbWF4X251bV9zZXFzGBUgASgNEg4KBnZlbmRvchgWIAEoCRIuCglrdl9jb21wYXQYFyABKAsyGy50ZXNzZXJhLnYxLktWQ29tcGF0aWJpbGl0eRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBSgQICBAJIvYBCg9LVkNvbXBhdGliaWxpdHkSDgoGZW5naW5lGAEgASgJEhYKDmVuZ2luZV92ZXJzaW9uGAIgASgJEg0KBW1vZGVsGAMgASgJEg0KBWR0eXBlGAQgASgJEhYKDmt2X2NhY2hlX2R0eXBlGAUgASgJEhIKCmJsb2NrX3NpemUYBiABKA0SEQoJa3ZfbGF5b3V0GAcgASgJEhkKEWF0dGVudGlvbl9iYWNrZW5kGAggASgJEhcKD3RlbnNvcl9wYXJhbGxlbBgJIAEoDRIUCgxrdl9jb25uZWN0b3IYCiABKAkSFAoMbnVtX2t2X2hlYWRzGAsgASgNIp8DCgpMb2FkUmVwb3J0EgsKA3NlcRgBIAEoBBIZChF0aW1lc3RhbXBfdW5peF9tcxgCIAEoAxITCgtudW1fd2FpdGluZxgDIAEoDRITCgtudW1fcnVubmluZxgEIAEoDRIWCg5rdl9jYWNoZV91c2FnZRgFIAEoAhIYChB0b2tlbnNfaW5fZmxpZ2h0GAYgASgEEh4KFnByZWZpbGxfdG9rZW5zX3dhaXRpbmcYByABKAQSHQoVcHJlZml4X2NhY2hlX2hpdF9yYXRlGAggASgCEhAKCGRyYWluaW5nGAkgASgIEhoKEmRhdGFfcGFyYWxsZWxfcmFuaxgKIAEoDRIYChByZXF1ZXN0c19zdGFydGVkGAsgASgEEiUKBXJhbmtzGAwgAygLMhYudGVzc2VyYS52MS5Mb2FkUmVwb3J0Eg8KB3N0YWxsZWQYDSABKAgSGgoScHJlZmlsbF90aW1lX3NjYWxlGA4gASgCEhkKEWRlY29kZV90aW1lX3NjYWxlGA8gASgCEhcKD2t2X3B1bGxzX2ZhaWxlZBgQIAEoBCKJAQoLQmxvY2tTdG9yZWQSFAoMYmxvY2tfaGFzaGVzGAEgAygEEhIKCmhhc19wYXJlbnQYAiABKAgSGQoRcGFyZW50X2Jsb2NrX2hhc2gYAyABKAQSEQoJdG9rZW5faWRzGAQgAygNEhIKCmJsb2NrX3NpemUYBSABKA0SDgoGbWVkaXVtGAYgASgJIjQKDEJsb2NrUmVtb3ZlZBIUCgxibG9ja19oYXNoZXMYASADKAQSDgoGbWVkaXVtGAIgASgJIhIKEEFsbEJsb2Nrc0NsZWFyZWQioAEKDEtWQ2FjaGVFdmVudBIpCgZzdG9yZWQYASABKAsyFy50ZXNzZXJhLnYxLkJsb2NrU3RvcmVkSAASKwoHcmVtb3ZlZBgCIAEoCzIYLnRlc3NlcmEudjEuQmxvY2tSZW1vdmVkSAASLwoHY2xlYXJlZBgDIAEoCzIcLnRlc3NlcmEudjEuQWxsQmxvY2tzQ2xlYXJlZEgAQgcKBWV2ZW50InQKDEtWRXZlbnRCYXRjaBILCgNzZXEYASABKAQSEQoJdGltZXN0YW1wGAIgASgBEhoKEmRhdGFfcGFyYWxsZWxfcmFuaxgDIAEoDRIoCgZldmVudHMYBCADKAsyGC50ZXNzZXJhLnYxLktWQ2FjaGVFdmVudCLnAwoOU2FtcGxpbmdQYXJhbXMSFwoKbWF4X3Rva2VucxgBIAEoDUgAiAEBEhgKC3RlbXBlcmF0dXJlGAIgASgCSAGIAQESEgoFdG9wX3AYAyABKAJIAogBARISCgV0b3BfaxgEIAEoBUgDiAEBEhEKBHNlZWQYBSABKANIBIgBARIMCgRzdG9wGAYgAygJEhYKDnN0b3BfdG9rZW5faWRzGAcgAygNEhIKCmlnbm9yZV9lb3MYCCABKAgSFwoKbWluX3Rva2VucxgJIAEoDUgFiAEBEhgKEHByZXNlbmNlX3BlbmFsdHkYCiABKAISGQoRZnJlcXVlbmN5X3BlbmFsdHkYCyABKAISHwoScmVwZXRpdGlvbl9wZW5hbHR5GAwgASgCSAaIAQESIgoaaW5jbHVkZV9zdG9wX3N0cl9pbl9vdXRwdXQYDSABKAgSIAoTc2tpcF9zcGVjaWFsX3Rva2VucxgOIAEoCEgHiAEBQg0KC19tYXhfdG9rZW5zQg4KDF90ZW1wZXJhdHVyZUIICgZfdG9wX3BCCAoGX3RvcF9rQgcKBV9zZWVkQg0KC19taW5fdG9rZW5zQhUKE19yZXBldGl0aW9uX3BlbmFsdHlCFgoUX3NraXBfc3BlY2lhbF90b2tlbnMiVwoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoDRIZChFjb21wbGV0aW9uX3Rva2VucxgCIAEoDRIcChRjYWNoZWRfcHJvbXB0X3Rva2VucxgDIAEoDSItCgpUb2tlbkRlbHRhEhEKCXRva2VuX2lkcxgBIAMoDRIMCgR0ZXh0GAIgASgJIjsKEEtWVHJhbnNmZXJQYXJhbXMSJwoGcGFyYW1zGAEgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCpPCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABIOCgpST0xFX01JWEVEEAESEAoMUk9MRV9QUkVGSUxMEAISDwoLUk9MRV9ERUNPREUQAyqRAQoMRmluaXNoUmVhc29uEh0KGUZJTklTSF9SRUFTT05fVU5TUEVDSUZJRUQQABIWChJGSU5JU0hfUkVBU09OX1NUT1AQARIYChRGSU5JU0hfUkVBU09OX0xFTkdUSBACEhcKE0ZJTklTSF9SRUFTT05fQUJPUlQQAxIXChNGSU5JU0hfUkVBU09OX0VSUk9SEARCjgEKDWlvLnRlc3NlcmEudjFCC0NvbW1vblByb3RvUAFaQGdpdGh1Yi5jb20vdGVzc2VyYS1pbmZlcmVuY2UvdGVzc2VyYS9nZW4vZ28vdGVzc2VyYS92MTt0ZXNzZXJhdjGiAgNUVliqAgpUZXNzZXJhLlYxygIKVGVzc2VyYVxWMeoCC1Rlc3NlcmE6OlYxYgZwcm90bzM", [file_google_protobuf_struct]);
 
 /**
  * How one instance is split across accelerators.
@@ -193,6 +193,14 @@ export type WorkerIdentity = Message<"tessera.v1.WorkerIdentity"> & {
    * @generated from field: string vendor = 22;
    */
   vendor: string;
+
+  /**
+   * What another engine must match to hand KV to this one (prefill/decode pairs form only
+   * between compatible workers: tessera/placement/kv_compat.py). Unset: never paired.
+   *
+   * @generated from field: tessera.v1.KVCompatibility kv_compat = 23;
+   */
+  kvCompat?: KVCompatibility | undefined;
 };
 
 /**
@@ -201,6 +209,97 @@ export type WorkerIdentity = Message<"tessera.v1.WorkerIdentity"> & {
  */
 export const WorkerIdentitySchema: GenMessage<WorkerIdentity> = /*@__PURE__*/
   messageDesc(file_tessera_v1_common, 1);
+
+/**
+ * A worker's KV-cache format and transfer setup, as published in its registration. Strings are
+ * the engine's own names, resolved: kv_cache_dtype says the fp8 format ("float8_e4m3fn" on NVIDIA,
+ * "float8_e4m3fnuz" on MI300), never bare "fp8", which vLLM's own handshake hashes for both.
+ *
+ * @generated from message tessera.v1.KVCompatibility
+ */
+export type KVCompatibility = Message<"tessera.v1.KVCompatibility"> & {
+  /**
+   * "vllm", "sim"
+   *
+   * @generated from field: string engine = 1;
+   */
+  engine: string;
+
+  /**
+   * the engine's release (vLLM hashes its version into the handshake)
+   *
+   * @generated from field: string engine_version = 2;
+   */
+  engineVersion: string;
+
+  /**
+   * what the engine loaded (vLLM hashes this folder or hub id)
+   *
+   * @generated from field: string model = 3;
+   */
+  model: string;
+
+  /**
+   * weights and activations: "bfloat16", "float32", ...
+   *
+   * @generated from field: string dtype = 4;
+   */
+  dtype: string;
+
+  /**
+   * KV storage: "bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", ...
+   *
+   * @generated from field: string kv_cache_dtype = 5;
+   */
+  kvCacheDtype: string;
+
+  /**
+   * tokens per KV block
+   *
+   * @generated from field: uint32 block_size = 6;
+   */
+  blockSize: number;
+
+  /**
+   * vLLM's KV-cache layout ("LBHNC", ...); "" when the engine did not say
+   *
+   * @generated from field: string kv_layout = 7;
+   */
+  kvLayout: string;
+
+  /**
+   * "FLASH_ATTN", "CPU_ATTN", "auto@cuda" (the platform's default), ...
+   *
+   * @generated from field: string attention_backend = 8;
+   */
+  attentionBackend: string;
+
+  /**
+   * @generated from field: uint32 tensor_parallel = 9;
+   */
+  tensorParallel: number;
+
+  /**
+   * vLLM's KV connector ("NixlConnector"); "" for none
+   *
+   * @generated from field: string kv_connector = 10;
+   */
+  kvConnector: string;
+
+  /**
+   * the model's KV heads, all ranks together (0: unknown)
+   *
+   * @generated from field: uint32 num_kv_heads = 11;
+   */
+  numKvHeads: number;
+};
+
+/**
+ * Describes the message tessera.v1.KVCompatibility.
+ * Use `create(KVCompatibilitySchema)` to create a new message.
+ */
+export const KVCompatibilitySchema: GenMessage<KVCompatibility> = /*@__PURE__*/
+  messageDesc(file_tessera_v1_common, 2);
 
 /**
  * A worker's load, streamed to every scheduler at least every 250 ms and on change.
@@ -314,6 +413,14 @@ export type LoadReport = Message<"tessera.v1.LoadReport"> & {
    * @generated from field: float decode_time_scale = 15;
    */
   decodeTimeScale: number;
+
+  /**
+   * KV pulls this (decode) worker could not make since it started: a handshake the two engines
+   * refused, or a transfer that failed; each cost a recompute of the prompt.
+   *
+   * @generated from field: uint64 kv_pulls_failed = 16;
+   */
+  kvPullsFailed: bigint;
 };
 
 /**
@@ -321,7 +428,7 @@ export type LoadReport = Message<"tessera.v1.LoadReport"> & {
  * Use `create(LoadReportSchema)` to create a new message.
  */
 export const LoadReportSchema: GenMessage<LoadReport> = /*@__PURE__*/
-  messageDesc(file_tessera_v1_common, 2);
+  messageDesc(file_tessera_v1_common, 3);
 
 /**
  * One KV-cache block stored by the engine; block_hashes chain from parent.
@@ -367,7 +474,7 @@ export type BlockStored = Message<"tessera.v1.BlockStored"> & {
  * Use `create(BlockStoredSchema)` to create a new message.
  */
 export const BlockStoredSchema: GenMessage<BlockStored> = /*@__PURE__*/
-  messageDesc(file_tessera_v1_common, 3);
+  messageDesc(file_tessera_v1_common, 4);
 
 /**
  * @generated from message tessera.v1.BlockRemoved
@@ -389,7 +496,7 @@ export type BlockRemoved = Message<"tessera.v1.BlockRemoved"> & {
  * Use `create(BlockRemovedSchema)` to create a new message.
  */
 export const BlockRemovedSchema: GenMessage<BlockRemoved> = /*@__PURE__*/
-  messageDesc(file_tessera_v1_common, 4);
+  messageDesc(file_tessera_v1_common, 5);
 
 /**
  * @generated from message tessera.v1.AllBlocksCleared
@@ -402,7 +509,7 @@ export type AllBlocksCleared = Message<"tessera.v1.AllBlocksCleared"> & {
  * Use `create(AllBlocksClearedSchema)` to create a new message.
  */
 export const AllBlocksClearedSchema: GenMessage<AllBlocksCleared> = /*@__PURE__*/
-  messageDesc(file_tessera_v1_common, 5);
+  messageDesc(file_tessera_v1_common, 6);
 
 /**
  * @generated from message tessera.v1.KVCacheEvent
@@ -437,7 +544,7 @@ export type KVCacheEvent = Message<"tessera.v1.KVCacheEvent"> & {
  * Use `create(KVCacheEventSchema)` to create a new message.
  */
 export const KVCacheEventSchema: GenMessage<KVCacheEvent> = /*@__PURE__*/
-  messageDesc(file_tessera_v1_common, 6);
+  messageDesc(file_tessera_v1_common, 7);
 
 /**
  * KV-cache events in engine order, numbered per report stream from 0. Every
@@ -473,7 +580,7 @@ export type KVEventBatch = Message<"tessera.v1.KVEventBatch"> & {
  * Use `create(KVEventBatchSchema)` to create a new message.
  */
 export const KVEventBatchSchema: GenMessage<KVEventBatch> = /*@__PURE__*/
-  messageDesc(file_tessera_v1_common, 7);
+  messageDesc(file_tessera_v1_common, 8);
 
 /**
  * Sampling, the subset of OpenAI/vLLM parameters Tessera forwards to engines.
@@ -559,7 +666,7 @@ export type SamplingParams = Message<"tessera.v1.SamplingParams"> & {
  * Use `create(SamplingParamsSchema)` to create a new message.
  */
 export const SamplingParamsSchema: GenMessage<SamplingParams> = /*@__PURE__*/
-  messageDesc(file_tessera_v1_common, 8);
+  messageDesc(file_tessera_v1_common, 9);
 
 /**
  * @generated from message tessera.v1.Usage
@@ -588,7 +695,7 @@ export type Usage = Message<"tessera.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_tessera_v1_common, 9);
+  messageDesc(file_tessera_v1_common, 10);
 
 /**
  * New tokens since the previous message of a stream, with their text.
@@ -612,7 +719,7 @@ export type TokenDelta = Message<"tessera.v1.TokenDelta"> & {
  * Use `create(TokenDeltaSchema)` to create a new message.
  */
 export const TokenDeltaSchema: GenMessage<TokenDelta> = /*@__PURE__*/
-  messageDesc(file_tessera_v1_common, 10);
+  messageDesc(file_tessera_v1_common, 11);
 
 /**
  * Opaque parameters of vLLM's KV-connector machinery (prefill/decode). The
@@ -632,7 +739,7 @@ export type KVTransferParams = Message<"tessera.v1.KVTransferParams"> & {
  * Use `create(KVTransferParamsSchema)` to create a new message.
  */
 export const KVTransferParamsSchema: GenMessage<KVTransferParams> = /*@__PURE__*/
-  messageDesc(file_tessera_v1_common, 11);
+  messageDesc(file_tessera_v1_common, 12);
 
 /**
  * What part of inference an instance does.
