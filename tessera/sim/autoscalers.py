@@ -153,7 +153,11 @@ class PlannerLoop(Autoscaler):
         self.loop.start(counts)
 
     def decide(self, obs: Observation) -> ScalingDecision:
-        d = self.loop.step(planning_observation(obs, self.loop.policy, self.burst_window_s))
+        return self.decide_planned(planning_observation(obs, self.loop.policy, self.burst_window_s))
+
+    def decide_planned(self, obs: PlanObservation) -> ScalingDecision:
+        """The decision for an interval already in the planning loop's terms (a recorded live one)."""
+        d = self.loop.step(obs)
         return ScalingDecision(d.counts, d.reasons, d.load.rate_rps, d.plan.summary().splitlines()[0], d.factors())
 
 
@@ -215,16 +219,18 @@ def build_autoscaler(
     capacity: CapacityModel,
     peak: LoadMix,
     hpa_params: hpa.HpaParams | None = None,
-    burst_window_s: float = 0.0,
+    burst_window_s: float | None = None,
     warm_start: bool = True,
 ) -> Autoscaler:
     """One of AUTOSCALERS for `policy`; `peak` (peak_load) sizes static and picks the homogeneous kind;
-    `burst_window_s` makes the planner loops plan for each interval's peak rate over such windows.
+    `burst_window_s` makes the planner loops plan for each interval's peak rate over such windows
+    (None: the policy's forecast.peak_window_s, as the live service measures it; 0: the mean).
 
     warm_start: every autoscaler starts from its own provisioning for the peak (static's plan; the
     best homogeneous plan of hpa's and homogeneous's kind), as a deployment that was running before
     the workload began would; otherwise from nothing (its first decision at t=0 is taken as ready)."""
-    autoscaler = _build(name, policy, capacity, peak, hpa_params, burst_window_s)
+    window = policy.forecast.peak_window_s if burst_window_s is None else burst_window_s
+    autoscaler = _build(name, policy, capacity, peak, hpa_params, window)
     if warm_start:
         autoscaler.initial = autoscaler.peak_counts
     return autoscaler
