@@ -17,10 +17,17 @@ from tessera.sim.replay import replay
 from tests.integration.test_slo_autoscaling_live import POLICY, offer, workers
 from tests.support.harness import tessera_up, wait_for
 
+# The live autoscaling test's policy on a smaller inventory (a few sim workers on this machine's
+# two cores), learning corrections from a handful of requests an interval.
+SMALL = POLICY.replace("inventory: {cpu: {free: 24}}", "inventory: {cpu: {free: 6}}").replace(
+    "instances: {min: 1, max: 24}", "instances: {min: 1, max: 6}\ncorrections: {min_samples: 4}"
+)
+
 
 def test_a_live_runs_decisions_replay_to_the_same_decisions_in_the_simulators_loop(tmp_path):
     policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
+    assert SMALL != POLICY
+    policy.write_text(SMALL)
     recording = tmp_path / "decisions.jsonl"
     env = {**os.environ, "TESSERA_RECORD_DECISIONS": str(recording)}
     with tessera_up(tmp_path, "--slo-policy", str(policy), env=env) as (_, port, lines):
@@ -28,9 +35,9 @@ def test_a_live_runs_decisions_replay_to_the_same_decisions_in_the_simulators_lo
         etcd = next(line.split("--etcd")[1].split()[0] for line in lines if "tessera status --etcd" in line)
         wait_for(lambda: workers(etcd) >= 1, 60, interval=0.5, what="the policy's one warm instance")
         results: list[int] = []
-        asyncio.run(offer(url, 8.0, 15, results))
+        asyncio.run(offer(url, 3.0, 16, results))
         wait_for(lambda: workers(etcd) >= 2, 30, interval=1, what="the fleet to grow")
-        asyncio.run(offer(url, 0.5, 6, results))
+        asyncio.run(offer(url, 1.0, 8, results))
     assert results and all(code == 200 for code in results), set(results)
 
     lines_ = [json.loads(line) for line in recording.read_text().splitlines()]

@@ -42,9 +42,9 @@ def recorded() -> list[dict]:
 def test_a_recorded_live_run_replays_to_the_same_decisions_through_the_simulators_driver():
     lines = recorded()
     pairs = replay(lines)
-    assert len(pairs) == sum("decision" in line for line in lines) >= 20
+    assert len(pairs) == sum("decision" in line for line in lines) >= 15
     sizes = [sum(p.recorded["counts"].values()) for p in pairs]
-    assert len(set(sizes)) >= 3, sizes  # the fleet grew and shrank: not a replay of a quiet fleet
+    assert max(sizes) > sizes[0] and sizes[-1] < max(sizes), sizes  # it grew and shrank: not a quiet fleet
     assert any(p.recorded["corrections"] for p in pairs)  # and it learnt a correction on the way
     for i, pair in enumerate(pairs):
         assert pair.replayed == pair.recorded, f"interval {i}"
