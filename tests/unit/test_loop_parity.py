@@ -56,7 +56,8 @@ def test_the_replay_notices_a_decision_the_loop_would_not_make():
     last = next(line for line in reversed(lines) if "decision" in line)
     label = next(iter(last["decision"]["counts"]))
     last["decision"]["counts"][label] += 1
-    assert replay(lines)[-1].replayed != replay(lines)[-1].recorded
+    changed = replay(lines)[-1]
+    assert changed.replayed != changed.recorded
 
 
 def test_the_services_observer_rebuilds_each_recorded_observation_from_the_router_interval():
