@@ -57,6 +57,7 @@ class ModelInterval:
     itl_s: dict[float, float]
     input_p90: float | None = None  # prompt tokens (None: no request answered, or an old router)
     input_p99: float | None = None
+    answered: float | None = None  # answered in the interval (None: not counted)
 
 
 def parse(text: str) -> Scrape:
@@ -150,6 +151,7 @@ def interval(
         quantiles["itl"],
         histogram_quantile(0.90, *lengths),
         histogram_quantile(0.99, *lengths),
+        answered,
     )
 
 

@@ -10,6 +10,7 @@ import socket
 import tempfile
 import time
 import uuid
+from collections import Counter
 
 import grpc
 from prometheus_client import REGISTRY
@@ -90,6 +91,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--tls-worker-key",
         default=os.environ.get("TESSERA_TLS_WORKER_KEY", ""),
         help="... and its key (env TESSERA_TLS_WORKER_KEY)",
+    )
+    p.add_argument(
+        "--record-decisions",
+        default=os.environ.get("TESSERA_RECORD_DECISIONS", ""),
+        metavar="FILE",
+        help="append each SLO policy loaded and each model's interval, observation and decision to FILE as "
+        "JSON lines, for replay through the simulator's loop (env TESSERA_RECORD_DECISIONS)",
     )
 
 
@@ -178,7 +186,14 @@ async def run(args: argparse.Namespace) -> int:
     loop_task = asyncio.create_task(controller.run())
     acks = Acknowledger(connector, "autoscaler", aid, ttl=args.lease_ttl)
     acks.start()
-    slo = SloAutoscaling(connector, controller.set_planned_groups, acks)
+    decisions = open(args.record_decisions, "a", encoding="utf-8") if args.record_decisions else None
+    slo = SloAutoscaling(
+        connector,
+        controller.set_planned_groups,
+        acks,
+        ready_groups=lambda: Counter(ident.group for ident in workers.workers.values()),
+        record=decisions,
+    )
     controller.explain = slo.status_lines
     slo_task = asyncio.create_task(slo.run())
 
@@ -213,6 +228,8 @@ async def run(args: argparse.Namespace) -> int:
     loop_task.cancel()
     slo_task.cancel()
     await slo.close()
+    if decisions is not None:
+        decisions.close()
     await acks.close()
     await election.close()
     await actuator.close()  # local workers stop with the autoscaler; compose and Kubernetes ones outlive it

@@ -1,7 +1,7 @@
-"""One model's autoscaling loop: observed interval -> forecast -> plan -> hysteresis -> worker groups.
+"""One model's autoscaling in the service: the routers' interval -> the planning loop -> worker groups.
 
-The pure parts (tessera/planning) decide; this class only carries
-their state from one interval to the next and turns the fleet into the worker
+The loop (tessera.planning.loop.PlanningLoop, the same object `tessera sim` drives) decides;
+this module turns the routers' interval into its Observation and its fleet into the worker
 groups the controller reconciles, one group per (accelerator, tp, role).
 """
 
@@ -10,18 +10,17 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from services.autoscaler.desired import WorkerGroup
 from services.autoscaler.load_observer import ModelInterval
-from tessera.planning import corrections as corr
 from tessera.planning import forecast as fc
-from tessera.planning import hysteresis
 from tessera.planning.capacity import CapacityModel
 from tessera.planning.engines import chunk_args, engines_for, shape_args
 from tessera.planning.fleet import InstanceType
-from tessera.planning.load import LoadMix
-from tessera.planning.planner import Plan, plan
+from tessera.planning.loop import LoopDecision, PlanningLoop
+from tessera.planning.observation import Observation, TypeObservation
 from tessera.planning.slo_policy import SloPolicy
 
 log = logging.getLogger("tessera.autoscaler")
@@ -70,126 +69,130 @@ def groups_for(
     return out
 
 
+def observation(
+    policy: SloPolicy,
+    seen: ModelInterval,
+    now_s: float,
+    peak_rps: float | None,
+    asked: Mapping[InstanceType, int],
+    ready: Mapping[InstanceType, int] | None = None,
+) -> Observation:
+    """The planning loop's Observation of one live interval.
+
+    The routers' latency histograms are per model, not per worker, so each type is given the
+    model's percentiles in its role (TTFT where it computes prompts: mixed and prefill; TPOT where
+    it decodes: mixed and decode) and a share of the answered requests in proportion to its ready
+    instances among the types of that role. `asked`: the fleet the loop asked for; `ready`: the
+    workers registered per type (None: taken as the fleet asked for, all ready)."""
+    ready = dict(asked) if ready is None else dict(ready)
+    types = sorted(t for t in set(asked) | set(ready) if asked.get(t, 0) or ready.get(t, 0))
+    prompt_ready = sum(ready.get(t, 0) for t in types if t.role != "decode")
+    decode_ready = sum(ready.get(t, 0) for t in types if t.role != "prefill")
+    answered = seen.requests if seen.answered is None else seen.answered
+    ttft = seen.ttft_s.get(policy.targets.ttft.percentile)
+    tpot = seen.itl_s.get(policy.targets.tpot.percentile)
+    fleet = {}
+    for t in types:
+        n = ready.get(t, 0)
+        total = prompt_ready if t.role != "decode" else decode_ready
+        served = int(answered * n / total) if total else 0
+        prompts, decodes = t.role != "decode", t.role != "prefill"
+        fleet[t] = TypeObservation(
+            n,
+            max(0, asked.get(t, 0) - n),
+            served,
+            ttft if prompts else None,
+            served if prompts and ttft is not None else 0,
+            tpot if decodes else None,
+            served if decodes and tpot is not None else 0,
+        )
+    arrivals = fc.IntervalStats(
+        seen.duration_s,
+        int(round(seen.requests)),
+        seen.input_mean,
+        seen.input_p90,
+        seen.output_mean,
+        None,
+        seen.input_p99,
+    )
+    return Observation(now_s, arrivals, peak_rps, int(round(seen.held)), fleet)
+
+
 @dataclass
 class ModelAutoscaler:
+    """The service's driver of one model's PlanningLoop: builds its Observation from the routers'
+    interval, logs each change, and explains the fleet for `tessera status`."""
+
     policy: SloPolicy
     capacity: CapacityModel
-    forecast: fc.ForecastState = field(default_factory=fc.ForecastState)
-    fleet: hysteresis.FleetState = field(default_factory=hysteresis.FleetState)
-    corrections: corr.CorrectionState = field(default_factory=corr.CorrectionState)
-    last_plan: Plan | None = None
-    reasons: tuple[str, ...] = ()
-    last_load: LoadMix | None = None
+    loop: PlanningLoop
 
     @classmethod
     def for_policy(cls, policy: SloPolicy, previous: ModelAutoscaler | None = None) -> ModelAutoscaler:
-        """A new policy keeps the running fleet and the forecast; the capacity model is rebuilt."""
-        me = cls(policy, CapacityModel(engines_for(policy)))
-        if previous is not None:
-            me.forecast, me.fleet, me.corrections = previous.forecast, previous.fleet, previous.corrections
-        return me
+        """A new policy keeps the running fleet, the forecast and the corrections; the capacity model is rebuilt."""
+        capacity = CapacityModel(engines_for(policy))
+        state = previous.loop.state if previous is not None else None
+        return cls(policy, capacity, PlanningLoop(policy, capacity, state=state))
+
+    def observe(
+        self,
+        seen: ModelInterval,
+        now_s: float | None = None,
+        peak_rps: float | None = None,
+        ready: Mapping[InstanceType, int] | None = None,
+    ) -> Observation:
+        """This interval as the loop sees it; `peak_rps`: its highest arrival rate over the policy's peak
+        window (forecast.peak_window_s); `ready`: registered workers per type (None: all asked for)."""
+        now_s = time.monotonic() if now_s is None else now_s
+        return observation(self.policy, seen, now_s, peak_rps, self.loop.state.fleet.as_dict(), ready)
 
     def step(
-        self, seen: ModelInterval, now_s: float | None = None, peak_rps: float | None = None
+        self,
+        seen: ModelInterval,
+        now_s: float | None = None,
+        peak_rps: float | None = None,
+        ready: Mapping[InstanceType, int] | None = None,
     ) -> dict[InstanceType, int]:
-        """The fleet to run after this interval; `peak_rps`: its highest arrival rate over the policy's
-        peak window (forecast.peak_window_s), which the interval then counts as, as the simulator does."""
-        now_s = time.monotonic() if now_s is None else now_s
-        # Held requests are demand that has completed nothing yet (they may have arrived in an
-        # earlier interval): the interval saw at least that many.
-        requests = max(seen.requests, seen.held, (peak_rps or 0.0) * seen.duration_s)
-        stats = fc.IntervalStats(
-            seen.duration_s,
-            int(round(requests)),
-            seen.input_mean,
-            seen.input_p90,
-            seen.output_mean,
-            None,
-            seen.input_p99,
-        )
-        self.forecast = fc.observe(self.forecast, stats, self.policy.forecast)
-        load = fc.forecast(self.forecast, self.policy.forecast, self.policy.interval_s)
-        if seen.held and load.rate_rps <= 0:
-            load = replace(load, rate_rps=seen.held / max(seen.duration_s, 1e-9))
-        self._learn(seen)
-        self.last_load = load
-        current = self.fleet.as_dict()
-        self.last_plan = plan(
-            self.policy, load, self.capacity, idle_s=self.forecast.idle_s, corrections=self.corrections, current=current
-        )
-        self.fleet, decision = hysteresis.step(
-            self.fleet,
-            self.last_plan.counts,
-            now_s,
-            self.policy.hysteresis,
-            self.policy.free_devices(),
-            self.last_plan.serves,
-        )
-        self.reasons = decision.reasons
-        if decision.changed:
+        """The fleet to run after this interval."""
+        return self.decide(self.observe(seen, now_s, peak_rps, ready)).counts
+
+    def decide(self, obs: Observation) -> LoopDecision:
+        d = self.loop.step(obs)
+        if d.changed:
             log.info(
                 "%s: %s (forecast %.3g req/s); %s",
                 self.policy.served_model,
-                self.last_plan.summary().splitlines()[0],
-                load.rate_rps,
-                "; ".join(decision.reasons),
+                d.plan.summary().splitlines()[0],
+                d.load.rate_rps,
+                "; ".join(d.reasons),
             )
-        return decision.counts
-
-    def _learn(self, seen: ModelInterval) -> None:
-        """Correct the capacity model by how far observed latency was from its prediction, per running type."""
-        if self.last_load is None or not seen.requests:
-            return
-        running = {t: n for t, n in self.fleet.as_dict().items() if n and t.role == "mixed"}
-        total = sum(running.values())
-        for itype, count in running.items():
-            share = replace(self.last_load, rate_rps=seen.requests / seen.duration_s / total)
-            try:
-                predicted = self.capacity.predict(
-                    itype, share, self.policy.targets, self.corrections.for_label(itype.label)
-                )
-            except KeyError:
-                continue
-            pct_ttft, pct_tpot = self.policy.targets.ttft.percentile, self.policy.targets.tpot.percentile
-            for metric, observed, guess in (
-                ("ttft", seen.ttft_s.get(pct_ttft), predicted.ttft_s),
-                ("tpot", seen.itl_s.get(pct_tpot), predicted.tpot_s),
-            ):
-                if observed:
-                    self.corrections = corr.observe(
-                        self.corrections,
-                        itype.label,
-                        metric,
-                        guess,
-                        observed,
-                        int(seen.requests * count / total),
-                        self.policy.corrections,
-                    )
+        return d
 
     def status_lines(self) -> list[str]:
         """Why the fleet is what it is: the plan, the binding constraint, the forecast, corrections."""
-        if self.last_plan is None:
+        last = self.loop.last
+        if last is None:
             return [f"{self.policy.served_model}: no interval observed yet"]
-        lines = [f"{self.policy.served_model}: " + self.last_plan.summary().replace("\n", "\n  ")]
-        if self.last_load is not None:
-            lines.append(
-                f"  forecast: {self.last_load.rate_rps:.3g} req/s, prompts ~{self.last_load.input_mean:.0f} "
-                f"tokens, answers ~{self.last_load.output_mean:.0f}; idle {self.forecast.idle_s:.0f} s"
-            )
+        lines = [f"{self.policy.served_model}: " + last.plan.summary().replace("\n", "\n  ")]
+        load = last.load
+        lines.append(
+            f"  forecast: {load.rate_rps:.3g} req/s, prompts ~{load.input_mean:.0f} "
+            f"tokens, answers ~{load.output_mean:.0f}; idle {self.loop.state.forecast.idle_s:.0f} s"
+        )
         chunks = [
             f"{t.label} {e.max_num_batched_tokens}"
-            for t in self.last_plan.counts
-            if self.last_plan.counts[t] and (e := self.capacity.engine(t)) is not None
+            for t in last.plan.counts
+            if last.plan.counts[t] and (e := self.capacity.engine(t)) is not None
         ]
         if chunks:
             lines.append(
                 f"  prefill chunk (max_num_batched_tokens, for TPOT {self.policy.targets.tpot.ms:g} ms): "
                 + ", ".join(chunks)
             )
-        lines += [f"  hysteresis: {r}" for r in self.reasons]
+        lines += [f"  hysteresis: {r}" for r in last.reasons]
         lines += [
             f"  correction {label}: ttft x{f.ttft:.2f}, tpot x{f.tpot:.2f}"
-            for label, f in self.corrections.factors
+            for label, f in last.corrections.factors
             if (f.ttft, f.tpot) != (1.0, 1.0)
         ]
         return lines

@@ -10,19 +10,28 @@ force; either verdict is recorded for the policy's etcd revision
 (``tessera.runtime.etcd.acks``), which `tessera slo put` reports; a deleted
 policy leaves its groups at their last counts (an operator scales them down on
 purpose, not by accident).
+
+With a record file (`tessera autoscaler --record-decisions FILE`), each policy as loaded and each
+model's interval, its Observation and the loop's decision are appended to it as JSON lines:
+what tests/unit/test_loop_parity.py replays through the simulator's driver of the same loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, replace
+from typing import IO
 
 from services.autoscaler.desired import WorkerGroup
-from services.autoscaler.load_observer import RouterScraper, Scrape, interval
-from services.autoscaler.model_autoscaler import ModelAutoscaler, group_prefix, groups_for
+from services.autoscaler.load_observer import ModelInterval, RouterScraper, Scrape, interval
+from services.autoscaler.model_autoscaler import ModelAutoscaler, group_name, group_prefix, groups_for
+from tessera.planning.loop import decision_to_json
+from tessera.planning.observation import observation_to_json
 from tessera.planning.slo_policy import SloPolicyError, parse_slo_policy
 from tessera.runtime.etcd import keys
 from tessera.runtime.etcd.acks import Acknowledger
@@ -41,10 +50,16 @@ class SloAutoscaling:
         connector: EtcdConnector,
         on_groups: Callable[[list[WorkerGroup]], None],
         acks: Acknowledger | None = None,
+        ready_groups: Callable[[], Mapping[str, int]] | None = None,
+        record: IO[str] | None = None,
     ) -> None:
+        """`ready_groups`: registered workers per group name (None: take the fleet asked for as
+        ready); `record`: where to append the JSON lines of policies, observations and decisions."""
         self.models: dict[str, ModelAutoscaler] = {}
         self.on_groups = on_groups
         self.acks = acks
+        self.ready_groups = ready_groups
+        self.record = record
         self._texts: dict[str, bytes] = {}
         self._routers: dict[str, str] = {}  # router id -> metrics address
         self._groups: dict[str, WorkerGroup] = {}  # every auto group ever made (0 replicas once unused)
@@ -81,6 +96,7 @@ class SloAutoscaling:
             return str(exc) or type(exc).__name__
         log.info("SLO policy %s %s", name, "reloaded" if name in self.models else "loaded")
         self.models[name] = autoscaler
+        self._write({"policy": name, "yaml": policy.to_yaml()})
         self._texts[name] = value
         self._wake.set()
         return ""
@@ -146,13 +162,37 @@ class SloAutoscaling:
         for name, model in list(self.models.items()):
             pcts = (model.policy.targets.ttft.percentile, model.policy.targets.tpot.percentile)
             seen = interval(before, after, name, duration_s, pcts)
-            counts = model.step(seen, now, (peaks or {}).get(name))
+            ready = None
+            if self.ready_groups is not None:
+                registered = self.ready_groups()
+                ready = {
+                    t: n for t in model.policy.instance_types() if (n := registered.get(group_name(model.policy, t), 0))
+                }
+            peak = (peaks or {}).get(name)
+            obs = model.observe(seen, now, peak, ready)
+            decision = model.decide(obs)
+            counts = decision.counts
+            self._write(
+                {
+                    "model": name,
+                    "interval": _interval_json(seen),
+                    "peak_rps": peak,
+                    "ready": None if ready is None else {t.label: n for t, n in sorted(ready.items())},
+                    "observation": observation_to_json(obs),
+                    "decision": decision_to_json(decision),
+                }
+            )
             for group in list(self._groups.values()):
                 if group.name.startswith(group_prefix(model.policy)):
                     self._groups[group.name] = replace(group, replicas=0)
             for group in groups_for(model.policy, counts, model.capacity):
                 self._groups[group.name] = group
         self.on_groups(sorted(self._groups.values(), key=lambda g: g.name))
+
+    def _write(self, doc: dict) -> None:
+        if self.record is not None:
+            self.record.write(json.dumps(doc, sort_keys=True) + "\n")
+            self.record.flush()
 
     def status_lines(self) -> list[str]:
         return [line for m in self.models.values() for line in m.status_lines()]
@@ -161,3 +201,11 @@ class SloAutoscaling:
         await self._policies.close()
         await self._router_mirror.close()
         await self._scraper.close()
+
+
+def _interval_json(seen: ModelInterval) -> dict:
+    """The routers' interval as JSON (percentile keys as strings, no NaN)."""
+    doc = asdict(seen)
+    for key in ("ttft_s", "itl_s"):
+        doc[key] = {str(p): v for p, v in doc[key].items()}
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in doc.items()}

@@ -13,29 +13,31 @@ same decisions could drive the live service.
 - homogeneous: the tessera loop restricted to one accelerator kind (plan_homogeneous);
 - tessera: forecast, least-cost heterogeneous plan (roles included), hysteresis, and online
   corrections from observed against predicted latencies.
+
+homogeneous and tessera are tessera.planning.loop.PlanningLoop, the loop the live service runs
+(services/autoscaler/model_autoscaler.py); this module only turns the simulator's Observation
+into the planning loop's (`planning_observation`).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from tessera.planning import corrections as corr
 from tessera.planning import forecast as fc
-from tessera.planning import hysteresis
 from tessera.planning.capacity import CapacityModel
-from tessera.planning.corrections import CorrectionState
 from tessera.planning.fleet import InstanceType
 from tessera.planning.load import LoadMix
-from tessera.planning.planner import Plan, capacities, handoff_seconds, plan, plan_homogeneous
+from tessera.planning.loop import PlanningLoop
+from tessera.planning.observation import Observation as PlanObservation
+from tessera.planning.observation import TypeObservation as PlanTypeObservation
+from tessera.planning.planner import plan, plan_homogeneous
 from tessera.planning.slo_policy import SloPolicy
 from tessera.sim import hpa
 
 AUTOSCALERS = ("static", "hpa", "homogeneous", "tessera")
-LEARN_ABOVE = 0.5  # learn corrections only from intervals a type ran at >= this share of its capacity
 
 
 @dataclass(frozen=True)
@@ -137,127 +139,51 @@ class Hpa(Autoscaler):
         return ScalingDecision({self.itype: desired}, (why,))
 
 
-PlanFn = Callable[[LoadMix, float, CorrectionState, Mapping[InstanceType, int]], Plan]
-
-
 class PlannerLoop(Autoscaler):
-    """The SLO-driven loop: forecast the next interval, plan for it, smooth with hysteresis, and
-    learn per-type correction factors where the model predicted the SLOs would hold but the
-    observed percentiles say otherwise."""
+    """The SLO-driven loop (tessera.planning.loop.PlanningLoop, the one the live service runs),
+    fed from the simulator: each Observation becomes the planning loop's, with each type's
+    latency percentiles at the policy's percentiles and, with a burst window, the interval's
+    peak arrival rate over such windows."""
 
-    def __init__(
-        self,
-        name: str,
-        policy: SloPolicy,
-        capacity: CapacityModel,
-        plan_fn: PlanFn,
-        free_devices: Mapping[str, int],
-        learn: bool = True,
-        burst_window_s: float = 0.0,
-    ) -> None:
-        self.name, self.policy, self.capacity, self.plan_fn = name, policy, capacity, plan_fn
-        self.free, self.learn, self.interval_s = dict(free_devices), learn, policy.interval_s
-        self.burst_window_s = burst_window_s
-        self.forecast_state = fc.ForecastState()
-        self.fleet_state = hysteresis.FleetState()
-        self.corrections = CorrectionState()
+    def __init__(self, name: str, loop: PlanningLoop, burst_window_s: float = 0.0) -> None:
+        self.name, self.loop, self.burst_window_s = name, loop, burst_window_s
+        self.interval_s = loop.policy.interval_s
 
     def start(self, counts: Mapping[InstanceType, int]) -> None:
-        self.fleet_state = hysteresis.FleetState(tuple(sorted((t, n) for t, n in counts.items() if n)), (), 0.0)
+        self.loop.start(counts)
 
     def decide(self, obs: Observation) -> ScalingDecision:
-        p = self.policy
-        self.forecast_state = fc.observe(self.forecast_state, self._arrivals(obs), p.forecast)
-        load = fc.forecast(self.forecast_state, p.forecast, p.interval_s)
-        idle_s = self.forecast_state.idle_s
-        if obs.queued:  # requests held at the router are demand too: a fleet scaled to zero comes back
-            load, idle_s = load.scaled(max(load.rate_rps, obs.queued / obs.interval_s)), 0.0
-        if self.learn:
-            self.corrections = learn_corrections(self.corrections, obs, load, p, self.capacity)
-        current = self.fleet_state.as_dict()
-        chosen = self.plan_fn(load, idle_s, with_prior(self.corrections, p.instance_types()), current)
-        self.fleet_state, d = hysteresis.step(
-            self.fleet_state, chosen.counts, obs.now_s, p.hysteresis, self.free, chosen.serves
+        return self.decide_planned(planning_observation(obs, self.loop.policy, self.burst_window_s))
+
+    def decide_planned(self, obs: PlanObservation) -> ScalingDecision:
+        """The decision for an interval already in the planning loop's terms (a recorded live one)."""
+        d = self.loop.step(obs)
+        return ScalingDecision(d.counts, d.reasons, d.load.rate_rps, d.plan.summary().splitlines()[0], d.factors())
+
+
+def planning_observation(obs: Observation, policy: SloPolicy, burst_window_s: float = 0.0) -> PlanObservation:
+    """What the planning loop sees of a simulated interval: per type, the latency percentiles at
+    the policy's percentiles over the requests it finished; the peak rate over `burst_window_s`
+    windows (0: none, the interval counts at its mean)."""
+    ttft_pct, tpot_pct = policy.targets.ttft.percentile, policy.targets.tpot.percentile
+
+    def pct(values: tuple[float, ...], q: float) -> float | None:
+        return float(np.percentile(values, q)) if values else None
+
+    fleet = {
+        t: PlanTypeObservation(
+            o.ready,
+            o.starting,
+            o.served,
+            pct(o.ttft_s, ttft_pct),
+            len(o.ttft_s),
+            pct(o.tpot_s, tpot_pct),
+            len(o.tpot_s),
         )
-        factors = {label: (round(f.ttft, 3), round(f.tpot, 3)) for label, f in self.corrections.factors}
-        return ScalingDecision(d.counts, d.reasons, load.rate_rps, chosen.summary().splitlines()[0], factors)
-
-    def _arrivals(self, obs: Observation) -> fc.IntervalStats:
-        """The interval as the forecaster sees it: with a burst window, at its peak rate over such
-        windows. The capacity model takes arrivals as Poisson at the interval's mean; a trace whose
-        bursts of a few seconds run at several times that mean queues past a sub-second TTFT target
-        long before the next interval (and a start-up delay) could add instances."""
-        stats = obs.arrivals
-        if self.burst_window_s <= 0 or not stats.requests:
-            return stats
-        peak = obs.peak_rps(self.burst_window_s)
-        return replace(stats, requests=max(stats.requests, round(peak * stats.duration_s)))
-
-
-def learn_corrections(
-    state: CorrectionState,
-    obs: Observation,
-    load: LoadMix,
-    policy: SloPolicy,
-    capacity: CapacityModel,
-    learn_above: float = LEARN_ABOVE,
-) -> CorrectionState:
-    """Compare each type's observed TTFT/TPOT percentiles with the corrected model's prediction at
-    the per-instance rate it carried, and update its factors (corrections.observe).
-
-    Only where the model predicted the SLOs would hold: a type carrying more than its capacity
-    (requests queued while new instances started) misses by design, not because the model is off.
-    And only near the knee (at least `learn_above` of the type's capacity): that is where the
-    factor decides the plan, and the model's error there need not be its error on an idle
-    instance, where the percentile is one lone prompt and no queueing (on a bursty trace the
-    model is pessimistic idle and optimistic loaded, and averaging both would undo the lesson)."""
-    caps = None
-    targets = policy.targets
-    for itype, seen in sorted(obs.fleet.items()):
-        if not seen.ready or seen.served < policy.corrections.min_samples:
-            continue
-        rate = seen.served / (obs.interval_s * seen.ready)
-        factors = state.for_label(itype.label)
-        handoff = 0.0
-        if itype.role == "prefill":
-            caps = caps or capacities(policy, load, capacity, state)
-            handoff = handoff_seconds(
-                policy, load, capacity, itype, {t: c for t, c in caps.items() if t.role == "decode"}
-            )
-        try:
-            predicted = capacity.predict(itype, load.scaled(rate), targets, factors, handoff)
-        except KeyError:
-            continue
-        if not predicted.ok:
-            continue
-        if rate < learn_above * capacity.capacity(itype, load, targets, factors, handoff).rate_rps:
-            continue
-        for metric, values, pred, target in (
-            ("ttft", seen.ttft_s, predicted.ttft_s, targets.ttft),
-            ("tpot", seen.tpot_s, predicted.tpot_s, targets.tpot),
-        ):
-            if len(values) >= policy.corrections.min_samples and math.isfinite(pred) and pred > 0:
-                observed = float(np.percentile(values, target.percentile))
-                state = corr.observe(state, itype.label, metric, pred, observed, len(values), policy.corrections)
-    return state
-
-
-def with_prior(state: CorrectionState, types: list[InstanceType]) -> CorrectionState:
-    """Factors for every type, those never observed at the geometric mean of the observed ones.
-
-    Part of the model's error belongs to the workload rather than to one accelerator (arrivals
-    burstier than Poisson, prompt-decode interference on short answers), and a type learnt
-    nothing about would otherwise look faster than the types already corrected, so the plan
-    would keep swapping to it."""
-    seen = dict(state.factors)
-    if not seen:
-        return state
-    prior = corr.Factors(
-        float(np.exp(np.mean([math.log(f.ttft) for f in seen.values()]))),
-        float(np.exp(np.mean([math.log(f.tpot) for f in seen.values()]))),
-    )
-    table = {t.label: seen.get(t.label, prior) for t in types} | seen
-    return CorrectionState(tuple(sorted(table.items())))
+        for t, o in obs.fleet.items()
+    }
+    peak = obs.peak_rps(burst_window_s) if burst_window_s > 0 else None
+    return PlanObservation(obs.now_s, obs.arrivals, peak, obs.queued, fleet)
 
 
 # -- building them --------------------------------------------------------------------------------
@@ -293,16 +219,18 @@ def build_autoscaler(
     capacity: CapacityModel,
     peak: LoadMix,
     hpa_params: hpa.HpaParams | None = None,
-    burst_window_s: float = 0.0,
+    burst_window_s: float | None = None,
     warm_start: bool = True,
 ) -> Autoscaler:
     """One of AUTOSCALERS for `policy`; `peak` (peak_load) sizes static and picks the homogeneous kind;
-    `burst_window_s` makes the planner loops plan for each interval's peak rate over such windows.
+    `burst_window_s` makes the planner loops plan for each interval's peak rate over such windows
+    (None: the policy's forecast.peak_window_s, as the live service measures it; 0: the mean).
 
     warm_start: every autoscaler starts from its own provisioning for the peak (static's plan; the
     best homogeneous plan of hpa's and homogeneous's kind), as a deployment that was running before
     the workload began would; otherwise from nothing (its first decision at t=0 is taken as ready)."""
-    autoscaler = _build(name, policy, capacity, peak, hpa_params, burst_window_s)
+    window = policy.forecast.peak_window_s if burst_window_s is None else burst_window_s
+    autoscaler = _build(name, policy, capacity, peak, hpa_params, window)
     if warm_start:
         autoscaler.initial = autoscaler.peak_counts
     return autoscaler
@@ -337,27 +265,11 @@ def _build(
     if name == "homogeneous":
         kind = _homogeneous_kind(policy, peak, capacity)
 
-        def homogeneous(load: LoadMix, idle_s: float, corrections: CorrectionState, current) -> Plan:
-            return plan_homogeneous(policy, load, capacity, accelerator=kind, idle_s=idle_s, corrections=corrections)
-
-        loop = PlannerLoop(
-            "homogeneous",
-            policy,
-            capacity,
-            homogeneous,
-            {kind: policy.free_devices()[kind]},
-            burst_window_s=burst_window_s,
-        )
+        loop = PlannerLoop("homogeneous", PlanningLoop(policy, capacity, accelerator=kind), burst_window_s)
         loop.peak_counts = plan_homogeneous(policy, peak, capacity, accelerator=kind).counts
         return loop
     if name == "tessera":
-
-        def heterogeneous(load: LoadMix, idle_s: float, corrections: CorrectionState, current) -> Plan:
-            return plan(policy, load, capacity, idle_s=idle_s, corrections=corrections, current=current)
-
-        loop = PlannerLoop(
-            "tessera", policy, capacity, heterogeneous, policy.free_devices(), burst_window_s=burst_window_s
-        )
+        loop = PlannerLoop("tessera", PlanningLoop(policy, capacity), burst_window_s)
         loop.peak_counts = plan(policy, peak, capacity).counts
         return loop
     raise ValueError(f"unknown autoscaler {name!r}; known: {', '.join(AUTOSCALERS)}")
