@@ -136,6 +136,7 @@ def run_bench(
         "50,90,99",
         "--label",
         label,
+        "--ignore-eos",  # every request its full length, as these runs always had (bench used to default to it)
         "--save-result",
         "--result-dir",
         str(out_dir),

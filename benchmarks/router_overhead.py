@@ -67,10 +67,10 @@ async def measure(
     vocab = [i for i in range(tok.tokenizer.get_vocab_size()) if i not in special]
     requests = random_requests(args.prompts + 5, args.input_len, args.output_len, vocab, seed=0)
     make = {
-        "worker-grpc": lambda: WorkerGrpcClient(worker[0]),
-        "router-grpc": lambda: RouterGrpcClient(f"127.0.0.1:{grpc_port}", served),
-        "worker-http": lambda: OpenAIClient(f"http://{worker[1]}", served),
-        "router-http": lambda: OpenAIClient(f"http://127.0.0.1:{port}", served),
+        "worker-grpc": lambda: WorkerGrpcClient(worker[0], ignore_eos=True),
+        "router-grpc": lambda: RouterGrpcClient(f"127.0.0.1:{grpc_port}", served, ignore_eos=True),
+        "worker-http": lambda: OpenAIClient(f"http://{worker[1]}", served, ignore_eos=True),
+        "router-http": lambda: OpenAIClient(f"http://127.0.0.1:{port}", served, ignore_eos=True),
     }
     clients = {p: make[p]() for p in paths}
     results: dict[str, list] = {p: [] for p in paths}

@@ -123,7 +123,7 @@ async def measure(urls: dict[str, str], args: argparse.Namespace, served: str, t
     prompts = random_requests(64, args.input_len, args.max_tokens, vocab, seed=0)
     points = []
     for endpoint in args.endpoints:
-        clients = {t: OpenAIClient(urls[t], served, endpoint, decode=tok.decode) for t in urls}
+        clients = {t: OpenAIClient(urls[t], served, endpoint, ignore_eos=True, decode=tok.decode) for t in urls}
         try:
             for c in args.concurrency:
                 for target, client in clients.items():

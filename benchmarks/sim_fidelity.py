@@ -103,6 +103,7 @@ def bench(port: int, args: argparse.Namespace, result_dir: Path, name: str) -> d
         str(args.seed),
         "--warmup",
         "3",
+        "--ignore-eos",  # every request its full length, as these runs always had (bench used to default to it)
         "--save-result",
         "--result-dir",
         str(result_dir),

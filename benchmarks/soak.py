@@ -11,9 +11,13 @@ collector), asyncio tasks (``tessera_event_loop_tasks``) and the number of
 metric series it exports.
 
 Pass, after a warm-up (the first fifth of the run, at least 2 minutes): every
-process's memory grows under 1 MB/min (least-squares slope), and its file
-descriptors, tasks and series stay flat (the fitted growth over the run within
-max(3, 10%) of their mean). No 5xx; every invalid body gets a 4xx.
+process's memory grows under 1 MB/min (least-squares slope over the samples
+taken under load), and its file descriptors, tasks and series stay flat (the
+fitted growth over the run within max(3, 10%) of their mean, plus two standard
+errors of that fit: counts of things in flight jitter with the load). Tasks and file
+descriptors also come back, once the load has stopped, to at most what they
+were idle before it (plus max(3, 10%)): a leaked stream keeps its task. No 5xx;
+every invalid body gets a 4xx.
 
     python benchmarks/soak.py                      # 30 minutes
     python benchmarks/soak.py --duration-s 600     # the 10-minute version
@@ -54,7 +58,8 @@ def parse_metrics(text: str) -> dict[str, float]:
         if not line or line.startswith("#"):
             continue
         out["series"] += 1
-        name, _, value = line.rpartition(" ")
+        series, _, value = line.rpartition(" ")
+        name = series.partition("{")[0]  # a worker's samples carry constant labels (worker, accelerator, ...)
         if name in ("process_resident_memory_bytes", "process_open_fds", "tessera_event_loop_tasks"):
             out[name] = float(value)
     return out
@@ -91,17 +96,35 @@ async def targets_of(fleet: SimFleet) -> dict[str, str]:
 
 def slope_per_min(points: list[tuple[float, float]]) -> float:
     """Least-squares slope, in units per minute."""
+    return fit(points)[0]
+
+
+def fit(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares slope per minute and its standard error (0 with too few points to say)."""
     n = len(points)
     if n < 2:
-        return 0.0
+        return 0.0, 0.0
     mx = sum(t for t, _ in points) / n
     my = sum(v for _, v in points) / n
     den = sum((t - mx) ** 2 for t, _ in points)
-    return 60 * sum((t - mx) * (v - my) for t, v in points) / den if den else 0.0
+    if not den:
+        return 0.0, 0.0
+    slope = sum((t - mx) * (v - my) for t, v in points) / den
+    if n < 3:
+        return 60 * slope, 0.0
+    residual = sum((v - my - slope * (t - mx)) ** 2 for t, v in points)
+    return 60 * slope, 60 * (residual / (n - 2) / den) ** 0.5
+
+
+def tolerance(mean: float) -> float:
+    """How far a count that should stay flat may drift: max(3, 10%)."""
+    return max(3.0, 0.1 * mean)
 
 
 def judge(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, Any]:
-    after = [s for s in samples if s["t"] >= warmup_s]
+    """Per process and quantity: first, last, mean and slope under load after warm-up, and whether it passes."""
+    after = [s for s in samples if s["t"] >= warmup_s and s.get("phase", "load") == "load"]
+    idle = {s["phase"]: s["procs"] for s in samples if s.get("phase", "load") != "load"}
     span_min = (after[-1]["t"] - after[0]["t"]) / 60 if len(after) > 1 else 0.0
     out: dict[str, Any] = {}
     for proc in sorted({p for s in after for p in s["procs"]}):
@@ -110,18 +133,23 @@ def judge(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, Any]:
             pts = [(s["t"], s["procs"][proc][key]) for s in after if proc in s["procs"]]
             if not pts:
                 continue
-            slope = slope_per_min(pts)
+            slope, stderr = fit(pts)
             mean = sum(v for _, v in pts) / len(pts)
             row[key] = {
                 "first": pts[0][1],
                 "last": pts[-1][1],
                 "mean": round(mean, 2),
                 "slope_per_min": round(slope, 3),
+                "slope_stderr": round(stderr, 3),
             }
             if key == "rss_mb":
                 row[key]["ok"] = slope < 1.0
             else:
-                row[key]["ok"] = abs(slope * span_min) <= max(3.0, 0.1 * mean)
+                row[key]["ok"] = abs(slope * span_min) <= tolerance(mean) + 2 * stderr * span_min
+            before, later = (idle.get(p, {}).get(proc, {}).get(key) for p in ("idle-before", "idle-after"))
+            if key in ("fds", "tasks") and before is not None and later is not None:
+                row[key]["idle_before"], row[key]["idle_after"] = before, later
+                row[key]["ok"] = row[key]["ok"] and later <= before + tolerance(before)
         out[proc] = row
     return out
 
@@ -133,6 +161,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     samples: list[dict[str, Any]] = []
     statuses: dict[str, int] = {}
     invalid_statuses: dict[str, int] = {}
+    disconnects = 0
     try:
         model = await fleet.wait_ready()
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
@@ -145,7 +174,9 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 f"watching {', '.join(targets)}",
                 flush=True,
             )
+            await asyncio.sleep(5)  # the capacity run's streams wind down
             t0 = time.time()
+            samples.append({"t": 0.0, "phase": "idle-before", "procs": await scrape(client, targets)})
             tasks: set[asyncio.Task] = set()
 
             async def normal() -> None:
@@ -154,6 +185,8 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 statuses[str(shot.status)] = statuses.get(str(shot.status), 0) + 1
 
             async def disconnect() -> None:
+                nonlocal disconnects
+                disconnects += 1
                 body = {"model": model, "prompt": PROMPT, "max_tokens": 64, "stream": True, "ignore_eos": True}
                 try:
                     async with client.stream("POST", "/v1/completions", json=body) as resp:
@@ -169,7 +202,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
             async def sampler() -> None:
                 while True:
-                    samples.append({"t": time.time() - t0, "procs": await scrape(client, targets)})
+                    samples.append({"t": time.time() - t0, "phase": "load", "procs": await scrape(client, targets)})
                     s = samples[-1]["procs"]
                     print(
                         f"[soak] {samples[-1]['t']:6.0f}s / {args.duration_s:.0f}s  "
@@ -191,10 +224,10 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 next_at += rng.expovariate(rate)
-            await asyncio.gather(*tasks)
-            await asyncio.sleep(2)
-            samples.append({"t": time.time() - t0, "procs": await scrape(client, targets)})
             sampling.cancel()
+            await asyncio.gather(*tasks)
+            await asyncio.sleep(5)
+            samples.append({"t": time.time() - t0, "phase": "idle-after", "procs": await scrape(client, targets)})
     finally:
         await asyncio.to_thread(fleet.teardown)
     warmup = max(120.0, args.duration_s / 5)
@@ -206,6 +239,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "warmup_s": warmup,
         "statuses": statuses,
         "invalid_statuses": invalid_statuses,
+        "disconnects": disconnects,
         "processes": verdict,
         "samples": samples,
     }
@@ -273,7 +307,10 @@ def main() -> None:
             f"{row['tasks']['first']:>8.0f}→{row['tasks']['last']:<8.0f} "
             f"{row['series']['first']:>8.0f}→{row['series']['last']:<8.0f}"
         )
-    print(f"statuses {result['statuses']}; invalid bodies {result['invalid_statuses']}")
+    print(
+        f"statuses {result['statuses']}; invalid bodies {result['invalid_statuses']}; "
+        f"disconnects {result['disconnects']}"
+    )
     failed = [k for k, ok in result["verdicts"].items() if not ok]
     print("PASS: every check" if not failed else "FAIL: " + "; ".join(failed))
     print(f"saved {args.out / 'soak.json'}")

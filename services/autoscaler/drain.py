@@ -40,7 +40,7 @@ async def drain_worker(address: str, timeout_s: float = DEFAULT_TIMEOUT_S, poll_
     certificate's role may not drain) does not: it is still serving.
     """
     deadline = time.monotonic() + timeout_s
-    async with channel(address) as ch:
+    async with channel(address, "worker") as ch:
         stub = worker_pb2_grpc.WorkerStub(ch)
         in_flight = -1
         while True:

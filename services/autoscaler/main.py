@@ -146,7 +146,7 @@ def worker_tls_args(args: argparse.Namespace) -> list[str]:
     if not (args.tls_worker_cert and args.tls_worker_key):
         raise ScalingError("with TLS, the local actuator needs --tls-worker-cert and --tls-worker-key for its workers")
     out += ["--tls-ca", args.tls_ca, "--tls-cert", args.tls_worker_cert, "--tls-key", args.tls_worker_key]
-    return out + (["--tls-server-name", args.tls_server_name] if args.tls_server_name else [])
+    return out + ["--tls-role-domain", args.tls_role_domain]
 
 
 def make_actuator(args: argparse.Namespace, log_dir: str, workers: RegisteredWorkers) -> Actuator:

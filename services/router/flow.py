@@ -139,7 +139,7 @@ class WorkerChannels:
 
     def stub(self, address: str) -> worker_pb2_grpc.WorkerStub:
         if address not in self._stubs:
-            ch = channel(address)
+            ch = channel(address, "worker")
             self._stubs[address] = (ch, worker_pb2_grpc.WorkerStub(ch))
         return self._stubs[address][1]
 

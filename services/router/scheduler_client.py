@@ -114,7 +114,7 @@ class SchedulerClient:
 
     def _stub(self, address: str) -> scheduler_pb2_grpc.SchedulerStub:
         if address not in self._stubs:
-            ch = channel(address)
+            ch = channel(address, "scheduler")
             self._stubs[address] = (ch, scheduler_pb2_grpc.SchedulerStub(ch))
         return self._stubs[address][1]
 

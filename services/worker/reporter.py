@@ -72,7 +72,7 @@ class SchedulerReporter:
         backoff = Backoff()
         complained = False
         while True:
-            ch = channel(address)
+            ch = channel(address, "scheduler")
             try:
                 stub = scheduler_pb2_grpc.SchedulerStub(ch)
                 await stub.ReportLoad(self._messages())

@@ -57,7 +57,7 @@ class OpenAIClient:
         model: str,
         endpoint: str = "/v1/completions",
         temperature: float = 0.0,
-        ignore_eos: bool = True,
+        ignore_eos: bool = False,
         decode=None,
         headers: dict[str, str] | None = None,
     ) -> None:
@@ -121,8 +121,8 @@ class OpenAIClient:
 
 
 class _GrpcStreamClient:
-    def __init__(self, address: str) -> None:
-        self.channel = channel(address)
+    def __init__(self, address: str, role: str) -> None:
+        self.channel = channel(address, role)
 
     async def _consume(self, call, o: Outcome) -> Outcome:
         clock = _DeltaClock(o)
@@ -145,8 +145,8 @@ class _GrpcStreamClient:
 
 
 class RouterGrpcClient(_GrpcStreamClient):
-    def __init__(self, address: str, model: str, temperature: float = 0.0, ignore_eos: bool = True) -> None:
-        super().__init__(address)
+    def __init__(self, address: str, model: str, temperature: float = 0.0, ignore_eos: bool = False) -> None:
+        super().__init__(address, "router")
         self.stub = router_pb2_grpc.RouterStub(self.channel)
         self.model, self.temperature, self.ignore_eos = model, temperature, ignore_eos
 
@@ -164,8 +164,8 @@ class RouterGrpcClient(_GrpcStreamClient):
 
 
 class WorkerGrpcClient(_GrpcStreamClient):
-    def __init__(self, address: str, temperature: float = 0.0, ignore_eos: bool = True) -> None:
-        super().__init__(address)
+    def __init__(self, address: str, temperature: float = 0.0, ignore_eos: bool = False) -> None:
+        super().__init__(address, "worker")
         self.stub = worker_pb2_grpc.WorkerStub(self.channel)
         self.temperature, self.ignore_eos = temperature, ignore_eos
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import sys
 import time
+
+from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs installed (types-tqdm)
 
 from tessera.bench.clients import Client
 from tessera.bench.datasets import BenchRequest
@@ -27,29 +28,29 @@ async def run_load(
     rng = random.Random(seed)
     limit = asyncio.Semaphore(max_concurrency) if max_concurrency else None
     outcomes: list[Outcome | None] = [None] * len(requests)
-    done = 0
+
+    # A progress bar on stderr as vLLM's (tqdm); off for warm-ups and with --disable-tqdm.
+    bar = tqdm(total=len(requests), desc=label, unit="req", disable=not progress, dynamic_ncols=True)
+    failed = 0
 
     async def one(i: int, req: BenchRequest) -> None:
-        nonlocal done
+        nonlocal failed
+        queued = time.perf_counter()
         if limit:
             async with limit:
-                outcomes[i] = await client.send(req, f"{label}-{i}")
+                waited = time.perf_counter() - queued
+                outcome = await client.send(req, f"{label}-{i}")
         else:
-            outcomes[i] = await client.send(req, f"{label}-{i}")
-        done += 1
-
-    async def report() -> None:
-        while True:
-            await asyncio.sleep(2.0)
-            failed = sum(1 for o in outcomes if o is not None and not o.success)
-            print(
-                f"[{label}] {done}/{len(requests)} done, {failed} failed, {time.perf_counter() - start:.0f}s",
-                file=sys.stderr,
-                flush=True,
-            )
+            waited = 0.0
+            outcome = await client.send(req, f"{label}-{i}")
+        outcome.queue_time = waited
+        outcomes[i] = outcome
+        failed += not outcome.success
+        bar.update(1)
+        if failed:
+            bar.set_postfix(failed=failed, refresh=False)
 
     start = time.perf_counter()
-    reporter = asyncio.create_task(report()) if progress else None
     tasks = []
     for i, req in enumerate(requests):
         tasks.append(asyncio.create_task(one(i, req)))
@@ -57,8 +58,9 @@ async def run_load(
             # Gamma-distributed gaps with mean 1/rate; shape = burstiness (1: Poisson).
             theta = 1.0 / (request_rate * burstiness)
             await asyncio.sleep(rng.gammavariate(burstiness, theta))
-    await asyncio.gather(*tasks)
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        bar.close()
     duration = time.perf_counter() - start
-    if reporter:
-        reporter.cancel()
     return [o for o in outcomes if o is not None], duration

@@ -181,16 +181,44 @@ def run(args: argparse.Namespace, what: str, prefix: str, name_of: Callable[[byt
         return 1
 
 
-def store(endpoint: str, prefix: str, name: str, text: bytes) -> None:
-    """Put one document (for commands that start a cluster with it, like `tessera up --slo-policy`)."""
+class StoreConflict(Exception):
+    """The document in etcd is not the one a command was started with, and it was not told to replace it."""
+
+
+def store(endpoint: str, prefix: str, name: str, text: bytes, what: str, command: str, source: str) -> str:
+    """Store one document a command starts a cluster with (`tessera up --slo-policy FILE`), without losing an edit.
+
+    The write is compare-and-swap, as ``put``'s: a file with a ``# revision: N`` line (``show`` output)
+    replaces revision N only; any other file is created if absent, left alone if etcd holds the same text,
+    and else refused with ``StoreConflict``: the stored one was edited (``tessera slo put``) since, and a
+    restarted ``up`` must not silently undo that. Returns a line saying what was done.
+    """
+    from tessera.runtime.etcd import documents
     from tessera.runtime.etcd.client import EtcdConnector
 
-    async def put() -> None:
+    from_file, body = split_revision(text)
+    key = (prefix + name).encode()
+
+    async def put() -> str:
         connector = EtcdConnector(endpoint)
         client = await connector.connect()
         try:
-            await client.put((prefix + name).encode(), text)
+            current = await documents.read(client, key)
+            now = current.revision if current else documents.ABSENT
+            if current is not None and current.value == body and from_file in (None, now):
+                return f"{what} {name} unchanged at revision {now}"
+            based_on = documents.ABSENT if from_file is None else from_file
+            swap = await documents.put_if(client, key, body, based_on)
+            if swap.ok:
+                return f"stored {what} {name} at revision {swap.revision}"
+            if from_file is None:
+                raise StoreConflict(
+                    f"conflict: {what} {name} in etcd (revision {swap.revision}) differs from {source}; nothing "
+                    f"was written: to keep the stored one start without {source}; to replace it, "
+                    f"`tessera {command} put {source} --if-revision {swap.revision}` first"
+                )
+            raise StoreConflict(conflict_message(what, name, from_file, swap.revision))
         finally:
             await connector.discard(client)
 
-    asyncio.run(put())
+    return asyncio.run(put())

@@ -47,7 +47,7 @@ async def gather_status(etcd: str) -> dict[str, Any]:
 
     loads: dict[str, Any] = {}
     for svc in (s for s in services if s.kind == "scheduler"):
-        ch = channel(svc.address)
+        ch = channel(svc.address, "scheduler")
         try:
             resp = await scheduler_pb2_grpc.SchedulerStub(ch).ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=2)
             loads = {w.identity.id: w for w in resp.workers}
@@ -59,7 +59,7 @@ async def gather_status(etcd: str) -> dict[str, Any]:
 
     plan = None
     for svc in (s for s in services if s.kind == "autoscaler"):
-        ch = channel(svc.address)
+        ch = channel(svc.address, "autoscaler")
         try:
             p = await autoscaler_pb2_grpc.AutoscalerStub(ch).GetPlan(autoscaler_pb2.GetPlanRequest(), timeout=2)
             if p.this_is_leader or plan is None:

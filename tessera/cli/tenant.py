@@ -3,6 +3,14 @@
 ``put NAME`` creates a tenant or changes only the fields given; ``--new-key`` adds a fresh
 ``sk-...`` key and prints it once (etcd keeps only its SHA-256, so it cannot be shown again).
 Routers watching etcd apply every change at once.
+
+Writes are compare-and-swap on the etcd revision, as ``tessera slo|profile put`` do
+(``tessera.cli.etcd_documents``): ``show`` prints ``# revision: N`` first, and
+``put``/``delete --if-revision N`` go through only if the tenant is still at N
+(0: only if it does not exist yet), else exit ``EXIT_CONFLICT`` naming both
+revisions. Without ``--if-revision`` a ``put`` is a patch of the fields given, so
+a lost race is retried on the newer record (the other writer's change is kept, the
+given fields are applied on top); only a tenant that keeps changing ends in a conflict.
 """
 
 from __future__ import annotations
@@ -13,7 +21,10 @@ import json
 import os
 import sys
 
+from tessera.cli.etcd_documents import EXIT_CONFLICT, conflict_message
 from tessera.runtime.etcd.client import DEFAULT_ENDPOINT
+
+RETRIES = 5  # patches re-applied on a newer record before giving up
 
 _FLAGS = {
     "allow_priority": "its clients may set `priority` (up to --max-priority)",
@@ -29,6 +40,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--etcd",
         default=os.environ.get("TESSERA_ETCD", DEFAULT_ENDPOINT),
         help="etcd endpoints host:port[,host:port] (env TESSERA_ETCD)",
+    )
+    p.add_argument(
+        "--if-revision",
+        type=int,
+        default=None,
+        metavar="N",
+        help="put, delete: only if the tenant is still at revision N (as `show` prints it; 0: only if it does "
+        "not exist yet), else exit 3; default: put patches the newest record, delete the one just read",
     )
     put = p.add_argument_group("put (fields not given keep their value; a new tenant starts unlimited, all off)")
     put.add_argument("--new-key", action="store_true", help="add a generated sk-... key and print it (only once)")
@@ -50,49 +69,65 @@ def _summary(record) -> str:
     return f"{record.name}\tkeys={len(record.key_sha256)}\t{limits}\t{models}\t{' '.join(rights) or '-'}"
 
 
-async def _put(client, args: argparse.Namespace) -> int:
-    from tessera.runtime.etcd import keys
+def _patched(current: bytes | None, args: argparse.Namespace):
+    """The record after this command's changes (raises ValueError if the result is invalid) and any new key."""
     from tessera.runtime.etcd.records import TenantRecord, hash_api_key, new_api_key
 
+    record = TenantRecord.from_json(current) if current is not None else TenantRecord(name=args.name)
+    if args.revoke_keys:
+        record.key_sha256 = []
+    new_key = new_api_key() if args.new_key else ""
+    if new_key:
+        record.key_sha256.append(hash_api_key(new_key))
+    if args.models is not None:
+        record.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    for name in ("rpm", "tpm", "max_priority", *_FLAGS):
+        if getattr(args, name) is not None:
+            setattr(record, name, getattr(args, name))
+    return TenantRecord(**vars(record)), new_key  # validate the result
+
+
+async def _put(client, args: argparse.Namespace) -> int:
+    from tessera.runtime.etcd import documents, keys
+
     key = keys.tenant(args.name).encode()
-    tx = client.transactions
-    for _ in range(5):  # read, change, write unless someone else wrote in between
-        current = await client.get(key)
+    based_on = args.if_revision
+    for _ in range(RETRIES):  # read, change, write unless someone else wrote in between
+        current = await documents.read(client, key)
+        now = current.revision if current else documents.ABSENT
+        if based_on is not None and now != based_on:
+            print(f"tessera tenant put: {conflict_message('tenant', args.name, based_on, now)}", file=sys.stderr)
+            return EXIT_CONFLICT
         try:
-            record = TenantRecord.from_json(current.value) if current else TenantRecord(name=args.name)
-            if args.revoke_keys:
-                record.key_sha256 = []
-            new_key = new_api_key() if args.new_key else ""
-            if new_key:
-                record.key_sha256.append(hash_api_key(new_key))
-            if args.models is not None:
-                record.models = [m.strip() for m in args.models.split(",") if m.strip()]
-            for name in ("rpm", "tpm", "max_priority", *_FLAGS):
-                if getattr(args, name) is not None:
-                    setattr(record, name, getattr(args, name))
-            record = TenantRecord(**vars(record))  # validate the result
-        except ValueError as exc:
+            record, new_key = _patched(current.value if current else None, args)
+        except (ValueError, TypeError) as exc:
             print(f"tessera tenant put: {exc}", file=sys.stderr)
             return 2
-        won, _ = await client.transaction(
-            compare=[tx.mod(key) == (current.mod_revision if current else 0)],
-            success=[tx.put(key, record.to_json())],
-            failure=[],
-        )
-        if won:
-            print(f"stored tenant {_summary(record)}; routers apply it now")
+        swap = await documents.put_if(client, key, record.to_json(), now)
+        if swap.ok:
+            print(f"stored tenant {_summary(record)} at revision {swap.revision}; routers apply it now")
             if new_key:
                 print("API key (shown once: etcd keeps only its SHA-256):")
                 print(new_key)
             elif not record.key_sha256:
                 print(f"tenant {args.name} has no key yet: add one with --new-key", file=sys.stderr)
             return 0
-    print("tessera tenant put: the tenant kept changing under us; try again", file=sys.stderr)
-    return 1
+        if based_on is not None:  # written between our read and our write: the caller's base is gone
+            print(
+                f"tessera tenant put: {conflict_message('tenant', args.name, based_on, swap.revision)}",
+                file=sys.stderr,
+            )
+            return EXIT_CONFLICT
+    print(
+        f"tessera tenant put: conflict: tenant {args.name} changed {RETRIES} times while this write was "
+        "applied; nothing was written: try again",
+        file=sys.stderr,
+    )
+    return EXIT_CONFLICT
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from tessera.runtime.etcd import keys
+    from tessera.runtime.etcd import documents, keys
     from tessera.runtime.etcd.client import EtcdConnector
     from tessera.runtime.etcd.records import TenantRecord
 
@@ -111,14 +146,21 @@ async def _run(args: argparse.Namespace) -> int:
             return 2
         if args.action == "put":
             return await _put(client, args)
-        got = await client.get(keys.tenant(args.name).encode())
+        key = keys.tenant(args.name).encode()
+        got = await documents.read(client, key)
         if got is None:
             print(f"no tenant {args.name!r} in etcd", file=sys.stderr)
             return 1
         if args.action == "delete":
-            await client.delete(keys.tenant(args.name).encode())
+            based_on = got.revision if args.if_revision is None else args.if_revision
+            swap = await documents.delete_if(client, key, based_on)
+            if not swap.ok:
+                message = conflict_message("tenant", args.name, based_on, swap.revision)
+                print(f"tessera tenant delete: {message}", file=sys.stderr)
+                return EXIT_CONFLICT
             print(f"deleted tenant {args.name}; its keys stop working now")
         else:
+            print(f"# revision: {got.revision}")
             print(json.dumps(json.loads(got.value), indent=2))
         return 0
     finally:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tessera.cli import preflight
+from tessera.cli.etcd_documents import EXIT_CONFLICT, StoreConflict
 from tessera.cli.supervision import WorkerStarts, descendants, kill_leftovers, log_tail, reap_orphans
 from tessera.runtime.lifetime import become_subreaper, child_env
 from tessera.runtime.net import free_port, port_is_free
@@ -238,8 +239,12 @@ def _sim_desired(args: argparse.Namespace, engine_args: dict[str, Any], log_dir:
 
 
 def _store_slo_policies(paths: list[str], endpoint: str) -> int:
-    """Store each policy in etcd (refusing a bad one here); the instances they keep warm (min)."""
-    from tessera.cli.etcd_documents import store
+    """Store each policy in etcd (refusing a bad one here); the instances they keep warm (min).
+
+    Compare-and-swap (``etcd_documents.store``): a policy edited in etcd since is not overwritten
+    (StoreConflict) unless the file names the revision it replaces.
+    """
+    from tessera.cli.etcd_documents import split_revision, store
     from tessera.planning.slo_policy import parse_slo_policy
     from tessera.runtime.etcd import keys
 
@@ -247,10 +252,10 @@ def _store_slo_policies(paths: list[str], endpoint: str) -> int:
     for path in paths:
         text = Path(path).read_bytes()
         try:
-            policy = parse_slo_policy(text.decode())
+            policy = parse_slo_policy(split_revision(text)[1].decode())
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
-        store(endpoint, keys.SLO_POLICIES, policy.served_model, text)
+        log.info("%s", store(endpoint, keys.SLO_POLICIES, policy.served_model, text, "SLO policy", "slo", path))
         warm += policy.min_instances
         log.info(
             "SLO policy for %s: %s p%g <= %g ms, %s p%g <= %g ms, %d to %d instances",
@@ -417,6 +422,9 @@ def run_main(args: argparse.Namespace) -> int:
         if args.slo_policy:
             try:
                 expected = _store_slo_policies(args.slo_policy, endpoint)
+            except StoreConflict as exc:
+                log.error("%s", exc)
+                return EXIT_CONFLICT
             except (OSError, ValueError) as exc:
                 log.error("%s", exc)
                 return 2

@@ -115,6 +115,13 @@ def _tenant(routers: Routers, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def _shown(routers: Routers, name: str) -> dict:
+    """`tenant show`'s record, below its `# revision: N` line."""
+    head, _, body = _tenant(routers, "show", name).stdout.partition("\n")
+    assert head.startswith("# revision: ")
+    return json.loads(body)
+
+
 def _new_tenant(routers: Routers, name: str, *flags: str) -> str:
     """Store a tenant with a fresh key; return the key once both routers accept it."""
     out = _tenant(routers, "put", name, "--new-key", *flags)
@@ -232,7 +239,7 @@ def test_tenant_cli_shows_a_key_once_and_stores_only_its_hash(routers):
 
     shown = _tenant(routers, "show", "acme")
     assert shown.returncode == 0 and key not in shown.stdout
-    record = json.loads(shown.stdout)
+    record = _shown(routers, "acme")
     assert record["key_sha256"] == [hashlib.sha256(key.encode()).hexdigest()]
     assert (record["rpm"], record["models"], record["allow_priority"]) == (100, [TINY, "other"], False)
 
@@ -248,12 +255,12 @@ def test_tenant_cli_shows_a_key_once_and_stores_only_its_hash(routers):
 
     # put changes only what it is given; the key keeps working
     assert _tenant(routers, "put", "acme", "--tpm", "5000").returncode == 0
-    record = json.loads(_tenant(routers, "show", "acme").stdout)
+    record = _shown(routers, "acme")
     assert (record["rpm"], record["tpm"], len(record["key_sha256"])) == (100, 5000, 1)
     assert "acme" in _tenant(routers, "list").stdout
     refused = _tenant(routers, "put", "acme", "--rpm", "-1")
     assert refused.returncode == 2 and "rpm" in refused.stderr
-    assert json.loads(_tenant(routers, "show", "acme").stdout)["rpm"] == 100  # nothing stored
+    assert _shown(routers, "acme")["rpm"] == 100  # nothing stored
     wait_for(lambda: _complete(routers, 1, key).choices[0].text, 15, what="router B to accept acme's key")
 
     # deleting the tenant stops its key on every router

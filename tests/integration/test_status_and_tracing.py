@@ -86,6 +86,8 @@ def test_bench_reports_vllm_bench_keys(cluster, tmp_path):
             "--request-rate",
             "20",
             "--save-result",
+            "--save-detailed",  # the per-request lists (ttfts, itls), kept only on request as vLLM does
+            "--ignore-eos",  # exactly 8 tokens each: an end-of-sequence would end a request early
             "--result-dir",
             str(tmp_path),
             "--result-filename",

@@ -12,11 +12,11 @@ from services.worker.load import LoadTracker
 from services.worker.servicer import WorkerServicer
 from tessera.runtime.rpc import certs as certs_module
 from tessera.runtime.rpc import tls
-from tessera.runtime.rpc.authz import POLICY, ROLES, allowed, role_from_pem, role_from_uris
+from tessera.runtime.rpc.authz import POLICY, ROLE_DOMAIN, ROLES, allowed, role_from_pem, role_from_uris
 from tessera.runtime.rpc.certs import LOOPBACK_HOSTS, CertFiles, LocalCA, make_cluster_certs, server_hosts
-from tessera.runtime.rpc.server import ServiceBinding, channel, start_server
+from tessera.runtime.rpc.server import RunningServer, ServiceBinding, channel, start_server
 from tessera.v1 import common_pb2 as pb
-from tessera.v1 import worker_pb2, worker_pb2_grpc
+from tessera.v1 import scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc
 
 DRAIN = "/tessera.v1.Worker/Drain"
 GENERATE = "/tessera.v1.Worker/Generate"
@@ -71,7 +71,7 @@ def test_roles_from_issued_certificates(tmp_path):
 
 
 def _args(**kw) -> argparse.Namespace:
-    base = {"tls_ca": "", "tls_cert": "", "tls_key": "", "tls_server_name": "", "insecure": False}
+    base = {"tls_ca": "", "tls_cert": "", "tls_key": "", "tls_role_domain": "", "insecure": False}
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -177,48 +177,77 @@ async def test_a_certificate_without_a_role_is_unauthenticated(tls_worker, certs
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-# -- the client checks the server's address -----------------------------------------------------------------
+# -- the client checks the server's role -------------------------------------------------------------------
 
 
-async def _get_info_as_router(address: str, router: CertFiles, server_name: str = "") -> grpc.StatusCode:
-    """GetInfo over the channel every service opens (``rpc.server.channel``), as the router."""
-    tls.set_active(tls.TLSConfig.from_files(str(router.ca), str(router.cert), str(router.key), server_name))
-    async with channel(address) as ch:
+class _Scheduler(scheduler_pb2_grpc.SchedulerServicer):
+    """A scheduler that knows no workers: what matters here is who may answer as one."""
+
+    async def ListWorkers(self, request, context):
+        return scheduler_pb2.ListWorkersResponse()
+
+
+async def _scheduler_serving_with(files: CertFiles) -> RunningServer:
+    tls.set_active(tls.TLSConfig.from_files(str(files.ca), str(files.cert), str(files.key)))
+    return await start_server([ServiceBinding(scheduler_pb2_grpc.add_SchedulerServicer_to_server, _Scheduler(), "s")])
+
+
+async def _list_workers_as_router(address: str, router: CertFiles, domain: str = ROLE_DOMAIN) -> grpc.StatusCode:
+    """ListWorkers over the channel the router opens to a scheduler (``channel(address, "scheduler")``)."""
+    tls.set_active(tls.TLSConfig.from_files(str(router.ca), str(router.cert), str(router.key), domain))
+    async with channel(address, "scheduler") as ch:
         try:
-            await worker_pb2_grpc.WorkerStub(ch).GetInfo(worker_pb2.GetInfoRequest(), timeout=5)
+            await scheduler_pb2_grpc.SchedulerStub(ch).ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=5)
         except grpc.aio.AioRpcError as exc:
             return exc.code()
     return grpc.StatusCode.OK
 
 
-async def test_a_client_refuses_a_cluster_certificate_issued_for_another_address(tmp_path):
-    """A certificate of our own CA, naming the right role, but for another machine: stolen from a worker
-    elsewhere, it must not let this address pass for that worker. The server name is the escape hatch."""
-    ca = LocalCA(tmp_path / "ca")
-    router = ca.issue("router")
-    servers = []
+async def test_the_router_refuses_a_worker_certificate_in_place_of_the_scheduler(tmp_path):
+    """A worker's certificate is of our CA and valid for this address; served where etcd says a scheduler
+    is (anyone holding a cluster certificate can write that), it must not receive the router's placements."""
+    certs = make_cluster_certs(tmp_path / "ca")
+    servers = [await _scheduler_serving_with(certs[role]) for role in ("worker", "scheduler", "autoscaler")]
     try:
-        for hosts in (("10.0.0.7", "worker-7.tessera.internal"), ("127.0.0.1",)):
-            files = ca.issue("worker", hosts)
-            tls.set_active(tls.TLSConfig.from_files(str(files.ca), str(files.cert), str(files.key)))
-            servicer = WorkerServicer(None, LoadTracker(), pb.WorkerIdentity(id="w"))
-            servers.append(
-                await start_server([ServiceBinding(worker_pb2_grpc.add_WorkerServicer_to_server, servicer, "w")])
-            )
-        elsewhere, here = (f"127.0.0.1:{s.port}" for s in servers)
-        assert await _get_info_as_router(here, router) == grpc.StatusCode.OK  # the same call, the right address
-        assert await _get_info_as_router(elsewhere, router) == grpc.StatusCode.UNAVAILABLE  # handshake refused
-        assert await _get_info_as_router(elsewhere.replace("127.0.0.1", "localhost"), router) == (
-            grpc.StatusCode.UNAVAILABLE
+        impostor, scheduler, autoscaler = (f"127.0.0.1:{s.port}" for s in servers)
+        assert await _list_workers_as_router(scheduler, certs["router"]) == grpc.StatusCode.OK
+        assert await _list_workers_as_router(impostor, certs["router"]) == grpc.StatusCode.UNAVAILABLE  # handshake
+        assert await _list_workers_as_router(autoscaler, certs["router"]) == grpc.StatusCode.UNAVAILABLE
+        # The role name replaces the address: the same server dialed by another of its names still passes.
+        assert await _list_workers_as_router(scheduler.replace("127.0.0.1", "localhost"), certs["router"]) == (
+            grpc.StatusCode.OK
         )
-        # Pod IPs cannot be known when certificates are made: every server carries one name and
-        # channels check that instead (TESSERA_TLS_SERVER_NAME); a certificate without it still fails.
-        assert await _get_info_as_router(elsewhere, router, "worker-7.tessera.internal") == grpc.StatusCode.OK
-        assert await _get_info_as_router(here, router, "worker-7.tessera.internal") == grpc.StatusCode.UNAVAILABLE
     finally:
         for s in servers:
             await s.stop(0)
         tls.set_active(None)
+
+
+async def test_role_names_live_in_the_configured_domain(tmp_path):
+    """A deployment's own CA may put its roles under its own domain (--tls-role-domain); a certificate
+    naming the role in another domain, or naming the role only in its SPIFFE URI, does not pass."""
+    ca = LocalCA(tmp_path / "ca")
+    router = ca.issue("router")
+    mine = ca.issue("scheduler", domain="tessera.prod.example")
+    uri_only = ca.issue("sched", uri="spiffe://tessera/scheduler")  # the role for servers, no role name for clients
+    servers = [await _scheduler_serving_with(files) for files in (mine, uri_only)]
+    try:
+        at_mine, at_uri_only = (f"127.0.0.1:{s.port}" for s in servers)
+        assert await _list_workers_as_router(at_mine, router, "tessera.prod.example") == grpc.StatusCode.OK
+        assert await _list_workers_as_router(at_mine, router) == grpc.StatusCode.UNAVAILABLE
+        assert await _list_workers_as_router(at_uri_only, router) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        for s in servers:
+            await s.stop(0)
+        tls.set_active(None)
+
+
+def test_a_channel_must_name_a_known_role(tmp_path):
+    files = make_cluster_certs(tmp_path / "ca")["router"]
+    config = tls.TLSConfig.from_files(str(files.ca), str(files.cert), str(files.key))
+    assert config.channel_options("worker") == [("grpc.ssl_target_name_override", "worker.tessera.internal")]
+    with pytest.raises(ValueError):
+        config.channel_options("etcd")
 
 
 def test_certificates_name_the_addresses_servers_are_reached_by(monkeypatch):

@@ -26,6 +26,15 @@ SPIFFE_PREFIX = "spiffe://tessera/"
 ROUTER, SCHEDULER, AUTOSCALER, WORKER, CLI = "router", "scheduler", "autoscaler", "worker", "cli"
 ROLES = (ROUTER, SCHEDULER, AUTOSCALER, WORKER, CLI)
 ANY_ROLE = frozenset(ROLES)
+# The DNS domain of role names: every certificate of a role lists ``<role>.<domain>`` as a DNS SAN,
+# and a client channel verifies the server's certificate against the name of the role it dials.
+ROLE_DOMAIN = "tessera.internal"
+
+
+def role_name(role: str, domain: str = ROLE_DOMAIN) -> str:
+    """The DNS name a server certificate of ``role`` carries, and the one a client dialing that role checks."""
+    return f"{role}.{domain or ROLE_DOMAIN}"
+
 
 # Full method name -> the roles allowed to call it.
 POLICY: Mapping[str, frozenset[str]] = {

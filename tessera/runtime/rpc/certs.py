@@ -2,13 +2,13 @@
 
 ``tessera up --tls`` and the tests make one per run; a real deployment brings
 its own CA (cert-manager, SPIFFE, a corporate PKI) and only has to put
-``spiffe://tessera/<role>`` in each certificate's subject alternative names.
-Every certificate is valid as both server and client (each service is both)
-for the host names and addresses given (loopback by default; ``server_hosts``
-adds those a server bound to a given address is reached by). Clients check
-them: a channel to ``10.0.0.5:50052`` accepts only a certificate listing
-10.0.0.5 (or, with ``--tls-server-name``, that one name), so a certificate of
-the cluster stolen from one machine cannot serve as another.
+``spiffe://tessera/<role>`` (what servers authorize) and the DNS name
+``<role>.tessera.internal`` (what clients check, ``authz.role_name``) in each
+certificate's subject alternative names. Every certificate is valid as both
+server and client (each service is both); it also lists the host names and
+addresses given (loopback by default; ``server_hosts`` adds those a server
+bound to a given address is reached by), for clients outside the cluster that
+check the address (grpcurl against the router's public port).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tessera.runtime.rpc.authz import ROLES, SPIFFE_PREFIX
+from tessera.runtime.rpc.authz import ROLE_DOMAIN, ROLES, SPIFFE_PREFIX, role_name
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
@@ -104,11 +104,16 @@ class LocalCA:
         self.ca_path = self.directory / "ca.pem"
         self.ca_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, name: str, hosts: tuple[str, ...] = LOOPBACK_HOSTS, uri: str | None = None) -> CertFiles:
-        """A certificate for ``name`` (a role: it carries ``spiffe://tessera/<name>``) valid for ``hosts``."""
+    def issue(
+        self, name: str, hosts: tuple[str, ...] = LOOPBACK_HOSTS, uri: str | None = None, domain: str = ROLE_DOMAIN
+    ) -> CertFiles:
+        """A certificate for ``name`` (a role: it carries ``spiffe://tessera/<name>`` and ``<name>.<domain>``)
+        valid for ``hosts``."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri or SPIFFE_PREFIX + name)]
+        if name in ROLES:
+            names.append(x509.DNSName(role_name(name, domain)))
         for host in hosts:
             try:
                 names.append(x509.IPAddress(ipaddress.ip_address(host)))

@@ -86,10 +86,13 @@ async def start_server(
     return RunningServer(server, bound, health_servicer)
 
 
-def channel(address: str) -> grpc.aio.Channel:
-    """A client channel with the same message limits and keepalive as our servers; over TLS,
-    presenting this process's certificate, when TLS is configured."""
+def channel(address: str, role: str) -> grpc.aio.Channel:
+    """A client channel to the ``role`` service at ``address``, with the same message limits and keepalive
+    as our servers. When TLS is configured it presents this process's certificate and accepts only a
+    server certificate of the cluster CA naming ``role`` (``tls.TLSConfig.channel_options``)."""
     config = tls.active()
     if config is None:
         return grpc.aio.insecure_channel(address, options=OPTIONS)
-    return grpc.aio.secure_channel(address, config.channel_credentials(), options=OPTIONS + config.channel_options())
+    return grpc.aio.secure_channel(
+        address, config.channel_credentials(), options=OPTIONS + config.channel_options(role)
+    )

@@ -4,6 +4,15 @@ Every internal server (scheduler, autoscaler, worker) requires a client
 certificate signed by the cluster's CA, and every channel presents the
 process's own certificate; the role that certificate names
 (``spiffe://tessera/<role>``, see ``authz.py``) is what the servers authorize.
+
+The other way round, every channel names the role it dials (``channel(address,
+"scheduler")``) and accepts only a server certificate listing that role's DNS
+name, ``scheduler.tessera.internal`` (``authz.role_name``; the domain is
+``--tls-role-domain``): gRPC checks it in place of the address
+(``grpc.ssl_target_name_override``), so a worker's certificate cannot pass for
+the scheduler, whatever address etcd advertises for it. grpc-python has no
+hook for a custom verification of the server's certificate, and the name check
+it does have is what TLS clients are built to trust.
 The router's own gRPC API is the public front door: it is served with TLS but
 without asking clients for a certificate (``start_server(..., public=True)``).
 
@@ -28,12 +37,13 @@ from pathlib import Path
 
 import grpc
 
+from tessera.runtime.rpc.authz import ROLE_DOMAIN, ROLES, role_name
+
 ENV_CA = "TESSERA_TLS_CA"
 ENV_CERT = "TESSERA_TLS_CERT"
 ENV_KEY = "TESSERA_TLS_KEY"
-# The name every server certificate carries when servers are reached by addresses their
-# certificates cannot list (pod IPs): channels then verify that name instead of the address.
-ENV_SERVER_NAME = "TESSERA_TLS_SERVER_NAME"
+# The DNS domain of the role names server certificates carry (<role>.<domain>) and channels check.
+ENV_ROLE_DOMAIN = "TESSERA_TLS_ROLE_DOMAIN"
 ENV_INSECURE = "TESSERA_INSECURE"
 
 
@@ -48,12 +58,12 @@ class TLSConfig:
     ca: bytes
     cert: bytes
     key: bytes
-    server_name: str = ""
+    role_domain: str = ROLE_DOMAIN
 
     @classmethod
-    def from_files(cls, ca: str, cert: str, key: str, server_name: str = "") -> TLSConfig:
+    def from_files(cls, ca: str, cert: str, key: str, role_domain: str = ROLE_DOMAIN) -> TLSConfig:
         try:
-            return cls(Path(ca).read_bytes(), Path(cert).read_bytes(), Path(key).read_bytes(), server_name)
+            return cls(Path(ca).read_bytes(), Path(cert).read_bytes(), Path(key).read_bytes(), role_domain)
         except OSError as exc:
             raise TLSConfigError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from None
 
@@ -69,8 +79,11 @@ class TLSConfig:
             root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
         )
 
-    def channel_options(self) -> list[tuple[str, str]]:
-        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+    def channel_options(self, role: str) -> list[tuple[str, str]]:
+        """Verify the server's certificate against ``role``'s name, not the address dialed."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        return [("grpc.ssl_target_name_override", role_name(role, self.role_domain))]
 
 
 _active: TLSConfig | None = None
@@ -96,9 +109,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tls-key", default=os.environ.get(ENV_KEY, ""), help=f"its private key (PEM; env {ENV_KEY})")
     p.add_argument(
-        "--tls-server-name",
-        default=os.environ.get(ENV_SERVER_NAME, ""),
-        help=f"verify servers' certificates against this name instead of their address (env {ENV_SERVER_NAME})",
+        "--tls-role-domain",
+        default=os.environ.get(ENV_ROLE_DOMAIN, ROLE_DOMAIN),
+        help="servers' certificates must list <role>.<this domain> for the role a channel dials "
+        f"(env {ENV_ROLE_DOMAIN})",
     )
     p.add_argument(
         "--insecure",
@@ -117,7 +131,8 @@ def config_from_args(args: argparse.Namespace) -> TLSConfig | None:
     if len(given) < len(files):
         missing = ", ".join(flag for flag in files if flag not in given)
         raise TLSConfigError(f"TLS needs a CA, a certificate and a key: {missing} missing")
-    return TLSConfig.from_files(args.tls_ca, args.tls_cert, args.tls_key, getattr(args, "tls_server_name", ""))
+    domain = getattr(args, "tls_role_domain", "") or ROLE_DOMAIN
+    return TLSConfig.from_files(args.tls_ca, args.tls_cert, args.tls_key, domain)
 
 
 def is_loopback(host: str) -> bool:
