@@ -1,24 +1,30 @@
 """The worker's side of learning its step times: request events in, (predicted, measured) pairs out.
 
 A worker does not see its engine's steps (vLLM runs them in its own process), but it sees when
-each request starts and when each of its tokens arrives. Two kinds of moments measure a step
-cleanly enough to learn from:
+each request starts and when each of its tokens arrives. The tokens of one step arrive together,
+so the arrivals fall into groups, one per step, and the end of the previous group is where the
+current step began. Two kinds of moments measure a step cleanly enough to learn from:
 
-- a prefill: a request's first token, when that request had the engine to itself from its start
-  (no other request in flight), is one prefill step of its uncached prompt;
+- a prefill: a request's first token, when every other request in flight was already decoding
+  when it arrived and none arrived after it (so no other prompt shares its step): the step that
+  began at the previous group (or at its arrival, if later) and ended with its first token is its
+  prefill plus one decode token for each of the others, whose share is taken out at the decode
+  scale already learnt;
 - a decode step: the gap between two tokens of a request, when every request in flight is past
   its first token (no prefill shares the step) and none started or finished in between (the
   batch is the one the model is asked about).
 
-Everything else (mixed steps, queueing) is skipped: those moments are fewer but unbiased, and
-a worker under steady load still yields hundreds of decode gaps a minute. The performance model
-predicts each measured moment from the worker's own identity (model, accelerator, TP), and
-StepScaleLearner keeps the median ratio; the worker reports it to the schedulers with its load.
+Everything else (several prompts in one step, queueing behind a full batch) is skipped: those
+moments are fewer but unbiased, and a worker under steady load still yields hundreds of decode
+gaps a minute. The performance model predicts each measured moment from the worker's own
+identity (model, accelerator, TP), and StepScaleLearner keeps the median ratio; the worker
+reports it to the schedulers with its load.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +39,7 @@ log = logging.getLogger("tessera.worker")
 class _Request:
     prompt_tokens: int
     started_s: float
-    alone: bool  # the engine has held only this request since it started
+    clean: bool  # no other prompt can share this one's prefill step (see the module's docstring)
     context: int = 0  # tokens in the sequence so far (prompt + generated)
     last_token_s: float | None = None
     epoch_at_last_token: int = -1
@@ -55,11 +61,17 @@ class StepObserver:
         self._clock = clock
         self._active: dict[str, _Request] = {}
         self._epoch = 0  # changes whenever the batch's membership or phase changes
+        # Token arrivals closer than this belong to one step's output (a fraction of the shortest step).
+        self._same_step_s = max(1e-3, 0.3 * timer(decode=[1])) if timer is not None else 1e-3
+        self._group_end = -math.inf  # the latest token arrival (the current group's end)
+        self._previous_group_end = -math.inf  # the group before it: where the current step began
 
     def started(self, request_id: str, prompt_tokens: int) -> None:
+        clean = True
         for other in self._active.values():
-            other.alone = False
-        self._active[request_id] = _Request(prompt_tokens, self._clock(), alone=not self._active, context=prompt_tokens)
+            if other.last_token_s is None:  # its prompt may be computed in the same step as this one's
+                other.clean = clean = False
+        self._active[request_id] = _Request(prompt_tokens, self._clock(), clean=clean, context=prompt_tokens)
         self._epoch += 1
 
     def tokens(self, request_id: str, count: int, cached_prompt_tokens: int = 0) -> None:
@@ -67,11 +79,12 @@ class StepObserver:
         if request is None or count <= 0 or self.timer is None:
             return
         now = self._clock()
+        if now - self._group_end > self._same_step_s:  # the first token of a new step's output
+            self._previous_group_end = self._group_end
+        self._group_end = now
         if request.last_token_s is None:
-            if request.alone and self.learn_prefill:
-                new = max(1, request.prompt_tokens - cached_prompt_tokens)
-                predicted = self.timer(prefill=[(new, request.prompt_tokens - new)])
-                self.learner.observe("prefill", predicted, now - request.started_s)
+            if request.clean and self.learn_prefill:
+                self._observe_prefill(request, now, cached_prompt_tokens)
             self._epoch += 1  # this request moved from prefill to decode
         elif request.epoch_at_last_token == self._epoch and self._all_decoding():
             contexts = [r.context for r in self._active.values()]
@@ -79,6 +92,22 @@ class StepObserver:
         request.context += count
         request.last_token_s = now
         request.epoch_at_last_token = self._epoch
+
+    def _observe_prefill(self, request: _Request, now: float, cached_prompt_tokens: int) -> None:
+        """The step that computed ``request``'s prompt: alone, or beside decodes whose share of the
+        step is taken out at the decode scale already learnt (none learnt yet: not a sample)."""
+        assert self.timer is not None
+        new = max(1, request.prompt_tokens - cached_prompt_tokens)
+        prefill = [(new, request.prompt_tokens - new)]
+        measured = now - max(request.started_s, self._previous_group_end)
+        predicted = self.timer(prefill=prefill)
+        others = [r.context for r in self._active.values() if r is not request]
+        if others:
+            decode_scale = self.learner.learnt("decode")
+            if decode_scale is None:
+                return
+            measured -= decode_scale * (self.timer(prefill=prefill, decode=others) - predicted)
+        self.learner.observe("prefill", predicted, measured)
 
     def finished(self, request_id: str) -> None:
         if self._active.pop(request_id, None) is not None:

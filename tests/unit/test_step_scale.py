@@ -117,13 +117,14 @@ def test_the_observer_learns_the_machines_multiples(timer):
         engine.prefill(f"solo{i}", 300 + 50 * i)
         engine.decode_steps(3)
         engine.finish(f"solo{i}")
-    for i in range(4):  # a batch: its prefills share the engine and are not learnt; decode gaps are
+    for i in range(4):  # a batch: each prompt is computed beside the decodes of those before it
         engine.prefill(f"b{i}", 400)
     engine.decode_steps(20)
     assert observer.learner.learnt("prefill") == pytest.approx(2.0, rel=1e-6)
     assert observer.learner.learnt("decode") == pytest.approx(1.5, rel=1e-3)  # contexts seen a token apart
-    # b0 found the engine idle, so its prefill counts; b1..b3 shared the engine and were skipped
-    assert observer.learner.samples("prefill") == MIN_SAMPLES + 1
+    # b0 found the engine idle; b1..b3 were prefilled beside decodes, whose share (at the decode scale
+    # learnt from the solo requests' gaps) is taken out: all four count, and all say 2.0
+    assert observer.learner.samples("prefill") == MIN_SAMPLES + 4
 
 
 def test_a_gap_that_spans_another_requests_prefill_is_not_a_decode_step(timer):
@@ -138,6 +139,19 @@ def test_a_gap_that_spans_another_requests_prefill_is_not_a_decode_step(timer):
     assert observer.learner.samples("decode") == before
     engine.decode_steps(MIN_SAMPLES)
     assert observer.learner.learnt("decode") == pytest.approx(1.0, rel=1e-6)
+
+
+def test_two_prompts_in_one_step_are_not_a_prefill_sample(timer):
+    """A request that arrives while another's prompt waits may share its step: neither is learnt."""
+    observer = StepObserver(timer)
+    clock = [0.0]
+    observer._clock = lambda: clock[0]
+    observer.started("a", 500)
+    observer.started("b", 500)
+    clock[0] += timer(prefill=[(500, 0), (500, 0)])
+    observer.tokens("a", 1)
+    observer.tokens("b", 1)
+    assert observer.learner.samples("prefill") == 0
 
 
 def test_a_decode_worker_does_not_learn_prefill_from_its_kv_waits(timer):
