@@ -138,6 +138,7 @@ def run_bench(
         label,
         "--ignore-eos",  # every request its full length, as these runs always had (bench used to default to it)
         "--save-result",
+        "--save-detailed",  # the per-request lists the CDFs are drawn from
         "--result-dir",
         str(out_dir),
         "--result-filename",

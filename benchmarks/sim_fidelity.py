@@ -105,6 +105,7 @@ def bench(port: int, args: argparse.Namespace, result_dir: Path, name: str) -> d
         "3",
         "--ignore-eos",  # every request its full length, as these runs always had (bench used to default to it)
         "--save-result",
+        "--save-detailed",  # the per-request lists: the plot and the simulator's replay use them
         "--result-dir",
         str(result_dir),
         "--result-filename",

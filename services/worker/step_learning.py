@@ -17,7 +17,7 @@ current step began. Two kinds of moments measure a step cleanly enough to learn 
 Everything else (several prompts in one step, queueing behind a full batch) is skipped: those
 moments are fewer but unbiased, and a worker under steady load still yields hundreds of decode
 gaps a minute. The performance model predicts each measured moment from the worker's own
-identity (model, accelerator, TP), and StepScaleLearner keeps the median ratio; the worker
+identity (model, accelerator, TP), and StepScaleLearner keeps their ratio; the worker
 reports it to the schedulers with its load.
 """
 

@@ -54,16 +54,23 @@ def test_a_scale_parses_either_phase():
     assert StepScale.parse("") == StepScale()
 
 
-def test_the_learner_takes_the_median_and_ignores_accidents():
+def test_the_learner_keeps_bunched_tokens_time_and_drops_the_impossible():
     learner = StepScaleLearner()
     for _ in range(MIN_SAMPLES - 1):
         learner.observe("decode", 0.010, 0.013)
     assert learner.learnt("decode") is None and learner.scale() == StepScale()
     learner.observe("decode", 0.010, 0.013)
-    learner.observe("decode", 0.010, 5.0)  # the process was preempted: 500x, implausible, dropped
-    learner.observe("decode", 0.010, 0.5)  # 50x: an outlier, outvoted by the median
-    learner.observe("decode", 0.010, float("nan"))
     assert learner.learnt("decode") == pytest.approx(1.3)
+    # a late event loop: two steps' tokens arrive together, one gap long, the next near zero
+    for _ in range(8):
+        learner.observe("decode", 0.010, 0.025)
+        learner.observe("decode", 0.010, 0.001)
+    assert learner.learnt("decode") == pytest.approx((8 * 0.013 + 8 * 0.026) / (24 * 0.010))
+    before = learner.learnt("decode")
+    learner.observe("decode", 0.010, 5.0)  # 500x: a stopped process, not the machine
+    learner.observe("decode", 0.010, float("nan"))
+    learner.observe("decode", 0.0, 0.010)
+    assert learner.learnt("decode") == before
     assert learner.learnt("prefill") is None
 
 
@@ -120,7 +127,7 @@ def test_the_observer_learns_the_machines_multiples(timer):
     for i in range(4):  # a batch: each prompt is computed beside the decodes of those before it
         engine.prefill(f"b{i}", 400)
     engine.decode_steps(20)
-    assert observer.learner.learnt("prefill") == pytest.approx(2.0, rel=1e-6)
+    assert observer.learner.learnt("prefill") == pytest.approx(2.0, rel=1e-4)
     assert observer.learner.learnt("decode") == pytest.approx(1.5, rel=1e-3)  # contexts seen a token apart
     # b0 found the engine idle; b1..b3 were prefilled beside decodes, whose share (at the decode scale
     # learnt from the solo requests' gaps) is taken out: all four count, and all say 2.0
@@ -138,7 +145,7 @@ def test_a_gap_that_spans_another_requests_prefill_is_not_a_decode_step(timer):
     engine.prefill("b", 4000)  # a's token in this step comes after a long prefill
     assert observer.learner.samples("decode") == before
     engine.decode_steps(MIN_SAMPLES)
-    assert observer.learner.learnt("decode") == pytest.approx(1.0, rel=1e-6)
+    assert observer.learner.learnt("decode") == pytest.approx(1.0, rel=1e-4)
 
 
 def test_two_prompts_in_one_step_are_not_a_prefill_sample(timer):

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 
 from tessera.engine_model.perf.step_timer import StepTimer
 
-# How many recent observations per phase a learner keeps: enough for a stable median,
+# How many recent observations per phase a learner keeps: enough for a stable ratio,
 # few enough that a change of machine load shows within a minute of traffic.
 WINDOW = 256
 # Below this many observations a phase is not learnt yet (its scale stays 1.0 and is reported as 0).
 MIN_SAMPLES = 8
-# Ratios outside this band are measurement accidents (a preempted process, a GC pause), not the machine.
-PLAUSIBLE = (0.05, 20.0)
+# Scales outside this band are not a machine's speed (a stopped process, a clock jump); observations
+# above its top are dropped, and a learnt scale is kept inside it.
+PLAUSIBLE = (0.05, 50.0)
 
 
 @dataclass(frozen=True)
@@ -90,33 +91,37 @@ def scaled(timer: StepTimer, scale: StepScale) -> StepTimer:
 
 
 class StepScaleLearner:
-    """Keeps the recent (predicted, measured) pairs of each phase; the scale is their median ratio.
+    """Keeps the recent (predicted, measured) pairs of each phase; the scale is their ratio of sums.
 
-    A median of ratios, not a ratio of sums: one long prompt must not outweigh a hundred short
-    ones, and a stray slow step (the process was preempted) must not move it at all.
+    A ratio of sums, not a median of ratios: when the worker's event loop is late, two tokens of
+    consecutive steps arrive together, so one gap reads too long and the next too short. Their
+    sum is still the two steps' time, which a median would not keep (it picks one of the two).
+    Time the machine spends elsewhere (a busy neighbour) is the machine's speed and is kept;
+    only a ratio no machine explains (a stopped process) is dropped.
     """
 
     def __init__(self, window: int = WINDOW) -> None:
-        self._ratios: dict[str, deque[float]] = {"prefill": deque(maxlen=window), "decode": deque(maxlen=window)}
+        self._pairs: dict[str, deque[tuple[float, float]]] = {
+            "prefill": deque(maxlen=window),
+            "decode": deque(maxlen=window),
+        }
 
     def observe(self, phase: str, predicted_s: float, measured_s: float) -> None:
-        if predicted_s <= 0 or measured_s <= 0 or not math.isfinite(measured_s):
+        if predicted_s <= 0 or measured_s < 0 or not math.isfinite(measured_s) or not math.isfinite(predicted_s):
             return
-        ratio = measured_s / predicted_s
-        if PLAUSIBLE[0] <= ratio <= PLAUSIBLE[1]:
-            self._ratios[phase].append(ratio)
+        if measured_s / predicted_s <= PLAUSIBLE[1]:
+            self._pairs[phase].append((predicted_s, measured_s))
 
     def samples(self, phase: str) -> int:
-        return len(self._ratios[phase])
+        return len(self._pairs[phase])
 
     def learnt(self, phase: str) -> float | None:
         """The phase's scale, or None while it has fewer than MIN_SAMPLES observations."""
-        ratios = self._ratios[phase]
-        if len(ratios) < MIN_SAMPLES:
+        pairs = self._pairs[phase]
+        if len(pairs) < MIN_SAMPLES:
             return None
-        ordered = sorted(ratios)
-        mid = len(ordered) // 2
-        return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+        ratio = sum(m for _, m in pairs) / sum(p for p, _ in pairs)
+        return min(max(ratio, PLAUSIBLE[0]), PLAUSIBLE[1])
 
     def scale(self) -> StepScale:
         """What has been learnt, 1.0 for a phase not learnt yet."""
