@@ -119,6 +119,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="extra vLLM engine argument (YAML value), repeatable; wins over the vendor table",
     )
     p.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="a `vllm serve` flag for vLLM's OpenAI serving code, repeatable, e.g. "
+        "--serve-arg=--enable-auto-tool-choice --serve-arg=--tool-call-parser=hermes (tool_choice auto)",
+    )
+    p.add_argument(
         "--label",
         action="append",
         default=[],
@@ -250,7 +258,7 @@ async def run(args: argparse.Namespace) -> int:
 
         try:
             http, http_task, http_port = await start_openai_server(
-                engine.llm, model_path, spec.name, args.host, args.http_port, args.http_api_key
+                engine.llm, engine.serve_args, args.host, args.http_port, args.http_api_key
             )
             identity.http_address = f"{args.host}:{http_port}"
             if not args.http_api_key and not tls.is_loopback(args.host):
@@ -327,7 +335,7 @@ async def _start_vllm_engine(
             transfer.kv_role,
             " ".join(f"{k}={v}" for k, v in transfer.env.items()),
         )
-    engine = VllmEngine(engine_args, on_stats=tracker.engine_stats)
+    engine = VllmEngine(engine_args, on_stats=tracker.engine_stats, serve_flags=args.serve_arg)
     if engine_args.get("enable_prefix_caching", True):
         from services.worker.vllm_kv_events import kv_events_engine_arg, open_subscriber, subscribe
 
