@@ -100,11 +100,12 @@ def schema() -> dict[str, Any]:
     return data
 
 
-def known_fields(chat: bool) -> set[str]:
+@cache
+def known_fields(chat: bool) -> frozenset[str]:
     """Every field of OpenAI's or vLLM's request schema for the endpoint."""
     which = "chat" if chat else "completion"
     s = schema()
-    return set(s["vllm"][which]) | set(s["openai"][which]) | {"stream"}
+    return frozenset(s["vllm"][which]) | frozenset(s["openai"][which]) | {"stream"}
 
 
 def vllm_default(chat: bool, name: str) -> Any:

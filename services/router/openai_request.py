@@ -74,6 +74,7 @@ async def prepare_openai(
             add_generation_prompt=fields.add_generation_prompt,
             session_id=session,
             tokenizing=state.tokenizing,
+            template_kwargs=template_kwargs(body) if to_vllm else None,
         )
     else:
         assert isinstance(fields, CompletionRequest)
@@ -91,6 +92,18 @@ async def prepare_openai(
         gen.openai_endpoint = CHAT_PATH if chat else COMPLETION_PATH
         gen.openai_fields = to_vllm
     return gen
+
+
+def template_kwargs(body: dict[str, Any]) -> dict[str, Any]:
+    """What vLLM's renderer adds to the chat template: the tools and the client's template kwargs."""
+    extra = body.get("chat_template_kwargs")
+    out = {k: v for k, v in extra.items() if k not in _TEMPLATE_OWN} if isinstance(extra, dict) else {}
+    if isinstance(body.get("tools"), list) and body["tools"]:
+        out["tools"] = body["tools"]
+    return out
+
+
+_TEMPLATE_OWN = frozenset({"messages", "add_generation_prompt", "bos_token", "eos_token"})
 
 
 def with_id(body: bytes, response_id: str) -> bytes:

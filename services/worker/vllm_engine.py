@@ -191,6 +191,7 @@ class VllmEngine:
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
         from vllm.entrypoints.openai.completion.protocol import CompletionRequest
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+        from vllm.exceptions import VLLMClientError
         from vllm.v1.engine.exceptions import EngineDeadError
 
         if self._llm is None:
@@ -245,6 +246,8 @@ class VllmEngine:
             yield Delta([], "", finish_reason=finish, completion_tokens=tokens)
         except EngineDeadError as exc:
             raise EngineUnavailable(f"engine died: {exc}") from None
+        except (ValueError, VLLMClientError) as exc:  # vLLM's checks of the request (VLLMValidationError)
+            raise InvalidRequest(str(exc)) from None
 
     async def abort(self, request_id: str) -> None:
         if self._llm is not None:
