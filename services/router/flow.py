@@ -86,6 +86,7 @@ class Generation:
     openai_request: bytes = b""
     openai_endpoint: str = ""
     openai_fields: tuple[str, ...] = ()  # the fields that need vLLM's serving code, for error messages
+    choices: int = 1  # n: each choice is charged to the tenant's token limits
 
     def __post_init__(self) -> None:
         if not self.internal_id:

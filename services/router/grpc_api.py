@@ -105,7 +105,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             response_id = ("chatcmpl-" if operation == genai.CHAT else "cmpl-") + gen.request_id
             span.set_attributes(genai.request_attributes(operation, model_label, gen.sampling))
             span.set_attribute(genai.REQUEST_STREAM, True)
-            await gate.charge(principal, len(gen.prompt_ids) + gen.sampling.max_tokens)
+            await gate.charge(principal, len(gen.prompt_ids) + gen.sampling.max_tokens * gen.choices)
             timing = Timing.of(gen, self.state.flow, arrived)
             async for delta in self.state.flow.stream(gen, stats):
                 timing.delta(bool(delta.token_ids or delta.openai_body))

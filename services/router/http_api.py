@@ -139,7 +139,7 @@ class Endpoint:
                 gen = await prepare_openai(self.state, fields, body, self.chat, route.vllm_fields, request_id, session)
                 model_label = gen.model.name
                 gen.tenant = principal.tenant
-                await gate.charge(principal, len(gen.prompt_ids) + gen.sampling.max_tokens)
+                await gate.charge(principal, len(gen.prompt_ids) + gen.sampling.max_tokens * gen.choices)
                 gen.ttft_slo_s = slo_s
                 gen.profile = profile
                 span.set_attribute("tessera.prompt_tokens", len(gen.prompt_ids))

@@ -87,6 +87,7 @@ async def prepare_openai(
             session_id=session,
             tokenizing=state.tokenizing,
         )
+    gen.choices = fields.n
     if to_vllm:
         gen.openai_request = json.dumps(body, separators=(",", ":")).encode()
         gen.openai_endpoint = CHAT_PATH if chat else COMPLETION_PATH

@@ -213,6 +213,8 @@ class VllmEngine:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"] if p != "body") or "body"
             raise InvalidRequest(f"{loc}: {err['msg'].removeprefix('Value error, ')}") from None
+        except VLLMClientError as exc:  # its validators raise this (VLLMValidationError) unwrapped
+            raise InvalidRequest(str(exc)) from None
         try:
             result = await (
                 serving.create_chat_completion(request, None) if chat else serving.create_completion(request, None)

@@ -92,6 +92,7 @@ def stack(tmp_path_factory):
             "router": base,
             "grpc": f"127.0.0.1:{grpc_port}",
             "direct": f"http://127.0.0.1:{worker_http}",
+            "worker": procs[2],
         }
     except BaseException:
         for p in procs:
@@ -268,3 +269,20 @@ def test_grpc_openai_request_json(stack):
     assert chunks and responses[-1].finish_reason
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.lstrip().startswith("{")
+
+
+@pytest.mark.disruptive
+def test_a_worker_dying_mid_stream_ends_the_stream_with_an_error_chunk(stack):
+    """vLLM's serving code wrote the first chunks: no other worker can carry on, so the client is told."""
+    body = {"model": SMOLLM2, "messages": ASK, "logprobs": True, "max_tokens": 400, "stream": True}
+    lines = []
+    with httpx.stream("POST", stack["router"] + "/v1/chat/completions", json=body, timeout=120) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                lines.append(line.removeprefix("data: "))
+                if len(lines) == 3:
+                    stack["worker"].kill()
+    assert lines[-1] == "[DONE]"
+    error = json.loads(lines[-2])["error"]
+    assert error["type"] == "server_error" and "cannot be resumed" in error["message"]
+    assert all(ChatCompletionChunk.model_validate_json(x) for x in lines[:3])
