@@ -128,3 +128,23 @@ class ChatCompletionRequest(SamplingFields):
             d["content"] = m.text()
             out.append(d)
         return out
+
+
+class TokenizeRequest(BaseModel):
+    """vLLM's /tokenize: a text prompt or chat messages (model may be left out with one model served)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = Field(default=None, max_length=MAX_MODEL_NAME_CHARS)
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1, max_length=MAX_MESSAGES)
+    add_special_tokens: bool = True
+    add_generation_prompt: bool = True
+    return_token_strs: bool = False
+
+
+class DetokenizeRequest(BaseModel):
+    """vLLM's /detokenize."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = Field(default=None, max_length=MAX_MODEL_NAME_CHARS)
+    tokens: list[Annotated[int, Field(ge=0, le=INT32_MAX)]] = Field(max_length=1_000_000)

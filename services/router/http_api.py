@@ -32,6 +32,7 @@ from services.router.openai_request import prepare_openai, session_of, validate_
 from services.router.openapi import openapi_document
 from services.router.state import RouterState
 from services.router.timing import Timing
+from services.router.tokenize_api import TokenizeEndpoints
 from tessera.runtime.rpc.delta import Delta
 from tessera.runtime.telemetry import genai
 from tessera.runtime.telemetry.log_context import bind_request_id
@@ -385,11 +386,31 @@ def build_app(state: RouterState, limits: Limits | None = None) -> BodyLimit:
     async def api_error(request: Request, exc: ApiError) -> Response:
         return error_response(exc)
 
+    tokens = TokenizeEndpoints(state, limits)
+
+    async def not_served(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "error": {
+                    "message": f"{request.url.path} is not served by Tessera yet (issue 15): embeddings need a "
+                    "pooling model, and responses are not relayed; use /v1/chat/completions",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": 501,
+                }
+            },
+            status_code=501,
+        )
+
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", Endpoint(state, chat=True, limits=limits).handle, methods=["POST"]),
             Route("/v1/completions", Endpoint(state, chat=False, limits=limits).handle, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
+            Route("/tokenize", tokens.tokenize, methods=["POST"]),
+            Route("/detokenize", tokens.detokenize, methods=["POST"]),
+            Route("/v1/embeddings", not_served, methods=["POST"]),
+            Route("/v1/responses", not_served, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),

@@ -73,3 +73,22 @@ def test_grpc_openai_request_json_on_a_sim_worker_is_refused_by_name(door):
     with pytest.raises(grpc.RpcError) as info:
         list(door.stub.Generate(router_pb2.RouterGenerateRequest(openai_request_json="[1"), timeout=30))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_tokenize_and_detokenize_at_the_router(door):
+    r = httpx.post(door.base_url + "/tokenize", json={"model": TINY, "prompt": "hello world"}, timeout=30)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["count"] == len(out["tokens"]) > 1 and out["max_model_len"] > 0
+    back = httpx.post(door.base_url + "/detokenize", json={"model": TINY, "tokens": out["tokens"]}, timeout=30).json()
+    assert "hello world" in back["prompt"]
+    chat = httpx.post(door.base_url + "/tokenize", json={"messages": ASK}, timeout=30).json()  # the one model
+    assert chat["count"] > out["count"]  # the chat template's tokens
+    bad = httpx.post(door.base_url + "/detokenize", json={"model": TINY, "tokens": [10**9]}, timeout=30)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "tokens"
+
+
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/v1/responses"])
+def test_endpoints_not_served_yet_say_so(door, path):
+    r = httpx.post(door.base_url + path, json={"model": TINY, "input": "x"}, timeout=30)
+    assert r.status_code == 501 and path in r.json()["error"]["message"]

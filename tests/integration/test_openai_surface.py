@@ -271,6 +271,14 @@ def test_grpc_openai_request_json(stack):
     assert text.lstrip().startswith("{")
 
 
+def test_tokenize_and_detokenize_equal_vllms_direct_answer(stack):
+    for body in ({"prompt": "The capital of France is"}, {"messages": ASK}):
+        via, direct = post(stack, "/tokenize", body), post(stack, "/tokenize", body, direct=True)
+        assert via.status_code == 200 and via.json()["tokens"] == direct.json()["tokens"], (via.text, direct.text)
+        tokens = {"tokens": via.json()["tokens"]}
+        assert post(stack, "/detokenize", tokens).json() == post(stack, "/detokenize", tokens, direct=True).json()
+
+
 @pytest.mark.disruptive
 def test_a_worker_dying_mid_stream_ends_the_stream_with_an_error_chunk(stack):
     """vLLM's serving code wrote the first chunks: no other worker can carry on, so the client is told."""
