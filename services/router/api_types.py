@@ -52,7 +52,8 @@ class SamplingFields(BaseModel):
     session_id: str | None = Field(default=None, max_length=MAX_ID_CHARS)
     prompt_cache_key: str | None = Field(default=None, max_length=MAX_ID_CHARS)
     safety_identifier: str | None = Field(default=None, max_length=MAX_ID_CHARS)
-    request_id: str | None = Field(default=None, max_length=MAX_ID_CHARS)
+    # echoed in the X-Request-Id response header: visible ASCII only
+    request_id: str | None = Field(default=None, max_length=MAX_ID_CHARS, pattern=r"^[!-~]+$")
     # vLLM's extensions, accepted so vLLM clients and benchmarks work unchanged
     top_k: int | None = Field(default=None, ge=-1, le=INT32_MAX)
     min_tokens: int | None = Field(default=None, ge=0, le=INT32_MAX)

@@ -104,7 +104,8 @@ def template_kwargs(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_TEMPLATE_OWN = frozenset({"messages", "add_generation_prompt", "bos_token", "eos_token"})
+# Names the router's own rendering call and template already use (a client's kwargs may not override them).
+_TEMPLATE_OWN = frozenset({"self", "messages", "add_generation_prompt", "limit", "bos_token", "eos_token"})
 
 
 def with_id(body: bytes, response_id: str) -> bytes:

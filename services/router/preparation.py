@@ -143,7 +143,7 @@ async def tokenize_chat(
             ids = await tokenizing.run(
                 chars, tok.count_or_encode_chat, messages, add_generation_prompt, limit, **(template_kwargs or {})
             )
-        except ChatTemplateError:
+        except Exception:  # the client's tools or kwargs, whatever they make the template do
             if not template_kwargs:
                 raise
             ids = await tokenizing.run(chars, tok.count_or_encode_chat, messages, add_generation_prompt, limit)

@@ -222,3 +222,13 @@ def test_tools_and_template_kwargs_reach_the_routers_chat_template():
 
     assert asyncio.run(tokenize_chat(Template(True), MESSAGES, True, template_kwargs=kwargs)) == [1, 2, 3, 4]
     assert asyncio.run(tokenize_chat(Template(False), MESSAGES, True, template_kwargs=kwargs)) == [1, 2, 3]
+
+
+def test_what_the_router_echoes_or_renders_cannot_break_it():
+    """request_id goes back in a header; chat_template_kwargs into the router's own rendering call."""
+    from services.router.openai_request import template_kwargs
+
+    with pytest.raises(BadRequest) as info:
+        validate_openai({**base(True), "request_id": "a\r\nSet-Cookie: x"}, chat=True)
+    assert info.value.param == "request_id"
+    assert template_kwargs({"chat_template_kwargs": {"limit": 1, "self": 2, "messages": [], "x": 3}}) == {"x": 3}
