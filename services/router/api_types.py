@@ -1,5 +1,7 @@
 """OpenAI request bodies, validated with pydantic, plus vLLM's extra sampling fields.
 
+These models hold what the router itself serves; every other field of OpenAI's or vLLM's
+schema is honoured by vLLM's serving code on a worker or refused by name (openai_fields.py).
 Unknown fields are ignored (as vLLM does), so clients that send extras keep
 working; invalid values of known fields get a 400 naming the field. Every
 number is range-checked to what the wire format below can carry (NaN and
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 INT32_MAX = 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -20,42 +22,13 @@ MAX_STOP_CHARS = 1024
 MAX_STOP_TOKEN_IDS = 1024
 MAX_MESSAGES = 4096
 MAX_MODEL_NAME_CHARS = 512
+MAX_ID_CHARS = 256
+MAX_CHOICES = 128  # n: more choices than this is refused (vLLM does not cap it)
 
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     include_usage: bool = False
-
-
-# Fields of OpenAI's or vLLM's request schema that Tessera does not honour yet (issue 15): a
-# request that uses one is refused with a 400 naming it, never answered as if it were absent.
-# A value that asks for nothing (response_format text, tool_choice none, empty lists) passes.
-UNSUPPORTED_FIELDS = (
-    "tools",
-    "functions",
-    "function_call",
-    "tool_choice",
-    "parallel_tool_calls",
-    "response_format",
-    "structured_outputs",
-    "guided_json",
-    "guided_regex",
-    "guided_choice",
-    "guided_grammar",
-    "logit_bias",
-    "top_logprobs",
-    "chat_template_kwargs",
-    "suffix",
-)
-_NEUTRAL: tuple[Any, ...] = (None, "", "none", "auto", False, 0, [], {}, {"type": "text"})
-
-
-def refuse_unsupported(body: Any) -> Any:
-    if isinstance(body, dict):
-        for name in UNSUPPORTED_FIELDS:
-            if body.get(name) not in _NEUTRAL:
-                raise ValueError(f"{name} is not supported by this router yet; send the request without it")
-    return body
 
 
 class SamplingFields(BaseModel):
@@ -71,10 +44,16 @@ class SamplingFields(BaseModel):
     stop: str | list[str] | None = Field(default=None, max_length=MAX_STOP)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = Field(default=1, ge=1, le=1)
+    n: int = Field(default=1, ge=1, le=MAX_CHOICES)  # n > 1: vLLM's serving code (openai_fields.py)
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    user: str | None = Field(default=None, max_length=256)
+    user: str | None = Field(default=None, max_length=MAX_ID_CHARS)
+    # Placement affinity (as X-Session-Id) and the response id (as X-Request-Id): vLLM's and OpenAI's names
+    session_id: str | None = Field(default=None, max_length=MAX_ID_CHARS)
+    prompt_cache_key: str | None = Field(default=None, max_length=MAX_ID_CHARS)
+    safety_identifier: str | None = Field(default=None, max_length=MAX_ID_CHARS)
+    # echoed in the X-Request-Id response header: visible ASCII only
+    request_id: str | None = Field(default=None, max_length=MAX_ID_CHARS, pattern=r"^[!-~]+$")
     # vLLM's extensions, accepted so vLLM clients and benchmarks work unchanged
     top_k: int | None = Field(default=None, ge=-1, le=INT32_MAX)
     min_tokens: int | None = Field(default=None, ge=0, le=INT32_MAX)
@@ -86,11 +65,6 @@ class SamplingFields(BaseModel):
     skip_special_tokens: bool | None = None
     include_stop_str_in_output: bool = False
     priority: int = Field(default=0, ge=-INT32_MAX, le=INT32_MAX)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_unsupported(cls, data: Any) -> Any:
-        return refuse_unsupported(data)
 
     @field_validator("stop")
     @classmethod
@@ -107,23 +81,10 @@ class SamplingFields(BaseModel):
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str] | list[int] | list[list[int]]
-    echo: bool = False
-    logprobs: int | None = None
+    # Served by vLLM on a worker when set (openai_fields.py); only their types are checked here.
+    echo: bool | None = False
+    logprobs: int | None = Field(default=None, ge=0, le=INT32_MAX)
     suffix: str | None = None
-
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, v: int | None) -> None:
-        if v is not None:
-            raise ValueError("logprobs are not supported yet")
-        return None
-
-    @field_validator("echo")
-    @classmethod
-    def _no_echo(cls, v: bool) -> bool:
-        if v:
-            raise ValueError("echo is not supported")
-        return v
 
 
 class ContentPart(BaseModel):
@@ -155,15 +116,8 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
-    logprobs: bool = False
+    logprobs: bool | None = False  # true: vLLM's serving code on a worker (openai_fields.py)
     add_generation_prompt: bool = True
-
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, v: bool) -> bool:
-        if v:
-            raise ValueError("logprobs are not supported yet")
-        return v
 
     def effective_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -175,3 +129,23 @@ class ChatCompletionRequest(SamplingFields):
             d["content"] = m.text()
             out.append(d)
         return out
+
+
+class TokenizeRequest(BaseModel):
+    """vLLM's /tokenize: a text prompt or chat messages (model may be left out with one model served)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = Field(default=None, max_length=MAX_MODEL_NAME_CHARS)
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1, max_length=MAX_MESSAGES)
+    add_special_tokens: bool = True
+    add_generation_prompt: bool = True
+    return_token_strs: bool = False
+
+
+class DetokenizeRequest(BaseModel):
+    """vLLM's /detokenize."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = Field(default=None, max_length=MAX_MODEL_NAME_CHARS)
+    tokens: list[Annotated[int, Field(ge=0, le=INT32_MAX)]] = Field(max_length=1_000_000)

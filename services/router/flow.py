@@ -81,6 +81,12 @@ class Generation:
     # Unique inside the cluster even when clients reuse request ids: used with
     # the scheduler and the workers.
     internal_id: str = ""
+    # A request that uses features beyond the plain path (openai_fields.py): its JSON body, for
+    # vLLM's serving code on the worker, and its endpoint. Never resumed once a chunk went out.
+    openai_request: bytes = b""
+    openai_endpoint: str = ""
+    openai_fields: tuple[str, ...] = ()  # the fields that need vLLM's serving code, for error messages
+    choices: int = 1  # n: each choice is charged to the tenant's token limits
 
     def __post_init__(self) -> None:
         if not self.internal_id:
@@ -235,7 +241,7 @@ class RequestFlow:
                     name, attrs = genai.failover_event(failover[0], worker_id, failover[1], failover[2], stats.attempts)
                     trace.get_current_span(gen.trace_context).add_event(name, attrs)
                     failover = None
-                failure, accepted = "", False
+                failure, accepted, relayed = "", False, False
                 attempt = self._stream_from(gen, stats, placement, produced)
                 try:
                     async for delta in attempt:
@@ -245,13 +251,21 @@ class RequestFlow:
                         if isinstance(delta, str):
                             failure = delta
                             break
-                        if stats.attempts == 1 and delta.token_ids and len(produced) == len(delta.token_ids):
+                        first = delta.token_ids and len(produced) == len(delta.token_ids)
+                        if stats.attempts == 1 and (first or (delta.openai_body and not relayed)):
                             self.admission.first_token(gen.model.name, time.monotonic() - placed_at)
+                        relayed = relayed or bool(delta.openai_body)
                         yield delta
                         if delta.finish_reason:
                             return
                 finally:
                     await attempt.aclose()  # cancels the worker's stream now, not when collected
+                if relayed:
+                    # vLLM's serving code wrote those chunks; another worker cannot carry them on.
+                    raise UpstreamFailed(
+                        f"worker {worker_id} failed mid-stream ({failure}); a request served by vLLM's OpenAI "
+                        "code (tools, structured output, logprobs, n > 1, ...) cannot be resumed elsewhere"
+                    )
                 # The worker failed. Retry elsewhere, resuming from what was produced.
                 excluded.append(worker_id)
                 reason = "before_first_token" if not produced else "mid_stream"
@@ -301,10 +315,14 @@ class RequestFlow:
             sampling=gen.sampling,
             priority=gen.priority,
             resume_token_ids=produced,
+            openai_request=gen.openai_request,
+            openai_endpoint=gen.openai_endpoint,
         )
         if placement.worker.HasField("data_parallel_rank"):
             request.data_parallel_rank = placement.worker.data_parallel_rank
-        if placement.prefill.worker_id:
+        # A request for vLLM's serving code is prefilled where it decodes: the prefill worker
+        # would render the prompt its own way (tools in the template) and hand over other blocks.
+        if placement.prefill.worker_id and not gen.openai_request:
             kv = await self._prefill(gen, placement.prefill, request, stats)
             if kv is not None:
                 request.kv_transfer.CopyFrom(kv)
@@ -339,7 +357,7 @@ class RequestFlow:
                     continue
                 delta = Delta.from_response(resp, worker_id)
                 produced.extend(delta.token_ids)
-                stats.completion_tokens = len(produced)
+                stats.completion_tokens = max(len(produced), delta.completion_tokens)
                 if delta.finish_reason:
                     stats.cached_prompt_tokens = delta.cached_prompt_tokens
                 yield delta
@@ -348,6 +366,13 @@ class RequestFlow:
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise BadRequest(exc.details() or "invalid request") from None
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and gen.openai_fields:
+                # The worker's engine has no OpenAI serving code (the sim engine): name what needed it.
+                names = ", ".join(gen.openai_fields)
+                raise BadRequest(
+                    f"{names}: not supported by the workers of {gen.model.name} ({exc.details()})",
+                    param=gen.openai_fields[0],
+                ) from None
             yield _failed(span, exc.code().name, f"{exc.code().name}: {exc.details()}")
         except asyncio.CancelledError:
             # grpc-aio reports a stream the *worker* cancelled (its server stopping) as

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import grpc
 from opentelemetry import trace
@@ -13,6 +14,8 @@ from services.router import metrics
 from services.router.api_types import SamplingFields
 from services.router.errors import ApiError, BadRequest
 from services.router.flow import FlowStats, Generation
+from services.router.limits import parse_json
+from services.router.openai_request import CHAT_PATH, prepare_openai, session_of, validate_openai, with_id
 from services.router.preparation import prepare
 from services.router.state import RouterState
 from services.router.timing import Timing
@@ -86,64 +89,34 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         try:
             gate = self.state.gate
             principal = await gate.authenticate(_authorization(context))
-            fields = _fields(request)
-            gate.authorize(principal, fields.model, fields.priority, slo_header=False, profile_header=False)
-            request_id = request.request_id or uuid.uuid4().hex
-            max_tokens = request.sampling.max_tokens if request.sampling.HasField("max_tokens") else None
-            which = request.WhichOneof("prompt")
-            if which == "chat":
-                messages = [{"role": m.role, "content": m.content} for m in request.chat.messages]
-                if not messages:
-                    raise BadRequest("chat.messages is empty", param="messages")
-                gen = await prepare(
-                    self.state.catalog,
-                    fields,
-                    request_id,
-                    messages=messages,
-                    max_tokens=max_tokens,
-                    session_id=request.session_id,
-                    tokenizing=self.state.tokenizing,
-                )
-            elif which == "text":
-                gen = await prepare(
-                    self.state.catalog,
-                    fields,
-                    request_id,
-                    prompt=request.text,
-                    max_tokens=max_tokens,
-                    session_id=request.session_id,
-                    tokenizing=self.state.tokenizing,
-                )
-            elif which == "token_ids":
-                gen = await prepare(
-                    self.state.catalog,
-                    fields,
-                    request_id,
-                    prompt=list(request.token_ids.ids),
-                    max_tokens=max_tokens,
-                    session_id=request.session_id,
-                    tokenizing=self.state.tokenizing,
-                )
+            which: str | None = "openai"
+            if request.openai_request_json:
+                gen = await self._prepare_openai(request, principal)
             else:
-                raise BadRequest("one of text, chat or token_ids is required", param="prompt")
+                gen, which = await self._prepare(request, principal)
             model_label = gen.model.name
             gen.tenant = principal.tenant
             gen.trace_context = trace.set_span_in_context(span, parent)
+            request_id = gen.request_id
             span.set_attribute("tessera.request_id", request_id)
             span.set_attribute("tessera.tenant", principal.tenant)
-            operation = genai.CHAT if which == "chat" else genai.TEXT_COMPLETION
+            chat = which == "chat" or gen.openai_endpoint == CHAT_PATH
+            operation = genai.CHAT if chat else genai.TEXT_COMPLETION
+            response_id = ("chatcmpl-" if operation == genai.CHAT else "cmpl-") + gen.request_id
             span.set_attributes(genai.request_attributes(operation, model_label, gen.sampling))
             span.set_attribute(genai.REQUEST_STREAM, True)
-            await gate.charge(principal, len(gen.prompt_ids) + gen.sampling.max_tokens)
+            await gate.charge(principal, len(gen.prompt_ids) + gen.sampling.max_tokens * gen.choices)
             timing = Timing.of(gen, self.state.flow, arrived)
             async for delta in self.state.flow.stream(gen, stats):
-                timing.delta(bool(delta.token_ids))
+                timing.delta(bool(delta.token_ids or delta.openai_body))
                 finish = delta.finish_reason or finish
                 out = router_pb2.RouterGenerateResponse(
                     request_id=request_id,
                     delta=pb.TokenDelta(token_ids=delta.token_ids, text=delta.text),
                     worker_id=delta.worker_id,
                 )
+                if delta.openai_body:
+                    out.openai_json = with_id(delta.openai_body, response_id).decode()
                 if delta.finish_reason:
                     out.finish_reason = finish_reason_value(delta.finish_reason)
                     out.usage.CopyFrom(
@@ -176,6 +149,72 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                     )
                 )
             span.end()
+
+    async def _prepare_openai(self, request: router_pb2.RouterGenerateRequest, principal: Any) -> Generation:
+        """An OpenAI request body: validated as the HTTP API validates it, always served by vLLM's
+        serving code (its chunks are what the client asked for)."""
+        try:
+            body = parse_json(request.openai_request_json.encode())
+        except ApiError as exc:
+            raise BadRequest(f"openai_request_json: {exc.message}", param="openai_request_json") from None
+        chat = "messages" in body
+        fields, route = validate_openai(body, chat)
+        self.state.gate.authorize(principal, fields.model, fields.priority, slo_header=False, profile_header=False)
+        request_id = request.request_id or fields.request_id or uuid.uuid4().hex
+        return await prepare_openai(
+            self.state,
+            fields,
+            body,
+            chat,
+            route.vllm_fields or ("openai_request_json",),
+            request_id,
+            session_of(fields, request.session_id),
+        )
+
+    async def _prepare(
+        self, request: router_pb2.RouterGenerateRequest, principal: Any
+    ) -> tuple[Generation, str | None]:
+        fields = _fields(request)
+        self.state.gate.authorize(principal, fields.model, fields.priority, slo_header=False, profile_header=False)
+        request_id = request.request_id or uuid.uuid4().hex
+        max_tokens = request.sampling.max_tokens if request.sampling.HasField("max_tokens") else None
+        which = request.WhichOneof("prompt")
+        if which == "chat":
+            messages = [{"role": m.role, "content": m.content} for m in request.chat.messages]
+            if not messages:
+                raise BadRequest("chat.messages is empty", param="messages")
+            gen = await prepare(
+                self.state.catalog,
+                fields,
+                request_id,
+                messages=messages,
+                max_tokens=max_tokens,
+                session_id=request.session_id,
+                tokenizing=self.state.tokenizing,
+            )
+        elif which == "text":
+            gen = await prepare(
+                self.state.catalog,
+                fields,
+                request_id,
+                prompt=request.text,
+                max_tokens=max_tokens,
+                session_id=request.session_id,
+                tokenizing=self.state.tokenizing,
+            )
+        elif which == "token_ids":
+            gen = await prepare(
+                self.state.catalog,
+                fields,
+                request_id,
+                prompt=list(request.token_ids.ids),
+                max_tokens=max_tokens,
+                session_id=request.session_id,
+                tokenizing=self.state.tokenizing,
+            )
+        else:
+            raise BadRequest("one of text, chat or token_ids is required", param="prompt")
+        return gen, which
 
     async def ListModels(self, request: router_pb2.ListModelsRequest, context: grpc.aio.ServicerContext):
         try:

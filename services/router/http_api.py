@@ -17,7 +17,6 @@ from typing import Any
 
 import prometheus_client
 from opentelemetry import trace
-from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -25,15 +24,15 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from services.router import metrics
-from services.router.api_types import ChatCompletionRequest, CompletionRequest
 from services.router.auth import PROFILE_HEADER, SLO_HEADER
-from services.router.errors import ApiError, BadRequest, Unauthenticated
+from services.router.errors import ApiError, Unauthenticated
 from services.router.flow import FlowStats, Generation
 from services.router.limits import BodyLimit, Limits, header, parse_json, slo_header
+from services.router.openai_request import prepare_openai, session_of, validate_openai, with_id
 from services.router.openapi import openapi_document
-from services.router.preparation import prepare
 from services.router.state import RouterState
 from services.router.timing import Timing
+from services.router.tokenize_api import TokenizeEndpoints
 from tessera.runtime.rpc.delta import Delta
 from tessera.runtime.telemetry import genai
 from tessera.runtime.telemetry.log_context import bind_request_id
@@ -57,19 +56,6 @@ def error_response(exc: ApiError) -> JSONResponse:
 
 async def _json_body(request: Request, limits: Limits) -> dict[str, Any]:
     return parse_json(await request.body(), limits.max_json_depth)
-
-
-def _validate(model: type[BaseModel], body: dict[str, Any]) -> Any:
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        errors = exc.errors()
-        # A union (content: str | list of parts) reports one error per branch: the one a
-        # validator of ours raised says what is wrong; "should be a valid string" does not.
-        err = next((e for e in errors if e["type"] == "value_error"), errors[0])
-        loc = ".".join(str(p) for p in err["loc"]) or "body"
-        msg = err["msg"].removeprefix("Value error, ")
-        raise BadRequest(f"{loc}: {msg}", param=str(err["loc"][0]) if err["loc"] else None) from None
 
 
 def _usage(gen: Generation, stats: FlowStats) -> dict[str, Any]:
@@ -136,7 +122,7 @@ class Endpoint:
                 principal = await gate.authenticate(request.headers.get("authorization"))
                 span.set_attribute("tessera.tenant", principal.tenant)
                 body = await _json_body(request, self.limits)
-                fields = _validate(ChatCompletionRequest if self.chat else CompletionRequest, body)
+                fields, route = validate_openai(body, self.chat)
                 gate.authorize(
                     principal,
                     fields.model,
@@ -145,36 +131,16 @@ class Endpoint:
                     PROFILE_HEADER in request.headers,
                 )
                 cap = self.limits.max_header_chars
-                request_id = header(request.headers, "x-request-id", cap) or uuid.uuid4().hex
+                request_id = header(request.headers, "x-request-id", cap) or fields.request_id or uuid.uuid4().hex
                 bind_request_id(request_id, span)  # on this request's log lines (TESSERA_LOG_FORMAT=json)
                 span.set_attribute("tessera.request_id", request_id)
-                session = header(request.headers, "x-session-id", cap) or ""
+                session = session_of(fields, header(request.headers, "x-session-id", cap) or "")
                 slo_s = slo_header(header(request.headers, "x-slo-ttft-ms", cap))
                 profile = header(request.headers, "x-tessera-profile", cap) or ""
-                if self.chat:
-                    gen = await prepare(
-                        self.state.catalog,
-                        fields,
-                        request_id,
-                        messages=fields.template_messages(),
-                        max_tokens=fields.effective_max_tokens(),
-                        add_generation_prompt=fields.add_generation_prompt,
-                        session_id=session,
-                        tokenizing=self.state.tokenizing,
-                    )
-                else:
-                    gen = await prepare(
-                        self.state.catalog,
-                        fields,
-                        request_id,
-                        prompt=fields.prompt,
-                        max_tokens=fields.max_tokens,
-                        session_id=session,
-                        tokenizing=self.state.tokenizing,
-                    )
+                gen = await prepare_openai(self.state, fields, body, self.chat, route.vllm_fields, request_id, session)
                 model_label = gen.model.name
                 gen.tenant = principal.tenant
-                await gate.charge(principal, len(gen.prompt_ids) + gen.sampling.max_tokens)
+                await gate.charge(principal, len(gen.prompt_ids) + gen.sampling.max_tokens * gen.choices)
                 gen.ttft_slo_s = slo_s
                 gen.profile = profile
                 span.set_attribute("tessera.prompt_tokens", len(gen.prompt_ids))
@@ -187,7 +153,7 @@ class Endpoint:
                     # Wait for the first delta before answering 200, so a request that
                     # cannot be placed still gets its proper status code.
                     first = await anext(deltas)
-                    timing.delta(bool(first.token_ids))
+                    timing.delta(_has_tokens(first))
                     include_usage = bool(fields.stream_options and fields.stream_options.include_usage)
                     streaming = True
                     status = 200
@@ -196,9 +162,15 @@ class Endpoint:
                         media_type="text/event-stream",
                         headers={"X-Request-Id": request_id},
                     )
-                text, finish, stop_reason = await _collect_unless_disconnected(request, deltas, timing)
+                text, finish, stop_reason, whole = await _collect_unless_disconnected(request, deltas, timing)
                 timing.done(gen, stats)
                 status = 200
+                if gen.openai_request:  # vLLM's serving code wrote the response
+                    return Response(
+                        with_id(whole, self.prefix + request_id),
+                        media_type="application/json",
+                        headers={"X-Request-Id": request_id},
+                    )
                 return JSONResponse(
                     {
                         "id": self.prefix + request_id,
@@ -269,8 +241,11 @@ class Endpoint:
         try:
             delta, is_first = first, True
             while True:
+                if gen.openai_request:  # vLLM's serving code wrote the chunks: relayed with our id
+                    if delta.openai_body:
+                        yield b"data: " + with_id(delta.openai_body, rid) + b"\n\n"
                 # A token that ends mid-character has no text yet: nothing to send.
-                if delta.text or delta.finish_reason or is_first:
+                elif delta.text or delta.finish_reason or is_first:
                     yield chunk(
                         base([self._choice(delta.text, delta.finish_reason, delta.stop_reason, is_first, stream=True)])
                     )
@@ -279,9 +254,9 @@ class Endpoint:
                     finish = delta.finish_reason
                     break
                 delta = await anext(deltas)
-                timing.delta(bool(delta.token_ids))
+                timing.delta(_has_tokens(delta))
             timing.done(gen, stats)
-            if include_usage:
+            if include_usage and not gen.openai_request:
                 final = base([])
                 final["usage"] = _usage(gen, stats)
                 yield chunk(final)
@@ -306,20 +281,27 @@ class _ClientGone(Exception):
     pass
 
 
+def _has_tokens(delta: Delta) -> bool:
+    """Whether a delta brings output (a chunk of vLLM's serving code counts as tokens arriving)."""
+    return bool(delta.token_ids or delta.openai_body)
+
+
 async def _collect_unless_disconnected(
     request: Request, deltas: AsyncGenerator[Delta, None], timing: Timing
-) -> tuple[str, str | None, str]:
-    """Gather a whole completion, abandoning it (and aborting the worker) if the client hangs up."""
+) -> tuple[str, str | None, str, bytes]:
+    """Gather a whole completion, abandoning it (and aborting the worker) if the client hangs up.
+    The text, finish and stop reasons, and the response of vLLM's serving code if it wrote one."""
 
-    async def collect() -> tuple[str, str | None, str]:
+    async def collect() -> tuple[str, str | None, str, bytes]:
         parts: list[str] = []
-        finish, stop_reason = None, ""
+        finish, stop_reason, whole = None, "", b""
         async for d in deltas:
-            timing.delta(bool(d.token_ids))
+            timing.delta(_has_tokens(d))
             parts.append(d.text)
+            whole = d.openai_body or whole
             if d.finish_reason:
                 finish, stop_reason = d.finish_reason, d.stop_reason
-        return "".join(parts), finish, stop_reason
+        return "".join(parts), finish, stop_reason, whole
 
     async def disconnected() -> None:
         while True:
@@ -404,11 +386,31 @@ def build_app(state: RouterState, limits: Limits | None = None) -> BodyLimit:
     async def api_error(request: Request, exc: ApiError) -> Response:
         return error_response(exc)
 
+    tokens = TokenizeEndpoints(state, limits)
+
+    async def not_served(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "error": {
+                    "message": f"{request.url.path} is not served by Tessera yet (issue 15): embeddings need a "
+                    "pooling model, and responses are not relayed; use /v1/chat/completions",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": 501,
+                }
+            },
+            status_code=501,
+        )
+
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", Endpoint(state, chat=True, limits=limits).handle, methods=["POST"]),
             Route("/v1/completions", Endpoint(state, chat=False, limits=limits).handle, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
+            Route("/tokenize", tokens.tokenize, methods=["POST"]),
+            Route("/detokenize", tokens.detokenize, methods=["POST"]),
+            Route("/v1/embeddings", not_served, methods=["POST"]),
+            Route("/v1/responses", not_served, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),

@@ -129,12 +129,24 @@ async def tokenize_chat(
     tokenizing: Tokenizing | None = None,
     chars: int = 0,
     limit: int = 0,
+    template_kwargs: dict[str, Any] | None = None,
 ) -> list[int] | int:
-    """The ids, or only their number when over `limit` (the request will be refused)."""
+    """The ids, or only their number when over `limit` (the request will be refused).
+
+    ``template_kwargs`` (tools, chat_template_kwargs of a request for vLLM's serving code) make the
+    placement tokens those vLLM will see; a template that cannot render them is rendered without
+    (vLLM renders the request itself and says what is wrong with it)."""
     started = time.perf_counter()
     tokenizing = tokenizing or Tokenizing.inline()
     try:
-        ids = await tokenizing.run(chars, tok.count_or_encode_chat, messages, add_generation_prompt, limit)
+        try:
+            ids = await tokenizing.run(
+                chars, tok.count_or_encode_chat, messages, add_generation_prompt, limit, **(template_kwargs or {})
+            )
+        except Exception:  # the client's tools or kwargs, whatever they make the template do
+            if not template_kwargs:
+                raise
+            ids = await tokenizing.run(chars, tok.count_or_encode_chat, messages, add_generation_prompt, limit)
     except ChatTemplateError as exc:
         raise BadRequest(str(exc), param="messages") from None
     metrics.TOKENIZE_SECONDS.observe(time.perf_counter() - started)
@@ -182,6 +194,7 @@ async def prepare(
     add_generation_prompt: bool = True,
     session_id: str = "",
     tokenizing: Tokenizing | None = None,
+    template_kwargs: dict[str, Any] | None = None,
 ) -> Generation:
     entry = catalog.get(fields.model)
     tok = await catalog.tokenizer(entry)
@@ -189,7 +202,9 @@ async def prepare(
     chars = _text_chars(messages if messages is not None else prompt)
     precheck_length(entry, tok, chars, what)
     if messages is not None:
-        ids = await tokenize_chat(tok, messages, add_generation_prompt, tokenizing, chars, entry.max_model_len)
+        ids = await tokenize_chat(
+            tok, messages, add_generation_prompt, tokenizing, chars, entry.max_model_len, template_kwargs
+        )
     else:
         ids = await tokenize_prompt(tok, prompt, tokenizing, entry.max_model_len)
     if isinstance(ids, int):  # longer than the context: only counted

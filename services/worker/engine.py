@@ -19,6 +19,10 @@ class InvalidRequest(ValueError):
     """The request cannot be served as asked (too long, bad parameters): the client's fault."""
 
 
+class Unsupported(InvalidRequest):
+    """The engine cannot serve this kind of request at all (the sim engine and vLLM's OpenAI code)."""
+
+
 class EngineUnavailable(RuntimeError):
     """The engine cannot take requests now (dead, draining): try another worker."""
 
@@ -61,6 +65,12 @@ class Engine(Protocol):
         priority: int = 0,
         data_parallel_rank: int | None = None,  # DP instances: the rank the scheduler chose
     ) -> AsyncIterator[Delta]: ...
+
+    def generate_openai(self, request_id: str, endpoint: str, body: bytes, priority: int = 0) -> AsyncIterator[Delta]:
+        """An OpenAI request body (worker.proto's openai_request) served by vLLM's own serving code:
+        Deltas carrying its JSON chunks in openai_body, then one with the finish reason. An engine
+        without that code raises InvalidRequest."""
+        ...
 
     async def abort(self, request_id: str) -> None: ...
 

@@ -63,13 +63,13 @@ class LoadTracker:
             event.set()
 
     # -- the worker's book ---------------------------------------------------
-    def started(self, request_id: str, prompt_tokens: int, rank: int | None = None) -> None:
+    def started(self, request_id: str, prompt_tokens: int, rank: int | None = None, timed: bool = True) -> None:
         if not self._active:
             self._last_progress = time.monotonic()  # an idle engine owes nothing yet
         self._active[request_id] = _Book(prompt_tokens, rank=rank)
         self._started += 1
         if self.steps is not None:
-            self.steps.started(request_id, prompt_tokens)
+            self.steps.started(request_id, prompt_tokens, timed)
         self._notify()
 
     def progressed(self, request_id: str, new_tokens: int, cached_prompt_tokens: int = 0) -> None:

@@ -128,6 +128,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="extra vLLM engine argument (YAML value), repeatable; wins over the vendor table",
     )
     p.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="a `vllm serve` flag for vLLM's OpenAI serving code, repeatable, e.g. "
+        "--serve-arg=--enable-auto-tool-choice --serve-arg=--tool-call-parser=hermes (tool_choice auto)",
+    )
+    p.add_argument(
         "--label",
         action="append",
         default=[],
@@ -263,7 +271,7 @@ async def run(args: argparse.Namespace) -> int:
 
         try:
             http, http_task, http_port = await start_openai_server(
-                engine.llm, model_path, spec.name, args.host, args.http_port, args.http_api_key
+                engine.llm, engine.serve_args, args.host, args.http_port, args.http_api_key
             )
             identity.http_address = f"{args.host}:{http_port}"
             if not args.http_api_key and not tls.is_loopback(args.host):
@@ -340,7 +348,7 @@ async def _start_vllm_engine(
             transfer.kv_role,
             " ".join(f"{k}={v}" for k, v in transfer.env.items()),
         )
-    engine = VllmEngine(engine_args, on_stats=tracker.engine_stats)
+    engine = VllmEngine(engine_args, on_stats=tracker.engine_stats, serve_flags=args.serve_arg)
     timer = await asyncio.to_thread(model_timer, model_path, accelerator, args.tensor_parallel_size)
     # A decode worker's first tokens wait on KV pulled from a prefill worker: no prefill to learn from.
     tracker.steps = StepObserver(timer, learn_prefill=args.role != "decode")

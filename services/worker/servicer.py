@@ -12,7 +12,7 @@ import grpc
 from opentelemetry import trace
 
 from services.worker import metrics
-from services.worker.engine import Engine, EngineUnavailable, InvalidRequest
+from services.worker.engine import Engine, EngineUnavailable, InvalidRequest, Unsupported
 from services.worker.kv_transfer import params_from_struct
 from services.worker.load import LoadTracker
 from tessera.runtime.telemetry.log_context import bind_request_id
@@ -112,18 +112,26 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                 request.request_id,
                 len(prompt),
                 request.data_parallel_rank if request.HasField("data_parallel_rank") else None,
+                timed=not request.openai_request,  # vLLM's serving code: n choices, tokens counted in bulk
             )
             metrics.PROMPT_TOKENS.inc(len(request.prompt_token_ids))
-            chunks = self.engine.generate(
-                request.request_id,
-                prompt,
-                sampling,
-                kv_transfer_params=kv,
-                priority=request.priority,
-                **(
-                    {"data_parallel_rank": request.data_parallel_rank} if request.HasField("data_parallel_rank") else {}
-                ),
-            )
+            if request.openai_request:
+                chunks = self.engine.generate_openai(
+                    request.request_id, request.openai_endpoint, request.openai_request, request.priority
+                )
+            else:
+                chunks = self.engine.generate(
+                    request.request_id,
+                    prompt,
+                    sampling,
+                    kv_transfer_params=kv,
+                    priority=request.priority,
+                    **(
+                        {"data_parallel_rank": request.data_parallel_rank}
+                        if request.HasField("data_parallel_rank")
+                        else {}
+                    ),
+                )
             # An empty first message says the worker accepted the request: from here on, a failure is
             # this request's (the router counts it against the input), not an unreachable worker's.
             yield worker_pb2.GenerateResponse(request_id=request.request_id)
@@ -132,17 +140,22 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                     if chunk is None:
                         yield worker_pb2.GenerateResponse(request_id=request.request_id)  # a heartbeat
                         continue
-                    if chunk.token_ids:
+                    # vLLM's serving code (openai_request) counts its tokens; plain deltas carry theirs
+                    new_tokens = len(chunk.token_ids) or max(0, chunk.completion_tokens - generated)
+                    if new_tokens:
                         if first:
                             metrics.TTFT.observe(time.perf_counter() - started)
                             metrics.CACHED_PROMPT_TOKENS.inc(chunk.cached_prompt_tokens)
                             span.set_attribute("tessera.cached_prompt_tokens", chunk.cached_prompt_tokens)
                             first = False
-                        generated += len(chunk.token_ids)
-                        self.tracker.progressed(request.request_id, len(chunk.token_ids), chunk.cached_prompt_tokens)
-                        metrics.GENERATION_TOKENS.inc(len(chunk.token_ids))
+                        generated += new_tokens
+                        self.tracker.progressed(request.request_id, new_tokens, chunk.cached_prompt_tokens)
+                        metrics.GENERATION_TOKENS.inc(new_tokens)
                     finish = chunk.finish_reason or finish
                     yield chunk.to_response(request.request_id, len(request.prompt_token_ids), generated)
+            except Unsupported as exc:
+                record_error(span, "FAILED_PRECONDITION", str(exc), server_fault=False)
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             except InvalidRequest as exc:
                 record_error(span, "INVALID_ARGUMENT", str(exc), server_fault=False)
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))

@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from google.protobuf.json_format import MessageToDict
 
-from services.worker.engine import EngineInfo, EngineLoad, EngineUnavailable, InvalidRequest
+from services.worker.engine import EngineInfo, EngineLoad, EngineUnavailable, InvalidRequest, Unsupported
 from services.worker.kv_events import Event, Removed, Stored
 from tessera.engine_model.batching import BatchingEngine, EngineConfig, EngineRequest
 from tessera.engine_model.block_pool import KVEvents
@@ -232,6 +232,14 @@ class SimEngine:
         if request_id in self.model.loading:
             self.model.kv_arrived(request_id)
             self._wake.set()
+
+    async def generate_openai(
+        self, request_id: str, endpoint: str, body: bytes, priority: int = 0
+    ) -> AsyncIterator[Delta]:
+        """Refused: tools, structured output, logprobs and the like need vLLM's serving code and a
+        real model (the router names the fields in its 400)."""
+        raise Unsupported("the simulated engine does not run vLLM's OpenAI serving code; serve the model with vLLM")
+        yield  # an async generator, as the Engine protocol has it
 
     async def abort(self, request_id: str) -> None:
         stream = self._streams.pop(request_id, None)

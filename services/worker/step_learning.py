@@ -43,6 +43,7 @@ class _Request:
     context: int = 0  # tokens in the sequence so far (prompt + generated)
     last_token_s: float | None = None
     epoch_at_last_token: int = -1
+    timed: bool = True  # its tokens are counted one by one (vLLM's serving code counts n choices at once)
 
 
 class StepObserver:
@@ -66,12 +67,16 @@ class StepObserver:
         self._group_end = -math.inf  # the latest token arrival (the current group's end)
         self._previous_group_end = -math.inf  # the group before it: where the current step began
 
-    def started(self, request_id: str, prompt_tokens: int) -> None:
+    def started(self, request_id: str, prompt_tokens: int, timed: bool = True) -> None:
+        """timed: False for a request whose batch share the model cannot tell (n choices, vLLM's serving
+        code): while it is in flight nothing is learnt."""
         clean = True
         for other in self._active.values():
             if other.last_token_s is None:  # its prompt may be computed in the same step as this one's
                 other.clean = clean = False
-        self._active[request_id] = _Request(prompt_tokens, self._clock(), clean=clean, context=prompt_tokens)
+        self._active[request_id] = _Request(
+            prompt_tokens, self._clock(), clean=clean, context=prompt_tokens, timed=timed
+        )
         self._epoch += 1
 
     def tokens(self, request_id: str, count: int, cached_prompt_tokens: int = 0) -> None:
@@ -82,11 +87,12 @@ class StepObserver:
         if now - self._group_end > self._same_step_s:  # the first token of a new step's output
             self._previous_group_end = self._group_end
         self._group_end = now
+        learn = all(r.timed for r in self._active.values())
         if request.last_token_s is None:
-            if request.clean and self.learn_prefill:
+            if request.clean and self.learn_prefill and learn:
                 self._observe_prefill(request, now, cached_prompt_tokens)
             self._epoch += 1  # this request moved from prefill to decode
-        elif request.epoch_at_last_token == self._epoch and self._all_decoding():
+        elif learn and request.epoch_at_last_token == self._epoch and self._all_decoding():
             contexts = [r.context for r in self._active.values()]
             self.learner.observe("decode", self.timer(decode=contexts), (now - request.last_token_s) / count)
         request.context += count

@@ -9,11 +9,12 @@ per-step scheduler figures to the worker's load tracker.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from services.worker.engine import EngineInfo, EngineLoad, EngineUnavailable, InvalidRequest
+from services.worker.engine import EngineInfo, EngineLoad, EngineUnavailable, InvalidRequest, Unsupported
 from services.worker.kv_descriptor import failed_kv_pulls, vllm_descriptor
 from tessera.runtime.rpc.delta import Delta
 from tessera.runtime.tasks import cancel_and_wait
@@ -59,8 +60,14 @@ def to_vllm_sampling(sp: pb.SamplingParams, kv_transfer_params: dict[str, Any] |
 class VllmEngine:
     """One vLLM engine. ``engine_args`` are AsyncEngineArgs fields."""
 
-    def __init__(self, engine_args: dict[str, Any], on_stats: Callable[[EngineLoad], None]) -> None:
+    def __init__(
+        self, engine_args: dict[str, Any], on_stats: Callable[[EngineLoad], None], serve_flags: list[str] | None = None
+    ) -> None:
+        """serve_flags: `vllm serve` flags for vLLM's OpenAI serving code (tool and reasoning parsers)."""
         self.engine_args = engine_args
+        self.serve_flags = list(serve_flags or [])
+        self.serve_args: Any = None  # `vllm serve`'s arguments, once started
+        self._serving: Any = None  # vLLM's OpenAI serving objects (openai_http.serving_state)
         self.on_stats = on_stats
         self.info: EngineInfo | None = None
         self._llm: Any = None  # vLLM's AsyncLLM once started (vLLM is imported only then)
@@ -89,6 +96,15 @@ class VllmEngine:
             max_num_seqs=int(config.scheduler_config.max_num_seqs),
             kv_compat=kv_compat,
         )
+        from services.worker.openai_http import serve_args, serving_state
+
+        self.serve_args = serve_args(
+            str(self.engine_args["model"]), str(self.engine_args.get("served_model_name") or ""), self.serve_flags
+        )
+        try:
+            self._serving = await serving_state(self._llm, self.serve_args)
+        except Exception as exc:  # noqa: BLE001 - plain requests are still served
+            log.warning("vLLM's OpenAI serving code did not start (requests that need it are refused): %s", exc)
 
     def _stat_logger_factory(self) -> Callable[..., Any]:
         from vllm.v1.metrics.loggers import StatLoggerBase
@@ -173,6 +189,75 @@ class VllmEngine:
             raise InvalidRequest(str(exc)) from None
         finally:
             await stream.aclose()  # aborts the request in the engine if it is still running
+
+    async def generate_openai(
+        self, request_id: str, endpoint: str, body: bytes, priority: int = 0
+    ) -> AsyncIterator[Delta]:
+        """An OpenAI request served by vLLM's own serving code: its JSON chunks (or whole response)
+        as Deltas' openai_body, then a last Delta with the finish reason. Cancelling aborts it."""
+        from pydantic import BaseModel, ValidationError
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+        from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+        from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+        from vllm.exceptions import VLLMClientError
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        if self._llm is None:
+            raise EngineUnavailable("engine not started")
+        chat = endpoint == "/v1/chat/completions"
+        serving = (
+            getattr(self._serving, "openai_serving_chat" if chat else "openai_serving_completion", None)
+            if self._serving is not None
+            else None
+        )
+        if serving is None:
+            raise Unsupported(f"this worker's model does not serve {endpoint} with vLLM's OpenAI code")
+        data = json.loads(body)
+        data["request_id"] = request_id  # the engine's id: unique per attempt, as for plain requests
+        data["priority"] = data.get("priority", 0) if self._priority_enabled else 0
+        try:
+            request = (ChatCompletionRequest if chat else CompletionRequest).model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"] if p != "body") or "body"
+            raise InvalidRequest(f"{loc}: {err['msg'].removeprefix('Value error, ')}") from None
+        except VLLMClientError as exc:  # its validators raise this (VLLMValidationError) unwrapped
+            raise InvalidRequest(str(exc)) from None
+        try:
+            result = await (
+                serving.create_chat_completion(request, None) if chat else serving.create_completion(request, None)
+            )
+            if isinstance(result, ErrorResponse):
+                if result.error.code >= 500:
+                    raise EngineUnavailable(result.error.message)
+                raise InvalidRequest(result.error.message)
+            if isinstance(result, BaseModel):  # the whole response (stream: false)
+                usage = getattr(result, "usage", None)
+                tokens = int(usage.completion_tokens or 0) if usage else 0
+                choices = getattr(result, "choices", [])
+                finish = next((c.finish_reason for c in choices if c.finish_reason), None) or "stop"
+                yield Delta([], "", openai_body=result.model_dump_json().encode(), completion_tokens=tokens)
+                yield Delta([], "", finish_reason=finish, completion_tokens=tokens)
+                return
+            tokens, finish = 0, "stop"
+            async for event in result:  # server-sent events, "data: {...}\n\n", the last "data: [DONE]"
+                payload = event.removeprefix("data: ").strip()
+                if payload == "[DONE]":
+                    break
+                chunk = json.loads(payload)
+                usage = chunk.get("usage")
+                if usage:  # the client asked for usage: exact
+                    tokens = max(tokens, int(usage.get("completion_tokens") or 0))
+                else:  # one engine step per choice in a chunk: close enough for load and metrics
+                    tokens += sum(1 for c in chunk.get("choices") or () if c.get("delta") or c.get("text"))
+                choices = chunk.get("choices") or ()
+                finish = next((c["finish_reason"] for c in choices if c.get("finish_reason")), finish)
+                yield Delta([], "", openai_body=payload.encode(), completion_tokens=tokens)
+            yield Delta([], "", finish_reason=finish, completion_tokens=tokens)
+        except EngineDeadError as exc:
+            raise EngineUnavailable(f"engine died: {exc}") from None
+        except (ValueError, VLLMClientError) as exc:  # vLLM's checks of the request (VLLMValidationError)
+            raise InvalidRequest(str(exc)) from None
 
     async def abort(self, request_id: str) -> None:
         if self._llm is not None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tessera.v1 import common_pb2 as tessera_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tessera/v1/worker.proto\x12\ntessera.v1\x1a\x17tessera/v1/common.proto\"\x84\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\r\x12,\n\x08sampling\x18\x03 \x01(\x0b\x32\x1a.tessera.v1.SamplingParams\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x31\n\x0bkv_transfer\x18\x05 \x01(\x0b\x32\x1c.tessera.v1.KVTransferParams\x12\x1f\n\x12\x64\x61ta_parallel_rank\x18\x06 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x10resume_token_ids\x18\x07 \x03(\rB\x15\n\x13_data_parallel_rank\"\xe8\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x16.tessera.v1.TokenDelta\x12/\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x18.tessera.v1.FinishReason\x12\x13\n\x0bstop_reason\x18\x04 \x01(\t\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.tessera.v1.Usage\x12\x31\n\x0bkv_transfer\x18\x06 \x01(\x0b\x32\x1c.tessera.v1.KVTransferParams\"\x10\n\x0eGetInfoRequest\"`\n\nWorkerInfo\x12,\n\x08identity\x18\x01 \x01(\x0b\x32\x1a.tessera.v1.WorkerIdentity\x12$\n\x04load\x18\x02 \x01(\x0b\x32\x16.tessera.v1.LoadReport\"\x0e\n\x0c\x44rainRequest\"\"\n\rDrainResponse\x12\x11\n\tin_flight\x18\x01 \x01(\r2\xce\x01\n\x06Worker\x12G\n\x08Generate\x12\x1b.tessera.v1.GenerateRequest\x1a\x1c.tessera.v1.GenerateResponse0\x01\x12=\n\x07GetInfo\x12\x1a.tessera.v1.GetInfoRequest\x1a\x16.tessera.v1.WorkerInfo\x12<\n\x05\x44rain\x12\x18.tessera.v1.DrainRequest\x1a\x19.tessera.v1.DrainResponseB\x8e\x01\n\rio.tessera.v1B\x0bWorkerProtoP\x01Z@github.com/tessera-inference/tessera/gen/go/tessera/v1;tesserav1\xa2\x02\x03TVX\xaa\x02\nTessera.V1\xca\x02\nTessera\\V1\xea\x02\x0bTessera::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tessera/v1/worker.proto\x12\ntessera.v1\x1a\x17tessera/v1/common.proto\"\xb5\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\r\x12,\n\x08sampling\x18\x03 \x01(\x0b\x32\x1a.tessera.v1.SamplingParams\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x31\n\x0bkv_transfer\x18\x05 \x01(\x0b\x32\x1c.tessera.v1.KVTransferParams\x12\x1f\n\x12\x64\x61ta_parallel_rank\x18\x06 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x10resume_token_ids\x18\x07 \x03(\r\x12\x16\n\x0eopenai_request\x18\x08 \x01(\x0c\x12\x17\n\x0fopenai_endpoint\x18\t \x01(\tB\x15\n\x13_data_parallel_rank\"\xfd\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x16.tessera.v1.TokenDelta\x12/\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x18.tessera.v1.FinishReason\x12\x13\n\x0bstop_reason\x18\x04 \x01(\t\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.tessera.v1.Usage\x12\x31\n\x0bkv_transfer\x18\x06 \x01(\x0b\x32\x1c.tessera.v1.KVTransferParams\x12\x13\n\x0bopenai_body\x18\x07 \x01(\x0c\"\x10\n\x0eGetInfoRequest\"`\n\nWorkerInfo\x12,\n\x08identity\x18\x01 \x01(\x0b\x32\x1a.tessera.v1.WorkerIdentity\x12$\n\x04load\x18\x02 \x01(\x0b\x32\x16.tessera.v1.LoadReport\"\x0e\n\x0c\x44rainRequest\"\"\n\rDrainResponse\x12\x11\n\tin_flight\x18\x01 \x01(\r2\xce\x01\n\x06Worker\x12G\n\x08Generate\x12\x1b.tessera.v1.GenerateRequest\x1a\x1c.tessera.v1.GenerateResponse0\x01\x12=\n\x07GetInfo\x12\x1a.tessera.v1.GetInfoRequest\x1a\x16.tessera.v1.WorkerInfo\x12<\n\x05\x44rain\x12\x18.tessera.v1.DrainRequest\x1a\x19.tessera.v1.DrainResponseB\x8e\x01\n\rio.tessera.v1B\x0bWorkerProtoP\x01Z@github.com/tessera-inference/tessera/gen/go/tessera/v1;tesserav1\xa2\x02\x03TVX\xaa\x02\nTessera.V1\xca\x02\nTessera\\V1\xea\x02\x0bTessera::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,17 +34,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\rio.tessera.v1B\013WorkerProtoP\001Z@github.com/tessera-inference/tessera/gen/go/tessera/v1;tesserav1\242\002\003TVX\252\002\nTessera.V1\312\002\nTessera\\V1\352\002\013Tessera::V1'
   _globals['_GENERATEREQUEST']._serialized_start=65
-  _globals['_GENERATEREQUEST']._serialized_end=325
-  _globals['_GENERATERESPONSE']._serialized_start=328
-  _globals['_GENERATERESPONSE']._serialized_end=560
-  _globals['_GETINFOREQUEST']._serialized_start=562
-  _globals['_GETINFOREQUEST']._serialized_end=578
-  _globals['_WORKERINFO']._serialized_start=580
-  _globals['_WORKERINFO']._serialized_end=676
-  _globals['_DRAINREQUEST']._serialized_start=678
-  _globals['_DRAINREQUEST']._serialized_end=692
-  _globals['_DRAINRESPONSE']._serialized_start=694
-  _globals['_DRAINRESPONSE']._serialized_end=728
-  _globals['_WORKER']._serialized_start=731
-  _globals['_WORKER']._serialized_end=937
+  _globals['_GENERATEREQUEST']._serialized_end=374
+  _globals['_GENERATERESPONSE']._serialized_start=377
+  _globals['_GENERATERESPONSE']._serialized_end=630
+  _globals['_GETINFOREQUEST']._serialized_start=632
+  _globals['_GETINFOREQUEST']._serialized_end=648
+  _globals['_WORKERINFO']._serialized_start=650
+  _globals['_WORKERINFO']._serialized_end=746
+  _globals['_DRAINREQUEST']._serialized_start=748
+  _globals['_DRAINREQUEST']._serialized_end=762
+  _globals['_DRAINRESPONSE']._serialized_start=764
+  _globals['_DRAINRESPONSE']._serialized_end=798
+  _globals['_WORKER']._serialized_start=801
+  _globals['_WORKER']._serialized_end=1007
 # @@protoc_insertion_point(module_scope)

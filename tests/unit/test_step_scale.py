@@ -178,3 +178,17 @@ def test_without_a_model_nothing_is_learnt():
     observer.finished("a")
     assert observer.learner.scale() == StepScale()
     assert not math.isnan(observer.learner.scale().decode)
+
+
+def test_nothing_is_learnt_while_a_request_of_untold_shape_is_in_flight(timer):
+    """A request run by vLLM's serving code (n choices, tokens counted in bulk) hides the batch's shape."""
+    observer = StepObserver(timer)
+    engine = FakeEngine(timer, StepScale(decode=2.0), observer)
+    observer._clock = engine.clock
+    observer.started("openai", 100, timed=False)
+    engine.prefill("a", 200)
+    engine.decode_steps(MIN_SAMPLES * 2)
+    assert observer.learner.samples("decode") == 0 and observer.learner.samples("prefill") == 0
+    observer.finished("openai")
+    engine.decode_steps(MIN_SAMPLES + 1)
+    assert observer.learner.learnt("decode") == pytest.approx(2.0, rel=1e-4)

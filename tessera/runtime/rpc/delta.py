@@ -25,12 +25,19 @@ class Delta:
     cached_prompt_tokens: int = 0  # prompt tokens found in a prefix cache or moved by a KV transfer
     kv_transfer_params: dict[str, Any] | None = None  # what a prefill hands to its decode worker (last delta)
     worker_id: str = ""  # set by the router: the worker that produced it
+    # A request served by vLLM's OpenAI code (worker.proto's openai_request): one JSON chunk, or the
+    # whole response, as vLLM wrote it; completion_tokens: the request's tokens so far.
+    openai_body: bytes = b""
+    completion_tokens: int = 0
 
     def to_response(self, request_id: str, prompt_tokens: int, completion_tokens: int) -> worker_pb2.GenerateResponse:
         """The worker's message for this delta; usage (the request's totals so far) on the last one only."""
         response = worker_pb2.GenerateResponse(
             request_id=request_id, delta=pb.TokenDelta(token_ids=self.token_ids, text=self.text)
         )
+        if self.openai_body:
+            response.openai_body = self.openai_body
+            response.usage.completion_tokens = completion_tokens
         if self.finish_reason:
             response.finish_reason = finish_reason_value(self.finish_reason)
             response.stop_reason = self.stop_reason
@@ -53,6 +60,7 @@ class Delta:
             or response.finish_reason
             or response.HasField("usage")
             or response.HasField("kv_transfer")
+            or response.openai_body
         )
 
     @classmethod
@@ -66,4 +74,6 @@ class Delta:
             response.stop_reason,
             response.usage.cached_prompt_tokens if finish else 0,
             worker_id=worker_id,
+            openai_body=response.openai_body,
+            completion_tokens=response.usage.completion_tokens,
         )

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tessera/v1/worker.proto.
  */
 export const file_tessera_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("Chd0ZXNzZXJhL3YxL3dvcmtlci5wcm90bxIKdGVzc2VyYS52MSKEAgoPR2VuZXJhdGVSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSGAoQcHJvbXB0X3Rva2VuX2lkcxgCIAMoDRIsCghzYW1wbGluZxgDIAEoCzIaLnRlc3NlcmEudjEuU2FtcGxpbmdQYXJhbXMSEAoIcHJpb3JpdHkYBCABKAUSMQoLa3ZfdHJhbnNmZXIYBSABKAsyHC50ZXNzZXJhLnYxLktWVHJhbnNmZXJQYXJhbXMSHwoSZGF0YV9wYXJhbGxlbF9yYW5rGAYgASgNSACIAQESGAoQcmVzdW1lX3Rva2VuX2lkcxgHIAMoDUIVChNfZGF0YV9wYXJhbGxlbF9yYW5rIugBChBHZW5lcmF0ZVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSJQoFZGVsdGEYAiABKAsyFi50ZXNzZXJhLnYxLlRva2VuRGVsdGESLwoNZmluaXNoX3JlYXNvbhgDIAEoDjIYLnRlc3NlcmEudjEuRmluaXNoUmVhc29uEhMKC3N0b3BfcmVhc29uGAQgASgJEiAKBXVzYWdlGAUgASgLMhEudGVzc2VyYS52MS5Vc2FnZRIxCgtrdl90cmFuc2ZlchgGIAEoCzIcLnRlc3NlcmEudjEuS1ZUcmFuc2ZlclBhcmFtcyIQCg5HZXRJbmZvUmVxdWVzdCJgCgpXb3JrZXJJbmZvEiwKCGlkZW50aXR5GAEgASgLMhoudGVzc2VyYS52MS5Xb3JrZXJJZGVudGl0eRIkCgRsb2FkGAIgASgLMhYudGVzc2VyYS52MS5Mb2FkUmVwb3J0Ig4KDERyYWluUmVxdWVzdCIiCg1EcmFpblJlc3BvbnNlEhEKCWluX2ZsaWdodBgBIAEoDTLOAQoGV29ya2VyEkcKCEdlbmVyYXRlEhsudGVzc2VyYS52MS5HZW5lcmF0ZVJlcXVlc3QaHC50ZXNzZXJhLnYxLkdlbmVyYXRlUmVzcG9uc2UwARI9CgdHZXRJbmZvEhoudGVzc2VyYS52MS5HZXRJbmZvUmVxdWVzdBoWLnRlc3NlcmEudjEuV29ya2VySW5mbxI8CgVEcmFpbhIYLnRlc3NlcmEudjEuRHJhaW5SZXF1ZXN0GhkudGVzc2VyYS52MS5EcmFpblJlc3BvbnNlQo4BCg1pby50ZXNzZXJhLnYxQgtXb3JrZXJQcm90b1ABWkBnaXRodWIuY29tL3Rlc3NlcmEtaW5mZXJlbmNlL3Rlc3NlcmEvZ2VuL2dvL3Rlc3NlcmEvdjE7dGVzc2VyYXYxogIDVFZYqgIKVGVzc2VyYS5WMcoCClRlc3NlcmFcVjHqAgtUZXNzZXJhOjpWMWIGcHJvdG8z", [file_tessera_v1_common]);
+  fileDesc("Chd0ZXNzZXJhL3YxL3dvcmtlci5wcm90bxIKdGVzc2VyYS52MSK1AgoPR2VuZXJhdGVSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSGAoQcHJvbXB0X3Rva2VuX2lkcxgCIAMoDRIsCghzYW1wbGluZxgDIAEoCzIaLnRlc3NlcmEudjEuU2FtcGxpbmdQYXJhbXMSEAoIcHJpb3JpdHkYBCABKAUSMQoLa3ZfdHJhbnNmZXIYBSABKAsyHC50ZXNzZXJhLnYxLktWVHJhbnNmZXJQYXJhbXMSHwoSZGF0YV9wYXJhbGxlbF9yYW5rGAYgASgNSACIAQESGAoQcmVzdW1lX3Rva2VuX2lkcxgHIAMoDRIWCg5vcGVuYWlfcmVxdWVzdBgIIAEoDBIXCg9vcGVuYWlfZW5kcG9pbnQYCSABKAlCFQoTX2RhdGFfcGFyYWxsZWxfcmFuayL9AQoQR2VuZXJhdGVSZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgJEiUKBWRlbHRhGAIgASgLMhYudGVzc2VyYS52MS5Ub2tlbkRlbHRhEi8KDWZpbmlzaF9yZWFzb24YAyABKA4yGC50ZXNzZXJhLnYxLkZpbmlzaFJlYXNvbhITCgtzdG9wX3JlYXNvbhgEIAEoCRIgCgV1c2FnZRgFIAEoCzIRLnRlc3NlcmEudjEuVXNhZ2USMQoLa3ZfdHJhbnNmZXIYBiABKAsyHC50ZXNzZXJhLnYxLktWVHJhbnNmZXJQYXJhbXMSEwoLb3BlbmFpX2JvZHkYByABKAwiEAoOR2V0SW5mb1JlcXVlc3QiYAoKV29ya2VySW5mbxIsCghpZGVudGl0eRgBIAEoCzIaLnRlc3NlcmEudjEuV29ya2VySWRlbnRpdHkSJAoEbG9hZBgCIAEoCzIWLnRlc3NlcmEudjEuTG9hZFJlcG9ydCIOCgxEcmFpblJlcXVlc3QiIgoNRHJhaW5SZXNwb25zZRIRCglpbl9mbGlnaHQYASABKA0yzgEKBldvcmtlchJHCghHZW5lcmF0ZRIbLnRlc3NlcmEudjEuR2VuZXJhdGVSZXF1ZXN0GhwudGVzc2VyYS52MS5HZW5lcmF0ZVJlc3BvbnNlMAESPQoHR2V0SW5mbxIaLnRlc3NlcmEudjEuR2V0SW5mb1JlcXVlc3QaFi50ZXNzZXJhLnYxLldvcmtlckluZm8SPAoFRHJhaW4SGC50ZXNzZXJhLnYxLkRyYWluUmVxdWVzdBoZLnRlc3NlcmEudjEuRHJhaW5SZXNwb25zZUKOAQoNaW8udGVzc2VyYS52MUILV29ya2VyUHJvdG9QAVpAZ2l0aHViLmNvbS90ZXNzZXJhLWluZmVyZW5jZS90ZXNzZXJhL2dlbi9nby90ZXNzZXJhL3YxO3Rlc3NlcmF2MaICA1RWWKoCClRlc3NlcmEuVjHKAgpUZXNzZXJhXFYx6gILVGVzc2VyYTo6VjFiBnByb3RvMw", [file_tessera_v1_common]);
 
 /**
  * @generated from message tessera.v1.GenerateRequest
@@ -65,6 +65,23 @@ export type GenerateRequest = Message<"tessera.v1.GenerateRequest"> & {
    * @generated from field: repeated uint32 resume_token_ids = 7;
    */
   resumeTokenIds: number[];
+
+  /**
+   * A request that uses OpenAI/vLLM features beyond token ids and SamplingParams (tools,
+   * structured output, logprobs, n > 1, ...): the client's validated JSON body, which the
+   * worker hands to vLLM's own OpenAI serving code (prompt_token_ids then only placed it).
+   * Answers come back in GenerateResponse.openai_body. Such a request is never resumed.
+   *
+   * @generated from field: bytes openai_request = 8;
+   */
+  openaiRequest: Uint8Array;
+
+  /**
+   * "/v1/chat/completions" or "/v1/completions"
+   *
+   * @generated from field: string openai_endpoint = 9;
+   */
+  openaiEndpoint: string;
 };
 
 /**
@@ -120,6 +137,14 @@ export type GenerateResponse = Message<"tessera.v1.GenerateResponse"> & {
    * @generated from field: tessera.v1.KVTransferParams kv_transfer = 6;
    */
   kvTransfer?: KVTransferParams | undefined;
+
+  /**
+   * For an openai_request: one JSON chunk of the stream (without "data: "), or the whole
+   * response when the client did not stream. usage.completion_tokens counts the tokens so far.
+   *
+   * @generated from field: bytes openai_body = 7;
+   */
+  openaiBody: Uint8Array;
 };
 
 /**
