@@ -9,9 +9,18 @@ keep their SLO under overload instead of everyone missing it. The queue is
 worked whenever a request finishes (a slot may have opened) and on a short
 tick; its depth, waits and refusals are metrics.
 
-The expected wait is the number of requests ahead divided by the recent rate
-at which this router has admitted requests of the model (an EWMA), which
-tracks what the fleet actually absorbs without a model of it.
+The expected wait is the number of requests ahead, plus one, divided by the
+rate at which this router has admitted requests of the model over the last
+few seconds, which tracks what the fleet actually absorbs without a model of it.
+Refusal is decided up front, from measurements taken with a margin: the
+estimate is scaled by the 90th percentile of how far recent waits overran
+their estimates (completions come in bursts), and the time a placed request
+still needs to its first token is the 90th percentile of recent ones, not
+their mean. A request admitted to the queue is then served, late if need be,
+not turned into a 429 after it waited: a refusal is only worth something when
+it comes at once (the client can go elsewhere), and the margin keeps the late
+ones few. Only a waiter still queued GIVE_UP_OBJECTIVES objectives after it
+arrived (a fleet that stopped absorbing anything) is refused.
 
 Tenants share a priority class fairly (start-time fair queueing): each
 waiting request of a named tenant gets a virtual start tag, one past the
@@ -24,9 +33,11 @@ pure deadline order.
 Nobody waits behind a request that cannot be placed for reasons of its own:
 each model's queue is worked by its own task, so one model's slow placement
 holds up no other model; a waiter whose client left is taken out at once;
-and when the head is still saturated, up to MAX_PROBES waiters with other
-placement signatures (profile, objective, excluded workers) are tried
-behind it in the same pass.
+when the head is still saturated, up to MAX_PROBES waiters with other
+placement signatures (profile, objective, excluded workers, tenant) are
+tried behind it in the same pass; and a new request unlike every waiter
+tries a placement at once (a quiet tenant's request, which may use slots
+the scheduler keeps from a tenant over its fair share).
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ import heapq
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -49,8 +61,15 @@ log = logging.getLogger("tessera.router.admission")
 T = TypeVar("T")  # what a placement attempt returns (the scheduler's PlaceResponse)
 
 TICK_S = 0.025
-RATE_HALF_LIFE_S = 5.0
 MAX_PROBES = 4  # saturated placement attempts per queue per pass (the head and three behind it)
+RATE_SPAN_S = 5.0  # the admission rate is what was admitted over the last this many seconds
+MIN_RATE_SPAN_S = 1.0  # measured over less than this, a burst of admissions would read as a huge rate
+MARGIN_QUANTILE = 0.9  # of recent waits and first-token times: what the up-front refusal plans for
+RECENT = 64  # samples kept for those quantiles (about 10 s of admissions of a saturated small fleet)
+RECENT_MAX_AGE_S = 30.0  # older samples are dropped: a margin learnt in a bad spell does not refuse forever
+MIN_SAMPLES = 8  # fewer than this: no measured margin yet (a wait is as estimated)
+MAX_MARGIN = 3.0  # the estimate is scaled by at most this: some requests still queue, so the margin is relearnt
+GIVE_UP_OBJECTIVES = 10  # a waiter still queued this many objectives after arriving is refused
 
 
 class Overloaded(ApiError):
@@ -72,17 +91,41 @@ class Saturated(Exception):
 class _Waiter:
     key: tuple[int, float, float, int]  # (-priority, fair-queueing tag, deadline, arrival)
     future: asyncio.Future = field(compare=False)
-    deadline: float = field(compare=False)
+    give_up: float = field(compare=False)  # when a waiter still queued is refused after all
     enqueued: float = field(compare=False)
     signature: Hashable = field(compare=False, default=None)  # requests alike in where they may be placed
+    estimate: float = field(compare=False, default=0.0)  # its wait as estimated on arrival, before the margin
+
+
+class _Recent:
+    """The last RECENT values of a measure from the last RECENT_MAX_AGE_S, for a high quantile."""
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[float, float]] = deque(maxlen=RECENT)  # (when, value)
+
+    def add(self, value: float, now: float) -> None:
+        self.samples.append((now, value))
+
+    def quantile(self, q: float, now: float) -> float | None:
+        """The q-quantile of the recent values; None below MIN_SAMPLES of them (no evidence yet)."""
+        while self.samples and now - self.samples[0][0] > RECENT_MAX_AGE_S:
+            self.samples.popleft()
+        if len(self.samples) < MIN_SAMPLES:
+            return None
+        ordered = sorted(v for _, v in self.samples)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def latest(self) -> float | None:
+        return self.samples[-1][1] if self.samples else None
 
 
 class _ModelQueue:
     def __init__(self) -> None:
         self.heap: list[_Waiter] = []
-        self.admit_rate = 0.0  # requests admitted per second while saturated (EWMA)
-        self.last_admit = 0.0
-        self.service_s = 0.0  # placement to first token (EWMA): what an admitted request still needs
+        self.admits: deque[float] = deque()  # when requests were admitted, over the last RATE_SPAN_S
+        self.first_admit: float | None = None
+        self.service = _Recent()  # placement to first token: what an admitted request still needs
+        self.overrun = _Recent()  # waits of placed waiters over their estimates (1.0: as estimated)
         self.vtime = 0.0  # fair queueing: the tag of the last request admitted
         self.tags: dict[str, float] = {}  # tenant -> the tag of its last request queued
 
@@ -97,24 +140,53 @@ class _ModelQueue:
         return tag
 
     def note_admitted(self, now: float) -> None:
-        if self.last_admit:
-            gap = max(1e-3, now - self.last_admit)
-            if self.admit_rate == 0.0:
-                self.admit_rate = 1.0 / gap
-            else:
-                weight = 1.0 - 0.5 ** (gap / RATE_HALF_LIFE_S)
-                self.admit_rate = (1 - weight) * self.admit_rate + weight * (1.0 / gap)
-        self.last_admit = now
+        if self.first_admit is None:
+            self.first_admit = now
+        self.admits.append(now)
+        self._forget_admits(now)
 
-    def note_service(self, seconds: float) -> None:
-        self.service_s = seconds if self.service_s == 0.0 else 0.8 * self.service_s + 0.2 * seconds
+    def _forget_admits(self, now: float) -> None:
+        while self.admits and now - self.admits[0] > RATE_SPAN_S:
+            self.admits.popleft()
 
-    def expected_wait(self, ahead: int) -> float:
-        """Seconds until a request with `ahead` requests before it is admitted. Without a measured
-        rate yet there is no evidence either way: 0, and the deadline check while waiting decides."""
-        if ahead == 0 or self.admit_rate <= 0:
+    def admit_rate(self, now: float) -> float:
+        """Requests admitted per second over the last RATE_SPAN_S (what the fleet absorbs while
+        saturated); 0 until admissions span MIN_RATE_SPAN_S. A count over a window, not an average
+        of 1/gap, which a burst of admissions a millisecond apart would read as 1,000 a second."""
+        self._forget_admits(now)
+        span = 0.0 if self.first_admit is None else min(RATE_SPAN_S, now - self.first_admit)
+        if span < MIN_RATE_SPAN_S:
             return 0.0
-        return (ahead + 1) / self.admit_rate
+        return len(self.admits) / span
+
+    def note_service(self, seconds: float, now: float) -> None:
+        self.service.add(seconds, now)
+
+    def service_s(self, now: float) -> float:
+        """Placement to first token, as planned for: the 90th percentile of recent ones (the latest
+        while there are few)."""
+        q = self.service.quantile(MARGIN_QUANTILE, now)
+        return q if q is not None else (self.service.latest() or 0.0)
+
+    def note_waited(self, estimate: float, waited: float, now: float) -> None:
+        if estimate > 0:
+            self.overrun.add(waited / estimate, now)
+
+    def estimate(self, ahead: int, now: float) -> float:
+        """Seconds until a request with `ahead` requests before it is admitted, on average: it waits
+        for ahead + 1 slots to free. Without a measured rate yet there is no evidence either way: 0."""
+        rate = self.admit_rate(now)
+        return (ahead + 1) / rate if rate > 0 else 0.0
+
+    def margin(self, now: float) -> float:
+        """How far recent waits overran their estimates (90th percentile, 1 to MAX_MARGIN; 1 until
+        measured): completions come in bursts, and a request planned at the mean is late half the time."""
+        overrun = self.overrun.quantile(MARGIN_QUANTILE, now)
+        return 1.0 if overrun is None else min(MAX_MARGIN, max(1.0, overrun))
+
+    def expected_wait(self, ahead: int, now: float) -> float:
+        """The wait planned for: the estimate times the margin."""
+        return self.estimate(ahead, now) * self.margin(now)
 
 
 class AdmissionControl:
@@ -148,7 +220,7 @@ class AdmissionControl:
         """How long a placed request of `model` took to its first token (feeds the wait budget)."""
         q = self._queues.get(model)
         if q is not None:
-            q.note_service(since_placed_s)
+            q.note_service(since_placed_s, time.monotonic())
 
     def released(self) -> None:
         """A request finished: capacity may have opened."""
@@ -171,7 +243,9 @@ class AdmissionControl:
         """A placement for the request, now or after waiting its turn; Overloaded if it cannot be in time."""
         q = self._queues.setdefault(model, _ModelQueue())
         now = time.monotonic()
-        if not q.heap:
+        # With nobody waiting, or nobody waiting that is placed alike (another tenant, profile or
+        # objective), it tries at once: the waiters' finding no room says nothing about it.
+        if not q.heap or (signature is not None and all(w.signature != signature for w in q.heap)):
             try:
                 result = await place()
                 q.note_admitted(time.monotonic())
@@ -182,9 +256,10 @@ class AdmissionControl:
         # The latest moment it can still be placed and meet its objective: after placement the
         # request still needs its prefill and first token (measured), so waiting until the
         # objective itself would admit requests only to miss it.
-        deadline = now + slo - q.service_s if slo > 0 else float("inf")
+        deadline = now + slo - q.service_s(now) if slo > 0 else float("inf")
         ahead = sum(1 for w in q.heap if w.key[0] <= -priority)
-        wait = q.expected_wait(ahead)
+        estimate = q.estimate(ahead, now)
+        wait = estimate * q.margin(now)
         if len(q.heap) >= self.max_queue:
             metrics.REJECTED.labels(model, "queue_full").inc()
             raise Overloaded(f"{model} is saturated and {len(q.heap)} requests are already waiting", wait or 1.0)
@@ -196,7 +271,10 @@ class AdmissionControl:
                 wait,
             )
         future = asyncio.get_running_loop().create_future()
-        waiter = _Waiter((-priority, q.tag(tenant), deadline, next(self._seq)), future, deadline, now, signature)
+        give_up = now + GIVE_UP_OBJECTIVES * slo if slo > 0 else float("inf")
+        waiter = _Waiter(
+            (-priority, q.tag(tenant), deadline, next(self._seq)), future, give_up, now, signature, estimate
+        )
         self._placers[id(future)] = place
         heapq.heappush(q.heap, waiter)
         metrics.QUEUE_DEPTH.labels(model).set(len(q.heap))
@@ -240,13 +318,14 @@ class AdmissionControl:
             if waiter.future.done():
                 _remove(q, waiter)
                 continue
-            if now > waiter.deadline:
+            if now > waiter.give_up:  # past its deadline it is still served; this is the backstop
                 _remove(q, waiter)
-                metrics.REJECTED.labels(model, "deadline").inc()
+                metrics.REJECTED.labels(model, "gave_up").inc()
                 waiter.future.set_exception(
                     Overloaded(
-                        f"{model} stayed saturated past this request's time-to-first-token objective",
-                        q.expected_wait(len(q.heap)),
+                        f"{model} stayed saturated for {GIVE_UP_OBJECTIVES}x this request's time-to-first-token "
+                        "objective",
+                        q.expected_wait(len(q.heap), now),
                     )
                 )
                 continue
@@ -271,8 +350,10 @@ class AdmissionControl:
                 continue
             _remove(q, waiter)
             q.vtime = max(q.vtime, waiter.key[1])
-            q.note_admitted(time.monotonic())
-            metrics.QUEUE_WAIT.labels(model).observe(time.monotonic() - waiter.enqueued)
+            now = time.monotonic()
+            q.note_admitted(now)
+            q.note_waited(waiter.estimate, now - waiter.enqueued, now)
+            metrics.QUEUE_WAIT.labels(model).observe(now - waiter.enqueued)
             if not waiter.future.done():
                 waiter.future.set_result(result)
             probes -= 1  # a placement is progress, not a probe

@@ -18,6 +18,9 @@
 - A request for a model with no worker at all is held (bounded per model)
   until one registers; it waits outside the admission queue, so it never
   holds up requests that can be placed.
+- A request whose tenant already holds its fair share of the model's requests
+  here (services/router/fair_share.py) is placed `over_fair_share`: the
+  scheduler keeps each worker's last slot for tenants below their share.
 - The client going away cancels the worker stream, which aborts the request in
   the engine.
 """
@@ -39,6 +42,7 @@ from opentelemetry import trace
 from services.router import metrics
 from services.router.admission import AdmissionControl, Saturated
 from services.router.errors import BadRequest, NoCapacity, UpstreamFailed
+from services.router.fair_share import TenantShares
 from services.router.model_catalog import ModelEntry
 from services.router.remote_prefill import prefill_request, remote_prefill
 from services.router.scheduler_client import SchedulerClient
@@ -186,6 +190,7 @@ class RequestFlow:
         self.channels = channels
         self.profile = profile
         self.admission = admission or AdmissionControl()
+        self.shares = TenantShares()
         self._tracer = tracer("tessera.router")
 
     async def stream(self, gen: Generation, stats: FlowStats) -> AsyncGenerator[Delta, None]:
@@ -195,11 +200,13 @@ class RequestFlow:
         max_tokens = gen.sampling.max_tokens
         attempts = self._attempts(gen, stats, produced, excluded, max_tokens)
         self.budget.in_flight += 1
+        self.shares.started(gen.model.name, gen.tenant, time.monotonic())
         try:
             async for delta in attempts:
                 yield delta
         finally:
             self.budget.in_flight -= 1
+            self.shares.finished(gen.model.name, gen.tenant, time.monotonic())
             await attempts.aclose()  # a client that left aborts the worker's stream now, not at GC
             self.admission.released()
 
@@ -220,7 +227,8 @@ class RequestFlow:
                         gen.priority,
                         lambda: self._place(gen, excluded, len(produced)),
                         gen.ttft_slo_s,
-                        signature=(gen.profile, gen.ttft_slo_s, tuple(excluded)),
+                        # The tenant too: one over its fair share may find no slot where another does.
+                        signature=(gen.profile, gen.ttft_slo_s, tuple(excluded), gen.tenant),
                         tenant=gen.tenant,
                     )
                 except NoWorker:
@@ -464,6 +472,7 @@ class RequestFlow:
             prompt_block_hashes=gen.block_hashes,
             block_size=CANONICAL_BLOCK_TOKENS,
             ttft_slo_s=self.admission.ttft_slo_s if gen.ttft_slo_s is None else gen.ttft_slo_s,
+            over_fair_share=self.shares.over_share(gen.model.name, gen.tenant, time.monotonic()),
         )
         response = await self._ask(request, gen)
         nobody = response.outcome == scheduler_pb2.PLACE_OUTCOME_NO_WORKER and not response.candidates

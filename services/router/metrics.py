@@ -118,7 +118,7 @@ TENANT_CHARGED_TOKENS = Counter(
 )
 
 
-ADMISSION_REASONS = ("queue_full", "deadline")
+ADMISSION_REASONS = ("queue_full", "deadline", "gave_up")
 
 
 def model_seen(model: str) -> None:

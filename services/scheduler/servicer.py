@@ -72,6 +72,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 # Not a finite positive number: no objective. A NaN deadline would fail every
                 # worker's saturation check and leave the request "saturated" forever.
                 ttft_slo_s=request.ttft_slo_s if math.isfinite(request.ttft_slo_s) and request.ttft_slo_s > 0 else 0.0,
+                over_fair_share=request.over_fair_share,
             )
             choice = self._choose(pipeline, req)
             metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - started)

@@ -64,14 +64,23 @@ def load_guard(
 
 @FILTERS.register("saturation")
 def saturation(
-    req: RequestInfo, workers: list[WorkerSnapshot], max_waiting: int = 8, max_kv_usage: float = 0.98
+    req: RequestInfo,
+    workers: list[WorkerSnapshot],
+    max_waiting: int = 8,
+    max_kv_usage: float = 0.98,
+    reserve_slots: int = 1,
 ) -> list[WorkerSnapshot]:
     """Not the workers that cannot start more work now: every batch slot (max_num_seqs) taken by
     running or queued requests (a request sent there waits for one to finish, which no latency
     model here predicts), more than `max_waiting` queued where the slots are unknown, the KV cache
     full, or (when the request has a TTFT objective) a predicted time to first token past it. When
     none is left the model is saturated for this request and the router queues it (admission
-    control), in deadline order, rather than piling it onto engine queues in arrival order."""
+    control), in deadline order, rather than piling it onto engine queues in arrival order.
+
+    A request whose tenant already holds its fair share (`over_fair_share`, set by the router)
+    does not get a worker's last `reserve_slots` slots (on workers with over twice as many): a
+    quiet tenant's next request then finds a free slot at once instead of waiting for one of the
+    noisy tenant's requests to end."""
     # Placements not yet seen in a load report count towards batch slots but not towards the
     # engine's queue: a burst to a fast worker would otherwise look saturated until its next report.
     return [
@@ -79,6 +88,11 @@ def saturation(
         for w in workers
         if w.num_waiting - w.pending <= max_waiting
         and w.kv_cache_usage < max_kv_usage
-        and (not w.max_num_seqs or w.num_running + w.num_waiting < w.max_num_seqs)
+        and (not w.max_num_seqs or w.num_running + w.num_waiting < w.max_num_seqs - _reserved(req, w, reserve_slots))
         and (not req.ttft_slo_s or not w.prefill_tokens_per_s or predicted_ttft_seconds(req, w, 0) <= req.ttft_slo_s)
     ]
+
+
+def _reserved(req: RequestInfo, w: WorkerSnapshot, reserve_slots: int) -> int:
+    """The slots of `w` this request may not take: the reserve, for a tenant over its share."""
+    return reserve_slots if req.over_fair_share and w.max_num_seqs > 2 * reserve_slots else 0

@@ -61,6 +61,7 @@ class RequestInfo:
     priority: int = 0
     block_hashes: tuple[int, ...] = ()  # canonical 16-token chained hashes of the prompt (prefix_index.py)
     ttft_slo_s: float = 0.0  # time-to-first-token objective, 0: none
+    over_fair_share: bool = False  # its tenant holds its share already: not a worker's reserved slots
 
 
 @dataclass

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tessera.v1 import common_pb2 as tessera_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atessera/v1/scheduler.proto\x12\ntessera.v1\x1a\x17tessera/v1/common.proto\"\xad\x01\n\x0cWorkerReport\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12+\n\x05hello\x18\x02 \x01(\x0b\x32\x1a.tessera.v1.WorkerIdentityH\x00\x12&\n\x04load\x18\x03 \x01(\x0b\x32\x16.tessera.v1.LoadReportH\x00\x12-\n\tkv_events\x18\x04 \x01(\x0b\x32\x18.tessera.v1.KVEventBatchH\x00\x42\x06\n\x04\x62ody\"\x1c\n\tReportAckJ\x04\x08\x01\x10\x02R\tresync_kv\"\xec\x02\n\x0cPlaceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12\x1b\n\x13prompt_block_hashes\x18\x05 \x03(\x04\x12\x12\n\nblock_size\x18\x06 \x01(\r\x12\x1a\n\x12\x65xclude_worker_ids\x18\x07 \x03(\t\x12\x12\n\nsession_id\x18\x08 \x01(\t\x12\x10\n\x08priority\x18\t \x01(\x05\x12\x0f\n\x07profile\x18\n \x01(\t\x12\x41\n\rtrace_context\x18\x0b \x03(\x0b\x32*.tessera.v1.PlaceRequest.TraceContextEntry\x12\x12\n\nttft_slo_s\x18\x0c \x01(\x02\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x96\x01\n\tPlacement\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x1e\n\x04role\x18\x03 \x01(\x0e\x32\x10.tessera.v1.Role\x12\x1f\n\x12\x64\x61ta_parallel_rank\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\r\n\x05score\x18\x05 \x01(\x01\x42\x15\n\x13_data_parallel_rank\"\x83\x02\n\rPlaceResponse\x12)\n\x07outcome\x18\t \x01(\x0e\x32\x18.tessera.v1.PlaceOutcome\x12%\n\x06worker\x18\x01 \x01(\x0b\x32\x15.tessera.v1.Placement\x12&\n\x07prefill\x18\x02 \x01(\x0b\x32\x15.tessera.v1.Placement\x12\x0f\n\x07profile\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x12\n\ncandidates\x18\x05 \x01(\r\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x1e\n\x16\x65xpected_cached_tokens\x18\x07 \x01(\rJ\x04\x08\x08\x10\tR\tsaturated\"#\n\x12ListWorkersRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xbd\x01\n\x0bWorkerState\x12,\n\x08identity\x18\x01 \x01(\x0b\x32\x1a.tessera.v1.WorkerIdentity\x12$\n\x04load\x18\x02 \x01(\x0b\x32\x16.tessera.v1.LoadReport\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\x12\x12\n\nregistered\x18\x04 \x01(\x08\x12\x18\n\x10stream_connected\x18\x05 \x01(\x08\x12\x1b\n\x13last_report_unix_ms\x18\x06 \x01(\x03\"?\n\x13ListWorkersResponse\x12(\n\x07workers\x18\x01 \x03(\x0b\x32\x17.tessera.v1.WorkerState*\xa4\x01\n\x0cPlaceOutcome\x12\x1d\n\x19PLACE_OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n\x14PLACE_OUTCOME_PLACED\x10\x01\x12\x1b\n\x17PLACE_OUTCOME_NO_WORKER\x10\x02\x12\x1b\n\x17PLACE_OUTCOME_SATURATED\x10\x03\x12!\n\x1dPLACE_OUTCOME_UNKNOWN_PROFILE\x10\x04\x32\xa2\x02\n\tScheduler\x12<\n\x05Place\x12\x18.tessera.v1.PlaceRequest\x1a\x19.tessera.v1.PlaceResponse\x12\x46\n\x0bPlaceStream\x12\x18.tessera.v1.PlaceRequest\x1a\x19.tessera.v1.PlaceResponse(\x01\x30\x01\x12?\n\nReportLoad\x12\x18.tessera.v1.WorkerReport\x1a\x15.tessera.v1.ReportAck(\x01\x12N\n\x0bListWorkers\x12\x1e.tessera.v1.ListWorkersRequest\x1a\x1f.tessera.v1.ListWorkersResponseB\x91\x01\n\rio.tessera.v1B\x0eSchedulerProtoP\x01Z@github.com/tessera-inference/tessera/gen/go/tessera/v1;tesserav1\xa2\x02\x03TVX\xaa\x02\nTessera.V1\xca\x02\nTessera\\V1\xea\x02\x0bTessera::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atessera/v1/scheduler.proto\x12\ntessera.v1\x1a\x17tessera/v1/common.proto\"\xad\x01\n\x0cWorkerReport\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12+\n\x05hello\x18\x02 \x01(\x0b\x32\x1a.tessera.v1.WorkerIdentityH\x00\x12&\n\x04load\x18\x03 \x01(\x0b\x32\x16.tessera.v1.LoadReportH\x00\x12-\n\tkv_events\x18\x04 \x01(\x0b\x32\x18.tessera.v1.KVEventBatchH\x00\x42\x06\n\x04\x62ody\"\x1c\n\tReportAckJ\x04\x08\x01\x10\x02R\tresync_kv\"\x85\x03\n\x0cPlaceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12\x1b\n\x13prompt_block_hashes\x18\x05 \x03(\x04\x12\x12\n\nblock_size\x18\x06 \x01(\r\x12\x1a\n\x12\x65xclude_worker_ids\x18\x07 \x03(\t\x12\x12\n\nsession_id\x18\x08 \x01(\t\x12\x10\n\x08priority\x18\t \x01(\x05\x12\x0f\n\x07profile\x18\n \x01(\t\x12\x41\n\rtrace_context\x18\x0b \x03(\x0b\x32*.tessera.v1.PlaceRequest.TraceContextEntry\x12\x12\n\nttft_slo_s\x18\x0c \x01(\x02\x12\x17\n\x0fover_fair_share\x18\r \x01(\x08\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x96\x01\n\tPlacement\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x1e\n\x04role\x18\x03 \x01(\x0e\x32\x10.tessera.v1.Role\x12\x1f\n\x12\x64\x61ta_parallel_rank\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\r\n\x05score\x18\x05 \x01(\x01\x42\x15\n\x13_data_parallel_rank\"\x83\x02\n\rPlaceResponse\x12)\n\x07outcome\x18\t \x01(\x0e\x32\x18.tessera.v1.PlaceOutcome\x12%\n\x06worker\x18\x01 \x01(\x0b\x32\x15.tessera.v1.Placement\x12&\n\x07prefill\x18\x02 \x01(\x0b\x32\x15.tessera.v1.Placement\x12\x0f\n\x07profile\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x12\n\ncandidates\x18\x05 \x01(\r\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x1e\n\x16\x65xpected_cached_tokens\x18\x07 \x01(\rJ\x04\x08\x08\x10\tR\tsaturated\"#\n\x12ListWorkersRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xbd\x01\n\x0bWorkerState\x12,\n\x08identity\x18\x01 \x01(\x0b\x32\x1a.tessera.v1.WorkerIdentity\x12$\n\x04load\x18\x02 \x01(\x0b\x32\x16.tessera.v1.LoadReport\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\x12\x12\n\nregistered\x18\x04 \x01(\x08\x12\x18\n\x10stream_connected\x18\x05 \x01(\x08\x12\x1b\n\x13last_report_unix_ms\x18\x06 \x01(\x03\"?\n\x13ListWorkersResponse\x12(\n\x07workers\x18\x01 \x03(\x0b\x32\x17.tessera.v1.WorkerState*\xa4\x01\n\x0cPlaceOutcome\x12\x1d\n\x19PLACE_OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n\x14PLACE_OUTCOME_PLACED\x10\x01\x12\x1b\n\x17PLACE_OUTCOME_NO_WORKER\x10\x02\x12\x1b\n\x17PLACE_OUTCOME_SATURATED\x10\x03\x12!\n\x1dPLACE_OUTCOME_UNKNOWN_PROFILE\x10\x04\x32\xa2\x02\n\tScheduler\x12<\n\x05Place\x12\x18.tessera.v1.PlaceRequest\x1a\x19.tessera.v1.PlaceResponse\x12\x46\n\x0bPlaceStream\x12\x18.tessera.v1.PlaceRequest\x1a\x19.tessera.v1.PlaceResponse(\x01\x30\x01\x12?\n\nReportLoad\x12\x18.tessera.v1.WorkerReport\x1a\x15.tessera.v1.ReportAck(\x01\x12N\n\x0bListWorkers\x12\x1e.tessera.v1.ListWorkersRequest\x1a\x1f.tessera.v1.ListWorkersResponseB\x91\x01\n\rio.tessera.v1B\x0eSchedulerProtoP\x01Z@github.com/tessera-inference/tessera/gen/go/tessera/v1;tesserav1\xa2\x02\x03TVX\xaa\x02\nTessera.V1\xca\x02\nTessera\\V1\xea\x02\x0bTessera::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,26 +35,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\rio.tessera.v1B\016SchedulerProtoP\001Z@github.com/tessera-inference/tessera/gen/go/tessera/v1;tesserav1\242\002\003TVX\252\002\nTessera.V1\312\002\nTessera\\V1\352\002\013Tessera::V1'
   _globals['_PLACEREQUEST_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_PLACEREQUEST_TRACECONTEXTENTRY']._serialized_options = b'8\001'
-  _globals['_PLACEOUTCOME']._serialized_start=1350
-  _globals['_PLACEOUTCOME']._serialized_end=1514
+  _globals['_PLACEOUTCOME']._serialized_start=1375
+  _globals['_PLACEOUTCOME']._serialized_end=1539
   _globals['_WORKERREPORT']._serialized_start=68
   _globals['_WORKERREPORT']._serialized_end=241
   _globals['_REPORTACK']._serialized_start=243
   _globals['_REPORTACK']._serialized_end=271
   _globals['_PLACEREQUEST']._serialized_start=274
-  _globals['_PLACEREQUEST']._serialized_end=638
-  _globals['_PLACEREQUEST_TRACECONTEXTENTRY']._serialized_start=587
-  _globals['_PLACEREQUEST_TRACECONTEXTENTRY']._serialized_end=638
-  _globals['_PLACEMENT']._serialized_start=641
-  _globals['_PLACEMENT']._serialized_end=791
-  _globals['_PLACERESPONSE']._serialized_start=794
-  _globals['_PLACERESPONSE']._serialized_end=1053
-  _globals['_LISTWORKERSREQUEST']._serialized_start=1055
-  _globals['_LISTWORKERSREQUEST']._serialized_end=1090
-  _globals['_WORKERSTATE']._serialized_start=1093
-  _globals['_WORKERSTATE']._serialized_end=1282
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=1284
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=1347
-  _globals['_SCHEDULER']._serialized_start=1517
-  _globals['_SCHEDULER']._serialized_end=1807
+  _globals['_PLACEREQUEST']._serialized_end=663
+  _globals['_PLACEREQUEST_TRACECONTEXTENTRY']._serialized_start=612
+  _globals['_PLACEREQUEST_TRACECONTEXTENTRY']._serialized_end=663
+  _globals['_PLACEMENT']._serialized_start=666
+  _globals['_PLACEMENT']._serialized_end=816
+  _globals['_PLACERESPONSE']._serialized_start=819
+  _globals['_PLACERESPONSE']._serialized_end=1078
+  _globals['_LISTWORKERSREQUEST']._serialized_start=1080
+  _globals['_LISTWORKERSREQUEST']._serialized_end=1115
+  _globals['_WORKERSTATE']._serialized_start=1118
+  _globals['_WORKERSTATE']._serialized_end=1307
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=1309
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=1372
+  _globals['_SCHEDULER']._serialized_start=1542
+  _globals['_SCHEDULER']._serialized_end=1832
 # @@protoc_insertion_point(module_scope)

@@ -38,7 +38,7 @@ class ReportAck(_message.Message):
     def __init__(self) -> None: ...
 
 class PlaceRequest(_message.Message):
-    __slots__ = ("request_id", "model", "prompt_tokens", "max_tokens", "prompt_block_hashes", "block_size", "exclude_worker_ids", "session_id", "priority", "profile", "trace_context", "ttft_slo_s")
+    __slots__ = ("request_id", "model", "prompt_tokens", "max_tokens", "prompt_block_hashes", "block_size", "exclude_worker_ids", "session_id", "priority", "profile", "trace_context", "ttft_slo_s", "over_fair_share")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class PlaceRequest(_message.Message):
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     TTFT_SLO_S_FIELD_NUMBER: _ClassVar[int]
+    OVER_FAIR_SHARE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     prompt_tokens: int
@@ -70,7 +71,8 @@ class PlaceRequest(_message.Message):
     profile: str
     trace_context: _containers.ScalarMap[str, str]
     ttft_slo_s: float
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., prompt_block_hashes: _Optional[_Iterable[int]] = ..., block_size: _Optional[int] = ..., exclude_worker_ids: _Optional[_Iterable[str]] = ..., session_id: _Optional[str] = ..., priority: _Optional[int] = ..., profile: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., ttft_slo_s: _Optional[float] = ...) -> None: ...
+    over_fair_share: bool
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., prompt_block_hashes: _Optional[_Iterable[int]] = ..., block_size: _Optional[int] = ..., exclude_worker_ids: _Optional[_Iterable[str]] = ..., session_id: _Optional[str] = ..., priority: _Optional[int] = ..., profile: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., ttft_slo_s: _Optional[float] = ..., over_fair_share: _Optional[bool] = ...) -> None: ...
 
 class Placement(_message.Message):
     __slots__ = ("worker_id", "address", "role", "data_parallel_rank", "score")

@@ -125,3 +125,14 @@ def test_the_least_loaded_rank_by_the_workers_own_per_rank_report_gets_the_reque
     view.registered(pb.WorkerIdentity(id="moe", model="m", data_parallel_ranks=[0, 1]))
     view.load_reported("moe", report)
     assert [view.choose_rank("moe") for _ in range(5)] == [1, 1, 1, 1, 1]  # until rank 1 catches up
+
+
+def test_a_tenant_over_its_fair_share_does_not_get_a_workers_last_free_slot():
+    p = load_profile("tessera", seed=1)
+    nearly_full = worker("w", max_num_seqs=8, num_running=7)
+    assert p.place(req(over_fair_share=True), [nearly_full]).saturated  # the last slot is kept...
+    assert p.place(req(), [nearly_full]).worker.id == "w"  # ...for a tenant below its share
+    assert p.place(req(), [worker("w", max_num_seqs=8, num_running=8)]).saturated
+    assert p.place(req(over_fair_share=True), [worker("w", max_num_seqs=8, num_running=6)]).worker.id == "w"
+    tiny = worker("w", max_num_seqs=2, num_running=1)  # too few slots to keep one back
+    assert p.place(req(over_fair_share=True), [tiny]).worker.id == "w"
