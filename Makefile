@@ -176,6 +176,8 @@ images: docker-engine $(WHEELS_STAMP)
 		-f deploy/images/worker-cpu.Dockerfile -t tessera-worker-cpu .
 
 compose-up: images model $(COMPOSE_V1)
+	# The workers (uid 10001) read the prepared models: prepare-model leaves its folders private.
+	chmod -R a+rX $(TESSERA_MODELS)
 	$(COMPOSE_RUN) up -d
 	@echo "router: http://127.0.0.1:8000/v1 (the autoscaler starts the worker; it serves in about a minute)"
 
