@@ -174,6 +174,9 @@ images: docker-engine $(WHEELS_STAMP)
 		-f deploy/images/control-plane.Dockerfile -t tessera .
 	DOCKER_BUILDKIT=1 $(DOCKER) build --network host $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
 		-f deploy/images/worker-cpu.Dockerfile -t tessera-worker-cpu .
+	# vfs (no overlayfs) keeps a full copy of the file system per build step: about 10 GB of build
+	# cache for these two images. Drop it there; a rebuild then starts from the wheels again.
+	@if [ "$$($(DOCKER) info -f '{{.Driver}}')" = vfs ]; then $(DOCKER) builder prune -af >/dev/null; fi
 
 compose-up: images model $(COMPOSE_V1)
 	# The workers (uid 10001) read the prepared models: prepare-model leaves its folders private.
