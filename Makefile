@@ -33,7 +33,8 @@ STAMP := $(VENV)/.tessera-installed
 # builds only with Cython<3.
 COMPOSE_V1 := $(VENV)/compose/bin/docker-compose
 
-.PHONY: setup setup-run up lint test test-unit test-integration test-deploy test-slow protos check-protos check-buf node-client bench clean-venv model prometheus
+.PHONY: setup setup-run up lint test test-unit test-integration test-deploy test-slow protos check-protos check-buf node-client bench clean-venv model prometheus \
+	docker-engine local-base wheels images compose-up compose-down
 
 comma := ,
 # install(EXTRAS): the editable install with those extras (comma-separated).
@@ -143,6 +144,82 @@ test-deploy: setup $(COMPOSE_V1) prometheus
 # Tests that need the machine to themselves: real engines started under a load step (3-4 min).
 test-slow: setup
 	$(BIN)/pytest -q -m slow
+
+# ---------------------------------------------------------------------------------------------
+# Images and the compose deployment (deploy/images, deploy/compose). `make compose-up` starts the
+# Docker engine when none answers (installing Debian's docker.io if needed), builds the control
+# plane and the CPU worker images, prepares SmolLM2 on the host (make model) and brings up etcd,
+# scheduler, router and autoscaler; the autoscaler then starts the worker. `make compose-down`
+# removes it all, volumes included.
+#
+# Debian's docker CLI has BuildKit built in (newer static CLIs need the buildx plugin for it).
+DOCKER ?= $(shell test -x /usr/bin/docker && echo /usr/bin/docker || echo docker)
+# How `make` starts dockerd when none runs: these machines have no overlayfs for it, no bridge
+# and no iptables; containers use the host network only.
+DOCKERD_FLAGS ?= --storage-driver=vfs --bridge=none --iptables=false --ip6tables=false
+# The images' base (a Python 3.11 Debian image): empty for the Dockerfiles' pinned official one.
+# Where no registry answers, `make local-base` builds LOCAL_BASE from Debian's packages:
+#   make local-base compose-up BASE_IMAGE=tessera-base:bookworm
+BASE_IMAGE ?=
+LOCAL_BASE := tessera-base:bookworm
+WHEELS := build/wheels
+# Outside build/wheels: the builds mount that folder, and its content is in their cache key.
+WHEELS_STAMP := build/.wheels-downloaded
+# Prepared built-in models, mounted into the workers at /models.
+TESSERA_MODELS ?= $(or $(TESSERA_MODEL_CACHE),$(HOME)/.cache/tessera/models)
+COMPOSE_DIR := deploy/compose
+# Which compose drives it: docker-compose 1.29 (the deploy tests' own, or Debian's) or the v2 plugin
+# (COMPOSE="docker compose"); both take host networking and depends_on conditions.
+COMPOSE ?= $(abspath $(COMPOSE_V1))
+COMPOSE_RUN = cd $(COMPOSE_DIR) && COMPOSE_HTTP_TIMEOUT=600 TESSERA_MODELS=$(TESSERA_MODELS) DOCKER_GID=$$(stat -c %g /var/run/docker.sock) $(COMPOSE)
+
+docker-engine:
+	@command -v dockerd >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io; }
+	@if ! $(DOCKER) info >/dev/null 2>&1; then \
+		mkdir -p build; echo "starting dockerd (log: build/dockerd.log)"; \
+		nohup dockerd $(DOCKERD_FLAGS) > build/dockerd.log 2>&1 & \
+		for i in $$(seq 60); do $(DOCKER) info >/dev/null 2>&1 && break; sleep 1; done; \
+		$(DOCKER) info >/dev/null; \
+	fi
+
+# A Python 3.11 base from Debian's packages (debootstrap), for machines that reach no image registry.
+local-base: docker-engine
+	@if ! $(DOCKER) image inspect $(LOCAL_BASE) >/dev/null 2>&1; then \
+		command -v debootstrap >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; }; \
+		rm -rf build/rootfs && mkdir -p build; \
+		debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm build/rootfs > build/debootstrap.log; \
+		tar -C build/rootfs -c . | $(DOCKER) import - $(LOCAL_BASE); \
+		rm -rf build/rootfs; \
+	fi
+
+# The images install exactly what .venv has (pins from deploy/images/pins.py), from wheels
+# downloaded here once: no dependency resolution in the build, no index needed there.
+$(WHEELS_STAMP): pyproject.toml deploy/images/pins.py | $(STAMP)
+	mkdir -p $(WHEELS)
+	$(PY) deploy/images/pins.py tessera-inference cpu > $(WHEELS)/pins-cpu.txt
+	$(PY) deploy/images/pins.py tessera-inference k8s > $(WHEELS)/pins-control-plane.txt
+	$(PY) -m pip wheel --quiet --no-deps -w $(WHEELS) -r $(WHEELS)/pins-cpu.txt -r $(WHEELS)/pins-control-plane.txt "setuptools>=68"
+	touch $@
+
+wheels: $(WHEELS_STAMP)
+
+images: docker-engine $(WHEELS_STAMP)
+	DOCKER_BUILDKIT=1 $(DOCKER) build --network host $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+		-f deploy/images/control-plane.Dockerfile -t tessera .
+	DOCKER_BUILDKIT=1 $(DOCKER) build --network host $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+		-f deploy/images/worker-cpu.Dockerfile -t tessera-worker-cpu .
+	# vfs (no overlayfs) keeps a full copy of the file system per build step: about 10 GB of build
+	# cache for these two images. Drop it there; a rebuild then starts from the wheels again.
+	@if [ "$$($(DOCKER) info -f '{{.Driver}}')" = vfs ]; then $(DOCKER) builder prune -af >/dev/null; fi
+
+compose-up: images model $(COMPOSE_V1)
+	# The workers (uid 10001) read the prepared models: prepare-model leaves its folders private.
+	chmod -R a+rX $(TESSERA_MODELS)
+	$(COMPOSE_RUN) up -d
+	@echo "router: http://127.0.0.1:8000/v1 (the autoscaler starts the worker; it serves in about a minute)"
+
+compose-down: $(COMPOSE_V1)
+	@if $(DOCKER) info >/dev/null 2>&1; then $(COMPOSE_RUN) down --volumes --remove-orphans --timeout 30; fi
 
 bench: setup
 	$(PY) benchmarks/router_overhead.py

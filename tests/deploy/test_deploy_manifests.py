@@ -30,6 +30,7 @@ COMPOSE_SETS = [
     ["docker-compose.yaml"],
     ["docker-compose.yaml", "docker-compose.nvidia.yaml"],
     ["docker-compose.yaml", "docker-compose.amd.yaml"],
+    ["docker-compose.yaml", "docker-compose.tenstorrent.yaml"],
 ]
 OVERLAYS = ["cpu", "nvidia", "amd"]
 # The oldest Kubernetes these manifests claim to run on, and the newest the validator knows.
