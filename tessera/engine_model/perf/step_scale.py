@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 from tessera.engine_model.perf.step_timer import StepTimer
 
-# How many recent observations per phase a learner keeps: enough for a stable ratio,
-# few enough that a change of machine load shows within a minute of traffic.
-WINDOW = 256
+# How many recent observations per phase a learner keeps: minutes of traffic on a busy worker, so
+# the scale is the machine's over a while, not over its last few seconds.
+WINDOW = 2048
 # Below this many observations a phase is not learnt yet (its scale stays 1.0 and is reported as 0).
 MIN_SAMPLES = 8
 # Scales outside this band are not a machine's speed (a stopped process, a clock jump); observations
