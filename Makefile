@@ -69,7 +69,10 @@ $(COMPOSE_V1):
 	$(PYTHON) -m venv $(VENV)/compose
 	$(VENV)/compose/bin/pip install --quiet "cython<3" wheel setuptools
 	$(VENV)/compose/bin/pip install --quiet --no-build-isolation "PyYAML==5.4.1"
-	$(VENV)/compose/bin/pip install --quiet docker-compose==1.29.2
+	# docker-compose 1.29 asks for docker>=5 and gets 7.x, whose kwargs_from_env() it calls with an
+	# argument 7.0 removed (and requests>=2.32 drops the http+docker scheme docker 6 relies on):
+	# the last versions it runs with, pinned.
+	$(VENV)/compose/bin/pip install --quiet docker-compose==1.29.2 "docker==6.1.3" "requests==2.31.0" "urllib3<2"
 
 # Prometheus and promtool, Debian's package, for the observability tests (deploy/observability/): installed
 # when absent, without recommends (no node exporter); the tests run their own Prometheus, so the

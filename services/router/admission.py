@@ -20,7 +20,10 @@ their mean. A request admitted to the queue is then served, late if need be,
 not turned into a 429 after it waited: a refusal is only worth something when
 it comes at once (the client can go elsewhere), and the margin keeps the late
 ones few. Only a waiter still queued GIVE_UP_OBJECTIVES objectives after it
-arrived (a fleet that stopped absorbing anything) is refused.
+arrived (a fleet that stopped absorbing anything) is refused. The exception is a
+cold model, where no admission rate is measured yet (a burst on an idle
+router): its waiters were queued on no evidence, so they are refused at their
+deadline as they would have been without the queue.
 
 Tenants share a priority class fairly (start-time fair queueing): each
 waiting request of a named tenant gets a virtual start tag, one past the
@@ -95,6 +98,10 @@ class _Waiter:
     enqueued: float = field(compare=False)
     signature: Hashable = field(compare=False, default=None)  # requests alike in where they may be placed
     estimate: float = field(compare=False, default=0.0)  # its wait as estimated on arrival, before the margin
+    # Queued on a measured estimate (a promise to serve it, late if need be); without one (a cold
+    # model, no admission rate measured yet) it is refused at its deadline as before.
+    measured: bool = field(compare=False, default=True)
+    deadline: float = field(compare=False, default=float("inf"))
 
 
 class _Recent:
@@ -273,7 +280,14 @@ class AdmissionControl:
         future = asyncio.get_running_loop().create_future()
         give_up = now + GIVE_UP_OBJECTIVES * slo if slo > 0 else float("inf")
         waiter = _Waiter(
-            (-priority, q.tag(tenant), deadline, next(self._seq)), future, give_up, now, signature, estimate
+            (-priority, q.tag(tenant), deadline, next(self._seq)),
+            future,
+            give_up,
+            now,
+            signature,
+            estimate,
+            measured=q.admit_rate(now) > 0,
+            deadline=deadline,
         )
         self._placers[id(future)] = place
         heapq.heappush(q.heap, waiter)
@@ -317,6 +331,18 @@ class AdmissionControl:
             now = time.monotonic()
             if waiter.future.done():
                 _remove(q, waiter)
+                continue
+            if not waiter.measured and now > waiter.deadline:
+                # Queued with nothing measured to go by (a cold burst): no promise was made, and
+                # serving it late would break the objective of every request admitted after it.
+                _remove(q, waiter)
+                metrics.REJECTED.labels(model, "deadline").inc()
+                waiter.future.set_exception(
+                    Overloaded(
+                        f"{model} is saturated: this request could not start within its time-to-first-token objective",
+                        max(1.0, q.expected_wait(len(q.heap), now)),
+                    )
+                )
                 continue
             if now > waiter.give_up:  # past its deadline it is still served; this is the backstop
                 _remove(q, waiter)

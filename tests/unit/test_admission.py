@@ -86,9 +86,18 @@ async def test_a_request_that_would_miss_its_deadline_is_refused_at_once_and_an_
     await ac.close()
 
 
+def measured(ac: AdmissionControl, model: str, per_s: float) -> None:
+    """The model's queue as if it had admitted ``per_s`` requests a second for the last 1.2 s."""
+    q = ac._queues.setdefault(model, _ModelQueue())
+    now = time.monotonic()
+    for i in range(int(per_s * 1.2)):
+        q.note_admitted(now - 1.2 + i / per_s)
+
+
 async def test_a_waiter_the_fleet_never_reaches_is_refused_after_ten_objectives():
     ac = AdmissionControl(ttft_slo_s=0.05)
     fleet = Fleet(free=0)
+    measured(ac, "m", 100.0)  # queued on a measured estimate (10 ms): a promise, kept until the backstop
     start = time.monotonic()
     with pytest.raises(Overloaded, match="10x"):
         await asyncio.wait_for(ac.admit("m", 0, fleet.placer("never")), 2.0)
@@ -278,4 +287,17 @@ async def test_a_request_unlike_every_waiter_is_tried_at_once():
     assert not alike.done() and ac.depth("m") == 4  # one placed alike to the waiters waits its turn
     for t in [*noisy, alike]:
         t.cancel()
+    await ac.close()
+
+
+async def test_a_cold_burst_is_refused_at_its_deadline_not_served_late():
+    """Nothing measured yet (an idle router hit by a burst): a waiter queued on no evidence gets its
+    429 at its deadline, so it does not start late and push every later request past its objective."""
+    ac = AdmissionControl(ttft_slo_s=0.2)
+    fleet = Fleet(free=0)
+    start = time.monotonic()
+    with pytest.raises(Overloaded, match="could not start within"):
+        await asyncio.wait_for(ac.admit("m", 0, fleet.placer("cold")), 2.0)
+    assert 0.15 <= time.monotonic() - start < 0.6
+    assert ac.depth("m") == 0
     await ac.close()
