@@ -12,8 +12,6 @@ import logging
 from collections.abc import Callable
 from functools import lru_cache
 
-from tessera.engine_model.catalog import accelerators
-from tessera.engine_model.perf.efficiency import efficiency_for, efficiency_table, read_calibration_file
 from tessera.placement.snapshot import WorkerSnapshot
 from tessera.v1 import common_pb2 as pb
 
@@ -29,15 +27,10 @@ def speed_of(identity: pb.WorkerIdentity) -> dict[str, float]:
 
 @lru_cache(maxsize=256)
 def _speed(model_path: str, accelerator: str, tp: int) -> tuple[tuple[str, float], ...]:
-    from tessera.engine_model.build import resolve_arch
-    from tessera.engine_model.instance import InstanceSpec, step_timer
+    from tessera.engine_model.build import worker_step_timer
 
     try:
-        accel = accelerators.find(accelerator)
-        arch = resolve_arch(model_path, 4 if accel.vendor == "cpu" else None)  # CPU workers serve in float32
-        timer = step_timer(
-            arch, InstanceSpec(accel, tp), efficiency_for(accel.name, efficiency_table(read_calibration_file()))
-        )
+        timer = worker_step_timer(model_path, accelerator, tp)
         speed = {
             "prefill_tokens_per_s": timer.prefill_tokens_per_s(),
             "decode_base_s": timer.decode_base_s(),

@@ -126,16 +126,10 @@ class StepObserver:
 def model_timer(model_path: str, accelerator: str, tensor_parallel: int) -> StepTimer | None:
     """The performance model of this worker's model on its accelerator (None where it cannot be
     built: an unknown architecture or accelerator; the worker then learns nothing, and says so once)."""
-    from tessera.engine_model.build import resolve_arch
-    from tessera.engine_model.catalog import accelerators
-    from tessera.engine_model.instance import InstanceSpec, step_timer
-    from tessera.engine_model.perf.efficiency import efficiency_for, efficiency_table, read_calibration_file
+    from tessera.engine_model.build import worker_step_timer
 
     try:
-        accel = accelerators.find(accelerator)
-        arch = resolve_arch(model_path, 4 if accel.vendor == "cpu" else None)  # CPU workers serve in float32
-        table = efficiency_table(read_calibration_file())
-        return step_timer(arch, InstanceSpec(accel, tensor_parallel), efficiency_for(accel.name, table))
+        return worker_step_timer(model_path, accelerator, tensor_parallel)
     except (ValueError, OSError, KeyError) as exc:
         log.info("no performance model for %s on %s (%s): step times are not learnt", model_path, accelerator, exc)
         return None

@@ -31,6 +31,18 @@ def resolve_arch(name_or_folder: str, dtype_bytes: int | None = None) -> ModelAr
     return replace(arch, dtype_bytes=dtype_bytes) if dtype_bytes else arch
 
 
+def worker_step_timer(model_path: str, accelerator: str, tensor_parallel: int) -> StepTimer:
+    """The performance model of one live worker: its model folder on its catalog accelerator, with the
+    calibrated factors (CPU workers serve in float32). Raises ValueError, OSError or KeyError where the
+    architecture or the accelerator is unknown; the scheduler and the worker each say so their way."""
+    from tessera.engine_model.catalog import accelerators
+
+    accel = accelerators.find(accelerator)
+    arch = resolve_arch(model_path, 4 if accel.vendor == "cpu" else None)
+    table = efficiency_table(read_calibration_file())
+    return step_timer(arch, InstanceSpec(accel, tensor_parallel), efficiency_for(accel.name, table))
+
+
 def context_length(model_folder: str) -> int | None:
     """The context a model was trained for (config.json's max_position_embeddings), as vLLM defaults to."""
     path = Path(model_folder) / "config.json"
