@@ -347,22 +347,27 @@ def rendered() -> dict[Path, str]:
     return {OUT / "tessera-overview.json": json.dumps(dashboard(), indent=2) + "\n"}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if a dashboard file differs from this script")
-    args = parser.parse_args()
+def write_or_check(files: dict[Path, str], check: bool, script: str) -> int:
+    """Write the generated files, or (check) exit 1 naming those that differ from what ``script`` writes."""
     stale = []
-    for path, text in rendered().items():
-        if args.check:
+    for path, text in files.items():
+        if check:
             if not path.exists() or path.read_text() != text:
                 stale.append(path)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
     if stale:
-        print("stale (run deploy/observability/build_dashboards.py):", *stale, file=sys.stderr)
+        print(f"stale (run {script}):", *stale, file=sys.stderr)
         return 1
     return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if a dashboard file differs from this script")
+    args = parser.parse_args()
+    return write_or_check(rendered(), args.check, "deploy/observability/build_dashboards.py")
 
 
 if __name__ == "__main__":

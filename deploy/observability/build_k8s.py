@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from build_dashboards import write_or_check  # the sibling script: one write-or-check rule
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE.parent / "k8s" / "observability"
@@ -84,17 +85,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if a generated file differs from this script")
     args = parser.parse_args()
-    stale = []
-    for path, text in rendered().items():
-        if args.check:
-            if not path.exists() or path.read_text() != text:
-                stale.append(path)
-        else:
-            path.write_text(text)
-    if stale:
-        print("stale (run python deploy/observability/build_k8s.py):", *map(str, stale), file=sys.stderr)
-        return 1
-    return 0
+    return write_or_check(rendered(), args.check, "deploy/observability/build_k8s.py")
 
 
 if __name__ == "__main__":
