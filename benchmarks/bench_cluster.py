@@ -16,9 +16,11 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -67,6 +69,18 @@ def run_async(coro: Awaitable[T]) -> T:
         if terminated:
             raise SystemExit(128 + signal.SIGTERM) from None
         raise
+
+
+def run_in_workdir(prefix: str, run: Callable[[Path], Awaitable[T]], keep: bool = False) -> T:
+    """A benchmark's coroutine run in a fresh temporary folder (its services' logs), SIGTERM unwinding
+    like Ctrl-C; the folder is removed afterwards unless ``keep``."""
+    sigterm_exits()
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        return run_async(run(work))
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -352,9 +366,11 @@ def save_results(
     out: str,
     plot: Callable[[dict[str, Any], Path], None],
     table: Callable[[dict[str, Any]], None],
+    indent: int | None = None,
 ) -> None:
     """``out``.json and ``out``.png, then the table on stdout."""
-    Path(out + ".json").write_text(json.dumps(summary))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out + ".json").write_text(json.dumps(summary, indent=indent))
     plot(summary, Path(out + ".png"))
     table(summary)
     print(f"saved {out}.json and {out}.png")

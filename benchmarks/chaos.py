@@ -49,7 +49,6 @@ import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,7 +57,7 @@ from typing import Any
 import grpc
 import httpx
 import psutil
-from bench_cluster import ROOT, run_async, sigterm_exits
+from bench_cluster import ROOT, run_in_workdir
 from sim_fleet import SimFleet
 
 WORKERS = 4
@@ -496,13 +495,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="where chaos.json/.png go")
     p.add_argument("--keep-logs", action="store_true", help="keep the services' logs (printed path)")
     args = p.parse_args()
-    sigterm_exits()
-    work = Path(tempfile.mkdtemp(prefix="tessera-chaos-"))
-    try:
-        result = run_async(run(args, work))
-    finally:
-        if not args.keep_logs:
-            shutil.rmtree(work, ignore_errors=True)
+    result = run_in_workdir("tessera-chaos-", lambda work: run(args, work), keep=args.keep_logs)
     args.out.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(ImportError):
         plot(result, args.out / "chaos.png")

@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +32,7 @@ from typing import Any
 
 import httpx
 import psutil
-from bench_cluster import ROOT, run_async, sigterm_exits
+from bench_cluster import ROOT, run_in_workdir, save_results
 from sim_fleet import SimFleet
 
 PROMPT = "summarise the following meeting notes for the team " * 30  # about 300 tokens
@@ -284,23 +281,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--base-s", type=float, default=30.0, help="seconds at 1x capacity")
-    p.add_argument("--overload-s", type=float, default=120.0, help="seconds at 3x capacity")
-    p.add_argument("--after-s", type=float, default=20.0, help="seconds at 0.5x after the overload")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    args = p.parse_args()
-    sigterm_exits()
-    work = Path(tempfile.mkdtemp(prefix="tessera-overload-"))
-    try:
-        result = run_async(run(args, work))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "overload.json").write_text(json.dumps(result, indent=1))
-    plot(result, args.out / "overload.png")
+def print_summary(result: dict[str, Any]) -> None:
     o = result["overload"]
     print(
         f"\ncapacity {result['capacity_req_s']} req/s; at 3x: {o['offered']} offered, {o['admitted']} admitted "
@@ -319,7 +300,18 @@ def main() -> None:
     )
     for verdict, ok in result["verdicts"].items():
         print(f"  {'PASS' if ok else 'FAIL'}  {verdict}")
-    print(f"saved {args.out / 'overload.json'}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--base-s", type=float, default=30.0, help="seconds at 1x capacity")
+    p.add_argument("--overload-s", type=float, default=120.0, help="seconds at 3x capacity")
+    p.add_argument("--after-s", type=float, default=20.0, help="seconds at 0.5x after the overload")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = p.parse_args()
+    result = run_in_workdir("tessera-overload-", lambda work: run(args, work))
+    save_results(result, str(args.out / "overload"), plot, print_summary, indent=1)
     raise SystemExit(0 if result["passed"] else 1)
 
 

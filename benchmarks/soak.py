@@ -27,16 +27,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-from bench_cluster import ROOT, run_async, sigterm_exits
+from bench_cluster import ROOT, run_in_workdir, save_results
 from overload import PROMPT, Shot, closed_loop, fire
 from sim_fleet import SimFleet
 
@@ -283,21 +280,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--duration-s", type=float, default=1800.0)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    args = p.parse_args()
-    sigterm_exits()
-    work = Path(tempfile.mkdtemp(prefix="tessera-soak-"))
-    try:
-        result = run_async(run(args, work))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "soak.json").write_text(json.dumps(result, indent=1))
-    plot(result, args.out / "soak.png")
+def print_summary(result: dict[str, Any]) -> None:
     header = ("process", "RSS MB/min", "fds first→last", "tasks first→last", "series first→last")
     print(f"\n{header[0]:<12} {header[1]:>11} {header[2]:>15} {header[3]:>17} {header[4]:>18}")
     for proc, row in result["processes"].items():
@@ -313,7 +296,16 @@ def main() -> None:
     )
     failed = [k for k, ok in result["verdicts"].items() if not ok]
     print("PASS: every check" if not failed else "FAIL: " + "; ".join(failed))
-    print(f"saved {args.out / 'soak.json'}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration-s", type=float, default=1800.0)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = p.parse_args()
+    result = run_in_workdir("tessera-soak-", lambda work: run(args, work))
+    save_results(result, str(args.out / "soak"), plot, print_summary, indent=1)
     raise SystemExit(0 if result["passed"] else 1)
 
 
