@@ -206,14 +206,31 @@ $(WHEELS_STAMP): pyproject.toml deploy/images/pins.py | $(STAMP)
 
 wheels: $(WHEELS_STAMP)
 
+# vfs (no overlayfs) keeps a full copy of the file system per build step: about 10 GB of build cache
+# for these two images, and each rebuild would leave the previous images behind, dangling, 10 GB more
+# per run. So: refuse to start without room (a full disk would fail every other test on the machine
+# too), remove an image a rebuild replaced, and drop the build cache on vfs even when a build failed.
+IMAGES_MIN_FREE_GB ?= 30
+IMAGE_BUILDS := tessera=control-plane tessera-worker-cpu=worker-cpu
+
 images: docker-engine $(WHEELS_STAMP)
-	DOCKER_BUILDKIT=1 $(DOCKER) build --network host $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
-		-f deploy/images/control-plane.Dockerfile -t tessera .
-	DOCKER_BUILDKIT=1 $(DOCKER) build --network host $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
-		-f deploy/images/worker-cpu.Dockerfile -t tessera-worker-cpu .
-	# vfs (no overlayfs) keeps a full copy of the file system per build step: about 10 GB of build
-	# cache for these two images. Drop it there; a rebuild then starts from the wheels again.
-	@if [ "$$($(DOCKER) info -f '{{.Driver}}')" = vfs ]; then $(DOCKER) builder prune -af >/dev/null; fi
+	@root=$$($(DOCKER) info -f '{{.DockerRootDir}}'); driver=$$($(DOCKER) info -f '{{.Driver}}'); \
+	free=$$(df -BG --output=avail "$$root" | tail -1 | tr -dc 0-9); \
+	if [ "$$driver" = vfs ] && [ "$$free" -lt $(IMAGES_MIN_FREE_GB) ]; then \
+		echo "images: $$free GB free under $$root; building on vfs needs about $(IMAGES_MIN_FREE_GB) GB (docker image prune frees old images)" >&2; \
+		exit 1; \
+	fi; \
+	status=0; \
+	for build in $(IMAGE_BUILDS); do \
+		tag=$${build%%=*}; old=$$($(DOCKER) image inspect -f '{{.Id}}' $$tag 2>/dev/null || true); \
+		echo "building $$tag from deploy/images/$${build#*=}.Dockerfile"; \
+		DOCKER_BUILDKIT=1 $(DOCKER) build --network host $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+			-f deploy/images/$${build#*=}.Dockerfile -t $$tag . || { status=1; break; }; \
+		new=$$($(DOCKER) image inspect -f '{{.Id}}' $$tag); \
+		if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then $(DOCKER) rmi "$$old" >/dev/null 2>&1 || true; fi; \
+	done; \
+	if [ "$$driver" = vfs ]; then $(DOCKER) builder prune -af >/dev/null; fi; \
+	exit $$status
 
 compose-up: images model $(COMPOSE_V1)
 	# The workers (uid 10001) read the prepared models: prepare-model leaves its folders private.

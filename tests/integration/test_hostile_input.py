@@ -30,6 +30,12 @@ from tests.support.sim_cluster import SimCluster
 # `make test` five idle vLLM engines of the session cluster share the two cores, so the bound here is
 # what catches the old failure (a long prompt froze the event loop for seconds), not the target.
 MAX_CANARY_GAP_S = 1.0
+# Over the fuzzer's minutes of ~20,000 canary gaps the OS alone, on two cores shared with those
+# engines, gives a stray gap beyond that (one of 1.8 s in CI with the router's loop never blocked
+# above 0.15 s under asyncio's debug mode). A loop that stalls on some kind of input stalls on many
+# cases; so there: no gap beyond a frozen-loop bound, and at most a few beyond the single-case one.
+MAX_FUZZ_GAP_S = 3.0
+MAX_SLOW_FUZZ_GAPS = 3
 MAX_RSS_GROWTH_MB = 50
 CASES = 10_000
 
@@ -87,6 +93,9 @@ class Canary:
     @property
     def worst(self) -> float:
         return max(self.gaps, default=0.0)
+
+    def gaps_over(self, seconds: float) -> int:
+        return sum(gap > seconds for gap in self.gaps)
 
 
 def assert_refused_properly(r: httpx.Response, what: str) -> None:
@@ -269,11 +278,14 @@ def test_fuzzing_from_the_published_schema_finds_no_5xx_nor_stalls(door, http):
     growth = _router_rss_mb(door) - before
     print(
         f"fuzz: {sent['n']} requests, statuses {sent['statuses']}, router RSS +{growth:.1f} MB, "
-        f"canary worst gap {canary.worst * 1000:.0f} ms over {canary.streams} streams"
+        f"canary worst gap {canary.worst * 1000:.0f} ms over {canary.streams} streams, "
+        f"{canary.gaps_over(MAX_CANARY_GAP_S)} of {len(canary.gaps)} gaps over {MAX_CANARY_GAP_S * 1000:.0f} ms"
     )
     assert 200 in sent["statuses"] and 400 in sent["statuses"], sent["statuses"]  # both kinds were exercised
     assert growth < MAX_RSS_GROWTH_MB, f"router RSS grew {growth:.1f} MB over {sent['n']} requests"
-    assert canary.worst < MAX_CANARY_GAP_S, f"the canary's largest gap was {canary.worst * 1000:.0f} ms"
+    assert canary.worst < MAX_FUZZ_GAP_S, f"the canary's largest gap was {canary.worst * 1000:.0f} ms"
+    slow = canary.gaps_over(MAX_CANARY_GAP_S)
+    assert slow <= MAX_SLOW_FUZZ_GAPS, f"{slow} canary gaps over {MAX_CANARY_GAP_S * 1000:.0f} ms"
 
 
 ALLOWED_GRPC = {
