@@ -210,7 +210,7 @@ wheels: $(WHEELS_STAMP)
 # for these two images, and each rebuild would leave the previous images behind, dangling, 10 GB more
 # per run. So: refuse to start without room (a full disk would fail every other test on the machine
 # too), remove an image a rebuild replaced, and drop the build cache on vfs even when a build failed.
-IMAGES_MIN_FREE_GB ?= 30
+IMAGES_MIN_FREE_GB ?= 50
 IMAGE_BUILDS := tessera=control-plane tessera-worker-cpu=worker-cpu
 
 images: docker-engine $(WHEELS_STAMP)
