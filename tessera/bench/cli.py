@@ -143,12 +143,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _tokenizer_path(args: argparse.Namespace) -> str:
     if args.tokenizer:
         return args.tokenizer
+    from tessera.runtime.models.prepare import ensure_model
     from tessera.runtime.models.registry import resolve
 
-    for candidate in (args.model,):
-        spec = resolve(candidate)
-        if Path(spec.path).is_dir():
-            return spec.path
+    # A built-in recipe needs only its tokenizer here: the weights-free folder on a fresh machine.
+    local = ensure_model(resolve(args.model), weights=False)
+    if Path(local).is_dir():
+        return local
     if args.backend in HTTP_BACKENDS:
         base = _base_url(args)
         auth = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}

@@ -73,10 +73,9 @@ def cluster(tmp_path_factory):
 
 
 def test_a_sharegpt_run_on_a_sim_cluster_saves_vllms_keys(cluster, tmp_path):
-    from tessera.runtime.models.registry import resolve
     from tessera.runtime.models.tokenizer import ModelTokenizer
 
-    tokenizer = resolve(TINY).path
+    tokenizer = resolve_tiny()
     dataset = tmp_path / "sharegpt.json"
     dataset.write_text(json.dumps(CONVERSATIONS))
     out = subprocess.run(
@@ -125,6 +124,8 @@ def test_bench_refuses_what_it_cannot_run_by_name(tmp_path):
 
 
 def resolve_tiny() -> str:
+    """The tiny model's tokenizer folder, prepared (weights-free) if this machine has none yet."""
+    from tessera.runtime.models.prepare import ensure_model
     from tessera.runtime.models.registry import resolve
 
-    return resolve(TINY).path
+    return ensure_model(resolve(TINY), weights=False)

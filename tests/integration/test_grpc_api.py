@@ -52,10 +52,11 @@ def test_generate_from_chat_text_and_token_ids(router_stub):
 
 
 def collect_prompt_ids(request):
+    from tessera.runtime.models.prepare import ensure_model
     from tessera.runtime.models.registry import resolve
     from tessera.runtime.models.tokenizer import ModelTokenizer
 
-    return ModelTokenizer(resolve("tiny").path).encode(request.text)
+    return ModelTokenizer(ensure_model(resolve("tiny"), weights=False)).encode(request.text)
 
 
 def test_grpc_errors_use_status_codes(router_stub):
