@@ -47,7 +47,7 @@ from services.router.model_catalog import ModelEntry
 from services.router.remote_prefill import prefill_request, remote_prefill
 from services.router.scheduler_client import SchedulerClient
 from tessera.placement.block_hash import CANONICAL_BLOCK_TOKENS, token_block_hashes
-from tessera.runtime.rpc.delta import Delta
+from tessera.runtime.rpc.delta import Delta, param_of
 from tessera.runtime.rpc.server import channel
 from tessera.runtime.telemetry import genai
 from tessera.runtime.telemetry.tracing import outgoing_metadata, record_error, tracer
@@ -373,7 +373,7 @@ class RequestFlow:
                     return
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                raise BadRequest(exc.details() or "invalid request") from None
+                raise BadRequest(exc.details() or "invalid request", param=param_of(exc.trailing_metadata())) from None
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and gen.openai_fields:
                 # The worker's engine has no OpenAI serving code (the sim engine): name what needed it.
                 names = ", ".join(gen.openai_fields)

@@ -16,7 +16,15 @@ from tessera.v1 import common_pb2 as pb
 
 
 class InvalidRequest(ValueError):
-    """The request cannot be served as asked (too long, bad parameters): the client's fault."""
+    """The request cannot be served as asked (too long, bad parameters): the client's fault.
+
+    ``param``: the request field at fault when known, so that the router's 400 names it in
+    OpenAI's ``error.param`` as vLLM's own server does.
+    """
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class Unsupported(InvalidRequest):

@@ -15,6 +15,7 @@ from services.worker import metrics
 from services.worker.engine import Engine, EngineUnavailable, InvalidRequest, Unsupported
 from services.worker.kv_transfer import params_from_struct
 from services.worker.load import LoadTracker
+from tessera.runtime.rpc.delta import PARAM_TRAILER
 from tessera.runtime.telemetry.log_context import bind_request_id
 from tessera.runtime.telemetry.tracing import incoming_context, record_error, tracer
 from tessera.v1 import common_pb2 as pb
@@ -158,7 +159,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             except InvalidRequest as exc:
                 record_error(span, "INVALID_ARGUMENT", str(exc), server_fault=False)
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                # The field at fault rides in trailing metadata: the router puts it in error.param.
+                trailer = ((PARAM_TRAILER, exc.param),) if exc.param else None
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc), trailer)
             except EngineUnavailable as exc:
                 log.warning("request %s failed: %s", request.request_id, exc)
                 record_error(span, "UNAVAILABLE", str(exc))

@@ -154,7 +154,7 @@ class SimEngine:
                 f"{prompt + max_tokens} tokens ({prompt} in the messages, {max_tokens} in the completion)."
             )
         if max_tokens <= 0:
-            raise InvalidRequest("max_tokens must be at least 1")
+            raise InvalidRequest("max_tokens must be at least 1", "max_tokens")
         filler = self._filler_ids
         start = filler_run(prompt_token_ids, filler)
         output = [filler[(start + i) % len(filler)] for i in range(max_tokens)]

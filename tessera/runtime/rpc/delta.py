@@ -15,6 +15,17 @@ from tessera.runtime.rpc.enums import finish_reason_name, finish_reason_value
 from tessera.v1 import common_pb2 as pb
 from tessera.v1 import worker_pb2
 
+# Trailing metadata of a worker's INVALID_ARGUMENT: the request field at fault (OpenAI's error.param).
+PARAM_TRAILER = "tessera-error-param"
+
+
+def param_of(trailers: Any) -> str | None:
+    """The field a worker's INVALID_ARGUMENT named in its trailers, if any."""
+    for key, value in trailers or ():
+        if key == PARAM_TRAILER and isinstance(value, str) and value:
+            return value
+    return None
+
 
 @dataclass
 class Delta:
