@@ -149,3 +149,50 @@ class DetokenizeRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model: str | None = Field(default=None, max_length=MAX_MODEL_NAME_CHARS)
     tokens: list[Annotated[int, Field(ge=0, le=INT32_MAX)]] = Field(max_length=1_000_000)
+
+
+class ResponsesRequest(SamplingFields):
+    """OpenAI's /v1/responses (stateless). The router reads what it needs to place and check the
+    request; vLLM's serving code on the worker validates and serves the whole body."""
+
+    input: str | list[dict[str, Any]] = Field(min_length=1, max_length=MAX_MESSAGES)
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    tools: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_MESSAGES)
+    previous_response_id: str | None = None
+    conversation: Any = None
+    background: bool | None = False
+    stream: bool | None = False  # type: ignore[assignment]  # OpenAI's schema allows null here
+
+    def template_messages(self) -> list[dict[str, Any]]:
+        """The conversation as chat messages, for the placement tokens (vLLM renders the real prompt)."""
+        out: list[dict[str, Any]] = [{"role": "system", "content": self.instructions}] if self.instructions else []
+        items: list[dict[str, Any]] = (
+            [{"role": "user", "content": self.input}] if isinstance(self.input, str) else self.input
+        )
+        for item in items:
+            kind = item.get("type", "message")
+            if kind == "message" and isinstance(item.get("role"), str):
+                out.append({"role": item["role"], "content": _input_text(item.get("content"))})
+            elif kind == "function_call":
+                out.append({"role": "assistant", "content": str(item.get("arguments", ""))})
+            elif kind == "function_call_output":
+                out.append({"role": "tool", "content": str(item.get("output", ""))})
+        return out or [{"role": "user", "content": ""}]
+
+    def chat_tools(self) -> list[dict[str, Any]]:
+        """Function tools in chat completions' shape, which chat templates render."""
+        return [
+            {"type": "function", "function": {k: v for k, v in t.items() if k != "type"}}
+            for t in self.tools or ()
+            if isinstance(t, dict) and t.get("type") == "function"
+        ]
+
+
+def _input_text(content: Any) -> str:
+    """The text of a Responses message's content: a string, or parts of input_text/output_text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""

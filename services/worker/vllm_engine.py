@@ -57,6 +57,49 @@ def to_vllm_sampling(sp: pb.SamplingParams, kv_transfer_params: dict[str, Any] |
         raise InvalidRequest(str(exc)) from None
 
 
+CHAT_PATH, COMPLETION_PATH, RESPONSES_PATH = "/v1/chat/completions", "/v1/completions", "/v1/responses"
+
+
+class ChunkProgress:
+    """Output tokens and finish reason so far of a chat or completion answer of vLLM's serving code."""
+
+    def __init__(self) -> None:
+        self.tokens, self.finish = 0, "stop"
+
+    def see(self, chunk: dict[str, Any], whole: bool = False) -> None:
+        usage = chunk.get("usage")
+        if usage:  # the whole response, or the client asked for usage: exact
+            self.tokens = max(self.tokens, int(usage.get("completion_tokens") or 0))
+        elif not whole:  # one engine step per choice in a chunk: close enough for load and metrics
+            self.tokens += sum(1 for c in chunk.get("choices") or () if c.get("delta") or c.get("text"))
+        choices = chunk.get("choices") or ()
+        self.finish = next((c["finish_reason"] for c in choices if c.get("finish_reason")), self.finish)
+
+
+class ResponsesProgress:
+    """The same for a /v1/responses answer: a Response object, or its stream of typed events."""
+
+    FINISH = {"completed": "stop", "incomplete": "length", "failed": "error", "cancelled": "abort"}
+
+    def __init__(self) -> None:
+        self.tokens, self.finish = 0, "stop"
+
+    def see(self, event: dict[str, Any], whole: bool = False) -> None:
+        response = event if whole else event.get("response")
+        if isinstance(response, dict):  # the response itself, or an event carrying it (created, completed)
+            usage = response.get("usage") or {}
+            self.tokens = max(self.tokens, int(usage.get("output_tokens") or 0))
+            self.finish = self.FINISH.get(str(response.get("status")), self.finish)
+        elif str(event.get("type", "")).endswith(".delta"):  # text, reasoning or arguments: about a token
+            self.tokens += 1
+
+
+def _param_of(exc: Exception) -> str | None:
+    """The request field a vLLM validation error names (``VLLMValidationError.parameter``), if any."""
+    param = getattr(exc, "parameter", None)
+    return param if isinstance(param, str) and param else None
+
+
 class VllmEngine:
     """One vLLM engine. ``engine_args`` are AsyncEngineArgs fields."""
 
@@ -198,66 +241,65 @@ class VllmEngine:
         from pydantic import BaseModel, ValidationError
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
         from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+        from vllm.entrypoints.openai.responses.protocol import ResponsesRequest
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
         from vllm.exceptions import VLLMClientError
         from vllm.v1.engine.exceptions import EngineDeadError
 
         if self._llm is None:
             raise EngineUnavailable("engine not started")
-        chat = endpoint == "/v1/chat/completions"
-        serving = (
-            getattr(self._serving, "openai_serving_chat" if chat else "openai_serving_completion", None)
-            if self._serving is not None
-            else None
-        )
+        kinds: dict[str, tuple[str, type[BaseModel], str]] = {
+            CHAT_PATH: ("openai_serving_chat", ChatCompletionRequest, "create_chat_completion"),
+            COMPLETION_PATH: ("openai_serving_completion", CompletionRequest, "create_completion"),
+            RESPONSES_PATH: ("openai_serving_responses", ResponsesRequest, "create_responses"),
+        }
+        if endpoint not in kinds:
+            raise Unsupported(f"{endpoint} is not an endpoint of vLLM's OpenAI serving code")
+        attribute, request_type, create = kinds[endpoint]
+        serving = getattr(self._serving, attribute, None) if self._serving is not None else None
         if serving is None:
             raise Unsupported(f"this worker's model does not serve {endpoint} with vLLM's OpenAI code")
+        responses = endpoint == RESPONSES_PATH
         data = json.loads(body)
         data["request_id"] = request_id  # the engine's id: unique per attempt, as for plain requests
         data["priority"] = data.get("priority", 0) if self._priority_enabled else 0
         try:
-            request = (ChatCompletionRequest if chat else CompletionRequest).model_validate(data)
+            request = request_type.model_validate(data)
         except ValidationError as exc:
             err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"] if p != "body") or "body"
-            raise InvalidRequest(f"{loc}: {err['msg'].removeprefix('Value error, ')}") from None
+            loc = ".".join(str(p) for p in err["loc"] if p != "body") or None
+            raise InvalidRequest(f"{loc or 'body'}: {err['msg'].removeprefix('Value error, ')}", loc) from None
         except VLLMClientError as exc:  # its validators raise this (VLLMValidationError) unwrapped
-            raise InvalidRequest(str(exc)) from None
+            raise InvalidRequest(str(exc), _param_of(exc)) from None
         try:
-            result = await (
-                serving.create_chat_completion(request, None) if chat else serving.create_completion(request, None)
-            )
+            result = await getattr(serving, create)(request, None)
             if isinstance(result, ErrorResponse):
                 if result.error.code >= 500:
                     raise EngineUnavailable(result.error.message)
-                raise InvalidRequest(result.error.message)
+                raise InvalidRequest(result.error.message, result.error.param)
+            progress = ResponsesProgress() if responses else ChunkProgress()
             if isinstance(result, BaseModel):  # the whole response (stream: false)
-                usage = getattr(result, "usage", None)
-                tokens = int(usage.completion_tokens or 0) if usage else 0
-                choices = getattr(result, "choices", [])
-                finish = next((c.finish_reason for c in choices if c.finish_reason), None) or "stop"
-                yield Delta([], "", openai_body=result.model_dump_json().encode(), completion_tokens=tokens)
-                yield Delta([], "", finish_reason=finish, completion_tokens=tokens)
+                whole = result.model_dump_json(by_alias=responses)
+                progress.see(json.loads(whole), whole=True)
+                yield Delta([], "", openai_body=whole.encode(), completion_tokens=progress.tokens)
+                yield Delta([], "", finish_reason=progress.finish, completion_tokens=progress.tokens)
                 return
-            tokens, finish = 0, "stop"
-            async for event in result:  # server-sent events, "data: {...}\n\n", the last "data: [DONE]"
-                payload = event.removeprefix("data: ").strip()
-                if payload == "[DONE]":
-                    break
-                chunk = json.loads(payload)
-                usage = chunk.get("usage")
-                if usage:  # the client asked for usage: exact
-                    tokens = max(tokens, int(usage.get("completion_tokens") or 0))
-                else:  # one engine step per choice in a chunk: close enough for load and metrics
-                    tokens += sum(1 for c in chunk.get("choices") or () if c.get("delta") or c.get("text"))
-                choices = chunk.get("choices") or ()
-                finish = next((c["finish_reason"] for c in choices if c.get("finish_reason")), finish)
-                yield Delta([], "", openai_body=payload.encode(), completion_tokens=tokens)
-            yield Delta([], "", finish_reason=finish, completion_tokens=tokens)
+            async for event in result:
+                # Chat and completions: server-sent events, "data: {...}\n\n", the last "data: [DONE]".
+                # Responses: event objects; the router writes their "event:" lines from their type.
+                if isinstance(event, BaseModel):
+                    payload = event.model_dump_json(indent=None, by_alias=True)
+                else:
+                    payload = event.removeprefix("data: ").strip()
+                    if payload == "[DONE]":
+                        break
+                progress.see(json.loads(payload))
+                yield Delta([], "", openai_body=payload.encode(), completion_tokens=progress.tokens)
+            yield Delta([], "", finish_reason=progress.finish, completion_tokens=progress.tokens)
         except EngineDeadError as exc:
             raise EngineUnavailable(f"engine died: {exc}") from None
         except (ValueError, VLLMClientError) as exc:  # vLLM's checks of the request (VLLMValidationError)
-            raise InvalidRequest(str(exc)) from None
+            raise InvalidRequest(str(exc), _param_of(exc)) from None
 
     async def abort(self, request_id: str) -> None:
         if self._llm is not None:

@@ -17,6 +17,8 @@ import openai
 import pytest
 from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
 
 from tessera.runtime.etcd.server import LocalEtcd
 from tessera.runtime.net import free_port
@@ -245,9 +247,99 @@ def test_completion_logprobs_and_echo_equal_vllms_direct_answer(stack):
 def test_refused_and_invalid_fields_are_named(stack):
     r = post(stack, "/v1/chat/completions", {"messages": ASK, "functions": [{"name": "f"}]})
     assert r.status_code == 400 and r.json()["error"]["param"] == "functions"
-    # vLLM's own validation of a field it serves comes back as a 400 too
-    r = post(stack, "/v1/chat/completions", {"messages": ASK, "tool_choice": "required", "tools": []})
-    assert r.status_code == 400 and "tools" in r.json()["error"]["message"], r.text
+    # vLLM's own validation of a field it serves: a 400 naming the field, as vLLM's server names it
+    for path, body in (
+        ("/v1/chat/completions", {"messages": ASK, "tool_choice": "required", "tools": []}),
+        ("/v1/chat/completions", {"messages": ASK, "response_format": {"type": "json_schema"}}),
+        ("/v1/responses", {"input": "Hi", "tool_choice": "required"}),
+    ):
+        via, direct = post(stack, path, body), post(stack, path, body, direct=True)
+        assert via.status_code == direct.status_code == 400, (via.text, direct.text)
+        assert via.json()["error"]["param"] == direct.json()["error"]["param"] is not None, (via.text, direct.text)
+    # A type error vLLM's schema finds: the field by its path
+    r = post(stack, "/v1/chat/completions", {"messages": ASK, "logit_bias": {"1": "much"}})
+    assert r.status_code == 400 and r.json()["error"]["param"].startswith("logit_bias"), r.text
+
+
+def test_parallel_tool_calls_equal_vllms_and_their_results_go_back(stack):
+    both = [{"role": "user", "content": "What is the weather in Paris and in Rome?"}]
+    body = {"messages": both, "tools": [WEATHER_TOOL], "tool_choice": "required", "temperature": 0, "max_tokens": 120}
+
+    def calls(r: httpx.Response) -> list[tuple[str, str]]:
+        assert r.status_code == 200, r.text
+        message = ChatCompletion.model_validate(r.json()).choices[0].message
+        return [(c.function.name, c.function.arguments) for c in message.tool_calls or []]
+
+    via = calls(post(stack, "/v1/chat/completions", body))
+    assert via and via == calls(post(stack, "/v1/chat/completions", body, direct=True))
+    for _, arguments in via:
+        jsonschema.validate(json.loads(arguments), WEATHER_TOOL["function"]["parameters"])
+    # Turned off, vLLM's structured output allows exactly one call
+    one = {**body, "parallel_tool_calls": False}
+    assert len(calls(post(stack, "/v1/chat/completions", one))) == 1
+    # Two calls made at once, both results in the conversation: the same final answer as vLLM's
+    made = [
+        {"id": f"call_{i}", "type": "function", "function": {"name": "get_weather", "arguments": json.dumps(a)}}
+        for i, a in enumerate(({"city": "Paris", "unit": "celsius"}, {"city": "Rome", "unit": "celsius"}))
+    ]
+    results = [
+        {"role": "tool", "tool_call_id": c["id"], "content": t} for c, t in zip(made, ("21 C, sun", "25 C, sun"))
+    ]
+    history = {
+        "messages": [*both, {"role": "assistant", "tool_calls": made}, *results],
+        "max_tokens": 30,
+        "temperature": 0,
+    }
+    via_text, direct_text = (
+        post(stack, "/v1/chat/completions", {**history, "tools": [WEATHER_TOOL]}, direct=d) for d in (False, True)
+    )
+    assert (
+        via_text.status_code == 200
+        and via_text.json()["choices"][0]["message"] == direct_text.json()["choices"][0]["message"]
+    )
+
+
+def test_responses_equal_vllms_direct_answer_and_validate(stack, client):
+    body = {"input": "The capital of France is", "max_output_tokens": 12, "temperature": 0}
+    via, direct = post(stack, "/v1/responses", body), post(stack, "/v1/responses", body, direct=True)
+    assert via.status_code == 200, via.text
+    ours, theirs = Response.model_validate(via.json()), Response.model_validate(direct.json())
+    assert ours.output_text and ours.output_text == theirs.output_text
+    assert ours.id.startswith("resp_") and ours.id == "resp_" + via.headers["x-request-id"]
+    assert ours.usage is not None and ours.usage.output_tokens == theirs.usage.output_tokens
+    # Message input with instructions, through the official client
+    answer = client.responses.create(
+        model=SMOLLM2,
+        instructions="Answer in one word.",
+        input=[{"role": "user", "content": [{"type": "input_text", "text": "Name a colour."}]}],
+        max_output_tokens=8,
+        temperature=0,
+    )
+    assert answer.status in ("completed", "incomplete") and answer.output_text
+
+
+def test_responses_stream_typed_events(stack):
+    body = {"model": SMOLLM2, "input": "Count: one, two,", "max_output_tokens": 10, "temperature": 0, "stream": True}
+    events, kinds = [], []
+    with httpx.stream("POST", stack["router"] + "/v1/responses", json=body, timeout=120) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                kinds.append(line.removeprefix("event: "))
+            elif line.startswith("data: "):
+                events.append(TypeAdapter(ResponseStreamEvent).validate_json(line.removeprefix("data: ")))
+    assert kinds == [e.type for e in events]  # each event line names its data's type
+    assert events[0].type == "response.created" and events[-1].type in ("response.completed", "response.incomplete")
+    streamed = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert streamed and streamed == events[-1].response.output_text
+    assert {e.response.id for e in events if hasattr(e, "response")} == {events[0].response.id}
+
+
+def test_responses_that_need_a_stored_response_are_refused_by_name(stack):
+    for field, value in (("previous_response_id", "resp_1"), ("background", True), ("conversation", "conv_1")):
+        r = post(stack, "/v1/responses", {"input": "Hi", field: value})
+        assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
+        assert "stateless" in r.json()["error"]["message"]
 
 
 def test_grpc_openai_request_json(stack):
