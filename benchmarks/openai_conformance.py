@@ -6,11 +6,15 @@ same engine (same status, same choices: text, tool calls, logprobs), or the exac
 Fields that differ by design (id, created, system_fingerprint, usage details) are not compared.
 
     tessera up --model smollm2          # or any cluster with a vLLM worker
+    # and one more worker whose vLLM HTTP server the script can call directly:
+    tessera worker --etcd 127.0.0.1:2379 --model smollm2 --max-model-len 2048 --port 0 \\
+        --http-port 8222 --http-api-key KEY \\
+        --serve-arg=--enable-auto-tool-choice --serve-arg=--tool-call-parser=hermes
     python benchmarks/openai_conformance.py --router http://127.0.0.1:8000 \\
-        --direct http://WORKER_HTTP_ADDRESS --direct-key-file LOG_DIR/worker-http-key
+        --direct http://127.0.0.1:8222 --direct-key KEY
 
-`tessera status` lists each worker's HTTP address. Writes benchmarks/results/openai_conformance.md
-(and prints it).
+Greedy and seeded answers are the same on either worker, so the router may place on either.
+Writes benchmarks/results/openai_conformance.md (and prints it).
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ TOOL = {
         },
     },
 }
-CHAT, COMPLETION = "/v1/chat/completions", "/v1/completions"
+CHAT, COMPLETION, RESPONSES = "/v1/chat/completions", "/v1/completions", "/v1/responses"
+RESPONSES_TOOL = {"type": "function", **TOOL["function"]}  # type: ignore[dict-item]  # Responses' flat shape
 GREEDY = {"temperature": 0, "max_tokens": 12}
 
 # (endpoint, the fields under test, the body beyond model)
@@ -87,6 +92,32 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     (COMPLETION, "suffix", {"prompt": "The capital of France is", "suffix": "!", **GREEDY}),
     (COMPLETION, "n 2 (seeded)", {"prompt": "Once upon", "n": 2, "seed": 3, "temperature": 1.0, "max_tokens": 8}),
     (COMPLETION, "best_of 2", {"prompt": "Once upon", "best_of": 2, **GREEDY}),
+    (CHAT, "invalid: tool_choice required, no tools", {"messages": ASK, "tool_choice": "required", "tools": []}),
+    (RESPONSES, "text input", {"input": "The capital of France is", "max_output_tokens": 12, "temperature": 0}),
+    (
+        RESPONSES,
+        "message input, instructions",
+        {
+            "instructions": "Answer in one word.",
+            "input": [{"role": "user", "content": [{"type": "input_text", "text": "Name a colour."}]}],
+            "max_output_tokens": 8,
+            "temperature": 0,
+        },
+    ),
+    (RESPONSES, "stream", {"input": "Count: one, two,", "max_output_tokens": 10, "temperature": 0, "stream": True}),
+    (
+        RESPONSES,
+        "tools, tool_choice required",
+        {
+            "input": ASK[0]["content"],
+            "tools": [RESPONSES_TOOL],
+            "tool_choice": "required",
+            "max_output_tokens": 80,
+            "temperature": 0,
+        },
+    ),
+    (RESPONSES, "invalid: tool_choice required, no tools", {"input": "Hi", "tool_choice": "required"}),
+    (RESPONSES, "previous_response_id", {"input": "Hi", "previous_response_id": "resp_1", "max_output_tokens": 4}),
 ]
 
 
@@ -107,7 +138,22 @@ def _stream(client: httpx.Client, url: str, body: dict[str, Any], headers: dict[
     return 200, {"choices": [choices[i] for i in sorted(choices)]}
 
 
+def _stream_response(client: httpx.Client, url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any]:
+    """A Responses event stream: the response its last event carries (completed or incomplete)."""
+    last: dict[str, Any] = {}
+    with client.stream("POST", url, json=body, headers=headers) as r:
+        if r.status_code != 200:
+            r.read()
+            return r.status_code, r.json()
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                last = json.loads(line[6:]).get("response") or last
+    return 200, last
+
+
 def ask(client: httpx.Client, url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any]:
+    if body.get("stream") and url.endswith(RESPONSES):
+        return _stream_response(client, url, body, headers)
     if body.get("stream"):
         return _stream(client, url, {**body, "stream_options": {"include_usage": True}}, headers)
     r = client.post(url, json=body, headers=headers)
@@ -124,9 +170,18 @@ def _without_nulls(value: Any) -> Any:
 
 
 def comparable(status: int, answer: Any) -> Any:
-    """What must be equal: the choices (text, tool calls without their random ids, logprobs, finish)."""
+    """What must be equal: the choices (text, tool calls without their random ids, logprobs, finish);
+    for Responses, the status and output items (text, function calls); for errors, status and param."""
     if status != 200:
-        return status
+        return status, (answer.get("error") or {}).get("param") if isinstance(answer, dict) else None
+    if "output" in answer:
+        items = [
+            {"type": i.get("type"), "name": i.get("name"), "arguments": i.get("arguments")}
+            if i.get("type") == "function_call"
+            else {"type": i.get("type"), "text": "".join(c.get("text") or "" for c in i.get("content") or [])}
+            for i in answer["output"]
+        ]
+        return answer.get("status"), items
     out = []
     for c in answer.get("choices", []):
         message = dict(c.get("message") or {})
@@ -160,8 +215,13 @@ def main() -> int:
             ours = ask(client, args.router.rstrip("/") + path, body, {})
             theirs = ask(client, args.direct.rstrip("/") + path, body, direct_headers)
             result = difference(comparable(*ours), comparable(*theirs))
-            if ours[0] != 200 and ours[0] == theirs[0]:
-                result = "same (both refuse)"
+            if ours[0] != 200 and result == "same":
+                result = f"same (both refuse, param `{comparable(*ours)[1]}`)"
+            elif ours[0] != 200 and ours[0] == theirs[0]:
+                result = f"both refuse; {result}"
+            elif ours[0] == 400 and theirs[0] != 200:
+                mine, vllms = comparable(*ours)[1], comparable(*theirs)[1]
+                result = f"Tessera refuses by name (param `{mine}`); vLLM answers {theirs[0]} (param `{vllms}`)"
             elif ours[0] == 400 and theirs[0] == 200:
                 param = (ours[1].get("error") or {}).get("param")
                 result = f"Tessera refuses by name (param `{param}`); vLLM ignores it"

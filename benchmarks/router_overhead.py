@@ -208,7 +208,11 @@ def main() -> int:
     p.add_argument("--prompts", type=int, default=200)
     p.add_argument("--input-len", type=int, default=128)
     p.add_argument("--output-len", type=int, default=32)
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "router_overhead"))
+    p.add_argument(
+        "--out",
+        default=None,
+        help="path prefix of the JSON and plot (default: benchmarks/results/router_overhead[_zero_latency])",
+    )
     p.add_argument(
         "--zero-latency",
         action="store_true",
@@ -221,6 +225,9 @@ def main() -> int:
         help="also run vLLM's own `vllm bench serve` against the router with this many prompts (0: skip)",
     )
     args = p.parse_args()
+    if args.out is None:  # the two kinds of run keep their own results
+        name = "router_overhead_zero_latency" if args.zero_latency else "router_overhead"
+        args.out = str(ROOT / "benchmarks" / "results" / name)
     log_dir = Path(args.out + "-logs")
     log_dir.mkdir(parents=True, exist_ok=True)
     served = resolve(args.model).name

@@ -160,7 +160,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             except InvalidRequest as exc:
                 record_error(span, "INVALID_ARGUMENT", str(exc), server_fault=False)
                 # The field at fault rides in trailing metadata: the router puts it in error.param.
-                trailer = ((PARAM_TRAILER, exc.param),) if exc.param else None
+                trailer = ((PARAM_TRAILER, exc.param),) if exc.param else ()
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc), trailer)
             except EngineUnavailable as exc:
                 log.warning("request %s failed: %s", request.request_id, exc)

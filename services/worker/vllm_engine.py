@@ -298,6 +298,8 @@ class VllmEngine:
             yield Delta([], "", finish_reason=progress.finish, completion_tokens=progress.tokens)
         except EngineDeadError as exc:
             raise EngineUnavailable(f"engine died: {exc}") from None
+        except InvalidRequest:
+            raise  # ours, from vLLM's ErrorResponse above (a ValueError too): as it is, param and all
         except (ValueError, VLLMClientError) as exc:  # vLLM's checks of the request (VLLMValidationError)
             raise InvalidRequest(str(exc), _param_of(exc)) from None
 
