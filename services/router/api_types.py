@@ -196,3 +196,21 @@ def _input_text(content: Any) -> str:
     if isinstance(content, list):
         return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
     return ""
+
+
+MAX_EMBEDDING_INPUTS = 2048  # inputs in one /v1/embeddings request (OpenAI's limit)
+
+
+class EmbeddingsRequest(SamplingFields):
+    """OpenAI's /v1/embeddings. The router reads the input to place and check the request; vLLM's
+    pooling serving code validates and serves the whole body (encoding_format, dimensions, ...)."""
+
+    input: str | list[str] | list[int] | list[list[int]] = Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)
+
+    def inputs(self) -> list[str | list[int]]:
+        """One entry per embedding asked for: a text or token ids."""
+        if isinstance(self.input, str):
+            return [self.input]
+        if self.input and isinstance(self.input[0], int):
+            return [self.input]  # one prompt of token ids
+        return list(self.input)  # type: ignore[arg-type]  # texts, or prompts of ids

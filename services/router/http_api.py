@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from services.router import metrics
+from services.router.embeddings_api import EmbeddingsEndpoint
 from services.router.errors import ApiError, Unauthenticated
 from services.router.generation_endpoint import Endpoint, error_response
 from services.router.limits import BodyLimit, Limits
@@ -89,20 +90,6 @@ def build_app(state: RouterState, limits: Limits | None = None) -> BodyLimit:
 
     tokens = TokenizeEndpoints(state, limits)
 
-    async def not_served(request: Request) -> Response:
-        return JSONResponse(
-            {
-                "error": {
-                    "message": f"{request.url.path} is not served by Tessera yet: embeddings need a pooling "
-                    "model, which no Tessera worker runs",
-                    "type": "invalid_request_error",
-                    "param": None,
-                    "code": 501,
-                }
-            },
-            status_code=501,
-        )
-
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", Endpoint(state, chat=True, limits=limits).handle, methods=["POST"]),
@@ -110,7 +97,7 @@ def build_app(state: RouterState, limits: Limits | None = None) -> BodyLimit:
             Route("/v1/models", models, methods=["GET"]),
             Route("/tokenize", tokens.tokenize, methods=["POST"]),
             Route("/detokenize", tokens.detokenize, methods=["POST"]),
-            Route("/v1/embeddings", not_served, methods=["POST"]),
+            Route("/v1/embeddings", EmbeddingsEndpoint(state, limits).handle, methods=["POST"]),
             Route("/v1/responses", ResponsesEndpoint(state, limits).handle, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),

@@ -58,6 +58,7 @@ def to_vllm_sampling(sp: pb.SamplingParams, kv_transfer_params: dict[str, Any] |
 
 
 CHAT_PATH, COMPLETION_PATH, RESPONSES_PATH = "/v1/chat/completions", "/v1/completions", "/v1/responses"
+EMBEDDINGS_PATH = "/v1/embeddings"
 
 
 class ChunkProgress:
@@ -248,6 +249,10 @@ class VllmEngine:
 
         if self._llm is None:
             raise EngineUnavailable("engine not started")
+        if endpoint == EMBEDDINGS_PATH:
+            async for delta in self._embed(request_id, body):
+                yield delta
+            return
         kinds: dict[str, tuple[str, type[BaseModel], str]] = {
             CHAT_PATH: ("openai_serving_chat", ChatCompletionRequest, "create_chat_completion"),
             COMPLETION_PATH: ("openai_serving_completion", CompletionRequest, "create_completion"),
@@ -302,6 +307,40 @@ class VllmEngine:
             raise  # ours, from vLLM's ErrorResponse above (a ValueError too): as it is, param and all
         except (ValueError, VLLMClientError) as exc:  # vLLM's checks of the request (VLLMValidationError)
             raise InvalidRequest(str(exc), _param_of(exc)) from None
+
+    async def _embed(self, request_id: str, body: bytes) -> AsyncIterator[Delta]:
+        """/v1/embeddings by vLLM's pooling serving code (a model run with runner=pooling): one whole
+        response, as vLLM's server writes it."""
+        from pydantic import TypeAdapter, ValidationError
+        from vllm.entrypoints.pooling.embed.protocol import EmbeddingRequest
+        from vllm.exceptions import VLLMClientError
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        serving = getattr(self._serving, "serving_embedding", None) if self._serving is not None else None
+        if serving is None:
+            raise Unsupported("this worker's model is not an embedding model (run it with runner=pooling)")
+        data = json.loads(body)
+        data["request_id"] = request_id
+        data["priority"] = data.get("priority", 0) if self._priority_enabled else 0
+        try:
+            request = TypeAdapter(EmbeddingRequest).validate_python(data)
+            result = await serving(request, None)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = next((str(p) for p in err["loc"] if str(p) in data), None)
+            raise InvalidRequest(f"{loc or 'body'}: {err['msg'].removeprefix('Value error, ')}", loc) from None
+        except EngineDeadError as exc:
+            raise EngineUnavailable(f"engine died: {exc}") from None
+        except (ValueError, TypeError, VLLMClientError) as exc:  # vLLM's checks of the request
+            raise InvalidRequest(str(exc), _param_of(exc)) from None
+        answer = bytes(result.body)
+        if result.status_code >= 400:
+            error = json.loads(answer).get("error") or {}
+            if result.status_code >= 500:
+                raise EngineUnavailable(str(error.get("message")))
+            raise InvalidRequest(str(error.get("message")), error.get("param"))
+        yield Delta([], "", openai_body=answer)
+        yield Delta([], "", finish_reason="stop")
 
     async def abort(self, request_id: str) -> None:
         if self._llm is not None:

@@ -88,9 +88,9 @@ def test_tokenize_and_detokenize_at_the_router(door):
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "tokens"
 
 
-def test_embeddings_are_not_served_and_say_so(door):
+def test_embeddings_need_a_vllm_embedding_worker_and_say_so(door):
     r = httpx.post(door.base_url + "/v1/embeddings", json={"model": TINY, "input": "x"}, timeout=30)
-    assert r.status_code == 501 and "/v1/embeddings" in r.json()["error"]["message"]
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input", r.text
 
 
 def test_responses_need_a_vllm_worker_and_say_so(door):

@@ -15,7 +15,7 @@ import httpx
 import jsonschema
 import openai
 import pytest
-from openai.types import Completion
+from openai.types import Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
@@ -27,6 +27,7 @@ from tests.support.harness import RUN_ID, ServiceProcess, wait_for
 from tests.support.models import SMOLLM2
 
 WORKER_KEY = "test-worker-key"
+EMBEDDER = "tiny-embed"  # the tiny model as an embedding model (vLLM's pooling runner)
 CITY = {"type": "string", "enum": ["Paris", "Rome", "Berlin"]}
 WEATHER_TOOL = {
     "type": "function",
@@ -47,13 +48,14 @@ ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    """etcd, a scheduler, a router and one SmolLM2 vLLM worker whose own HTTP server needs a key."""
+    """etcd, a scheduler, a router, one SmolLM2 vLLM worker and one embedding worker (the tiny model
+    run by vLLM's pooling runner), whose own HTTP servers need a key."""
     log_dir = tmp_path_factory.mktemp("openai-surface")
     etcd = LocalEtcd(client_port=free_port(), data_dir=str(log_dir / "etcd"), log_path=str(log_dir / "etcd.log"))
     etcd.start()
     env = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "TESSERA_TEST_RUN": RUN_ID}
     common = ["--etcd", etcd.endpoint, "--lease-ttl", "3"]
-    http_port, grpc_port, worker_http = free_port(), free_port(), free_port()
+    http_port, grpc_port, worker_http, embed_http = free_port(), free_port(), free_port(), free_port()
     procs = [
         ServiceProcess("scheduler", ["scheduler", *common, "--port", "0"], log_dir, env).start(),
         ServiceProcess(
@@ -78,6 +80,27 @@ def stack(tmp_path_factory):
             log_dir,
             env,
         ).start(),
+        ServiceProcess(
+            "embedder",
+            [
+                "worker",
+                *common,
+                "--model",
+                "tiny",
+                "--served-model-name",
+                EMBEDDER,
+                "--engine-arg",
+                "runner=pooling",
+                "--engine-arg",
+                "convert=embed",
+                "--http-port",
+                str(embed_http),
+                "--http-api-key",
+                WORKER_KEY,
+            ],
+            log_dir,
+            env,
+        ).start(),
     ]
     base = f"http://127.0.0.1:{http_port}"
 
@@ -86,7 +109,7 @@ def stack(tmp_path_factory):
             data = httpx.get(base + "/v1/models", timeout=5).json()["data"]
         except (httpx.HTTPError, KeyError, ValueError):
             return False
-        return any(m["id"] == SMOLLM2 and m["workers"] >= 1 for m in data)
+        return {SMOLLM2, EMBEDDER} <= {m["id"] for m in data if m["workers"] >= 1}
 
     try:
         wait_for(serving, 300, interval=1.0, what="the SmolLM2 worker to register")
@@ -94,6 +117,7 @@ def stack(tmp_path_factory):
             "router": base,
             "grpc": f"127.0.0.1:{grpc_port}",
             "direct": f"http://127.0.0.1:{worker_http}",
+            "embedder": f"http://127.0.0.1:{embed_http}",
             "worker": procs[2],
         }
     except BaseException:
@@ -391,3 +415,38 @@ def test_a_worker_dying_mid_stream_ends_the_stream_with_an_error_chunk(stack):
     error = json.loads(lines[-2])["error"]
     assert error["type"] == "server_error" and "cannot be resumed" in error["message"]
     assert all(ChatCompletionChunk.model_validate_json(x) for x in lines[:3])
+
+
+def test_embeddings_equal_vllms_direct_answer(stack, client):
+    body = {"model": EMBEDDER, "input": ["The capital of France is", "Paris"]}
+    via = httpx.post(stack["router"] + "/v1/embeddings", json=body, timeout=60)
+    direct = httpx.post(
+        stack["embedder"] + "/v1/embeddings", json=body, headers={"Authorization": f"Bearer {WORKER_KEY}"}, timeout=60
+    )
+    assert via.status_code == 200, via.text
+    ours = CreateEmbeddingResponse.model_validate(via.json())
+    theirs = CreateEmbeddingResponse.model_validate(direct.json())
+    assert [e.index for e in ours.data] == [0, 1] and len(ours.data[0].embedding) > 1
+    for mine, vllms in zip(ours.data, theirs.data):
+        assert mine.embedding == pytest.approx(vllms.embedding, abs=1e-5)
+    assert ours.usage.prompt_tokens == theirs.usage.prompt_tokens
+    # The official client (base64 by default), token-id input too
+    got = client.embeddings.create(model=EMBEDDER, input="Paris")
+    assert got.data[0].embedding == pytest.approx(ours.data[1].embedding, abs=1e-5)
+    ids = client.embeddings.create(model=EMBEDDER, input=[[1, 2, 3, 4]])
+    assert len(ids.data) == 1 and len(ids.data[0].embedding) == len(got.data[0].embedding)
+
+
+def test_embeddings_refuse_by_name(stack):
+    too_long = httpx.post(
+        stack["router"] + "/v1/embeddings", json={"model": EMBEDDER, "input": ["ok", "word " * 5000]}, timeout=60
+    )
+    assert too_long.status_code == 400 and too_long.json()["error"]["param"] == "input", too_long.text
+    assert "input[1]" in too_long.json()["error"]["message"]
+    # A text-generation model has no embedding code; an embedding model does not chat: 400s, not 5xx
+    not_embedder = post(stack, "/v1/embeddings", {"input": "Hi"})
+    assert not_embedder.status_code == 400, not_embedder.text
+    chat = httpx.post(
+        stack["router"] + "/v1/chat/completions", json={"model": EMBEDDER, "messages": ASK, "max_tokens": 4}, timeout=60
+    )
+    assert 400 <= chat.status_code < 500, chat.text
