@@ -10,13 +10,16 @@ import grpc
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from services.router import metrics
+from services.router import metrics, openai_fields
 from services.router.api_types import SamplingFields
+from services.router.embeddings_api import EMBEDDINGS_PATH, EmbeddingsEndpoint
 from services.router.errors import ApiError, BadRequest
 from services.router.flow import FlowStats, Generation
-from services.router.limits import parse_json
-from services.router.openai_request import CHAT_PATH, prepare_openai, session_of, validate_openai, with_id
+from services.router.generation_endpoint import Endpoint
+from services.router.limits import Limits, parse_json
+from services.router.openai_request import CHAT_PATH, COMPLETION_PATH, session_of
 from services.router.preparation import prepare
+from services.router.responses_api import RESPONSES_PATH, ResponsesEndpoint
 from services.router.state import RouterState
 from services.router.timing import Timing
 from tessera.runtime.rpc.enums import finish_reason_value
@@ -72,6 +75,13 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     def __init__(self, state: RouterState) -> None:
         self.state = state
         self._tracer = tracer("tessera.router")
+        # The HTTP API's endpoints, for their validation, preparation and response ids.
+        self._endpoints: dict[str, Endpoint] = {
+            CHAT_PATH: Endpoint(state, chat=True, limits=Limits()),
+            COMPLETION_PATH: Endpoint(state, chat=False, limits=Limits()),
+            RESPONSES_PATH: ResponsesEndpoint(state, Limits()),
+            EMBEDDINGS_PATH: EmbeddingsEndpoint(state, Limits()),
+        }
 
     async def Generate(self, request: router_pb2.RouterGenerateRequest, context: grpc.aio.ServicerContext):
         arrived = time.perf_counter()
@@ -90,8 +100,9 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             gate = self.state.gate
             principal = await gate.authenticate(_authorization(context))
             which: str | None = "openai"
+            endpoint: Endpoint | None = None
             if request.openai_request_json:
-                gen = await self._prepare_openai(request, principal)
+                gen, endpoint = await self._prepare_openai(request, principal)
             else:
                 gen, which = await self._prepare(request, principal)
             model_label = gen.model.name
@@ -100,9 +111,10 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             request_id = gen.request_id
             span.set_attribute("tessera.request_id", request_id)
             span.set_attribute("tessera.tenant", principal.tenant)
-            chat = which == "chat" or gen.openai_endpoint == CHAT_PATH
+            chat = which == "chat" or gen.openai_endpoint in (CHAT_PATH, RESPONSES_PATH)
             operation = genai.CHAT if chat else genai.TEXT_COMPLETION
-            response_id = ("chatcmpl-" if operation == genai.CHAT else "cmpl-") + gen.request_id
+            prefix = endpoint.prefix if endpoint else ("chatcmpl-" if chat else "cmpl-")
+            response_id = prefix + gen.request_id
             span.set_attributes(genai.request_attributes(operation, model_label, gen.sampling))
             span.set_attribute(genai.REQUEST_STREAM, True)
             await gate.charge(principal, len(gen.prompt_ids) + gen.sampling.max_tokens * gen.choices)
@@ -115,8 +127,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                     delta=pb.TokenDelta(token_ids=delta.token_ids, text=delta.text),
                     worker_id=delta.worker_id,
                 )
-                if delta.openai_body:
-                    out.openai_json = with_id(delta.openai_body, response_id).decode()
+                if delta.openai_body and endpoint is not None:
+                    out.openai_json = endpoint.whole(delta.openai_body, response_id).decode()
                 if delta.finish_reason:
                     out.finish_reason = finish_reason_value(delta.finish_reason)
                     out.usage.CopyFrom(
@@ -150,26 +162,28 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 )
             span.end()
 
-    async def _prepare_openai(self, request: router_pb2.RouterGenerateRequest, principal: Any) -> Generation:
-        """An OpenAI request body: validated as the HTTP API validates it, always served by vLLM's
-        serving code (its chunks are what the client asked for)."""
+    async def _prepare_openai(
+        self, request: router_pb2.RouterGenerateRequest, principal: Any
+    ) -> tuple[Generation, Endpoint]:
+        """An OpenAI request body: validated and prepared by the HTTP API's endpoint for it, always
+        served by vLLM's serving code (its chunks or events are what the client asked for)."""
         try:
             body = parse_json(request.openai_request_json.encode())
         except ApiError as exc:
             raise BadRequest(f"openai_request_json: {exc.message}", param="openai_request_json") from None
-        chat = "messages" in body
-        fields, route = validate_openai(body, chat)
+        path = request.openai_endpoint or (
+            CHAT_PATH if "messages" in body else RESPONSES_PATH if "input" in body else COMPLETION_PATH
+        )
+        endpoint = self._endpoints.get(path)
+        if endpoint is None:
+            names = ", ".join(self._endpoints)
+            raise BadRequest(f"openai_endpoint must be one of {names}", param="openai_endpoint")
+        fields, route = endpoint.validate(body)
         self.state.gate.authorize(principal, fields.model, fields.priority, slo_header=False, profile_header=False)
         request_id = request.request_id or fields.request_id or uuid.uuid4().hex
-        return await prepare_openai(
-            self.state,
-            fields,
-            body,
-            chat,
-            route.vllm_fields or ("openai_request_json",),
-            request_id,
-            session_of(fields, request.session_id),
-        )
+        to_vllm = openai_fields.Route(route.vllm_fields or ("openai_request_json",))
+        gen = await endpoint.prepare(fields, body, to_vllm, request_id, session_of(fields, request.session_id))
+        return gen, endpoint
 
     async def _prepare(
         self, request: router_pb2.RouterGenerateRequest, principal: Any

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tessera.v1 import common_pb2 as tessera_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tessera/v1/router.proto\x12\ntessera.v1\x1a\x17tessera/v1/common.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"9\n\x0c\x43hatMessages\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.tessera.v1.ChatMessage\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\r\"\x9a\x02\n\x15RouterGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12(\n\x04\x63hat\x18\x03 \x01(\x0b\x32\x18.tessera.v1.ChatMessagesH\x00\x12)\n\ttoken_ids\x18\x04 \x01(\x0b\x32\x14.tessera.v1.TokenIdsH\x00\x12,\n\x08sampling\x18\x05 \x01(\x0b\x32\x1a.tessera.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x12\n\nsession_id\x18\x07 \x01(\t\x12\x10\n\x08priority\x18\x08 \x01(\x05\x12\x1b\n\x13openai_request_json\x18\t \x01(\tB\x08\n\x06prompt\"\xce\x01\n\x16RouterGenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x16.tessera.v1.TokenDelta\x12/\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x18.tessera.v1.FinishReason\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.tessera.v1.Usage\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12\x13\n\x0bopenai_json\x18\x06 \x01(\t\"\x13\n\x11ListModelsRequest\"?\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rmax_model_len\x18\x02 \x01(\r\x12\x0f\n\x07workers\x18\x03 \x01(\r\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.tessera.v1.ModelInfo2\xaa\x01\n\x06Router\x12S\n\x08Generate\x12!.tessera.v1.RouterGenerateRequest\x1a\".tessera.v1.RouterGenerateResponse0\x01\x12K\n\nListModels\x12\x1d.tessera.v1.ListModelsRequest\x1a\x1e.tessera.v1.ListModelsResponseB\x8e\x01\n\rio.tessera.v1B\x0bRouterProtoP\x01Z@github.com/tessera-inference/tessera/gen/go/tessera/v1;tesserav1\xa2\x02\x03TVX\xaa\x02\nTessera.V1\xca\x02\nTessera\\V1\xea\x02\x0bTessera::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tessera/v1/router.proto\x12\ntessera.v1\x1a\x17tessera/v1/common.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"9\n\x0c\x43hatMessages\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.tessera.v1.ChatMessage\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\r\"\xb3\x02\n\x15RouterGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12(\n\x04\x63hat\x18\x03 \x01(\x0b\x32\x18.tessera.v1.ChatMessagesH\x00\x12)\n\ttoken_ids\x18\x04 \x01(\x0b\x32\x14.tessera.v1.TokenIdsH\x00\x12,\n\x08sampling\x18\x05 \x01(\x0b\x32\x1a.tessera.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x12\n\nsession_id\x18\x07 \x01(\t\x12\x10\n\x08priority\x18\x08 \x01(\x05\x12\x1b\n\x13openai_request_json\x18\t \x01(\t\x12\x17\n\x0fopenai_endpoint\x18\n \x01(\tB\x08\n\x06prompt\"\xce\x01\n\x16RouterGenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x16.tessera.v1.TokenDelta\x12/\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x18.tessera.v1.FinishReason\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.tessera.v1.Usage\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12\x13\n\x0bopenai_json\x18\x06 \x01(\t\"\x13\n\x11ListModelsRequest\"?\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rmax_model_len\x18\x02 \x01(\r\x12\x0f\n\x07workers\x18\x03 \x01(\r\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.tessera.v1.ModelInfo2\xaa\x01\n\x06Router\x12S\n\x08Generate\x12!.tessera.v1.RouterGenerateRequest\x1a\".tessera.v1.RouterGenerateResponse0\x01\x12K\n\nListModels\x12\x1d.tessera.v1.ListModelsRequest\x1a\x1e.tessera.v1.ListModelsResponseB\x8e\x01\n\rio.tessera.v1B\x0bRouterProtoP\x01Z@github.com/tessera-inference/tessera/gen/go/tessera/v1;tesserav1\xa2\x02\x03TVX\xaa\x02\nTessera.V1\xca\x02\nTessera\\V1\xea\x02\x0bTessera::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,15 +40,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENIDS']._serialized_start=169
   _globals['_TOKENIDS']._serialized_end=192
   _globals['_ROUTERGENERATEREQUEST']._serialized_start=195
-  _globals['_ROUTERGENERATEREQUEST']._serialized_end=477
-  _globals['_ROUTERGENERATERESPONSE']._serialized_start=480
-  _globals['_ROUTERGENERATERESPONSE']._serialized_end=686
-  _globals['_LISTMODELSREQUEST']._serialized_start=688
-  _globals['_LISTMODELSREQUEST']._serialized_end=707
-  _globals['_MODELINFO']._serialized_start=709
-  _globals['_MODELINFO']._serialized_end=772
-  _globals['_LISTMODELSRESPONSE']._serialized_start=774
-  _globals['_LISTMODELSRESPONSE']._serialized_end=833
-  _globals['_ROUTER']._serialized_start=836
-  _globals['_ROUTER']._serialized_end=1006
+  _globals['_ROUTERGENERATEREQUEST']._serialized_end=502
+  _globals['_ROUTERGENERATERESPONSE']._serialized_start=505
+  _globals['_ROUTERGENERATERESPONSE']._serialized_end=711
+  _globals['_LISTMODELSREQUEST']._serialized_start=713
+  _globals['_LISTMODELSREQUEST']._serialized_end=732
+  _globals['_MODELINFO']._serialized_start=734
+  _globals['_MODELINFO']._serialized_end=797
+  _globals['_LISTMODELSRESPONSE']._serialized_start=799
+  _globals['_LISTMODELSRESPONSE']._serialized_end=858
+  _globals['_ROUTER']._serialized_start=861
+  _globals['_ROUTER']._serialized_end=1031
 # @@protoc_insertion_point(module_scope)

@@ -28,7 +28,7 @@ class TokenIds(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RouterGenerateRequest(_message.Message):
-    __slots__ = ("model", "text", "chat", "token_ids", "sampling", "request_id", "session_id", "priority", "openai_request_json")
+    __slots__ = ("model", "text", "chat", "token_ids", "sampling", "request_id", "session_id", "priority", "openai_request_json", "openai_endpoint")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     CHAT_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class RouterGenerateRequest(_message.Message):
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     OPENAI_REQUEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    OPENAI_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     model: str
     text: str
     chat: ChatMessages
@@ -47,7 +48,8 @@ class RouterGenerateRequest(_message.Message):
     session_id: str
     priority: int
     openai_request_json: str
-    def __init__(self, model: _Optional[str] = ..., text: _Optional[str] = ..., chat: _Optional[_Union[ChatMessages, _Mapping]] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., priority: _Optional[int] = ..., openai_request_json: _Optional[str] = ...) -> None: ...
+    openai_endpoint: str
+    def __init__(self, model: _Optional[str] = ..., text: _Optional[str] = ..., chat: _Optional[_Union[ChatMessages, _Mapping]] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., priority: _Optional[int] = ..., openai_request_json: _Optional[str] = ..., openai_endpoint: _Optional[str] = ...) -> None: ...
 
 class RouterGenerateResponse(_message.Message):
     __slots__ = ("request_id", "delta", "finish_reason", "usage", "worker_id", "openai_json")

@@ -450,3 +450,21 @@ def test_embeddings_refuse_by_name(stack):
         stack["router"] + "/v1/chat/completions", json={"model": EMBEDDER, "messages": ASK, "max_tokens": 4}, timeout=60
     )
     assert 400 <= chat.status_code < 500, chat.text
+
+
+def test_grpc_carries_responses_and_embeddings_too(stack):
+    def generate(body: dict, endpoint: str = "") -> list:
+        with grpc.insecure_channel(stack["grpc"]) as ch:
+            request = router_pb2.RouterGenerateRequest(openai_request_json=json.dumps(body), openai_endpoint=endpoint)
+            return list(router_pb2_grpc.RouterStub(ch).Generate(request, timeout=120))
+
+    events = generate({"model": SMOLLM2, "input": "Hi", "max_output_tokens": 6, "temperature": 0, "stream": True})
+    parsed = [TypeAdapter(ResponseStreamEvent).validate_json(r.openai_json) for r in events if r.openai_json]
+    assert parsed[0].type == "response.created" and parsed[-1].type in ("response.completed", "response.incomplete")
+    assert parsed[-1].response.id.startswith("resp_") and events[-1].finish_reason
+    vectors = generate({"model": EMBEDDER, "input": ["Paris"]}, "/v1/embeddings")
+    answer = CreateEmbeddingResponse.model_validate_json(next(r.openai_json for r in vectors if r.openai_json))
+    assert len(answer.data) == 1 and len(answer.data[0].embedding) > 1
+    with pytest.raises(grpc.RpcError) as refused:
+        generate({"model": EMBEDDER, "input": ["Paris"]}, "/v1/nope")
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "openai_endpoint" in refused.value.details()

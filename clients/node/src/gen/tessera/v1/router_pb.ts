@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tessera/v1/router.proto.
  */
 export const file_tessera_v1_router: GenFile = /*@__PURE__*/
-  fileDesc("Chd0ZXNzZXJhL3YxL3JvdXRlci5wcm90bxIKdGVzc2VyYS52MSIsCgtDaGF0TWVzc2FnZRIMCgRyb2xlGAEgASgJEg8KB2NvbnRlbnQYAiABKAkiOQoMQ2hhdE1lc3NhZ2VzEikKCG1lc3NhZ2VzGAEgAygLMhcudGVzc2VyYS52MS5DaGF0TWVzc2FnZSIXCghUb2tlbklkcxILCgNpZHMYASADKA0imgIKFVJvdXRlckdlbmVyYXRlUmVxdWVzdBINCgVtb2RlbBgBIAEoCRIOCgR0ZXh0GAIgASgJSAASKAoEY2hhdBgDIAEoCzIYLnRlc3NlcmEudjEuQ2hhdE1lc3NhZ2VzSAASKQoJdG9rZW5faWRzGAQgASgLMhQudGVzc2VyYS52MS5Ub2tlbklkc0gAEiwKCHNhbXBsaW5nGAUgASgLMhoudGVzc2VyYS52MS5TYW1wbGluZ1BhcmFtcxISCgpyZXF1ZXN0X2lkGAYgASgJEhIKCnNlc3Npb25faWQYByABKAkSEAoIcHJpb3JpdHkYCCABKAUSGwoTb3BlbmFpX3JlcXVlc3RfanNvbhgJIAEoCUIICgZwcm9tcHQizgEKFlJvdXRlckdlbmVyYXRlUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoCRIlCgVkZWx0YRgCIAEoCzIWLnRlc3NlcmEudjEuVG9rZW5EZWx0YRIvCg1maW5pc2hfcmVhc29uGAMgASgOMhgudGVzc2VyYS52MS5GaW5pc2hSZWFzb24SIAoFdXNhZ2UYBCABKAsyES50ZXNzZXJhLnYxLlVzYWdlEhEKCXdvcmtlcl9pZBgFIAEoCRITCgtvcGVuYWlfanNvbhgGIAEoCSITChFMaXN0TW9kZWxzUmVxdWVzdCI/CglNb2RlbEluZm8SCgoCaWQYASABKAkSFQoNbWF4X21vZGVsX2xlbhgCIAEoDRIPCgd3b3JrZXJzGAMgASgNIjsKEkxpc3RNb2RlbHNSZXNwb25zZRIlCgZtb2RlbHMYASADKAsyFS50ZXNzZXJhLnYxLk1vZGVsSW5mbzKqAQoGUm91dGVyElMKCEdlbmVyYXRlEiEudGVzc2VyYS52MS5Sb3V0ZXJHZW5lcmF0ZVJlcXVlc3QaIi50ZXNzZXJhLnYxLlJvdXRlckdlbmVyYXRlUmVzcG9uc2UwARJLCgpMaXN0TW9kZWxzEh0udGVzc2VyYS52MS5MaXN0TW9kZWxzUmVxdWVzdBoeLnRlc3NlcmEudjEuTGlzdE1vZGVsc1Jlc3BvbnNlQo4BCg1pby50ZXNzZXJhLnYxQgtSb3V0ZXJQcm90b1ABWkBnaXRodWIuY29tL3Rlc3NlcmEtaW5mZXJlbmNlL3Rlc3NlcmEvZ2VuL2dvL3Rlc3NlcmEvdjE7dGVzc2VyYXYxogIDVFZYqgIKVGVzc2VyYS5WMcoCClRlc3NlcmFcVjHqAgtUZXNzZXJhOjpWMWIGcHJvdG8z", [file_tessera_v1_common]);
+  fileDesc("Chd0ZXNzZXJhL3YxL3JvdXRlci5wcm90bxIKdGVzc2VyYS52MSIsCgtDaGF0TWVzc2FnZRIMCgRyb2xlGAEgASgJEg8KB2NvbnRlbnQYAiABKAkiOQoMQ2hhdE1lc3NhZ2VzEikKCG1lc3NhZ2VzGAEgAygLMhcudGVzc2VyYS52MS5DaGF0TWVzc2FnZSIXCghUb2tlbklkcxILCgNpZHMYASADKA0iswIKFVJvdXRlckdlbmVyYXRlUmVxdWVzdBINCgVtb2RlbBgBIAEoCRIOCgR0ZXh0GAIgASgJSAASKAoEY2hhdBgDIAEoCzIYLnRlc3NlcmEudjEuQ2hhdE1lc3NhZ2VzSAASKQoJdG9rZW5faWRzGAQgASgLMhQudGVzc2VyYS52MS5Ub2tlbklkc0gAEiwKCHNhbXBsaW5nGAUgASgLMhoudGVzc2VyYS52MS5TYW1wbGluZ1BhcmFtcxISCgpyZXF1ZXN0X2lkGAYgASgJEhIKCnNlc3Npb25faWQYByABKAkSEAoIcHJpb3JpdHkYCCABKAUSGwoTb3BlbmFpX3JlcXVlc3RfanNvbhgJIAEoCRIXCg9vcGVuYWlfZW5kcG9pbnQYCiABKAlCCAoGcHJvbXB0Is4BChZSb3V0ZXJHZW5lcmF0ZVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSJQoFZGVsdGEYAiABKAsyFi50ZXNzZXJhLnYxLlRva2VuRGVsdGESLwoNZmluaXNoX3JlYXNvbhgDIAEoDjIYLnRlc3NlcmEudjEuRmluaXNoUmVhc29uEiAKBXVzYWdlGAQgASgLMhEudGVzc2VyYS52MS5Vc2FnZRIRCgl3b3JrZXJfaWQYBSABKAkSEwoLb3BlbmFpX2pzb24YBiABKAkiEwoRTGlzdE1vZGVsc1JlcXVlc3QiPwoJTW9kZWxJbmZvEgoKAmlkGAEgASgJEhUKDW1heF9tb2RlbF9sZW4YAiABKA0SDwoHd29ya2VycxgDIAEoDSI7ChJMaXN0TW9kZWxzUmVzcG9uc2USJQoGbW9kZWxzGAEgAygLMhUudGVzc2VyYS52MS5Nb2RlbEluZm8yqgEKBlJvdXRlchJTCghHZW5lcmF0ZRIhLnRlc3NlcmEudjEuUm91dGVyR2VuZXJhdGVSZXF1ZXN0GiIudGVzc2VyYS52MS5Sb3V0ZXJHZW5lcmF0ZVJlc3BvbnNlMAESSwoKTGlzdE1vZGVscxIdLnRlc3NlcmEudjEuTGlzdE1vZGVsc1JlcXVlc3QaHi50ZXNzZXJhLnYxLkxpc3RNb2RlbHNSZXNwb25zZUKOAQoNaW8udGVzc2VyYS52MUILUm91dGVyUHJvdG9QAVpAZ2l0aHViLmNvbS90ZXNzZXJhLWluZmVyZW5jZS90ZXNzZXJhL2dlbi9nby90ZXNzZXJhL3YxO3Rlc3NlcmF2MaICA1RWWKoCClRlc3NlcmEuVjHKAgpUZXNzZXJhXFYx6gILVGVzc2VyYTo6VjFiBnByb3RvMw", [file_tessera_v1_common]);
 
 /**
  * @generated from message tessera.v1.ChatMessage
@@ -128,14 +128,23 @@ export type RouterGenerateRequest = Message<"tessera.v1.RouterGenerateRequest"> 
   priority: number;
 
   /**
-   * The whole OpenAI surface over gRPC: an OpenAI/vLLM request body as JSON, chat completions
-   * when it has "messages", completions when it has "prompt" (then model, prompt and sampling
-   * above are ignored). Answers come as RouterGenerateResponse.openai_json, the same JSON chunks
-   * (or response, when "stream" is false) that the HTTP API sends.
+   * The whole OpenAI surface over gRPC: an OpenAI/vLLM request body as JSON, for the endpoint
+   * openai_endpoint names, or when that is empty chat completions if it has "messages",
+   * completions if it has "prompt", responses if it has "input" (then model, prompt and sampling
+   * above are ignored). Answers come as RouterGenerateResponse.openai_json, the same JSON chunks,
+   * Responses events (or whole response, when "stream" is false) that the HTTP API sends.
    *
    * @generated from field: string openai_request_json = 9;
    */
   openaiRequestJson: string;
+
+  /**
+   * The HTTP path the body is for: "/v1/chat/completions", "/v1/completions", "/v1/responses"
+   * or "/v1/embeddings" (an embeddings body needs it: its "input" would read as a Responses one).
+   *
+   * @generated from field: string openai_endpoint = 10;
+   */
+  openaiEndpoint: string;
 };
 
 /**
