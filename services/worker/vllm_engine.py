@@ -95,6 +95,23 @@ class ResponsesProgress:
             self.tokens += 1
 
 
+def engine_args_for(engine_args: dict[str, Any], serve: Any) -> dict[str, Any]:
+    """The engine's arguments, completed as `vllm serve` completes them from its flags.
+
+    A reasoning parser given as a serve flag (``--reasoning-parser``) is the engine's too, so that
+    structured output starts where the reasoning ends; ``structured_outputs_config`` given as a
+    mapping (``--engine-arg structured_outputs_config={...}``) becomes vLLM's config object.
+    """
+    from vllm.config import StructuredOutputsConfig
+
+    out = dict(engine_args)
+    if getattr(serve, "reasoning_parser", None) and not out.get("reasoning_parser"):
+        out["reasoning_parser"] = serve.reasoning_parser
+    if isinstance(out.get("structured_outputs_config"), dict):
+        out["structured_outputs_config"] = StructuredOutputsConfig(**out["structured_outputs_config"])
+    return out
+
+
 def _param_of(exc: Exception) -> str | None:
     """The request field a vLLM validation error names (``VLLMValidationError.parameter``), if any."""
     param = getattr(exc, "parameter", None)
@@ -123,9 +140,17 @@ class VllmEngine:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        args = AsyncEngineArgs(**self.engine_args)
+        from services.worker.openai_http import serve_args, serving_state
+
+        self.serve_args = serve_args(
+            str(self.engine_args["model"]), str(self.engine_args.get("served_model_name") or ""), self.serve_flags
+        )
+        args = AsyncEngineArgs(**engine_args_for(self.engine_args, self.serve_args))
         self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[self._stat_logger_factory()])
         config = self._llm.vllm_config
+        # As in `vllm serve`, the serving code reads the engine's structured-output settings (its
+        # reasoning parser among them): one object for both.
+        self.serve_args.structured_outputs_config = config.structured_outputs_config
         from vllm.platforms import current_platform
 
         kv_compat = vllm_descriptor(
@@ -139,11 +164,6 @@ class VllmEngine:
             max_model_len=int(config.model_config.max_model_len),
             max_num_seqs=int(config.scheduler_config.max_num_seqs),
             kv_compat=kv_compat,
-        )
-        from services.worker.openai_http import serve_args, serving_state
-
-        self.serve_args = serve_args(
-            str(self.engine_args["model"]), str(self.engine_args.get("served_model_name") or ""), self.serve_flags
         )
         try:
             self._serving = await serving_state(self._llm, self.serve_args)

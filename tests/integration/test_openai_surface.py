@@ -76,6 +76,11 @@ def stack(tmp_path_factory):
                 WORKER_KEY,
                 "--serve-arg=--enable-auto-tool-choice",
                 "--serve-arg=--tool-call-parser=hermes",
+                # Granite's parser finds its reasoning by plain text, so a regex can make this model
+                # reason (structured output in the reasoning too); any other answer is all content.
+                "--serve-arg=--reasoning-parser=granite",
+                "--engine-arg",
+                "structured_outputs_config={enable_in_reasoning: true}",
             ],
             log_dir,
             env,
@@ -142,10 +147,12 @@ def post(stack, path: str, body: dict, direct: bool = False) -> httpx.Response:
     return httpx.post(url, json={"model": SMOLLM2, **body}, headers=headers, timeout=120)
 
 
-def stream_chunks(stack, path: str, body: dict) -> list[dict]:
+def stream_chunks(stack, path: str, body: dict, direct: bool = False) -> list[dict]:
     chunks = []
     body = {"model": SMOLLM2, **body, "stream": True}
-    with httpx.stream("POST", stack["router"] + path, json=body, timeout=120) as r:
+    url = (stack["direct"] if direct else stack["router"]) + path
+    headers = {"Authorization": f"Bearer {WORKER_KEY}"} if direct else {}
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=120) as r:
         assert r.status_code == 200, r.read()
         for line in r.iter_lines():
             if line.startswith("data: ") and line != "data: [DONE]":
@@ -468,3 +475,26 @@ def test_grpc_carries_responses_and_embeddings_too(stack):
     with pytest.raises(grpc.RpcError) as refused:
         generate({"model": EMBEDDER, "input": ["Paris"]}, "/v1/nope")
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "openai_endpoint" in refused.value.details()
+
+
+THINKING = r"Here's my thought process: [a-z ]{3,24}\. Here's my response: [A-Z][a-z]{2,12}\."
+
+
+def test_reasoning_is_split_from_the_answer_as_vllm_splits_it(stack):
+    body = {"messages": ASK, "structured_outputs": {"regex": THINKING}, "max_tokens": 60, "temperature": 0}
+    via, direct = (post(stack, "/v1/chat/completions", body, direct=d) for d in (False, True))
+    assert via.status_code == 200, via.text
+    message = via.json()["choices"][0]["message"]
+    assert message == direct.json()["choices"][0]["message"]
+    reasoning = message.get("reasoning") or message.get("reasoning_content")
+    assert reasoning and message["content"] and "thought process" not in message["content"], message
+
+    # Streamed: reasoning deltas, then content deltas, as vLLM's own server streams them
+    def split(chunks: list[dict]) -> tuple[str, str]:
+        deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+        thought = "".join(d.get("reasoning") or d.get("reasoning_content") or "" for d in deltas)
+        return thought, "".join(d.get("content") or "" for d in deltas)
+
+    via_stream = split(stream_chunks(stack, "/v1/chat/completions", body))
+    assert via_stream == split(stream_chunks(stack, "/v1/chat/completions", body, direct=True))
+    assert reasoning.strip() in via_stream[0] and via_stream[1].strip()
