@@ -35,20 +35,27 @@ def _default(field: Any) -> Any:
 def vllm_fields() -> dict[str, dict[str, Any]]:
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
     from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+    from vllm.entrypoints.openai.responses.protocol import ResponsesRequest
+    from vllm.entrypoints.pooling.embed.protocol import EmbeddingCompletionRequest
 
     return {
         "chat": {n: _default(f) for n, f in sorted(ChatCompletionRequest.model_fields.items())},
         "completion": {n: _default(f) for n, f in sorted(CompletionRequest.model_fields.items())},
+        "responses": {n: _default(f) for n, f in sorted(ResponsesRequest.model_fields.items())},
+        "embeddings": {n: _default(f) for n, f in sorted(EmbeddingCompletionRequest.model_fields.items())},
     }
 
 
 def openai_fields() -> dict[str, list[str]]:
-    from openai.types import completion_create_params
+    from openai.types import completion_create_params, embedding_create_params
     from openai.types.chat import completion_create_params as chat_params
+    from openai.types.responses import response_create_params
 
     return {
         "chat": sorted(typing.get_type_hints(chat_params.CompletionCreateParamsBase)),
         "completion": sorted(typing.get_type_hints(completion_create_params.CompletionCreateParamsBase)),
+        "responses": sorted(typing.get_type_hints(response_create_params.ResponseCreateParamsBase)),
+        "embeddings": sorted(typing.get_type_hints(embedding_create_params.EmbeddingCreateParams)),
     }
 
 

@@ -39,6 +39,10 @@ class EmbeddingsEndpoint(Endpoint):
 
     def validate(self, body: dict[str, Any]) -> tuple[SamplingFields, openai_fields.Route]:
         fields: EmbeddingsRequest = validate(EmbeddingsRequest, body)
+        try:
+            openai_fields.refuse_unserved("embeddings", body)
+        except openai_fields.RefusedField as exc:
+            raise BadRequest(str(exc), param=exc.name) from None
         fields.stream = False  # not a field of the endpoint: the answer is one response
         return fields, openai_fields.Route(("input",))
 

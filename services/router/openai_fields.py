@@ -90,6 +90,9 @@ NEUTRAL: dict[str, tuple[Any, ...]] = {
     "metadata": (None, {}),
 }
 REFUSED["modalities"] = "only text output is supported"
+# Values of fields vLLM's whole-answer endpoints lack that ask for nothing (not obfuscating a stream
+# changes no answer).
+UNSERVED_NEUTRAL: dict[str, tuple[Any, ...]] = {"stream_options": ({"include_obfuscation": False},)}
 REFUSED["service_tier"] = "service tiers are not offered; send priority (a Tessera field) instead"
 
 
@@ -176,3 +179,17 @@ def classification(chat: bool) -> dict[str, str]:
         else:
             out[name] = "unclassified"
     return out
+
+
+def refuse_unserved(endpoint: str, body: dict[str, Any], honoured: frozenset[str] = frozenset()) -> None:
+    """For the endpoints vLLM's serving code answers whole (``responses``, ``embeddings``): a field
+    of OpenAI's schema that vLLM's lacks would be ignored there, so it is refused by name when it
+    asks for something. ``honoured``: such fields the router serves itself."""
+    s = schema()
+    unserved = set(s["openai"][endpoint]) - set(s["vllm"][endpoint]) - honoured
+    for name in sorted(unserved & body.keys()):
+        value = body[name]
+        neutral = (None, False, {}, [], "", *NEUTRAL.get(name, ()), *UNSERVED_NEUTRAL.get(name, ()))
+        if value in neutral:
+            continue
+        raise RefusedField(name, f"vLLM's {endpoint} code does not implement it")

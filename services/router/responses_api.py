@@ -49,6 +49,10 @@ class ResponsesEndpoint(Endpoint):
         for name, why in REFUSED.items():
             if body.get(name) not in (None, False):
                 raise BadRequest(f"{name} is not supported: {why}", param=name)
+        try:  # safety_identifier: placement affinity, as for chat
+            openai_fields.refuse_unserved("responses", body, honoured=frozenset({"safety_identifier"}))
+        except openai_fields.RefusedField as exc:
+            raise BadRequest(str(exc), param=exc.name) from None
         # Every answer comes from vLLM's serving code: "input" is what needs it.
         return fields, openai_fields.Route(("input",))
 

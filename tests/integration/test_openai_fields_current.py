@@ -20,7 +20,7 @@ def test_the_checked_in_field_list_is_current():
     now = current()
     checked_in = json.loads(openai_fields.SCHEMA_FILE.read_text())
     for source in ("vllm", "openai"):
-        for endpoint in ("chat", "completion"):
+        for endpoint in ("chat", "completion", "responses", "embeddings"):
             missing = sorted(set(now[source][endpoint]) - set(checked_in[source][endpoint]))
             assert not missing, f"{source} {endpoint} fields not in openai_fields.json: {missing}; rerun the dump"
     assert now["vllm"] == checked_in["vllm"], "vLLM's defaults changed: rerun benchmarks/dump_openai_fields.py"

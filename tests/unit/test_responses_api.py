@@ -51,3 +51,21 @@ def test_the_response_and_the_events_carrying_it_get_the_routers_id():
     assert created["response"]["id"] == rid
     delta = b'{"type":"response.output_text.delta","item_id":"msg_1","delta":"Hi"}'
     assert with_response_id(delta, rid) == delta  # about an item: its own id stays
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("image", {"size": "1024x1024"}),
+        ("context_management", [{"type": "compaction"}]),
+        ("prompt_cache_retention", "24h"),
+    ],
+)
+def test_openai_fields_vllm_would_ignore_are_refused_by_name(field, value):
+    """Fields of OpenAI's Responses schema that vLLM's lacks: refused, never silently dropped."""
+    endpoint = ResponsesEndpoint(state=None, limits=Limits())  # type: ignore[arg-type]
+    with pytest.raises(BadRequest) as info:
+        endpoint.validate({"model": "m", "input": "Hi", field: value})
+    assert info.value.param == field and "vLLM" in info.value.message
+    # Left at their defaults they ask for nothing
+    endpoint.validate({"model": "m", "input": "Hi", field: None, "stream_options": {"include_obfuscation": False}})
