@@ -12,14 +12,14 @@ from pydantic import ValidationError
 
 from services.router import metrics, openai_fields
 from services.router.api_types import SamplingFields
-from services.router.embeddings_api import EMBEDDINGS_PATH, EmbeddingsEndpoint
 from services.router.errors import ApiError, BadRequest
 from services.router.flow import FlowStats, Generation
 from services.router.generation_endpoint import Endpoint
 from services.router.limits import Limits, parse_json
+from services.router.openai_endpoints import openai_endpoints
 from services.router.openai_request import CHAT_PATH, COMPLETION_PATH, session_of
 from services.router.preparation import prepare
-from services.router.responses_api import RESPONSES_PATH, ResponsesEndpoint
+from services.router.responses_api import RESPONSES_PATH
 from services.router.state import RouterState
 from services.router.timing import Timing
 from tessera.runtime.rpc.enums import finish_reason_value
@@ -76,12 +76,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self.state = state
         self._tracer = tracer("tessera.router")
         # The HTTP API's endpoints, for their validation, preparation and response ids.
-        self._endpoints: dict[str, Endpoint] = {
-            CHAT_PATH: Endpoint(state, chat=True, limits=Limits()),
-            COMPLETION_PATH: Endpoint(state, chat=False, limits=Limits()),
-            RESPONSES_PATH: ResponsesEndpoint(state, Limits()),
-            EMBEDDINGS_PATH: EmbeddingsEndpoint(state, Limits()),
-        }
+        self._endpoints = openai_endpoints(state, Limits())
 
     async def Generate(self, request: router_pb2.RouterGenerateRequest, context: grpc.aio.ServicerContext):
         arrived = time.perf_counter()

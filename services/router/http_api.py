@@ -18,12 +18,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from services.router import metrics
-from services.router.embeddings_api import EmbeddingsEndpoint
 from services.router.errors import ApiError, Unauthenticated
-from services.router.generation_endpoint import Endpoint, error_response
+from services.router.generation_endpoint import error_response
 from services.router.limits import BodyLimit, Limits
+from services.router.openai_endpoints import openai_endpoints
 from services.router.openapi import openapi_document
-from services.router.responses_api import ResponsesEndpoint
 from services.router.state import RouterState
 from services.router.tokenize_api import TokenizeEndpoints
 
@@ -89,16 +88,14 @@ def build_app(state: RouterState, limits: Limits | None = None) -> BodyLimit:
         return error_response(exc)
 
     tokens = TokenizeEndpoints(state, limits)
+    generation = openai_endpoints(state, limits)
 
     app = Starlette(
         routes=[
-            Route("/v1/chat/completions", Endpoint(state, chat=True, limits=limits).handle, methods=["POST"]),
-            Route("/v1/completions", Endpoint(state, chat=False, limits=limits).handle, methods=["POST"]),
+            *(Route(path, endpoint.handle, methods=["POST"]) for path, endpoint in generation.items()),
             Route("/v1/models", models, methods=["GET"]),
             Route("/tokenize", tokens.tokenize, methods=["POST"]),
             Route("/detokenize", tokens.detokenize, methods=["POST"]),
-            Route("/v1/embeddings", EmbeddingsEndpoint(state, limits).handle, methods=["POST"]),
-            Route("/v1/responses", ResponsesEndpoint(state, limits).handle, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),

@@ -112,6 +112,15 @@ def engine_args_for(engine_args: dict[str, Any], serve: Any) -> dict[str, Any]:
     return out
 
 
+def _invalid(exc: Any, fields: dict[str, Any] | None = None) -> InvalidRequest:
+    """A pydantic ValidationError of vLLM's request model as a 400 naming the field (its dotted
+    path; with ``fields``, the first part of the path that is one of them)."""
+    err = exc.errors()[0]
+    parts = [str(p) for p in err["loc"] if p != "body"]
+    loc = next((p for p in parts if p in fields), None) if fields is not None else ".".join(parts) or None
+    return InvalidRequest(f"{loc or 'body'}: {err['msg'].removeprefix('Value error, ')}", loc)
+
+
 def _param_of(exc: Exception) -> str | None:
     """The request field a vLLM validation error names (``VLLMValidationError.parameter``), if any."""
     param = getattr(exc, "parameter", None)
@@ -285,15 +294,11 @@ class VllmEngine:
         if serving is None:
             raise Unsupported(f"this worker's model does not serve {endpoint} with vLLM's OpenAI code")
         responses = endpoint == RESPONSES_PATH
-        data = json.loads(body)
-        data["request_id"] = request_id  # the engine's id: unique per attempt, as for plain requests
-        data["priority"] = data.get("priority", 0) if self._priority_enabled else 0
+        data = self._request_data(request_id, body)
         try:
             request = request_type.model_validate(data)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"] if p != "body") or None
-            raise InvalidRequest(f"{loc or 'body'}: {err['msg'].removeprefix('Value error, ')}", loc) from None
+            raise _invalid(exc) from None
         except VLLMClientError as exc:  # its validators raise this (VLLMValidationError) unwrapped
             raise InvalidRequest(str(exc), _param_of(exc)) from None
         try:
@@ -328,6 +333,14 @@ class VllmEngine:
         except (ValueError, VLLMClientError) as exc:  # vLLM's checks of the request (VLLMValidationError)
             raise InvalidRequest(str(exc), _param_of(exc)) from None
 
+    def _request_data(self, request_id: str, body: bytes) -> dict[str, Any]:
+        """The client's body for vLLM's serving code, with the engine's id (unique per attempt, as
+        for plain requests) and the priority this engine can honour."""
+        data = json.loads(body)
+        data["request_id"] = request_id
+        data["priority"] = data.get("priority", 0) if self._priority_enabled else 0
+        return data
+
     async def _embed(self, request_id: str, body: bytes) -> AsyncIterator[Delta]:
         """/v1/embeddings by vLLM's pooling serving code (a model run with runner=pooling): one whole
         response, as vLLM's server writes it."""
@@ -339,16 +352,13 @@ class VllmEngine:
         serving = getattr(self._serving, "serving_embedding", None) if self._serving is not None else None
         if serving is None:
             raise Unsupported("this worker's model is not an embedding model (run it with runner=pooling)")
-        data = json.loads(body)
-        data["request_id"] = request_id
-        data["priority"] = data.get("priority", 0) if self._priority_enabled else 0
+        data = self._request_data(request_id, body)
         try:
             request = TypeAdapter(EmbeddingRequest).validate_python(data)
             result = await serving(request, None)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = next((str(p) for p in err["loc"] if str(p) in data), None)
-            raise InvalidRequest(f"{loc or 'body'}: {err['msg'].removeprefix('Value error, ')}", loc) from None
+            # A union of request shapes: its locations start with the shape's name, not a field.
+            raise _invalid(exc, fields=data) from None
         except EngineDeadError as exc:
             raise EngineUnavailable(f"engine died: {exc}") from None
         except (ValueError, TypeError, VLLMClientError) as exc:  # vLLM's checks of the request
