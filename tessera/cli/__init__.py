@@ -24,6 +24,7 @@ COMMANDS = {
     "profile": ("tessera.cli.profile", "list, show or store placement profiles (hot-reloaded by schedulers)"),
     "slo": ("tessera.cli.slo", "list, show or store per-model SLO policies (the autoscaler plans from them)"),
     "tenant": ("tessera.cli.tenant", "list, show, store or delete tenants: API keys, models, rate limits"),
+    "calibrate": ("tessera.cli.calibrate", "measure this machine's engine steps against the performance model"),
     "prepare-model": ("tessera.cli.prepare_model", "prepare a built-in model folder"),
 }
 ALL = "*"

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from tessera.cli.calibration_file import step_time_scale_text
 from tessera.cli.plotting import plots_unavailable
 
 DEFAULT_TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "traces"
@@ -47,9 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument(
         "--step-time-scale",
         default="",
-        metavar="prefill=X,decode=Y",
+        metavar="prefill=X,decode=Y|FILE",
         help="run steps X (prefill) and Y (decode) times the performance model's time: the correction live "
-        "workers learnt of their machine (tessera status shows it)",
+        "workers learnt of their machine (tessera status shows it), or the file tessera calibrate wrote",
     )
     c.add_argument(
         "--policy",
@@ -121,7 +122,7 @@ def run_main(args: argparse.Namespace) -> int:
     try:
         arch = resolve_arch(args.model, args.dtype_bytes)
         specs = parse_cluster(args.cluster, arch)
-        step_scale = StepScale.parse(args.step_time_scale)
+        step_scale = StepScale.parse(step_time_scale_text(args.step_time_scale))
         slo = parse_slo(args.slo)
         for policy in policies:
             load_profile(policy)  # every name is checked before anything runs

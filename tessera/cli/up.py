@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tessera.cli import preflight
+from tessera.cli.calibration_file import step_time_scale_text
 from tessera.cli.etcd_documents import EXIT_CONFLICT, StoreConflict
 from tessera.cli.supervision import WorkerStarts, descendants, kill_leftovers, log_tail, reap_orphans
 from tessera.runtime.lifetime import become_subreaper, child_env
@@ -95,9 +96,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sim-step-time-scale",
         default=None,
-        metavar="prefill=X,decode=Y",
+        metavar="prefill=X,decode=Y|FILE",
         help="sim: run steps X (prefill) and Y (decode) times the performance model's time, e.g. the "
-        "correction a real worker learnt (tessera status shows it)",
+        "correction a real worker learnt (tessera status shows it) or the file tessera calibrate wrote",
     )
     p.add_argument("--port", type=int, default=8000, help="OpenAI-compatible HTTP port of the router")
     p.add_argument("--grpc-port", type=int, default=50051, help="Router gRPC port")
@@ -228,7 +229,7 @@ def _sim_desired(args: argparse.Namespace, engine_args: dict[str, Any], log_dir:
         if args.sim_arch:
             g["engine_args"]["sim_arch"] = args.sim_arch
         if args.sim_step_time_scale:
-            g["engine_args"]["sim_step_time_scale"] = args.sim_step_time_scale
+            g["engine_args"]["sim_step_time_scale"] = step_time_scale_text(args.sim_step_time_scale)
         g["engine_args"].update(engine_args)
         g["replicas"] += 1
     path = log_dir / "desired-sim.yaml"
