@@ -19,6 +19,7 @@ from tessera.engine_model.build import build_instances, instance_startup, resolv
 from tessera.engine_model.catalog import accelerators
 from tessera.engine_model.catalog.vendors import vendor_settings
 from tessera.engine_model.instance import DEFAULT_MAX_NUM_BATCHED_TOKENS, ClusterSpecError, InstanceSpec
+from tessera.engine_model.perf.step_scale import StepScale, scaled
 from tessera.planning.capacity import PlannedEngine
 from tessera.planning.chunking import CHUNK_ARG, prefill_chunk
 from tessera.planning.fleet import EngineKey, InstanceType
@@ -26,10 +27,16 @@ from tessera.planning.slo_policy import SloPolicy
 
 
 def planned_engines(
-    model: str, pairs: Iterable[EngineKey], tpot_s: float | None = None, chunk: int | None = None
+    model: str,
+    pairs: Iterable[EngineKey],
+    tpot_s: float | None = None,
+    chunk: int | None = None,
+    step_time_scales: Mapping[str, StepScale] | None = None,
 ) -> dict[EngineKey, PlannedEngine]:
     """PlannedEngine per engine key ((catalog accelerator name, tp), or (name, tp, dp, cp) for DP/EP
     and CP shapes); shapes the model does not fit on (or DP for a dense model) are left out.
+    `step_time_scales`: accelerator -> how its steps run against the model on this site's machines
+    (tessera calibrate, or what live workers learnt); its engines are timed so, the chunk included.
 
     `chunk`: every engine's max_num_batched_tokens (per DP rank); else, with `tpot_s`, the largest
     that keeps a step within it (capped by the vendor default); else the vendor default."""
@@ -43,6 +50,7 @@ def planned_engines(
             [(spec, cfg, timer)] = build_instances(arch, [InstanceSpec(accel, tp, dp=dp, cp=cp)])
         except ClusterSpecError:
             continue
+        timer = scaled(timer, (step_time_scales or {}).get(accel.name, StepScale()))
         # The budget changes nothing else of the engine (not its timer, KV cache or limits).
         # the budget is per DP rank (each rank schedules its own steps); a lone prompt takes one rank
         default = cfg.max_num_batched_tokens // dp
@@ -69,6 +77,7 @@ def engines_for(policy: SloPolicy) -> dict[EngineKey, PlannedEngine]:
         {t.engine_key for t in policy.instance_types()},
         policy.targets.tpot.seconds,
         int(fixed) if fixed else None,
+        policy.step_time_scales(),
     )
 
 

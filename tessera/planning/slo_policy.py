@@ -11,6 +11,7 @@ bad edit is refused with the key it is about rather than half-applied::
     inventory:                             # catalog name or prefix: devices free for this model
       h100: {free: 16}                     # cost_per_hour defaults to the catalog's price
       a100: {free: 8, cost_per_hour: 1.50}
+      cpu: {free: 2, step_time_scale: {prefill: 1.05, decode: 0.93}}   # this machine, as calibrated
       l40s: 4                              # shorthand for {free: 4}
     roles: [mixed, prefill, decode]        # prefill and decode come together (a P/D pool)
     tp: [1, 2]                             # tensor-parallel degrees to consider
@@ -32,17 +33,21 @@ bad edit is refused with the key it is about rather than half-applied::
 
 `free` counts devices this model may hold, its own running instances included.
 `model` is what the capacity model reads: a known architecture (llama3-8b, ...) or
-a folder with a config.json.
+a folder with a config.json. `step_time_scale` is how much slower (>1) or faster this
+machine's steps run than the performance model says, as `tessera calibrate` measures it or live
+workers learn it (`tessera status`): the planner prices that accelerator's instances at that speed.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import yaml
 
 from tessera.engine_model.catalog import accelerators
+from tessera.engine_model.perf.step_scale import PLAUSIBLE, StepScale
 from tessera.planning.chunking import CHUNK_ARG
 from tessera.planning.corrections import CorrectionParams
 from tessera.planning.fleet import ROLES, InstanceType
@@ -79,6 +84,7 @@ class InventoryItem:
     accelerator: str
     free: int
     cost_per_hour: float
+    step_time_scale: StepScale = StepScale()  # this machine's steps against the model (tessera calibrate)
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,10 @@ class SloPolicy:
     def free_devices(self) -> dict[str, int]:
         return {item.accelerator: item.free for item in self.inventory}
 
+    def step_time_scales(self) -> dict[str, StepScale]:
+        """Accelerator -> how its steps run against the performance model (only those not as modelled)."""
+        return {i.accelerator: i.step_time_scale for i in self.inventory if i.step_time_scale != StepScale()}
+
     def cost_per_device_hour(self, accelerator: str) -> float:
         return next(item.cost_per_hour for item in self.inventory if item.accelerator == accelerator)
 
@@ -157,9 +167,7 @@ class SloPolicy:
                 name: {"percentile": _plain(t.percentile), "ms": _plain(t.ms)}
                 for name, t in (("ttft", self.targets.ttft), ("tpot", self.targets.tpot))
             },
-            "inventory": {
-                i.accelerator: {"free": i.free, "cost_per_hour": _plain(i.cost_per_hour)} for i in self.inventory
-            },
+            "inventory": {i.accelerator: _inventory_row(i) for i in self.inventory},
             "roles": list(self.roles),
             "tp": list(self.tp),
             "dp": list(self.dp),
@@ -242,7 +250,12 @@ def _number(
     value: Any, path: str, low: float, high: float, low_open: bool = False, integer: bool = False
 ) -> float | int:
     kind = "a whole number" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)  # NaN passes every comparison below
+        or (integer and not float(value).is_integer())
+    ):
         raise SloPolicyError(f"{path}: expected {kind}, got {value!r}")
     too_low = value <= low if low_open else value < low
     if too_low or value > high:
@@ -270,16 +283,34 @@ def _inventory(value: Any) -> tuple[InventoryItem, ...]:
         except ValueError as exc:
             raise SloPolicyError(f"{path}: {exc}") from None
         row = {"free": row} if not isinstance(row, dict) else row
-        data = _mapping(row, path, ("free", "cost_per_hour"), ("free",))
+        data = _mapping(row, path, ("free", "cost_per_hour", "step_time_scale"), ("free",))
         cost = data.get("cost_per_hour", accel.cost_per_hour_usd)
+        scale = data.get("step_time_scale")
         items.append(
             InventoryItem(
                 accel.name,
                 int(_number(data["free"], f"{path}.free", 0, 1e6, integer=True)),
                 _number(cost, f"{path}.cost_per_hour", 0, 1e4),
+                StepScale() if scale is None else _step_time_scale(scale, f"{path}.step_time_scale"),
             )
         )
     return tuple(items)
+
+
+def _inventory_row(item: InventoryItem) -> dict[str, Any]:
+    row: dict[str, Any] = {"free": item.free, "cost_per_hour": _plain(item.cost_per_hour)}
+    if item.step_time_scale != StepScale():
+        row["step_time_scale"] = {
+            "prefill": _plain(item.step_time_scale.prefill),
+            "decode": _plain(item.step_time_scale.decode),
+        }
+    return row
+
+
+def _step_time_scale(value: Any, path: str) -> StepScale:
+    data = _mapping(value, path, ("prefill", "decode"))
+    low, high = PLAUSIBLE
+    return StepScale(**{k: _number(v, f"{path}.{k}", low, high) for k, v in data.items()})
 
 
 def _list(value: Any, path: str) -> list[Any]:
