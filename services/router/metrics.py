@@ -55,7 +55,10 @@ PROMPT_TOKENS = Counter(names.PROMPT_TOKENS, "Prompt tokens of served requests",
 # (a long prompt alone decides whether an instance meets a p99 TTFT target), to within a bucket (19%).
 PROMPT_LENGTH_BUCKETS = tuple(round(16 * 2 ** (i / 4)) for i in range(53))
 PROMPT_LENGTH = Histogram(
-    names.REQUEST_PROMPT_TOKENS, "Prompt length of served requests (tokens)", ["model"], buckets=PROMPT_LENGTH_BUCKETS
+    names.REQUEST_PROMPT_TOKENS,
+    "Prompt length of requests as they arrive (tokens)",
+    ["model"],
+    buckets=PROMPT_LENGTH_BUCKETS,
 )
 GENERATION_TOKENS = Counter(names.GENERATION_TOKENS, "Tokens generated for clients", ["model"])
 RETRIES = Counter("tessera_router_retries_total", "Requests moved to another worker after a failure", ["when"])

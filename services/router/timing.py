@@ -31,6 +31,10 @@ class Timing:
     def of(cls, gen: Generation, flow: RequestFlow, arrived: float) -> Timing:
         """The timing of ``gen`` with the profile and objective the flow will place it with."""
         slo = flow.admission.ttft_slo_s if gen.ttft_slo_s is None else gen.ttft_slo_s
+        # Prompt lengths are counted as requests arrive, like arrivals themselves: when the fleet falls
+        # behind, answers come late, and a shift to long prompts would reach the autoscaler only after
+        # the requests it should have sized for (services/autoscaler/load_observer.py).
+        metrics.PROMPT_LENGTH.labels(gen.model.name).observe(len(gen.prompt_ids))
         return cls(gen.model.name, arrived, gen.profile or flow.profile, slo)
 
     def delta(self, has_tokens: bool) -> None:
@@ -55,5 +59,4 @@ class Timing:
             tpot = (now - self.first) / (stats.completion_tokens - 1)
             metrics.TPOT.labels(self.model, self.profile).observe(tpot)
         metrics.PROMPT_TOKENS.labels(self.model).inc(len(gen.prompt_ids))
-        metrics.PROMPT_LENGTH.labels(self.model).observe(len(gen.prompt_ids))
         metrics.GENERATION_TOKENS.labels(self.model).inc(stats.completion_tokens)

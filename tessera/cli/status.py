@@ -89,6 +89,12 @@ async def gather_status(etcd: str) -> dict[str, Any]:
                 "http_address": ident.http_address,
                 "metrics_address": ident.metrics_address,
                 "group": ident.group,
+                # the KV format it publishes: prefill/decode pairs form only between equal ones
+                "kv_compat": (
+                    json_format.MessageToDict(ident.kv_compat, preserving_proto_field_name=True)
+                    if ident.HasField("kv_compat")
+                    else None
+                ),
                 "healthy": state.healthy if state else None,
                 "num_waiting": load.num_waiting if load else None,
                 "num_running": load.num_running if load else None,

@@ -59,3 +59,13 @@ def test_the_interval_reads_the_p90_and_p99_prompt_length_of_its_own_requests():
     assert 10000 < seen.input_p99 <= 12000 * 1.19
     quiet = interval(after, after, "m", 30.0)
     assert quiet.input_p90 is None and quiet.input_p99 is None
+
+
+def test_the_prompt_length_is_that_of_the_requests_that_arrived_not_of_those_answered():
+    """Short prompts were answered; long ones arrived and wait on a fleet too small for them. The
+    interval must see the long ones now, not when they are answered (after the fleet should have grown)."""
+    before = {"r1": parse(scrape(10, 10, 500, 100, 0, [], [50] * 10))}
+    after = {"r1": parse(scrape(30, 12, 600, 120, 0, [], [50] * 10 + [50] * 2 + [900] * 18))}
+    seen = interval(before, after, "m", 10.0)
+    assert seen.input_mean == pytest.approx((2 * 50 + 18 * 900) / 20)  # 815, where the answers say 50
+    assert seen.input_p90 > 700
