@@ -28,15 +28,17 @@ minutes' true mean rate with no start-up, hysteresis or burst window ("planner f
 Writes results/autoscaling_diurnal.json, .md and autoscaling_diurnal.png (cost rate over the day
 and attainment per interval).
 
-    taskset -c 0 .venv/bin/python benchmarks/autoscaling_diurnal.py           # ~30 min on one core
+    taskset -c 0 .venv/bin/python benchmarks/autoscaling_diurnal.py           # an hour or more on one core
     taskset -c 0 .venv/bin/python benchmarks/autoscaling_diurnal.py --quick   # a day at 0.5 req/s, poisson 5 min
+    ... --only "day, 4"    # one workload, kept beside the others' results (each run also saved as it ends)
+    ... --merge F ...      # fold such runs' JSON files into the results and redraw
 
 Why these rates: the simulator prices every engine step, about 2,000 requests a second of one
-core here; a day whose peak needs 8-20 instances of the planner's choice (an MI300X-tp2 carries
-about 12-16 req/s of this mix within the p99 bounds) is 5-8 million requests, about an hour of
-one core per autoscaler. The days here (4 and 1 req/s mean: 345k and 86k requests) keep the
-whole comparison within half an hour; their fleets are one to three instances, so integer
-instances weigh more than they would at scale.
+free core, and the planning loop adds 0.06-0.12 s per 30-s tick (2,880 a day). A day whose peak
+needs 8-20 instances of the planner's choice (by the planner an MI300X-tp2 carries about 14 req/s of this mix
+within the p99 bounds) is 6-16 million requests: an hour or more of one core per autoscaler. The
+days here (4 and 2 req/s mean: 347k and 173k requests) have fleets of one or two instances, so
+whole instances weigh more than they would at scale.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,13 +61,12 @@ from tessera.sim.autoscalers import build_autoscaler, peak_load
 from tessera.sim.workloads import DAY_S, SimRequest, azure_csv, diurnal, diurnal_envelope
 
 BURST_WINDOW_S = 10.0
-DAY_RATES = (8.0, 2.0)
+DAY_RATES = (4.0, 2.0)
 POISSON_RATES = (2.0, 8.0, 32.0)
 POISSON_S = 1200.0
 SCALES_DOWN = (0.75, 0.5, 0.35, 0.25)
 SCALES_UP = (1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
 FLOOR_BUCKET_S = 300.0
-AUTOSCALERS = ("hpa", "homogeneous", "tessera")
 
 
 def workloads(mix: list[SimRequest], quick: bool) -> dict[str, tuple[list[SimRequest], float | None]]:
@@ -105,10 +107,17 @@ def envelope_floor() -> float:
     return float(env.mean() / env.max())
 
 
-def run_workload(policy: SloPolicy, capacity: CapacityModel, arch, work: list[SimRequest]) -> dict[str, dict]:
+def run_workload(
+    policy: SloPolicy,
+    capacity: CapacityModel,
+    arch,
+    work: list[SimRequest],
+    saved: Callable[[dict[str, dict]], None] = lambda runs: None,
+) -> dict[str, dict]:
+    """Every autoscaler on `work`; `saved(runs so far)` after each run (a day takes an hour or more
+    on a busy machine: what finished is kept). The loops first, hpa last."""
     peak = peak_load([r.arrival_s for r in work], [r.prompt_tokens for r in work], [r.output_tokens for r in work])
     out: dict[str, dict] = {}
-    static60 = plan(policy, peak, capacity)
     seen: dict[tuple, dict] = {}
 
     def static_at(scale: float) -> dict:
@@ -117,16 +126,25 @@ def run_workload(policy: SloPolicy, capacity: CapacityModel, arch, work: list[Si
         if key not in seen:
             scaler = build_autoscaler("static", policy, capacity, peak.scaled(peak.rate_rps * scale))
             seen[key] = simulate(f"static x{scale:g} 60-s peak", scaler, policy, arch, work, capacity.engines)
-        return seen[key] | {"peak_scale": scale, "fleet": ", ".join(f"{n} x {label}" for label, n in key)}
+            seen[key]["peak_scale"] = scale  # the largest multiple tried that gives this fleet
+        return seen[key] | {"fleet": ", ".join(f"{n} x {label}" for label, n in key)}
+
+    def run(name: str) -> None:
+        scaler = build_autoscaler(name, policy, capacity, peak, burst_window_s=BURST_WINDOW_S)
+        out[name] = simulate(name, scaler, policy, arch, work, capacity.engines)
+        saved(out)
 
     out["static"] = static_at(1.0)
+    saved(out)
+    run("tessera")
+    run("homogeneous")
     sized = out["static"] if out["static"]["slo_attainment"] >= 0.99 else None
     if sized is not None:
         for k in SCALES_DOWN:
             s = static_at(k)
             if s["slo_attainment"] < 0.99:
                 break
-            sized = s if s["cost_usd"] <= sized["cost_usd"] else sized
+            sized = s if s["cost_usd"] < sized["cost_usd"] else sized
     else:
         for k in SCALES_UP:
             s = static_at(k)
@@ -134,11 +152,9 @@ def run_workload(policy: SloPolicy, capacity: CapacityModel, arch, work: list[Si
                 sized = s
                 break
     out["static-sized"] = sized or {"slo_attainment": 0.0, "cost_usd": float("nan"), "peak_scale": None}
-    for name in AUTOSCALERS:
-        scaler = build_autoscaler(name, policy, capacity, peak, burst_window_s=BURST_WINDOW_S)
-        out[name] = simulate(name, scaler, policy, arch, work, capacity.engines)
-    out["static"]["fleet"] = ", ".join(f"{n} x {t.label}" for t, n in sorted(static60.counts.items()) if n)
-    return out
+    saved(out)
+    run("hpa")
+    return {name: out[name] for name in ("static", "static-sized", "hpa", "homogeneous", "tessera")}
 
 
 def goals(runs: dict[str, dict]) -> dict[str, object]:
@@ -206,6 +222,31 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def compact(results: dict[str, dict]) -> str:
+    """One row per workload (the README's table): each autoscaler's share within both SLOs and cost,
+    then tessera's cost over the sized static fleet's, the homogeneous loop's and the 60-s peak's."""
+    head = ["static, 60-s peak", "static, sized", "hpa", "homogeneous", "tessera"]
+    lines = [
+        "| workload | " + " | ".join(head) + " | tessera / sized (goal <= 0.6) | tessera / homogeneous (goal <= 0.8) "
+        "| tessera / static 60-s peak (goal <= 1 where that meets the SLOs) |",
+        "|---|" + "---|" * (len(head) + 3),
+    ]
+    for wname, entry in results.items():
+        runs, g = entry["runs"], entry["goals"]
+        cells = []
+        for name in ("static", "static-sized", "hpa", "homogeneous", "tessera"):
+            s = runs[name]
+            scale = f" (x{s['peak_scale']:g})" if name == "static-sized" and s.get("peak_scale") else ""
+            cells.append(f"{s['slo_attainment']:.2%}, ${s['cost_usd']:.2f}{scale}")
+        third = f"{g['vs_static_60s_peak']:.2f}" + ("" if g["static_60s_meets_slo"] else " (static misses)")
+        lines.append(
+            f"| {wname} | "
+            + " | ".join(cells)
+            + f" | {g['vs_sized_static']:.2f} | {g['vs_homogeneous']:.2f} | {third} |"
+        )
+    return "\n".join(lines)
+
+
 def plot(results: dict[str, dict], path: Path) -> None:
     import matplotlib
 
@@ -250,10 +291,24 @@ def plot(results: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
+def keep(s: dict, day_rate: float | None) -> dict:
+    """What the JSON keeps of a run: the figures, and the time series for a day."""
+    out = {k: s.get(k) for k in KEYS} | {"peak_scale": s.get("peak_scale"), "fleet": s.get("fleet")}
+    if day_rate:
+        out |= {"timeseries": s.get("timeseries"), "fleet_changes": s.get("fleet_changes")}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a day at 0.5 req/s and 5 minutes of Poisson")
     ap.add_argument("--replot", action="store_true", help="redraw the PNG and table from the JSON")
+    ap.add_argument(
+        "--only", default="", help="run only the workloads whose name contains this, keeping the others' results"
+    )
+    ap.add_argument(
+        "--merge", nargs="*", default=[], help="fold these JSON files (of --only runs) into the results, then report"
+    )
     args = ap.parse_args()
     suffix = "-quick" if args.quick else ""
     out_json = RESULTS / f"autoscaling_diurnal{suffix}.json"
@@ -264,29 +319,41 @@ def main() -> None:
         arch = resolve_arch(policy.model)
         capacity = CapacityModel(engines_for(policy))
         mix = azure_csv(TRACE)
-        results = {}
+        results = json.loads(out_json.read_text()) if out_json.exists() and (args.only or args.merge) else {}
+        for extra in args.merge:
+            results |= json.loads(Path(extra).read_text())
         wall = time.monotonic()
-        for wname, (work, day_rate) in workloads(mix, args.quick).items():
+        for wname, (work, day_rate) in workloads(mix, args.quick).items() if not args.merge else ():
+            if args.only not in wname:
+                continue
             print(
                 f"{wname}: {len(work)} requests over {work[-1].arrival_s:.0f} s "
                 f"(elapsed {time.monotonic() - wall:.0f} s)",
                 flush=True,
             )
-            runs = run_workload(policy, capacity, arch, work)
+            partial = (
+                RESULTS
+                / f"autoscaling_diurnal{suffix}.{wname.replace(' ', '_').replace(',', '').replace('/', '')}.json"
+            )
+
+            def save(
+                runs: dict[str, dict], wname: str = wname, day_rate: float | None = day_rate, partial: Path = partial
+            ) -> None:
+                kept = {name: keep(s, day_rate) for name, s in runs.items()}
+                partial.write_text(json.dumps({wname: {"runs": kept, "day_rate": day_rate}}))
+
+            runs = run_workload(policy, capacity, arch, work, save)
             entry: dict[str, object] = {"runs": runs, "goals": goals(runs), "day_rate": day_rate}
             if day_rate:
                 entry["planner_floor"] = planner_floor(policy, capacity, work)
                 entry["envelope_floor"] = envelope_floor()
             print(f"    goals: {entry['goals']}", flush=True)
-            for name, s in runs.items():
-                keep = {k: s.get(k) for k in KEYS} | {"peak_scale": s.get("peak_scale"), "fleet": s.get("fleet")}
-                if day_rate:
-                    keep |= {"timeseries": s.get("timeseries"), "fleet_changes": s.get("fleet_changes")}
-                runs[name] = keep
+            entry["runs"] = {name: keep(s, day_rate) for name, s in runs.items()}
+            partial.write_text(json.dumps({wname: entry}))
             results[wname] = entry
-            RESULTS.mkdir(parents=True, exist_ok=True)
-            out_json.write_text(json.dumps(results, indent=1))  # after each workload: a partial run keeps them
-    text = table(results)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out_json.write_text(json.dumps(results, indent=1))
+    text = compact(results) + "\n\n" + table(results)
     (RESULTS / f"autoscaling_diurnal{suffix}.md").write_text(text + "\n")
     plot(results, RESULTS / f"autoscaling_diurnal{suffix}.png")
     print(text)
