@@ -194,19 +194,25 @@ def table(results: dict[str, dict]) -> str:
     for wname, entry in results.items():
         runs = entry["runs"]
         for name, label in LABELS.items():
-            s = runs[name]
+            s = runs.get(name)
+            if s is None:
+                lines.append(f"| {wname} | {label} | not run (out of time) | | | | |")
+                continue
             if name == "static-sized":
                 scale = s.get("peak_scale")
                 label = f"static x{scale:g} 60-s peak, sized in hindsight" if scale else "static, none meets"
             if "p99_ttft_ms" not in s:
                 lines.append(f"| {wname} | {label} | none of x{SCALES_UP[-1]:g} | | | | |")
                 continue
-            ratio = runs["tessera"]["cost_usd"] / s["cost_usd"] if name != "tessera" else None
+            ratio = runs["tessera"]["cost_usd"] / s["cost_usd"] if name != "tessera" and "tessera" in runs else None
             lines.append(
                 f"| {wname} | {label} | {s['slo_attainment']:.2%} | {s['p99_ttft_ms']:.0f} ms | "
                 f"{s['p99_tpot_ms']:.1f} ms | ${s['cost_usd']:.2f} | {f'{ratio:.2f}x' if ratio else ''} |"
             )
-        g = entry["goals"]
+        g = entry.get("goals")
+        if g is None:
+            lines.append(f"| {wname} | goals | not all runs finished | | | | | |")
+            continue
         floors = ""
         if entry.get("planner_floor") is not None:
             pf = entry["planner_floor"]
@@ -232,12 +238,18 @@ def compact(results: dict[str, dict]) -> str:
         "|---|" + "---|" * (len(head) + 3),
     ]
     for wname, entry in results.items():
-        runs, g = entry["runs"], entry["goals"]
+        runs, g = entry["runs"], entry.get("goals")
         cells = []
         for name in ("static", "static-sized", "hpa", "homogeneous", "tessera"):
-            s = runs[name]
+            s = runs.get(name)
+            if s is None:
+                cells.append("not run (out of time)")
+                continue
             scale = f" (x{s['peak_scale']:g})" if name == "static-sized" and s.get("peak_scale") else ""
             cells.append(f"{s['slo_attainment']:.2%}, ${s['cost_usd']:.2f}{scale}")
+        if g is None:
+            lines.append(f"| {wname} | " + " | ".join(cells) + " | | | |")
+            continue
         third = f"{g['vs_static_60s_peak']:.2f}" + ("" if g["static_60s_meets_slo"] else " (static misses)")
         lines.append(
             f"| {wname} | "
@@ -257,12 +269,12 @@ def plot(results: dict[str, dict], path: Path) -> None:
     fig, axes = plt.subplots(3, len(days), figsize=(7 * len(days), 9), sharex=True, squeeze=False)
     for col, wname in enumerate(days):
         runs = results[wname]["runs"]
-        first = runs["tessera"]["timeseries"]
+        first = next(runs[n] for n in LABELS if n in runs)["timeseries"]
         hours = np.array(first["t"]) / 3600.0
         axes[0][col].plot(hours, first["arrival_rps"][: len(hours)], color="black", lw=0.6)
         axes[0][col].set_title(f"{wname}: arrivals (req/s)")
         for name, label in LABELS.items():
-            ts = runs[name].get("timeseries")
+            ts = runs.get(name, {}).get("timeseries")
             if not ts:
                 continue
             label = label.strip("*")
@@ -322,6 +334,13 @@ def main() -> None:
         results = json.loads(out_json.read_text()) if out_json.exists() and (args.only or args.merge) else {}
         for extra in args.merge:
             results |= json.loads(Path(extra).read_text())
+        for entry in results.values():  # runs saved one by one: what the whole-workload pass adds
+            if "goals" not in entry and set(entry["runs"]) >= {"static", "static-sized", "homogeneous", "tessera"}:
+                entry["goals"] = goals(entry["runs"])
+            if entry.get("day_rate") and "planner_floor" not in entry:
+                work = diurnal(mix, entry["day_rate"], DAY_S, seed=1)
+                entry["planner_floor"] = planner_floor(policy, capacity, work)
+                entry["envelope_floor"] = envelope_floor()
         wall = time.monotonic()
         for wname, (work, day_rate) in workloads(mix, args.quick).items() if not args.merge else ():
             if args.only not in wname:
