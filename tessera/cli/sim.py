@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     w.add_argument(
         "--workload",
         default=str(DEFAULT_TRACES / "azure2023_code.csv"),
-        help="a trace file (*.csv: Azure LLM trace, *.jsonl: Mooncake) or shared-prefix | multi-turn",
+        help="a trace file (*.csv: Azure LLM trace, *.jsonl: Mooncake) or shared-prefix | multi-turn | diurnal",
     )
     w.add_argument("--rate-scale", type=float, default=1.0, help="x requests over the same timeline (thins or replays)")
     w.add_argument("--time-scale", type=float, default=1.0, help="stretch the timeline (0.5: twice as fast)")
@@ -27,6 +27,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     w.add_argument("--duration", type=float, default=None, help="only requests arriving in the first N seconds")
     w.add_argument(
         "--rate", type=float, default=10.0, help="synthetic: arrivals per second (sessions/s for multi-turn)"
+    )
+    w.add_argument(
+        "--mean-rate",
+        type=float,
+        default=4.0,
+        help="diurnal: the day's mean arrivals per second (the peak is 1.5x it, the trough half)",
+    )
+    w.add_argument(
+        "--day-duration", type=float, default=86400.0, help="diurnal: seconds of the day to generate, from midnight"
+    )
+    w.add_argument(
+        "--mix",
+        default=str(DEFAULT_TRACES / "azure2023_code.csv"),
+        help="diurnal: the Azure trace whose prompt and answer lengths the requests are drawn from",
     )
     w.add_argument("--groups", type=int, default=32, help="shared-prefix: groups")
     w.add_argument("--prompts-per-group", type=int, default=32, help="shared-prefix: prompts per group")
@@ -94,13 +108,15 @@ def load_workload(args: argparse.Namespace):
             args.rate,
             args.seed,
         )
+    elif name == "diurnal":
+        reqs = wl.diurnal(wl.azure_csv(args.mix), args.mean_rate, args.day_duration, seed=args.seed)
     elif name.endswith(".csv"):
         reqs = wl.azure_csv(name)
     elif name.endswith(".jsonl"):
         reqs = wl.mooncake_jsonl(name)
     else:
         raise wl.WorkloadError(
-            f"unknown workload {name!r}: a .csv (Azure) or .jsonl (Mooncake) file, shared-prefix or multi-turn"
+            f"unknown workload {name!r}: a .csv (Azure) or .jsonl (Mooncake) file, shared-prefix, multi-turn or diurnal"
         )
     reqs = wl.rescale(reqs, args.rate_scale, args.time_scale, args.seed)
     return wl.limit(reqs, args.max_requests, args.duration)

@@ -12,6 +12,8 @@ which prompts share what.
 - shared prefix: G groups of prompts behind one long system prompt each.
 - multi-turn chat: sessions whose next turn arrives a think time after the
   previous answer finished, its prompt being the whole conversation so far.
+- diurnal day: a trace's request mix (prompt and answer lengths) arriving as a
+  non-homogeneous Poisson process under a daily envelope (`diurnal`).
 """
 
 from __future__ import annotations
@@ -219,6 +221,64 @@ def multi_turn(
             history = total
         assert head is not None
         out.append(head)
+    return out
+
+
+# The daily envelope of `diurnal`. Source: DynamoLLM (J. Stojkovic, C. Zhang, I. Goiri,
+# J. Torrellas, E. Choukse, "DynamoLLM: Designing LLM Inference Clusters for Performance and Energy
+# Efficiency", HPCA 2025, arXiv:2408.00741) characterises week-long Azure LLM inference traces
+# (coding and conversation, 2024; published as AzurePublicDataset's AzureLLMInferenceTrace 2024)
+# and builds on their load rising and falling over each day: a fleet provisioned for the peak is
+# underused in the low-load hours, which is where a reactive autoscaler saves. What is taken from it:
+# one smooth cycle a day, high in working hours and low at night. What is assumed (the pages at hand
+# here do not give the figure's values): the sinusoid's form, the peak at 14:00 and a
+# peak-to-trough ratio of 3, so the trough runs at half the mean and the peak at 1.5x it.
+DIURNAL_PEAK_TO_TROUGH = 3.0
+DIURNAL_PEAK_HOUR = 14.0
+DAY_S = 86400.0
+
+
+def diurnal_envelope(
+    t_s: float, peak_to_trough: float = DIURNAL_PEAK_TO_TROUGH, peak_hour: float = DIURNAL_PEAK_HOUR
+) -> float:
+    """The rate at `t_s` seconds after midnight relative to the day's mean (its mean over a day is 1):
+    `1 + a*cos(2*pi*(t - peak)/day)`, with `a = (r - 1)/(r + 1)` for a peak-to-trough ratio `r`."""
+    if peak_to_trough < 1:
+        raise WorkloadError("a diurnal envelope's peak-to-trough ratio must be at least 1")
+    a = (peak_to_trough - 1.0) / (peak_to_trough + 1.0)
+    return 1.0 + a * math.cos(2.0 * math.pi * (t_s / 3600.0 - peak_hour) / 24.0)
+
+
+def diurnal(
+    mix: list[SimRequest],
+    mean_rps: float,
+    duration_s: float = DAY_S,
+    peak_to_trough: float = DIURNAL_PEAK_TO_TROUGH,
+    peak_hour: float = DIURNAL_PEAK_HOUR,
+    start_hour: float = 0.0,
+    seed: int = 0,
+) -> list[SimRequest]:
+    """A day of requests: arrivals a non-homogeneous Poisson process of rate
+    `mean_rps * diurnal_envelope(t)` (drawn by thinning a Poisson process at the peak rate), each
+    request's prompt and answer lengths drawn with replacement from `mix` (e.g. the Azure 2023
+    code hour), so the day has the trace's request shape and the envelope's rate, not the hour's
+    bursts. `start_hour`: the clock time at t=0. Pure and seeded: the same arguments give the same
+    requests."""
+    if mean_rps <= 0 or duration_s <= 0:
+        raise WorkloadError("a diurnal workload needs a positive mean rate and duration")
+    if not mix:
+        raise WorkloadError("a diurnal workload needs a request mix to draw from")
+    rng = random.Random(seed)
+    a = (peak_to_trough - 1.0) / (peak_to_trough + 1.0)
+    top = mean_rps * (1.0 + a)
+    out: list[SimRequest] = []
+    t = rng.expovariate(top)
+    while t < duration_s:
+        clock = t + start_hour * 3600.0
+        if rng.random() * (1.0 + a) < diurnal_envelope(clock, peak_to_trough, peak_hour):
+            src = mix[rng.randrange(len(mix))]
+            out.append(SimRequest(f"diurnal-{len(out)}", t, src.prompt_tokens, src.output_tokens))
+        t += rng.expovariate(top)
     return out
 
 

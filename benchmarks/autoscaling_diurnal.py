@@ -1,0 +1,382 @@
+"""Autoscalers over a day (issue 18): the daily cycle, where real fleets save, against static fleets.
+
+Workloads, all with the request mix (prompt and answer lengths) of `azure2023_code.csv`:
+
+- day: 24 h of arrivals from a non-homogeneous Poisson process under the diurnal envelope of
+  tessera.sim.workloads.diurnal (one cycle a day after DynamoLLM's characterisation of the
+  week-long Azure 2024 traces; peak 14:00, peak-to-trough 3: see that module for what is taken
+  from the paper and what is assumed), at two mean rates;
+- hour: the trace itself as recorded (its bursts every one to two minutes);
+- poisson: constant-rate Poisson arrivals at 2, 8 and 32 req/s for 20 minutes.
+
+Under deploy/slo-policies/llama3-8b-p99.yaml (99% of requests within TTFT 500 ms and TPOT 50 ms,
+instances ready 60 s after they are asked for, billed from then) each runs:
+
+- static for the 60-s peak: the planner's plan for the workload's peak rate over 60-s windows;
+- static, sized in hindsight: the cheapest multiple of that peak whose static plan meets the SLOs
+  in the replay (down from 1x while it still meets them, up from 1x when it does not; fleets
+  the planner gives twice are simulated once);
+- hpa, homogeneous (the tessera loop on the best single kind for the peak), tessera.
+
+The goals checked (issue 18): tessera within 99% at <= 0.6x the sized static fleet's cost and
+<= 0.8x the homogeneous autoscaler's; and never dearer than the static fleet for the 60-s peak
+where that fleet already meets the SLOs. Where a goal is missed the floor is printed: the day's
+envelope alone (mean over peak: what a fleet that follows the load exactly, with no start-up or
+integer instances, pays against one sized for the peak) and the planner's own plan at each 5
+minutes' true mean rate with no start-up, hysteresis or burst window ("planner floor").
+
+Writes results/autoscaling_diurnal.json, .md and autoscaling_diurnal.png (cost rate over the day
+and attainment per interval).
+
+    taskset -c 0 .venv/bin/python benchmarks/autoscaling_diurnal.py           # an hour or more on one core
+    taskset -c 0 .venv/bin/python benchmarks/autoscaling_diurnal.py --quick   # a day at 0.5 req/s, poisson 5 min
+    ... --only "day, 4"    # one workload, kept beside the others' results (each run also saved as it ends)
+    ... --merge F ...      # fold such runs' JSON files into the results and redraw
+
+Why these rates: the simulator prices every engine step, about 2,000 requests a second of one
+free core, and the planning loop adds 0.06-0.12 s per 30-s tick (2,880 a day). A day whose peak
+needs 8-20 instances of the planner's choice (by the planner an MI300X-tp2 carries about 14 req/s of this mix
+within the p99 bounds) is 6-16 million requests: an hour or more of one core per autoscaler. The
+days here (4 and 2 req/s mean: 347k and 173k requests) have fleets of one or two instances, so
+whole instances weigh more than they would at scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from autoscaling import KEYS, POLICY, RESULTS, TRACE, simulate
+
+from tessera.engine_model.build import resolve_arch
+from tessera.planning.capacity import CapacityModel
+from tessera.planning.engines import engines_for
+from tessera.planning.planner import plan
+from tessera.planning.slo_policy import SloPolicy, parse_slo_policy
+from tessera.sim.autoscalers import build_autoscaler, peak_load
+from tessera.sim.workloads import DAY_S, SimRequest, azure_csv, diurnal, diurnal_envelope
+
+BURST_WINDOW_S = 10.0
+DAY_RATES = (4.0, 2.0)
+POISSON_RATES = (2.0, 8.0, 32.0)
+POISSON_S = 1200.0
+SCALES_DOWN = (0.75, 0.5, 0.35, 0.25)
+SCALES_UP = (1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
+FLOOR_BUCKET_S = 300.0
+
+
+def workloads(mix: list[SimRequest], quick: bool) -> dict[str, tuple[list[SimRequest], float | None]]:
+    """name -> (requests, the day's mean rate or None for a workload without an envelope)."""
+    out: dict[str, tuple[list[SimRequest], float | None]] = {}
+    out["hour (azure2023_code)"] = (mix, None)
+    for rate in POISSON_RATES:
+        # peak_to_trough 1: a flat envelope, so homogeneous Poisson with the same request mix
+        out[f"poisson {rate:g} req/s"] = (
+            diurnal(mix, rate, 300.0 if quick else POISSON_S, peak_to_trough=1.0, seed=2),
+            None,
+        )
+    for rate in (0.5,) if quick else DAY_RATES:
+        out[f"day, {rate:g} req/s mean"] = (diurnal(mix, rate, DAY_S, seed=1), rate)
+    return out
+
+
+def planner_floor(policy: SloPolicy, capacity: CapacityModel, work: list[SimRequest]) -> float:
+    """The planner's own plan for each bucket's true mean rate, billed for the bucket: no start-up,
+    no hysteresis, no burst window, no headroom beyond the policy's. A reference, not an autoscaler."""
+    shape = peak_load([r.arrival_s for r in work], [r.prompt_tokens for r in work], [r.output_tokens for r in work])
+    arrivals = np.array([r.arrival_s for r in work])
+    end = float(arrivals.max())
+    cost = 0.0
+    for start in np.arange(0.0, end, FLOOR_BUCKET_S):
+        n = int(np.count_nonzero((arrivals >= start) & (arrivals < start + FLOOR_BUCKET_S)))
+        if n:
+            p = plan(policy, shape.scaled(n / FLOOR_BUCKET_S), capacity)
+            cost += p.cost_per_hour * min(FLOOR_BUCKET_S, end - start) / 3600.0
+    return cost
+
+
+def envelope_floor() -> float:
+    """Mean over peak of the diurnal envelope: a fleet that follows the load exactly against one
+    sized for the peak, at any rate."""
+    ts = np.arange(0.0, DAY_S, 60.0)
+    env = np.array([diurnal_envelope(float(t)) for t in ts])
+    return float(env.mean() / env.max())
+
+
+def run_workload(
+    policy: SloPolicy,
+    capacity: CapacityModel,
+    arch,
+    work: list[SimRequest],
+    saved: Callable[[dict[str, dict]], None] = lambda runs: None,
+) -> dict[str, dict]:
+    """Every autoscaler on `work`; `saved(runs so far)` after each run (a day takes an hour or more
+    on a busy machine: what finished is kept). The loops first, hpa last."""
+    peak = peak_load([r.arrival_s for r in work], [r.prompt_tokens for r in work], [r.output_tokens for r in work])
+    out: dict[str, dict] = {}
+    seen: dict[tuple, dict] = {}
+
+    def static_at(scale: float) -> dict:
+        counts = plan(policy, peak.scaled(peak.rate_rps * scale), capacity).counts
+        key = tuple(sorted((t.label, n) for t, n in counts.items() if n))
+        if key not in seen:
+            scaler = build_autoscaler("static", policy, capacity, peak.scaled(peak.rate_rps * scale))
+            seen[key] = simulate(f"static x{scale:g} 60-s peak", scaler, policy, arch, work, capacity.engines)
+            seen[key]["peak_scale"] = scale  # the largest multiple tried that gives this fleet
+        return seen[key] | {"fleet": ", ".join(f"{n} x {label}" for label, n in key)}
+
+    def run(name: str) -> None:
+        scaler = build_autoscaler(name, policy, capacity, peak, burst_window_s=BURST_WINDOW_S)
+        out[name] = simulate(name, scaler, policy, arch, work, capacity.engines)
+        saved(out)
+
+    out["static"] = static_at(1.0)
+    saved(out)
+    run("tessera")
+    run("homogeneous")
+    sized = out["static"] if out["static"]["slo_attainment"] >= 0.99 else None
+    if sized is not None:
+        for k in SCALES_DOWN:
+            s = static_at(k)
+            if s["slo_attainment"] < 0.99:
+                break
+            sized = s if s["cost_usd"] < sized["cost_usd"] else sized
+    else:
+        for k in SCALES_UP:
+            s = static_at(k)
+            if s["slo_attainment"] >= 0.99:
+                sized = s
+                break
+    out["static-sized"] = sized or {"slo_attainment": 0.0, "cost_usd": float("nan"), "peak_scale": None}
+    saved(out)
+    run("hpa")
+    return {name: out[name] for name in ("static", "static-sized", "hpa", "homogeneous", "tessera")}
+
+
+def goals(runs: dict[str, dict]) -> dict[str, object]:
+    """The issue's three checks on one workload."""
+    t, static, sized, homog = runs["tessera"], runs["static"], runs["static-sized"], runs["homogeneous"]
+    vs_sized = t["cost_usd"] / sized["cost_usd"] if sized.get("peak_scale") else float("nan")
+    vs_homog = t["cost_usd"] / homog["cost_usd"]
+    met = t["slo_attainment"] >= 0.99
+    return {
+        "tessera_within_slo": t["slo_attainment"],
+        "vs_sized_static": vs_sized,
+        "vs_homogeneous": vs_homog,
+        "vs_static_60s_peak": t["cost_usd"] / static["cost_usd"],
+        "goal_0.6x_sized": bool(met and vs_sized <= 0.6),
+        "goal_0.8x_homogeneous": bool(met and vs_homog <= 0.8),
+        "static_60s_meets_slo": static["slo_attainment"] >= 0.99,
+        "goal_not_above_static_60s": bool(
+            static["slo_attainment"] < 0.99 or t["cost_usd"] <= static["cost_usd"] * 1.0005
+        ),
+    }
+
+
+LABELS = {
+    "static": "static for the 60-s peak",
+    "static-sized": "static, sized in hindsight",
+    "hpa": "hpa",
+    "homogeneous": "homogeneous",
+    "tessera": "**tessera**",
+}
+
+
+def table(results: dict[str, dict]) -> str:
+    lines = [
+        "| workload | autoscaler | within both SLOs | TTFT p99 | TPOT p99 | cost | tessera vs it |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for wname, entry in results.items():
+        runs = entry["runs"]
+        for name, label in LABELS.items():
+            s = runs.get(name)
+            if s is None:
+                lines.append(f"| {wname} | {label} | not run (out of time) | | | | |")
+                continue
+            if name == "static-sized":
+                scale = s.get("peak_scale")
+                label = f"static x{scale:g} 60-s peak, sized in hindsight" if scale else "static, none meets"
+            if "p99_ttft_ms" not in s:
+                lines.append(f"| {wname} | {label} | none of x{SCALES_UP[-1]:g} | | | | |")
+                continue
+            ratio = runs["tessera"]["cost_usd"] / s["cost_usd"] if name != "tessera" and "tessera" in runs else None
+            lines.append(
+                f"| {wname} | {label} | {s['slo_attainment']:.2%} | {s['p99_ttft_ms']:.0f} ms | "
+                f"{s['p99_tpot_ms']:.1f} ms | ${s['cost_usd']:.2f} | {f'{ratio:.2f}x' if ratio else ''} |"
+            )
+        g = entry.get("goals")
+        if g is None:
+            lines.append(f"| {wname} | goals | not all runs finished | | | | | |")
+            continue
+        floors = ""
+        if entry.get("planner_floor") is not None:
+            pf = entry["planner_floor"]
+            floors = (
+                f"; floors: envelope {entry['envelope_floor']:.2f}x the peak fleet, planner at the true "
+                f"rate ${pf:.2f} ({pf / runs['static-sized']['cost_usd']:.2f}x sized)"
+            )
+        lines.append(
+            f"| {wname} | goals | 0.6x sized: {'met' if g['goal_0.6x_sized'] else 'missed'}; 0.8x homogeneous: "
+            f"{'met' if g['goal_0.8x_homogeneous'] else 'missed'}; not above static 60-s: "
+            f"{'met' if g['goal_not_above_static_60s'] else 'missed'}{floors} | | | | | |"
+        )
+    return "\n".join(lines)
+
+
+def compact(results: dict[str, dict]) -> str:
+    """One row per workload (the README's table): each autoscaler's share within both SLOs and cost,
+    then tessera's cost over the sized static fleet's, the homogeneous loop's and the 60-s peak's."""
+    head = ["static, 60-s peak", "static, sized", "hpa", "homogeneous", "tessera"]
+    lines = [
+        "| workload | " + " | ".join(head) + " | tessera / sized (goal <= 0.6) | tessera / homogeneous (goal <= 0.8) "
+        "| tessera / static 60-s peak (goal <= 1 where that meets the SLOs) |",
+        "|---|" + "---|" * (len(head) + 3),
+    ]
+    for wname, entry in results.items():
+        runs, g = entry["runs"], entry.get("goals")
+        cells = []
+        for name in ("static", "static-sized", "hpa", "homogeneous", "tessera"):
+            s = runs.get(name)
+            if s is None:
+                cells.append("not run (out of time)")
+                continue
+            scale = f" (x{s['peak_scale']:g})" if name == "static-sized" and s.get("peak_scale") else ""
+            cells.append(f"{s['slo_attainment']:.2%}, ${s['cost_usd']:.2f}{scale}")
+        if g is None:
+            lines.append(f"| {wname} | " + " | ".join(cells) + " | | | |")
+            continue
+        third = f"{g['vs_static_60s_peak']:.2f}" + ("" if g["static_60s_meets_slo"] else " (static misses)")
+        lines.append(
+            f"| {wname} | "
+            + " | ".join(cells)
+            + f" | {g['vs_sized_static']:.2f} | {g['vs_homogeneous']:.2f} | {third} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    days = [w for w, e in results.items() if e.get("day_rate")]
+    fig, axes = plt.subplots(3, len(days), figsize=(7 * len(days), 9), sharex=True, squeeze=False)
+    for col, wname in enumerate(days):
+        runs = results[wname]["runs"]
+        first = next(runs[n] for n in LABELS if n in runs)["timeseries"]
+        hours = np.array(first["t"]) / 3600.0
+        axes[0][col].plot(hours, first["arrival_rps"][: len(hours)], color="black", lw=0.6)
+        axes[0][col].set_title(f"{wname}: arrivals (req/s)")
+        for name, label in LABELS.items():
+            ts = runs.get(name, {}).get("timeseries")
+            if not ts:
+                continue
+            label = label.strip("*")
+            h = np.array(ts["t"]) / 3600.0
+            axes[1][col].step(
+                h, ts["cost_per_hour"][: len(h)], where="post", label=f"{label} (${runs[name]['cost_usd']:.0f})"
+            )
+            att = np.array([np.nan if v is None else v for v in ts["slo_attainment"][: len(h)]], dtype=float)
+            # the share within both SLOs of each half hour's arrivals
+            k = 60
+            n = len(att) // k * k
+            axes[2][col].plot(h[:n:k] + 0.25, np.nanmean(att[:n].reshape(-1, k), axis=1), marker=".", label=label)
+        axes[1][col].set_ylabel("fleet cost ($/h)")
+        axes[1][col].legend(fontsize=8)
+        axes[2][col].set_ylabel("within both SLOs (per 30 min)")
+        axes[2][col].axhline(0.99, color="grey", ls=":")
+        axes[2][col].set_xlabel("hour of the day")
+        axes[2][col].legend(fontsize=8)
+    fig.suptitle(
+        "llama3-8b, TTFT p99 500 ms, TPOT p99 50 ms, start-up 60 s; "
+        "azure2023_code mix, diurnal envelope (peak 14:00, x3)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def keep(s: dict, day_rate: float | None) -> dict:
+    """What the JSON keeps of a run: the figures, and the time series for a day."""
+    out = {k: s.get(k) for k in KEYS} | {"peak_scale": s.get("peak_scale"), "fleet": s.get("fleet")}
+    if day_rate:
+        out |= {"timeseries": s.get("timeseries"), "fleet_changes": s.get("fleet_changes")}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a day at 0.5 req/s and 5 minutes of Poisson")
+    ap.add_argument("--replot", action="store_true", help="redraw the PNG and table from the JSON")
+    ap.add_argument(
+        "--only", default="", help="run only the workloads whose name contains this, keeping the others' results"
+    )
+    ap.add_argument(
+        "--merge", nargs="*", default=[], help="fold these JSON files (of --only runs) into the results, then report"
+    )
+    args = ap.parse_args()
+    suffix = "-quick" if args.quick else ""
+    out_json = RESULTS / f"autoscaling_diurnal{suffix}.json"
+    if args.replot:
+        results = json.loads(out_json.read_text())
+    else:
+        policy = parse_slo_policy(POLICY.read_text())
+        arch = resolve_arch(policy.model)
+        capacity = CapacityModel(engines_for(policy))
+        mix = azure_csv(TRACE)
+        results = json.loads(out_json.read_text()) if out_json.exists() and (args.only or args.merge) else {}
+        for extra in args.merge:
+            results |= json.loads(Path(extra).read_text())
+        for entry in results.values():  # runs saved one by one: what the whole-workload pass adds
+            if "goals" not in entry and set(entry["runs"]) >= {"static", "static-sized", "homogeneous", "tessera"}:
+                entry["goals"] = goals(entry["runs"])
+            if entry.get("day_rate") and "planner_floor" not in entry:
+                work = diurnal(mix, entry["day_rate"], DAY_S, seed=1)
+                entry["planner_floor"] = planner_floor(policy, capacity, work)
+                entry["envelope_floor"] = envelope_floor()
+        wall = time.monotonic()
+        for wname, (work, day_rate) in workloads(mix, args.quick).items() if not args.merge else ():
+            if args.only not in wname:
+                continue
+            print(
+                f"{wname}: {len(work)} requests over {work[-1].arrival_s:.0f} s "
+                f"(elapsed {time.monotonic() - wall:.0f} s)",
+                flush=True,
+            )
+            partial = (
+                RESULTS
+                / f"autoscaling_diurnal{suffix}.{wname.replace(' ', '_').replace(',', '').replace('/', '')}.json"
+            )
+
+            def save(
+                runs: dict[str, dict], wname: str = wname, day_rate: float | None = day_rate, partial: Path = partial
+            ) -> None:
+                kept = {name: keep(s, day_rate) for name, s in runs.items()}
+                partial.write_text(json.dumps({wname: {"runs": kept, "day_rate": day_rate}}))
+
+            runs = run_workload(policy, capacity, arch, work, save)
+            entry: dict[str, object] = {"runs": runs, "goals": goals(runs), "day_rate": day_rate}
+            if day_rate:
+                entry["planner_floor"] = planner_floor(policy, capacity, work)
+                entry["envelope_floor"] = envelope_floor()
+            print(f"    goals: {entry['goals']}", flush=True)
+            entry["runs"] = {name: keep(s, day_rate) for name, s in runs.items()}
+            partial.write_text(json.dumps({wname: entry}))
+            results[wname] = entry
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out_json.write_text(json.dumps(results, indent=1))
+    text = compact(results) + "\n\n" + table(results)
+    (RESULTS / f"autoscaling_diurnal{suffix}.md").write_text(text + "\n")
+    plot(results, RESULTS / f"autoscaling_diurnal{suffix}.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
