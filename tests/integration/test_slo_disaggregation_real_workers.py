@@ -9,9 +9,9 @@ model, and honestly so; the sim-engine test, test_slo_disaggregation_live.py, sh
 choosing a split where it pays.) Next to them the test starts a third worker by hand: a prefill worker
 of the same model under the same name, serving in bfloat16. The scheduler times it as the float32
 one (same model, same core), so a scheduler blind to KV formats would hand it about half the prompts,
-and the decode worker would read its bfloat16 blocks as float32. Requests ask for the `tessera_disagg` profile (every long
-uncached prompt is paired, as in test_disaggregation.py): the default profile rightly finds no pair
-worth its copy for this model on a CPU.
+and the decode worker would read its bfloat16 blocks as float32. Requests ask for the
+`tessera_disagg` profile (every long uncached prompt is paired, as in test_disaggregation.py): the
+default profile rightly finds no pair worth its copy for this model on a CPU.
 """
 
 from __future__ import annotations
