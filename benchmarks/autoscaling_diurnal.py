@@ -371,7 +371,8 @@ def main() -> None:
             partial.write_text(json.dumps({wname: entry}))
             results[wname] = entry
         RESULTS.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(json.dumps(results, indent=1))
+        # one line: the days' 30-s series make an indented file of 200,000 lines (2.5 MB) for no reader
+        out_json.write_text(json.dumps(results, separators=(",", ":")))
     text = compact(results) + "\n\n" + table(results)
     (RESULTS / f"autoscaling_diurnal{suffix}.md").write_text(text + "\n")
     plot(results, RESULTS / f"autoscaling_diurnal{suffix}.png")
