@@ -9,14 +9,13 @@ fleet of many instances affordable on this machine.
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import time
 
 import httpx
 
-from tests.support.harness import tessera_up, wait_for
+from tests.support.harness import cluster_status, tessera_up, up_etcd, wait_for
 
 MODEL = "smollm2-sim"
 POLICY = f"""
@@ -41,14 +40,7 @@ deployment:
 
 
 def workers(etcd: str, model: str = MODEL) -> int:
-    out = subprocess.run(
-        [sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", etcd],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    return sum(1 for w in json.loads(out)["workers"] if w["model"] == model and w["healthy"])
+    return sum(1 for w in cluster_status(etcd)["workers"] if w["model"] == model and w["healthy"])
 
 
 async def offer(
@@ -85,7 +77,7 @@ def test_the_fleet_follows_a_load_step_up_and_down_without_failing_a_request(tmp
     policy.write_text(POLICY)
     with tessera_up(tmp_path, "--slo-policy", str(policy)) as (_, port, lines):
         url = f"http://127.0.0.1:{port}"
-        etcd = next(line.split("--etcd")[1].split()[0] for line in lines if "tessera status --etcd" in line)
+        etcd = up_etcd(lines)
         wait_for(lambda: workers(etcd) >= 1, 60, interval=0.5, what="the policy's one warm instance")
 
         results: list[int] = []

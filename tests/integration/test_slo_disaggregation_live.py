@@ -14,15 +14,12 @@ the policy offers all three and the planner chooses.
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 import time
 import urllib.request
 
 import openai
 
-from tests.support.harness import tessera_up, wait_for
+from tests.support.harness import cluster_status, tessera_up, up_etcd, wait_for
 
 MODEL = "smollm2-sim"
 POLICY = f"""
@@ -47,21 +44,10 @@ deployment:
 TRANSFERRED = "tessera_router_remote_prefills_by_worker_total"
 
 
-def status(etcd: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", etcd],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    return json.loads(out)
-
-
 def roles(etcd: str) -> dict[str, int]:
     """Healthy workers of the model by role, as registered."""
     out: dict[str, int] = {}
-    for w in status(etcd)["workers"]:
+    for w in cluster_status(etcd)["workers"]:
         if w["model"] == MODEL and w["healthy"]:
             out[w["role"]] = out.get(w["role"], 0) + 1
     return out
@@ -112,7 +98,7 @@ def test_long_prompts_make_the_autoscaler_split_prefill_from_decode(tmp_path):
     policy.write_text(POLICY)
     with tessera_up(tmp_path, "--slo-policy", str(policy)) as (_, port, lines):
         url = f"http://127.0.0.1:{port}"
-        etcd = next(line.split("--etcd")[1].split()[0] for line in lines if "tessera status --etcd" in line)
+        etcd = up_etcd(lines)
         wait_for(lambda: roles(etcd).get("mixed", 0) >= 1, 60, interval=0.5, what="the policy's warm instance")
         client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=300)
         short: list = []
@@ -148,7 +134,7 @@ def test_long_prompts_make_the_autoscaler_split_prefill_from_decode(tmp_path):
         # Long prompts: the autoscaler started prefill instances beside a decode instance, and its plan
         # now splits the model into a P/D pool where one mixed instance served it before.
         assert max(r.get("prefill", 0) for r in seen) >= 1 and max(r.get("decode", 0) for r in seen) >= 1, timeline
-        plan = {g["role"]: g.get("replicas", 0) for g in status(etcd)["plan"]["groups"] if g["model"] == "tiny"}
+        plan = {g["role"]: g.get("replicas", 0) for g in cluster_status(etcd)["plan"]["groups"] if g["model"] == "tiny"}
         assert plan.get("ROLE_PREFILL", 0) >= 1 and plan.get("ROLE_DECODE", 0) >= 1, plan
         assert plan.get("ROLE_MIXED", 0) == 0, plan
         # The router prefilled most long prompts on the prefill workers (the first ones arrived while

@@ -17,10 +17,7 @@ default profile rightly finds no pair worth its copy for this model on a CPU.
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import os
-import subprocess
-import sys
 import urllib.request
 
 import grpc
@@ -31,7 +28,7 @@ from tessera.runtime.models.prepare import ensure_model
 from tessera.runtime.models.registry import resolve
 from tessera.runtime.net import split_host_port
 from tessera.v1 import common_pb2, worker_pb2, worker_pb2_grpc
-from tests.support.harness import ServiceProcess, pid_listening_on, tessera_up, wait_for
+from tests.support.harness import ServiceProcess, cluster_status, pid_listening_on, tessera_up, up_etcd, wait_for
 
 MODEL = "tiny-slo-pd"
 DISAGG = {"x-tessera-profile": "tessera_disagg"}
@@ -57,19 +54,8 @@ deployment:
 """
 
 
-def status(etcd: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", etcd],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    return json.loads(out)
-
-
 def workers(etcd: str) -> dict[str, dict]:
-    return {w["id"]: w for w in status(etcd)["workers"] if w["model"] == MODEL and w["healthy"]}
+    return {w["id"]: w for w in cluster_status(etcd)["workers"] if w["model"] == MODEL and w["healthy"]}
 
 
 def metric(address: str, name: str, *labels: str) -> float:
@@ -111,7 +97,7 @@ def test_the_autoscalers_pair_serves_through_nixl_and_a_bfloat16_worker_is_never
     up = ("--engine", "vllm", "--slo-policy", str(tmp_path / "policy.yaml"))
     with tessera_up(tmp_path, *up, ready_timeout=300) as (_, port, lines):
         url = f"http://127.0.0.1:{port}"
-        etcd = next(line.split("--etcd")[1].split()[0] for line in lines if "tessera status --etcd" in line)
+        etcd = up_etcd(lines)
         wait_for(
             lambda: sorted(w["role"] for w in workers(etcd).values()) == ["decode", "prefill"],
             300,
@@ -151,7 +137,7 @@ def test_the_autoscalers_pair_serves_through_nixl_and_a_bfloat16_worker_is_never
         ).start()
         try:
             wait_for(lambda: "prefill-bf16" in workers(etcd), 300, interval=2, what="the bfloat16 prefill worker")
-            plan = {g["role"]: g.get("replicas", 0) for g in status(etcd)["plan"]["groups"]}
+            plan = {g["role"]: g.get("replicas", 0) for g in cluster_status(etcd)["plan"]["groups"]}
             assert plan == {"ROLE_PREFILL": 1, "ROLE_DECODE": 1}, plan  # the planner's 1:1 split
             fleet = workers(etcd)
             dec = next(w for w in fleet.values() if w["role"] == "decode")
@@ -200,7 +186,7 @@ def test_the_autoscalers_pair_serves_through_nixl_and_a_bfloat16_worker_is_never
             assert got >= len(seeds) * (PROMPT_TOKENS - 32), f"{got} prompt tokens moved by NIXL"
             assert recomputed <= len(seeds) * 32, f"{recomputed} prompt tokens recomputed on the decode worker"
             assert metric(b16["metrics_address"], "tessera_worker_prompt_tokens_total") == before["bf16"]
-            scheduler = next(s for s in status(etcd)["services"] if s["kind"] == "scheduler")
+            scheduler = next(s for s in cluster_status(etcd)["services"] if s["kind"] == "scheduler")
             failed = "tessera_scheduler_worker_kv_pulls_failed_total"
             assert metric(scheduler["metrics_address"], failed, f'worker="{dec["id"]}"') == 0
 

@@ -8,6 +8,7 @@ so a failed test never leaves engines running.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -121,6 +122,23 @@ def pid_listening_on(port: int) -> int | None:
         if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
             return conn.pid
     return None
+
+
+def up_etcd(lines: list[str]) -> str:
+    """The etcd endpoint `tessera up` printed (its "tessera status --etcd E" hint)."""
+    return next(line.split("--etcd")[1].split()[0] for line in lines if "tessera status --etcd" in line)
+
+
+def cluster_status(etcd: str) -> dict:
+    """`tessera status --json`: workers, services and the autoscaler's plan, as an operator reads them."""
+    out = subprocess.run(
+        [sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", etcd],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    return json.loads(out)
 
 
 @contextlib.contextmanager
