@@ -17,6 +17,14 @@ drain. So the rules are asymmetric, as in Kubernetes' HPA stabilisation window:
   idle for the policy's `scale_to_zero_idle_s`, which is itself the stabilisation;
 - **inventory wins**: when keeping the old instances beside the new ones would take more
   devices of a kind than are free, that kind follows the plan at once (a swap).
+- **swap to a cheaper fleet, make before break**: a running fleet that still serves the plan is
+  kept (see "up at once"), so a day's peak fleet of one type would otherwise run through the
+  night where the plan wants a cheaper type. When the running types' scale-down is due (stable
+  and cooled down) but the smaller fleet would not serve, and the plan costs at least
+  `swap_min_saving` less than the running fleet and fits beside it, the plan's instances start
+  beside the running ones; those are cut by the down rule one cooldown later, and only once the
+  fleet left after the cut is ready enough to serve (`ready`), so capacity never dips while the
+  replacements start.
 
 Pure: FleetState in, FleetState and a FleetDecision out.
 """
@@ -27,17 +35,19 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from tessera.planning.fleet import Counts, InstanceType, describe, devices_by_kind, nonzero
+from tessera.planning.fleet import Counts, InstanceType, describe, devices_by_kind, kinds_without_room, nonzero
 
 
 @dataclass(frozen=True)
 class HysteresisParams:
     """Defaults: five minutes of smaller plans (Kubernetes' HPA waits 300 s to scale down) at 30 s
-    intervals, and at most half of a type per step."""
+    intervals, and at most half of a type per step; a swap to another type only for a saving of
+    15% or more (a swap runs both fleets for a cooldown and restarts the instances' caches)."""
 
     scale_down_stable_intervals: int = 10
     scale_down_cooldown_s: float = 300.0
     max_scale_down_fraction: float = 0.5
+    swap_min_saving: float = 0.15
 
 
 @dataclass(frozen=True)
@@ -72,12 +82,17 @@ def step(
     params: HysteresisParams = HysteresisParams(),
     free_devices: Mapping[str, int] | None = None,
     serves: Callable[[Counts], bool] | None = None,
+    cost: Callable[[Counts], float] | None = None,
+    ready: Counts | None = None,
 ) -> tuple[FleetState, FleetDecision]:
     """The fleet after this interval's plan `target`.
 
     free_devices: devices of each kind this model may hold (its own included), to swap at once
     where the old and new fleet do not both fit. serves(counts): whether a fleet meets the
-    plan's demand (Plan.serves), so that a fleet still good enough is not grown."""
+    plan's demand (Plan.serves), so that a fleet still good enough is not grown. cost(counts):
+    a fleet's $/h, to swap to a cheaper plan make-before-break (None: never). ready: the
+    instances of each type ready now, so that a scale-down does not cut the capacity that
+    serves while its replacements still start (None: all asked for are taken as ready)."""
     current = state.as_dict()
     history = (state.targets + (_frozen(target),))[-max(params.scale_down_stable_intervals, 1) :]
     plans = [dict(h) for h in history]
@@ -91,9 +106,30 @@ def step(
         if target.get(itype, 0) < current[itype]:
             new[itype] = _scaled_down(itype, current[itype], plans, now_s - state.last_change_s, params, reasons)
     if not to_zero and serves is not None and not serves(new) and serves(current):
+        due = any(r.startswith("down ") for r in reasons)
         new = dict(current)
         reasons = [r for r in reasons if not r.startswith("down ")]
-        reasons.append(f"hold {describe(current)}: a smaller fleet would not serve the plan's demand")
+        if due and _cheaper_fits(current, target, params, free_devices, cost):
+            assert cost is not None
+            for itype, want in nonzero(target).items():
+                new[itype] = max(new.get(itype, 0), want)
+            reasons.append(
+                f"swap to {describe(target)} (${cost(target):.2f}/h) from {describe(current)} "
+                f"(${cost(current):.2f}/h), make before break: started beside it, which goes once the "
+                "cooldown has passed and they are ready"
+            )
+        else:
+            reasons.append(f"hold {describe(current)}: a smaller fleet would not serve the plan's demand")
+    elif not to_zero and serves is not None and ready is not None and new != current:
+        left = {t: min(n, ready.get(t, 0)) for t, n in new.items()}
+        now = {t: min(n, ready.get(t, 0)) for t, n in current.items()}
+        if serves(new) and not serves(left) and serves(now):
+            new = dict(current)
+            reasons = [r for r in reasons if not r.startswith("down ")]
+            reasons.append(
+                f"hold {describe(current)}: the fleet left after a scale-down is not ready yet to serve the "
+                "plan's demand"
+            )
     if not to_zero and (serves is None or not serves(new)):
         for itype in sorted(target):
             have, want = new.get(itype, 0), target[itype]
@@ -113,6 +149,22 @@ def step(
     changed = new != nonzero(current)
     state = FleetState(_frozen(new), history, now_s if changed else state.last_change_s)
     return state, FleetDecision(new, changed, tuple(reasons))
+
+
+def _cheaper_fits(
+    current: Counts,
+    target: Counts,
+    params: HysteresisParams,
+    free_devices: Mapping[str, int] | None,
+    cost: Callable[[Counts], float] | None,
+) -> bool:
+    """Whether swapping the running fleet for the plan pays (by `swap_min_saving` at least) and
+    both fit the free devices while the plan's instances start."""
+    if cost is None or not nonzero(target):
+        return False
+    if cost(target) > (1.0 - params.swap_min_saving) * cost(current):
+        return False
+    return free_devices is None or not kinds_without_room(current, target, free_devices)
 
 
 def _scaled_down(

@@ -126,7 +126,10 @@ class PlanningLoop:
         if self.learn:
             corrections = learn_corrections(corrections, obs, load, p, self.capacity)
         chosen = self._plan(load, idle_s, with_prior(corrections, p.instance_types()), state.fleet.as_dict())
-        fleet, d = hysteresis.step(state.fleet, chosen.counts, obs.now_s, p.hysteresis, self.free, chosen.serves)
+        ready = {t: o.ready for t, o in obs.fleet.items()} if obs.fleet else None
+        fleet, d = hysteresis.step(
+            state.fleet, chosen.counts, obs.now_s, p.hysteresis, self.free, chosen.serves, p.fleet_cost_per_hour, ready
+        )
         self.state = LoopState(forecast, fleet, corrections)
         self.last = LoopDecision(d.counts, d.changed, d.reasons, load, chosen, corrections)
         return self.last

@@ -22,7 +22,8 @@ bad edit is refused with the key it is about rather than half-applied::
     headroom: 0.1                          # plan for forecast * (1 + headroom)
     interval_s: 30                         # planning interval
     scale_to_zero_idle_s: 600              # no request for this long and min is 0: run nothing
-    hysteresis: {scale_down_stable_intervals: 10, scale_down_cooldown_s: 300, max_scale_down_fraction: 0.5}
+    hysteresis: {scale_down_stable_intervals: 10, scale_down_cooldown_s: 300, max_scale_down_fraction: 0.5,
+                 swap_min_saving: 0.15}  # swap to a cheaper type (make before break) for >= 15% less
     forecast: {alpha: 0.5, beta: 0.3, burst_window: 2, length_alpha: 0.3, horizon: 1, peak_window_s: 10}
     corrections: {alpha: 0.3, minimum: 0.5, maximum: 3, max_step_ratio: 2, min_samples: 20}
     deployment:                            # how the live autoscaler launches instances (optional)
@@ -41,6 +42,7 @@ workers learn it (`tessera status`): the planner prices that accelerator's insta
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -159,6 +161,10 @@ class SloPolicy:
     def cost_per_device_hour(self, accelerator: str) -> float:
         return next(item.cost_per_hour for item in self.inventory if item.accelerator == accelerator)
 
+    def fleet_cost_per_hour(self, counts: Mapping[InstanceType, int]) -> float:
+        """What a fleet costs an hour at the inventory's prices."""
+        return sum(n * t.devices * self.cost_per_device_hour(t.accelerator) for t, n in counts.items())
+
     def to_dict(self) -> dict[str, Any]:
         """The canonical document: catalog names resolved, every default written out."""
         return {
@@ -217,6 +223,7 @@ _KNOBS: dict[str, tuple[float, float, bool, bool]] = {
     "scale_down_stable_intervals": (1, 1000, False, True),
     "scale_down_cooldown_s": (0, 86400, False, False),
     "max_scale_down_fraction": (0, 1, True, False),
+    "swap_min_saving": (0, 1, False, False),
     "alpha": (0, 1, True, False),
     "beta": (0, 1, False, False),
     "burst_window": (1, 1000, False, True),
