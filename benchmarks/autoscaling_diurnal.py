@@ -2,10 +2,10 @@
 
 Workloads, all with the request mix (prompt and answer lengths) of `azure2023_code.csv`:
 
-- day: 24 h of arrivals from a non-homogeneous Poisson process under the diurnal envelope of
-  tessera.sim.workloads.diurnal (one cycle a day after DynamoLLM's characterisation of the
-  week-long Azure 2024 traces; peak 14:00, peak-to-trough 3: see that module for what is taken
-  from the paper and what is assumed), at two mean rates;
+- day: 24 h of arrivals from a non-homogeneous Poisson process under the measured weekday
+  envelope of tessera.sim.workloads (`azure2024-code`: the Azure 2024 code service's invocations
+  per minute, read off the dataset's published figure; peak hour 19:00 UTC at 2.24x the mean,
+  about 10x the trough), at two mean rates;
 - hour: the trace itself as recorded (its bursts every one to two minutes);
 - poisson: constant-rate Poisson arrivals at 2, 8 and 32 req/s for 20 minutes.
 
@@ -61,7 +61,7 @@ from tessera.sim.autoscalers import build_autoscaler, peak_load
 from tessera.sim.workloads import DAY_S, SimRequest, azure_csv, diurnal, diurnal_envelope
 
 BURST_WINDOW_S = 10.0
-DAY_RATES = (4.0, 2.0)
+DAY_RATES = (8.0, 4.0)
 POISSON_RATES = (2.0, 8.0, 32.0)
 POISSON_S = 1200.0
 SCALES_DOWN = (0.75, 0.5, 0.35, 0.25)
@@ -74,9 +74,9 @@ def workloads(mix: list[SimRequest], quick: bool) -> dict[str, tuple[list[SimReq
     out: dict[str, tuple[list[SimRequest], float | None]] = {}
     out["hour (azure2023_code)"] = (mix, None)
     for rate in POISSON_RATES:
-        # peak_to_trough 1: a flat envelope, so homogeneous Poisson with the same request mix
+        # a flat envelope: homogeneous Poisson with the same request mix
         out[f"poisson {rate:g} req/s"] = (
-            diurnal(mix, rate, 300.0 if quick else POISSON_S, peak_to_trough=1.0, seed=2),
+            diurnal(mix, rate, 300.0 if quick else POISSON_S, envelope="flat", seed=2),
             None,
         )
     for rate in (0.5,) if quick else DAY_RATES:
@@ -295,7 +295,7 @@ def plot(results: dict[str, dict], path: Path) -> None:
         axes[2][col].legend(fontsize=8)
     fig.suptitle(
         "llama3-8b, TTFT p99 500 ms, TPOT p99 50 ms, start-up 60 s; "
-        "azure2023_code mix, diurnal envelope (peak 14:00, x3)",
+        "azure2023_code mix, Azure 2024 code weekday envelope (UTC)",
         fontsize=10,
     )
     fig.tight_layout()

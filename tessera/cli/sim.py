@@ -15,6 +15,8 @@ DEFAULT_TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from tessera.sim import workloads as wl
+
     w = p.add_argument_group("workload")
     w.add_argument(
         "--workload",
@@ -32,7 +34,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--mean-rate",
         type=float,
         default=4.0,
-        help="diurnal: the day's mean arrivals per second (the peak is 1.5x it, the trough half)",
+        help="diurnal: the day's mean arrivals per second (azure2024-code: the peak hour 2.24x it, the trough 0.23x)",
+    )
+    w.add_argument(
+        "--envelope",
+        choices=wl.ENVELOPES,
+        default="azure2024-code",
+        help="diurnal: the day's shape: the Azure 2024 code service's measured weekday (UTC), a sinusoid, or flat",
+    )
+    w.add_argument(
+        "--peak-to-trough", type=float, default=wl.DIURNAL_PEAK_TO_TROUGH, help="diurnal, sinusoid: peak over trough"
     )
     w.add_argument(
         "--day-duration", type=float, default=86400.0, help="diurnal: seconds of the day to generate, from midnight"
@@ -109,7 +120,14 @@ def load_workload(args: argparse.Namespace):
             args.seed,
         )
     elif name == "diurnal":
-        reqs = wl.diurnal(wl.azure_csv(args.mix), args.mean_rate, args.day_duration, seed=args.seed)
+        reqs = wl.diurnal(
+            wl.azure_csv(args.mix),
+            args.mean_rate,
+            args.day_duration,
+            envelope=args.envelope,
+            peak_to_trough=args.peak_to_trough,
+            seed=args.seed,
+        )
     elif name.endswith(".csv"):
         reqs = wl.azure_csv(name)
     elif name.endswith(".jsonl"):

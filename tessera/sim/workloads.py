@@ -224,35 +224,79 @@ def multi_turn(
     return out
 
 
-# The daily envelope of `diurnal`. Source: DynamoLLM (J. Stojkovic, C. Zhang, I. Goiri,
-# J. Torrellas, E. Choukse, "DynamoLLM: Designing LLM Inference Clusters for Performance and Energy
-# Efficiency", HPCA 2025, arXiv:2408.00741) characterises week-long Azure LLM inference traces
-# (coding and conversation, 2024; published as AzurePublicDataset's AzureLLMInferenceTrace 2024)
-# and builds on their load rising and falling over each day: a fleet provisioned for the peak is
-# underused in the low-load hours, which is where a reactive autoscaler saves. What is taken from it:
-# one smooth cycle a day, high in working hours and low at night. What is assumed (the pages at hand
-# here do not give the figure's values): the sinusoid's form, the peak at 14:00 and a
-# peak-to-trough ratio of 3, so the trough runs at half the mean and the peak at 1.5x it.
+# The daily envelopes of `diurnal`, each as the rate relative to the day's mean (mean 1 over a day).
+#
+# `azure2024-code` (the default) is measured: the code service's weekday load in the week-long
+# Azure LLM inference trace of 2024 (AzurePublicDataset, AzureLLMInferenceTrace_code_1week.csv,
+# CC-BY 4.0; the trace behind DynamoLLM, Stojkovic et al., HPCA 2025, arXiv:2408.00741). The trace
+# itself is not reachable from here, so the values are read off the figure of invocations per
+# minute that the dataset's own notebook publishes (analysis/AzureLLMInferenceDataset2024.ipynb,
+# "Coding", 2024-05-10 to 05-17 UTC; benchmarks/digitise_azure2024_envelope.py does it): the
+# plotted line's middle in each pixel column (7.2 minutes),
+# averaged per UTC hour over Monday 13 to Thursday 16 May (below; divided by their mean in use). Check:
+# the digitised week averages 1,685 invocations a minute, the trace's 16,803,695 rows over 7 days
+# are 1,667. The weekday's hourly peak (19:00 UTC) is 9.9x its trough (08:00-09:00 UTC) and 2.26x
+# its mean, so a fleet that followed it exactly would pay 0.44x one sized for the peak hour;
+# Saturday and Sunday run at a third of a weekday and are left out (a weekday is the hard case).
+AZURE2024_CODE_WEEKDAY = (  # invocations a minute, UTC hours 0 to 23
+    1503, 1450, 1386, 1122, 893, 725, 632, 527, 497, 507, 549, 830,
+    1522, 2606, 3686, 3918, 3754, 4329, 4824, 4908, 4508, 3315, 2386, 1825,
+)  # fmt: skip
+# `sinusoid`: one smooth cycle, `peak_to_trough` and `peak_hour` chosen by the caller (the
+# envelope before the measured one: peak 14:00, peak-to-trough 3). `flat`: Poisson at the mean.
+ENVELOPES = ("azure2024-code", "sinusoid", "flat")
 DIURNAL_PEAK_TO_TROUGH = 3.0
 DIURNAL_PEAK_HOUR = 14.0
 DAY_S = 86400.0
 
 
+def _hourly(values: tuple[int, ...], t_s: float) -> float:
+    """Piecewise-linear through each hour's value at the hour's middle, wrapping at midnight (so the
+    day's mean is the values' mean)."""
+    mean = sum(values) / len(values)
+    x = (t_s / 3600.0 - 0.5) % 24.0
+    i = int(x)
+    frac = x - i
+    return (values[i] * (1.0 - frac) + values[(i + 1) % 24] * frac) / mean
+
+
 def diurnal_envelope(
-    t_s: float, peak_to_trough: float = DIURNAL_PEAK_TO_TROUGH, peak_hour: float = DIURNAL_PEAK_HOUR
+    t_s: float,
+    envelope: str = "azure2024-code",
+    peak_to_trough: float = DIURNAL_PEAK_TO_TROUGH,
+    peak_hour: float = DIURNAL_PEAK_HOUR,
 ) -> float:
-    """The rate at `t_s` seconds after midnight relative to the day's mean (its mean over a day is 1):
-    `1 + a*cos(2*pi*(t - peak)/day)`, with `a = (r - 1)/(r + 1)` for a peak-to-trough ratio `r`."""
+    """The rate at `t_s` seconds after midnight (UTC for the measured envelope) relative to the
+    day's mean. `sinusoid`: `1 + a*cos(2*pi*(t - peak)/day)`, with `a = (r - 1)/(r + 1)` for a
+    peak-to-trough ratio `r`."""
+    if envelope == "azure2024-code":
+        return _hourly(AZURE2024_CODE_WEEKDAY, t_s)
+    if envelope == "flat":
+        return 1.0
+    if envelope != "sinusoid":
+        raise WorkloadError(f"unknown diurnal envelope {envelope!r}: one of {', '.join(ENVELOPES)}")
     if peak_to_trough < 1:
         raise WorkloadError("a diurnal envelope's peak-to-trough ratio must be at least 1")
     a = (peak_to_trough - 1.0) / (peak_to_trough + 1.0)
     return 1.0 + a * math.cos(2.0 * math.pi * (t_s / 3600.0 - peak_hour) / 24.0)
 
 
+def envelope_peak(envelope: str = "azure2024-code", peak_to_trough: float = DIURNAL_PEAK_TO_TROUGH) -> float:
+    """The envelope's highest value (relative to its mean)."""
+    if envelope == "azure2024-code":
+        return max(AZURE2024_CODE_WEEKDAY) / (sum(AZURE2024_CODE_WEEKDAY) / 24.0)
+    if envelope == "sinusoid":
+        diurnal_envelope(0.0, envelope, peak_to_trough)  # validates
+        return 1.0 + (peak_to_trough - 1.0) / (peak_to_trough + 1.0)
+    diurnal_envelope(0.0, envelope)
+    return 1.0
+
+
 def diurnal(
     mix: list[SimRequest],
     mean_rps: float,
     duration_s: float = DAY_S,
+    envelope: str = "azure2024-code",
     peak_to_trough: float = DIURNAL_PEAK_TO_TROUGH,
     peak_hour: float = DIURNAL_PEAK_HOUR,
     start_hour: float = 0.0,
@@ -269,13 +313,13 @@ def diurnal(
     if not mix:
         raise WorkloadError("a diurnal workload needs a request mix to draw from")
     rng = random.Random(seed)
-    a = (peak_to_trough - 1.0) / (peak_to_trough + 1.0)
-    top = mean_rps * (1.0 + a)
+    peak = envelope_peak(envelope, peak_to_trough)
+    top = mean_rps * peak
     out: list[SimRequest] = []
     t = rng.expovariate(top)
     while t < duration_s:
         clock = t + start_hour * 3600.0
-        if rng.random() * (1.0 + a) < diurnal_envelope(clock, peak_to_trough, peak_hour):
+        if rng.random() * peak < diurnal_envelope(clock, envelope, peak_to_trough, peak_hour):
             src = mix[rng.randrange(len(mix))]
             out.append(SimRequest(f"diurnal-{len(out)}", t, src.prompt_tokens, src.output_tokens))
         t += rng.expovariate(top)

@@ -9,25 +9,43 @@ import numpy as np
 import pytest
 
 from tessera.sim.workloads import (
+    AZURE2024_CODE_WEEKDAY,
     DAY_S,
     DIURNAL_PEAK_HOUR,
     SimRequest,
     WorkloadError,
     diurnal,
     diurnal_envelope,
+    envelope_peak,
 )
 
 MIX = [SimRequest(f"m{i}", 0.0, 100 * (i + 1), 10 * (i + 1)) for i in range(5)]
 
 
-def test_envelope_has_mean_one_and_the_stated_peak_to_trough() -> None:
+def test_measured_envelope_has_mean_one_and_the_weekdays_shape() -> None:
+    """The default envelope is the Azure 2024 code service's weekday, read off the dataset's figure."""
     ts = np.arange(0.0, DAY_S, 60.0)
     env = np.array([diurnal_envelope(float(t)) for t in ts])
+    assert env.mean() == pytest.approx(1.0, abs=1e-3)
+    assert env.max() == pytest.approx(envelope_peak(), rel=1e-3)
+    assert 9.0 < env.max() / env.min() < 10.5  # the measured weekday: ~10x peak over trough
+    assert env.mean() / env.max() == pytest.approx(0.446, abs=0.01)  # what a perfect follower pays
+    assert 18.5 <= ts[env.argmax()] / 3600.0 <= 19.6  # 19:00 UTC, US working hours
+    assert 7.5 <= ts[env.argmin()] / 3600.0 <= 9.5
+    # the figure's values: the hour's middle carries the hour's value exactly
+    mean = np.mean(AZURE2024_CODE_WEEKDAY)
+    assert diurnal_envelope(19.5 * 3600.0) == pytest.approx(AZURE2024_CODE_WEEKDAY[19] / mean)
+
+
+def test_sinusoid_envelope_has_mean_one_and_the_stated_peak_to_trough() -> None:
+    ts = np.arange(0.0, DAY_S, 60.0)
+    env = np.array([diurnal_envelope(float(t), "sinusoid") for t in ts])
     assert env.mean() == pytest.approx(1.0, abs=1e-9)
     assert env.max() / env.min() == pytest.approx(3.0, rel=1e-3)
     assert ts[env.argmax()] / 3600.0 == pytest.approx(DIURNAL_PEAK_HOUR)
     assert ts[env.argmin()] / 3600.0 == pytest.approx((DIURNAL_PEAK_HOUR + 12) % 24)
-    assert diurnal_envelope(0.0, peak_to_trough=1.0) == 1.0
+    assert diurnal_envelope(0.0, "sinusoid", peak_to_trough=1.0) == 1.0
+    assert diurnal_envelope(0.0, "flat") == 1.0
 
 
 def test_day_has_the_mean_rate_and_follows_the_envelope() -> None:
@@ -37,8 +55,16 @@ def test_day_has_the_mean_rate_and_follows_the_envelope() -> None:
     expected = np.array(
         [2.0 * np.mean([diurnal_envelope(h * 3600 + s) for s in range(0, 3600, 60)]) for h in range(24)]
     )
-    # each hour holds ~7,200 +- 85 arrivals at the mean: within 6% of the envelope's rate
-    assert np.all(np.abs(hours / expected - 1) < 0.06)
+    # the quietest hour holds ~1,650 arrivals (+-41): within 10% of the envelope's rate
+    assert np.all(np.abs(hours / expected - 1) < 0.10)
+    assert hours.argmax() in (18, 19, 20) and hours.argmin() in (7, 8, 9)
+    assert hours.max() / hours.min() == pytest.approx(9.5, rel=0.15)
+
+
+def test_sinusoid_day_follows_its_envelope() -> None:
+    reqs = diurnal(MIX, 2.0, envelope="sinusoid", seed=3)
+    hours = np.bincount([int(r.arrival_s // 3600) for r in reqs], minlength=24) / 3600.0
+    assert len(reqs) / DAY_S == pytest.approx(2.0, rel=0.02)
     assert hours.argmax() in (13, 14) and hours.argmin() in (1, 2)
     assert hours.max() / hours.min() == pytest.approx(3.0, rel=0.15)
 
@@ -53,7 +79,7 @@ def test_requests_are_drawn_from_the_mix_in_arrival_order() -> None:
 
 
 def test_flat_envelope_is_poisson_at_the_rate() -> None:
-    reqs = diurnal(MIX, 5.0, duration_s=2000.0, peak_to_trough=1.0, seed=1)
+    reqs = diurnal(MIX, 5.0, duration_s=2000.0, envelope="flat", seed=1)
     gaps = np.diff([r.arrival_s for r in reqs])
     assert len(reqs) / 2000.0 == pytest.approx(5.0, rel=0.05)
     assert gaps.std() / gaps.mean() == pytest.approx(1.0, abs=0.05)  # exponential gaps
@@ -71,11 +97,17 @@ def test_seeded_and_pure() -> None:
 def test_start_hour_shifts_the_clock() -> None:
     reqs = diurnal(MIX, 2.0, duration_s=DAY_S, start_hour=12.0, seed=3)
     hours = np.bincount([int(r.arrival_s // 3600) for r in reqs], minlength=24)
-    assert hours.argmax() in (1, 2)  # 14:00 is two hours after a noon start
+    assert hours.argmax() in (6, 7, 8)  # 19:00 is seven hours after a noon start
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"mean_rps": 0.0}, {"mean_rps": 1.0, "duration_s": 0.0}, {"mean_rps": 1.0, "peak_to_trough": 0.5}]
+    "kwargs",
+    [
+        {"mean_rps": 0.0},
+        {"mean_rps": 1.0, "duration_s": 0.0},
+        {"mean_rps": 1.0, "envelope": "sinusoid", "peak_to_trough": 0.5},
+        {"mean_rps": 1.0, "envelope": "weekly"},
+    ],
 )
 def test_bad_arguments_name_the_problem(kwargs: dict) -> None:
     with pytest.raises(WorkloadError):
