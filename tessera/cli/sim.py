@@ -49,6 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--day-duration", type=float, default=86400.0, help="diurnal: seconds of the day to generate, from midnight"
     )
     w.add_argument(
+        "--day-length",
+        type=float,
+        default=wl.DAY_S,
+        help="diurnal: the envelope's day in seconds (21600: the day's shape four times as fast)",
+    )
+    w.add_argument(
         "--mix",
         default=str(DEFAULT_TRACES / "azure2023_code.csv"),
         help="diurnal: the Azure trace whose prompt and answer lengths the requests are drawn from",
@@ -127,6 +133,7 @@ def load_workload(args: argparse.Namespace):
             envelope=args.envelope,
             peak_to_trough=args.peak_to_trough,
             seed=args.seed,
+            day_s=args.day_length,
         )
     elif name.endswith(".csv"):
         reqs = wl.azure_csv(name)

@@ -69,6 +69,15 @@ def test_sinusoid_day_follows_its_envelope() -> None:
     assert hours.max() / hours.min() == pytest.approx(3.0, rel=0.15)
 
 
+def test_a_compressed_day_has_the_days_shape_in_less_time() -> None:
+    quarter = DAY_S / 4
+    reqs = diurnal(MIX, 8.0, quarter, seed=3, day_s=quarter)
+    assert len(reqs) / quarter == pytest.approx(8.0, rel=0.02)
+    hours = np.bincount([int(r.arrival_s // (quarter / 24)) for r in reqs], minlength=24)
+    assert hours.argmax() in (18, 19, 20) and hours.argmin() in (7, 8, 9)
+    assert diurnal_envelope(19.5 * 900.0, day_s=quarter) == pytest.approx(diurnal_envelope(19.5 * 3600.0))
+
+
 def test_requests_are_drawn_from_the_mix_in_arrival_order() -> None:
     reqs = diurnal(MIX, 1.0, duration_s=3600.0, seed=0)
     assert all(a.arrival_s <= b.arrival_s for a, b in zip(reqs, reqs[1:]))
@@ -107,6 +116,7 @@ def test_start_hour_shifts_the_clock() -> None:
         {"mean_rps": 1.0, "duration_s": 0.0},
         {"mean_rps": 1.0, "envelope": "sinusoid", "peak_to_trough": 0.5},
         {"mean_rps": 1.0, "envelope": "weekly"},
+        {"mean_rps": 1.0, "day_s": 0.0},
     ],
 )
 def test_bad_arguments_name_the_problem(kwargs: dict) -> None:
