@@ -24,7 +24,12 @@ drain. So the rules are asymmetric, as in Kubernetes' HPA stabilisation window:
   `swap_min_saving` less than the running fleet and fits beside it, the plan's instances start
   beside the running ones; those are cut by the down rule one cooldown later, and only once the
   fleet left after the cut is ready enough to serve (`ready`), so capacity never dips while the
-  replacements start.
+  replacements start. A swap pays both fleets for that cooldown, so it waits, as in the
+  ski-rental problem, until the plans have been that much cheaper for long enough that the
+  saving forgone equals the overlap's cost (`(now - cheaper_since) * saving >= cooldown *
+  cost(plan)`; an online rule within 2x of hindsight's). A plan that stays cheaper for a night
+  swaps after a few minutes; one that drifts back within minutes (corrections still settling,
+  a near tie) costs nothing.
 
 Pure: FleetState in, FleetState and a FleetDecision out.
 """
@@ -57,6 +62,7 @@ class FleetState:
     counts: tuple[tuple[InstanceType, int], ...] = ()
     targets: tuple[tuple[tuple[InstanceType, int], ...], ...] = ()
     last_change_s: float = -math.inf
+    cheaper_since_s: float | None = None  # since when every plan cost swap_min_saving less than the fleet
 
     def as_dict(self) -> dict[InstanceType, int]:
         return dict(self.counts)
@@ -94,6 +100,7 @@ def step(
     instances of each type ready now, so that a scale-down does not cut the capacity that
     serves while its replacements still start (None: all asked for are taken as ready)."""
     current = state.as_dict()
+    cheaper_since = _cheaper_since(state, current, target, now_s, params, cost)
     history = (state.targets + (_frozen(target),))[-max(params.scale_down_stable_intervals, 1) :]
     plans = [dict(h) for h in history]
     new = dict(current)
@@ -109,7 +116,7 @@ def step(
         due = any(r.startswith("down ") for r in reasons)
         new = dict(current)
         reasons = [r for r in reasons if not r.startswith("down ")]
-        if due and _cheaper_fits(current, target, params, free_devices, cost):
+        if due and _swap_pays(current, target, now_s, cheaper_since, params, free_devices, cost):
             assert cost is not None
             for itype, want in nonzero(target).items():
                 new[itype] = max(new.get(itype, 0), want)
@@ -147,22 +154,44 @@ def step(
                 )
     new = {} if to_zero else nonzero(new)
     changed = new != nonzero(current)
-    state = FleetState(_frozen(new), history, now_s if changed else state.last_change_s)
+    state = FleetState(
+        _frozen(new), history, now_s if changed else state.last_change_s, None if changed else cheaper_since
+    )
     return state, FleetDecision(new, changed, tuple(reasons))
 
 
-def _cheaper_fits(
+def _cheaper_since(
+    state: FleetState,
     current: Counts,
     target: Counts,
+    now_s: float,
+    params: HysteresisParams,
+    cost: Callable[[Counts], float] | None,
+) -> float | None:
+    """Since when the plans have cost at least `swap_min_saving` less than the running fleet (None:
+    this one does not)."""
+    if cost is None or not nonzero(target) or not nonzero(current):
+        return None
+    if cost(target) > (1.0 - params.swap_min_saving) * cost(current):
+        return None
+    return now_s if state.cheaper_since_s is None else state.cheaper_since_s
+
+
+def _swap_pays(
+    current: Counts,
+    target: Counts,
+    now_s: float,
+    cheaper_since: float | None,
     params: HysteresisParams,
     free_devices: Mapping[str, int] | None,
     cost: Callable[[Counts], float] | None,
 ) -> bool:
-    """Whether swapping the running fleet for the plan pays (by `swap_min_saving` at least) and
-    both fit the free devices while the plan's instances start."""
-    if cost is None or not nonzero(target):
+    """Whether to start the plan beside the running fleet now: it has been cheaper long enough
+    that the saving forgone covers a cooldown of both fleets, and both fit the free devices."""
+    if cost is None or cheaper_since is None:
         return False
-    if cost(target) > (1.0 - params.swap_min_saving) * cost(current):
+    saving = cost(current) - cost(target)
+    if saving * (now_s - cheaper_since) < params.scale_down_cooldown_s * cost(target):
         return False
     return free_devices is None or not kinds_without_room(current, target, free_devices)
 

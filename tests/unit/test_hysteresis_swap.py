@@ -86,3 +86,30 @@ def test_no_swap_without_prices():
 def test_a_plan_that_goes_back_before_the_swap_settles_keeps_the_running_fleet():
     fleets = run([{SMALL: 1}] * 2 + [{BIG: 1}] + [{SMALL: 1}] * 2 + [{BIG: 1}] * 10)
     assert all(f == {BIG: 1} for f in fleets)  # the cheaper plan never held for the stable intervals
+
+
+def test_a_small_saving_waits_until_it_pays_for_the_overlap():
+    """Ski rental: the swap runs both fleets for a cooldown (120 s here), so a plan 20% cheaper
+    ($4 against $5 an hour) must have been cheaper for 480 s first, a 50% cheaper one for 120 s."""
+    mid = InstanceType("mi300x", 1, "decode")  # stands for a type at $4/h that serves the plan
+    RATE[mid], PRICE[mid] = 7.0, 4.0
+    try:
+        small, large = run([{SMALL: 1}] * 30), run([{mid: 1}] * 30)
+    finally:
+        del RATE[mid], PRICE[mid]
+    swap_small = small.index({BIG: 1, SMALL: 1})
+    swap_mid = large.index({BIG: 1, mid: 1})
+    assert swap_mid - swap_small >= (480 - 120) / 30 - 1
+    assert (swap_mid + 1) * 30.0 >= 480.0
+
+
+def test_a_cheaper_plan_that_drifts_back_before_paying_off_swaps_nothing():
+    # cheaper for 7 intervals (210 s), a plan at the running fleet's price, then cheaper again
+    plans = ([{SMALL: 1}] * 7 + [{BIG: 1}]) * 3
+    mid = InstanceType("mi300x", 1, "decode")
+    RATE[mid], PRICE[mid] = 7.0, 4.0
+    try:
+        fleets = run([{mid: 1} if p == {SMALL: 1} else p for p in plans])
+    finally:
+        del RATE[mid], PRICE[mid]
+    assert all(f == {BIG: 1} for f in fleets)
