@@ -27,7 +27,7 @@ from tessera.sim.autoscalers import Static, peak_load
 from tessera.sim.workloads import azure_csv, diurnal
 
 TYPES = (InstanceType("mi300x"), InstanceType("mi300x", 2), InstanceType("h100-sxm"))
-MULTIPLES = (0.5, 0.75, 1.0, 1.25, 1.5)
+MULTIPLES = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
 SECONDS = 600.0
 
 
