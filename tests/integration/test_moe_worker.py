@@ -9,14 +9,11 @@ them: each rank holds half).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import urllib.request
 
 import pytest
 
-from tests.support.harness import tessera_up
+from tests.support.harness import cluster_status, tessera_up
 
 MOE = "tiny-qwen3-moe"
 
@@ -53,14 +50,7 @@ def test_one_instance_two_ranks_both_serve_the_same_answers(moe_cluster):
     import openai
 
     port, etcd = moe_cluster
-    out = subprocess.run(
-        [sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", etcd],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    [worker] = [w for w in json.loads(out)["workers"] if w["model"] == MOE]
+    [worker] = [w for w in cluster_status(etcd)["workers"] if w["model"] == MOE]
     assert worker["data_parallel_ranks"] == [0, 1]
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=300)
     answers = [

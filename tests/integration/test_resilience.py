@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import shutil
-import subprocess
-import sys
 import time
 import urllib.request
 
@@ -15,7 +12,7 @@ import pytest
 
 from tessera.runtime.net import split_host_port
 from tessera.v1 import autoscaler_pb2, autoscaler_pb2_grpc
-from tests.support.harness import ServiceProcess, kill_worker_group, pid_listening_on, wait_for
+from tests.support.harness import ServiceProcess, cluster_status, kill_worker_group, pid_listening_on, wait_for
 from tests.support.models import CLUSTER_MODELS, SMOLLM2, TINY
 
 pytestmark = pytest.mark.disruptive
@@ -24,14 +21,7 @@ LONG = 1200  # tokens: several seconds of streaming on the tiny model
 
 
 def status(cluster) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", cluster.etcd.endpoint],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    return json.loads(out)
+    return cluster_status(cluster.etcd.endpoint)
 
 
 def tiny_workers(cluster) -> list[dict]:

@@ -9,19 +9,12 @@ import uuid
 
 import httpx
 
-from tests.support.harness import wait_for
+from tests.support.harness import cluster_status, wait_for
 from tests.support.models import CLUSTER_MODELS, TINY
 
 
 def status(cluster) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "tessera.cli", "status", "--json", "--etcd", cluster.etcd.endpoint],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    return json.loads(out)
+    return cluster_status(cluster.etcd.endpoint)
 
 
 def test_status_lists_workers_with_their_load(cluster):
