@@ -36,15 +36,12 @@ def main() -> None:
     capacity = CapacityModel(engines_for(policy))
     arch = resolve_arch(policy.model)
     mix = azure_csv(TRACE)
+    probe = diurnal(mix, 8.0, SECONDS, envelope="flat", seed=2)  # the mix's shape (the rate is set below)
+    shape = peak_load([r.arrival_s for r in probe], [r.prompt_tokens for r in probe], [r.output_tokens for r in probe])
     rows = []
     for itype in TYPES:
-        cap = None
+        cap = capacity.capacity(itype, shape, policy.targets)
         for multiple in MULTIPLES:
-            probe = diurnal(mix, 8.0, SECONDS, envelope="flat", seed=2)
-            shape = peak_load(
-                [r.arrival_s for r in probe], [r.prompt_tokens for r in probe], [r.output_tokens for r in probe]
-            )
-            cap = cap or capacity.capacity(itype, shape, policy.targets)
             rate = cap.rate_rps * multiple
             work = diurnal(mix, rate, SECONDS, envelope="flat", seed=2)
             scaler = Static({itype: 1}, policy.interval_s)

@@ -128,9 +128,9 @@ def step(
         else:
             reasons.append(f"hold {describe(current)}: a smaller fleet would not serve the plan's demand")
     elif not to_zero and serves is not None and ready is not None and new != current:
-        left = {t: min(n, ready.get(t, 0)) for t, n in new.items()}
-        now = {t: min(n, ready.get(t, 0)) for t, n in current.items()}
-        if serves(new) and not serves(left) and serves(now):
+        ready_after = {t: min(n, ready.get(t, 0)) for t, n in new.items()}
+        ready_now = {t: min(n, ready.get(t, 0)) for t, n in current.items()}
+        if serves(new) and not serves(ready_after) and serves(ready_now):
             new = dict(current)
             reasons = [r for r in reasons if not r.startswith("down ")]
             reasons.append(

@@ -245,19 +245,20 @@ AZURE2024_CODE_WEEKDAY = (  # invocations a minute, UTC hours 0 to 23
 # `sinusoid`: one smooth cycle, `peak_to_trough` and `peak_hour` chosen by the caller (the
 # envelope before the measured one: peak 14:00, peak-to-trough 3). `flat`: Poisson at the mean.
 ENVELOPES = ("azure2024-code", "sinusoid", "flat")
+# relative to the day's mean, once (the thinning loop evaluates the envelope for every draw)
+_AZURE2024_RELATIVE = tuple(v / (sum(AZURE2024_CODE_WEEKDAY) / 24.0) for v in AZURE2024_CODE_WEEKDAY)
 DIURNAL_PEAK_TO_TROUGH = 3.0
 DIURNAL_PEAK_HOUR = 14.0
 DAY_S = 86400.0
 
 
-def _hourly(values: tuple[int, ...], hour: float) -> float:
+def _hourly(values: tuple[float, ...], hour: float) -> float:
     """Piecewise-linear through each hour's value at the hour's middle, wrapping at midnight (so the
     day's mean is the values' mean)."""
-    mean = sum(values) / len(values)
     x = (hour - 0.5) % 24.0
     i = int(x)
     frac = x - i
-    return (values[i] * (1.0 - frac) + values[(i + 1) % 24] * frac) / mean
+    return values[i] * (1.0 - frac) + values[(i + 1) % 24] * frac
 
 
 def diurnal_envelope(
@@ -273,7 +274,7 @@ def diurnal_envelope(
     ratio `r`."""
     hour = t_s / day_s * 24.0
     if envelope == "azure2024-code":
-        return _hourly(AZURE2024_CODE_WEEKDAY, hour)
+        return _hourly(_AZURE2024_RELATIVE, hour)
     if envelope == "flat":
         return 1.0
     if envelope != "sinusoid":
@@ -285,13 +286,12 @@ def diurnal_envelope(
 
 
 def envelope_peak(envelope: str = "azure2024-code", peak_to_trough: float = DIURNAL_PEAK_TO_TROUGH) -> float:
-    """The envelope's highest value (relative to its mean)."""
+    """The envelope's highest value (relative to its mean). Refuses what diurnal_envelope refuses."""
+    diurnal_envelope(0.0, envelope, peak_to_trough)
     if envelope == "azure2024-code":
-        return max(AZURE2024_CODE_WEEKDAY) / (sum(AZURE2024_CODE_WEEKDAY) / 24.0)
+        return max(_AZURE2024_RELATIVE)
     if envelope == "sinusoid":
-        diurnal_envelope(0.0, envelope, peak_to_trough)  # validates
         return 1.0 + (peak_to_trough - 1.0) / (peak_to_trough + 1.0)
-    diurnal_envelope(0.0, envelope)
     return 1.0
 
 

@@ -14,8 +14,9 @@ from tessera.planning.hysteresis import FleetState, HysteresisParams
 
 BIG = InstanceType("mi300x", 2)
 SMALL = InstanceType("mi300x")
-RATE = {BIG: 14.0, SMALL: 7.0}  # req/s each instance serves
-PRICE = {BIG: 2 * 2.5, SMALL: 2.5}  # $/h
+MID = InstanceType("mi300x", 1, "decode")  # stands for a type at $4/h that serves the plan
+RATE = {BIG: 14.0, SMALL: 7.0, MID: 7.0}  # req/s each instance serves
+PRICE = {BIG: 2 * 2.5, SMALL: 2.5, MID: 4.0}  # $/h
 PARAMS = HysteresisParams(scale_down_stable_intervals=4, scale_down_cooldown_s=120.0)
 
 
@@ -91,14 +92,9 @@ def test_a_plan_that_goes_back_before_the_swap_settles_keeps_the_running_fleet()
 def test_a_small_saving_waits_until_it_pays_for_the_overlap():
     """Ski rental: the swap runs both fleets for a cooldown (120 s here), so a plan 20% cheaper
     ($4 against $5 an hour) must have been cheaper for 480 s first, a 50% cheaper one for 120 s."""
-    mid = InstanceType("mi300x", 1, "decode")  # stands for a type at $4/h that serves the plan
-    RATE[mid], PRICE[mid] = 7.0, 4.0
-    try:
-        small, large = run([{SMALL: 1}] * 30), run([{mid: 1}] * 30)
-    finally:
-        del RATE[mid], PRICE[mid]
+    small, large = run([{SMALL: 1}] * 30), run([{MID: 1}] * 30)
     swap_small = small.index({BIG: 1, SMALL: 1})
-    swap_mid = large.index({BIG: 1, mid: 1})
+    swap_mid = large.index({BIG: 1, MID: 1})
     assert swap_mid - swap_small >= (480 - 120) / 30 - 1
     assert (swap_mid + 1) * 30.0 >= 480.0
 
@@ -106,10 +102,5 @@ def test_a_small_saving_waits_until_it_pays_for_the_overlap():
 def test_a_cheaper_plan_that_drifts_back_before_paying_off_swaps_nothing():
     # cheaper for 7 intervals (210 s), a plan at the running fleet's price, then cheaper again
     plans = ([{SMALL: 1}] * 7 + [{BIG: 1}]) * 3
-    mid = InstanceType("mi300x", 1, "decode")
-    RATE[mid], PRICE[mid] = 7.0, 4.0
-    try:
-        fleets = run([{mid: 1} if p == {SMALL: 1} else p for p in plans])
-    finally:
-        del RATE[mid], PRICE[mid]
+    fleets = run([{MID: 1} if p == {SMALL: 1} else p for p in plans])
     assert all(f == {BIG: 1} for f in fleets)
