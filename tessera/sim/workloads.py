@@ -314,8 +314,11 @@ def diurnal(
     day's shape faster (a quarter: six hours with the day's peak-to-trough at four times its pace,
     so a fleet several times larger fits the same simulation time). Pure and seeded: the same
     arguments give the same requests."""
-    if mean_rps <= 0 or duration_s <= 0 or day_s <= 0:
-        raise WorkloadError("a diurnal workload needs a positive mean rate and duration")
+    for name, value in (("mean rate", mean_rps), ("duration", duration_s), ("day length", day_s)):
+        if not (math.isfinite(value) and value > 0):  # NaN passes every comparison: refuse it by name
+            raise WorkloadError(f"a diurnal workload needs a positive, finite {name}, not {value}")
+    if not math.isfinite(peak_to_trough):
+        raise WorkloadError(f"a diurnal envelope's peak-to-trough ratio must be finite, not {peak_to_trough}")
     if not mix:
         raise WorkloadError("a diurnal workload needs a request mix to draw from")
     rng = random.Random(seed)

@@ -117,6 +117,10 @@ def test_start_hour_shifts_the_clock() -> None:
         {"mean_rps": 1.0, "envelope": "sinusoid", "peak_to_trough": 0.5},
         {"mean_rps": 1.0, "envelope": "weekly"},
         {"mean_rps": 1.0, "day_s": 0.0},
+        {"mean_rps": float("nan")},
+        {"mean_rps": 1.0, "day_s": float("nan")},
+        {"mean_rps": 1.0, "duration_s": float("inf")},
+        {"mean_rps": 1.0, "envelope": "sinusoid", "peak_to_trough": float("nan")},
     ],
 )
 def test_bad_arguments_name_the_problem(kwargs: dict) -> None:
