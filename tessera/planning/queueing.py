@@ -27,6 +27,22 @@ def count_at_percentile(mean: float, percentile: float) -> float:
     return mean + max(z_score(percentile), 0.0) * math.sqrt(mean)
 
 
+def poisson_upper(mean: float, tail: float) -> int:
+    """The smallest count `q` with P(N > q) <= `tail` for N ~ Poisson(`mean`): exact (summing the
+    pmf) up to a mean of 400, the normal approximation with a continuity correction above."""
+    if mean <= 0:
+        return 0
+    if mean > 400:
+        return math.ceil(mean + NormalDist().inv_cdf(1.0 - tail) * math.sqrt(mean) - 0.5)
+    pmf = math.exp(-mean)
+    cdf, q = pmf, 0
+    while 1.0 - cdf > tail:
+        q += 1
+        pmf *= mean / q
+        cdf += pmf
+    return q
+
+
 def mean_for_count(limit: float, percentile: float) -> float:
     """The largest mean whose count_at_percentile stays within `limit` (inverse of the above)."""
     if limit <= 0:

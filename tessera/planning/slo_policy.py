@@ -24,7 +24,8 @@ bad edit is refused with the key it is about rather than half-applied::
     scale_to_zero_idle_s: 600              # no request for this long and min is 0: run nothing
     hysteresis: {scale_down_stable_intervals: 10, scale_down_cooldown_s: 300, max_scale_down_fraction: 0.5,
                  swap_min_saving: 0.15}  # swap to a cheaper type (make before break) for >= 15% less
-    forecast: {alpha: 0.5, beta: 0.3, burst_window: 2, length_alpha: 0.3, horizon: 1, peak_window_s: 10}
+    forecast: {alpha: 0.5, beta: 0.3, burst_window: 2, length_alpha: 0.3, horizon: 1, peak_window_s: 10,
+               burst_headroom: 1.5}     # a burst beyond Poisson noise is planned at 1.5x its peak
     corrections: {alpha: 0.3, minimum: 0.5, maximum: 3, max_step_ratio: 2, min_samples: 20}
     deployment:                            # how the live autoscaler launches instances (optional)
       served_model: Llama-3.1-8B           # the name clients ask for (default: model)
@@ -234,6 +235,7 @@ _KNOBS: dict[str, tuple[float, float, bool, bool]] = {
     "max_step_ratio": (1, 100, False, False),
     "min_samples": (0, 1e6, False, True),
     "peak_window_s": (0, 86400, False, False),
+    "burst_headroom": (1, 100, False, False),
 }
 
 

@@ -496,6 +496,7 @@ def test_example_policy_file_parses():
         (("scale_to_zero_idle_s: 300", "scale_to_zero_idle_s: soon"), "scale_to_zero_idle_s"),
         (("headroom: 0.1", "headroom: 0.1\nheadroom: 0.5"), "headroom: given twice"),
         (("headroom: 0.1", "headroom: 0.1\nforecast: {peak_window_s: -5}"), "forecast.peak_window_s"),
+        (("headroom: 0.1", "headroom: 0.1\nforecast: {burst_headroom: 0.5}"), "forecast.burst_headroom"),
         (
             ("headroom: 0.1", "headroom: 0.1\ndeployment: {engine_args: {max_num_batched_tokens: lots}}"),
             "deployment.engine_args.max_num_batched_tokens",
