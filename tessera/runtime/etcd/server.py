@@ -63,12 +63,34 @@ class LocalEtcd:
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="tessera-etcd-")
         self.log_path = log_path or str(Path(self.data_dir).with_suffix(".log"))
         self.proc: subprocess.Popen | None = None
+        self._started_once = False
 
     @property
     def endpoint(self) -> str:
         return f"{self.host}:{self.client_port}"
 
-    def start(self, timeout: float = 20.0) -> LocalEtcd:
+    def start(self, timeout: float = 20.0, port_attempts: int = 3) -> LocalEtcd:
+        """Start etcd and wait for /health.
+
+        A port picked free a moment ago can be taken before etcd binds it (another process's
+        outgoing connection draws from the same ephemeral range): on a first start, etcd exiting
+        with 'address already in use' picks fresh ports and tries again, up to ``port_attempts``
+        times. A restart keeps its ports, since clients hold the endpoint."""
+        for attempt in range(1, port_attempts + 1):
+            try:
+                self._start_once(timeout)
+            except _PortTaken as taken:
+                if self._started_once or attempt == port_attempts:
+                    raise RuntimeError(f"etcd could not bind its ports: {taken}; see {self.log_path}") from None
+                log.warning("etcd port taken, retrying on fresh ports: %s", taken)
+                self.client_port, self.peer_port = free_port(), free_port()
+                continue
+            self._started_once = True
+            return self
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> None:
+        log_offset = Path(self.log_path).stat().st_size if Path(self.log_path).exists() else 0
         client_url = f"{'https' if self.tls else 'http'}://{self.host}:{self.client_port}"
         peer_url = f"http://{self.host}:{self.peer_port}"
         cmd = [
@@ -107,12 +129,15 @@ class LocalEtcd:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"etcd exited with code {self.proc.returncode}; see {self.log_path}")
+                error = _last_error(self.log_path, log_offset)
+                if "address already in use" in error:
+                    raise _PortTaken(error)
+                raise RuntimeError(f"etcd exited with code {self.proc.returncode}: {error}; see {self.log_path}")
             try:
                 with urllib.request.urlopen(f"{client_url}/health", timeout=1, context=context) as resp:
                     if b'"health":"true"' in resp.read():
                         log.info("etcd ready at %s (data %s)", self.endpoint, self.data_dir)
-                        return self
+                        return
             except OSError:
                 pass
             time.sleep(0.1)
@@ -136,3 +161,18 @@ class LocalEtcd:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+class _PortTaken(Exception):
+    """etcd exited because one of its ports was bound by someone else first."""
+
+
+def _last_error(log_path: str, offset: int) -> str:
+    """The last line etcd logged since ``offset``: the reason it exited, for the one-line error."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1][:500] if lines else "no log lines"
