@@ -2,10 +2,10 @@
 
 Workloads, all with the request mix (prompt and answer lengths) of `azure2023_code.csv`:
 
-- day: 24 h of arrivals from a non-homogeneous Poisson process under the measured weekday
-  envelope of tessera.sim.workloads (`azure2024-code`: the Azure 2024 code service's invocations
-  per minute, read off the dataset's published figure; peak hour 19:00 UTC at 2.24x the mean,
-  about 10x the trough), at two mean rates;
+- day: arrivals from a non-homogeneous Poisson process under the measured weekday envelope of
+  tessera.sim.workloads (`azure2024-code`: the Azure 2024 code service's invocations per minute,
+  read off the dataset's published figure; peak hour 19:00 UTC at 2.24x the mean, about 10x the
+  trough): 24 h at 8 req/s mean, and the same day's shape in 6 h at 32 req/s mean;
 - hour: the trace itself as recorded (its bursts every one to two minutes);
 - poisson: constant-rate Poisson arrivals at 2, 8 and 32 req/s for 20 minutes.
 
@@ -30,15 +30,15 @@ and attainment per interval).
 
     taskset -c 0 .venv/bin/python benchmarks/autoscaling_diurnal.py           # an hour or more on one core
     taskset -c 0 .venv/bin/python benchmarks/autoscaling_diurnal.py --quick   # a day at 0.5 req/s, poisson 5 min
-    ... --only "day, 4"    # one workload, kept beside the others' results (each run also saved as it ends)
+    ... --only "day, 8"    # one workload, kept beside the others' results (each run also saved as it ends)
     ... --merge F ...      # fold such runs' JSON files into the results and redraw
 
 Why these rates: the simulator prices every engine step, about 2,000 requests a second of one
 free core, and the planning loop adds 0.06-0.12 s per 30-s tick (2,880 a day). A day whose peak
-needs 8-20 instances of the planner's choice (by the planner an MI300X-tp2 carries about 14 req/s of this mix
-within the p99 bounds) is 6-16 million requests: an hour or more of one core per autoscaler. The
-days here (4 and 2 req/s mean: 347k and 173k requests) have fleets of one or two instances, so
-whole instances weigh more than they would at scale.
+needs 8-20 instances of the planner's choice (by the planner an MI300X-tp2 carries about 25 req/s
+of this mix within the p99 bounds) is 8-19 million requests: hours of one core per autoscaler. The
+days here (692k requests each) have fleets of one or two instances (the day at 8 req/s) and
+several (the day in 6 h), so whole instances weigh more than they would at scale.
 """
 
 from __future__ import annotations
