@@ -34,6 +34,7 @@ import grpc
 import openai
 import pytest
 
+from tessera.runtime.models.registry import model_cache_dir
 from tessera.v1 import common_pb2, router_pb2, router_pb2_grpc
 from tests.support.harness import wait_for
 from tests.support.models import SMOLLM2
@@ -117,6 +118,9 @@ def deployment(tmp_path_factory) -> Iterator[Deployment]:
         TESSERA_GRPC_PORT=str(grpc_port),
         TESSERA_DESIRED=str(desired),
         TESSERA_WORKER_CPUS="1",  # both workers on core 1: this test shares a 2-core machine
+        # the folder `make model` prepares SmolLM2 in (TESSERA_MODEL_CACHE wins, as in the registry), for
+        # compose-up and for the autoscaler recreated below alike: a worker mounting an empty one never loads
+        TESSERA_MODELS=str(model_cache_dir()),
     )
     engine = make("docker-engine", env=env, timeout=600)
     if engine.returncode != 0:
@@ -168,7 +172,7 @@ def test_the_autoscaler_scales_the_workers_to_two_and_both_serve(deployment):
     assert "replicas: 2}" in deployment.desired.read_text()
     # The autoscaler reads its desired state at start: recreate it on the new file, as a user would.
     compose = os.environ.get("COMPOSE") or str(VENV / "compose/bin/docker-compose")  # what the Makefile uses
-    env = dict(deployment.env, TESSERA_MODELS=str(Path.home() / ".cache/tessera/models"), COMPOSE_HTTP_TIMEOUT="600")
+    env = dict(deployment.env, COMPOSE_HTTP_TIMEOUT="600")
     env["DOCKER_GID"] = str(os.stat("/var/run/docker.sock").st_gid)
     subprocess.run(
         [*compose.split(), "up", "-d", "--no-deps", "--force-recreate", "autoscaler"],
