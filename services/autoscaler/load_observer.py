@@ -4,7 +4,7 @@ Routers already count what clients experience (Prometheus counters and
 histograms on their HTTP port, registered in etcd); the autoscaler scrapes them
 rather than asking for a new API, so the same numbers feed dashboards and the
 plan. Per model and interval: requests arrived and answered, prompt length (mean, p90 and p99 from
-its histogram, counted as requests arrive) and output tokens (mean of the answered),
+its histogram, counted as requests arrive) and output tokens (mean and p90 of the answered),
 TTFT and inter-token latency at the policy's percentile (from histogram bucket
 deltas), and requests held because no worker serves the model yet (demand that
 completes nothing until an instance is up: what scale-from-zero waits on).
@@ -42,6 +42,7 @@ class Scrape:
     ttft: dict[str, dict[float, float]] = field(default_factory=lambda: defaultdict(dict))
     itl: dict[str, dict[float, float]] = field(default_factory=lambda: defaultdict(dict))
     prompt_length: dict[str, dict[float, float]] = field(default_factory=lambda: defaultdict(dict))
+    answer_length: dict[str, dict[float, float]] = field(default_factory=lambda: defaultdict(dict))
     # the same histogram's sum and count: prompt tokens and requests as they arrived
     arrived_prompt_tokens: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     arrived_prompts: dict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -61,6 +62,7 @@ class ModelInterval:
     input_p90: float | None = None  # prompt tokens (None: no request answered, or an old router)
     input_p99: float | None = None
     answered: float | None = None  # answered in the interval (None: not counted)
+    output_p90: float | None = None  # answer tokens, of the answered (None: none, or an old router)
 
 
 def parse(text: str) -> Scrape:
@@ -89,6 +91,8 @@ def parse(text: str) -> Scrape:
                 out.itl[model][le] = out.itl[model].get(le, 0.0) + value
             elif name == names.bucket(names.REQUEST_PROMPT_TOKENS):
                 out.prompt_length[model][float(sample.labels["le"])] = value
+            elif name == names.bucket(names.REQUEST_GENERATION_TOKENS):
+                out.answer_length[model][float(sample.labels["le"])] = value
             elif name == names.REQUEST_PROMPT_TOKENS + "_sum":
                 out.arrived_prompt_tokens[model] += value
             elif name == names.REQUEST_PROMPT_TOKENS + "_count":
@@ -148,6 +152,7 @@ def interval(
         b, a = merged(attr, before), merged(attr, after)
         quantiles[attr] = {p: v for p in percentiles if (v := histogram_quantile(p / 100.0, b, a)) is not None}
     lengths = merged("prompt_length", before), merged("prompt_length", after)
+    answers = merged("answer_length", before), merged("answer_length", after)
     # Prompt lengths of the requests that arrived (routers count them on arrival), for the reason
     # above: answers lag most when prompts grow, and the shift would reach the plan only after the
     # requests it should have sized for. Routers that count lengths only when answered: the answers.
@@ -167,6 +172,7 @@ def interval(
         histogram_quantile(0.90, *lengths),
         histogram_quantile(0.99, *lengths),
         answered,
+        histogram_quantile(0.90, *answers),
     )
 
 

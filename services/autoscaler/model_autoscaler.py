@@ -114,6 +114,7 @@ def observation(
         seen.output_mean,
         None,
         seen.input_p99,
+        seen.output_p90,
     )
     return Observation(now_s, arrivals, peak_rps, int(round(seen.held)), fleet)
 

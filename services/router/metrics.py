@@ -60,6 +60,16 @@ PROMPT_LENGTH = Histogram(
     ["model"],
     buckets=PROMPT_LENGTH_BUCKETS,
 )
+# Every length up to 8 tokens, then powers of 2^(1/4) to 2^15: the autoscaler reads the p90 answer
+# length from it, and the answers' spread (the short ones most) sets the p99 TPOT of a mix
+# (tessera/planning/load.py, LoadMix.output_lengths).
+ANSWER_LENGTH_BUCKETS = tuple(sorted({round(2 ** (i / 4)) for i in range(61)}))
+ANSWER_LENGTH = Histogram(
+    names.REQUEST_GENERATION_TOKENS,
+    "Tokens generated per answered request",
+    ["model"],
+    buckets=ANSWER_LENGTH_BUCKETS,
+)
 GENERATION_TOKENS = Counter(names.GENERATION_TOKENS, "Tokens generated for clients", ["model"])
 RETRIES = Counter("tessera_router_retries_total", "Requests moved to another worker after a failure", ["when"])
 TOKENIZE_SECONDS = Histogram(

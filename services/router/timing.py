@@ -60,3 +60,4 @@ class Timing:
             metrics.TPOT.labels(self.model, self.profile).observe(tpot)
         metrics.PROMPT_TOKENS.labels(self.model).inc(len(gen.prompt_ids))
         metrics.GENERATION_TOKENS.labels(self.model).inc(stats.completion_tokens)
+        metrics.ANSWER_LENGTH.labels(self.model).observe(stats.completion_tokens)

@@ -107,6 +107,7 @@ class _Shape:
     context: float  # mean decode context
     footprint: float  # KV tokens one sequence holds at its end
     scv: float  # squared coefficient of variation of prompt work
+    answers: tuple[tuple[float, float], ...] = ()  # (answer tokens, share): LoadMix.output_lengths
 
     @property
     def new_sq(self) -> float:
@@ -127,6 +128,7 @@ class _Shape:
             load.input_mean + load.output_mean / 2,
             load.input_mean + load.output_mean,
             load.input_scv(),
+            load.output_lengths() if load.output_p90 > 0 else (),
         )
 
 
@@ -272,16 +274,59 @@ def _mixed_tpot(rate: float, steps: _Steps, batch_p: float, percentile: float) -
     Over its life D a request's steps carry its decode steps, L*step(m_p), plus the prompt tokens
     processed meanwhile, X(D): compound Poisson with mean rate*n*D and variance rate*D*E[n^2].
     D = L*step(m_p) + c_p*(rate*n*D + z*n*sqrt(rate*D*(1+scv))), a quadratic in sqrt(D): the
-    fluctuation is amplified by 1/(1-rho) just as the mean is."""
+    fluctuation is amplified by 1/(1-rho) just as the mean is. With the answers' spread known
+    (`_Shape.answers`), the tail is mixed over answer lengths instead (`_mixed_tpot_spread`)."""
     shape = steps.shape
     cost = steps.prompt_token_cost(batch_p)
     rho = rate * shape.new * cost
     if rho >= 1.0:
         return math.inf
+    if shape.answers:
+        return _mixed_tpot_spread(rate, steps, batch_p, percentile, cost, rho)
     base = shape.output * steps.decode(batch_p)
     spread = max(z_score(percentile), 0.0) * cost * shape.new * math.sqrt(rate * (1.0 + shape.scv))
     root = (spread + math.sqrt(spread * spread + 4.0 * (1.0 - rho) * base)) / (2.0 * (1.0 - rho))
     return root * root / shape.output
+
+
+def _mixed_tpot_spread(rate: float, steps: _Steps, batch_p: float, percentile: float, cost: float, rho: float) -> float:
+    """The TPOT t that a share 1 - percentile/100 of requests exceed, over the answers' lengths.
+
+    A request of L tokens has TPOT D/(L-1) over its L-1 steps after the first token, with D as in
+    `_mixed_tpot`: D(1-rho) = (L-1)*step(m_p) + c_p*n*sqrt(rate*D*(1+scv))*Z, Z standard normal. So
+    P(TPOT_L > t) is the normal tail at Z = (t(L-1)(1-rho) - (L-1)step) / (c_p*n*sqrt(rate*t(L-1)(1+scv))),
+    the mix's tail is its mean over the lengths, and t is found by bisection. A short answer's
+    average is over few steps, so one of them carrying a full prompt chunk moves it a lot: the
+    mix's p99 belongs to its short answers (on azure2023_code, those of 8 tokens or fewer), which
+    the mean answer (28 tokens) hid (issue 18's floor 5). No step is longer than a full token
+    budget of prompt work beside the batch, so neither is any TPOT: t is capped there."""
+    shape = steps.shape
+    step = steps.decode(batch_p)
+    longest = step + steps.room(batch_p) * cost
+    allowed = 1.0 - percentile / 100.0
+    sd_per_root_s = cost * shape.new * math.sqrt(rate * (1.0 + shape.scv))
+
+    def tail(t: float) -> float:
+        share = 0.0
+        for length, weight in shape.answers:
+            k = max(length - 1.0, 1.0)
+            life = t * k
+            excess = life * (1.0 - rho) - k * step
+            if sd_per_root_s <= 0.0:
+                share += weight if excess < 0.0 else 0.0
+            else:
+                share += weight * 0.5 * math.erfc(excess / (sd_per_root_s * math.sqrt(life)) / math.sqrt(2.0))
+        return share
+
+    if tail(longest) > allowed:
+        return longest
+    lo, hi = step, longest
+    for _ in range(40):
+        if hi - lo <= 1e-4 * hi:
+            break
+        mid = (lo + hi) / 2.0
+        lo, hi = (mid, hi) if tail(mid) > allowed else (lo, mid)
+    return hi
 
 
 def predict_mixed(rate: float, steps: _Steps, targets: SloTargets) -> Prediction:
@@ -314,8 +359,9 @@ def quantise(load: LoadMix) -> LoadMix:
     """The request shape on the cache's 2% grid (the rate is not part of a capacity)."""
     p90 = _quantised(load.input_p90) if load.input_p90 > 0 else 0.0
     p99 = _quantised(load.input_p99) if load.input_p99 > 0 else 0.0
+    out_p90 = _quantised(load.output_p90) if load.output_p90 > 0 else 0.0
     return LoadMix(
-        0.0, _quantised(load.input_mean), p90, _quantised(load.output_mean), round(load.prefix_reuse, 2), p99
+        0.0, _quantised(load.input_mean), p90, _quantised(load.output_mean), round(load.prefix_reuse, 2), p99, out_p90
     )
 
 

@@ -49,7 +49,7 @@ class ForecastParams:
 class IntervalStats:
     """What one planning interval saw: requests that arrived and their lengths (None: not measured;
     input_p99 is optional: without it the planner takes the tail from a lognormal through the mean
-    and p90)."""
+    and p90; output_p90 too: without it the planner sizes TPOT for the mean answer alone)."""
 
     duration_s: float
     requests: int
@@ -58,6 +58,7 @@ class IntervalStats:
     output_mean: float | None = None
     prefix_reuse: float | None = None
     input_p99: float | None = None
+    output_p90: float | None = None
 
     @property
     def rate_rps(self) -> float:
@@ -113,6 +114,12 @@ def _smoothed_shape(state: ForecastState, stats: IntervalStats, weight: float) -
         p99 = mix(old.input_p99, stats.input_mean * old.input_p99 / old.input_mean)
     else:
         p99 = old.input_p99
+    if stats.output_p90 is not None:  # as the p99: the first measured is taken as is
+        out_p90 = stats.output_p90 if old.output_p90 <= 0 else mix(old.output_p90, stats.output_p90)
+    elif old.output_p90 > 0 and stats.output_mean is not None:
+        out_p90 = mix(old.output_p90, stats.output_mean * old.output_p90 / old.output_mean)
+    else:
+        out_p90 = old.output_p90
     return LoadMix(
         0.0,
         input_mean=max(input_mean, 1.0),
@@ -120,6 +127,7 @@ def _smoothed_shape(state: ForecastState, stats: IntervalStats, weight: float) -
         output_mean=max(mix(old.output_mean, stats.output_mean), 1.0),
         prefix_reuse=min(max(mix(old.prefix_reuse, stats.prefix_reuse), 0.0), 0.99),
         input_p99=max(p99, 0.0),
+        output_p90=max(out_p90, 0.0),
     )
 
 

@@ -191,7 +191,8 @@ def planning_observation(obs: Observation, policy: SloPolicy, burst_window_s: fl
 
 def peak_load(arrivals: list[float], prompts: list[int], outputs: list[int], window_s: float = 60.0) -> LoadMix:
     """The highest request rate over any `window_s` window, with the whole workload's request shape
-    (its measured p90 and p99 prompt lengths included, as the autoscalers' intervals measure them)."""
+    (its measured p90 and p99 prompt lengths and p90 answer length included, as the autoscalers'
+    intervals measure them)."""
     if not arrivals:
         return LoadMix(0.0)
     times = np.sort(np.asarray(arrivals))
@@ -203,6 +204,7 @@ def peak_load(arrivals: list[float], prompts: list[int], outputs: list[int], win
         float(np.percentile(prompts, 90)),
         float(np.mean(outputs)),
         input_p99=float(np.percentile(prompts, 99)),
+        output_p90=float(np.percentile(outputs, 90)),
     )
 
 

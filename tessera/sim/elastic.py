@@ -219,4 +219,5 @@ def _arrival_stats(arrived: list[RequestRecord], finished: list[RequestRecord], 
         float(np.mean(outputs)),
         reuse,
         float(np.percentile(prompts, 99)),
+        float(np.percentile(outputs, 90)),
     )

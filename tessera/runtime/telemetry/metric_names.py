@@ -19,6 +19,7 @@ E2E_REQUEST_LATENCY = "tessera_e2e_request_latency_seconds"
 TIME_PER_OUTPUT_TOKEN = "tessera_request_time_per_output_token_seconds"
 TTFT_SLO_REQUESTS = "tessera_router_ttft_slo_requests_total"
 REQUEST_PROMPT_TOKENS = "tessera_request_prompt_tokens"
+REQUEST_GENERATION_TOKENS = "tessera_request_generation_tokens"  # as vLLM's vllm:request_generation_tokens
 
 
 def bucket(histogram: str) -> str:
