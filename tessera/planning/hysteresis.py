@@ -5,10 +5,14 @@ money, and every instance started or stopped costs minutes of warm-up and a
 drain. So the rules are asymmetric, as in Kubernetes' HPA stabilisation window:
 
 - **up at once**, when needed: if the running fleet (less any scale-down due now) no longer
-  serves the plan's demand, every type the plan wants more of gets them in the same interval;
-  a fleet that still serves it is kept, so a plan that merely swaps one mix for another of
-  equal capacity (noise near a tie) starts nothing. Without `serves` (no capacities at
-  hand), any type the plan wants more of goes up at once;
+  serves the plan's demand, it grows in the same interval, to the least-cost fleet that keeps
+  every running instance and serves the demand (`top_up`), or where there is none (or no
+  `top_up` given) every type the plan wants more of gets them. A fleet that still serves it
+  is kept, so a plan that merely swaps one mix for another of equal capacity (noise near a
+  tie) starts nothing; and a plan that swapped to another shape is not started whole beside
+  the running one when a smaller addition will do (issue 18's floor 6: a plan flipping
+  between near-tie shapes ran both for hours). The other shape is reached by the swap below.
+  Without `serves` (no capacities at hand), any type the plan wants more of goes up at once;
 - **down slowly**: a type is cut only when every plan of the last
   `scale_down_stable_intervals` intervals wanted fewer, the last change is at least
   `scale_down_cooldown_s` old, and then only down to the largest of those plans and by at most
@@ -90,6 +94,7 @@ def step(
     serves: Callable[[Counts], bool] | None = None,
     cost: Callable[[Counts], float] | None = None,
     ready: Counts | None = None,
+    top_up: Callable[[Counts], Counts | None] | None = None,
 ) -> tuple[FleetState, FleetDecision]:
     """The fleet after this interval's plan `target`.
 
@@ -98,7 +103,8 @@ def step(
     plan's demand (Plan.serves), so that a fleet still good enough is not grown. cost(counts):
     a fleet's $/h, to swap to a cheaper plan make-before-break (None: never). ready: the
     instances of each type ready now, so that a scale-down does not cut the capacity that
-    serves while its replacements still start (None: all asked for are taken as ready)."""
+    serves while its replacements still start (None: all asked for are taken as ready). top_up(counts):
+    the least-cost fleet that keeps `counts` and serves the demand (planner.top_up; None: none)."""
     current = state.as_dict()
     cheaper_since = _cheaper_since(state, current, target, now_s, params, cost)
     history = (state.targets + (_frozen(target),))[-max(params.scale_down_stable_intervals, 1) :]
@@ -138,8 +144,9 @@ def step(
                 "plan's demand"
             )
     if not to_zero and (serves is None or not serves(new)):
-        for itype in sorted(target):
-            have, want = new.get(itype, 0), target[itype]
+        grown = _grown(new, target, top_up, cost)
+        for itype in sorted(grown):
+            have, want = new.get(itype, 0), grown[itype]
             if want > have:
                 new[itype] = want
                 reasons.append(f"up {itype.label}: {have} -> {want} at once")
@@ -158,6 +165,21 @@ def step(
         _frozen(new), history, now_s if changed else state.last_change_s, None if changed else cheaper_since
     )
     return state, FleetDecision(new, changed, tuple(reasons))
+
+
+def _grown(
+    running: Counts,
+    target: Counts,
+    top_up: Callable[[Counts], Counts | None] | None,
+    cost: Callable[[Counts], float] | None,
+) -> Counts:
+    """What a scale-up grows each type to: the least-cost addition to the running fleet where it
+    costs less than the plan's types beside it, else the plan's counts."""
+    beside = {t: max(running.get(t, 0), n) for t, n in target.items()}
+    grown = top_up(running) if top_up is not None else None
+    if grown is None or cost is None or cost(grown) >= cost({**running, **beside}):
+        return target
+    return grown
 
 
 def _cheaper_since(

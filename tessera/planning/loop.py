@@ -70,7 +70,7 @@ from tessera.planning.corrections import CorrectionState
 from tessera.planning.fleet import InstanceType, nonzero
 from tessera.planning.load import LoadMix
 from tessera.planning.observation import Observation
-from tessera.planning.planner import Plan, capacities, handoff_seconds, plan, plan_homogeneous
+from tessera.planning.planner import Plan, capacities, handoff_seconds, plan, plan_homogeneous, top_up
 from tessera.planning.queueing import poisson_upper
 from tessera.planning.slo_policy import SloPolicy
 
@@ -144,7 +144,15 @@ class PlanningLoop:
         chosen = self._plan(load, idle_s, with_prior(corrections, p.instance_types()), state.fleet.as_dict())
         ready = {t: o.ready for t, o in obs.fleet.items()} if obs.fleet else None
         fleet, d = hysteresis.step(
-            state.fleet, chosen.counts, obs.now_s, p.hysteresis, self.free, chosen.serves, p.fleet_cost_per_hour, ready
+            state.fleet,
+            chosen.counts,
+            obs.now_s,
+            p.hysteresis,
+            self.free,
+            chosen.serves,
+            p.fleet_cost_per_hour,
+            ready,
+            lambda running: top_up(p, chosen, running, self.free),
         )
         self.state = LoopState(forecast, fleet, corrections)
         self.last = LoopDecision(d.counts, d.changed, d.reasons, load, chosen, corrections)

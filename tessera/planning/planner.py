@@ -228,6 +228,39 @@ def plan(
     return with_sleeping(planned, policy, capacity) if policy.sleep_mode else planned
 
 
+def top_up(
+    policy: SloPolicy, planned: Plan, running: Counts, free: Mapping[str, int] | None = None
+) -> dict[InstanceType, int] | None:
+    """The least-cost fleet that keeps every running instance and serves `planned`'s demand (None: no
+    such fleet within the inventory and the instance limits, or a running type serves nothing now).
+
+    What a scale-up adds when the running fleet falls short: the cheapest addition to it, rather
+    than the plan's own shape beside it. Where the plan has swapped to another shape (corrections
+    moving, a near tie), adding that shape whole ran both fleets: on the day at 8 req/s the plan
+    flipped between 2 x MI300X ($5.00/h) and an MI300X prefill + A100 decode pool ($4.29/h), and
+    each flip left the fleet as both ($6.79/h) for hours (issue 18's floor 6). A cheaper shape is
+    still reached, by hysteresis' make-before-break swap once it has been cheaper long enough.
+    `free`: the devices the loop may use (the policy's free devices by default)."""
+    rates = dict(planned.capacities)
+    cands = [
+        Candidate(t, rate, t.devices * policy.cost_per_device_hour(t.accelerator))
+        for t, rate in sorted(rates.items())
+        if rate > 0
+    ]
+    keep = nonzero(running)
+    if any(rates.get(t, 0.0) <= 0 for t in keep):
+        return None
+    return solve(
+        cands,
+        planned.demand_rps,
+        policy.free_devices() if free is None else free,
+        policy.min_instances,
+        policy.max_instances,
+        keep,
+        keep,
+    )
+
+
 def with_sleeping(planned: Plan, policy: SloPolicy, capacity: CapacityModel) -> Plan:
     """The plan plus one sleeping instance of each planned type whose wake-up beats its cold start,
     where the inventory has the devices left: the next scale-up of that type then takes wake_s
