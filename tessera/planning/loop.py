@@ -163,7 +163,13 @@ class PlanningLoop:
     ) -> Plan:
         if self.accelerator is not None:
             return plan_homogeneous(
-                self.policy, load, self.capacity, accelerator=self.accelerator, idle_s=idle_s, corrections=corrections
+                self.policy,
+                load,
+                self.capacity,
+                accelerator=self.accelerator,
+                idle_s=idle_s,
+                corrections=corrections,
+                current=current,
             )
         return plan(self.policy, load, self.capacity, idle_s=idle_s, corrections=corrections, current=current)
 

@@ -210,7 +210,7 @@ def plan(
     free = policy.free_devices()
     counts = solve(cands, demand, free, policy.min_instances, policy.max_instances, current)
     if counts is None:
-        return _best_effort(policy, load, demand, caps, cands)
+        return _best_effort(policy, load, demand, caps, cands, current)
     kept_why = []
     crowded = kinds_without_room(current or {}, counts, free)
     if crowded:
@@ -329,10 +329,21 @@ def _binding(policy: SloPolicy, demand: float, cands: list[Candidate], counts: C
 
 
 def _best_effort(
-    policy: SloPolicy, load: LoadMix, demand: float, caps: Mapping[InstanceType, Capacity], cands: list[Candidate]
+    policy: SloPolicy,
+    load: LoadMix,
+    demand: float,
+    caps: Mapping[InstanceType, Capacity],
+    cands: list[Candidate],
+    current: Counts | None = None,
 ) -> Plan:
     """No fleet meets the SLOs: say which limit stops it, and return the cheapest fleet that serves
-    nearly the most (BEST_EFFORT_SHARE of it)."""
+    nearly the most (BEST_EFFORT_SHARE of it). As in plan(): where that fleet and the running one do
+    not both fit a kind's free devices, the running instances of that kind are kept if a fleet
+    keeping them serves as much. With the inventory used up, near-equal fleets of other shapes
+    (4 x MI300X-tp2 against a prefill/decode pool on the same 8 devices) otherwise swap at once
+    from one interval to the next as the corrections move, each swap a start-up with that capacity
+    gone: the homogeneous MI300X loop met 73.7% of the compressed bursts so, while a burst it could
+    not serve went on."""
     free = policy.free_devices()
     uncapped = max_servable(cands, free, None, demand)
     if uncapped <= 0:
@@ -370,6 +381,13 @@ def _best_effort(
     else:
         binding, why = MIN_INSTANCES, [f"instances.min = {policy.min_instances} does not fit the inventory"]
     counts = solve(cands, most * BEST_EFFORT_SHARE, free, 0, policy.max_instances) or {}
+    crowded = kinds_without_room(current or {}, counts, free)
+    if crowded:
+        keep = {t: n for t, n in (current or {}).items() if t.accelerator in crowded}
+        kept = solve(cands, most * BEST_EFFORT_SHARE, free, 0, policy.max_instances, current, keep)
+        if kept is not None:
+            why.append(f"keeps the running {describe(keep)}: no room for another fleet beside them")
+            counts = kept
     why.append(
         f"best effort: the cheapest fleet serving {served(cands, counts):.3g} req/s, at least "
         f"{BEST_EFFORT_SHARE:.0%} of the {most:.3g} the inventory could"
@@ -452,15 +470,23 @@ def plan_homogeneous(
     accelerator: str | None = None,
     idle_s: float = 0.0,
     corrections: CorrectionState = CorrectionState(),
+    current: Counts | None = None,
 ) -> Plan:
     """The cheapest fleet of a single accelerator kind (`accelerator`, or the best kind on offer):
     the baseline a heterogeneous plan is compared against. Infeasible kinds lose to feasible ones;
-    among infeasible ones the one serving most wins."""
+    among infeasible ones the one serving most wins. `current`: the running fleet, as in plan()."""
     items = [i for i in policy.inventory if accelerator is None or i.accelerator == accelerator]
     if not items:
         raise ValueError(f"{accelerator!r} is not in the policy's inventory")
     plans = [
-        plan(replace(policy, inventory=(item,)), load, capacity, idle_s=idle_s, corrections=corrections)
+        plan(
+            replace(policy, inventory=(item,)),
+            load,
+            capacity,
+            idle_s=idle_s,
+            corrections=corrections,
+            current={t: n for t, n in (current or {}).items() if t.accelerator == item.accelerator},
+        )
         for item in items
     ]
     return min(

@@ -11,7 +11,7 @@ import pytest
 
 from services.autoscaler.model_autoscaler import groups_for
 from tessera.planning import corrections, forecast, hysteresis
-from tessera.planning.capacity import CapacityModel
+from tessera.planning.capacity import Capacity, CapacityModel
 from tessera.planning.chunking import CHUNK_GRANULE, CONTEXT_BESIDE, DECODES_BESIDE, prefill_chunk
 from tessera.planning.corrections import CorrectionState, Factors
 from tessera.planning.engines import engines_for
@@ -596,3 +596,36 @@ def test_a_plan_that_would_stop_running_instances_for_lack_of_room_keeps_them(po
     assert not kinds_without_room(running, kept.counts, tight.free_devices())
     assert kept.cost_per_hour >= cheapest.cost_per_hour
     assert "keeps the running" in kept.summary()
+
+
+class FixedCapacities:
+    """A capacity model that gives each instance type a set rate (the planner asks nothing else)."""
+
+    def __init__(self, rates: dict[InstanceType, float]) -> None:
+        self.rates = rates
+
+    def capacity(self, itype, load, targets, factors=None, handoff_s=0.0) -> Capacity:
+        return Capacity(itype, self.rates.get(itype, 0.0), "ttft", None, "set by the test")
+
+
+def test_a_best_effort_plan_keeps_running_instances_it_has_no_room_to_replace(policy):
+    """Past the inventory, two fleets of different shape on the same devices can serve nearly the
+    same (4 x H100 at 72 req/s, 2 x H100-tp2 at 73). Swapping the running one for the other would
+    stop its instances before the new ones start, in the middle of the burst that used up the
+    inventory; the homogeneous MI300X loop met 73.7% of the compressed bursts so. With a fleet
+    keeping them serving BEST_EFFORT_SHARE of the most, the running instances stay."""
+    one, two = InstanceType("h100-sxm"), InstanceType("h100-sxm", 2)
+    tight = replace(
+        policy,
+        roles=("mixed",),
+        tp=(1, 2),
+        inventory=tuple(replace(i, free={"h100-sxm": 4}.get(i.accelerator, 0)) for i in policy.inventory),
+    )
+    model = FixedCapacities({one: 18.0, two: 36.5})
+    fresh = plan(tight, SHAPE.scaled(300.0), model)
+    assert not fresh.feasible and fresh.counts == {two: 2}  # the same price, fewer instances
+    kept = plan(tight, SHAPE.scaled(300.0), model, current={one: 4})
+    assert not kept.feasible and kept.counts == {one: 4}, kept.summary()
+    assert "keeps the running" in kept.summary()
+    homogeneous = plan_homogeneous(tight, SHAPE.scaled(300.0), model, current={one: 4})
+    assert homogeneous.counts == {one: 4}  # the homogeneous baseline is given the running fleet too
