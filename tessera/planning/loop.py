@@ -39,7 +39,12 @@ difference was decided here, once:
   `corrections.min_samples` requests in the interval, in its role: TTFT on the types that compute
   prompts (mixed, prefill; a prefill type's prediction includes the KV handoff to the decode
   types on offer), TPOT on the types that decode (mixed, decode). The service learnt on mixed
-  types only, so a disaggregated fleet never corrected its model.
+  types only, so a disaggregated fleet never corrected its model. The roles are enforced here,
+  whatever the driver observed: the simulator attributed the TTFT of prompts a decode worker
+  prefilled itself (placement's local prefill) to the decode type, whose model has no prompt
+  work, so on Mooncake's long, shared-prefix prompts an A100 decode type's TTFT factor rose to
+  its cap, and through `with_prior` the prefill types never observed inherited it: the plan kept
+  adding prefill instances that ran at 2-3% busy.
 - **When they learn**: only where the corrected model predicted the SLOs would hold at the rate
   the type carried, and only at or above `LEARN_ABOVE` of its capacity (the simulator's rule; the
   service learnt from every interval). A type carrying more than its capacity (queued while new
@@ -239,8 +244,8 @@ def learn_corrections(
         if cap > 0 and (not predicted.ok or rate < learn_above * cap):
             continue
         for metric, observed, samples, pred in (
-            ("ttft", seen.ttft_s, seen.ttft_samples, predicted.ttft_s),
-            ("tpot", seen.tpot_s, seen.tpot_samples, predicted.tpot_s),
+            ("ttft", seen.ttft_s if itype.role != "decode" else None, seen.ttft_samples, predicted.ttft_s),
+            ("tpot", seen.tpot_s if itype.role != "prefill" else None, seen.tpot_samples, predicted.tpot_s),
         ):
             if observed is not None and samples >= params.min_samples and math.isfinite(pred) and pred > 0:
                 state = corr.observe(state, itype.label, metric, pred, observed, samples, params)

@@ -81,6 +81,23 @@ def test_a_decode_type_near_its_knee_learns_its_tpot_correction(policy, capacity
     assert PREFILL.label not in factors  # idle (10% of its capacity): says nothing about the knee
 
 
+def test_each_type_learns_only_the_latency_its_role_computes(policy, capacity):
+    """A decode worker that prefilled some prompts itself (placement's local prefill) reports their
+    first tokens; a decode type's model has no prompt work, so learning TTFT there, then passing it
+    to the prefill types through the prior, planned ever more prefill instances that sat idle (the
+    simulator did this on Mooncake's trace; the service never reported TTFT for a decode type)."""
+    loop = PlanningLoop(policy, capacity)
+    loop.start({DECODE: 2, PREFILL: 2})
+    fleet = {
+        DECODE: _at(capacity, policy, DECODE, 0.8, 5.0, 0.2),  # slow first tokens: prompts it prefilled
+        PREFILL: _at(capacity, policy, PREFILL, 0.8, 0.05, 9.0),  # a prefill type's "TPOT": one token
+    }
+    d = loop.step(interval(30.0, 600, fleet))
+    factors = dict(d.corrections.factors)
+    assert factors[DECODE.label].ttft == 1.0 and factors[DECODE.label].tpot > 1.0
+    assert factors[PREFILL.label].tpot == 1.0 and factors[PREFILL.label].ttft < 1.0
+
+
 def test_a_type_past_its_capacity_learns_nothing(policy, capacity):
     """Carrying more than the model says it can: the miss is by design (instances were starting)."""
     loop = PlanningLoop(policy, capacity)
