@@ -1,16 +1,21 @@
 """Autoscalers over a day (issue 18): the daily cycle, where real fleets save, against static fleets.
 
-Workloads, all with the request mix (prompt and answer lengths) of `azure2023_code.csv`:
+Workloads, all but the last with the request mix (prompt and answer lengths) of `azure2023_code.csv`:
 
 - day: arrivals from a non-homogeneous Poisson process under the measured weekday envelope of
   tessera.sim.workloads (`azure2024-code`: the Azure 2024 code service's invocations per minute,
   read off the dataset's published figure; peak hour 19:00 UTC at 2.24x the mean, about 10x the
   trough): 24 h at 8 req/s mean, and the same day's shape in 6 h at 32 req/s mean;
 - hour: the trace itself as recorded (its bursts every one to two minutes);
-- poisson: constant-rate Poisson arrivals at 2, 8 and 32 req/s for 20 minutes.
+- poisson: constant-rate Poisson arrivals at 2, 8 and 32 req/s for 20 minutes;
+- mooncake: the other trace of ../shared/data, `mooncake_synthetic.jsonl` as recorded (17
+  minutes of long prompts, 15k tokens on average, with shared prefixes), less the 10 of its 3,993
+  requests longer than Llama-3.1-8B's 131,072-token context (a router refuses them with a 400),
+  under deploy/slo-policies/llama3-8b-long-prompts.yaml (TTFT p99 10 s, TPOT p99 100 ms).
 
 Under deploy/slo-policies/llama3-8b-p99.yaml (99% of requests within TTFT 500 ms and TPOT 50 ms,
-instances ready 60 s after they are asked for, billed from then) each runs:
+instances ready 60 s after they are asked for, billed from then), or the long-prompt policy for
+mooncake, each runs:
 
 - static for the 60-s peak: the planner's plan for the workload's peak rate over 60-s windows;
 - static, sized in hindsight: the cheapest multiple of that peak whose static plan meets the SLOs
@@ -50,15 +55,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from autoscaling import KEYS, POLICY, RESULTS, TRACE, simulate
+from autoscaling import KEYS, POLICY, RESULTS, ROOT, TRACE, simulate
 
 from tessera.engine_model.build import resolve_arch
 from tessera.planning.capacity import CapacityModel
 from tessera.planning.engines import engines_for
-from tessera.planning.planner import plan
+from tessera.planning.planner import plan, plan_homogeneous
 from tessera.planning.slo_policy import SloPolicy, parse_slo_policy
-from tessera.sim.autoscalers import build_autoscaler, peak_load
-from tessera.sim.workloads import DAY_S, SimRequest, azure_csv, diurnal, diurnal_envelope
+from tessera.sim.autoscalers import build_autoscaler, homogeneous_kind, peak_load
+from tessera.sim.workloads import DAY_S, SimRequest, azure_csv, diurnal, diurnal_envelope, mooncake_jsonl
 
 BURST_WINDOW_S = 10.0
 # (mean req/s, the day's length in s): a day as it is, and the day's shape four times as fast at
@@ -70,6 +75,15 @@ POISSON_S = 1200.0
 SCALES_DOWN = (0.75, 0.5, 0.35, 0.25)
 SCALES_UP = (1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
 FLOOR_BUCKET_S = 300.0
+MOONCAKE = ROOT.parent / "shared" / "data" / "traces" / "mooncake_synthetic.jsonl"
+MOONCAKE_NAME = "mooncake (long prompts)"
+LONG_POLICY = ROOT / "deploy" / "slo-policies" / "llama3-8b-long-prompts.yaml"
+CONTEXT_TOKENS = 131072  # Llama-3.1-8B's context
+
+
+def policy_file(wname: str) -> Path:
+    """The SLO policy a workload runs under."""
+    return LONG_POLICY if wname == MOONCAKE_NAME else POLICY
 
 
 def workloads(mix: list[SimRequest], quick: bool) -> dict[str, tuple[list[SimRequest], float | None]]:
@@ -84,6 +98,8 @@ def workloads(mix: list[SimRequest], quick: bool) -> dict[str, tuple[list[SimReq
         )
     for rate, day_s in ((0.5, DAY_S),) if quick else DAYS:
         out[day_name(rate, day_s)] = (diurnal(mix, rate, day_s, seed=1, day_s=day_s), rate)
+    long = [r for r in mooncake_jsonl(MOONCAKE) if r.prompt_tokens + r.output_tokens <= CONTEXT_TOKENS]
+    out[MOONCAKE_NAME] = ([r for r in long if r.arrival_s <= 300.0] if quick else long, None)
     return out
 
 
@@ -96,17 +112,26 @@ def day_length(wname: str) -> float:
     return next((d for r, d in DAYS if day_name(r, d) == wname), DAY_S)
 
 
-def planner_floor(policy: SloPolicy, capacity: CapacityModel, work: list[SimRequest]) -> float:
+def planner_floor(
+    policy: SloPolicy, capacity: CapacityModel, work: list[SimRequest], homogeneous: bool = False
+) -> float:
     """The planner's own plan for each bucket's true mean rate, billed for the bucket: no start-up,
-    no hysteresis, no burst window, no headroom beyond the policy's. A reference, not an autoscaler."""
+    no hysteresis, no burst window, no headroom beyond the policy's. A reference, not an autoscaler.
+
+    homogeneous: the homogeneous loop's plan instead (its one kind, the best for the peak). The
+    ratio of the two floors is what the choice among kinds, TPs and roles can save at most when
+    both loops follow the load perfectly: tessera's goal against the homogeneous loop (0.8x) is
+    past it where the ratio is above 0.8."""
     shape = peak_load([r.arrival_s for r in work], [r.prompt_tokens for r in work], [r.output_tokens for r in work])
+    kind = homogeneous_kind(policy, shape, capacity) if homogeneous else None
     arrivals = np.array([r.arrival_s for r in work])
     end = float(arrivals.max())
     cost = 0.0
     for start in np.arange(0.0, end, FLOOR_BUCKET_S):
         n = int(np.count_nonzero((arrivals >= start) & (arrivals < start + FLOOR_BUCKET_S)))
         if n:
-            p = plan(policy, shape.scaled(n / FLOOR_BUCKET_S), capacity)
+            load = shape.scaled(n / FLOOR_BUCKET_S)
+            p = plan_homogeneous(policy, load, capacity, accelerator=kind) if kind else plan(policy, load, capacity)
             cost += p.cost_per_hour * min(FLOOR_BUCKET_S, end - start) / 3600.0
     return cost
 
@@ -232,6 +257,9 @@ def table(results: dict[str, dict]) -> str:
                 f"; floors: envelope {entry['envelope_floor']:.2f}x the peak fleet, planner at the true "
                 f"rate ${pf:.2f} ({pf / runs['static-sized']['cost_usd']:.2f}x sized)"
             )
+            if entry.get("homogeneous_floor"):
+                hf = entry["homogeneous_floor"]
+                floors += f", homogeneous planner at the true rate ${hf:.2f} (the planner's {pf / hf:.2f}x)"
         lines.append(
             f"| {wname} | goals | 0.6x sized: {'met' if g['goal_0.6x_sized'] else 'missed'}; 0.8x homogeneous: "
             f"{'met' if g['goal_0.8x_homogeneous'] else 'missed'}; not above static 60-s: "
@@ -352,10 +380,11 @@ def main() -> None:
         for wname, entry in results.items():  # runs saved one by one: what the whole-workload pass adds
             if "goals" not in entry and set(entry["runs"]) >= {"static", "static-sized", "homogeneous", "tessera"}:
                 entry["goals"] = goals(entry["runs"])
-            if entry.get("day_rate") and "planner_floor" not in entry:
+            if entry.get("day_rate") and "homogeneous_floor" not in entry:
                 day_s = day_length(wname)
                 work = diurnal(mix, entry["day_rate"], day_s, seed=1, day_s=day_s)
                 entry["planner_floor"] = planner_floor(policy, capacity, work)
+                entry["homogeneous_floor"] = planner_floor(policy, capacity, work, homogeneous=True)
                 entry["envelope_floor"] = envelope_floor()
         wall = time.monotonic()
         for wname, (work, day_rate) in workloads(mix, args.quick).items() if not args.merge else ():
@@ -366,10 +395,8 @@ def main() -> None:
                 f"(elapsed {time.monotonic() - wall:.0f} s)",
                 flush=True,
             )
-            partial = (
-                RESULTS
-                / f"autoscaling_diurnal{suffix}.{wname.replace(' ', '_').replace(',', '').replace('/', '')}.json"
-            )
+            stem = "".join(c for c in wname.replace(" ", "_") if c.isalnum() or c in "_.")
+            partial = RESULTS / f"autoscaling_diurnal{suffix}.{stem}.json"
 
             def save(
                 runs: dict[str, dict], wname: str = wname, day_rate: float | None = day_rate, partial: Path = partial
@@ -377,10 +404,13 @@ def main() -> None:
                 kept = {name: keep(s, day_rate) for name, s in runs.items()}
                 partial.write_text(json.dumps({wname: {"runs": kept, "day_rate": day_rate}}))
 
-            runs = run_workload(policy, capacity, arch, work, save)
+            wpolicy = parse_slo_policy(policy_file(wname).read_text())
+            wcapacity = capacity if wpolicy == policy else CapacityModel(engines_for(wpolicy))
+            runs = run_workload(wpolicy, wcapacity, arch, work, save)
             entry: dict[str, object] = {"runs": runs, "goals": goals(runs), "day_rate": day_rate}
             if day_rate:
                 entry["planner_floor"] = planner_floor(policy, capacity, work)
+                entry["homogeneous_floor"] = planner_floor(policy, capacity, work, homogeneous=True)
                 entry["envelope_floor"] = envelope_floor()
             print(f"    goals: {entry['goals']}", flush=True)
             entry["runs"] = {name: keep(s, day_rate) for name, s in runs.items()}

@@ -178,7 +178,9 @@ class ModelAutoscaler:
         load = last.load
         lines.append(
             f"  forecast: {load.rate_rps:.3g} req/s, prompts ~{load.input_mean:.0f} "
-            f"tokens, answers ~{load.output_mean:.0f}; idle {self.loop.state.forecast.idle_s:.0f} s"
+            f"tokens, answers ~{load.output_mean:.0f}"
+            + (f" (p90 {load.output_p90:.0f})" if load.output_p90 > 0 else "")
+            + f"; idle {self.loop.state.forecast.idle_s:.0f} s"
         )
         chunks = [
             f"{t.label} {e.max_num_batched_tokens}"

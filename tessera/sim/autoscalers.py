@@ -208,7 +208,8 @@ def peak_load(arrivals: list[float], prompts: list[int], outputs: list[int], win
     )
 
 
-def _homogeneous_kind(policy: SloPolicy, peak: LoadMix, capacity: CapacityModel) -> str:
+def homogeneous_kind(policy: SloPolicy, peak: LoadMix, capacity: CapacityModel) -> str:
+    """The one accelerator kind the homogeneous baseline runs: the cheapest single kind for the peak."""
     best = plan_homogeneous(policy, peak, capacity)
     if not best.entries:
         raise ValueError(f"no single accelerator kind in the inventory serves the peak: {best.reasons[0]}")
@@ -265,7 +266,7 @@ def _build(
         scaler.peak_counts = {itype: best.counts[itype]}
         return scaler
     if name == "homogeneous":
-        kind = _homogeneous_kind(policy, peak, capacity)
+        kind = homogeneous_kind(policy, peak, capacity)
 
         loop = PlannerLoop("homogeneous", PlanningLoop(policy, capacity, accelerator=kind), burst_window_s)
         loop.peak_counts = plan_homogeneous(policy, peak, capacity, accelerator=kind).counts
