@@ -46,6 +46,8 @@ def test_a_live_runs_decisions_replay_to_the_same_decisions_in_the_simulators_lo
     sizes = [sum(d["decision"]["counts"].values()) for d in decisions]
     assert max(sizes) > sizes[0], f"the recorded fleet never grew: {sizes}"
     assert any(d["observation"]["fleet"] for d in decisions)
+    # the routers' answer-length histogram reaches the plan (the TPOT tail of short answers needs it)
+    assert any(d["observation"]["arrivals"].get("output_p90") for d in decisions)
     pairs = replay(lines_)
     assert len(pairs) == len(decisions)
     for i, pair in enumerate(pairs):
