@@ -75,6 +75,8 @@ def brute_force(cands: list[Candidate], demand: float, free: dict[str, int], lo:
         if any(used[k] > free[k] for k in used):
             continue
         fleet = {c.itype: n for c, n in zip(cands, counts) if n}
+        if len({t.role == "mixed" for t in fleet}) > 1:
+            continue  # mixed instances beside a prefill/decode pool: not a fleet the planner offers
         if served(cands, fleet) >= demand * (1 - 1e-9):
             cost = sum(c.cost_per_hour * n for c, n in zip(cands, counts))
             best = cost if best is None else min(best, cost)
@@ -112,7 +114,7 @@ def test_milp_matches_brute_force_on_random_small_cases():
             assert milp_cost(cands, got) == pytest.approx(expected, abs=1e-6), (cands, demand, free, got)
             assert served(cands, got) >= demand * (1 - 1e-7)
             checked += 1
-    assert checked > 40 and infeasible > 10  # both kinds of answer were exercised
+    assert checked > 30 and infeasible > 10  # both kinds of answer were exercised
 
 
 def test_plan_matches_brute_force_with_real_capacities(policy, model):
@@ -130,6 +132,23 @@ def test_plan_matches_brute_force_with_real_capacities(policy, model):
             assert not p.feasible
         else:
             assert p.feasible and p.cost_per_hour == pytest.approx(expected, abs=1e-6), (rate, p.summary())
+
+
+def test_a_fleet_is_mixed_instances_or_a_pool_never_both(policy, model):
+    """The router picks each request's decode side by load, not in the proportion the program
+    splits the demand between mixed instances and a pool, so a fleet of both overloads its mixed
+    instances (Mooncake's trace: 39% of their requests missed TPOT). Where the cheapest fleet
+    with both shapes is cheaper still, the plan takes the cheaper of the two pure ones."""
+    for rate in (1.0, 4.0, 12.0, 30.0, 45.0, 90.0, 200.0):
+        p = plan(policy, SHAPE.scaled(rate), model)
+        assert len({t.role == "mixed" for t in p.counts}) <= 1, p.summary()
+    a, b = InstanceType("a"), InstanceType("b", 1, "prefill")
+    c = InstanceType("b", 1, "decode")
+    cands = [Candidate(a, 5.0, 1.1), Candidate(b, 10.0, 1.0), Candidate(c, 10.0, 1.0)]
+    # at 15 req/s: one mixed beside a pool $3.10; pure: three mixed $3.30, or two pools $4
+    got = solve(cands, 15.0, {"a": 8, "b": 8})
+    assert got == {a: 3}, got
+    assert served(cands, {a: 1, b: 1, c: 1}) >= 15.0  # the cheaper fleet of both shapes, now not offered
 
 
 def test_pd_pool_needs_both_sides(policy, model):
