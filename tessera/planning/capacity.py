@@ -167,6 +167,8 @@ class _Steps:
         The prompts are taken E[n^2]/E[n] long, not E[n]: attention work grows as n^2, so that is
         the length whose per-token cost is the mean per-token cost of prompts of varied length."""
         b = math.ceil(batch)
+        if self.room(b) < 1:  # the batch alone fills the token budget: no prompt token fits beside it
+            return math.inf
         if b not in self._prefill:
             room = self.room(b)
             chunk = int(min(self.shape.new_sq, room))

@@ -94,3 +94,18 @@ def test_the_autoscaler_reads_the_p90_answer_length_of_the_interval():
     assert 40 <= seen.output_p90 <= 300
     assert seen.output_p90 < 2000  # this interval's answers, not the router's lifetime
     assert interval({"r1": parse(answers(old))}, {"r1": parse(answers(old))}, "m", 30.0).output_p90 is None
+
+
+def test_a_batch_that_fills_the_token_budget_leaves_no_room_for_prompts(setup):
+    """A decode batch as large as the prefill chunk (512 tokens on an A100 at a 50 ms TPOT): no
+    prompt token fits beside it, so the prompt cost is infinite and the rate saturates, where it
+    divided by zero (Mooncake's shape in the planning loop)."""
+    policy, model = setup
+    a100 = InstanceType("a100-80gb-sxm")
+    engine = model.engine(a100)
+    from tessera.planning.capacity import _Shape, _Steps
+    from tessera.planning.corrections import Factors
+
+    steps = _Steps(engine, _Shape.of(CODE, policy.targets), Factors())
+    assert steps.prompt_token_cost(engine.max_num_batched_tokens) == float("inf")
+    assert model.predict(a100, CODE.scaled(1e4), policy.targets).violations
