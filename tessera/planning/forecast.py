@@ -108,18 +108,18 @@ def _smoothed_shape(state: ForecastState, stats: IntervalStats, weight: float) -
         if stats.input_p90 is not None
         else (None if stats.input_mean is None else stats.input_mean * old.input_p90 / old.input_mean)
     )
-    if stats.input_p99 is not None:  # the first measured p99 is taken as is, later ones smoothed
-        p99 = stats.input_p99 if old.input_p99 <= 0 else mix(old.input_p99, stats.input_p99)
-    elif old.input_p99 > 0 and stats.input_mean is not None:
-        p99 = mix(old.input_p99, stats.input_mean * old.input_p99 / old.input_mean)
-    else:
-        p99 = old.input_p99
-    if stats.output_p90 is not None:  # as the p99: the first measured is taken as is
-        out_p90 = stats.output_p90 if old.output_p90 <= 0 else mix(old.output_p90, stats.output_p90)
-    elif old.output_p90 > 0 and stats.output_mean is not None:
-        out_p90 = mix(old.output_p90, stats.output_mean * old.output_p90 / old.output_mean)
-    else:
-        out_p90 = old.output_p90
+
+    def optional(prev: float, seen: float | None, prev_mean: float, seen_mean: float | None) -> float:
+        """A percentile only some routers measure (0: never measured): the first measurement is taken
+        as is, later ones smoothed; an interval without one moves it with its mean."""
+        if seen is not None:
+            return seen if prev <= 0 else mix(prev, seen)
+        if prev > 0 and seen_mean is not None:
+            return mix(prev, seen_mean * prev / prev_mean)
+        return prev
+
+    p99 = optional(old.input_p99, stats.input_p99, old.input_mean, stats.input_mean)
+    out_p90 = optional(old.output_p90, stats.output_p90, old.output_mean, stats.output_mean)
     return LoadMix(
         0.0,
         input_mean=max(input_mean, 1.0),

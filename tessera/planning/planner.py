@@ -161,10 +161,15 @@ def capacities(
 
 
 def _candidates(policy: SloPolicy, caps: Mapping[InstanceType, Capacity]) -> list[Candidate]:
+    return _priced(policy, {t: c.rate_rps for t, c in caps.items()})
+
+
+def _priced(policy: SloPolicy, rates: Mapping[InstanceType, float]) -> list[Candidate]:
+    """The integer program's candidates: every type with a capacity, at the inventory's price."""
     return [
-        Candidate(t, c.rate_rps, t.devices * policy.cost_per_device_hour(t.accelerator))
-        for t, c in sorted(caps.items())
-        if c.rate_rps > 0
+        Candidate(t, rate, t.devices * policy.cost_per_device_hour(t.accelerator))
+        for t, rate in sorted(rates.items())
+        if rate > 0
     ]
 
 
@@ -242,11 +247,7 @@ def top_up(
     still reached, by hysteresis' make-before-break swap once it has been cheaper long enough.
     `free`: the devices the loop may use (the policy's free devices by default)."""
     rates = dict(planned.capacities)
-    cands = [
-        Candidate(t, rate, t.devices * policy.cost_per_device_hour(t.accelerator))
-        for t, rate in sorted(rates.items())
-        if rate > 0
-    ]
+    cands = _priced(policy, rates)
     keep = nonzero(running)
     if any(rates.get(t, 0.0) <= 0 for t in keep):
         return None
