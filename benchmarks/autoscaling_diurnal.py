@@ -11,7 +11,12 @@ Workloads, all but the last with the request mix (prompt and answer lengths) of 
 - mooncake: the other trace of ../shared/data, `mooncake_synthetic.jsonl` as recorded (17
   minutes of long prompts, 15k tokens on average, with shared prefixes), less the 10 of its 3,993
   requests longer than Llama-3.1-8B's 131,072-token context (a router refuses them with a 400),
-  under deploy/slo-policies/llama3-8b-long-prompts.yaml (TTFT p99 10 s, TPOT p99 100 ms).
+  under deploy/slo-policies/llama3-8b-long-prompts.yaml (TTFT p99 10 s, TPOT p99 100 ms);
+- scarce MI300X: the day in 6 h on an inventory with 4 MI300X free instead of 8. The cheapest kind
+  per request (MI300X) then serves all but the peak hours, where the fleet needs more than 4 of them:
+  the cheapest single kind for the whole day is another one, and a heterogeneous loop keeps MI300X
+  for most of the day and adds the next-cheapest kind only at the peak. A data center's newest
+  kind is usually the scarce one.
 
 Under deploy/slo-policies/llama3-8b-p99.yaml (99% of requests within TTFT 500 ms and TPOT 50 ms,
 instances ready 60 s after they are asked for, billed from then), or the long-prompt policy for
@@ -52,6 +57,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -79,11 +85,20 @@ MOONCAKE = ROOT.parent / "shared" / "data" / "traces" / "mooncake_synthetic.json
 MOONCAKE_NAME = "mooncake (long prompts)"
 LONG_POLICY = ROOT / "deploy" / "slo-policies" / "llama3-8b-long-prompts.yaml"
 CONTEXT_TOKENS = 131072  # Llama-3.1-8B's context
+SCARCE = {"mi300x": 4}  # free devices of the scarce-kind inventory, the rest as the policy's
+SCARCE_PREFIX = "scarce mi300x (4 free): "
 
 
-def policy_file(wname: str) -> Path:
-    """The SLO policy a workload runs under."""
-    return LONG_POLICY if wname == MOONCAKE_NAME else POLICY
+def workload_policy(wname: str) -> SloPolicy:
+    """The SLO policy a workload runs under: the long-prompt one for Mooncake, the p99 one with the
+    MI300X scarce for the scarce day, else the p99 one."""
+    if wname == MOONCAKE_NAME:
+        return parse_slo_policy(LONG_POLICY.read_text())
+    policy = parse_slo_policy(POLICY.read_text())
+    if wname.startswith(SCARCE_PREFIX):
+        inventory = tuple(replace(i, free=SCARCE.get(i.accelerator, i.free)) for i in policy.inventory)
+        policy = replace(policy, inventory=inventory)
+    return policy
 
 
 def workloads(mix: list[SimRequest], quick: bool) -> dict[str, tuple[list[SimRequest], float | None]]:
@@ -98,6 +113,9 @@ def workloads(mix: list[SimRequest], quick: bool) -> dict[str, tuple[list[SimReq
         )
     for rate, day_s in ((0.5, DAY_S),) if quick else DAYS:
         out[day_name(rate, day_s)] = (diurnal(mix, rate, day_s, seed=1, day_s=day_s), rate)
+    if not quick:  # the busier day: at 8 req/s the peak fits 4 MI300X, so scarcity changes nothing
+        rate, day_s = DAYS[-1]
+        out[SCARCE_PREFIX + day_name(rate, day_s)] = (diurnal(mix, rate, day_s, seed=1, day_s=day_s), rate)
     long = [r for r in mooncake_jsonl(MOONCAKE) if r.prompt_tokens + r.output_tokens <= CONTEXT_TOKENS]
     out[MOONCAKE_NAME] = ([r for r in long if r.arrival_s <= 300.0] if quick else long, None)
     return out
@@ -109,7 +127,7 @@ def day_name(rate: float, day_s: float) -> str:
 
 def day_length(wname: str) -> float:
     """The day's length of a day workload, from its name."""
-    return next((d for r, d in DAYS if day_name(r, d) == wname), DAY_S)
+    return next((d for r, d in DAYS if wname.endswith(day_name(r, d))), DAY_S)
 
 
 def planner_floor(
@@ -383,8 +401,10 @@ def main() -> None:
             if entry.get("day_rate") and "homogeneous_floor" not in entry:
                 day_s = day_length(wname)
                 work = diurnal(mix, entry["day_rate"], day_s, seed=1, day_s=day_s)
-                entry["planner_floor"] = planner_floor(policy, capacity, work)
-                entry["homogeneous_floor"] = planner_floor(policy, capacity, work, homogeneous=True)
+                wpolicy = workload_policy(wname)
+                wcapacity = capacity if wpolicy == policy else CapacityModel(engines_for(wpolicy))
+                entry["planner_floor"] = planner_floor(wpolicy, wcapacity, work)
+                entry["homogeneous_floor"] = planner_floor(wpolicy, wcapacity, work, homogeneous=True)
                 entry["envelope_floor"] = envelope_floor()
         wall = time.monotonic()
         for wname, (work, day_rate) in workloads(mix, args.quick).items() if not args.merge else ():
@@ -404,13 +424,13 @@ def main() -> None:
                 kept = {name: keep(s, day_rate) for name, s in runs.items()}
                 partial.write_text(json.dumps({wname: {"runs": kept, "day_rate": day_rate}}))
 
-            wpolicy = parse_slo_policy(policy_file(wname).read_text())
+            wpolicy = workload_policy(wname)
             wcapacity = capacity if wpolicy == policy else CapacityModel(engines_for(wpolicy))
             runs = run_workload(wpolicy, wcapacity, arch, work, save)
             entry: dict[str, object] = {"runs": runs, "goals": goals(runs), "day_rate": day_rate}
             if day_rate:
-                entry["planner_floor"] = planner_floor(policy, capacity, work)
-                entry["homogeneous_floor"] = planner_floor(policy, capacity, work, homogeneous=True)
+                entry["planner_floor"] = planner_floor(wpolicy, wcapacity, work)
+                entry["homogeneous_floor"] = planner_floor(wpolicy, wcapacity, work, homogeneous=True)
                 entry["envelope_floor"] = envelope_floor()
             print(f"    goals: {entry['goals']}", flush=True)
             entry["runs"] = {name: keep(s, day_rate) for name, s in runs.items()}
