@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ import openai
 import pytest
 
 from tessera.runtime.models.registry import model_cache_dir
+from tessera.runtime.net import free_port
 from tessera.v1 import common_pb2, router_pb2, router_pb2_grpc
 from tests.support.harness import wait_for
 from tests.support.models import SMOLLM2
@@ -47,12 +47,6 @@ LOCAL_BASE = "tessera-base:bookworm"
 VENV = Path(sys.executable).parent.parent
 DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
 WORKER_START_S = 600  # creating the container (vfs copies the image) and a vLLM CPU engine start on one shared core
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make(*targets: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
@@ -109,7 +103,7 @@ class Deployment:
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory) -> Iterator[Deployment]:
     env = dict(os.environ)
-    http_port, grpc_port = _free_port(), _free_port()
+    http_port, grpc_port = free_port(), free_port()
     desired = tmp_path_factory.mktemp("compose") / "desired.yaml"
     desired.write_text((REPO / "deploy/compose/desired.yaml").read_text())
     env.update(
