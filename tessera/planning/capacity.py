@@ -10,10 +10,11 @@ prices every step with) and a small analytic model of vLLM's continuous batching
   Poisson (M/G/inf), so its p-th percentile m_p = m + z*sqrt(m) must fit `max_num_seqs` and
   the KV cache, and one step at m_p must stay within the TPOT target.
 - **prefill**: prompts queue for a server that works through a full token budget per step
-  (short prompts packed together, long ones chunked); TTFT_p = the G/G/1 waiting-time tail
-  (queueing.wait_at_percentile, service variance from the prompt-length spread) + the
-  prompt at the TTFT percentile computed alone + the handoff to the decode instance (the KV
-  transfer and its first step, passed in by the planner).
+  (short prompts packed together, long ones chunked, each chunk behind the prompt before it);
+  TTFT_p = the percentile of the G/G/1 wait (service variance from the prompt-length spread)
+  plus the request's own prompt computed alone (over the prompt lengths,
+  queueing.response_at_percentile) plus the handoff to the decode instance (the KV transfer
+  and its first step, passed in by the planner).
 - **mixed**: both share each step, and chunked prefill interferes with decode. Every step
   carries the decodes (cost step(m)) plus prompt tokens at a marginal cost c_p each, so the
   mean step is step(m) / (1 - rate*n*c_p). A request's TPOT is its decode step plus the prompt
@@ -21,7 +22,8 @@ prices every step with) and a small analytic model of vLLM's continuous batching
   over its output tokens; its TTFT is the prefill queue above, where a full step moves
   budget - m prompt tokens, plus the step already running when it arrives.
 
-Percentiles are taken one at a time and added, which errs on the safe side. Pooling across
+TTFT is the percentile of a sum of independent parts; for TPOT, percentiles (of the batch and of
+the prompt work beside it) are taken one at a time and added, which errs on the safe side. Pooling across
 instances is ignored (each instance is sized for its own share of Poisson traffic), also on
 the safe side. Correction factors (corrections.Factors) scale prompt-work and decode-step
 times. Results are cached per (type, quantised request shape, targets, factors, handoff):
@@ -41,7 +43,7 @@ from tessera.engine_model.startup import StartupTimes
 from tessera.planning.corrections import Factors
 from tessera.planning.fleet import EngineKey, InstanceType
 from tessera.planning.load import LoadMix
-from tessera.planning.queueing import count_at_percentile, erlang_c, wait_at_percentile, z_score
+from tessera.planning.queueing import count_at_percentile, erlang_c, response_at_percentile, z_score
 from tessera.planning.slo_policy import SloTargets
 
 StepTime = Callable[..., float]  # StepTimer: (prefill=[(new, cached)], decode=[context]) -> seconds
@@ -101,8 +103,7 @@ class _Shape:
 
     new: float  # mean prompt tokens computed (not found in the prefix cache)
     cached: float
-    new_q: float  # prompt tokens computed for the prompt at the TTFT percentile
-    cached_q: float
+    prompts: tuple[tuple[float, float, float], ...]  # (computed, cached, share) per LoadMix.input_lengths bin
     output: float
     context: float  # mean decode context
     footprint: float  # KV tokens one sequence holds at its end
@@ -117,13 +118,15 @@ class _Shape:
     @classmethod
     def of(cls, load: LoadMix, targets: SloTargets) -> _Shape:
         reuse = load.prefix_reuse
-        q = max(load.input_quantile(targets.ttft.percentile), load.input_mean)
-        new, new_q = max(1.0, load.input_mean * (1 - reuse)), max(1.0, q * (1 - reuse))
+        new = max(1.0, load.input_mean * (1 - reuse))
+        prompts = tuple(
+            (max(1.0, n * (1 - reuse)), max(n - max(1.0, n * (1 - reuse)), 0.0), share)
+            for n, share in load.input_lengths()
+        )
         return cls(
             new,
             max(load.input_mean - new, 0.0),
-            new_q,
-            max(q - new_q, 0.0),
+            prompts,
             load.output_mean,
             load.input_mean + load.output_mean / 2,
             load.input_mean + load.output_mean,
@@ -142,6 +145,7 @@ class _Steps:
         self.e, self.shape, self.f = engine, shape, factors
         self._decode: dict[int, float] = {}
         self._prefill: dict[int, float] = {}
+        self._chunks: dict[tuple[int, int, int], float] = {}  # (batch, chunk, prefix) -> seconds
 
     def _decode_int(self, b: int) -> float:
         if b not in self._decode:
@@ -185,19 +189,28 @@ class _Steps:
             self._prefill[b] = (full - base) / (chunk * k)
         return self._prefill[b] * self.f.ttft
 
-    def lone_prompt(self, batch: float) -> float:
-        """Seconds to compute the prompt at the TTFT percentile with nothing queued, chunk by chunk
-        beside `batch` decodes; without decodes the step overhead is paid per chunk."""
+    def lone_prompts(self, batch: float) -> list[tuple[float, float]]:
+        """(seconds, share) for each prompt length of the shape: the time to compute it with
+        nothing queued, chunk by chunk beside `batch` decodes (each chunk behind the prompt before
+        it); without decodes the step overhead is paid per chunk. Chunks are timed once per
+        (chunk, prefix): without prefix reuse the lengths share their leading full chunks."""
         room, b = self.room(batch), math.ceil(batch)
-        done, total = 0, 0.0
-        new, cached = int(math.ceil(self.shape.new_q)), int(self.shape.cached_q)
         ctx = [int(self.shape.context)] * b
-        while done < new:
-            chunk = min(room, new - done)
-            total += (self.e.timer(prefill=[(chunk, cached + done)], decode=ctx) - self._decode_int(b)) * self.f.ttft
-            total += self.decode(b) if b else 0.0
-            done += chunk
-        return total
+        own_step = self.decode(b) if b else 0.0
+        out = []
+        for new_f, cached_f, share in self.shape.prompts:
+            done, total = 0, 0.0
+            new, cached = int(math.ceil(new_f)), int(cached_f)
+            while done < new:
+                chunk = min(room, new - done)
+                key = (b, chunk, cached + done)
+                if key not in self._chunks:
+                    alone = self.e.timer(prefill=[(chunk, cached + done)], decode=ctx) - self._decode_int(b)
+                    self._chunks[key] = alone
+                total += self._chunks[key] * self.f.ttft + own_step
+                done += chunk
+            out.append((total, share))
+        return out
 
 
 def _violations(checks: Sequence[tuple[str, bool]]) -> tuple[str, ...]:
@@ -257,22 +270,28 @@ def predict_decode(rate: float, steps: _Steps, targets: SloTargets) -> Predictio
     return Prediction(rate, tpot, tpot, m, 0.0, _violations(checks))
 
 
-def _prompt_queue(rate: float, steps: _Steps, batch: float, step_s: float, percentile: float) -> tuple[float, float]:
-    """(waiting time at `percentile`, utilisation) of the prompt queue, where a busy step moves
-    `room` prompt tokens in `step_s` + room * c_p seconds."""
+def _ttft(
+    rate: float, steps: _Steps, batch: float, step_s: float, after_s: float, percentile: float
+) -> tuple[float, float]:
+    """(TTFT at `percentile`, utilisation of the prompt queue), where a busy step moves `room`
+    prompt tokens in `step_s` + room * c_p seconds, and a request's TTFT is its wait in that queue
+    plus its own prompt computed alone plus `after_s` (the first step, or the handoff to decode).
+    The percentile is that of the sum over the prompts' lengths (queueing.response_at_percentile)."""
     room = steps.room(batch)
     if room < 1:
         return math.inf, 1.0
     per_token = steps.prompt_token_cost(batch) + step_s / room
     service = steps.shape.new * per_token
     busy = rate * service
-    return wait_at_percentile(busy, service, steps.shape.scv, percentile), busy
+    if busy >= 1.0:
+        return math.inf, busy
+    own = [(alone + after_s, share) for alone, share in steps.lone_prompts(batch)]
+    return response_at_percentile(busy, service, steps.shape.scv, own, percentile), busy
 
 
 def predict_prefill(rate: float, steps: _Steps, targets: SloTargets, handoff_s: float) -> Prediction:
-    """A prefill-only instance: TTFT = queue + the percentile prompt alone + handoff to decode."""
-    wait, busy = _prompt_queue(rate, steps, 0.0, 0.0, targets.ttft.percentile)
-    ttft = wait + steps.lone_prompt(0.0) + handoff_s
+    """A prefill-only instance: TTFT = queue + its own prompt alone + handoff to decode, at the percentile."""
+    ttft, busy = _ttft(rate, steps, 0.0, 0.0, handoff_s, targets.ttft.percentile)
     checks = [(SATURATED, busy >= 1.0), (TTFT, ttft > targets.ttft.seconds)]
     return Prediction(rate, ttft, 0.0, 0.0, min(busy, 1.0), _violations(checks))
 
@@ -352,8 +371,7 @@ def predict_mixed(rate: float, steps: _Steps, targets: SloTargets) -> Prediction
     step = mean_step(m)
     m_p = count_at_percentile(m, targets.tpot.percentile)
     tpot = _mixed_tpot(rate, steps, m_p, targets.tpot.percentile)
-    wait, busy = _prompt_queue(rate, steps, m, steps.decode(m), targets.ttft.percentile)
-    ttft = wait + steps.lone_prompt(m) + step
+    ttft, busy = _ttft(rate, steps, m, steps.decode(m), step, targets.ttft.percentile)
     full = mean_step(steps.e.max_num_seqs) if steps.room(steps.e.max_num_seqs) >= 1 else math.inf
     checks = _limits(rate, steps, m_p, full, targets.ttft.percentile)
     checks += [(SATURATED, busy >= 1.0), (TTFT, ttft > targets.ttft.seconds), (TPOT, tpot > targets.tpot.seconds)]

@@ -13,6 +13,8 @@ from statistics import NormalDist
 
 _Z90 = NormalDist().inv_cdf(0.90)
 _Z99 = NormalDist().inv_cdf(0.99)
+# where LoadMix.input_lengths cuts the prompt-length distribution (cumulative shares)
+PROMPT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,17 @@ class LoadMix:
         mu = math.log(self.output_mean) - sigma * sigma / 2.0
         inv = NormalDist().inv_cdf
         return tuple((max(1.0, math.exp(mu + sigma * inv((i + 0.5) / bins))), 1.0 / bins) for i in range(bins))
+
+    def input_lengths(self) -> tuple[tuple[float, float], ...]:
+        """Prompt lengths as (tokens, share of requests): quantiles of the distribution input_quantile
+        describes, at the middle of each share of PROMPT_GRID. The grid is fine in the tail, where a
+        p99 TTFT is decided: a request's TTFT is its wait plus its own prompt, and the p99 of that
+        sum comes from long prompts with moderate waits as much as from moderate ones with long
+        waits (queueing.response_at_percentile)."""
+        edges = (0.0, *PROMPT_GRID, 1.0)
+        return tuple(
+            (max(1.0, self.input_quantile(50.0 * (lo + hi))), hi - lo) for lo, hi in zip(edges, edges[1:], strict=False)
+        )
 
     def input_scv(self) -> float:
         """Squared coefficient of variation of prompt length, of the distribution input_quantile

@@ -9,6 +9,7 @@ once, and the G/G/1 waiting-time tail for prompts queued for prefill.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from statistics import NormalDist
 
 
@@ -68,6 +69,49 @@ def wait_at_percentile(utilisation: float, service_s: float, service_scv: float,
     if utilisation <= tail:
         return 0.0
     return mean_wait / utilisation * math.log(utilisation / tail)
+
+
+def response_at_percentile(
+    utilisation: float,
+    service_s: float,
+    service_scv: float,
+    own_s: Sequence[tuple[float, float]],
+    percentile: float,
+) -> float:
+    """The `percentile` of waiting time + a request's own time, where the wait is that of
+    wait_at_percentile (with probability rho an exponential of mean W/rho, else none) and the own
+    time is independent of it, `own_s[i][0]` seconds for a share `own_s[i][1]` of requests.
+
+    Adding the two percentiles instead (wait_at_percentile + the percentile request alone) counts
+    the p99 wait and the p99 prompt as if they always came together: they rarely do, and the sum
+    put the TTFT p99 of one MI300X on the Azure code mix at 537 ms where the discrete-event
+    simulator measures 372 ms (this gives 421), and 527 against 379 on an H100 (this: 377)."""
+    if not own_s:
+        return wait_at_percentile(utilisation, service_s, service_scv, percentile)
+    if utilisation >= 1.0:
+        return math.inf
+    allowed = 1.0 - percentile / 100.0
+    rho = max(utilisation, 0.0)
+    scale = (1.0 + service_scv) / 2.0 * service_s / (1.0 - rho) if rho > 0.0 and service_s > 0.0 else 0.0
+
+    def tail(t: float) -> float:
+        share = 0.0
+        for own, weight in own_s:
+            if t < own:
+                share += weight
+            elif scale > 0.0:
+                share += weight * rho * math.exp(-(t - own) / scale)
+        return share
+
+    lo, hi = 0.0, max(own for own, _ in own_s) + (scale * math.log(max(rho, allowed) / allowed) if scale else 0.0)
+    if tail(hi) > allowed:  # only at the grid's edge: the longest own time with its full wait
+        return hi
+    for _ in range(60):
+        if hi - lo <= 1e-5 * hi:
+            break
+        mid = (lo + hi) / 2.0
+        lo, hi = (mid, hi) if tail(mid) > allowed else (lo, mid)
+    return hi
 
 
 def erlang_c(servers: int, offered: float) -> float:
