@@ -43,7 +43,7 @@ from tessera.engine_model.startup import StartupTimes
 from tessera.planning.corrections import Factors
 from tessera.planning.fleet import EngineKey, InstanceType
 from tessera.planning.load import LoadMix
-from tessera.planning.queueing import count_at_percentile, erlang_c, response_at_percentile, z_score
+from tessera.planning.queueing import count_at_percentile, erlang_c, response_at_percentile, time_at_tail, z_score
 from tessera.planning.slo_policy import SloTargets
 
 StepTime = Callable[..., float]  # StepTimer: (prefill=[(new, cached)], decode=[context]) -> seconds
@@ -346,15 +346,7 @@ def _mixed_tpot_spread(rate: float, steps: _Steps, batch_p: float, percentile: f
                 share += weight * 0.5 * math.erfc(excess / (sd_per_root_s * math.sqrt(life)) / math.sqrt(2.0))
         return share
 
-    if tail(longest) > allowed:
-        return longest
-    lo, hi = step, longest
-    for _ in range(40):
-        if hi - lo <= 1e-4 * hi:
-            break
-        mid = (lo + hi) / 2.0
-        lo, hi = (mid, hi) if tail(mid) > allowed else (lo, mid)
-    return hi
+    return time_at_tail(tail, step, longest, allowed)
 
 
 def predict_mixed(rate: float, steps: _Steps, targets: SloTargets) -> Prediction:

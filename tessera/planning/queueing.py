@@ -9,7 +9,7 @@ once, and the G/G/1 waiting-time tail for prompts queued for prefill.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from statistics import NormalDist
 
 
@@ -103,11 +103,17 @@ def response_at_percentile(
                 share += weight * rho * math.exp(-(t - own) / scale)
         return share
 
-    lo, hi = 0.0, max(own for own, _ in own_s) + (scale * math.log(max(rho, allowed) / allowed) if scale else 0.0)
-    if tail(hi) > allowed:  # only at the grid's edge: the longest own time with its full wait
+    hi = max(own for own, _ in own_s) + (scale * math.log(max(rho, allowed) / allowed) if scale else 0.0)
+    return time_at_tail(tail, 0.0, hi, allowed, 1e-5)
+
+
+def time_at_tail(tail: Callable[[float], float], lo: float, hi: float, allowed: float, rel: float = 1e-4) -> float:
+    """The smallest t in [lo, hi] (to `rel`) with tail(t) <= allowed, for a non-increasing tail
+    (a share of requests slower than t); `hi` where even that one is past it."""
+    if tail(hi) > allowed:
         return hi
     for _ in range(60):
-        if hi - lo <= 1e-5 * hi:
+        if hi - lo <= rel * hi:
             break
         mid = (lo + hi) / 2.0
         lo, hi = (mid, hi) if tail(mid) > allowed else (lo, mid)
