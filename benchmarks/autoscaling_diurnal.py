@@ -101,6 +101,12 @@ def workload_policy(wname: str) -> SloPolicy:
     return policy
 
 
+def workload_model(wname: str, policy: SloPolicy, capacity: CapacityModel) -> tuple[SloPolicy, CapacityModel]:
+    """The policy `wname` runs under and its capacity model (`capacity` when that is `policy`'s)."""
+    wpolicy = workload_policy(wname)
+    return wpolicy, capacity if wpolicy == policy else CapacityModel(engines_for(wpolicy))
+
+
 def workloads(mix: list[SimRequest], quick: bool) -> dict[str, tuple[list[SimRequest], float | None]]:
     """name -> (requests, the day's mean rate or None for a workload without an envelope)."""
     out: dict[str, tuple[list[SimRequest], float | None]] = {}
@@ -152,6 +158,15 @@ def planner_floor(
             p = plan_homogeneous(policy, load, capacity, accelerator=kind) if kind else plan(policy, load, capacity)
             cost += p.cost_per_hour * min(FLOOR_BUCKET_S, end - start) / 3600.0
     return cost
+
+
+def floors(policy: SloPolicy, capacity: CapacityModel, work: list[SimRequest]) -> dict[str, float]:
+    """A day's floors: tessera's and the homogeneous loop's planner floors, and the envelope's."""
+    return {
+        "planner_floor": planner_floor(policy, capacity, work),
+        "homogeneous_floor": planner_floor(policy, capacity, work, homogeneous=True),
+        "envelope_floor": envelope_floor(),
+    }
 
 
 def envelope_floor() -> float:
@@ -401,11 +416,7 @@ def main() -> None:
             if entry.get("day_rate") and "homogeneous_floor" not in entry:
                 day_s = day_length(wname)
                 work = diurnal(mix, entry["day_rate"], day_s, seed=1, day_s=day_s)
-                wpolicy = workload_policy(wname)
-                wcapacity = capacity if wpolicy == policy else CapacityModel(engines_for(wpolicy))
-                entry["planner_floor"] = planner_floor(wpolicy, wcapacity, work)
-                entry["homogeneous_floor"] = planner_floor(wpolicy, wcapacity, work, homogeneous=True)
-                entry["envelope_floor"] = envelope_floor()
+                entry |= floors(*workload_model(wname, policy, capacity), work)
         wall = time.monotonic()
         for wname, (work, day_rate) in workloads(mix, args.quick).items() if not args.merge else ():
             if args.only not in wname:
@@ -424,14 +435,11 @@ def main() -> None:
                 kept = {name: keep(s, day_rate) for name, s in runs.items()}
                 partial.write_text(json.dumps({wname: {"runs": kept, "day_rate": day_rate}}))
 
-            wpolicy = workload_policy(wname)
-            wcapacity = capacity if wpolicy == policy else CapacityModel(engines_for(wpolicy))
+            wpolicy, wcapacity = workload_model(wname, policy, capacity)
             runs = run_workload(wpolicy, wcapacity, arch, work, save)
             entry: dict[str, object] = {"runs": runs, "goals": goals(runs), "day_rate": day_rate}
             if day_rate:
-                entry["planner_floor"] = planner_floor(wpolicy, wcapacity, work)
-                entry["homogeneous_floor"] = planner_floor(wpolicy, wcapacity, work, homogeneous=True)
-                entry["envelope_floor"] = envelope_floor()
+                entry |= floors(wpolicy, wcapacity, work)
             print(f"    goals: {entry['goals']}", flush=True)
             entry["runs"] = {name: keep(s, day_rate) for name, s in runs.items()}
             partial.write_text(json.dumps({wname: entry}))

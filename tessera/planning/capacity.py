@@ -119,10 +119,8 @@ class _Shape:
     def of(cls, load: LoadMix, targets: SloTargets) -> _Shape:
         reuse = load.prefix_reuse
         new = max(1.0, load.input_mean * (1 - reuse))
-        prompts = tuple(
-            (max(1.0, n * (1 - reuse)), max(n - max(1.0, n * (1 - reuse)), 0.0), share)
-            for n, share in load.input_lengths()
-        )
+        computed = [(n, max(1.0, n * (1 - reuse)), share) for n, share in load.input_lengths()]
+        prompts = tuple((c, max(n - c, 0.0), share) for n, c, share in computed)
         return cls(
             new,
             max(load.input_mean - new, 0.0),

@@ -28,6 +28,7 @@ from tessera.sim.workloads import SimRequest
 LONG_POLICY = Path(__file__).parents[2] / "deploy" / "slo-policies" / "llama3-8b-long-prompts.yaml"
 RATE_RPS = 2.5
 SECONDS = 240.0
+MIXED_ONLY = {"roles: [mixed, prefill, decode]": "roles: [mixed]"}
 
 
 def _policy(text_changes: dict[str, str] | None = None) -> SloPolicy:
@@ -87,7 +88,7 @@ def _served(policy: SloPolicy, capacity: CapacityModel, counts, work: list[SimRe
 def test_a_mixed_fleet_sized_for_long_prompts_meets_the_slos(long_work):
     """Mixed instances only: the planner's fleet for this rate keeps 99% within 10 s to the first
     token and 100 ms per output token in the simulator."""
-    policy = _policy({"roles: [mixed, prefill, decode]": "roles: [mixed]"})
+    policy = _policy(MIXED_ONLY)
     capacity = CapacityModel(engines_for(policy))
     fleet = plan(policy, _shape(long_work).scaled(RATE_RPS), capacity)
     summary = _served(policy, capacity, {t: n for t, n in fleet.counts.items() if n}, long_work)
@@ -104,7 +105,7 @@ def test_long_prompts_go_to_a_cheaper_prefill_decode_pool_that_meets_the_slos(lo
     fleet = plan(policy, load, capacity)
     roles = {t.role for t, n in fleet.counts.items() if n}
     assert roles == {"prefill", "decode"}, fleet.counts
-    mixed_policy = _policy({"roles: [mixed, prefill, decode]": "roles: [mixed]"})
+    mixed_policy = _policy(MIXED_ONLY)
     mixed = plan(mixed_policy, load, CapacityModel(engines_for(mixed_policy)))
     assert fleet.cost_per_hour < mixed.cost_per_hour
     summary = _served(policy, capacity, {t: n for t, n in fleet.counts.items() if n}, long_work)
