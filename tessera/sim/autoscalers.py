@@ -163,25 +163,23 @@ class PlannerLoop(Autoscaler):
 
 def planning_observation(obs: Observation, policy: SloPolicy, burst_window_s: float = 0.0) -> PlanObservation:
     """What the planning loop sees of a simulated interval: per type, the latency percentiles at
-    the policy's percentiles over the requests it finished; the peak rate over `burst_window_s`
+    the policy's percentiles over the requests it finished, in its role as the live service
+    reports them (TTFT where it computes prompts, TPOT where it decodes: a decode worker's local
+    prefills are placement's fallback, not its role's work); the peak rate over `burst_window_s`
     windows (0: none, the interval counts at its mean)."""
     ttft_pct, tpot_pct = policy.targets.ttft.percentile, policy.targets.tpot.percentile
 
     def pct(values: tuple[float, ...], q: float) -> float | None:
         return float(np.percentile(values, q)) if values else None
 
-    fleet = {
-        t: PlanTypeObservation(
-            o.ready,
-            o.starting,
-            o.served,
-            pct(o.ttft_s, ttft_pct),
-            len(o.ttft_s),
-            pct(o.tpot_s, tpot_pct),
-            len(o.tpot_s),
+    def seen(t: InstanceType, o: TypeObservation) -> PlanTypeObservation:
+        ttft = o.ttft_s if t.role != "decode" else ()
+        tpot = o.tpot_s if t.role != "prefill" else ()
+        return PlanTypeObservation(
+            o.ready, o.starting, o.served, pct(ttft, ttft_pct), len(ttft), pct(tpot, tpot_pct), len(tpot)
         )
-        for t, o in obs.fleet.items()
-    }
+
+    fleet = {t: seen(t, o) for t, o in obs.fleet.items()}
     peak = obs.peak_rps(burst_window_s) if burst_window_s > 0 else None
     return PlanObservation(obs.now_s, obs.arrivals, peak, obs.queued, fleet)
 
@@ -224,6 +222,7 @@ def build_autoscaler(
     hpa_params: hpa.HpaParams | None = None,
     burst_window_s: float | None = None,
     warm_start: bool = True,
+    opening: LoadMix | None = None,
 ) -> Autoscaler:
     """One of AUTOSCALERS for `policy`; `peak` (peak_load) sizes static and picks the homogeneous kind;
     `burst_window_s` makes the planner loops plan for each interval's peak rate over such windows
@@ -231,12 +230,37 @@ def build_autoscaler(
 
     warm_start: every autoscaler starts from its own provisioning for the peak (static's plan; the
     best homogeneous plan of hpa's and homogeneous's kind), as a deployment that was running before
-    the workload began would; otherwise from nothing (its first decision at t=0 is taken as ready)."""
+    the workload began would; otherwise from nothing (its first decision at t=0 is taken as ready).
+
+    opening: with warm_start, the load that deployment was provisioned for instead of the peak
+    (static keeps its peak fleet). A day's workload opens at midnight, where yesterday's loop left a
+    fleet for midnight's load, not for the evening peak: a day started from the peak fleet billed
+    the loops for its ten-minute scale-down: on the scarce day in 6 h, $2.33 of the $8.28 by which
+    tessera exceeded its planner floor (issue 18, benchmarks/autoscaling_diurnal.py)."""
     window = policy.forecast.peak_window_s if burst_window_s is None else burst_window_s
     autoscaler = _build(name, policy, capacity, peak, hpa_params, window)
     if warm_start:
         autoscaler.initial = autoscaler.peak_counts
+        if opening is not None and name != "static":
+            autoscaler.initial = _provisioned_for(autoscaler, policy, capacity, opening)
     return autoscaler
+
+
+def _provisioned_for(
+    autoscaler: Autoscaler, policy: SloPolicy, capacity: CapacityModel, load: LoadMix
+) -> dict[InstanceType, int]:
+    """The fleet `autoscaler` would provision for `load`, of the kind it chose for the peak: the
+    planner's plan for tessera, the plan on its one kind for homogeneous, and for hpa as many
+    instances of its type as the plan on that type alone needs (at least one)."""
+    if isinstance(autoscaler, PlannerLoop):
+        kind = autoscaler.loop.accelerator
+        if kind is None:
+            return dict(plan(policy, load, capacity).counts)
+        return dict(plan_homogeneous(policy, load, capacity, accelerator=kind).counts)
+    (itype,) = autoscaler.peak_counts
+    alone = replace(policy, roles=("mixed",), tp=(itype.tp,))
+    counts = plan_homogeneous(alone, load, capacity, accelerator=itype.accelerator).counts
+    return {itype: max(1, counts.get(itype, 0))}
 
 
 def _build(

@@ -13,9 +13,19 @@ from tessera.engine_model.perf.model_arch import ModelArch
 from tessera.planning.capacity import CapacityModel
 from tessera.planning.engines import engines_for
 from tessera.planning.fleet import InstanceType
+from tessera.planning.forecast import IntervalStats
 from tessera.planning.slo_policy import parse_slo_policy
 from tessera.sim import hpa
-from tessera.sim.autoscalers import Autoscaler, Observation, ScalingDecision, Static, build_autoscaler, peak_load
+from tessera.sim.autoscalers import (
+    Autoscaler,
+    Observation,
+    ScalingDecision,
+    Static,
+    TypeObservation,
+    build_autoscaler,
+    peak_load,
+    planning_observation,
+)
 from tessera.sim.autoscaling import run_autoscaled
 from tessera.sim.autoscaling_report import billed_cost, fleet_series, summarize_autoscaled
 from tessera.sim.elastic import Lifetime
@@ -221,3 +231,32 @@ def test_the_planned_prefill_chunk_keeps_answers_within_tpot_through_a_clump_of_
     planned = answers_tpot_ms(None)  # the policy's engines
     default = answers_tpot_ms({("h100-sxm", 1): {"max_num_batched_tokens": 8192}})
     assert planned <= 50.0 < default, (planned, default)
+
+
+@pytest.mark.parametrize("name", ["tessera", "homogeneous", "hpa"])
+def test_a_day_opens_with_the_fleet_for_its_opening_load_not_the_peak(policy, capacity, name):
+    """A day's deployment at midnight runs what yesterday's loop left for midnight's load. Started
+    from the evening peak's fleet, every autoscaler was billed for scaling it down; static keeps
+    its one fleet either way."""
+    peak = peak_load([i / 40.0 for i in range(2400)], [1024] * 2400, [64] * 2400)  # 40 req/s
+    opening = peak.scaled(2.0)
+    from_peak = build_autoscaler(name, policy, capacity, peak).initial
+    opened = build_autoscaler(name, policy, capacity, peak, opening=opening).initial
+    assert sum(from_peak.values()) > sum(opened.values()) >= 1
+    assert {t.accelerator for t in opened} <= {t.accelerator for t in from_peak} or name == "tessera"
+    static = build_autoscaler("static", policy, capacity, peak, opening=opening)
+    assert static.initial == build_autoscaler("static", policy, capacity, peak).initial
+
+
+def test_the_simulator_reports_each_types_latencies_in_its_role_as_the_live_service_does(policy):
+    """A decode worker that prefilled a prompt itself (placement's fallback) has a TTFT in the
+    simulator, but the live routers give a type only its role's percentiles; the planning loop
+    sees the same in both."""
+    times = tuple(0.1 * i for i in range(1, 21))
+    seen = TypeObservation(1, 0, (0.5,), 20, times, times)
+    roles = {r: InstanceType("h100-sxm", 1, r) for r in ("mixed", "prefill", "decode")}
+    obs = Observation(30.0, 30.0, IntervalStats(30.0, 20), 0, {t: seen for t in roles.values()})
+    fleet = planning_observation(obs, policy).fleet
+    assert fleet[roles["decode"]].ttft_s is None and fleet[roles["decode"]].tpot_s is not None
+    assert fleet[roles["prefill"]].tpot_s is None and fleet[roles["prefill"]].ttft_s is not None
+    assert fleet[roles["mixed"]].ttft_s is not None and fleet[roles["mixed"]].tpot_s is not None
