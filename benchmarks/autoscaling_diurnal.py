@@ -465,15 +465,24 @@ def plot(results: dict[str, dict], path: Path) -> None:
                 continue
             label = label.strip("*")
             h = np.array(ts["t"]) / 3600.0 * clock
+            color = f"C{list(LABELS).index(name)}"  # one colour per autoscaler in every panel, run or not
             axes[1][col].step(
-                h, ts["cost_per_hour"][: len(h)], where="post", label=f"{label} (${runs[name]['cost_usd']:.0f})"
+                h,
+                ts["cost_per_hour"][: len(h)],
+                where="post",
+                color=color,
+                label=f"{label} (${runs[name]['cost_usd']:.0f})",
             )
             att = np.array([np.nan if v is None else v for v in ts["slo_attainment"][: len(h)]], dtype=float)
             # the share within both SLOs of each half hour's arrivals
             k = 60
             n = len(att) // k * k
             axes[2][col].plot(
-                h[:n:k] + 0.25 * clock, np.nanmean(att[:n].reshape(-1, k), axis=1), marker=".", label=label
+                h[:n:k] + 0.25 * clock,
+                np.nanmean(att[:n].reshape(-1, k), axis=1),
+                marker=".",
+                color=color,
+                label=label,
             )
         axes[1][col].set_ylabel("fleet cost ($/h)")
         axes[1][col].legend(fontsize=8)
