@@ -87,7 +87,10 @@ BURST_WINDOW_S = 10.0
 DAYS = ((8.0, DAY_S), (32.0, DAY_S / 4))
 POISSON_RATES = (2.0, 8.0, 32.0)
 POISSON_S = 1200.0
-SCALES_DOWN = (0.75, 0.5, 0.35, 0.25)
+# multiples of the 60-s peak tried for the hindsight fleet, down from 1x: fine enough that no
+# fleet the planner gives between two of them is skipped (the scarce days' 2 x MI300X-tp2 + 1 x
+# H100 comes only at 0.65-0.7x; fleets already simulated are not run again)
+SCALES_DOWN = (0.9, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25)
 SCALES_UP = (1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
 FLOOR_BUCKET_S = 300.0
 RUNS = ("static", "static-sized", "hpa", "homogeneous", "tessera")  # a workload's runs, in the tables' order
