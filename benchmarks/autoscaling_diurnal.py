@@ -207,18 +207,20 @@ def day_phase(t_s: float, day_s: float) -> str:
 
 def excess_over_floor(entry: dict, day_s: float, name: str = "tessera") -> dict[str, dict[str, float]]:
     """Where an autoscaler pays above the planner floor over a day, by the envelope's phase
-    (day_phase): {phase: {"floor": $, "cost": $}}. The floor follows each five minutes' true rate
-    at once; a loop pays above it where it must act ahead of the load (rising: an instance takes a
-    start-up to be ready, and the forecast's trend leads) or cannot follow it down at once (falling:
-    hysteresis holds a smaller plan for five minutes before it removes anything)."""
+    (day_phase): {phase: {"buckets": n, "floor": $, "cost": $}}. The floor follows each five
+    minutes' true rate at once; a loop pays above it where it must act ahead of the load (rising:
+    an instance takes a start-up to be ready) or keeps more than the load needs (falling: a
+    forecast that crosses a plan's boundary adds an instance at once, and hysteresis removes it
+    only after ten intervals of smaller plans, docs/autoscaling.md floor 10)."""
     ts = entry["runs"][name]["timeseries"]
     t, rate = np.asarray(ts["t"]), np.asarray(ts["cost_per_hour"])
     step = float(t[1] - t[0]) if len(t) > 1 else FLOOR_BUCKET_S
-    out = {p: {"floor": 0.0, "cost": 0.0} for p in PHASES}
+    out = {p: {"buckets": 0, "floor": 0.0, "cost": 0.0} for p in PHASES}
     for i, floor in enumerate(entry["planner_floor_buckets"]):
         start = i * FLOOR_BUCKET_S
         inside = (t >= start) & (t < start + FLOOR_BUCKET_S)
         phase = out[day_phase(start + FLOOR_BUCKET_S / 2, day_s)]
+        phase["buckets"] += 1
         phase["floor"] += floor
         phase["cost"] += float(rate[inside].sum()) * step / 3600.0
     return out
@@ -233,14 +235,11 @@ def excess_table(results: dict[str, dict]) -> str:
     for wname, entry in results.items():
         if not entry.get("day_rate") or "planner_floor_buckets" not in entry or "tessera" not in entry["runs"]:
             continue
-        day_s = day_length(wname)
-        counts = {p: 0 for p in PHASES}
-        for i in range(len(entry["planner_floor_buckets"])):
-            counts[day_phase(i * FLOOR_BUCKET_S + FLOOR_BUCKET_S / 2, day_s)] += 1
-        total = sum(counts.values())
-        for phase, seen in excess_over_floor(entry, day_s).items():
+        by_phase = excess_over_floor(entry, day_length(wname))
+        total = sum(seen["buckets"] for seen in by_phase.values())
+        for phase, seen in by_phase.items():
             lines.append(
-                f"| {wname} | {phase} | {counts[phase] / total:.0%} | ${seen['floor']:.2f} | ${seen['cost']:.2f} "
+                f"| {wname} | {phase} | {seen['buckets'] / total:.0%} | ${seen['floor']:.2f} | ${seen['cost']:.2f} "
                 f"| ${seen['cost'] - seen['floor']:.2f} ({seen['cost'] / max(seen['floor'], 1e-9) - 1:+.0%}) |"
             )
     return "\n".join(lines) if len(lines) > 2 else ""
