@@ -293,10 +293,10 @@ def _build(
         kind = homogeneous_kind(policy, peak, capacity)
 
         loop = PlannerLoop("homogeneous", PlanningLoop(policy, capacity, accelerator=kind), burst_window_s)
-        loop.peak_counts = plan_homogeneous(policy, peak, capacity, accelerator=kind).counts
+        loop.peak_counts = _provisioned_for(loop, policy, capacity, peak)
         return loop
     if name == "tessera":
         loop = PlannerLoop("tessera", PlanningLoop(policy, capacity), burst_window_s)
-        loop.peak_counts = plan(policy, peak, capacity).counts
+        loop.peak_counts = _provisioned_for(loop, policy, capacity, peak)
         return loop
     raise ValueError(f"unknown autoscaler {name!r}; known: {', '.join(AUTOSCALERS)}")
